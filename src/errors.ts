@@ -1,0 +1,44 @@
+/**
+ * Typed errors. Every failure that can reach a user carries a stable `code`
+ * (POSIX-flavoured) so callers and the CLI can react without parsing messages.
+ */
+export type ErrorCode =
+  | 'EINVAL' // malformed argument or ID
+  | 'ENOSPC' // out of physical frames
+  | 'ECORRUPT' // on-media structure fails validation
+  | 'EVERSION' // on-media format version we do not understand
+  | 'EMISALIGNED' // address not naturally aligned for the order
+  | 'EEXIST' // slot already occupied / file exists
+  | 'ENOENT' // no such file / mapping
+  | 'EACCES' // access violates the mapping's rights
+  | 'EFAULT' // address not mapped at all
+  | 'ERANGE' // offset / address outside the object
+  | 'EBUSY' // object still in use (e.g. mapped)
+  | 'ENOTSUP' // valid request the configuration cannot serve
+  | 'EIO'; // the host refused an I/O operation
+
+export class MorselError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(`${code}: ${message}`, options);
+    this.code = code;
+    this.name = 'MorselError';
+  }
+}
+
+/** Throws a typed error unless `cond` holds. Use for user-facing validation. */
+export function check(cond: unknown, code: ErrorCode, message: string): asserts cond {
+  if (!cond) throw new MorselError(code, message);
+}
+
+/**
+ * Internal invariant. A failure is a bug in morsel, never the caller's fault;
+ * asserts are dense on purpose (TIGER_STYLE) and cheap enough to stay on.
+ */
+export function assert(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new Error(`assertion failed: ${message}`);
+}
+
+export function isMorselError(e: unknown, code?: ErrorCode): e is MorselError {
+  return e instanceof MorselError && (code === undefined || e.code === code);
+}

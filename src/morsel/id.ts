@@ -1,0 +1,48 @@
+/**
+ * Morsel IDs. An ID is the morsel's entry in a parent table: a bit-exact
+ * x86-64 entry whose PFN is the root frame, plus the order tag (bits 9..11,
+ * 1 = order 0 .. 5 = order 4, so a plain table entry never looks like an ID)
+ * and the meta-morsel flag (bit 52). Users hold it as a bigint, the raw 64 bits.
+ */
+import { MorselError } from '../errors.js';
+import { HI_META, INNER_FLAGS, TAG_MASK, TAG_SHIFT, entryFromBigInt, entryToBigInt, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import type { Frame } from '../units.js';
+import type { Order } from './order.js';
+
+declare const idBrand: unique symbol;
+export type MorselId = bigint & { readonly [idBrand]: 'MorselId' };
+
+export interface DecodedId {
+  id: MorselId;
+  order: Order;
+  meta: boolean;
+  rootFrame: Frame;
+}
+
+export function encodeId(rootFrame: Frame, order: Order, meta: boolean): MorselId {
+  const lo = makeLo(rootFrame, INNER_FLAGS | ((order + 1) << TAG_SHIFT));
+  const hi = makeHi(rootFrame, meta ? HI_META : 0);
+  return entryToBigInt(lo, hi) as MorselId;
+}
+
+/** Structural decode: present bit, known tag, no stray bits. Region checks are the caller's (see Morsels.decode). */
+export function decodeIdBits(value: bigint): DecodedId {
+  if (typeof value !== 'bigint' || value < 0n || value >= 1n << 64n) throw new MorselError('EINVAL', `not a 64-bit morsel ID: ${String(value)}`);
+  const { lo, hi } = entryFromBigInt(value);
+  if (!isPresent(lo)) throw new MorselError('EINVAL', `morsel ID ${hex(value)} is not present`);
+  const tag = (lo & TAG_MASK) >>> TAG_SHIFT;
+  if (tag < 1 || tag > 5) throw new MorselError('EINVAL', `morsel ID ${hex(value)} has no valid order tag (${tag})`);
+  const meta = (hi & HI_META) !== 0;
+  const rootFrame = pfnOf(lo, hi) as Frame;
+  if (encodeId(rootFrame, (tag - 1) as Order, meta) !== value) throw new MorselError('EINVAL', `morsel ID ${hex(value)} has unexpected flag bits`);
+  return { id: value as MorselId, order: (tag - 1) as Order, meta, rootFrame };
+}
+
+export const hex = (value: bigint): string => '0x' + BigInt.asUintN(64, value).toString(16).padStart(16, '0');
+
+/** Parses "0x…" (or decimal) text into a bigint; EINVAL on garbage. */
+export function parseId(text: string): bigint {
+  const t = text.trim();
+  if (!/^(0x[0-9a-fA-F]{1,16}|\d{1,20})$/.test(t)) throw new MorselError('EINVAL', `not a morsel ID: ${JSON.stringify(text)}`);
+  return BigInt(t);
+}

@@ -1,0 +1,277 @@
+/**
+ * The morsel primitive (thesis ch. 3): create, lazy lock-free population,
+ * explicit batch population, inspection and crash-consistent destroy, plus
+ * meta morsels. Every live morsel is registered in the live table (root slot
+ * 0, keyed by root frame), so it is reachable after a restart.
+ *
+ * Crash windows, all closed by recovery rebuilding the allocator from what is
+ * reachable (see src/recovery): a frame allocated but not yet linked by its
+ * CAS; a root created but not yet registered; a destroy between unregistering
+ * and freeing the root. At most one frame per thread is ever in transit.
+ */
+import { MorselError, assert, check } from '../errors.js';
+import { FrameAllocator } from '../alloc/llfree.js';
+import { firstAllocatableFrame } from '../physical/layout.js';
+import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
+import type { Region } from '../physical/region.js';
+import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { PAGE_SIZE, type Frame } from '../units.js';
+import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
+import { orderBytes, tableIndex, type Order } from './order.js';
+import { Registry } from './registry.js';
+import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
+
+export interface MorselStats {
+  id: MorselId;
+  order: Order;
+  meta: boolean;
+  rootFrame: number;
+  /** page-table frames in the subtree, including the root table */
+  tableFrames: number;
+  /** data pages in the subtree (order 0: the root itself) */
+  dataPages: number;
+  virtualBytes: number;
+  /** for a meta morsel: its metadata and the data morsel's stats */
+  metaInfo?: MetaInfo;
+  data?: MorselStats;
+}
+
+export class Morsels {
+  readonly live: Registry;
+  private readonly firstFrame: number;
+
+  constructor(
+    readonly region: Region,
+    readonly alloc: FrameAllocator,
+  ) {
+    this.live = new Registry(region, alloc, ROOT_SLOT_LIVE_TABLE);
+    this.firstFrame = firstAllocatableFrame(region.frameCount);
+  }
+
+  // --- create -----------------------------------------------------------------
+
+  /** Creates a morsel of `order`: one 4 KiB root, whatever the order (thesis Fig 3.2). */
+  create(order: Order): MorselId {
+    const root = this.zeroedFrame();
+    const id = encodeId(root, order, false);
+    this.register(id);
+    return id;
+  }
+
+  /**
+   * Creates a meta morsel (an order-0 page of metadata) for a fresh data
+   * morsel of `order` that always maps at `address`.
+   */
+  createMeta(order: Order, opts: { address: number; sizeBytes?: number }): MorselId {
+    const size = opts.sizeBytes ?? orderBytes(order);
+    check(Number.isSafeInteger(opts.address) && opts.address >= 0, 'EINVAL', `meta address must be a non-negative integer, got ${opts.address}`);
+    check(opts.address % orderBytes(order) === 0, 'EMISALIGNED', `address 0x${opts.address.toString(16)} is not aligned to the order-${order} size`);
+    check(Number.isSafeInteger(size) && size > 0 && size <= orderBytes(order), 'ERANGE', `size ${size} does not fit an order-${order} morsel`);
+    // The data morsel is not registered: it is reachable through its meta morsel.
+    const dataRoot = this.zeroedFrame();
+    const metaPage = this.zeroedFrame();
+    const dataId = encodeId(dataRoot, order, false);
+    writeMetaPage(this.region, metaPage, { address: opts.address, sizeBytes: size, createdMs: Date.now(), dataId });
+    const id = encodeId(metaPage, 0, true);
+    this.register(id);
+    return id;
+  }
+
+  private register(id: MorselId): void {
+    const d = decodeIdBits(id);
+    const lo = Number(id & 0xffffffffn) | 0;
+    const hi = Number(id >> 32n) | 0;
+    this.live.add(d.rootFrame, lo, hi);
+  }
+
+  private zeroedFrame(): Frame {
+    const frame = this.alloc.alloc(0);
+    this.region.zeroFrame(frame);
+    return frame;
+  }
+
+  // --- decode -------------------------------------------------------------------
+
+  /**
+   * Validates an ID against this region: structure, PFN inside the
+   * allocatable range, root frame allocated, and registered as live (which
+   * also rejects an ID whose order or flags were altered).
+   */
+  decode(id: bigint): DecodedId {
+    const d = decodeIdBits(id);
+    check(d.rootFrame >= this.firstFrame && d.rootFrame < this.region.frameCount, 'EINVAL', `morsel ID ${hex(id)}: root frame ${d.rootFrame} outside the allocatable range`);
+    check(this.alloc.isAllocated(d.rootFrame), 'EINVAL', `morsel ID ${hex(id)}: root frame ${d.rootFrame} is free`);
+    const reg = this.live.get(d.rootFrame);
+    const lo = Number(id & 0xffffffffn) | 0;
+    const hi = Number(id >> 32n) | 0;
+    check(reg !== null && reg[0] === lo && reg[1] === hi, 'EINVAL', `morsel ID ${hex(id)} is not a live morsel`);
+    return d;
+  }
+
+  /** The data morsel an ID stands for: itself, or a meta morsel's data morsel. */
+  dataOf(d: DecodedId): DecodedId {
+    if (!d.meta) return d;
+    return decodeIdBits(this.metaOf(d).dataId);
+  }
+
+  metaOf(d: DecodedId): MetaInfo {
+    assert(d.meta, 'metaOf on a meta morsel');
+    return readMetaPage(this.region, d.rootFrame);
+  }
+
+  // --- population -----------------------------------------------------------------
+
+  /**
+   * The fault handler (thesis 3.4): walks from the root to the data page for
+   * byte `offset`, creating each missing table or page with the lock-free
+   * protocol: check, allocate, prepare, CAS; a lost CAS frees the frame and
+   * continues with the winner's. Returns the data frame.
+   */
+  populatePage(root: Frame, order: Order, offset: number): Frame {
+    let table = root;
+    for (let level = order; level >= 1; level--) table = this.ensureChild(table, tableIndex(offset, level));
+    return table;
+  }
+
+  /** Child of `table` at `idx`, created if missing. */
+  private ensureChild(table: Frame, idx: number): Frame {
+    const region = this.region;
+    let lo = region.loadLo(table, idx);
+    if (!isPresent(lo)) {
+      const fresh = this.zeroedFrame();
+      if (region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) return fresh;
+      this.alloc.free(fresh); // another thread was faster: its child stands
+      lo = region.loadLo(table, idx);
+      assert(isPresent(lo), 'entry present after a lost CAS');
+    }
+    return pfnOf(lo, region.loadHi(table, idx)) as Frame;
+  }
+
+  /** The data frame for `offset` if populated, else -1. Never allocates. */
+  lookupPage(root: Frame, order: Order, offset: number): number {
+    let table = root;
+    for (let level = order; level >= 1; level--) {
+      const idx = tableIndex(offset, level);
+      const lo = this.region.loadLo(table, idx);
+      if (!isPresent(lo)) return -1;
+      table = pfnOf(lo, this.region.loadHi(table, idx)) as Frame;
+    }
+    return table;
+  }
+
+  /**
+   * Explicit batch population of [offset, offset + length) (thesis future
+   * work, exmap-style): one descent per table instead of one walk per page.
+   * Returns the number of frames it created.
+   */
+  populate(id: bigint, offset: number, length: number): number {
+    const d = this.dataOf(this.decode(id));
+    const size = orderBytes(d.order);
+    check(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= size, 'ERANGE', `range [${offset}, ${offset + length}) outside the ${size}-byte morsel`);
+    if (d.order === 0 || length === 0) return 0;
+    const first = Math.floor(offset / PAGE_SIZE);
+    const last = Math.floor((offset + length - 1) / PAGE_SIZE);
+    return this.populateRange(d.rootFrame, d.order, first, last);
+  }
+
+  /** Populates pages [first, last] (page numbers inside the table at `level`). */
+  private populateRange(table: Frame, level: number, first: number, last: number): number {
+    const span = 512 ** (level - 1); // pages per entry of this table
+    let created = 0;
+    for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
+      const wasPresent = isPresent(this.region.loadLo(table, idx));
+      const child = this.ensureChild(table, idx);
+      if (!wasPresent && isPresent(this.region.loadLo(table, idx)) && pfnOf(this.region.loadLo(table, idx), this.region.loadHi(table, idx)) === child) created++;
+      if (level > 1) {
+        const lo = Math.max(first, idx * span) - idx * span;
+        const hi = Math.min(last, idx * span + span - 1) - idx * span;
+        created += this.populateRange(child, level - 1, lo, hi);
+      }
+    }
+    return created;
+  }
+
+  // --- inspect --------------------------------------------------------------------
+
+  stats(id: bigint): MorselStats {
+    const d = this.decode(id);
+    if (d.meta) {
+      const metaInfo = this.metaOf(d);
+      const data = this.subtreeStats(decodeIdBits(metaInfo.dataId));
+      return { id: d.id, order: d.order, meta: true, rootFrame: d.rootFrame, tableFrames: data.tableFrames, dataPages: data.dataPages + 1, virtualBytes: data.virtualBytes, metaInfo, data };
+    }
+    return this.subtreeStats(d);
+  }
+
+  private subtreeStats(d: DecodedId): MorselStats {
+    const counts = { tables: 0, pages: 0 };
+    if (d.order === 0) counts.pages = 1;
+    else this.forEachFrame(d.rootFrame, d.order, (_f, level) => (level === 0 ? counts.pages++ : counts.tables++));
+    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, virtualBytes: orderBytes(d.order) };
+  }
+
+  /** Visits every frame of a subtree (tables with their level, pages with level 0), pre-order. */
+  forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number) => void): void {
+    visit(table, level);
+    if (level === 0) return;
+    for (let idx = 0; idx < 512; idx++) {
+      const lo = this.region.loadLo(table, idx);
+      if (isPresent(lo)) this.forEachFrame(pfnOf(lo, this.region.loadHi(table, idx)) as Frame, level - 1, visit);
+    }
+  }
+
+  // --- destroy --------------------------------------------------------------------
+
+  /**
+   * Destroys a morsel (thesis 3.3.3): post-order, every element unlinked from
+   * its parent before its frame is freed. For a meta morsel (thesis 3.5): the
+   * data morsel except its root, then the root unlinked from the meta page and
+   * freed, then the meta morsel. EBUSY while mapped in a space of this process.
+   */
+  destroy(id: bigint): void {
+    const d = this.decode(id);
+    const data = this.dataOf(d);
+    if (Atomics.load(this.region.mapCounts, data.rootFrame) !== 0) {
+      throw new MorselError('EBUSY', `morsel ${hex(id)} is mapped (${Atomics.load(this.region.mapCounts, data.rootFrame)} mapping(s))`);
+    }
+    if (d.meta) {
+      this.destroyChildren(data.rootFrame, data.order);
+      const lo = this.region.loadLo(d.rootFrame, META_DATA_ID_ENTRY);
+      const hi = this.region.loadHi(d.rootFrame, META_DATA_ID_ENTRY);
+      assert(this.region.casEntry(d.rootFrame, META_DATA_ID_ENTRY, lo, hi, 0, 0), 'meta page data ID unchanged during destroy');
+      this.alloc.free(data.rootFrame);
+    } else {
+      this.destroyChildren(d.rootFrame, d.order);
+    }
+    this.unregisterAndFree(d);
+  }
+
+  private unregisterAndFree(d: DecodedId): void {
+    const lo = Number(d.id & 0xffffffffn) | 0;
+    const hi = Number(d.id >> 32n) | 0;
+    if (!this.live.remove(d.rootFrame, lo, hi)) throw new MorselError('EINVAL', `morsel ${hex(d.id)} was destroyed concurrently`);
+    this.alloc.free(d.rootFrame);
+  }
+
+  /** Frees everything below `table` (a level-`level` table), leaving the table itself. */
+  private destroyChildren(table: Frame, level: number): void {
+    for (let idx = 0; level > 0 && idx < 512; idx++) {
+      const lo = this.region.loadLo(table, idx);
+      if (!isPresent(lo)) continue;
+      const hi = this.region.loadHi(table, idx);
+      const child = pfnOf(lo, hi) as Frame;
+      this.destroyChildren(child, level - 1);
+      // Unlink before free: a crash in between loses at most this one frame
+      // to the allocator, and recovery finds it unreachable and reclaims it.
+      assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+      this.alloc.free(child);
+    }
+  }
+
+  /** All live morsel IDs (walks the live table). */
+  list(): MorselId[] {
+    const out: MorselId[] = [];
+    this.live.forEach((_k, lo, hi) => out.push(((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)) as MorselId));
+    return out;
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Bit-exact x86-64 page-table entries (Intel SDM vol. 3, 4.5), 4- and 5-level.
+ *
+ * An entry is 64 bits; JS numbers hold 53, so the hot paths carry it as two
+ * 32-bit halves (`lo` = bits 0..31, `hi` = bits 32..63) read from an
+ * Int32Array. BigInt appears only in conversions for display and tests.
+ *
+ *   bit  0 P    present            bit  7 PS   page size (leaf at L2/L3)
+ *   bit  1 RW   writable           bit  8 G    global
+ *   bit  2 US   user               bits 9-11   software: morsel order tag
+ *   bit  3 PWT  write-through      bits 12-51  PFN (40 bits: 4 PiB physical)
+ *   bit  4 PCD  cache disable      bit 52      software: meta-morsel flag
+ *   bit  5 A    accessed           bit 53      software: morsel top (set in an
+ *   bit  6 D    dirty                          address space where a morsel is mapped)
+ *                                  bits 54-58  software, free for later layers
+ *                                  bits 59-62  protection key (ignored unless CR4.PKE)
+ *                                  bit 63 NX   no execute (needs EFER.NXE)
+ *
+ * Invariant kept by every writer: a non-present entry is all zero, so "lo has
+ * P" <=> "entry is in use" and an empty slot is exactly (0, 0).
+ */
+export const P = 1 << 0;
+export const RW = 1 << 1;
+export const US = 1 << 2;
+export const PWT = 1 << 3;
+export const PCD = 1 << 4;
+export const A = 1 << 5;
+export const D = 1 << 6;
+export const PS = 1 << 7;
+export const G = 1 << 8;
+export const TAG_SHIFT = 9;
+export const TAG_MASK = 0b111 << TAG_SHIFT;
+
+/** Flags in the high half (bit n of the entry = bit n-32 of `hi`). */
+export const HI_META = 1 << (52 - 32);
+export const HI_MORSEL_TOP = 1 << (53 - 32);
+export const HI_NX = 1 << (63 - 32);
+export const HI_PFN_MASK = 0xfffff;
+
+/** The most a frame number can be in an entry (bits 12..51). */
+export const MAX_PFN = 2 ** 40 - 1;
+const PFN_LO_SPAN = 0x100000; // 2^20: frames addressable by lo's bits 12..31
+
+/** Permissive flags for entries inside a morsel: rights live in the top entry only. */
+export const INNER_FLAGS = P | RW | US;
+
+export function pfnOf(lo: number, hi: number): number {
+  return (lo >>> 12) + (hi & HI_PFN_MASK) * PFN_LO_SPAN;
+}
+
+/** Low half for `pfn` with `flags` (bits 0..11). Returns an int32 as stored. */
+export function makeLo(pfn: number, flags: number): number {
+  return (((pfn % PFN_LO_SPAN) << 12) | (flags & 0xfff)) | 0;
+}
+
+/** High half for `pfn` with `hiFlags` (HI_* constants). */
+export function makeHi(pfn: number, hiFlags: number): number {
+  return ((Math.floor(pfn / PFN_LO_SPAN) & HI_PFN_MASK) | hiFlags) | 0;
+}
+
+export const isPresent = (lo: number): boolean => (lo & P) !== 0;
+
+export function entryToBigInt(lo: number, hi: number): bigint {
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}
+
+export function entryFromBigInt(value: bigint): { lo: number; hi: number } {
+  const v = BigInt.asUintN(64, value);
+  return { lo: Number(v & 0xffffffffn) | 0, hi: Number(v >> 32n) | 0 };
+}
+
+/** `0x` + 16 hex digits, the form IDs are printed in. */
+export function entryToHex(lo: number, hi: number): string {
+  return '0x' + (hi >>> 0).toString(16).padStart(8, '0') + (lo >>> 0).toString(16).padStart(8, '0');
+}

@@ -1,0 +1,61 @@
+/**
+ * The fixed on-media layout of a region. Physical frame N occupies bytes
+ * [N*4096, (N+1)*4096) of the region (file or SharedArrayBuffer), so a region
+ * file can be handed to a real x86-64 machine (QEMU) as its physical memory.
+ *
+ *   frame 0            superblock (see superblock.ts)
+ *   frames 1..0x9F     reserved: boot scratch for a guest (stack, GDT, IDT)
+ *   frames 0xA0..0xFF  reserved: the PC firmware / option-ROM hole
+ *   frames 0x100..     allocator metadata (LLFree bitfields and counters)
+ *   the rest           allocatable frames
+ *
+ * Reserved and metadata frames are marked allocated in the allocator's
+ * bitfield when the region is formatted, so one allocator accounts for every
+ * frame of every kind.
+ */
+import { PAGE_SIZE } from '../units.js';
+
+export const SUPERBLOCK_FRAME = 0;
+/** Frames below this are never handed out (superblock, boot scratch, firmware hole). */
+export const LOW_RESERVED_FRAMES = 0x100;
+export const META_START_FRAME = LOW_RESERVED_FRAMES;
+
+/** LLFree geometry: a child is one 2 MiB area (512 frames), a tree 32 children. */
+export const CHILD_FRAMES = 512;
+export const CHILD_SHIFT = 9;
+export const TREE_CHILDREN = 32;
+export const TREE_FRAMES = CHILD_FRAMES * TREE_CHILDREN;
+/** One 512-bit bitfield per child: a cache line, 16 int32 words. */
+export const BITFIELD_BYTES = 64;
+export const BITFIELD_WORDS = BITFIELD_BYTES / 4;
+
+/** Region size limits: big enough to hold the fixed frames, small enough for u32 frame numbers. */
+export const MIN_REGION_BYTES = 4 * 1024 * 1024;
+export const MAX_REGION_FRAMES = 2 ** 32 - 1;
+
+export interface MetaLayout {
+  children: number;
+  trees: number;
+  /** byte offsets inside the region */
+  bitfieldsByte: number;
+  childCountersByte: number;
+  treeCountersByte: number;
+  metaFrames: number;
+}
+
+/** Where the allocator's metadata lives for a region of `frameCount` frames. */
+export function metaLayout(frameCount: number): MetaLayout {
+  const children = Math.ceil(frameCount / CHILD_FRAMES);
+  const trees = Math.ceil(children / TREE_CHILDREN);
+  const bitfieldsByte = META_START_FRAME * PAGE_SIZE;
+  const childCountersByte = bitfieldsByte + children * BITFIELD_BYTES;
+  const treeCountersByte = childCountersByte + children * 4;
+  const endByte = treeCountersByte + trees * 4;
+  const metaFrames = Math.ceil((endByte - bitfieldsByte) / PAGE_SIZE);
+  return { children, trees, bitfieldsByte, childCountersByte, treeCountersByte, metaFrames };
+}
+
+/** Frames [0, firstFreeFrame) are reserved or metadata. */
+export function firstAllocatableFrame(frameCount: number): number {
+  return META_START_FRAME + metaLayout(frameCount).metaFrames;
+}

@@ -1,0 +1,112 @@
+/**
+ * Typed wrapper over the morsel_mmap addon (src/physical/native/mmap.cc):
+ * a file mapped MAP_SHARED, exposed as a SharedArrayBuffer. Writes through it
+ * land in the kernel page cache, so they are seen by every worker the SAB is
+ * posted to and by every other process mapping the same file, and survive the
+ * writer being SIGKILLed. Only `syncFile` makes them survive a host crash.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MorselError, type ErrorCode } from '../errors.js';
+
+export type AdviseKind = 'willneed' | 'dontneed' | 'populate';
+
+interface Addon {
+  map(path: string, byteLength: number): SharedArrayBuffer;
+  sync(sab: SharedArrayBuffer, offset: number, length: number): void;
+  advise(sab: SharedArrayBuffer, offset: number, length: number, kind: AdviseKind): void;
+  liveMappings(): number;
+}
+
+/** Errno names the addon may report that ErrorCode also knows; others become EIO. */
+const PASSTHROUGH: ReadonlySet<string> = new Set<ErrorCode>([
+  'EINVAL', 'ENOENT', 'EACCES', 'ERANGE', 'EEXIST', 'EBUSY', 'ENOSPC', 'ENOTSUP', 'EIO',
+]);
+
+let addon: Addon | undefined;
+
+/**
+ * Walks up from this module to the package root instead of hard-coding
+ * `../../..`, so it works from dist/src/physical as well as from src/physical.
+ */
+function packageRoot(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+function load(): Addon {
+  if (addon !== undefined) return addon;
+  const root = packageRoot();
+  try {
+    if (root === undefined) throw new Error('package.json not found above ' + import.meta.url);
+    addon = createRequire(import.meta.url)(join(root, 'build', 'Release', 'morsel_mmap.node')) as Addon;
+  } catch (cause) {
+    throw new MorselError('ENOTSUP', 'native addon not built: run npm ci (needs g++ and node-gyp)', { cause });
+  }
+  return addon;
+}
+
+/** True when the addon loads; lets callers and tests pick a fallback. */
+export function nativeAvailable(): boolean {
+  try {
+    load();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Calls into the addon, turning its errno-style errors into MorselError. */
+function call<T>(fn: (a: Addon) => T): T {
+  const a = load();
+  try {
+    return fn(a);
+  } catch (e) {
+    const err = e as { code?: unknown; syscall?: unknown; message?: unknown };
+    if (typeof err?.code !== 'string') throw e;
+    const known = PASSTHROUGH.has(err.code);
+    // node::ErrnoException messages start with "CODE, "; MorselError adds its
+    // own "CODE: " prefix, so drop the duplicate but keep unknown codes visible.
+    let msg = String(err.message);
+    if (known && msg.startsWith(err.code + ', ')) msg = msg.slice(err.code.length + 2);
+    if (typeof err.syscall === 'string') msg = `${err.syscall}: ${msg}`;
+    throw new MorselError(known ? (err.code as ErrorCode) : 'EIO', msg, { cause: e });
+  }
+}
+
+/**
+ * Maps `path` read/write MAP_SHARED. `byteLength` must be a positive multiple
+ * of 4096 (may exceed 4 GiB) and no larger than the file, which is never
+ * resized here (ERANGE otherwise). The mapping is released when the last SAB
+ * referencing it, in any thread, is garbage-collected. Typed-array views are
+ * capped at 2^32 elements each, so view a large mapping in windows.
+ */
+export function mapFile(path: string, byteLength: number): SharedArrayBuffer {
+  return call((a) => a.map(path, byteLength));
+}
+
+/** msync(MS_SYNC) over the pages covering [offset, offset + length). */
+export function syncFile(sab: SharedArrayBuffer, offset: number, length: number): void {
+  call((a) => a.sync(sab, offset, length));
+}
+
+/**
+ * Paging hint over the pages covering [offset, offset + length): 'willneed'
+ * starts read-ahead, 'dontneed' drops the pages from this process (data stays
+ * in the file/page cache), 'populate' prefaults them writable.
+ */
+export function adviseFile(sab: SharedArrayBuffer, offset: number, length: number, kind: AdviseKind): void {
+  call((a) => a.advise(sab, offset, length, kind));
+}
+
+/** Mappings not yet unmapped, process-wide (diagnostic: shows GC ran the deleter). */
+export function liveMappings(): number {
+  return call((a) => a.liveMappings());
+}

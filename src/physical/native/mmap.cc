@@ -1,0 +1,228 @@
+// morsel_mmap: map a file MAP_SHARED and hand it to JS as a SharedArrayBuffer.
+//
+// Raw V8 rather than N-API because N-API has no way to create a
+// SharedArrayBuffer over foreign memory. The SAB can then be postMessage'd to
+// workers (they share the same BackingStore) and other processes map the same
+// file, so every writer lands in the one page cache copy, which survives the
+// death (even SIGKILL) of any process using it.
+//
+// Errors are node::ErrnoException objects: `.code` is the errno name
+// ('ENOENT', 'ERANGE', ...), `.errno`, `.syscall`, and `.path` when known.
+// The TypeScript wrapper (src/physical/native.ts) turns them into MorselError.
+
+#include <node.h>
+#include <v8.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+namespace {
+
+using v8::Context;
+using v8::FunctionCallbackInfo;
+using v8::Isolate;
+using v8::Local;
+using v8::Number;
+using v8::SharedArrayBuffer;
+using v8::String;
+using v8::Value;
+
+static_assert(sizeof(size_t) == 8, "64-bit only: mappings may exceed 4 GiB");
+
+// The format granule: region files are sized in 4 KiB units on every host.
+constexpr uint64_t kGranule = 4096;
+// Largest integer a JS number holds exactly; also V8's SAB byte-length cap on
+// 64-bit hosts, so NewBackingStore never hits its internal CHECK.
+constexpr double kMaxSafe = 9007199254740991.0;
+
+// Live mappings across all isolates. Only a diagnostic: lets tests observe
+// that V8 really does run the deleter once the last SAB is collected.
+std::atomic<int64_t> g_live{0};
+
+void Throw(Isolate* iso, int err, const char* syscall, const char* msg,
+           const char* path = nullptr) {
+  iso->ThrowException(node::ErrnoException(iso, err, syscall, msg, path));
+}
+
+// Reads args[i] as a non-negative integer <= 2^53-1. Doubles are checked
+// before the cast: casting NaN/inf/negative/huge to uint64 is UB.
+bool ToU64(Isolate* iso, Local<Value> v, const char* what, uint64_t* out) {
+  double d = v->IsNumber() ? v.As<Number>()->Value() : -1.0;
+  if (!(d >= 0 && d <= kMaxSafe) || std::trunc(d) != d) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s must be a non-negative safe integer", what);
+    Throw(iso, EINVAL, nullptr, buf);
+    return false;
+  }
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+void Unmap(void* data, size_t length, void* /*deleter_data*/) {
+  // Runs on whichever thread frees the last BackingStore reference; munmap is
+  // thread-safe and touches no V8 state, so that is fine.
+  munmap(data, length);
+  g_live.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// map(path, byteLength) -> SharedArrayBuffer
+void Map(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  if (args.Length() < 2 || !args[0]->IsString())
+    return Throw(iso, EINVAL, nullptr, "map(path: string, byteLength: number)");
+  String::Utf8Value path(iso, args[0]);
+  // An embedded NUL would silently open a different (truncated) path.
+  if (*path == nullptr || strlen(*path) != static_cast<size_t>(path.length()))
+    return Throw(iso, EINVAL, nullptr, "path contains a NUL byte");
+  uint64_t len;
+  if (!ToU64(iso, args[1], "byteLength", &len)) return;
+  if (len == 0 || len % kGranule != 0)
+    return Throw(iso, EINVAL, nullptr,
+                 "byteLength must be a positive multiple of 4096", *path);
+
+  int fd = open(*path, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Throw(iso, errno, "open", nullptr, *path);
+
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return Throw(iso, err, "fstat", nullptr, *path);
+  }
+  // Touching a page past EOF would SIGBUS the whole process, so refuse
+  // up front rather than extending the file behind the caller's back.
+  if (st.st_size < 0 || static_cast<uint64_t>(st.st_size) < len) {
+    close(fd);
+    char buf[160];
+    snprintf(buf, sizeof buf, "file is %lld bytes, shorter than %llu requested",
+             static_cast<long long>(st.st_size),
+             static_cast<unsigned long long>(len));
+    return Throw(iso, ERANGE, "fstat", buf, *path);
+  }
+
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  close(fd);  // the mapping holds its own reference to the file
+  if (p == MAP_FAILED) return Throw(iso, err, "mmap", nullptr, *path);
+
+  g_live.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<v8::BackingStore> bs =
+      SharedArrayBuffer::NewBackingStore(p, len, Unmap, nullptr);
+  args.GetReturnValue().Set(SharedArrayBuffer::New(iso, std::move(bs)));
+}
+
+// Shared by sync/advise: validates (sab, offset, length) and yields the
+// page-aligned [*addr, *addr + *span) covering the byte range.
+bool PageRange(const FunctionCallbackInfo<Value>& args, uint8_t** addr,
+               size_t* span) {
+  Isolate* iso = args.GetIsolate();
+  if (args.Length() < 3 || !args[0]->IsSharedArrayBuffer()) {
+    Throw(iso, EINVAL, nullptr, "expected (sab: SharedArrayBuffer, offset, length)");
+    return false;
+  }
+  Local<SharedArrayBuffer> sab = args[0].As<SharedArrayBuffer>();
+  uint64_t off, len;
+  if (!ToU64(iso, args[1], "offset", &off) || !ToU64(iso, args[2], "length", &len))
+    return false;
+  uint64_t size = sab->ByteLength();
+  // Written as a subtraction so off + len cannot overflow.
+  if (off > size || len > size - off) {
+    char buf[160];
+    snprintf(buf, sizeof buf, "range [%llu, +%llu) outside buffer of %llu bytes",
+             static_cast<unsigned long long>(off),
+             static_cast<unsigned long long>(len),
+             static_cast<unsigned long long>(size));
+    Throw(iso, ERANGE, nullptr, buf);
+    return false;
+  }
+  // Round the absolute address (not just the offset) so a SAB that does not
+  // start on a page boundary still produces a valid msync/madvise address.
+  const uintptr_t pg = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  uintptr_t start = reinterpret_cast<uintptr_t>(sab->Data()) + off;
+  uintptr_t lo = start & ~(pg - 1);
+  *addr = reinterpret_cast<uint8_t*>(lo);
+  *span = len == 0 ? 0 : static_cast<size_t>(start + len - lo);
+  return true;
+}
+
+// sync(sab, offset, length): flush dirty pages of the range to the file.
+void Sync(const FunctionCallbackInfo<Value>& args) {
+  uint8_t* addr;
+  size_t span;
+  if (!PageRange(args, &addr, &span) || span == 0) return;
+  if (msync(addr, span, MS_SYNC) != 0) {
+    // Callers only need "durability failed"; the cause goes in the message.
+    char buf[160];
+    snprintf(buf, sizeof buf, "msync failed: %s", strerror(errno));
+    Throw(args.GetIsolate(), EIO, "msync", buf);
+  }
+}
+
+// advise(sab, offset, length, 'willneed' | 'dontneed' | 'populate')
+void Advise(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  uint8_t* addr;
+  size_t span;
+  if (!PageRange(args, &addr, &span)) return;
+  String::Utf8Value kind(iso, args[3]);
+  const char* k = *kind ? *kind : "";
+  int advice;
+  if (strcmp(k, "willneed") == 0) {
+    advice = MADV_WILLNEED;
+  } else if (strcmp(k, "dontneed") == 0) {
+    // Safe on MAP_SHARED file pages: they refault from the page cache.
+    advice = MADV_DONTNEED;
+  } else if (strcmp(k, "populate") == 0) {
+    if (span == 0) return;
+#ifdef MADV_POPULATE_WRITE
+    if (madvise(addr, span, MADV_POPULATE_WRITE) == 0) return;
+    if (errno != EINVAL) return Throw(iso, errno, "madvise", nullptr);
+    // EINVAL: kernel < 5.14 lacks it; fall through to touching pages.
+#endif
+    // An atomic add of 0 write-faults each page without racing real writers
+    // in other threads/processes (a plain read+write could lose their store).
+    const size_t pg = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    for (size_t i = 0; i < span; i += pg)
+      __atomic_fetch_add(addr + i, 0, __ATOMIC_RELAXED);
+    return;
+  } else {
+    return Throw(iso, EINVAL, nullptr,
+                 "kind must be 'willneed', 'dontneed' or 'populate'");
+  }
+  if (span != 0 && madvise(addr, span, advice) != 0)
+    Throw(iso, errno, "madvise", nullptr);
+}
+
+void LiveMappings(const FunctionCallbackInfo<Value>& args) {
+  args.GetReturnValue().Set(static_cast<double>(g_live.load()));
+}
+
+void Export(Local<Context> ctx, Local<v8::Object> exports, const char* name,
+            v8::FunctionCallback fn) {
+  Isolate* iso = ctx->GetIsolate();
+  exports
+      ->Set(ctx, String::NewFromUtf8(iso, name).ToLocalChecked(),
+            v8::Function::New(ctx, fn).ToLocalChecked())
+      .Check();
+}
+
+}  // namespace
+
+// Context-aware so each worker thread (its own isolate/context) can load it;
+// the module keeps no per-isolate state, so nothing needs cleanup hooks.
+NODE_MODULE_INIT() {
+  Export(context, exports, "map", Map);
+  Export(context, exports, "sync", Sync);
+  Export(context, exports, "advise", Advise);
+  Export(context, exports, "liveMappings", LiveMappings);
+}

@@ -1,0 +1,179 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { once } from 'node:events';
+import { mapFile, syncFile, adviseFile, liveMappings } from '../src/physical/native.js';
+import { isMorselError } from '../src/errors.js';
+import type { WorkerRequest } from './native-worker.js';
+
+const MiB = 1 << 20;
+const GiB = 2 ** 30;
+const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-native-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const nativeJs = fileURLToPath(new URL('../src/physical/native.js', import.meta.url));
+
+let seq = 0;
+/** A fresh zero-filled (sparse) file of `size` bytes. */
+function region(size: number): string {
+  const path = join(dir, `r${seq++}.region`);
+  const fd = fs.openSync(path, 'w+');
+  try {
+    fs.ftruncateSync(fd, size);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return path;
+}
+
+function throwsCode(fn: () => unknown, code: string): void {
+  assert.throws(fn, (e: unknown) => isMorselError(e) && e.code === code);
+}
+
+/** Runs ESM `body` in a fresh node process with `native` imported from dist. */
+function child(body: string, args: string[] = []) {
+  const code = `import * as native from ${JSON.stringify(nativeJs)};\n${body}`;
+  return spawnSync(process.execPath, [...args, '--input-type=module', '-e', code], { encoding: 'utf8' });
+}
+
+test('writes through the mapping reach the file after sync', () => {
+  const path = region(MiB);
+  const sab = mapFile(path, MiB);
+  assert.equal(sab.byteLength, MiB);
+  const i32 = new Int32Array(sab);
+  i32[0] = 0x01020304;
+  i32[MiB / 4 - 1] = -1;
+  syncFile(sab, 0, MiB);
+  const bytes = fs.readFileSync(path);
+  assert.equal(bytes.readInt32LE(0), 0x01020304);
+  assert.equal(bytes.readInt32LE(MiB - 4), -1);
+  // Unaligned sub-range rounds down to its page and still succeeds.
+  syncFile(sab, 4097, 10);
+  syncFile(sab, MiB, 0);
+});
+
+test('two mappings of one file see each other', () => {
+  const path = region(MiB);
+  const a = new Int32Array(mapFile(path, MiB));
+  const b = new Int32Array(mapFile(path, MiB));
+  a[100] = 42;
+  assert.equal(b[100], 42);
+  Atomics.add(b, 100, 1);
+  assert.equal(Atomics.load(a, 100), 43);
+});
+
+test('a worker shares the posted SAB and its own mapping', async () => {
+  const path = region(MiB);
+  const sab = mapFile(path, MiB);
+  const i32 = new Int32Array(sab);
+  const adds = 100_000;
+  const worker = new Worker(new URL('./native-worker.js', import.meta.url));
+  try {
+    const done = once(worker, 'message');
+    worker.postMessage({ sab, path, byteLength: MiB, adds } satisfies WorkerRequest);
+    for (let i = 0; i < adds; i++) Atomics.add(i32, 2, 1);
+    assert.deepEqual(await done, ['done']);
+  } finally {
+    await worker.terminate();
+  }
+  assert.equal(i32[0], 1);
+  assert.equal(i32[1], 0x600d);
+  assert.equal(i32[3], 0x5e1f);
+  assert.equal(Atomics.load(i32, 2), 2 * adds, 'no Atomics.add lost between threads');
+});
+
+test('a separate process sees and makes writes, surviving its SIGKILL', () => {
+  const path = region(MiB);
+  const i32 = new Int32Array(mapFile(path, MiB));
+  i32[5] = 7;
+  const r = child(`
+    const v = new Int32Array(native.mapFile(${JSON.stringify(path)}, ${MiB}));
+    if (v[5] !== 7) { console.error('child saw', v[5]); process.exit(3); }
+    v[6] = 0x7e57;
+    Atomics.add(v, 5, 1);
+    process.kill(process.pid, 'SIGKILL'); // no sync, no exit handlers
+  `);
+  assert.equal(r.signal, 'SIGKILL', r.stderr);
+  assert.equal(i32[6], 0x7e57);
+  assert.equal(i32[5], 8);
+  assert.equal(fs.readFileSync(path).readInt32LE(6 * 4), 0x7e57, 'page cache holds the dead writer\'s data');
+});
+
+test('the deleter munmaps once the last SAB is collected', () => {
+  const r = child(
+    `
+    const path = ${JSON.stringify(region(MiB))};
+    const before = native.liveMappings();
+    let sab = native.mapFile(path, ${MiB});
+    const mapped = native.liveMappings();
+    sab = null;
+    let after = mapped;
+    for (let i = 0; i < 100 && after !== before; i++) {
+      globalThis.gc();
+      await new Promise((r) => setTimeout(r, 10)); // array buffers are swept off-thread
+      after = native.liveMappings();
+    }
+    console.log(JSON.stringify({ before, mapped, after }));
+  `,
+    ['--expose-gc'],
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { before: 0, mapped: 1, after: 0 });
+  assert.ok(liveMappings() >= 0);
+});
+
+test('errors carry codes', () => {
+  const path = region(MiB);
+  throwsCode(() => mapFile(path, 2 * MiB), 'ERANGE');
+  throwsCode(() => mapFile(join(dir, 'missing.region'), MiB), 'ENOENT');
+  assert.throws(() => mapFile(join(dir, 'missing.region'), MiB), /missing\.region/);
+  throwsCode(() => mapFile(dir, 4096), 'EIO'); // EISDIR is not an ErrorCode
+  for (const bad of [0, -4096, 4095, 4096.5, NaN, Infinity, 2 ** 60]) {
+    throwsCode(() => mapFile(path, bad), 'EINVAL');
+  }
+  throwsCode(() => mapFile('a\0b', 4096), 'EINVAL');
+  const sab = mapFile(path, MiB);
+  throwsCode(() => syncFile(sab, MiB - 4, 8), 'ERANGE');
+  throwsCode(() => syncFile(sab, MiB + 1, 0), 'ERANGE');
+  throwsCode(() => syncFile(sab, -1, 1), 'EINVAL');
+  throwsCode(() => adviseFile(sab, 0, 2 * MiB, 'willneed'), 'ERANGE');
+  throwsCode(() => adviseFile(sab, 0, 1, 'bogus' as 'willneed'), 'EINVAL');
+});
+
+test('advise hints keep data intact', () => {
+  const path = region(MiB);
+  const sab = mapFile(path, MiB);
+  const u8 = new Uint8Array(sab);
+  adviseFile(sab, 0, MiB, 'populate');
+  u8[12345] = 99;
+  adviseFile(sab, 0, MiB, 'willneed');
+  adviseFile(sab, 0, MiB, 'dontneed'); // shared file pages refault from the page cache
+  assert.equal(u8[12345], 99);
+});
+
+test('a >4 GiB sparse file maps and round-trips past 4 GiB', () => {
+  const size = 5 * GiB;
+  const path = region(size);
+  const sab = mapFile(path, size);
+  assert.equal(sab.byteLength, size);
+  const at = 4.5 * GiB;
+  const view = new Uint8Array(sab, at, 4096); // views stay < 2^32 elements
+  view[0] = 0xab;
+  view[4095] = 0xcd;
+  syncFile(sab, at, 4096);
+  const buf = Buffer.alloc(4096);
+  const fd = fs.openSync(path, 'r');
+  try {
+    assert.equal(fs.readSync(fd, buf, 0, 4096, at), 4096);
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.equal(buf[0], 0xab);
+  assert.equal(buf[4095], 0xcd);
+  assert.equal(new Uint8Array(mapFile(path, size), at, 1)[0], 0xab);
+});
