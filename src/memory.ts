@@ -1,0 +1,92 @@
+/**
+ * The composition root: a region, this thread's allocator, and the morsel
+ * primitive over them. `Memory.open` is where lifecycle lives: a region left
+ * open by a crashed process is recovered (allocator rebuilt from the live
+ * structures), one closed cleanly only has its per-process state reset.
+ */
+import { FrameAllocator } from './alloc/llfree.js';
+import { Morsels } from './morsel/morsels.js';
+import { Region, type RegionShare } from './physical/region.js';
+import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
+import { collectReachable } from './recovery/reachable.js';
+
+export interface OpenReport {
+  crashed: boolean;
+  /** frames the allocator had marked used that nothing reaches (0 after a clean close) */
+  reclaimedFrames: number;
+  reapedSpaces: number;
+}
+
+export class Memory {
+  readonly morsels: Morsels;
+  /** What opening found and did (null for a region created in this process). */
+  report: OpenReport | null = null;
+
+  private constructor(
+    readonly region: Region,
+    readonly alloc: FrameAllocator,
+  ) {
+    this.morsels = new Morsels(region, alloc);
+  }
+
+  /** A fresh volatile region (SharedArrayBuffer). */
+  static volatile(sizeBytes: number): Memory {
+    const region = Region.createVolatile(sizeBytes);
+    FrameAllocator.format(region);
+    return new Memory(region, new FrameAllocator(region));
+  }
+
+  /** Creates and formats a persistent region file. */
+  static create(path: string, sizeBytes: number, opts: { force?: boolean } = {}): Memory {
+    const region = Region.createFile(path, sizeBytes, opts);
+    FrameAllocator.format(region);
+    return new Memory(region, new FrameAllocator(region));
+  }
+
+  /** Opens a region file, recovering it if its last user crashed. */
+  static open(path: string): Memory {
+    const { region, crashed } = Region.openFile(path);
+    FrameAllocator.rebuildCounters(region); // tree reservations are per-process
+    const memory = new Memory(region, new FrameAllocator(region));
+    memory.report = crashed ? memory.recover() : { crashed: false, reclaimedFrames: 0, reapedSpaces: reapSpaces(memory.morsels) };
+    return memory;
+  }
+
+  /**
+   * Crash recovery: address spaces died with their process, so their root is
+   * dropped; then the allocator is rebuilt from what the live table reaches.
+   */
+  recover(): OpenReport {
+    let reapedSpaces = 0;
+    const spaces = this.region.loadRoot(ROOT_SLOT_SPACES);
+    if (spaces !== 0n) {
+      this.region.casRoot(ROOT_SLOT_SPACES, spaces, 0n);
+      reapedSpaces = 1;
+    }
+    const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
+    const reach = collectReachable(this.morsels);
+    FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
+    this.alloc.release();
+    return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces };
+  }
+
+  /** The same memory seen from a worker thread (its own allocator instance). */
+  static attach(share: RegionShare): Memory {
+    const region = Region.fromShare(share);
+    return new Memory(region, new FrameAllocator(region));
+  }
+
+  share(): RegionShare {
+    return this.region.share();
+  }
+
+  createSpace(opts: { levels?: Levels } = {}): AddressSpace {
+    return AddressSpace.create(this.morsels, opts);
+  }
+
+  /** Returns this thread's reservation and, for a file, records a clean shutdown. */
+  close(): void {
+    this.alloc.release();
+    if (this.region.persistent) this.region.close();
+  }
+}
