@@ -1,0 +1,587 @@
+/**
+ * A lock-free page-frame allocator in the style of LLFree (Wrenger et al.,
+ * USENIX ATC'23). All shared state lives in the region, so worker threads
+ * share it through the SharedArrayBuffer and a file-backed region keeps it
+ * across runs; there are no locks and no logs. Every change is one atomic
+ * operation (CAS loop, Atomics.or/and on a bitfield word, Atomics.add/sub on
+ * a counter), and every loop is bounded.
+ *
+ * Geometry (src/physical/layout.ts): a child is 512 frames (2 MiB) with a
+ * 512-bit bitfield (16 int32 words, bit set = allocated) and a child counter
+ * word; a tree is 32 children with a tree counter word.
+ *
+ *   child counter   bits 0..9   free frames (0..512)
+ *                   bit 30      huge: the child is handed out whole as one
+ *                               order-9 frame (free field 0, bitfield all 0)
+ *   tree counter    bits 0..29  free frames of the tree that are not held in
+ *                               the owner's local reservation, stored with a
+ *                               bias of 2^29 (see below)
+ *                   bit 31      reserved by some thread
+ *
+ * Per-thread reservation (LLFree's key idea): an allocator instance (one per
+ * thread) reserves a tree by moving its shared free count n into a private
+ * counter `local` ({n, 0} -> {0, reserved}). Order-0 allocations from that
+ * tree then decrement only `local`, so threads do not bounce a shared
+ * counter's cache line; frees always add to the shared counters.
+ *
+ * The accounting invariant, exact whenever no operation is in flight:
+ *
+ *   for every tree t:  F(t) + local(owner of t) = sum of t's child free counts
+ *   for every child c: free(c) = clear bits of c (0 and no bits if huge)
+ *
+ * Any thread may also take frames from a tree it has not reserved ("steal":
+ * needed for order-9 allocations, and for order 0 when every tree with free
+ * frames is reserved by someone else). A thief wins the child first and then
+ * subtracts from F(t). If the tree is reserved, F(t) may drop below zero: the
+ * owner's `local` now overstates the tree (a "phantom" quota). The owner
+ * notices when it finds no child with free frames despite local > 0; it then
+ * unreserves, adding `local` back to F(t), which restores F(t) = sum exactly.
+ * The bias keeps F(t) representable while it is negative and lets frees and
+ * thieves use plain Atomics.add/sub on the word without ever borrowing into
+ * the reserved bit (|F| stays far below 2^29).
+ *
+ * Ordering that makes a counter a promise: allocation decrements a counter
+ * before it claims the thing counted (tree quota -> child counter -> bit),
+ * a free releases the thing before it increments the counter (bit -> child
+ * counter -> tree counter). So whoever holds a decremented unit is
+ * guaranteed that a matching free resource exists (except for phantom tree
+ * quota, handled as above).
+ *
+ * Crash consistency: bitfields and the huge flag are the truth. Reservations
+ * and counters are rebuilt from them on open (rebuildCounters), which also
+ * drops the reservations of threads that no longer exist.
+ */
+import { threadId } from 'node:worker_threads';
+import { MorselError, assert, check } from '../errors.js';
+import { GiB, PAGE_SIZE, type Frame } from '../units.js';
+import { BITFIELD_WORDS, CHILD_FRAMES, CHILD_SHIFT, TREE_CHILDREN, TREE_FRAMES, firstAllocatableFrame, metaLayout } from '../physical/layout.js';
+import type { Region } from '../physical/region.js';
+import { claimClearBit, countSet, testBit, tryClearBit, writeBitfield } from './bitfield.js';
+
+export type Order = 0 | 9;
+
+// --- counter encodings --------------------------------------------------------
+
+export const CHILD_FREE_MASK = 0x3ff;
+export const CHILD_HUGE = 1 << 30;
+export const TREE_FREE_MASK = 0x3fffffff;
+export const TREE_FREE_BIAS = 1 << 29;
+/** Bit 31: as an int32 this is the sign bit, so `word < 0` means reserved. */
+export const TREE_RESERVED = 1 << 31;
+
+/** Sanity bound for a tree's shared free field (real values stay within +-TREE_FRAMES + in-flight steals). */
+const TREE_FREE_LIMIT = 4 * TREE_FRAMES;
+
+export const childFree = (word: number): number => word & CHILD_FREE_MASK;
+export const childIsHuge = (word: number): boolean => (word & CHILD_HUGE) !== 0;
+export const treeFree = (word: number): number => (word & TREE_FREE_MASK) - TREE_FREE_BIAS;
+export const treeIsReserved = (word: number): boolean => (word & TREE_RESERVED) !== 0;
+
+export function treeWord(free: number, reserved: boolean): number {
+  assert(Number.isInteger(free) && Math.abs(free) <= TREE_FREE_LIMIT, `tree free count ${free} in range`);
+  return (reserved ? TREE_RESERVED : 0) | (free + TREE_FREE_BIAS);
+}
+
+function checkChildWord(word: number): void {
+  assert((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) === 0, `child counter 0x${(word >>> 0).toString(16)} has no stray bits`);
+  assert(childFree(word) <= CHILD_FRAMES, `child free count ${childFree(word)} <= ${CHILD_FRAMES}`);
+  assert(!childIsHuge(word) || childFree(word) === 0, 'a huge child counts 0 free');
+}
+
+function checkTreeWord(word: number): void {
+  assert((word & (1 << 30)) === 0, `tree counter 0x${(word >>> 0).toString(16)} has bit 30 clear`);
+  assert(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT, `tree free count ${treeFree(word)} in range`);
+}
+
+// --- bounds on retries ----------------------------------------------------------
+
+/** CAS retries on one word while others keep changing it (each failure is someone else's progress). */
+const CAS_RETRIES = 10_000;
+/** Rounds over a child's 16 words when claiming a bit we hold a counter unit for. */
+const BIT_ROUNDS = 1_000;
+/** Minimum shared free count for a partially filled tree to be preferred for reservation. */
+const PARTIAL_MIN = CHILD_FRAMES / 8;
+
+// --- metadata views ---------------------------------------------------------------
+
+/** Typed views over the allocator's metadata in the region, plus its geometry. */
+interface Meta {
+  frameCount: number;
+  children: number;
+  trees: number;
+  /** first allocatable frame: [0, first) are reserved or metadata */
+  first: number;
+  bits: Int32Array;
+  childCounters: Int32Array;
+  treeCounters: Int32Array;
+}
+
+function openMeta(region: Region): Meta {
+  const frameCount = region.frameCount;
+  const layout = metaLayout(frameCount);
+  const first = firstAllocatableFrame(frameCount);
+  const endByte = layout.treeCountersByte + layout.trees * 4;
+  // The metadata must lie inside the metadata frames, and (per the region's
+  // window scheme) inside its first 1 GiB window. It is 68 bytes per 2 MiB
+  // from 1 MiB on, so this holds for regions up to 16 TiB.
+  assert(endByte <= first * PAGE_SIZE, 'allocator metadata fits the metadata frames');
+  assert(endByte <= GiB, 'allocator metadata lies in the first 1 GiB window');
+  assert(layout.bitfieldsByte % 64 === 0, 'bitfields are cache-line aligned');
+  return {
+    frameCount,
+    children: layout.children,
+    trees: layout.trees,
+    first,
+    bits: new Int32Array(region.sab, layout.bitfieldsByte, layout.children * BITFIELD_WORDS),
+    childCounters: new Int32Array(region.sab, layout.childCountersByte, layout.children),
+    treeCounters: new Int32Array(region.sab, layout.treeCountersByte, layout.trees),
+  };
+}
+
+const childLo = (tree: number): number => tree * TREE_CHILDREN;
+const childHi = (m: Meta, tree: number): number => Math.min((tree + 1) * TREE_CHILDREN, m.children);
+const treeOfChild = (child: number): number => Math.floor(child / TREE_CHILDREN);
+
+/** Whether frame `frame` (possibly past the region's end) is never handed out. */
+const isFixedFrame = (m: Meta, frame: number): boolean => frame < m.first || frame >= m.frameCount;
+
+/** Whether child `c` consists of allocatable frames only (so it can be an order-9 frame). */
+const childFullyAllocatable = (m: Meta, c: number): boolean => c * CHILD_FRAMES >= m.first && (c + 1) * CHILD_FRAMES <= m.frameCount;
+
+/** Allocatable frames in tree `t` (its free count when nothing is allocated). */
+function treeCapacity(m: Meta, t: number): number {
+  const lo = Math.max(t * TREE_FRAMES, m.first);
+  const hi = Math.min((t + 1) * TREE_FRAMES, m.frameCount);
+  return Math.max(0, hi - lo);
+}
+
+/** Sets the bits of reserved/metadata/tail frames (they are allocated forever). Idempotent. */
+function markFixedFrames(m: Meta): void {
+  const markRange = (lo: number, hi: number): void => {
+    for (let f = lo; f < hi; f++) Atomics.or(m.bits, (f >>> CHILD_SHIFT) * BITFIELD_WORDS + ((f & (CHILD_FRAMES - 1)) >>> 5), 1 << (f & 31));
+  };
+  markRange(0, m.first);
+  markRange(m.frameCount, m.children * CHILD_FRAMES);
+}
+
+// --- per-instance start positions -------------------------------------------------
+
+let instancesInThisThread = 0;
+const GOLDEN = 0.6180339887498949;
+
+/** A start tree spread over [0, trees) by thread and instance (golden-ratio sequence). */
+function startTree(trees: number): number {
+  const k = threadId + instancesInThisThread++;
+  return Math.floor(((k * GOLDEN) % 1) * trees) % trees;
+}
+
+// --- the allocator -------------------------------------------------------------------
+
+export class FrameAllocator {
+  private readonly m: Meta;
+  /** Reserved tree, or -1. Private to this instance (one instance per thread). */
+  private tree = -1;
+  /** Free frames of the reserved tree that this instance holds (not visible to others). */
+  private local = 0;
+  private treeHint: number;
+  private childHint = 0;
+  private wordHint = 0;
+
+  constructor(readonly region: Region) {
+    this.m = openMeta(region);
+    this.treeHint = startTree(this.m.trees);
+    this.childHint = childLo(this.treeHint);
+  }
+
+  // --- formatting and recovery (static: no instance may be active) -----------------
+
+  /** Format: mark frames [0, firstAllocatableFrame(frameCount)) and the non-existent tail frames of the last child as allocated; set child/tree counters. Called once on a fresh region. */
+  static format(region: Region): void {
+    const m = openMeta(region);
+    for (let c = 0; c < m.children; c++) {
+      writeBitfield(m.bits, c * BITFIELD_WORDS, (i) => isFixedFrame(m, c * CHILD_FRAMES + i));
+      Atomics.store(m.childCounters, c, 0); // not huge; rebuildCounters computes the count
+    }
+    FrameAllocator.rebuildCounters(region);
+  }
+
+  /**
+   * Rebuild child counters (a child with the huge bit keeps it and counts 0
+   * free) and tree counters from the bitfields, and clear all tree
+   * 'reserved' bits. Used on open (tree reservations are per-process state)
+   * and after a crash. No allocator instance may be in use meanwhile.
+   * Throws ECORRUPT (before changing anything) if a huge child has bits set
+   * or cannot be an order-9 frame.
+   */
+  static rebuildCounters(region: Region): void {
+    const m = openMeta(region);
+    for (let c = 0; c < m.children; c++) {
+      if (!childIsHuge(Atomics.load(m.childCounters, c))) continue;
+      if (!childFullyAllocatable(m, c)) throw new MorselError('ECORRUPT', `child ${c} is marked huge but holds reserved or missing frames`);
+      if (countSet(m.bits, c * BITFIELD_WORDS) !== 0) throw new MorselError('ECORRUPT', `child ${c} is marked huge but has frames allocated in its bitfield`);
+    }
+    markFixedFrames(m); // repair: these frames must never be handed out
+    for (let t = 0; t < m.trees; t++) {
+      let sum = 0;
+      for (let c = childLo(t); c < childHi(m, t); c++) {
+        if (childIsHuge(Atomics.load(m.childCounters, c))) {
+          Atomics.store(m.childCounters, c, CHILD_HUGE);
+          continue;
+        }
+        const free = CHILD_FRAMES - countSet(m.bits, c * BITFIELD_WORDS);
+        Atomics.store(m.childCounters, c, free);
+        sum += free;
+      }
+      assert(sum <= treeCapacity(m, t), `tree ${t}: ${sum} free <= capacity ${treeCapacity(m, t)}`);
+      Atomics.store(m.treeCounters, t, treeWord(sum, false));
+    }
+  }
+
+  /**
+   * Replace the whole allocation state from a predicate over frames (crash
+   * recovery: the set of frames reachable from live structures). `isUsed` is
+   * called once for every allocatable frame outside `hugeChildren`;
+   * reserved/metadata/tail frames stay allocated; the children listed in
+   * `hugeChildren` become allocated order-9 frames (EINVAL, before anything
+   * changes, for an index that cannot be one). Then rebuildCounters.
+   */
+  static rebuildFrom(region: Region, isUsed: (frame: number) => boolean, hugeChildren: Iterable<number> = []): void {
+    const m = openMeta(region);
+    const huge = new Set<number>();
+    for (const c of hugeChildren) {
+      check(Number.isInteger(c) && c >= 0 && c < m.children, 'EINVAL', `huge child ${c} outside 0..${m.children - 1}`);
+      check(childFullyAllocatable(m, c), 'EINVAL', `child ${c} holds reserved or missing frames; it cannot be an order-9 frame`);
+      huge.add(c);
+    }
+    for (let c = 0; c < m.children; c++) {
+      const base = c * CHILD_FRAMES;
+      if (huge.has(c)) {
+        writeBitfield(m.bits, c * BITFIELD_WORDS, () => false);
+        Atomics.store(m.childCounters, c, CHILD_HUGE);
+      } else {
+        writeBitfield(m.bits, c * BITFIELD_WORDS, (i) => isFixedFrame(m, base + i) || isUsed(base + i));
+        Atomics.store(m.childCounters, c, 0); // not huge; recomputed below
+      }
+    }
+    FrameAllocator.rebuildCounters(region);
+  }
+
+  /**
+   * Consistency check of a quiescent region (no instance holds a reservation
+   * and no operation is in flight). Returns the problems found; empty means
+   * the counters agree with the bitfields.
+   */
+  static verify(region: Region): string[] {
+    const m = openMeta(region);
+    const problems: string[] = [];
+    for (let f = 0; f < m.first; f++) {
+      if (!testBit(m.bits, (f >>> CHILD_SHIFT) * BITFIELD_WORDS, f & (CHILD_FRAMES - 1))) problems.push(`reserved frame ${f} is marked free`);
+    }
+    for (let t = 0; t < m.trees; t++) {
+      let sum = 0;
+      for (let c = childLo(t); c < childHi(m, t); c++) {
+        const word = Atomics.load(m.childCounters, c);
+        const set = countSet(m.bits, c * BITFIELD_WORDS);
+        if (childIsHuge(word)) {
+          if (word !== CHILD_HUGE) problems.push(`child ${c}: huge with free field ${childFree(word)}`);
+          if (set !== 0) problems.push(`child ${c}: huge with ${set} bits set`);
+        } else {
+          if (word !== CHILD_FRAMES - set) problems.push(`child ${c}: counter ${word}, bitfield says ${CHILD_FRAMES - set} free`);
+          sum += CHILD_FRAMES - set;
+        }
+      }
+      const word = Atomics.load(m.treeCounters, t);
+      if (treeIsReserved(word)) problems.push(`tree ${t}: still reserved`);
+      if (treeFree(word) !== sum) problems.push(`tree ${t}: counter ${treeFree(word)}, children say ${sum}`);
+    }
+    return problems;
+  }
+
+  // --- allocation ----------------------------------------------------------------
+
+  /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
+  alloc(order: Order = 0): Frame {
+    check(order === 0 || order === 9, 'EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    const frame = order === 0 ? this.allocSmall() : this.allocHuge();
+    assert(frame >= this.m.first && frame < this.m.frameCount, `allocated frame ${frame} is allocatable`);
+    return frame as Frame;
+  }
+
+  private allocSmall(): number {
+    // Each failed attempt gives a tree back, and reservation only picks trees
+    // showing free frames, so a handful of attempts covers every real case.
+    for (let attempt = 0; attempt < this.m.trees + 2; attempt++) {
+      if (this.tree < 0 && !this.reserveTree()) break;
+      const frame = this.allocFromReserved();
+      if (frame >= 0) return frame;
+      this.unreserve(); // reserved tree exhausted, or only phantom quota left
+    }
+    const frame = this.stealSmall();
+    if (frame >= 0) return frame;
+    throw new MorselError('ENOSPC', 'no free 4 KiB frame');
+  }
+
+  /** One frame from the reserved tree, paid from `local` (refilled from the shared count); -1 if the tree has none. */
+  private allocFromReserved(): number {
+    if (this.local === 0 && !this.refill()) return -1;
+    assert(this.local > 0, 'local reservation positive before use');
+    this.local--;
+    const frame = this.takeSmallInTree(this.tree);
+    if (frame < 0) this.local++; // phantom quota: a thief took the frames it counted
+    return frame;
+  }
+
+  /**
+   * Order 0 without a reservation (all trees with free frames are reserved by
+   * others): take a frame from any tree's children, then debit its shared
+   * counter. Trees that are unreserved and show no free frames are skipped.
+   */
+  private stealSmall(): number {
+    assert(this.tree < 0, 'steal only without a reservation');
+    for (let i = 0; i < this.m.trees; i++) {
+      const t = (this.treeHint + i) % this.m.trees;
+      const word = Atomics.load(this.m.treeCounters, t);
+      if (!treeIsReserved(word) && treeFree(word) <= 0) continue;
+      const frame = this.takeSmallInTree(t);
+      if (frame >= 0) {
+        Atomics.sub(this.m.treeCounters, t, 1);
+        return frame;
+      }
+    }
+    return -1;
+  }
+
+  /** Claims one frame in tree `t` for a caller holding one unit of tree quota: child counter, then bit. -1 if no child has free frames. */
+  private takeSmallInTree(t: number): number {
+    const lo = childLo(t);
+    const n = childHi(this.m, t) - lo;
+    const start = this.childHint >= lo && this.childHint < lo + n ? this.childHint - lo : 0;
+    for (let i = 0; i < n; i++) {
+      const c = lo + ((start + i) % n);
+      if (!this.decrementChild(c)) continue;
+      const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
+      if (bit < 0) {
+        Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
+        assert(false, `child ${c}: counter promised a free frame but its bitfield has none`);
+      }
+      this.childHint = c;
+      this.wordHint = bit >>> 5;
+      return c * CHILD_FRAMES + bit;
+    }
+    return -1;
+  }
+
+  /** CAS-decrements child `c`'s free count. False when it has none (huge children read 0) or contention persists. */
+  private decrementChild(c: number): boolean {
+    const counters = this.m.childCounters;
+    for (let i = 0; i < CAS_RETRIES; i++) {
+      const word = Atomics.load(counters, c);
+      if (childFree(word) === 0) return false;
+      checkChildWord(word);
+      if (Atomics.compareExchange(counters, c, word, word - 1) === word) return true;
+    }
+    return false;
+  }
+
+  private allocHuge(): number {
+    // Own tree first (keeps a thread's memory together), paid from `local`
+    // when it covers 512, else from the shared field (F + local stays exact).
+    if (this.tree >= 0 && this.local + treeFree(Atomics.load(this.m.treeCounters, this.tree)) >= CHILD_FRAMES) {
+      const c = this.takeHugeInTree(this.tree);
+      if (c >= 0) {
+        if (this.local >= CHILD_FRAMES) this.local -= CHILD_FRAMES;
+        else Atomics.sub(this.m.treeCounters, this.tree, CHILD_FRAMES);
+        return c * CHILD_FRAMES;
+      }
+    }
+    // Then other trees: first those whose shared field shows 512 free, then
+    // (stealing) trees reserved by others, whose free frames sit in their
+    // owners' `local`. An unreserved tree showing < 512 has no free child.
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < this.m.trees; i++) {
+        const t = (this.treeHint + i) % this.m.trees;
+        if (t === this.tree) continue;
+        const word = Atomics.load(this.m.treeCounters, t);
+        const showsChild = treeFree(word) >= CHILD_FRAMES;
+        if (pass === 0 ? !showsChild : showsChild || !treeIsReserved(word)) continue;
+        const c = this.takeHugeInTree(t);
+        if (c < 0) continue;
+        Atomics.sub(this.m.treeCounters, t, CHILD_FRAMES);
+        this.treeHint = t;
+        return c * CHILD_FRAMES;
+      }
+    }
+    throw new MorselError('ENOSPC', 'no free 2 MiB frame');
+  }
+
+  /** Takes a wholly free child of tree `t` as an order-9 frame ({512} -> {huge, 0}); -1 if none. */
+  private takeHugeInTree(t: number): number {
+    const lo = childLo(t);
+    const n = childHi(this.m, t) - lo;
+    const start = this.childHint >= lo && this.childHint < lo + n ? this.childHint - lo : 0;
+    for (let i = 0; i < n; i++) {
+      const c = lo + ((start + i) % n);
+      // One CAS per child: a failure means the child is no longer wholly free, so move on.
+      if (Atomics.load(this.m.childCounters, c) !== CHILD_FRAMES) continue;
+      if (Atomics.compareExchange(this.m.childCounters, c, CHILD_FRAMES, CHILD_HUGE) === CHILD_FRAMES) return c;
+    }
+    return -1;
+  }
+
+  // --- tree reservation -------------------------------------------------------------
+
+  /** Reserves a tree: partially filled ones first (LLFree: keeps empty trees for huge frames), then empty, then any with free frames. */
+  private reserveTree(): boolean {
+    assert(this.tree < 0 && this.local === 0, 'no reservation held');
+    for (let pass = 0; pass < 3; pass++) {
+      for (let i = 0; i < this.m.trees; i++) {
+        const t = (this.treeHint + i) % this.m.trees;
+        if (this.tryReserve(t, pass)) return true;
+      }
+    }
+    return false;
+  }
+
+  private wantTree(t: number, free: number, pass: number): boolean {
+    const capacity = treeCapacity(this.m, t);
+    if (free <= 0) return false;
+    if (pass === 0) return free >= PARTIAL_MIN && free < capacity;
+    if (pass === 1) return free >= capacity;
+    return true;
+  }
+
+  /** CAS {free n, unreserved} -> {free 0, reserved}, keeping n locally. False when taken or not wanted. */
+  private tryReserve(t: number, pass: number): boolean {
+    const counters = this.m.treeCounters;
+    for (let i = 0; i < CAS_RETRIES; i++) {
+      const word = Atomics.load(counters, t);
+      checkTreeWord(word);
+      if (treeIsReserved(word)) return false;
+      const free = treeFree(word);
+      if (!this.wantTree(t, free, pass)) return false;
+      if (Atomics.compareExchange(counters, t, word, treeWord(0, true)) === word) {
+        this.tree = t;
+        this.local = free;
+        this.treeHint = t;
+        if (this.childHint < childLo(t) || this.childHint >= childHi(this.m, t)) this.childHint = childLo(t);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Local count ran out: take the frees that arrived at the reserved tree meanwhile ({F, reserved} -> {0, reserved}). */
+  private refill(): boolean {
+    const counters = this.m.treeCounters;
+    for (let i = 0; i < CAS_RETRIES; i++) {
+      const word = Atomics.load(counters, this.tree);
+      checkTreeWord(word);
+      assert(treeIsReserved(word), `tree ${this.tree} stays reserved while this instance holds it`);
+      const free = treeFree(word);
+      if (free <= 0) return false;
+      if (Atomics.compareExchange(counters, this.tree, word, treeWord(0, true)) === word) {
+        this.local = free;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Gives the reservation back: F += local and clear the reserved bit, in one CAS. */
+  private unreserve(): void {
+    if (this.tree < 0) return;
+    const counters = this.m.treeCounters;
+    // Only frees and thieves change the word meanwhile (each a finished
+    // operation of someone else), so this terminates; the bound catches bugs.
+    for (let i = 0; ; i++) {
+      assert(i < 100 * CAS_RETRIES, 'unreserve makes progress');
+      const word = Atomics.load(counters, this.tree);
+      checkTreeWord(word);
+      assert(treeIsReserved(word), `tree ${this.tree} stays reserved while this instance holds it`);
+      const next = treeWord(treeFree(word) + this.local, false);
+      if (Atomics.compareExchange(counters, this.tree, word, next) === word) break;
+    }
+    this.tree = -1;
+    this.local = 0;
+  }
+
+  // --- free -------------------------------------------------------------------------
+
+  /** Frees a frame of `order`. EINVAL, before anything changes, for a frame outside the allocatable range, a misaligned order-9 frame, or a double free. */
+  free(frame: Frame, order: Order = 0): void {
+    check(order === 0 || order === 9, 'EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    check(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount, 'EINVAL', `frame ${frame} is outside the allocatable range ${this.m.first}..${this.m.frameCount - 1}`);
+    if (order === 0) this.freeSmall(frame);
+    else this.freeHuge(frame);
+  }
+
+  private freeSmall(frame: number): void {
+    const c = frame >>> CHILD_SHIFT;
+    const base = c * BITFIELD_WORDS;
+    const index = frame & (CHILD_FRAMES - 1);
+    check(!childIsHuge(Atomics.load(this.m.childCounters, c)), 'EINVAL', `frame ${frame} lies in an order-9 frame; free that with order 9`);
+    check(testBit(this.m.bits, base, index), 'EINVAL', `double free of frame ${frame}`);
+    // A concurrent double free of the same frame may slip past the test; the
+    // atomic clear decides, and the loser has changed nothing.
+    check(tryClearBit(this.m.bits, base, index), 'EINVAL', `double free of frame ${frame} (concurrent)`);
+    const old = Atomics.add(this.m.childCounters, c, 1);
+    assert(!childIsHuge(old) && childFree(old) < CHILD_FRAMES, `child ${c} counter ${old} below ${CHILD_FRAMES} before a free`);
+    Atomics.add(this.m.treeCounters, treeOfChild(c), 1);
+  }
+
+  private freeHuge(frame: number): void {
+    check(frame % CHILD_FRAMES === 0, 'EINVAL', `order-9 frame ${frame} is not 512-aligned`);
+    const c = frame >>> CHILD_SHIFT;
+    check(childFullyAllocatable(this.m, c), 'EINVAL', `frame ${frame} cannot be an order-9 frame`);
+    const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, CHILD_FRAMES);
+    check(old === CHILD_HUGE, 'EINVAL', `frame ${frame} is not an allocated order-9 frame (double free?)`);
+    Atomics.add(this.m.treeCounters, treeOfChild(c), CHILD_FRAMES);
+  }
+
+  // --- queries ------------------------------------------------------------------------
+
+  /** Whether `frame` is allocated: its bit is set, or its child is an order-9 frame. Reserved frames count as allocated. */
+  isAllocated(frame: Frame): boolean {
+    this.region.checkFrame(frame);
+    const c = frame >>> CHILD_SHIFT;
+    return childIsHuge(Atomics.load(this.m.childCounters, c)) || testBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1));
+  }
+
+  /**
+   * Sum of the tree counters plus this instance's local count. Exact when
+   * quiescent (no operation in flight and no other instance holds a
+   * reservation). Each tree contributes max(0, ...): a tree reserved by
+   * another thread can show a negative shared field after a steal (its
+   * owner's local count, invisible here, covers it), so the sum is a lower
+   * bound then and never negative.
+   */
+  freeFrames(): number {
+    let sum = 0;
+    for (let t = 0; t < this.m.trees; t++) {
+      const word = Atomics.load(this.m.treeCounters, t);
+      const free = treeFree(word) + (t === this.tree ? this.local : 0);
+      sum += Math.max(0, free);
+    }
+    return sum;
+  }
+
+  /** frameCount - reserved - metadata (tail frames lie beyond frameCount). */
+  totalAllocatable(): number {
+    return this.m.frameCount - this.m.first;
+  }
+
+  /** The tree this instance holds reserved, or -1 (diagnostics and tests). */
+  get reservedTree(): number {
+    return this.tree;
+  }
+
+  /** Frames held in this instance's local reservation (diagnostics and tests). */
+  get localFree(): number {
+    return this.local;
+  }
+
+  /** Give this thread's reservation back (thread exit). The instance stays usable. */
+  release(): void {
+    this.unreserve();
+  }
+}

@@ -1,0 +1,15 @@
+import type { Memory } from '../src/memory.js';
+import { Registry } from '../src/morsel/registry.js';
+import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
+
+/**
+ * Free frames plus the frames of the region's registries (live morsels,
+ * address spaces). Registry tables grow lazily and persist, so this is the
+ * number that must balance when everything a test created is gone.
+ */
+export function freeFrames(m: Memory): number {
+  let tables = 0;
+  m.morsels.live.forEach(() => {}, () => tables++);
+  new Registry(m.region, m.alloc, ROOT_SLOT_SPACES).forEach(() => {}, () => tables++);
+  return m.alloc.freeFrames() + tables;
+}
