@@ -50,27 +50,28 @@ function parseNumber(text: string, what: string): number {
   return n;
 }
 
-/** Maps the morsel in a scratch space and hands the caller an MMU at its address. */
-function withMapping<T>(m: Memory, idText: string, write: boolean, fn: (mmu: Mmu, base: number, sizeBytes: number) => T): T {
+/**
+ * Maps the morsel in a scratch space and hands the caller an MMU at its
+ * address. The byte range is validated first, so a bad request changes nothing.
+ */
+function withMapping<T>(m: Memory, idText: string, range: { offset: number; length: number; write: boolean }, fn: (mmu: Mmu, base: number) => T): T {
   const id = parseId(idText);
   const d = m.morsels.decode(id);
   const data = m.morsels.dataOf(d);
   const sizeBytes = d.meta ? m.morsels.metaOf(d).sizeBytes : 2 ** (12 + 9 * data.order);
+  if (range.offset + range.length > sizeBytes) throw new MorselError('ERANGE', `[${range.offset}, ${range.offset + range.length}) is outside the ${sizeBytes}-byte morsel`);
+  const write = range.write;
   const space = m.createSpace({ levels: data.order === 4 ? 5 : 4 });
   try {
     const base = space.map(id, { rights: { write } });
     try {
-      return fn(new Mmu(space), base, sizeBytes);
+      return fn(new Mmu(space), base);
     } finally {
       space.unmap(base);
     }
   } finally {
     space.destroy();
   }
-}
-
-function checkRange(offset: number, length: number, sizeBytes: number): void {
-  if (offset + length > sizeBytes) throw new MorselError('ERANGE', `[${offset}, ${offset + length}) is outside the ${sizeBytes}-byte morsel`);
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -144,8 +145,7 @@ export async function main(argv: string[]): Promise<void> {
         const offset = parseNumber(o.offset, '--offset');
         const bytes = readInput(o.file);
         return withRegion(o.region, (m) =>
-          withMapping(m, idText, true, (mmu, base, size) => {
-            checkRange(offset, bytes.length, size);
+          withMapping(m, idText, { offset, length: bytes.length, write: true }, (mmu, base) => {
             mmu.write(base + offset, bytes);
             return { id: idText, offset, written: bytes.length };
           }),
@@ -166,8 +166,7 @@ export async function main(argv: string[]): Promise<void> {
         const offset = parseNumber(o.offset, '--offset');
         const length = parseNumber(o.length, '--length');
         data = withRegion(o.region, (m) =>
-          withMapping(m, idText, false, (mmu, base, size) => {
-            checkRange(offset, length, size);
+          withMapping(m, idText, { offset, length, write: false }, (mmu, base) => {
             const out = new Uint8Array(length);
             mmu.read(base + offset, out);
             return out;

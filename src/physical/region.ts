@@ -17,7 +17,6 @@ import { PAGE_SIZE, type Frame } from '../units.js';
 import { MAX_REGION_FRAMES, MIN_REGION_BYTES } from './layout.js';
 import { mapFile, syncFile } from './native.js';
 import {
-  SB_OPEN_COUNT_I32,
   SB_ROOTS_BYTE,
   SB_STATE_I32,
   STATE_CLEAN,
@@ -167,7 +166,6 @@ export class Region {
     });
     const sb = region.i32w[0];
     const crashed = Atomics.exchange(sb, SB_STATE_I32, STATE_OPEN) !== STATE_CLEAN;
-    Atomics.add(sb, SB_OPEN_COUNT_I32, 1);
     return { region, crashed };
   }
 

@@ -3,7 +3,7 @@
  *
  *   0  magic "MORSELRG" (8 bytes)     32 checksum: FNV-1a over bytes 0..31
  *   8  format version (u32)           48 state (u32): 0 clean, 1 open (crash if found open)
- *  12  frame size, 4096 (u32)         52 open count (u32)
+ *  12  frame size, 4096 (u32)
  *  16  frame count (u32)              64 root slots: 16 x u64, updated atomically
  *  20  allocator metadata start frame       by the layers that own them (slot 0:
  *  24  allocator metadata frame count       live-morsel table; others reserved)
@@ -22,7 +22,6 @@ export const ROOT_SLOTS = 16;
 export const ROOT_SLOT_LIVE_TABLE = 0;
 
 export const SB_STATE_I32 = 48 / 4;
-export const SB_OPEN_COUNT_I32 = 52 / 4;
 export const SB_ROOTS_BYTE = 64;
 export const STATE_CLEAN = 0;
 export const STATE_OPEN = 1;
@@ -34,7 +33,6 @@ export interface SuperblockInfo {
   metaFrames: number;
   reservedLowFrames: number;
   state: number;
-  openCount: number;
 }
 
 function fnv1a(bytes: Uint8Array): number {
@@ -84,7 +82,6 @@ export function readSuperblock(frame0: Uint8Array, regionBytes: number, where: s
     metaFrames: view.getUint32(24, true),
     reservedLowFrames: view.getUint32(28, true),
     state: view.getUint32(48, true),
-    openCount: view.getUint32(52, true),
   };
   if (view.getUint32(12, true) !== PAGE_SIZE) throw new MorselError('ECORRUPT', `${where}: frame size is not ${PAGE_SIZE}`);
   if (info.frameCount * PAGE_SIZE !== regionBytes) {

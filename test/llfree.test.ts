@@ -1,0 +1,432 @@
+/**
+ * Unit and property tests of the LLFree-style frame allocator
+ * (src/alloc/llfree.ts) and the locked free-list baseline (src/alloc/locked.ts).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { FrameAllocator, CHILD_HUGE, childIsHuge, treeFree, treeWord, type Order } from '../src/alloc/llfree.js';
+import { LockedAllocator } from '../src/alloc/locked.js';
+import { isMorselError } from '../src/errors.js';
+import { CHILD_FRAMES, firstAllocatableFrame, metaLayout } from '../src/physical/layout.js';
+import { Region } from '../src/physical/region.js';
+import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
+
+const F = (n: number): Frame => n as Frame;
+
+function fresh(bytes: number): { region: Region; a: FrameAllocator } {
+  const region = Region.createVolatile(bytes);
+  FrameAllocator.format(region);
+  return { region, a: new FrameAllocator(region) };
+}
+
+/** Bytes of the allocator metadata (bitfields + counters), for "changed nothing" checks. */
+function metaSnapshot(region: Region): Uint8Array {
+  const l = metaLayout(region.frameCount);
+  return new Uint8Array(region.sab, l.bitfieldsByte, l.treeCountersByte + l.trees * 4 - l.bitfieldsByte).slice();
+}
+
+function counters(region: Region): { child: Int32Array; tree: Int32Array } {
+  const l = metaLayout(region.frameCount);
+  return { child: new Int32Array(region.sab, l.childCountersByte, l.children), tree: new Int32Array(region.sab, l.treeCountersByte, l.trees) };
+}
+
+/** Free frames by the shared counters plus every instance's local count: exact whenever no operation is in flight. */
+function globalFree(region: Region, instances: FrameAllocator[]): number {
+  let sum = 0;
+  for (const word of counters(region).tree) sum += treeFree(word);
+  for (const a of instances) sum += a.localFree;
+  return sum;
+}
+
+const throwsCode = (fn: () => unknown, code: string): void => {
+  assert.throws(fn, (e: unknown) => isMorselError(e) && e.code === code);
+};
+
+/** Children that consist of allocatable frames only (candidates for order 9). */
+function wholeChildren(frameCount: number): number[] {
+  const first = firstAllocatableFrame(frameCount);
+  const out: number[] = [];
+  for (let c = Math.ceil(first / CHILD_FRAMES); (c + 1) * CHILD_FRAMES <= frameCount; c++) out.push(c);
+  return out;
+}
+
+test('format accounts reserved, metadata and tail frames', () => {
+  // 8 MiB + 3 frames: the last child has 3 real frames and 509 tail frames.
+  const { region, a } = fresh(8 * MiB + 3 * PAGE_SIZE);
+  const first = firstAllocatableFrame(region.frameCount);
+  assert.equal(a.totalAllocatable(), region.frameCount - first);
+  assert.equal(a.freeFrames(), a.totalAllocatable());
+  for (const f of [0, 1, 0xa0, 0xff, 0x100, first - 1]) assert.equal(a.isAllocated(F(f)), true, `frame ${f}`);
+  assert.equal(a.isAllocated(F(first)), false);
+  assert.equal(a.isAllocated(F(region.frameCount - 1)), false);
+  assert.deepEqual(FrameAllocator.verify(region), []);
+  const { child } = counters(region);
+  assert.equal(child[0], CHILD_FRAMES - first);
+  assert.equal(child[child.length - 1], 3);
+});
+
+test('order-0 alloc and free', () => {
+  const { region, a } = fresh(8 * MiB);
+  const total = a.totalAllocatable();
+  const got = new Set<number>();
+  for (let i = 0; i < 1000; i++) {
+    const f = a.alloc(0);
+    assert.ok(f >= firstAllocatableFrame(region.frameCount) && f < region.frameCount);
+    assert.ok(!got.has(f), 'fresh frame');
+    assert.equal(a.isAllocated(f), true);
+    got.add(f);
+  }
+  assert.equal(a.freeFrames(), total - 1000);
+  for (const f of got) a.free(F(f));
+  assert.equal(a.freeFrames(), total);
+  for (const f of got) assert.equal(a.isAllocated(F(f)), false);
+  a.release();
+  assert.deepEqual(FrameAllocator.verify(region), []);
+});
+
+test('order-9 alloc and free', () => {
+  const { region, a } = fresh(24 * MiB);
+  const total = a.totalAllocatable();
+  const h = a.alloc(9);
+  assert.equal(h % CHILD_FRAMES, 0);
+  for (let i = 0; i < CHILD_FRAMES; i++) assert.equal(a.isAllocated(F(h + i)), true);
+  assert.equal(a.freeFrames(), total - CHILD_FRAMES);
+  const small = a.alloc(0);
+  assert.ok(small < h || small >= h + CHILD_FRAMES, 'order-0 frame outside the huge block');
+  throwsCode(() => a.free(F(h + 1), 0), 'EINVAL'); // part of an order-9 frame
+  a.free(h, 9);
+  a.free(small);
+  assert.equal(a.freeFrames(), total);
+  a.release();
+  assert.deepEqual(FrameAllocator.verify(region), []);
+});
+
+test('ENOSPC on exhaustion leaves a consistent state; frees bring it back', () => {
+  const { region, a } = fresh(8 * MiB + 5 * PAGE_SIZE);
+  const total = a.totalAllocatable();
+  const frames: Frame[] = [];
+  for (;;) {
+    try {
+      frames.push(a.alloc(0));
+    } catch (e) {
+      assert.ok(isMorselError(e, 'ENOSPC'));
+      break;
+    }
+    assert.ok(frames.length <= total);
+  }
+  assert.equal(frames.length, total);
+  assert.equal(a.freeFrames(), 0);
+  throwsCode(() => a.alloc(0), 'ENOSPC');
+  throwsCode(() => a.alloc(9), 'ENOSPC');
+  assert.equal(a.freeFrames(), 0);
+  for (const f of frames) a.free(f);
+  assert.equal(a.freeFrames(), total);
+
+  // Order 9 exhaustion: exactly the wholly allocatable children.
+  const huge: Frame[] = [];
+  for (;;) {
+    try {
+      huge.push(a.alloc(9));
+    } catch (e) {
+      assert.ok(isMorselError(e, 'ENOSPC'));
+      break;
+    }
+  }
+  assert.deepEqual(huge.map((h) => h / CHILD_FRAMES).sort((x, y) => x - y), wholeChildren(region.frameCount));
+  assert.equal(a.freeFrames(), total - huge.length * CHILD_FRAMES);
+  for (const h of huge) a.free(h, 9);
+  assert.equal(a.freeFrames(), total);
+  a.release();
+  assert.deepEqual(FrameAllocator.verify(region), []);
+});
+
+test('double free and bad frees are EINVAL and change nothing', () => {
+  const { region, a } = fresh(8 * MiB);
+  const f = a.alloc(0);
+  const h = a.alloc(9);
+  a.free(f);
+  const before = metaSnapshot(region);
+  const freeBefore = a.freeFrames();
+  throwsCode(() => a.free(f), 'EINVAL'); // double free
+  throwsCode(() => a.free(F(0)), 'EINVAL'); // superblock
+  throwsCode(() => a.free(F(firstAllocatableFrame(region.frameCount) - 1)), 'EINVAL'); // metadata
+  throwsCode(() => a.free(F(region.frameCount)), 'EINVAL'); // past the end
+  throwsCode(() => a.free(F(1.5)), 'EINVAL');
+  throwsCode(() => a.free(F(h + 7), 0), 'EINVAL'); // inside the order-9 frame
+  throwsCode(() => a.free(F(h + 1), 9), 'EINVAL'); // misaligned order 9
+  throwsCode(() => a.free(F(h + CHILD_FRAMES), 9), 'EINVAL'); // aligned but not huge
+  throwsCode(() => a.free(h, 3 as Order), 'EINVAL'); // bad order
+  assert.deepEqual(metaSnapshot(region), before);
+  assert.equal(a.freeFrames(), freeBefore);
+  a.free(h, 9);
+  const after = metaSnapshot(region);
+  throwsCode(() => a.free(h, 9), 'EINVAL'); // double free of order 9
+  assert.deepEqual(metaSnapshot(region), after);
+});
+
+test('a huge child blocks order-0 allocations from it', () => {
+  // 8 MiB: child 0 holds the reserved frames, children 1..3 are whole.
+  const { region, a } = fresh(8 * MiB);
+  const huge = [a.alloc(9), a.alloc(9), a.alloc(9)];
+  assert.deepEqual(huge.map((h) => h / CHILD_FRAMES).sort(), [1, 2, 3]);
+  throwsCode(() => a.alloc(9), 'ENOSPC');
+  const first = firstAllocatableFrame(region.frameCount);
+  let n = 0;
+  for (;;) {
+    let f: Frame;
+    try {
+      f = a.alloc(0);
+    } catch (e) {
+      assert.ok(isMorselError(e, 'ENOSPC'));
+      break;
+    }
+    assert.ok(f >= first && f < CHILD_FRAMES, `frame ${f} from child 0`);
+    n++;
+  }
+  assert.equal(n, CHILD_FRAMES - first);
+  assert.equal(a.freeFrames(), 0);
+});
+
+test('several instances on one region: steals keep the accounting exact', () => {
+  // One tree only: B and C can never reserve while A holds it, so they steal.
+  const { region, a } = fresh(24 * MiB);
+  const b = new FrameAllocator(region);
+  const c = new FrameAllocator(region);
+  const all = [a, b, c];
+  const total = a.totalAllocatable();
+  const x = a.alloc(0); // A reserves the only tree
+  assert.equal(a.reservedTree, 0);
+  const y = b.alloc(0); // B steals an order-0 frame
+  assert.equal(b.reservedTree, -1);
+  const hs = [b.alloc(9), c.alloc(9), b.alloc(9)]; // order-9 steals from A's tree
+  assert.equal(globalFree(region, all), total - 2 - 3 * CHILD_FRAMES);
+  // A's local count now overstates its tree; A must still find every real frame and then stop.
+  const got: Frame[] = [];
+  for (;;) {
+    try {
+      got.push(a.alloc(0));
+    } catch (e) {
+      assert.ok(isMorselError(e, 'ENOSPC'));
+      break;
+    }
+  }
+  assert.equal(got.length, total - 2 - 3 * CHILD_FRAMES);
+  for (const inst of all) assert.ok(inst.freeFrames() >= 0);
+  assert.equal(globalFree(region, all), 0);
+  for (const f of [x, y, ...got]) c.free(f);
+  for (const h of hs) a.free(h, 9);
+  for (const inst of all) inst.release();
+  assert.equal(a.freeFrames(), total);
+  assert.deepEqual(FrameAllocator.verify(region), []);
+});
+
+type Op = { kind: 'a0' | 'a9' | 'free' | 'bad'; pick: number; who: number };
+
+const opArb: fc.Arbitrary<Op> = fc.record({
+  kind: fc.constantFrom<Op['kind']>('a0', 'a0', 'a0', 'a9', 'free', 'free', 'free', 'bad'),
+  pick: fc.nat(),
+  who: fc.nat({ max: 2 }),
+});
+
+test('property: random alloc/free of both orders match a reference model', () => {
+  // Sizes: one small tree, one tree with a tail child, three trees (last partial).
+  const sizeArb = fc.constantFrom(8 * MiB, 9 * MiB + 4 * PAGE_SIZE, 24 * MiB, 136 * MiB + 8 * PAGE_SIZE);
+  fc.assert(
+    fc.property(sizeArb, fc.integer({ min: 1, max: 3 }), fc.array(opArb, { minLength: 1, maxLength: 400 }), (bytes, nInst, ops) => {
+      const region = Region.createVolatile(bytes);
+      FrameAllocator.format(region);
+      const inst = Array.from({ length: nInst }, () => new FrameAllocator(region));
+      const frameCount = region.frameCount;
+      const first = firstAllocatableFrame(frameCount);
+      const total = frameCount - first;
+      const small = new Set<number>(); // model: order-0 frames
+      const huge = new Set<number>(); // model: order-9 heads
+      const live: Array<[number, Order]> = [];
+      const modelFree = (): number => total - small.size - huge.size * CHILD_FRAMES;
+      const childWhollyFree = (c: number): boolean => {
+        if (huge.has(c * CHILD_FRAMES)) return false;
+        for (let i = 0; i < CHILD_FRAMES; i++) if (small.has(c * CHILD_FRAMES + i)) return false;
+        return true;
+      };
+      const used = (f: number): boolean => f < first || small.has(f) || huge.has(f - (f % CHILD_FRAMES));
+
+      for (const op of ops) {
+        const a = inst[op.who % nInst];
+        if (op.kind === 'a0') {
+          let f: number;
+          try {
+            f = a.alloc(0);
+          } catch (e) {
+            assert.ok(isMorselError(e, 'ENOSPC'), String(e));
+            assert.equal(modelFree(), 0, 'ENOSPC only when nothing is free');
+            continue;
+          }
+          assert.ok(f >= first && f < frameCount, `frame ${f} allocatable`);
+          assert.ok(!used(f), `frame ${f} handed out twice`);
+          small.add(f);
+          live.push([f, 0]);
+        } else if (op.kind === 'a9') {
+          let h: number;
+          try {
+            h = a.alloc(9);
+          } catch (e) {
+            assert.ok(isMorselError(e, 'ENOSPC'), String(e));
+            assert.ok(!wholeChildren(frameCount).some(childWhollyFree), 'order-9 ENOSPC only when no whole child is free');
+            continue;
+          }
+          assert.equal(h % CHILD_FRAMES, 0, 'order-9 frame aligned');
+          assert.ok(h >= first && h + CHILD_FRAMES <= frameCount);
+          assert.ok(childWhollyFree(h / CHILD_FRAMES), `order-9 frame ${h} overlaps live frames`);
+          huge.add(h);
+          live.push([h, 9]);
+        } else if (op.kind === 'free') {
+          if (live.length === 0) continue;
+          const i = op.pick % live.length;
+          const [f, order] = live[i];
+          live[i] = live[live.length - 1];
+          live.pop();
+          a.free(F(f), order);
+          (order === 0 ? small : huge).delete(f);
+        } else {
+          // A free of a frame the model says is not allocated must be EINVAL and change nothing.
+          const f = op.pick % frameCount;
+          if (small.has(f)) continue;
+          const order: Order = huge.has(f) ? 0 : op.pick % 2 === 0 ? 0 : 9;
+          if (order === 9 && huge.has(f)) continue;
+          const before = metaSnapshot(region);
+          throwsCode(() => a.free(F(f), order), 'EINVAL');
+          assert.deepEqual(metaSnapshot(region), before);
+        }
+        assert.equal(globalFree(region, inst), modelFree(), 'counters + local reservations equal the model');
+        if (nInst === 1) assert.equal(a.freeFrames(), modelFree());
+        for (const x of inst) assert.ok(x.freeFrames() >= 0);
+      }
+      for (const [f] of live.slice(0, 50)) assert.equal(inst[0].isAllocated(F(f)), true);
+      for (const x of inst) x.release();
+      assert.equal(inst[0].freeFrames(), modelFree());
+      assert.deepEqual(FrameAllocator.verify(region), []);
+      for (let f = 0; f < frameCount; f++) assert.equal(inst[0].isAllocated(F(f)), used(f), `frame ${f}`);
+    }),
+    { numRuns: 60 },
+  );
+});
+
+test('rebuildCounters restores scrambled counters and drops reservations', () => {
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom<Order>(0, 0, 0, 9), { maxLength: 300 }), fc.array(fc.nat(), { minLength: 8, maxLength: 8 }), (orders, noise) => {
+      const { region, a } = fresh(136 * MiB);
+      for (const o of orders) a.alloc(o);
+      const expectFree = a.freeFrames();
+      a.release();
+      const { child, tree } = counters(region);
+      const goodChild = child.slice();
+      const goodTree = tree.slice();
+      // A "crash": another instance holds a reservation that no one will give back.
+      const b = new FrameAllocator(region);
+      b.alloc(0);
+      // Scramble: random free fields (the huge flag is persistent state and stays), random tree words incl. reserved bits.
+      for (let c = 0; c < child.length; c++) child[c] = (child[c] & CHILD_HUGE) | (childIsHuge(child[c]) ? 0 : (noise[c % 8] + c) % 513);
+      for (let t = 0; t < tree.length; t++) tree[t] = treeWord((noise[t % 8] % 9000) - 100, (noise[(t + 3) % 8] & 1) === 1);
+      FrameAllocator.rebuildCounters(region);
+      // b's frame is still allocated in the bitfield, so one fewer than before.
+      assert.deepEqual(Array.from(tree).map(treeFree).reduce((x, y) => x + y, 0), expectFree - 1);
+      assert.deepEqual(FrameAllocator.verify(region), []);
+      const c2 = new FrameAllocator(region);
+      assert.equal(c2.freeFrames(), expectFree - 1);
+      // Apart from b's one frame the counters are what they were.
+      let diffs = 0;
+      for (let c = 0; c < child.length; c++) diffs += Math.abs(child[c] - goodChild[c]);
+      for (let t = 0; t < tree.length; t++) diffs += Math.abs(treeFree(tree[t]) - treeFree(goodTree[t]));
+      assert.equal(diffs, 2);
+    }),
+    { numRuns: 25 },
+  );
+});
+
+test('rebuildCounters refuses a huge child with bits set (ECORRUPT)', () => {
+  const { region, a } = fresh(24 * MiB);
+  const h = a.alloc(9);
+  a.release();
+  const l = metaLayout(region.frameCount);
+  const bits = new Int32Array(region.sab, l.bitfieldsByte, l.children * 16);
+  const before = metaSnapshot(region);
+  bits[(h / CHILD_FRAMES) * 16 + 3] = 1;
+  const corrupted = metaSnapshot(region);
+  throwsCode(() => FrameAllocator.rebuildCounters(region), 'ECORRUPT');
+  assert.deepEqual(metaSnapshot(region), corrupted, 'nothing changed');
+  assert.notDeepEqual(corrupted, before);
+});
+
+test('rebuildFrom reproduces a given set', () => {
+  const bytes = 72 * MiB + 12 * PAGE_SIZE;
+  const frameCount = bytes / PAGE_SIZE;
+  const first = firstAllocatableFrame(frameCount);
+  const whole = wholeChildren(frameCount);
+  fc.assert(
+    fc.property(
+      fc.uniqueArray(fc.integer({ min: first, max: frameCount - 1 }), { maxLength: 2000 }),
+      fc.uniqueArray(fc.constantFrom(...whole), { maxLength: 6 }),
+      (frames, hugeChildren) => {
+        const { region, a } = fresh(bytes);
+        for (let i = 0; i < 700; i++) a.alloc(i % 50 === 0 ? 9 : 0); // some state to replace
+        a.release();
+        const hugeSet = new Set(hugeChildren);
+        const used = new Set(frames.filter((f) => !hugeSet.has(Math.floor(f / CHILD_FRAMES))));
+        const asked = new Set<number>();
+        FrameAllocator.rebuildFrom(region, (f) => {
+          asked.add(f);
+          return used.has(f);
+        }, hugeChildren);
+        assert.equal(asked.size, frameCount - first - hugeSet.size * CHILD_FRAMES, 'asked about every allocatable frame outside huge children');
+        const b = new FrameAllocator(region);
+        for (let f = 0; f < frameCount; f++) {
+          const expect = f < first || used.has(f) || hugeSet.has(Math.floor(f / CHILD_FRAMES));
+          if (b.isAllocated(F(f)) !== expect) assert.fail(`frame ${f}: allocated=${!expect}`);
+        }
+        assert.equal(b.freeFrames(), frameCount - first - used.size - hugeSet.size * CHILD_FRAMES);
+        assert.deepEqual(FrameAllocator.verify(region), []);
+        for (const c of hugeSet) b.free(F(c * CHILD_FRAMES), 9);
+        for (const f of used) b.free(F(f));
+        b.release();
+        assert.equal(b.freeFrames(), b.totalAllocatable());
+      },
+    ),
+    { numRuns: 20 },
+  );
+  const { region } = fresh(bytes);
+  throwsCode(() => FrameAllocator.rebuildFrom(region, () => false, [0]), 'EINVAL'); // child 0 holds reserved frames
+  throwsCode(() => FrameAllocator.rebuildFrom(region, () => false, [metaLayout(frameCount).children - 1]), 'EINVAL'); // tail child
+});
+
+test('locked baseline: same API, order split, double free', () => {
+  const region = Region.createVolatile(16 * MiB);
+  const l = LockedAllocator.create(region);
+  const total = l.totalAllocatable();
+  assert.equal(l.freeFrames(), total);
+  const f = l.alloc(0);
+  const h = l.alloc(9);
+  assert.equal(h % CHILD_FRAMES, 0);
+  assert.ok(f < h || f >= h + CHILD_FRAMES);
+  assert.equal(l.isAllocated(f), true);
+  assert.equal(l.isAllocated(F(h + 5)), true);
+  assert.equal(l.freeFrames(), total - 1 - CHILD_FRAMES);
+  const shared = LockedAllocator.fromShare(l.share());
+  shared.free(f);
+  throwsCode(() => l.free(f), 'EINVAL');
+  throwsCode(() => l.free(F(h + 1), 9), 'EINVAL');
+  l.free(h, 9);
+  throwsCode(() => shared.free(h, 9), 'EINVAL');
+  assert.equal(l.freeFrames(), total);
+  let n = 0;
+  for (;;) {
+    try {
+      l.alloc(9);
+      n++;
+    } catch (e) {
+      assert.ok(isMorselError(e, 'ENOSPC'));
+      break;
+    }
+  }
+  assert.equal(n, Math.floor(wholeChildren(region.frameCount).length / 2));
+});
