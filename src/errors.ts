@@ -26,9 +26,13 @@ export class MorselError extends Error {
   }
 }
 
-/** Throws a typed error unless `cond` holds. Use for user-facing validation. */
-export function check(cond: unknown, code: ErrorCode, message: string): asserts cond {
-  if (!cond) throw new MorselError(code, message);
+/**
+ * Throws a typed error unless `cond` holds. Use for user-facing validation.
+ * Pass the message as a function on hot paths: a template literal would be
+ * formatted on every call, even when the check passes.
+ */
+export function check(cond: unknown, code: ErrorCode, message: string | (() => string)): asserts cond {
+  if (!cond) throw new MorselError(code, typeof message === 'string' ? message : message());
 }
 
 /**

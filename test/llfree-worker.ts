@@ -24,6 +24,8 @@ export interface StressRequest {
   ops: number;
   seed: number;
   maxHeld: number;
+  /** probability that an allocation is order 9 */
+  hugeProb: number;
 }
 
 export interface StressReply {
@@ -82,7 +84,7 @@ function run(req: StressRequest): StressReply {
       freeOne();
       continue;
     }
-    const order: Order = rand() < 0.1 ? 9 : 0;
+    const order: Order = rand() < req.hugeProb ? 9 : 0;
     let f: number;
     try {
       f = a.alloc(order);

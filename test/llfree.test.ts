@@ -233,7 +233,7 @@ test('property: random alloc/free of both orders match a reference model', () =>
   // Sizes: one small tree, one tree with a tail child, three trees (last partial).
   const sizeArb = fc.constantFrom(8 * MiB, 9 * MiB + 4 * PAGE_SIZE, 24 * MiB, 136 * MiB + 8 * PAGE_SIZE);
   fc.assert(
-    fc.property(sizeArb, fc.integer({ min: 1, max: 3 }), fc.array(opArb, { minLength: 1, maxLength: 400 }), (bytes, nInst, ops) => {
+    fc.property(sizeArb, fc.integer({ min: 1, max: 3 }), fc.array(opArb, { minLength: 1, maxLength: 500 }), (bytes, nInst, ops) => {
       const region = Region.createVolatile(bytes);
       FrameAllocator.format(region);
       const inst = Array.from({ length: nInst }, () => new FrameAllocator(region));
@@ -308,7 +308,7 @@ test('property: random alloc/free of both orders match a reference model', () =>
       assert.deepEqual(FrameAllocator.verify(region), []);
       for (let f = 0; f < frameCount; f++) assert.equal(inst[0].isAllocated(F(f)), used(f), `frame ${f}`);
     }),
-    { numRuns: 60 },
+    { numRuns: 150 },
   );
 });
 

@@ -52,7 +52,7 @@
  * drops the reservations of threads that no longer exist.
  */
 import { threadId } from 'node:worker_threads';
-import { MorselError, assert, check } from '../errors.js';
+import { MorselError, assert } from '../errors.js';
 import { GiB, PAGE_SIZE, type Frame } from '../units.js';
 import { BITFIELD_WORDS, CHILD_FRAMES, CHILD_SHIFT, TREE_CHILDREN, TREE_FRAMES, firstAllocatableFrame, metaLayout } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
@@ -78,19 +78,19 @@ export const treeFree = (word: number): number => (word & TREE_FREE_MASK) - TREE
 export const treeIsReserved = (word: number): boolean => (word & TREE_RESERVED) !== 0;
 
 export function treeWord(free: number, reserved: boolean): number {
-  assert(Number.isInteger(free) && Math.abs(free) <= TREE_FREE_LIMIT, `tree free count ${free} in range`);
+  if (!(Number.isInteger(free) && Math.abs(free) <= TREE_FREE_LIMIT)) assert(false, `tree free count ${free} in range`);
   return (reserved ? TREE_RESERVED : 0) | (free + TREE_FREE_BIAS);
 }
 
 function checkChildWord(word: number): void {
-  assert((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) === 0, `child counter 0x${(word >>> 0).toString(16)} has no stray bits`);
-  assert(childFree(word) <= CHILD_FRAMES, `child free count ${childFree(word)} <= ${CHILD_FRAMES}`);
+  if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0) assert(false, `child counter 0x${(word >>> 0).toString(16)} has no stray bits`);
+  if (childFree(word) > CHILD_FRAMES) assert(false, `child free count ${childFree(word)} <= ${CHILD_FRAMES}`);
   assert(!childIsHuge(word) || childFree(word) === 0, 'a huge child counts 0 free');
 }
 
 function checkTreeWord(word: number): void {
-  assert((word & (1 << 30)) === 0, `tree counter 0x${(word >>> 0).toString(16)} has bit 30 clear`);
-  assert(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT, `tree free count ${treeFree(word)} in range`);
+  if ((word & (1 << 30)) !== 0) assert(false, `tree counter 0x${(word >>> 0).toString(16)} has bit 30 clear`);
+  if (!(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT)) assert(false, `tree free count ${treeFree(word)} in range`);
 }
 
 // --- bounds on retries ----------------------------------------------------------
@@ -232,7 +232,7 @@ export class FrameAllocator {
         Atomics.store(m.childCounters, c, free);
         sum += free;
       }
-      assert(sum <= treeCapacity(m, t), `tree ${t}: ${sum} free <= capacity ${treeCapacity(m, t)}`);
+      if (sum > treeCapacity(m, t)) assert(false, `tree ${t}: ${sum} free <= capacity ${treeCapacity(m, t)}`);
       Atomics.store(m.treeCounters, t, treeWord(sum, false));
     }
   }
@@ -249,8 +249,8 @@ export class FrameAllocator {
     const m = openMeta(region);
     const huge = new Set<number>();
     for (const c of hugeChildren) {
-      check(Number.isInteger(c) && c >= 0 && c < m.children, 'EINVAL', `huge child ${c} outside 0..${m.children - 1}`);
-      check(childFullyAllocatable(m, c), 'EINVAL', `child ${c} holds reserved or missing frames; it cannot be an order-9 frame`);
+      if (!(Number.isInteger(c) && c >= 0 && c < m.children)) throw new MorselError('EINVAL', `huge child ${c} outside 0..${m.children - 1}`);
+      if (!childFullyAllocatable(m, c)) throw new MorselError('EINVAL', `child ${c} holds reserved or missing frames; it cannot be an order-9 frame`);
       huge.add(c);
     }
     for (let c = 0; c < m.children; c++) {
@@ -301,9 +301,9 @@ export class FrameAllocator {
 
   /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
   alloc(order: Order = 0): Frame {
-    check(order === 0 || order === 9, 'EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    if (order !== 0 && order !== 9) throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
     const frame = order === 0 ? this.allocSmall() : this.allocHuge();
-    assert(frame >= this.m.first && frame < this.m.frameCount, `allocated frame ${frame} is allocatable`);
+    if (!(frame >= this.m.first && frame < this.m.frameCount)) assert(false, `allocated frame ${frame} is allocatable`);
     return frame as Frame;
   }
 
@@ -423,7 +423,10 @@ export class FrameAllocator {
       const c = lo + ((start + i) % n);
       // One CAS per child: a failure means the child is no longer wholly free, so move on.
       if (Atomics.load(this.m.childCounters, c) !== CHILD_FRAMES) continue;
-      if (Atomics.compareExchange(this.m.childCounters, c, CHILD_FRAMES, CHILD_HUGE) === CHILD_FRAMES) return c;
+      if (Atomics.compareExchange(this.m.childCounters, c, CHILD_FRAMES, CHILD_HUGE) === CHILD_FRAMES) {
+        this.childHint = c; // the next search starts here instead of rescanning taken children
+        return c;
+      }
     }
     return -1;
   }
@@ -476,7 +479,7 @@ export class FrameAllocator {
     for (let i = 0; i < CAS_RETRIES; i++) {
       const word = Atomics.load(counters, this.tree);
       checkTreeWord(word);
-      assert(treeIsReserved(word), `tree ${this.tree} stays reserved while this instance holds it`);
+      if (!treeIsReserved(word)) assert(false, `tree ${this.tree} stays reserved while this instance holds it`);
       const free = treeFree(word);
       if (free <= 0) return false;
       if (Atomics.compareExchange(counters, this.tree, word, treeWord(0, true)) === word) {
@@ -497,7 +500,7 @@ export class FrameAllocator {
       assert(i < 100 * CAS_RETRIES, 'unreserve makes progress');
       const word = Atomics.load(counters, this.tree);
       checkTreeWord(word);
-      assert(treeIsReserved(word), `tree ${this.tree} stays reserved while this instance holds it`);
+      if (!treeIsReserved(word)) assert(false, `tree ${this.tree} stays reserved while this instance holds it`);
       const next = treeWord(treeFree(word) + this.local, false);
       if (Atomics.compareExchange(counters, this.tree, word, next) === word) break;
     }
@@ -509,8 +512,8 @@ export class FrameAllocator {
 
   /** Frees a frame of `order`. EINVAL, before anything changes, for a frame outside the allocatable range, a misaligned order-9 frame, or a double free. */
   free(frame: Frame, order: Order = 0): void {
-    check(order === 0 || order === 9, 'EINVAL', `unsupported order ${String(order)} (0 or 9)`);
-    check(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount, 'EINVAL', `frame ${frame} is outside the allocatable range ${this.m.first}..${this.m.frameCount - 1}`);
+    if (order !== 0 && order !== 9) throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    if (!(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount)) throw new MorselError('EINVAL', `frame ${frame} is outside the allocatable range ${this.m.first}..${this.m.frameCount - 1}`);
     if (order === 0) this.freeSmall(frame);
     else this.freeHuge(frame);
   }
@@ -519,22 +522,22 @@ export class FrameAllocator {
     const c = frame >>> CHILD_SHIFT;
     const base = c * BITFIELD_WORDS;
     const index = frame & (CHILD_FRAMES - 1);
-    check(!childIsHuge(Atomics.load(this.m.childCounters, c)), 'EINVAL', `frame ${frame} lies in an order-9 frame; free that with order 9`);
-    check(testBit(this.m.bits, base, index), 'EINVAL', `double free of frame ${frame}`);
+    if (childIsHuge(Atomics.load(this.m.childCounters, c))) throw new MorselError('EINVAL', `frame ${frame} lies in an order-9 frame; free that with order 9`);
+    if (!testBit(this.m.bits, base, index)) throw new MorselError('EINVAL', `double free of frame ${frame}`);
     // A concurrent double free of the same frame may slip past the test; the
     // atomic clear decides, and the loser has changed nothing.
-    check(tryClearBit(this.m.bits, base, index), 'EINVAL', `double free of frame ${frame} (concurrent)`);
+    if (!tryClearBit(this.m.bits, base, index)) throw new MorselError('EINVAL', `double free of frame ${frame} (concurrent)`);
     const old = Atomics.add(this.m.childCounters, c, 1);
-    assert(!childIsHuge(old) && childFree(old) < CHILD_FRAMES, `child ${c} counter ${old} below ${CHILD_FRAMES} before a free`);
+    if (!(!childIsHuge(old) && childFree(old) < CHILD_FRAMES)) assert(false, `child ${c} counter ${old} below ${CHILD_FRAMES} before a free`);
     Atomics.add(this.m.treeCounters, treeOfChild(c), 1);
   }
 
   private freeHuge(frame: number): void {
-    check(frame % CHILD_FRAMES === 0, 'EINVAL', `order-9 frame ${frame} is not 512-aligned`);
+    if (frame % CHILD_FRAMES !== 0) throw new MorselError('EINVAL', `order-9 frame ${frame} is not 512-aligned`);
     const c = frame >>> CHILD_SHIFT;
-    check(childFullyAllocatable(this.m, c), 'EINVAL', `frame ${frame} cannot be an order-9 frame`);
+    if (!childFullyAllocatable(this.m, c)) throw new MorselError('EINVAL', `frame ${frame} cannot be an order-9 frame`);
     const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, CHILD_FRAMES);
-    check(old === CHILD_HUGE, 'EINVAL', `frame ${frame} is not an allocated order-9 frame (double free?)`);
+    if (old !== CHILD_HUGE) throw new MorselError('EINVAL', `frame ${frame} is not an allocated order-9 frame (double free?)`);
     Atomics.add(this.m.treeCounters, treeOfChild(c), CHILD_FRAMES);
   }
 

@@ -19,7 +19,7 @@
  *   then       one state byte per frame: 0 free, 1 order-0 allocated,
  *              9 head of an allocated order-9 block (double-free detection)
  */
-import { MorselError, assert, check } from '../errors.js';
+import { MorselError, assert } from '../errors.js';
 import { type Frame } from '../units.js';
 import { CHILD_FRAMES, firstAllocatableFrame } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
@@ -67,7 +67,7 @@ export class LockedAllocator {
   /** A fresh allocator for `region`'s allocatable frames, all free. */
   static create(region: Region, opts: { hugeFraction?: number } = {}): LockedAllocator {
     const hugeFraction = opts.hugeFraction ?? 0.5;
-    check(hugeFraction >= 0 && hugeFraction <= 1, 'EINVAL', `hugeFraction ${hugeFraction} outside [0, 1]`);
+    if (!(hugeFraction >= 0 && hugeFraction <= 1)) throw new MorselError('EINVAL', `hugeFraction ${hugeFraction} outside [0, 1]`);
     const frameCount = region.frameCount;
     const first = firstAllocatableFrame(frameCount);
     const firstWholeChild = Math.ceil(first / CHILD_FRAMES);
@@ -132,7 +132,7 @@ export class LockedAllocator {
   // --- API ------------------------------------------------------------------
 
   alloc(order: Order = 0): Frame {
-    check(order === 0 || order === 9, 'EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    if (order !== 0 && order !== 9) throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
     const w = this.w;
     let frame = -1;
     this.lock();
@@ -153,9 +153,9 @@ export class LockedAllocator {
   }
 
   free(frame: Frame, order: Order = 0): void {
-    check(order === 0 || order === 9, 'EINVAL', `unsupported order ${String(order)} (0 or 9)`);
-    check(Number.isInteger(frame) && frame >= this.first && frame < this.frameCount, 'EINVAL', `frame ${frame} is outside the allocatable range`);
-    check(order === 0 || frame % CHILD_FRAMES === 0, 'EINVAL', `order-9 frame ${frame} is not 512-aligned`);
+    if (order !== 0 && order !== 9) throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    if (!(Number.isInteger(frame) && frame >= this.first && frame < this.frameCount)) throw new MorselError('EINVAL', `frame ${frame} is outside the allocatable range`);
+    if (order === 9 && frame % CHILD_FRAMES !== 0) throw new MorselError('EINVAL', `order-9 frame ${frame} is not 512-aligned`);
     const w = this.w;
     const want = order === 0 ? STATE_SMALL : STATE_HUGE;
     let ok = false;
@@ -167,11 +167,11 @@ export class LockedAllocator {
       else w[this.stack9 + w[TOP9]++] = frame;
     }
     this.unlock();
-    check(ok, 'EINVAL', `frame ${frame} is not an allocated order-${order} frame (double free?)`);
+    if (!ok) throw new MorselError('EINVAL', `frame ${frame} is not an allocated order-${order} frame (double free?)`);
   }
 
   isAllocated(frame: Frame): boolean {
-    check(Number.isInteger(frame) && frame >= 0 && frame < this.frameCount, 'EINVAL', `frame ${frame} outside the region`);
+    if (!(Number.isInteger(frame) && frame >= 0 && frame < this.frameCount)) throw new MorselError('EINVAL', `frame ${frame} outside the region`);
     if (frame < this.first) return true;
     const head = frame - (frame % CHILD_FRAMES);
     return Atomics.load(this.state, frame) === STATE_SMALL || (head >= this.first && Atomics.load(this.state, head) === STATE_HUGE);

@@ -12,15 +12,8 @@ const CONTENDED = 2;
 /** CAS attempts before sleeping (a spinlock holder is never descheduled for long). */
 const SPINS = 100;
 
-export class Mutex {
-  constructor(
-    private readonly words: Int32Array,
-    private readonly index: number,
-  ) {}
-
-  lock(): void {
-    const w = this.words;
-    const i = this.index;
+/** Acquires the mutex in word `i` of `w`. */
+export function mutexLock(w: Int32Array, i: number): void {
     let c = Atomics.compareExchange(w, i, FREE, LOCKED);
     if (c === FREE) return;
     for (let spin = 0; spin < SPINS; spin++) {
@@ -32,12 +25,28 @@ export class Mutex {
       Atomics.wait(w, i, CONTENDED);
       c = Atomics.exchange(w, i, CONTENDED);
     }
+}
+
+/** Releases the mutex in word `i` of `w`, waking one sleeper if there are any. */
+export function mutexUnlock(w: Int32Array, i: number): void {
+  if (Atomics.sub(w, i, 1) !== LOCKED) {
+    Atomics.store(w, i, FREE);
+    Atomics.notify(w, i, 1);
+  }
+}
+
+/** The mutex in word `index` of `words`. */
+export class Mutex {
+  constructor(
+    private readonly words: Int32Array,
+    private readonly index: number,
+  ) {}
+
+  lock(): void {
+    mutexLock(this.words, this.index);
   }
 
   unlock(): void {
-    if (Atomics.sub(this.words, this.index, 1) !== LOCKED) {
-      Atomics.store(this.words, this.index, FREE);
-      Atomics.notify(this.words, this.index, 1);
-    }
+    mutexUnlock(this.words, this.index);
   }
 }

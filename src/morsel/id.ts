@@ -5,7 +5,7 @@
  * and the meta-morsel flag (bit 52). Users hold it as a bigint, the raw 64 bits.
  */
 import { MorselError } from '../errors.js';
-import { HI_META, INNER_FLAGS, TAG_MASK, TAG_SHIFT, entryFromBigInt, entryToBigInt, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { HI_META, HI_PFN_MASK, INNER_FLAGS, TAG_MASK, TAG_SHIFT, entryToBigInt, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import type { Frame } from '../units.js';
 import type { Order } from './order.js';
 
@@ -14,10 +14,16 @@ export type MorselId = bigint & { readonly [idBrand]: 'MorselId' };
 
 export interface DecodedId {
   id: MorselId;
+  /** the ID's low and high 32-bit halves, as stored in a table */
+  lo: number;
+  hi: number;
   order: Order;
   meta: boolean;
   rootFrame: Frame;
 }
+
+const U64_MAX = (1n << 64n) - 1n;
+const U32_MASK = 0xffffffffn;
 
 export function encodeId(rootFrame: Frame, order: Order, meta: boolean): MorselId {
   const lo = makeLo(rootFrame, INNER_FLAGS | ((order + 1) << TAG_SHIFT));
@@ -27,15 +33,17 @@ export function encodeId(rootFrame: Frame, order: Order, meta: boolean): MorselI
 
 /** Structural decode: present bit, known tag, no stray bits. Region checks are the caller's (see Morsels.decode). */
 export function decodeIdBits(value: bigint): DecodedId {
-  if (typeof value !== 'bigint' || value < 0n || value >= 1n << 64n) throw new MorselError('EINVAL', `not a 64-bit morsel ID: ${String(value)}`);
-  const { lo, hi } = entryFromBigInt(value);
+  if (typeof value !== 'bigint' || value < 0n || value > U64_MAX) throw new MorselError('EINVAL', `not a 64-bit morsel ID: ${String(value)}`);
+  const lo = Number(value & U32_MASK) | 0;
+  const hi = Number(value >> 32n) | 0;
   if (!isPresent(lo)) throw new MorselError('EINVAL', `morsel ID ${hex(value)} is not present`);
   const tag = (lo & TAG_MASK) >>> TAG_SHIFT;
   if (tag < 1 || tag > 5) throw new MorselError('EINVAL', `morsel ID ${hex(value)} has no valid order tag (${tag})`);
-  const meta = (hi & HI_META) !== 0;
-  const rootFrame = pfnOf(lo, hi) as Frame;
-  if (encodeId(rootFrame, (tag - 1) as Order, meta) !== value) throw new MorselError('EINVAL', `morsel ID ${hex(value)} has unexpected flag bits`);
-  return { id: value as MorselId, order: (tag - 1) as Order, meta, rootFrame };
+  // Exactly the bits encodeId writes: permissive flags, tag, PFN, meta flag.
+  if ((lo & 0xfff & ~TAG_MASK) !== INNER_FLAGS || (hi & ~(HI_PFN_MASK | HI_META)) !== 0) {
+    throw new MorselError('EINVAL', `morsel ID ${hex(value)} has unexpected flag bits`);
+  }
+  return { id: value as MorselId, lo, hi, order: (tag - 1) as Order, meta: (hi & HI_META) !== 0, rootFrame: pfnOf(lo, hi) as Frame };
 }
 
 export const hex = (value: bigint): string => '0x' + BigInt.asUintN(64, value).toString(16).padStart(16, '0');

@@ -17,7 +17,7 @@ import type { Region } from '../physical/region.js';
 import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
-import { orderBytes, tableIndex, type Order } from './order.js';
+import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
 import { Registry } from './registry.js';
 import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
 
@@ -64,9 +64,9 @@ export class Morsels {
    */
   createMeta(order: Order, opts: { address: number; sizeBytes?: number }): MorselId {
     const size = opts.sizeBytes ?? orderBytes(order);
-    check(Number.isSafeInteger(opts.address) && opts.address >= 0, 'EINVAL', `meta address must be a non-negative integer, got ${opts.address}`);
-    check(opts.address % orderBytes(order) === 0, 'EMISALIGNED', `address 0x${opts.address.toString(16)} is not aligned to the order-${order} size`);
-    check(Number.isSafeInteger(size) && size > 0 && size <= orderBytes(order), 'ERANGE', `size ${size} does not fit an order-${order} morsel`);
+    check(Number.isSafeInteger(opts.address) && opts.address >= 0, 'EINVAL', () => `meta address must be a non-negative integer, got ${opts.address}`);
+    check(opts.address % orderBytes(order) === 0, 'EMISALIGNED', () => `address 0x${opts.address.toString(16)} is not aligned to the order-${order} size`);
+    check(Number.isSafeInteger(size) && size > 0 && size <= orderBytes(order), 'ERANGE', () => `size ${size} does not fit an order-${order} morsel`);
     // The data morsel is not registered: it is reachable through its meta morsel.
     const dataRoot = this.zeroedFrame();
     const metaPage = this.zeroedFrame();
@@ -79,9 +79,7 @@ export class Morsels {
 
   private register(id: MorselId): void {
     const d = decodeIdBits(id);
-    const lo = Number(id & 0xffffffffn) | 0;
-    const hi = Number(id >> 32n) | 0;
-    this.live.add(d.rootFrame, lo, hi);
+    this.live.add(d.rootFrame, d.lo, d.hi);
   }
 
   private zeroedFrame(): Frame {
@@ -99,12 +97,10 @@ export class Morsels {
    */
   decode(id: bigint): DecodedId {
     const d = decodeIdBits(id);
-    check(d.rootFrame >= this.firstFrame && d.rootFrame < this.region.frameCount, 'EINVAL', `morsel ID ${hex(id)}: root frame ${d.rootFrame} outside the allocatable range`);
-    check(this.alloc.isAllocated(d.rootFrame), 'EINVAL', `morsel ID ${hex(id)}: root frame ${d.rootFrame} is free`);
+    check(d.rootFrame >= this.firstFrame && d.rootFrame < this.region.frameCount, 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${d.rootFrame} outside the allocatable range`);
+    check(this.alloc.isAllocated(d.rootFrame), 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${d.rootFrame} is free`);
     const reg = this.live.get(d.rootFrame);
-    const lo = Number(id & 0xffffffffn) | 0;
-    const hi = Number(id >> 32n) | 0;
-    check(reg !== null && reg[0] === lo && reg[1] === hi, 'EINVAL', `morsel ID ${hex(id)} is not a live morsel`);
+    check(reg !== null && reg[0] === d.lo && reg[1] === d.hi, 'EINVAL', () => `morsel ID ${hex(id)} is not a live morsel`);
     return d;
   }
 
@@ -167,7 +163,7 @@ export class Morsels {
   populate(id: bigint, offset: number, length: number): number {
     const d = this.dataOf(this.decode(id));
     const size = orderBytes(d.order);
-    check(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= size, 'ERANGE', `range [${offset}, ${offset + length}) outside the ${size}-byte morsel`);
+    check(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= size, 'ERANGE', () => `range [${offset}, ${offset + length}) outside the ${size}-byte morsel`);
     if (d.order === 0 || length === 0) return 0;
     const first = Math.floor(offset / PAGE_SIZE);
     const last = Math.floor((offset + length - 1) / PAGE_SIZE);
@@ -176,7 +172,7 @@ export class Morsels {
 
   /** Populates pages [first, last] (page numbers inside the table at `level`). */
   private populateRange(table: Frame, level: number, first: number, last: number): number {
-    const span = 512 ** (level - 1); // pages per entry of this table
+    const span = entrySpan(level) / PAGE_SIZE; // pages per entry of this table
     let created = 0;
     for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
       const wasPresent = isPresent(this.region.loadLo(table, idx));
@@ -247,9 +243,7 @@ export class Morsels {
   }
 
   private unregisterAndFree(d: DecodedId): void {
-    const lo = Number(d.id & 0xffffffffn) | 0;
-    const hi = Number(d.id >> 32n) | 0;
-    if (!this.live.remove(d.rootFrame, lo, hi)) throw new MorselError('EINVAL', `morsel ${hex(d.id)} was destroyed concurrently`);
+    if (!this.live.remove(d.rootFrame, d.lo, d.hi)) throw new MorselError('EINVAL', `morsel ${hex(d.id)} was destroyed concurrently`);
     this.alloc.free(d.rootFrame);
   }
 

@@ -15,6 +15,9 @@ import type { Region } from '../physical/region.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Frame } from '../units.js';
 
+/** Keys covered by one entry of a level-L registry table (index L). */
+const KEY_SPAN = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];
+
 export class Registry {
   readonly depth: number;
 
@@ -30,8 +33,8 @@ export class Registry {
 
   /** The registry's top table, creating it on first use. */
   private top(create: boolean): Frame | null {
-    const cur = this.region.loadRoot(this.slot);
-    if (cur !== 0n) return this.checkedTable(Number(cur & 0xffffffffffn) as Frame);
+    const cur = this.region.loadRootFrame(this.slot);
+    if (cur !== 0) return this.checkedTable(cur as Frame);
     if (!create) return null;
     const frame = this.freshTable();
     if (this.region.casRoot(this.slot, 0n, BigInt(frame))) return frame;
@@ -56,7 +59,7 @@ export class Registry {
   private leaf(key: number, create: boolean): Frame | null {
     let table = this.top(create);
     for (let level = this.depth; table !== null && level > 1; level--) {
-      const idx = Math.floor(key / 512 ** (level - 1)) % 512;
+      const idx = Math.floor(key / KEY_SPAN[level]) % 512;
       let lo = this.region.loadLo(table, idx);
       if (!isPresent(lo)) {
         if (!create) return null;
@@ -74,7 +77,7 @@ export class Registry {
   add(key: number, lo: number, hi: number): void {
     assert(isPresent(lo), 'registry values are present entries');
     const leaf = this.leaf(key, true)!;
-    check(this.region.casEntry(leaf, key % 512, 0, 0, lo, hi), 'EEXIST', `registry ${this.slot}: key ${key} already registered`);
+    check(this.region.casEntry(leaf, key % 512, 0, 0, lo, hi), 'EEXIST', () => `registry ${this.slot}: key ${key} already registered`);
   }
 
   /** Removes the entry under `key` iff it is (lo, hi). Returns whether it did. */
@@ -101,7 +104,7 @@ export class Registry {
         const lo = this.region.loadLo(table, idx);
         if (!isPresent(lo)) continue;
         const hi = this.region.loadHi(table, idx);
-        const key = base + idx * 512 ** (level - 1);
+        const key = base + idx * KEY_SPAN[level];
         if (level === 1) visit(key, lo, hi);
         else walk(this.checkedTable(pfnOf(lo, hi) as Frame), level - 1, key);
       }

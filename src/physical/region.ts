@@ -26,7 +26,8 @@ import {
   ROOT_SLOTS,
 } from './superblock.js';
 
-const WINDOW_FRAME_SHIFT = 18; // 2^18 frames = 1 GiB per window
+/** 2^18 frames = 1 GiB per window; frames in one window are contiguous in one view. */
+export const WINDOW_FRAME_SHIFT = 18;
 const WINDOW_FRAMES = 1 << WINDOW_FRAME_SHIFT;
 const WINDOW_FRAME_MASK = WINDOW_FRAMES - 1;
 const WINDOW_BYTES = WINDOW_FRAMES * PAGE_SIZE;
@@ -184,7 +185,7 @@ export class Region {
   // --- frames -------------------------------------------------------------
 
   checkFrame(frame: number): void {
-    check(Number.isInteger(frame) && frame >= 0 && frame < this.frameCount, 'EINVAL', `frame ${frame} outside the region (0..${this.frameCount - 1})`);
+    check(Number.isInteger(frame) && frame >= 0 && frame < this.frameCount, 'EINVAL', () => `frame ${frame} outside the region (0..${this.frameCount - 1})`);
   }
 
   /** Zero-copy byte view of one frame. */
@@ -210,6 +211,15 @@ export class Region {
 
   wordIndex(frame: Frame, word: number): number {
     return (frame & WINDOW_FRAME_MASK) * FRAME_I32 + word;
+  }
+
+  /**
+   * Touches every frame once so the host commits its memory now, not on the
+   * first measured access (host first-touch costs 4.5-13 us per page here).
+   * An atomic add of 0 changes no byte, so it is safe on a live region.
+   */
+  prefault(): void {
+    for (const words of this.i32w) for (let i = 0; i < words.length; i += FRAME_I32) Atomics.add(words, i, 0);
   }
 
   zeroFrame(frame: Frame): void {
@@ -265,6 +275,14 @@ export class Region {
     return Atomics.load(this.i64w[0], SB_ROOTS_BYTE / 8 + slot);
   }
 
+  /** A root slot holding a frame number (< 2^32): one int32 load, no BigInt. */
+  loadRootFrame(slot: number): number {
+    assert(slot >= 0 && slot < ROOT_SLOTS, 'root slot in range');
+    const i = SB_ROOTS_BYTE / 4 + 2 * slot;
+    assert(Atomics.load(this.i32w[0], i + 1) === 0, 'frame-valued root slot has a zero high half');
+    return Atomics.load(this.i32w[0], i) >>> 0;
+  }
+
   casRoot(slot: number, expect: bigint, next: bigint): boolean {
     assert(slot >= 0 && slot < ROOT_SLOTS, 'root slot in range');
     return Atomics.compareExchange(this.i64w[0], SB_ROOTS_BYTE / 8 + slot, expect, next) === expect;
@@ -272,10 +290,10 @@ export class Region {
 }
 
 function validateSize(sizeBytes: number): number {
-  check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0, 'EINVAL', `region size must be a positive integer, got ${sizeBytes}`);
-  check(sizeBytes % PAGE_SIZE === 0, 'EINVAL', `region size ${sizeBytes} is not a multiple of ${PAGE_SIZE}`);
-  check(sizeBytes >= MIN_REGION_BYTES, 'EINVAL', `region size ${sizeBytes} is below the minimum ${MIN_REGION_BYTES}`);
+  check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0, 'EINVAL', () => `region size must be a positive integer, got ${sizeBytes}`);
+  check(sizeBytes % PAGE_SIZE === 0, 'EINVAL', () => `region size ${sizeBytes} is not a multiple of ${PAGE_SIZE}`);
+  check(sizeBytes >= MIN_REGION_BYTES, 'EINVAL', () => `region size ${sizeBytes} is below the minimum ${MIN_REGION_BYTES}`);
   const frameCount = sizeBytes / PAGE_SIZE;
-  check(frameCount <= MAX_REGION_FRAMES, 'EINVAL', `region of ${frameCount} frames exceeds ${MAX_REGION_FRAMES}`);
+  check(frameCount <= MAX_REGION_FRAMES, 'EINVAL', () => `region of ${frameCount} frames exceeds ${MAX_REGION_FRAMES}`);
   return frameCount;
 }

@@ -17,7 +17,7 @@ import { MorselError, assert, check } from '../errors.js';
 import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { hex } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
-import { orderBytes, tableIndex, type Order } from '../morsel/order.js';
+import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { Registry } from '../morsel/registry.js';
 import type { Frame } from '../units.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
@@ -73,7 +73,7 @@ export class AddressSpace {
 
   static create(morsels: Morsels, opts: { levels?: Levels } = {}): AddressSpace {
     const levels = opts.levels ?? 5;
-    check(levels === 4 || levels === 5, 'EINVAL', `levels must be 4 or 5, got ${levels}`);
+    check(levels === 4 || levels === 5, 'EINVAL', () => `levels must be 4 or 5, got ${levels}`);
     const root = morsels.alloc.alloc(0);
     morsels.region.zeroFrame(root);
     const space = new AddressSpace(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) });
@@ -107,19 +107,19 @@ export class AddressSpace {
     let address = opts.address;
     if (d.meta) {
       const fixed = this.morsels.metaOf(d).address;
-      check(address === undefined || address === fixed, 'EINVAL', `meta morsel ${hex(id)} maps only at its fixed address 0x${fixed.toString(16)}`);
+      check(address === undefined || address === fixed, 'EINVAL', () => `meta morsel ${hex(id)} maps only at its fixed address 0x${fixed.toString(16)}`);
       address = fixed;
     }
     const level = data.order + 1;
-    check(level <= this.levels, 'ENOTSUP', `an order-${data.order} morsel needs ${level}-level paging; this space has ${this.levels}`);
+    check(level <= this.levels, 'ENOTSUP', () => `an order-${data.order} morsel needs ${level}-level paging; this space has ${this.levels}`);
     const rights = opts.rights ?? READ_WRITE;
     const lo = makeLo(data.rootFrame, rightsLo(rights));
     const hi = makeHi(data.rootFrame, rightsHi(rights) | HI_MORSEL_TOP);
     if (address !== undefined) {
-      this.checkAddress(address, data.order);
-      const table = this.tableFor(address, level);
-      const idx = tableIndex(address, level);
-      check(this.morsels.region.casEntry(table, idx, 0, 0, lo, hi), 'EEXIST', `0x${address.toString(16)} is already mapped`);
+      const at = address;
+      this.checkAddress(at, data.order);
+      const table = this.tableFor(at, level);
+      check(this.morsels.region.casEntry(table, tableIndex(at, level), 0, 0, lo, hi), 'EEXIST', () => `0x${at.toString(16)} is already mapped`);
     } else {
       address = this.place(data.order, lo, hi);
     }
@@ -128,9 +128,9 @@ export class AddressSpace {
   }
 
   private checkAddress(address: number, order: Order): void {
-    check(Number.isSafeInteger(address) && address >= 0, 'EINVAL', `address ${address} is not a non-negative integer`);
-    check(address + orderBytes(order) <= this.limit, 'ERANGE', `address 0x${address.toString(16)} + ${orderBytes(order)} is outside the ${this.levels}-level user range [0, 0x${this.limit.toString(16)})`);
-    check(address % orderBytes(order) === 0, 'EMISALIGNED', `address 0x${address.toString(16)} is not aligned to the order-${order} size 0x${orderBytes(order).toString(16)}`);
+    check(Number.isSafeInteger(address) && address >= 0, 'EINVAL', () => `address ${address} is not a non-negative integer`);
+    check(address + orderBytes(order) <= this.limit, 'ERANGE', () => `address 0x${address.toString(16)} + ${orderBytes(order)} is outside the ${this.levels}-level user range [0, 0x${this.limit.toString(16)})`);
+    check(address % orderBytes(order) === 0, 'EMISALIGNED', () => `address 0x${address.toString(16)} is not aligned to the order-${order} size 0x${orderBytes(order).toString(16)}`);
   }
 
   /**
@@ -151,7 +151,7 @@ export class AddressSpace {
         entryLo = region.loadLo(table, idx);
       }
       const entryHi = region.loadHi(table, idx);
-      check((entryHi & HI_MORSEL_TOP) === 0, 'EEXIST', `0x${address.toString(16)} lies inside a mapped morsel`);
+      check((entryHi & HI_MORSEL_TOP) === 0, 'EEXIST', () => `0x${address.toString(16)} lies inside a mapped morsel`);
       table = pfnOf(entryLo, entryHi) as Frame;
     }
     return table;
@@ -172,7 +172,7 @@ export class AddressSpace {
   /** First vacant slot at `level` under `table` (covering [base, ...)), skipping address 0. */
   private findVacant(table: Frame, tableLevel: number, base: number, level: number, size: number): number | null {
     const region = this.morsels.region;
-    const span = 2 ** (3 + 9 * tableLevel); // bytes per entry of this table
+    const span = entrySpan(tableLevel);
     for (let idx = 0; idx < 512; idx++) {
       const start = base + idx * span;
       if (start + size > this.limit) return null;
@@ -213,7 +213,7 @@ export class AddressSpace {
 
   /** Removes the mapping that starts at `address` and shoots down every TLB of the space. */
   unmap(address: number): void {
-    check(Number.isSafeInteger(address) && address >= 0 && address < this.limit, 'EINVAL', `address ${address} outside the space`);
+    check(Number.isSafeInteger(address) && address >= 0 && address < this.limit, 'EINVAL', () => `address ${address} outside the space`);
     const region = this.morsels.region;
     let table = this.rootFrame;
     for (let l = this.levels; l >= 1; l--) {
@@ -222,8 +222,8 @@ export class AddressSpace {
       if (!isPresent(lo)) break;
       const hi = region.loadHi(table, idx);
       if (hi & HI_MORSEL_TOP) {
-        check(address % orderBytes((l - 1) as Order) === 0, 'EINVAL', `0x${address.toString(16)} is inside a mapping, not its start`);
-        check(region.casEntry(table, idx, lo, hi, 0, 0), 'ENOENT', `0x${address.toString(16)} was unmapped concurrently`);
+        check(address % orderBytes((l - 1) as Order) === 0, 'EINVAL', () => `0x${address.toString(16)} is inside a mapping, not its start`);
+        check(region.casEntry(table, idx, lo, hi, 0, 0), 'ENOENT', () => `0x${address.toString(16)} was unmapped concurrently`);
         this.mappingGone(pfnOf(lo, hi));
         return;
       }
@@ -245,7 +245,7 @@ export class AddressSpace {
     const out: Mapping[] = [];
     const region = this.morsels.region;
     const walk = (table: Frame, level: number, base: number): void => {
-      const span = 2 ** (3 + 9 * level);
+      const span = entrySpan(level);
       for (let idx = 0; idx < 512; idx++) {
         const lo = region.loadLo(table, idx);
         if (!isPresent(lo)) continue;

@@ -15,6 +15,7 @@ import { MorselError } from '../errors.js';
 import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.js';
 import { orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
+import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
 import { CTL_EPOCH, type AddressSpace } from './address-space.js';
 
 export const enum Access {
@@ -23,7 +24,7 @@ export const enum Access {
   Execute = 2,
 }
 
-const TLB_BITS = 10; // 1024 entries x 4 KiB = 4 MiB reach
+const TLB_BITS = 12; // 4096 entries x 4 KiB = 16 MiB reach
 const TLB_SIZE = 1 << TLB_BITS;
 const TLB_MASK = TLB_SIZE - 1;
 const PERM_WRITE = 1;
@@ -43,6 +44,17 @@ export class Mmu {
   private readonly tlbVpn = new Float64Array(TLB_SIZE).fill(-1);
   private readonly tlbFrame = new Float64Array(TLB_SIZE);
   private readonly tlbPerm = new Uint8Array(TLB_SIZE);
+  /**
+   * Walk cache (like x86's paging-structure caches): the last level-1 table
+   * used, keyed by vaddr / 2 MiB, with the rights accumulated above it and
+   * the morsel it belongs to. Streaming over more pages than the TLB holds
+   * then costs one entry load per page instead of a full walk.
+   */
+  private wcKey = -1;
+  private wcTable = 0;
+  private wcPerm = 0;
+  private wcRoot = -1;
+  private wcOrder: Order = 0;
   private epoch: number;
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
@@ -73,6 +85,7 @@ export class Mmu {
   /** Drops every cached translation. */
   flush(epoch = Atomics.load(this.space.control, CTL_EPOCH)): void {
     this.tlbVpn.fill(-1);
+    this.wcKey = -1;
     this.epoch = epoch;
     this.counters.flushes++;
   }
@@ -82,11 +95,33 @@ export class Mmu {
       throw new MorselError('EFAULT', `address ${vaddr} outside the ${this.space.levels}-level space`);
     }
     const region = this.space.morsels.region;
-    let table = this.space.rootFrame as number;
-    let perm = PERM_WRITE | PERM_EXEC | PERM_USER;
-    let morselRoot = -1;
-    let morselOrder: Order = 0;
-    for (let level = this.space.levels, faults = 0; level >= 1; level--) {
+    const key = Math.floor(vpn / 512);
+    let level: number;
+    let table: number;
+    let perm: number;
+    let morselRoot: number;
+    let morselOrder: Order;
+    if (key === this.wcKey) {
+      level = 1;
+      table = this.wcTable;
+      perm = this.wcPerm;
+      morselRoot = this.wcRoot;
+      morselOrder = this.wcOrder;
+    } else {
+      level = this.space.levels;
+      table = this.space.rootFrame;
+      perm = PERM_WRITE | PERM_EXEC | PERM_USER;
+      morselRoot = -1;
+      morselOrder = 0;
+    }
+    for (let faults = 0; level >= 1; level--) {
+      if (level === 1 && key !== this.wcKey) {
+        this.wcKey = key;
+        this.wcTable = table;
+        this.wcPerm = perm;
+        this.wcRoot = morselRoot;
+        this.wcOrder = morselOrder;
+      }
       const idx = tableIndex(vaddr, level);
       const lo = region.loadLo(table as Frame, idx);
       if (!isPresent(lo)) {
@@ -95,8 +130,7 @@ export class Mmu {
         if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
         if (++faults > FAULT_RETRIES) throw new MorselError('EFAULT', `0x${vaddr.toString(16)} keeps disappearing (concurrent unmap?)`);
         this.counters.faults++;
-        const offset = vaddr % orderBytes(morselOrder);
-        this.space.morsels.populatePage(morselRoot as Frame, morselOrder, offset);
+        this.space.morsels.populatePage(morselRoot as Frame, morselOrder, vaddr % orderBytes(morselOrder));
         level++; // retry this level: the entry is present now
         continue;
       }
@@ -149,31 +183,43 @@ export class Mmu {
     Atomics.store(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2), value);
   }
 
-  /** Copies `dst.length` bytes from `vaddr` into `dst`, page by page. */
-  read(vaddr: number, dst: Uint8Array): void {
-    const region = this.space.morsels.region;
-    for (let done = 0; done < dst.length; ) {
+  /**
+   * Splits [vaddr, vaddr + length) into runs that are contiguous in physical
+   * memory: every page is translated (rights checked, faults taken), but
+   * neighbours in consecutive frames of one window are copied in one call.
+   * `fn(firstFrame, pageOffset, done, n)` handles one run of `n` bytes.
+   */
+  private forEachRun(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
+    let done = 0;
+    while (done < length) {
       const va = vaddr + done;
       const off = va & 4095;
-      const n = Math.min(PAGE_SIZE - off, dst.length - done);
-      const frame = this.translate(va, Access.Read);
-      const start = region.byteOffsetInWindow(frame) + off;
-      dst.set(region.bytesOf(frame).subarray(start, start + n), done);
+      const frame = this.translate(va, access);
+      let n = Math.min(PAGE_SIZE - off, length - done);
+      for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; next++) {
+        if (this.translate(va + n, access) !== next) break;
+        n += Math.min(PAGE_SIZE, length - done - n);
+      }
+      fn(frame, off, done, n);
       done += n;
     }
   }
 
-  /** Copies `src` to `vaddr`, page by page (TypedArray.set: the V8 bulk-copy limit). */
+  /** Copies `dst.length` bytes from `vaddr` into `dst`. */
+  read(vaddr: number, dst: Uint8Array): void {
+    const region = this.space.morsels.region;
+    this.forEachRun(vaddr, dst.length, Access.Read, (frame, off, done, n) => {
+      const start = region.byteOffsetInWindow(frame) + off;
+      dst.set(region.bytesOf(frame).subarray(start, start + n), done);
+    });
+  }
+
+  /** Copies `src` to `vaddr` (TypedArray.set: the V8 bulk-copy limit). */
   write(vaddr: number, src: Uint8Array): void {
     const region = this.space.morsels.region;
-    for (let done = 0; done < src.length; ) {
-      const va = vaddr + done;
-      const off = va & 4095;
-      const n = Math.min(PAGE_SIZE - off, src.length - done);
-      const frame = this.translate(va, Access.Write);
+    this.forEachRun(vaddr, src.length, Access.Write, (frame, off, done, n) => {
       region.bytesOf(frame).set(n === src.length ? src : src.subarray(done, done + n), region.byteOffsetInWindow(frame) + off);
-      done += n;
-    }
+    });
   }
 
   /**
@@ -182,21 +228,16 @@ export class Mmu {
    */
   fill(vaddr: number, length: number, value: number): void {
     const region = this.space.morsels.region;
-    const word = (value & 0xff) * 0x01010101;
-    for (let done = 0; done < length; ) {
-      const va = vaddr + done;
-      const off = va & 4095;
-      const n = Math.min(PAGE_SIZE - off, length - done);
-      const frame = this.translate(va, Access.Write);
-      const base = region.byteOffsetInWindow(frame) + off;
+    const word = ((value & 0xff) * 0x01010101) | 0;
+    this.forEachRun(vaddr, length, Access.Write, (frame, off, _done, n) => {
       if ((off & 3) === 0 && (n & 3) === 0) {
         const w = region.wordIndex(frame, off >>> 2);
-        region.words(frame).fill(word | 0, w, w + (n >>> 2));
+        region.words(frame).fill(word, w, w + (n >>> 2));
       } else {
+        const base = region.byteOffsetInWindow(frame) + off;
         region.bytesOf(frame).fill(value, base, base + n);
       }
-      done += n;
-    }
+    });
   }
 
   /** Zero-copy view of the page containing `vaddr` (for bulk processing in place). */

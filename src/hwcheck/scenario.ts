@@ -1,0 +1,210 @@
+/**
+ * The hwcheck scenario: morsels built, filled and mapped through the library
+ * only (Morsels + AddressSpace + the software Mmu), then a list of checks
+ * stating what a real x86-64 MMU must see through the space's tables. The
+ * guest (guest/hwcheck.asm) runs the list; this file never computes an
+ * expected value from the tables themselves, only from what was written, so
+ * a table the hardware reads differently than our software MMU shows up.
+ *
+ * Boot parameter block: frame 1 of the region (reserved boot scratch, see
+ * physical/layout.ts). Layout in guest/hwcheck.asm's header.
+ */
+import { MorselError } from '../errors.js';
+import type { Memory } from '../memory.js';
+import type { MorselId } from '../morsel/id.js';
+import { orderBytes, type Order } from '../morsel/order.js';
+import { HI_PFN_MASK, P, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import type { AddressSpace } from '../space/address-space.js';
+import { Mmu } from '../space/mmu.js';
+import { PAGE_SIZE, type Frame } from '../units.js';
+
+export const enum Kind {
+  Read = 1,
+  WriteRead = 2,
+  Exec = 3,
+  PfRead = 4,
+  PfWrite = 5,
+  PfExec = 6,
+}
+
+/** x86 #PF error-code bits the guest compares (SDM 4.7). */
+export const PF_P = 1;
+export const PF_W = 2;
+export const PF_ID = 0x10;
+
+export interface Check {
+  name: string;
+  kind: Kind;
+  vaddr: number;
+  value: bigint;
+  /** expected #PF error code & 0x1F (fault kinds only) */
+  err: number;
+}
+
+export type Corruption = 'pfn' | 'present';
+
+/** An entry damaged on purpose, with what it held, so it can be put back. */
+export interface Damage {
+  table: Frame;
+  index: number;
+  lo: number;
+  hi: number;
+  /** the check that must now fail */
+  check: string;
+}
+
+export interface Scenario {
+  checks: Check[];
+  morsels: MorselId[];
+  damage: Damage | null;
+}
+
+export const PARAM_FRAME = 1 as Frame;
+const PARAM_MAGIC = 'MORSHWCK';
+const PARAM_VERSION = 1;
+const PARAM_HEADER = 32;
+const CHECK_BYTES = 32;
+export const MAX_CHECKS = (PAGE_SIZE - PARAM_HEADER) / CHECK_BYTES;
+
+/** Fixed address of the meta morsel's data (2 MiB aligned, far from automatic placement). */
+const META_ADDRESS = 0x4000_0000_0000;
+/** Nothing is ever mapped here (PML4 index 192). */
+const UNMAPPED = 0x6000_0000_0000;
+
+/** A recognisable 64-bit value for (morsel, offset): distinct everywhere, never zero. */
+export function pattern(tag: number, offset: number): bigint {
+  const x = (BigInt(tag) * 0x9e3779b97f4a7c15n) ^ (BigInt(offset) * 0xc2b2ae3d27d4eb4fn) ^ 0x4d4f5253454c5321n;
+  return BigInt.asUintN(64, x) | 1n;
+}
+
+function le64(value: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, value, true);
+  return b;
+}
+
+/** An offset whose table index is non-zero (and different) at every level of the morsel. */
+function deepOffset(order: Order): number {
+  let off = 0xab8;
+  for (let level = 1; level <= order; level++) off += ((level * 73 + 5) % 512) * 2 ** (12 + 9 * (level - 1));
+  return off;
+}
+
+const hex = (n: number): string => '0x' + n.toString(16);
+
+export function buildScenario(mem: Memory, space: AddressSpace): Scenario {
+  const mmu = new Mmu(space);
+  const checks: Check[] = [];
+  const morsels: MorselId[] = [];
+  const put = (vaddr: number, value: bigint): void => mmu.write(vaddr, le64(value));
+  const add = (name: string, kind: Kind, vaddr: number, value = 0n, err = 0): void => {
+    checks.push({ name, kind, vaddr, value, err });
+  };
+
+  // Data morsels of every order the space can hold: first/last/deep bytes.
+  const orders: Order[] = space.levels === 5 ? [0, 1, 2, 3, 4] : [0, 1, 2, 3];
+  const base: number[] = [];
+  for (const order of orders) {
+    const id = mem.morsels.create(order);
+    morsels.push(id);
+    const at = space.map(id, { rights: { write: true } });
+    base[order] = at;
+    const offsets = order === 0 ? [0, PAGE_SIZE - 8] : [0, orderBytes(order) - 8, deepOffset(order)];
+    for (const off of offsets) {
+      put(at + off, pattern(order, off));
+      add(`order-${order} read +${hex(off)}`, Kind.Read, at + off, pattern(order, off));
+    }
+    // The guest writes next to a populated byte and reads it back.
+    add(`order-${order} write+read +0x10`, Kind.WriteRead, at + 0x10, pattern(100 + order, 0x10));
+  }
+
+  // Missing entries: a missing leaf (table present) and a missing table.
+  add('order-1 unpopulated page: read #PF', Kind.PfRead, base[1] + PAGE_SIZE, 0n, 0);
+  add('order-2 missing table: read #PF', Kind.PfRead, base[2] + 0x2000_0000, 0n, 0);
+  add('order-2 missing table: write #PF', Kind.PfWrite, base[2] + 0x2000_0000, 1n, PF_W);
+  add('unmapped address: read #PF', Kind.PfRead, UNMAPPED, 0n, 0);
+
+  // Explicit population: zeroed pages the hardware can read.
+  mem.morsels.populate(morsels[1], 0x10_0000, 2 * PAGE_SIZE);
+  add('order-1 populate() page reads 0', Kind.Read, base[1] + 0x10_0000, 0n);
+  add('order-1 populate() 2nd page reads 0', Kind.Read, base[1] + 0x10_1ff8, 0n);
+
+  // A read-only alias of the order-1 morsel: reads work, writes fault with
+  // P|W, and it sees what the guest wrote through the writable mapping.
+  const ro = space.map(morsels[1], { rights: { write: false } });
+  add('read-only alias: read', Kind.Read, ro, pattern(1, 0));
+  add('read-only alias: write #PF (P|W)', Kind.PfWrite, ro + 8, 1n, PF_P | PF_W);
+  add('read-only alias sees guest write', Kind.Read, ro + 0x10, pattern(101, 0x10));
+
+  // NX: data mappings are no-execute by default; an executable alias runs code.
+  add('NX mapping: fetch #PF (P|I)', Kind.PfExec, base[0], 0n, PF_P | PF_ID);
+  const code = mem.morsels.create(0);
+  morsels.push(code);
+  const rw = space.map(code, { rights: { write: true } });
+  const ret = pattern(200, 0);
+  mmu.write(rw + 0x80, new Uint8Array([0x48, 0xb8, ...le64(ret), 0xc3])); // movabs rax, ret; ret
+  const rx = space.map(code, { rights: { write: false, execute: true } });
+  add('executable alias: call', Kind.Exec, rx + 0x80, ret);
+  add('executable alias: write #PF (P|W)', Kind.PfWrite, rx + 0x80, 1n, PF_P | PF_W);
+
+  // A meta morsel maps its data morsel at the fixed address.
+  const meta = mem.morsels.createMeta(1, { address: META_ADDRESS });
+  morsels.push(meta);
+  const fixed = space.map(meta, { rights: { write: true } });
+  if (fixed !== META_ADDRESS) throw new MorselError('ECORRUPT', `meta morsel mapped at ${hex(fixed)}, not ${hex(META_ADDRESS)}`);
+  for (const off of [0, orderBytes(1) - 8]) {
+    put(fixed + off, pattern(300, off));
+    add(`meta morsel at fixed address read +${hex(off)}`, Kind.Read, fixed + off, pattern(300, off));
+  }
+
+  if (checks.length > MAX_CHECKS) throw new MorselError('ERANGE', `${checks.length} checks exceed the parameter block (${MAX_CHECKS})`);
+  return { checks, morsels, damage: null };
+}
+
+/**
+ * Damages the leaf entry of the order-1 morsel's first page (what
+ * "order-1 read +0x0" reads): 'pfn' points it at another frame, 'present'
+ * clears P. For the negative test: the guest must notice.
+ */
+export function corrupt(mem: Memory, scenario: Scenario, how: Corruption): Damage {
+  const region = mem.region;
+  const rootOf = (id: MorselId): Frame => pfnOf(Number(id & 0xffffffffn), Number(id >> 32n)) as Frame;
+  const table = rootOf(scenario.morsels[1]); // order 1: the root is the page table
+  const lo = region.loadLo(table, 0);
+  const hi = region.loadHi(table, 0);
+  if (!isPresent(lo)) throw new MorselError('ECORRUPT', 'order-1 morsel page 0 not populated');
+  const other = rootOf(scenario.morsels[0]); // the order-0 morsel's page: different bytes
+  const newLo = how === 'pfn' ? makeLo(other, lo & 0xfff) : lo & ~P;
+  const newHi = how === 'pfn' ? (hi & ~HI_PFN_MASK) | makeHi(other, 0) : hi;
+  region.storeEntry(table, 0, newLo, newHi);
+  return { table, index: 0, lo, hi, check: 'order-1 read +0x0' };
+}
+
+export function repair(mem: Memory, damage: Damage): void {
+  mem.region.storeEntry(damage.table, damage.index, damage.lo, damage.hi);
+}
+
+/** Writes the boot parameter block into frame 1; returns what was there before. */
+export function writeParams(mem: Memory, space: AddressSpace, checks: Check[]): Uint8Array {
+  const page = mem.region.frame(PARAM_FRAME);
+  const saved = page.slice();
+  page.fill(0);
+  const view = new DataView(page.buffer, page.byteOffset, page.byteLength);
+  for (let i = 0; i < PARAM_MAGIC.length; i++) page[i] = PARAM_MAGIC.charCodeAt(i);
+  view.setUint32(8, PARAM_VERSION, true);
+  view.setUint32(12, space.levels, true);
+  view.setBigUint64(16, BigInt(space.rootFrame) * BigInt(PAGE_SIZE), true);
+  view.setUint32(24, checks.length, true);
+  checks.forEach((c, i) => {
+    const at = PARAM_HEADER + i * CHECK_BYTES;
+    view.setUint32(at, c.kind, true);
+    view.setBigUint64(at + 8, BigInt(c.vaddr), true);
+    view.setBigUint64(at + 16, c.value, true);
+    view.setBigUint64(at + 24, BigInt(c.err), true);
+  });
+  return saved;
+}
+
+export function restoreParams(mem: Memory, saved: Uint8Array): void {
+  mem.region.frame(PARAM_FRAME).set(saved);
+}
