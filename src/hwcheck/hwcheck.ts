@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { Memory } from '../memory.js';
 import { MiB } from '../units.js';
 import type { Levels } from '../space/address-space.js';
-import { EXIT_PASS, checkGuestRam, guestImage, runGuest } from './qemu.js';
+import { EXIT_FAIL, EXIT_PASS, checkGuestRam, guestImage, runGuest, type GuestRun } from './qemu.js';
 import { buildScenario, corrupt, repair, restoreParams, writeParams, type Check, type Corruption, type Damage } from './scenario.js';
 import type { MorselId } from '../morsel/id.js';
 
@@ -56,24 +56,23 @@ export function hwcheck(opts: HwcheckOptions): HwcheckResult {
   const file = opts.region ?? path.join(tmpDir!, 'hwcheck.region');
   try {
     const mem = tmpDir ? Memory.create(file, opts.sizeBytes ?? 64 * MiB) : Memory.open(file);
-    let checks: Check[];
-    let morsels: MorselId[] = [];
+    const morsels: MorselId[] = []; // filled as they are created, so a failed build is undone too
+    let checks: Check[] = [];
     let damage: Damage | null = null;
     let savedParams: Uint8Array | null = null;
     try {
-      checkGuestRam(mem.region.byteLength);
-      const space = mem.createSpace({ levels: opts.levels });
-      const scenario = buildScenario(mem, space);
-      checks = scenario.checks;
-      morsels = scenario.morsels;
-      if (opts.corrupt) damage = corrupt(mem, scenario, opts.corrupt);
-      savedParams = writeParams(mem, space, checks);
-    } finally {
-      mem.close(); // msync: QEMU reads the file, not our mapping
-    }
-    try {
+      try {
+        checkGuestRam(mem.region.byteLength);
+        const space = mem.createSpace({ levels: opts.levels });
+        const scenario = buildScenario(mem, space, morsels);
+        checks = scenario.checks;
+        if (opts.corrupt) damage = corrupt(mem, scenario, opts.corrupt);
+        savedParams = writeParams(mem, space, checks);
+      } finally {
+        mem.close(); // msync: QEMU reads the file, not our mapping
+      }
       const run = runGuest(file, mem.region.byteLength, image, opts.timeoutMs);
-      return judge(opts.levels, checks, run.status, run.signal, run.serial, run.stderr, run.seconds, damage);
+      return judge(opts.levels, checks, run, damage);
     } finally {
       if (!tmpDir) restore(file, morsels, damage, savedParams);
     }
@@ -87,7 +86,6 @@ function restore(file: string, morsels: MorselId[], damage: Damage | null, saved
   const mem = Memory.open(file); // reaps the scenario's address space
   try {
     if (damage) repair(mem, damage);
-    // Meta morsels last in the list, data morsels first: no ordering constraint between them.
     for (const id of morsels) mem.morsels.destroy(id);
     if (savedParams) restoreParams(mem, savedParams);
   } finally {
@@ -97,7 +95,8 @@ function restore(file: string, morsels: MorselId[], damage: Damage | null, saved
 
 const CHECK_LINE = /^CHECK (\d+) (OK|FAIL)(.*)$/;
 
-function judge(levels: Levels, checks: Check[], status: number | null, signal: string | null, serial: string, stderr: string, seconds: number, damage: Damage | null): HwcheckResult {
+function judge(levels: Levels, checks: Check[], run: GuestRun, damage: Damage | null): HwcheckResult {
+  const { status, signal, serial, stderr, seconds } = run;
   const lines = serial.split(/\r?\n/).filter((l) => l.length > 0);
   const seen = new Map<number, { ok: boolean; detail: string }>();
   const log: string[] = [];
@@ -108,7 +107,7 @@ function judge(levels: Levels, checks: Check[], status: number | null, signal: s
   }
   if (signal) log.push(`qemu killed by ${signal} (timeout?)`);
   else if (status === 0) log.push('qemu exit status 0: the guest triple-faulted (reset under -no-reboot)');
-  else if (status !== EXIT_PASS && status !== null && status !== 35) log.push(`qemu exit status ${status}`);
+  else if (status !== EXIT_PASS && status !== null && status !== EXIT_FAIL) log.push(`qemu exit status ${status}`);
   if (stderr.trim()) log.push(...stderr.trim().split('\n').map((l) => `qemu: ${l}`));
   const results = checks.map((c, i) => {
     const r = seen.get(i);

@@ -55,8 +55,8 @@ export interface Damage {
 
 export interface Scenario {
   checks: Check[];
-  morsels: MorselId[];
-  damage: Damage | null;
+  /** the plain data morsel of each order */
+  byOrder: MorselId[];
 }
 
 export const PARAM_FRAME = 1 as Frame;
@@ -92,10 +92,10 @@ function deepOffset(order: Order): number {
 
 const hex = (n: number): string => '0x' + n.toString(16);
 
-export function buildScenario(mem: Memory, space: AddressSpace): Scenario {
+/** Builds the scenario; every morsel created is pushed onto `morsels` at once (for cleanup). */
+export function buildScenario(mem: Memory, space: AddressSpace, morsels: MorselId[]): Scenario {
   const mmu = new Mmu(space);
   const checks: Check[] = [];
-  const morsels: MorselId[] = [];
   const put = (vaddr: number, value: bigint): void => mmu.write(vaddr, le64(value));
   const add = (name: string, kind: Kind, vaddr: number, value = 0n, err = 0): void => {
     checks.push({ name, kind, vaddr, value, err });
@@ -104,9 +104,11 @@ export function buildScenario(mem: Memory, space: AddressSpace): Scenario {
   // Data morsels of every order the space can hold: first/last/deep bytes.
   const orders: Order[] = space.levels === 5 ? [0, 1, 2, 3, 4] : [0, 1, 2, 3];
   const base: number[] = [];
+  const byOrder: MorselId[] = [];
   for (const order of orders) {
     const id = mem.morsels.create(order);
     morsels.push(id);
+    byOrder[order] = id;
     const at = space.map(id, { rights: { write: true } });
     base[order] = at;
     const offsets = order === 0 ? [0, PAGE_SIZE - 8] : [0, orderBytes(order) - 8, deepOffset(order)];
@@ -125,13 +127,13 @@ export function buildScenario(mem: Memory, space: AddressSpace): Scenario {
   add('unmapped address: read #PF', Kind.PfRead, UNMAPPED, 0n, 0);
 
   // Explicit population: zeroed pages the hardware can read.
-  mem.morsels.populate(morsels[1], 0x10_0000, 2 * PAGE_SIZE);
+  mem.morsels.populate(byOrder[1], 0x10_0000, 2 * PAGE_SIZE);
   add('order-1 populate() page reads 0', Kind.Read, base[1] + 0x10_0000, 0n);
   add('order-1 populate() 2nd page reads 0', Kind.Read, base[1] + 0x10_1ff8, 0n);
 
   // A read-only alias of the order-1 morsel: reads work, writes fault with
   // P|W, and it sees what the guest wrote through the writable mapping.
-  const ro = space.map(morsels[1], { rights: { write: false } });
+  const ro = space.map(byOrder[1], { rights: { write: false } });
   add('read-only alias: read', Kind.Read, ro, pattern(1, 0));
   add('read-only alias: write #PF (P|W)', Kind.PfWrite, ro + 8, 1n, PF_P | PF_W);
   add('read-only alias sees guest write', Kind.Read, ro + 0x10, pattern(101, 0x10));
@@ -158,7 +160,7 @@ export function buildScenario(mem: Memory, space: AddressSpace): Scenario {
   }
 
   if (checks.length > MAX_CHECKS) throw new MorselError('ERANGE', `${checks.length} checks exceed the parameter block (${MAX_CHECKS})`);
-  return { checks, morsels, damage: null };
+  return { checks, byOrder };
 }
 
 /**
@@ -169,11 +171,11 @@ export function buildScenario(mem: Memory, space: AddressSpace): Scenario {
 export function corrupt(mem: Memory, scenario: Scenario, how: Corruption): Damage {
   const region = mem.region;
   const rootOf = (id: MorselId): Frame => pfnOf(Number(id & 0xffffffffn), Number(id >> 32n)) as Frame;
-  const table = rootOf(scenario.morsels[1]); // order 1: the root is the page table
+  const table = rootOf(scenario.byOrder[1]); // order 1: the root is the page table
   const lo = region.loadLo(table, 0);
   const hi = region.loadHi(table, 0);
   if (!isPresent(lo)) throw new MorselError('ECORRUPT', 'order-1 morsel page 0 not populated');
-  const other = rootOf(scenario.morsels[0]); // the order-0 morsel's page: different bytes
+  const other = rootOf(scenario.byOrder[0]); // the order-0 morsel's page: different bytes
   const newLo = how === 'pfn' ? makeLo(other, lo & 0xfff) : lo & ~P;
   const newHi = how === 'pfn' ? (hi & ~HI_PFN_MASK) | makeHi(other, 0) : hi;
   region.storeEntry(table, 0, newLo, newHi);
