@@ -520,16 +520,27 @@ export class FrameAllocator {
 
   private freeSmall(frame: number): void {
     const c = frame >>> CHILD_SHIFT;
-    const base = c * BITFIELD_WORDS;
-    const index = frame & (CHILD_FRAMES - 1);
-    if (childIsHuge(Atomics.load(this.m.childCounters, c))) throw new MorselError('EINVAL', `frame ${frame} lies in an order-9 frame; free that with order 9`);
-    if (!testBit(this.m.bits, base, index)) throw new MorselError('EINVAL', `double free of frame ${frame}`);
-    // A concurrent double free of the same frame may slip past the test; the
-    // atomic clear decides, and the loser has changed nothing.
-    if (!tryClearBit(this.m.bits, base, index)) throw new MorselError('EINVAL', `double free of frame ${frame} (concurrent)`);
+    // The atomic clear is the double-free test: clearing a clear bit changes
+    // nothing, so a rejected free leaves the state untouched, and of two
+    // racing frees of one frame exactly one wins. (A huge child's bits are all
+    // clear, so a frame inside an order-9 frame is rejected here too.)
+    if (!tryClearBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1))) this.rejectSmallFree(frame);
     const old = Atomics.add(this.m.childCounters, c, 1);
-    if (!(!childIsHuge(old) && childFree(old) < CHILD_FRAMES)) assert(false, `child ${c} counter ${old} below ${CHILD_FRAMES} before a free`);
-    Atomics.add(this.m.treeCounters, treeOfChild(c), 1);
+    if (childIsHuge(old) || childFree(old) >= CHILD_FRAMES) assert(false, `child ${c} counter ${old} below ${CHILD_FRAMES} before a free`);
+    const t = treeOfChild(c);
+    // A free into our own reserved tree is counted locally (as in LLFree):
+    // F + local = sum of child counts holds either way, and it keeps the
+    // packed tree-counter cache line, shared by all threads, out of the path.
+    if (t === this.tree) this.local++;
+    else Atomics.add(this.m.treeCounters, t, 1);
+  }
+
+  /** Why an order-0 free was refused (slow path: builds the message). */
+  private rejectSmallFree(frame: number): never {
+    if (childIsHuge(Atomics.load(this.m.childCounters, frame >>> CHILD_SHIFT))) {
+      throw new MorselError('EINVAL', `frame ${frame} lies in an order-9 frame; free that with order 9`);
+    }
+    throw new MorselError('EINVAL', `double free of frame ${frame}`);
   }
 
   private freeHuge(frame: number): void {

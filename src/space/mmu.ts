@@ -18,11 +18,8 @@ import { PAGE_SIZE, type Frame } from '../units.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
 import { CTL_EPOCH, type AddressSpace } from './address-space.js';
 
-export const enum Access {
-  Read = 0,
-  Write = 1,
-  Execute = 2,
-}
+export const Access = { Read: 0, Write: 1, Execute: 2 } as const;
+export type Access = (typeof Access)[keyof typeof Access];
 
 const TLB_BITS = 12; // 4096 entries x 4 KiB = 16 MiB reach
 const TLB_SIZE = 1 << TLB_BITS;
