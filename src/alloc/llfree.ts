@@ -22,7 +22,10 @@
  * thread) reserves a tree by moving its shared free count n into a private
  * counter `local` ({n, 0} -> {0, reserved}). Order-0 allocations from that
  * tree then decrement only `local`, so threads do not bounce a shared
- * counter's cache line; frees always add to the shared counters.
+ * counter's cache line. Frees add to the shared tree counter, except that a
+ * free into the freeing instance's own reserved tree adds to its `local`
+ * (as in LLFree): the tree counters are packed 16 to a cache line, so
+ * shared-counter frees would make every thread's frees contend.
  *
  * The accounting invariant, exact whenever no operation is in flight:
  *
@@ -549,7 +552,9 @@ export class FrameAllocator {
     if (!childFullyAllocatable(this.m, c)) throw new MorselError('EINVAL', `frame ${frame} cannot be an order-9 frame`);
     const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, CHILD_FRAMES);
     if (old !== CHILD_HUGE) throw new MorselError('EINVAL', `frame ${frame} is not an allocated order-9 frame (double free?)`);
-    Atomics.add(this.m.treeCounters, treeOfChild(c), CHILD_FRAMES);
+    const t = treeOfChild(c);
+    if (t === this.tree) this.local += CHILD_FRAMES; // own reserved tree: counted locally, as order 0
+    else Atomics.add(this.m.treeCounters, t, CHILD_FRAMES);
   }
 
   // --- queries ------------------------------------------------------------------------

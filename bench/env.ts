@@ -1,0 +1,116 @@
+/**
+ * The benchmark environment: regions that are pre-faulted on the host
+ * (a first touch costs the host kernel 5-30 us per page here, which would
+ * swamp everything we measure), shared across suites so that cost is paid
+ * once per run, plus leak checks and a forced GC between suites.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
+import { runInNewContext } from 'node:vm';
+import { setFlagsFromString } from 'node:v8';
+import { Memory } from '../src/memory.js';
+import { firstAllocatableFrame } from '../src/physical/layout.js';
+import type { Region } from '../src/physical/region.js';
+import type { Frame } from '../src/units.js';
+import { MiB } from '../src/units.js';
+import { nowNs } from './stats.js';
+
+/**
+ * Writes every allocatable frame once (an atomic OR of 0 into its first word:
+ * content unchanged, page committed). Returns the time it took in ns.
+ */
+export function prefault(region: Region): number {
+  const t0 = nowNs();
+  for (let f = firstAllocatableFrame(region.frameCount); f < region.frameCount; f++) {
+    Atomics.or(region.words(f as Frame), region.wordIndex(f as Frame, 0), 0);
+  }
+  return nowNs() - t0;
+}
+
+let shared: { memory: Memory; prefaultNs: number } | null = null;
+
+/**
+ * A pre-faulted volatile region of at least `bytes`, shared by every suite
+ * of this process (each suite must free what it allocates). A larger request
+ * replaces the region.
+ */
+export function volatileMemory(bytes: number): Memory {
+  if (shared !== null && shared.memory.region.byteLength >= bytes) return shared.memory;
+  if (shared !== null) {
+    shared.memory.close();
+    shared = null;
+    collectGarbage();
+  }
+  const size = Math.ceil(bytes / (4 * MiB)) * 4 * MiB;
+  const memory = Memory.volatile(size);
+  shared = { memory, prefaultNs: prefault(memory.region) };
+  return memory;
+}
+
+/** Host pre-fault time of the shared region (ns), for the report. */
+export function sharedPrefaultNs(): number {
+  return shared?.prefaultNs ?? 0;
+}
+
+/** Drops the shared region (end of a run, or tests). */
+export function releaseShared(): void {
+  if (shared !== null) shared.memory.close();
+  shared = null;
+  collectGarbage();
+}
+
+/** A pre-faulted persistent region file in os.tmpdir(); `dispose` closes and deletes it. */
+export function persistentMemory(bytes: number): { memory: Memory; path: string; prefaultNs: number; dispose: () => void } {
+  const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-bench-'));
+  const path = join(dir, 'bench.region');
+  const size = Math.ceil(bytes / (4 * MiB)) * 4 * MiB;
+  const memory = Memory.create(path, size, { force: true });
+  const prefaultNs = prefault(memory.region);
+  return {
+    memory,
+    path,
+    prefaultNs,
+    dispose: () => {
+      memory.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+      collectGarbage();
+    },
+  };
+}
+
+/** A scratch directory in os.tmpdir(), removed by the returned function. */
+export function tempDir(prefix: string): { dir: string; dispose: () => void } {
+  const dir = fs.mkdtempSync(join(os.tmpdir(), prefix));
+  return { dir, dispose: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+let gcFn: (() => void) | null | undefined;
+
+/** Forces a full GC so dropped buffers (SharedArrayBuffers, file mappings) go back to the OS now. */
+export function collectGarbage(): void {
+  if (gcFn === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gcFn = runInNewContext('gc') as () => void;
+    } catch {
+      gcFn = null;
+    }
+  }
+  gcFn?.();
+}
+
+/**
+ * Free frames as this thread sees them, with this thread's reservation
+ * returned first so the count is exact when no other thread holds one.
+ */
+export function freeFramesNow(memory: Memory): number {
+  memory.alloc.release();
+  return memory.alloc.freeFrames();
+}
+
+/** Throws when a suite did not give back what it allocated (registry growth allowed: `slack` frames). */
+export function checkNoLeak(memory: Memory, before: number, what: string, slack = 16): void {
+  const after = freeFramesNow(memory);
+  if (before - after > slack) throw new Error(`${what}: ${before - after} frames not freed`);
+}
