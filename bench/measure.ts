@@ -51,6 +51,19 @@ export async function perOp(reps: number, inner: number, fn: (i: number) => unkn
   return runs.map((ns) => ns / inner);
 }
 
+/**
+ * Repetitions of a run that measures itself (e.g. from worker timestamps):
+ * `fn` returns the duration in ns. `warmup` runs are discarded.
+ */
+export async function repeatMeasured(reps: number, fn: (rep: number) => Promise<number> | number, warmup = 1): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = -warmup; i < reps; i++) {
+    const ns = await fn(i);
+    if (i >= 0) out.push(ns);
+  }
+  return out;
+}
+
 /** A VariantResult from raw samples. */
 export function variant(name: string, metric: string, samples: number[], x?: number): VariantResult {
   return x === undefined ? { variant: name, metric, summary: summarize(samples) } : { variant: name, metric, x, summary: summarize(samples) };

@@ -293,12 +293,10 @@ run_check:
 .probed:
         mov byte [ARMED], 0
 .after: mov r13, rax                    ; probe result (meaningless after a fault)
-        push r12
         lea rsi, [rel msg_check]
         call puts
         mov eax, r12d
         call putdec
-        pop r12
         mov eax, [rbx]
         cmp eax, 4
         jae .want_fault
