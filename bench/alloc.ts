@@ -145,8 +145,8 @@ async function measureCas(threads: number, ops: number, reps: number): Promise<n
 
 export async function runAllocBench(opts: AllocBenchOptions): Promise<ExperimentResult> {
   const reps = opts.quick ? 5 : 10;
-  const ops = opts.quick ? 200_000 : 1_000_000; // alloc+free pairs per thread (order 0)
-  const hugeOps = opts.quick ? 100_000 : 500_000; // order 9 pairs per thread
+  const ops = opts.quick ? 300_000 : 1_500_000; // alloc+free pairs per thread (order 0)
+  const hugeOps = opts.quick ? 150_000 : 750_000; // order 9 pairs per thread
   const casOps = opts.quick ? 4_000_000 : 20_000_000;
   const results: VariantResult[] = [];
   const notes: string[] = [];

@@ -13,6 +13,7 @@ import { toOrder } from '../morsel/order.js';
 import { Mmu } from '../space/mmu.js';
 import { formatBytes, parseSize } from '../units.js';
 import { FORMAT_VERSION } from '../physical/superblock.js';
+import { registerHwcheck } from '../hwcheck/cli.js';
 
 type Out = Record<string, unknown>;
 
@@ -223,6 +224,7 @@ export async function main(argv: string[]): Promise<void> {
       run(!!o.json, () => withRegion(o.region, (m) => ({ morsels: m.morsels.list().map((id) => hex(id)) })), (r) => (r.morsels as string[]).join('\n')),
     );
 
+  registerHwcheck(program);
   await program.parseAsync(argv);
 }
 

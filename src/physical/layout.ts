@@ -4,7 +4,10 @@
  * file can be handed to a real x86-64 machine (QEMU) as its physical memory.
  *
  *   frame 0            superblock (see superblock.ts)
- *   frames 1..0x9F     reserved: boot scratch for a guest (stack, GDT, IDT)
+ *   frames 1..0x9F     reserved: boot scratch for a guest. Frame 1 is the boot
+ *                      parameter block of `morsel hwcheck`; its guest keeps its
+ *                      tables in 0x10..0x14 and its stack in 0x20..0x2F (in
+ *                      QEMU's private copy only: share=off)
  *   frames 0xA0..0xFF  reserved: the PC firmware / option-ROM hole
  *   frames 0x100..     allocator metadata (LLFree bitfields and counters)
  *   the rest           allocatable frames
