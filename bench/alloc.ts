@@ -92,7 +92,14 @@ interface Measured {
 /** Wall time of one run in ns: first start to last end. */
 const wallNs = (rs: AllocRunResult[]): number => Math.max(...rs.map((r) => r.t1)) - Math.min(...rs.map((r) => r.t0));
 
-async function measureAllocator(kind: Kind, order: Order, threads: number, ops: number, reps: number): Promise<Measured> {
+/** A running variant: its worker pool and a post-run leak/consistency check. */
+interface Variant {
+  pool: Pool;
+  check: () => void;
+  out: Measured;
+}
+
+async function startVariant(kind: Kind, threads: number): Promise<Variant> {
   const region = Region.createVolatile(REGION_BYTES);
   let setup: AllocSetup;
   let check: () => void;
@@ -113,22 +120,38 @@ async function measureAllocator(kind: Kind, order: Order, threads: number, ops: 
       if (locked.freeFrames() !== total) throw new Error('locked bench leaked frames');
     };
   }
+  return { pool: await Pool.start(threads, setup), check, out: { opsPerS: [], allocNs: [], freeNs: [] } };
+}
+
+async function runOnce(v: Variant, threads: number, order: Order, pairs: number, record: boolean): Promise<void> {
+  const rs = await v.pool.run(order, pairs);
+  if (!record) return;
+  v.out.opsPerS.push((threads * pairs * 1e9) / wallNs(rs));
+  v.out.allocNs.push(rs.reduce((s, x) => s + x.allocNs, 0) / rs.length);
+  v.out.freeNs.push(rs.reduce((s, x) => s + x.freeNs, 0) / rs.length);
+}
+
+/**
+ * LLFree and the locked list for one (order, threads) point. Repetitions
+ * alternate between the two, so background load on a shared machine hits
+ * both alike instead of skewing whichever ran during it.
+ */
+async function measurePair(order: Order, threads: number, ops: number, reps: number): Promise<Record<Kind, Measured>> {
   const pairs = Math.ceil(ops / K) * K;
-  const pool = await Pool.start(threads, setup);
-  const out: Measured = { opsPerS: [], allocNs: [], freeNs: [] };
+  const llfree = await startVariant('llfree', threads);
+  const locked = await startVariant('locked', threads);
   try {
-    await pool.run(order, pairs); // warm-up: JIT, page faults on touched metadata
+    for (const v of [llfree, locked]) await runOnce(v, threads, order, pairs, false); // warm-up: JIT, first-touch faults
     for (let r = 0; r < reps; r++) {
-      const rs = await pool.run(order, pairs);
-      out.opsPerS.push((threads * pairs * 1e9) / wallNs(rs));
-      out.allocNs.push(rs.reduce((s, x) => s + x.allocNs, 0) / rs.length);
-      out.freeNs.push(rs.reduce((s, x) => s + x.freeNs, 0) / rs.length);
+      for (const v of r % 2 === 0 ? [llfree, locked] : [locked, llfree]) await runOnce(v, threads, order, pairs, true);
     }
   } finally {
-    await pool.close();
+    await llfree.pool.close();
+    await locked.pool.close();
   }
-  check();
-  return out;
+  llfree.check();
+  locked.check();
+  return { llfree: llfree.out, locked: locked.out };
 }
 
 async function measureCas(threads: number, ops: number, reps: number): Promise<number[]> {
@@ -150,7 +173,7 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
   const casOps = opts.quick ? 4_000_000 : 20_000_000;
   const results: VariantResult[] = [];
   const notes: string[] = [];
-  const steps = THREADS.length * (1 + ORDERS.length * 2);
+  const steps = THREADS.length * (1 + ORDERS.length);
   let step = 0;
   const tick = (): void => opts.progress?.(++step, steps);
 
@@ -165,8 +188,9 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
     median.set(key('cas', 'cas', threads), casSummary.median);
     tick();
     for (const order of ORDERS) {
+      const both = await measurePair(order, threads, order === 0 ? ops : hugeOps, reps);
       for (const kind of ['llfree', 'locked'] as const) {
-        const m = await measureAllocator(kind, order, threads, order === 0 ? ops : hugeOps, reps);
+        const m = both[kind];
         const variant = `${kind} order ${order}`;
         const s = summarize(m.opsPerS);
         results.push({ variant, metric: 'ops_per_s', x: threads, summary: s });
@@ -174,8 +198,8 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
         results.push({ variant, metric: 'free_ns', x: threads, summary: summarize(m.freeNs) });
         median.set(key(kind, order, threads), s.median);
         if (kind === 'llfree') llfreeSamples.set(key(kind, order, threads), m.opsPerS);
-        tick();
       }
+      tick();
     }
   }
 
@@ -201,6 +225,11 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
   for (const threads of THREADS) {
     for (const order of ORDERS) notes.push(`llfree/locked at ${threads} thread(s), order ${order}: ${ratio(order, threads).toFixed(2)}x`);
   }
+  const parallelism = median.get(key('cas', 'cas', 2))! / median.get(key('cas', 'cas', 1))!;
+  notes.push(
+    `CAS limit scaled ${parallelism.toFixed(2)}x from 1 to 2 threads` +
+      (parallelism < 1.5 ? ': the two threads did not get two CPUs for much of the run (shared or loaded machine); 2-thread numbers understate LLFree' : ''),
+  );
   notes.push(`machine: ${cpus().length} logical CPUs (${cpus()[0]?.model ?? 'unknown'}); the main thread sleeps while workers run`);
   notes.push(`locked baseline: one Atomics mutex (CAS, spin ${100}, then Atomics.wait) over Int32Array stacks; half the whole 2 MiB children form its order-9 list`);
   notes.push('CAS limit: Atomics.load + Atomics.compareExchange increment of an Int32Array slot in a SAB, each thread on its own 64-byte line');
