@@ -31,7 +31,7 @@ export interface AllocRun {
 export interface AllocRunResult {
   t0: number;
   t1: number;
-  /** median over batches of the per-op time of the K allocations / K frees (ns) */
+  /** mean time per allocation / per free over all batches (ns); a mean, because performance.now() is coarse next to one batch */
   allocNs: number;
   freeNs: number;
 }
@@ -47,11 +47,6 @@ interface Allocator {
   release(): void;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? 0 : s[s.length >> 1];
-}
-
 function waitForGo(ctrl: Int32Array, gen: number): void {
   Atomics.add(ctrl, CTRL_ARRIVED, 1);
   for (let v = Atomics.load(ctrl, CTRL_GO); v !== gen; v = Atomics.load(ctrl, CTRL_GO)) Atomics.wait(ctrl, CTRL_GO, v, 1000);
@@ -59,8 +54,8 @@ function waitForGo(ctrl: Int32Array, gen: number): void {
 
 function runAllocFree(a: Allocator, msg: AllocRun): AllocRunResult {
   const frames = new Int32Array(msg.K);
-  const allocNs: number[] = [];
-  const freeNs: number[] = [];
+  let allocMs = 0;
+  let freeMs = 0;
   const batches = Math.ceil(msg.ops / msg.K);
   waitForGo(new Int32Array(msg.ctrl), msg.gen);
   const t0 = Number(process.hrtime.bigint());
@@ -70,11 +65,12 @@ function runAllocFree(a: Allocator, msg: AllocRun): AllocRunResult {
     const b1 = performance.now();
     for (let i = 0; i < msg.K; i++) a.free(frames[i] as Frame, msg.order);
     const b2 = performance.now();
-    allocNs.push(((b1 - b0) * 1e6) / msg.K);
-    freeNs.push(((b2 - b1) * 1e6) / msg.K);
+    allocMs += b1 - b0;
+    freeMs += b2 - b1;
   }
   const t1 = Number(process.hrtime.bigint());
-  return { t0, t1, allocNs: median(allocNs), freeNs: median(freeNs) };
+  const n = batches * msg.K;
+  return { t0, t1, allocNs: (allocMs * 1e6) / n, freeNs: (freeMs * 1e6) / n };
 }
 
 function runCas(cells: Int32Array, msg: AllocRun): AllocRunResult {

@@ -87,6 +87,8 @@ interface Measured {
   opsPerS: number[];
   allocNs: number[];
   freeNs: number[];
+  /** process CPU time / wall time of each run: ~threads when the threads really ran in parallel */
+  cpus: number[];
 }
 
 /** Wall time of one run in ns: first start to last end. */
@@ -120,12 +122,15 @@ async function startVariant(kind: Kind, threads: number): Promise<Variant> {
       if (locked.freeFrames() !== total) throw new Error('locked bench leaked frames');
     };
   }
-  return { pool: await Pool.start(threads, setup), check, out: { opsPerS: [], allocNs: [], freeNs: [] } };
+  return { pool: await Pool.start(threads, setup), check, out: { opsPerS: [], allocNs: [], freeNs: [], cpus: [] } };
 }
 
 async function runOnce(v: Variant, threads: number, order: Order, pairs: number, record: boolean): Promise<void> {
+  const cpu0 = process.cpuUsage();
   const rs = await v.pool.run(order, pairs);
+  const cpu = process.cpuUsage(cpu0);
   if (!record) return;
+  v.out.cpus.push(((cpu.user + cpu.system) * 1e3) / wallNs(rs));
   v.out.opsPerS.push((threads * pairs * 1e9) / wallNs(rs));
   v.out.allocNs.push(rs.reduce((s, x) => s + x.allocNs, 0) / rs.length);
   v.out.freeNs.push(rs.reduce((s, x) => s + x.freeNs, 0) / rs.length);
@@ -167,7 +172,7 @@ async function measureCas(threads: number, ops: number, reps: number): Promise<n
 }
 
 export async function runAllocBench(opts: AllocBenchOptions): Promise<ExperimentResult> {
-  const reps = opts.quick ? 5 : 10;
+  const reps = opts.quick ? 7 : 15;
   const ops = opts.quick ? 300_000 : 1_500_000; // alloc+free pairs per thread (order 0)
   const hugeOps = opts.quick ? 150_000 : 750_000; // order 9 pairs per thread
   const casOps = opts.quick ? 4_000_000 : 20_000_000;
@@ -180,6 +185,7 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
   const median = new Map<string, number>();
   const key = (v: string, o: Order | 'cas', t: number): string => `${v}/${o}/${t}`;
   const llfreeSamples = new Map<string, number[]>();
+  const cpusSeen = new Map<string, number>();
 
   for (const threads of THREADS) {
     const cas = await measureCas(threads, casOps, reps);
@@ -196,6 +202,8 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
         results.push({ variant, metric: 'ops_per_s', x: threads, summary: s });
         results.push({ variant, metric: 'alloc_ns', x: threads, summary: summarize(m.allocNs) });
         results.push({ variant, metric: 'free_ns', x: threads, summary: summarize(m.freeNs) });
+        results.push({ variant, metric: 'effective_cpus', x: threads, summary: summarize(m.cpus) });
+        cpusSeen.set(key(kind, order, threads), summarize(m.cpus).median);
         median.set(key(kind, order, threads), s.median);
         if (kind === 'llfree') llfreeSamples.set(key(kind, order, threads), m.opsPerS);
       }
@@ -219,7 +227,9 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
       measured: ratio(0, 2),
       goal: 1.5,
       met: ratio(0, 2) >= 1.5,
-      note: 'ratio of median ops/s (one op = one alloc + its free)',
+      note:
+        `ratio of median ops/s (one op = one alloc + its free); effective CPUs during the runs: llfree ${cpusSeen.get(key('llfree', 0, 2))!.toFixed(2)}, locked ${cpusSeen.get(key('locked', 0, 2))!.toFixed(2)}` +
+        (Math.min(cpusSeen.get(key('llfree', 0, 2))!, cpusSeen.get(key('locked', 0, 2))!) < 1.5 ? ' (below 1.5: not a two-CPU measurement, rerun on a quiet machine)' : ''),
     },
   ];
   for (const threads of THREADS) {
@@ -229,6 +239,10 @@ export async function runAllocBench(opts: AllocBenchOptions): Promise<Experiment
   notes.push(
     `CAS limit scaled ${parallelism.toFixed(2)}x from 1 to 2 threads` +
       (parallelism < 1.5 ? ': the two threads did not get two CPUs for much of the run (shared or loaded machine); 2-thread numbers understate LLFree' : ''),
+  );
+  notes.push(
+    'effective_cpus = process CPU time / run wall time. In 2-thread runs well below 2 the threads were time-sliced by other load: ' +
+      'the two threads then take turns on one CPU, so the locked list\'s mutex is almost never contended, and LLFree\'s scaling cannot show',
   );
   notes.push(`machine: ${cpus().length} logical CPUs (${cpus()[0]?.model ?? 'unknown'}); the main thread sleeps while workers run`);
   notes.push(`locked baseline: one Atomics mutex (CAS, spin ${100}, then Atomics.wait) over Int32Array stacks; half the whole 2 MiB children form its order-9 list`);

@@ -14,6 +14,8 @@ import { firstAllocatableFrame } from '../src/physical/layout.js';
 import type { Region } from '../src/physical/region.js';
 import type { Frame } from '../src/units.js';
 import { MiB } from '../src/units.js';
+import { Registry } from '../src/morsel/registry.js';
+import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
 import { nowNs } from './stats.js';
 
 /**
@@ -109,8 +111,20 @@ export function freeFramesNow(memory: Memory): number {
   return memory.alloc.freeFrames();
 }
 
-/** Throws when a suite did not give back what it allocated (registry growth allowed: `slack` frames). */
-export function checkNoLeak(memory: Memory, before: number, what: string, slack = 16): void {
-  const after = freeFramesNow(memory);
-  if (before - after > slack) throw new Error(`${what}: ${before - after} frames not freed`);
+/**
+ * Free frames plus the frames of the region's registries (live morsels,
+ * address spaces), which grow lazily and stay: the number that must balance
+ * when everything a suite created is gone.
+ */
+export function balance(memory: Memory): number {
+  let tables = 0;
+  memory.morsels.live.forEach(() => {}, () => tables++);
+  new Registry(memory.region, memory.alloc, ROOT_SLOT_SPACES).forEach(() => {}, () => tables++);
+  return freeFramesNow(memory) + tables;
+}
+
+/** Throws when a suite did not give back what it allocated (`before` from balance()). */
+export function checkNoLeak(memory: Memory, before: number, what: string): void {
+  const after = balance(memory);
+  if (before !== after) throw new Error(`${what}: ${before - after} frames not freed`);
 }

@@ -15,7 +15,7 @@ import type { Memory } from '../src/memory.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
 import { Mmu } from '../src/space/mmu.js';
 import { GiB, MiB, formatBytes } from '../src/units.js';
-import { checkNoLeak, freeFramesNow, volatileMemory } from './env.js';
+import { balance, checkNoLeak, volatileMemory } from './env.js';
 import { fitLinear, sweepSlopes } from './fit.js';
 import { REPS, claim, medianOf, perOp, reduction, repeatPhases, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
@@ -53,11 +53,12 @@ export async function runMap(opts: RunOptions & { params?: MapParams }): Promise
   const p = opts.params ?? mapParams(opts.quick);
   const largest = p.pages[p.pages.length - 1];
   const memory = volatileMemory(largest * 4096 * 1.01 + 64 * MiB);
-  const before = freeFramesNow(memory);
+  const before = balance(memory);
   const tick = ticker(p.pages.length + 5, opts.progress);
   const results: VariantResult[] = [];
   const perSize: Record<string, number[][]> = {};
 
+  await measureSize(memory, 1024, 3); // JIT warm-up of every path, discarded
   for (const pages of p.pages) {
     const reps = pages <= 1024 ? p.smallReps : p.reps;
     const phases = await measureSize(memory, pages, reps);
@@ -76,6 +77,11 @@ export async function runMap(opts: RunOptions & { params?: MapParams }): Promise
   }
 
   const space = memory.createSpace({ levels: 5 });
+  for (const order of [0, 1, 2, 3, 4] as Order[]) {
+    const id = memory.morsels.create(order); // JIT warm-up of every order's path, discarded
+    await perOp(1, p.inner, () => space.unmap(space.map(id)));
+    memory.morsels.destroy(id);
+  }
   for (const order of [0, 1, 2, 3, 4] as Order[]) {
     const id = memory.morsels.create(order);
     const samples = await perOp(p.reps, p.inner, () => space.unmap(space.map(id)));

@@ -11,7 +11,7 @@ import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
 import type { Memory } from '../src/memory.js';
 import type { Order } from '../src/morsel/order.js';
 import { GiB, MiB, formatBytes, type Frame } from '../src/units.js';
-import { checkNoLeak, freeFramesNow, persistentMemory, sharedPrefaultNs, volatileMemory } from './env.js';
+import { balance, checkNoLeak, persistentMemory, sharedPrefaultNs, volatileMemory } from './env.js';
 import { REPS, claim, medianOf, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
 import { Barrier, WorkerClient } from './workers/rpc.js';
@@ -77,7 +77,7 @@ export async function runPopulation(opts: RunOptions & { params?: PopulationPara
 }
 
 async function measureRegion(memory: Memory, bytes: number, region: string, reps: number, tick: () => void): Promise<VariantResult[]> {
-  const before = freeFramesNow(memory);
+  const before = balance(memory);
   const url = new URL('./workers/populate.js', import.meta.url);
   const workers = THREADS.map(() => WorkerClient.start(url, { share: memory.share() }));
   const space = memory.createSpace({ levels: 4 });

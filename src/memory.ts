@@ -9,6 +9,7 @@ import { Morsels } from './morsel/morsels.js';
 import { Region, type RegionShare } from './physical/region.js';
 import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
 import { collectReachable } from './recovery/reachable.js';
+import { crashPoint } from './recovery/crash-point.js';
 
 export interface OpenReport {
   crashed: boolean;
@@ -43,9 +44,26 @@ export class Memory {
     return new Memory(region, new FrameAllocator(region));
   }
 
-  /** Opens a region file, recovering it if its last user crashed. */
-  static open(path: string): Memory {
+  /**
+   * True while the region's last user crashed and recovery has not run (only
+   * after `open(path, { recover: false })`): close() then leaves the region
+   * marked crashed, so the next open still recovers it.
+   */
+  recoveryPending = false;
+
+  /**
+   * Opens a region file, recovering it if its last user crashed.
+   * `recover: false` is for inspection (`morsel check`): no counter rebuild,
+   * no recovery, no reaping of spaces, so what is found is what is on media.
+   */
+  static open(path: string, opts: { recover?: boolean } = {}): Memory {
     const { region, crashed } = Region.openFile(path);
+    if (opts.recover === false) {
+      const memory = new Memory(region, new FrameAllocator(region));
+      memory.report = { crashed, reclaimedFrames: 0, reapedSpaces: 0 };
+      memory.recoveryPending = crashed;
+      return memory;
+    }
     FrameAllocator.rebuildCounters(region); // tree reservations are per-process
     const memory = new Memory(region, new FrameAllocator(region));
     memory.report = crashed ? memory.recover() : { crashed: false, reclaimedFrames: 0, reapedSpaces: reapSpaces(memory.morsels) };
@@ -57,16 +75,21 @@ export class Memory {
    * dropped; then the allocator is rebuilt from what the live table reaches.
    */
   recover(): OpenReport {
+    // Scan before changing anything: a corrupt region (ECORRUPT) is left as
+    // found, for `morsel check --repair`. Recovery never formats.
+    const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
+    const reach = collectReachable(this.morsels);
     let reapedSpaces = 0;
     const spaces = this.region.loadRoot(ROOT_SLOT_SPACES);
     if (spaces !== 0n) {
       this.region.casRoot(ROOT_SLOT_SPACES, spaces, 0n);
       reapedSpaces = 1;
     }
-    const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
-    const reach = collectReachable(this.morsels);
+    crashPoint('recover:after-drop-spaces');
+    // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
+    this.recoveryPending = false;
     return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces };
   }
 
@@ -87,6 +110,8 @@ export class Memory {
   /** Returns this thread's reservation and, for a file, records a clean shutdown. */
   close(): void {
     this.alloc.release();
-    if (this.region.persistent) this.region.close();
+    if (!this.region.persistent) return;
+    if (this.recoveryPending) this.region.sync(); // stays marked crashed
+    else this.region.close();
   }
 }

@@ -60,24 +60,24 @@ async function stress(o: StressOpts): Promise<StressReply[]> {
 
 test('stress: 3 workers, one tree (reservation held by one, others steal), ENOSPC pressure', async () => {
   // 12 MiB: 6 children, 5 whole; 3 x 150 held frames + huge blocks exhaust it often.
-  const replies = await stress({ bytes: 12 * MiB, workers: 3, ops: 20_000, maxHeld: 150, seed: 1 });
+  const replies = await stress({ bytes: 12 * MiB, workers: 3, ops: 60_000, maxHeld: 150, seed: 1 });
   const total = replies.reduce((s, r) => s + r.allocs, 0);
   assert.ok(total > 3000, `${total} allocations`);
   assert.ok(replies.some((r) => r.enospc > 0), 'exhaustion was exercised');
 });
 
 test('stress: 4 workers, several trees', async () => {
-  const replies = await stress({ bytes: 200 * MiB, workers: 4, ops: 20_000, maxHeld: 300, seed: 2 });
+  const replies = await stress({ bytes: 200 * MiB, workers: 4, ops: 40_000, maxHeld: 300, seed: 2 });
   assert.ok(replies.reduce((s, r) => s + r.huge, 0) > 100, 'order-9 allocations happened');
 });
 
 test('stress: 2 workers, 2 trees, tight', async () => {
-  await stress({ bytes: 72 * MiB, workers: 2, ops: 20_000, maxHeld: 4000, seed: 3 });
+  await stress({ bytes: 72 * MiB, workers: 2, ops: 40_000, maxHeld: 4000, seed: 3 });
 });
 
 test('stress: 2 workers squeezed into one child (bitfield word races)', async () => {
   // 8 MiB: children 1..3 pinned as order-9 frames by the main thread, so
   // both workers allocate from child 0's 255 frames: same words, same bits.
-  const replies = await stress({ bytes: 8 * MiB, workers: 2, ops: 200_000, maxHeld: 100, seed: 4, hugeProb: 0, pinHuge: 3 });
-  assert.ok(replies.every((r) => r.allocs > 50_000));
+  const replies = await stress({ bytes: 8 * MiB, workers: 2, ops: 500_000, maxHeld: 100, seed: 4, hugeProb: 0, pinHuge: 3 });
+  assert.ok(replies.every((r) => r.allocs > 100_000));
 });

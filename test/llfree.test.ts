@@ -4,6 +4,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { FrameAllocator, CHILD_HUGE, childIsHuge, treeFree, treeWord, type Order } from '../src/alloc/llfree.js';
 import { LockedAllocator } from '../src/alloc/locked.js';
@@ -344,6 +347,17 @@ test('rebuildCounters restores scrambled counters and drops reservations', () =>
   );
 });
 
+test('release() after a rebuild forgets the stale reservation instead of double counting', () => {
+  const { region, a } = fresh(24 * MiB);
+  const held = [a.alloc(0), a.alloc(0)];
+  assert.ok(a.reservedTree >= 0 && a.localFree > 0);
+  FrameAllocator.rebuildFrom(region, (f) => held.includes(F(f)));
+  a.release();
+  assert.equal(a.reservedTree, -1);
+  assert.deepEqual(FrameAllocator.verify(region), []);
+  assert.equal(a.freeFrames(), a.totalAllocatable() - 2);
+});
+
 test('rebuildCounters refuses a huge child with bits set (ECORRUPT)', () => {
   const { region, a } = fresh(24 * MiB);
   const h = a.alloc(9);
@@ -397,6 +411,38 @@ test('rebuildFrom reproduces a given set', () => {
   const { region } = fresh(bytes);
   throwsCode(() => FrameAllocator.rebuildFrom(region, () => false, [0]), 'EINVAL'); // child 0 holds reserved frames
   throwsCode(() => FrameAllocator.rebuildFrom(region, () => false, [metaLayout(frameCount).children - 1]), 'EINVAL'); // tail child
+});
+
+test('file-backed region: allocation state persists; reopen after a "crash" rebuilds the counters', () => {
+  const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-llfree-'));
+  const path = join(dir, 'region.img');
+  try {
+    const region = Region.createFile(path, 24 * MiB);
+    FrameAllocator.format(region);
+    const a = new FrameAllocator(region);
+    const small = Array.from({ length: 300 }, () => a.alloc(0));
+    const huge = a.alloc(9);
+    const expectFree = a.totalAllocatable() - 300 - CHILD_FRAMES;
+    // No release(), no close(): the process "dies" holding a reservation.
+    const { region: again, crashed } = Region.openFile(path);
+    assert.equal(crashed, true);
+    FrameAllocator.rebuildCounters(again);
+    assert.deepEqual(FrameAllocator.verify(again), []);
+    const b = new FrameAllocator(again);
+    assert.equal(b.freeFrames(), expectFree);
+    for (const f of small) assert.equal(b.isAllocated(f), true);
+    assert.equal(b.isAllocated(F(huge + 100)), true);
+    const fresh = b.alloc(0);
+    assert.ok(!small.includes(fresh) && (fresh < huge || fresh >= huge + CHILD_FRAMES), 'no frame handed out twice across the reopen');
+    b.free(fresh);
+    for (const f of small) b.free(f);
+    b.free(huge, 9);
+    b.release();
+    assert.equal(b.freeFrames(), b.totalAllocatable());
+    again.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('locked baseline: same API, order split, double free', () => {

@@ -4,7 +4,7 @@
  * side serves a handler. Plus a start barrier so workers begin a timed
  * section together.
  */
-import { Worker, parentPort, type Transferable } from 'node:worker_threads';
+import { Worker, parentPort, type MessagePort, type Transferable } from 'node:worker_threads';
 
 interface Reply {
   id: number;
@@ -34,9 +34,9 @@ export class WorkerClient {
     worker.on('exit', (code) => failAll(new Error(`worker exited (${code})`)));
   }
 
-  /** Starts `url` (a compiled worker module) with `workerData`. */
-  static start(url: URL, workerData: unknown): WorkerClient {
-    return new WorkerClient(new Worker(url, { workerData }));
+  /** Starts `url` (a compiled worker module) with `workerData` (ports in it go in `transferList`). */
+  static start(url: URL, workerData: unknown, transferList: Transferable[] = []): WorkerClient {
+    return new WorkerClient(new Worker(url, { workerData, transferList }));
   }
 
   call<T>(msg: unknown, transfer: Transferable[] = []): Promise<T> {
@@ -100,5 +100,24 @@ export class Barrier {
       return;
     }
     while (Atomics.load(this.words, 1) === gen) Atomics.wait(this.words, 1, gen, 1000);
+  }
+}
+
+/** Messages arriving on a port, taken in order with `next()`. */
+export class Inbox {
+  private readonly queue: unknown[] = [];
+  private wake: (() => void) | null = null;
+
+  constructor(port: MessagePort) {
+    port.on('message', (m: unknown) => {
+      this.queue.push(m);
+      this.wake?.();
+    });
+  }
+
+  async next(): Promise<unknown> {
+    while (this.queue.length === 0) await new Promise<void>((r) => (this.wake = r));
+    this.wake = null;
+    return this.queue.shift();
   }
 }

@@ -63,12 +63,18 @@ export function tryClearBit(bits: Int32Array, base: number, index: number): bool
  * clear bits >= counter + (decrements not yet turned into bits). A scan can
  * still miss under churn (a word fills just as we look at it), hence the
  * bounded rounds. Returns the bit index (0..511) or -1 if none was found.
+ *
+ * The first round reads words with plain loads: only a guess (in V8 an
+ * Atomics.load is a builtin call costing as much as the Atomics.or), and
+ * harmless, since the Atomics.or reports the word's true old value, which
+ * becomes the next guess. Later rounds read atomically, so a stale guess
+ * that a word is full cannot hide a clear bit for long.
  */
 export function claimClearBit(bits: Int32Array, base: number, startWord: number, maxRounds: number): number {
   for (let round = 0; round < maxRounds; round++) {
     for (let i = 0; i < BITFIELD_WORDS; i++) {
       const w = (startWord + i) & (BITFIELD_WORDS - 1);
-      let word = Atomics.load(bits, base + w);
+      let word = round === 0 ? bits[base + w] : Atomics.load(bits, base + w);
       // Within a word, each lost race means another thread set a bit: retry
       // the same word while it still has a clear bit (at most 32 times).
       for (let tries = 0; tries < 32 && word !== -1; tries++) {

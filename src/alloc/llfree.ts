@@ -47,8 +47,20 @@
  * before it claims the thing counted (tree quota -> child counter -> bit),
  * a free releases the thing before it increments the counter (bit -> child
  * counter -> tree counter). So whoever holds a decremented unit is
- * guaranteed that a matching free resource exists (except for phantom tree
- * quota, handled as above).
+ * guaranteed that a matching free resource exists (except for tree quota
+ * made phantom by a thief, who goes child first; handled as above).
+ *
+ * Order 9 takes a wholly free child by CAS {512} -> {huge, 0} (own tree
+ * first, then trees whose shared field shows >= 512, then trees reserved by
+ * others) and then debits 512: from `local` when it is the own tree and
+ * `local` covers it, else from F(t) with Atomics.sub (the steal rule above).
+ * Freeing it is CAS {huge, 0} -> {512} and +512 on the tree's count.
+ *
+ * Hot-path reads: in V8 an Atomics.load is a builtin call as costly as an
+ * Atomics.or, so first guesses are plain reads; every decision is then made
+ * by the read-modify-write that follows (which returns the true old value),
+ * and "nothing here" is confirmed atomically before giving up. Error and
+ * assertion messages are built only on failure.
  *
  * Crash consistency: bitfields and the huge flag are the truth. Reservations
  * and counters are rebuilt from them on open (rebuildCounters), which also
@@ -60,6 +72,7 @@ import { GiB, PAGE_SIZE, type Frame } from '../units.js';
 import { BITFIELD_WORDS, CHILD_FRAMES, CHILD_SHIFT, TREE_CHILDREN, TREE_FRAMES, firstAllocatableFrame, metaLayout } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
 import { claimClearBit, countSet, testBit, tryClearBit, writeBitfield } from './bitfield.js';
+import { crashPoint } from '../recovery/crash-point.js';
 
 export type Order = 0 | 9;
 
@@ -85,9 +98,18 @@ export function treeWord(free: number, reserved: boolean): number {
   return (reserved ? TREE_RESERVED : 0) | (free + TREE_FREE_BIAS);
 }
 
+// Failure paths live in their own functions: messages are built only on
+// failure, and the hot functions stay small enough for V8 to inline.
+function badWord(what: string, word: number): never {
+  assert(false, `${what} 0x${(word >>> 0).toString(16)} out of range`);
+}
+
+function badOrder(order: unknown): never {
+  throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+}
+
 function checkChildWord(word: number): void {
-  if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0) assert(false, `child counter 0x${(word >>> 0).toString(16)} has no stray bits`);
-  if (childFree(word) > CHILD_FRAMES) assert(false, `child free count ${childFree(word)} <= ${CHILD_FRAMES}`);
+  if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0 || childFree(word) > CHILD_FRAMES) badWord('child counter', word);
   assert(!childIsHuge(word) || childFree(word) === 0, 'a huge child counts 0 free');
 }
 
@@ -212,7 +234,8 @@ export class FrameAllocator {
    * Rebuild child counters (a child with the huge bit keeps it and counts 0
    * free) and tree counters from the bitfields, and clear all tree
    * 'reserved' bits. Used on open (tree reservations are per-process state)
-   * and after a crash. No allocator instance may be in use meanwhile.
+   * and after a crash. No allocator instance may be in use meanwhile, and
+   * instances created before should release() before allocating again.
    * Throws ECORRUPT (before changing anything) if a huge child has bits set
    * or cannot be an order-9 frame.
    */
@@ -233,6 +256,7 @@ export class FrameAllocator {
         }
         const free = CHILD_FRAMES - countSet(m.bits, c * BITFIELD_WORDS);
         Atomics.store(m.childCounters, c, free);
+        crashPoint('open:rebuild-counters');
         sum += free;
       }
       if (sum > treeCapacity(m, t)) assert(false, `tree ${t}: ${sum} free <= capacity ${treeCapacity(m, t)}`);
@@ -264,6 +288,7 @@ export class FrameAllocator {
       } else {
         writeBitfield(m.bits, c * BITFIELD_WORDS, (i) => isFixedFrame(m, base + i) || isUsed(base + i));
         Atomics.store(m.childCounters, c, 0); // not huge; recomputed below
+        crashPoint('recover:rebuild-bitfields');
       }
     }
     FrameAllocator.rebuildCounters(region);
@@ -304,9 +329,19 @@ export class FrameAllocator {
 
   /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
   alloc(order: Order = 0): Frame {
-    if (order !== 0 && order !== 9) throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
+    if (order === 0 && this.local > 0) {
+      // Fast path: a frame of the reserved tree, paid from `local`.
+      this.local--;
+      const frame = this.takeSmallInTree(this.tree);
+      if (frame >= 0) {
+        assert(frame >= this.m.first && frame < this.m.frameCount, 'allocated frame is allocatable');
+        return frame as Frame;
+      }
+      this.local++; // phantom quota; allocSmall sorts it out
+    }
+    if (order !== 0 && order !== 9) badOrder(order);
     const frame = order === 0 ? this.allocSmall() : this.allocHuge();
-    if (!(frame >= this.m.first && frame < this.m.frameCount)) assert(false, `allocated frame ${frame} is allocatable`);
+    assert(frame >= this.m.first && frame < this.m.frameCount, 'allocated frame is allocatable');
     return frame as Frame;
   }
 
@@ -357,15 +392,16 @@ export class FrameAllocator {
   /** Claims one frame in tree `t` for a caller holding one unit of tree quota: child counter, then bit. -1 if no child has free frames. */
   private takeSmallInTree(t: number): number {
     const lo = childLo(t);
-    const n = childHi(this.m, t) - lo;
-    const start = this.childHint >= lo && this.childHint < lo + n ? this.childHint - lo : 0;
-    for (let i = 0; i < n; i++) {
-      const c = lo + ((start + i) % n);
+    const hi = childHi(this.m, t);
+    // Start at the last child we allocated from (it usually has frames), wrap around once.
+    let c = this.childHint >= lo && this.childHint < hi ? this.childHint : lo;
+    for (let i = lo; i < hi; i++, c = c + 1 === hi ? lo : c + 1) {
       if (!this.decrementChild(c)) continue;
+      crashPoint('alloc:after-counter');
       const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
       if (bit < 0) {
         Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
-        assert(false, `child ${c}: counter promised a free frame but its bitfield has none`);
+        assert(false, 'child counter promised a free frame but its bitfield has none');
       }
       this.childHint = c;
       this.wordHint = bit >>> 5;
@@ -374,14 +410,25 @@ export class FrameAllocator {
     return -1;
   }
 
-  /** CAS-decrements child `c`'s free count. False when it has none (huge children read 0) or contention persists. */
+  /**
+   * CAS-decrements child `c`'s free count. False when it has none (huge
+   * children read 0) or contention persists. The first guess is a plain
+   * read (an Atomics.load costs a builtin call); the CAS validates it and
+   * returns the true value on failure, and "no free frames" is confirmed
+   * with an atomic read before giving up on the child.
+   */
   private decrementChild(c: number): boolean {
     const counters = this.m.childCounters;
+    let word = counters[c];
     for (let i = 0; i < CAS_RETRIES; i++) {
-      const word = Atomics.load(counters, c);
-      if (childFree(word) === 0) return false;
+      if (childFree(word) === 0) {
+        word = Atomics.load(counters, c);
+        if (childFree(word) === 0) return false;
+      }
       checkChildWord(word);
-      if (Atomics.compareExchange(counters, c, word, word - 1) === word) return true;
+      const prev = Atomics.compareExchange(counters, c, word, word - 1);
+      if (prev === word) return true;
+      word = prev;
     }
     return false;
   }
@@ -424,8 +471,9 @@ export class FrameAllocator {
     const start = this.childHint >= lo && this.childHint < lo + n ? this.childHint - lo : 0;
     for (let i = 0; i < n; i++) {
       const c = lo + ((start + i) % n);
-      // One CAS per child: a failure means the child is no longer wholly free, so move on.
-      if (Atomics.load(this.m.childCounters, c) !== CHILD_FRAMES) continue;
+      // A plain read filters (a stale value only costs a CAS or a skipped
+      // child); one CAS per child: a failure means it is no longer wholly free.
+      if (this.m.childCounters[c] !== CHILD_FRAMES) continue;
       if (Atomics.compareExchange(this.m.childCounters, c, CHILD_FRAMES, CHILD_HUGE) === CHILD_FRAMES) {
         this.childHint = c; // the next search starts here instead of rescanning taken children
         return c;
@@ -467,6 +515,7 @@ export class FrameAllocator {
       if (!this.wantTree(t, free, pass)) return false;
       if (Atomics.compareExchange(counters, t, word, treeWord(0, true)) === word) {
         this.tree = t;
+        crashPoint('alloc:after-reserve');
         this.local = free;
         this.treeHint = t;
         if (this.childHint < childLo(t) || this.childHint >= childHi(this.m, t)) this.childHint = childLo(t);
@@ -503,7 +552,10 @@ export class FrameAllocator {
       assert(i < 100 * CAS_RETRIES, 'unreserve makes progress');
       const word = Atomics.load(counters, this.tree);
       checkTreeWord(word);
-      if (!treeIsReserved(word)) assert(false, `tree ${this.tree} stays reserved while this instance holds it`);
+      // Only the owner clears the bit, except rebuildCounters/rebuildFrom,
+      // which recount everything from the bitfields (our `local` included):
+      // then the reservation is already gone and `local` is stale, so drop it.
+      if (!treeIsReserved(word)) break;
       const next = treeWord(treeFree(word) + this.local, false);
       if (Atomics.compareExchange(counters, this.tree, word, next) === word) break;
     }
@@ -515,8 +567,8 @@ export class FrameAllocator {
 
   /** Frees a frame of `order`. EINVAL, before anything changes, for a frame outside the allocatable range, a misaligned order-9 frame, or a double free. */
   free(frame: Frame, order: Order = 0): void {
-    if (order !== 0 && order !== 9) throw new MorselError('EINVAL', `unsupported order ${String(order)} (0 or 9)`);
-    if (!(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount)) throw new MorselError('EINVAL', `frame ${frame} is outside the allocatable range ${this.m.first}..${this.m.frameCount - 1}`);
+    if (order !== 0 && order !== 9) badOrder(order);
+    if (!(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount)) this.rejectRange(frame);
     if (order === 0) this.freeSmall(frame);
     else this.freeHuge(frame);
   }
@@ -528,14 +580,19 @@ export class FrameAllocator {
     // racing frees of one frame exactly one wins. (A huge child's bits are all
     // clear, so a frame inside an order-9 frame is rejected here too.)
     if (!tryClearBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1))) this.rejectSmallFree(frame);
+    crashPoint('free:after-bit-clear');
     const old = Atomics.add(this.m.childCounters, c, 1);
-    if (childIsHuge(old) || childFree(old) >= CHILD_FRAMES) assert(false, `child ${c} counter ${old} below ${CHILD_FRAMES} before a free`);
+    if (childIsHuge(old) || childFree(old) >= CHILD_FRAMES) badWord('child counter before a free', old);
     const t = treeOfChild(c);
     // A free into our own reserved tree is counted locally (as in LLFree):
     // F + local = sum of child counts holds either way, and it keeps the
     // packed tree-counter cache line, shared by all threads, out of the path.
     if (t === this.tree) this.local++;
     else Atomics.add(this.m.treeCounters, t, 1);
+  }
+
+  private rejectRange(frame: number): never {
+    throw new MorselError('EINVAL', `frame ${frame} is outside the allocatable range ${this.m.first}..${this.m.frameCount - 1}`);
   }
 
   /** Why an order-0 free was refused (slow path: builds the message). */
@@ -599,7 +656,12 @@ export class FrameAllocator {
     return this.local;
   }
 
-  /** Give this thread's reservation back (thread exit). The instance stays usable. */
+  /**
+   * Give this thread's reservation back (thread exit). The instance stays
+   * usable. After rebuildCounters/rebuildFrom (which drop every reservation)
+   * this only forgets the stale reservation; do not allocate through an
+   * instance between such a rebuild and its release().
+   */
   release(): void {
     this.unreserve();
   }

@@ -1,7 +1,8 @@
 /**
  * The software MMU for a conventional space: the same TLB (direct-mapped,
- * 1024 entries, epoch shootdown) and the same 4-level walk with rights
- * folding as src/space/mmu.ts, so access costs compare fairly. The only
+ * 1024 entries, epoch shootdown), the same walk cache (last page table) and
+ * the same 4-level walk with rights folding as src/space/mmu.ts, so access
+ * costs compare fairly. The only
  * difference is what a fault does: a not-present entry anywhere on the path
  * (or a write to a PTE without RW) enters ConventionalSpace.handleFault and
  * the whole walk restarts, as an x86 core re-executes the faulting instruction.
@@ -24,6 +25,10 @@ export class ConventionalMmu {
   private readonly tlbVpn = new Float64Array(TLB_SIZE).fill(-1);
   private readonly tlbFrame = new Float64Array(TLB_SIZE);
   private readonly tlbPerm = new Uint8Array(TLB_SIZE);
+  /** Walk cache (paging-structure cache), as in Mmu: the last PT, keyed by vaddr / 2 MiB, with the rights above it. */
+  private wcKey = -1;
+  private wcTable = 0;
+  private wcPerm = 0;
   private epoch: number;
   readonly user: boolean;
   readonly counters = { hits: 0, misses: 0, faults: 0, flushes: 0 };
@@ -51,6 +56,7 @@ export class ConventionalMmu {
 
   flush(epoch = Atomics.load(this.space.control, C_EPOCH)): void {
     this.tlbVpn.fill(-1);
+    this.wcKey = -1;
     this.epoch = epoch;
     this.counters.flushes++;
   }
@@ -60,32 +66,55 @@ export class ConventionalMmu {
       throw new MorselError('EFAULT', `address ${vaddr} outside the 4-level space`);
     }
     const region = this.space.mem.region;
-    for (let faults = 0; ; faults++) {
-      let table = this.space.rootFrame as number;
-      let perm = PERM_WRITE | PERM_EXEC | PERM_USER;
-      let level = this.space.levels;
-      for (; level >= 1; level--) {
-        const idx = tableIndex(vaddr, level);
-        const lo = region.loadLo(table as Frame, idx);
-        if (!isPresent(lo)) break;
-        const hi = region.loadHi(table as Frame, idx);
-        if ((lo & RW) === 0) perm &= ~PERM_WRITE;
-        if ((lo & US) === 0) perm &= ~PERM_USER;
-        if (hi & HI_NX) perm &= ~PERM_EXEC;
-        table = pfnOf(lo, hi);
-      }
-      if (level === 0 && allowed(perm, access, this.user)) {
-        this.tlbVpn[slot] = vpn;
-        this.tlbFrame[slot] = table;
-        this.tlbPerm[slot] = perm;
-        return table as Frame;
-      }
-      if (level === 0 && this.user && (perm & PERM_USER) === 0) throw this.denied(vaddr, access);
-      if (faults >= FAULT_RETRIES) throw new MorselError('EFAULT', `0x${vaddr.toString(16)} keeps disappearing (concurrent unmap?)`);
-      this.counters.faults++;
-      // Throws EFAULT / EACCES when the VMA does not allow the access.
-      this.space.handleFault(vaddr, access);
+    const key = Math.floor(vpn / 512);
+    let level: number;
+    let table: number;
+    let perm: number;
+    if (key === this.wcKey) {
+      level = 1;
+      table = this.wcTable;
+      perm = this.wcPerm;
+    } else {
+      level = this.space.levels;
+      table = this.space.rootFrame;
+      perm = PERM_WRITE | PERM_EXEC | PERM_USER;
     }
+    for (let faults = 0; level >= 1; level--) {
+      if (level === 1 && key !== this.wcKey) {
+        this.wcKey = key;
+        this.wcTable = table;
+        this.wcPerm = perm;
+      }
+      const idx = tableIndex(vaddr, level);
+      const lo = region.loadLo(table as Frame, idx);
+      if (!isPresent(lo)) {
+        if (++faults > FAULT_RETRIES) throw new MorselError('EFAULT', `0x${vaddr.toString(16)} keeps disappearing (concurrent unmap?)`);
+        this.counters.faults++;
+        // Throws EFAULT / EACCES when no VMA allows the access. Then the
+        // access is retried: from the cached PT if it was reached, else from the root.
+        this.space.handleFault(vaddr, access);
+        if (level === 1) {
+          level = 2;
+        } else {
+          table = this.space.rootFrame;
+          perm = PERM_WRITE | PERM_EXEC | PERM_USER;
+          level = this.space.levels + 1;
+        }
+        continue;
+      }
+      const hi = region.loadHi(table as Frame, idx);
+      if ((lo & RW) === 0) perm &= ~PERM_WRITE;
+      if ((lo & US) === 0) perm &= ~PERM_USER;
+      if (hi & HI_NX) perm &= ~PERM_EXEC;
+      table = pfnOf(lo, hi);
+    }
+    // PTEs carry the VMA's rights (shared mappings: no COW, no dirty tracking),
+    // so a complete walk that forbids the access is a real violation.
+    if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
+    this.tlbVpn[slot] = vpn;
+    this.tlbFrame[slot] = table;
+    this.tlbPerm[slot] = perm;
+    return table as Frame;
   }
 
   private denied(vaddr: number, access: ConvAccess): MorselError {

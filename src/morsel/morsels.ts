@@ -6,8 +6,9 @@
  *
  * Crash windows, all closed by recovery rebuilding the allocator from what is
  * reachable (see src/recovery): a frame allocated but not yet linked by its
- * CAS; a root created but not yet registered; a destroy between unregistering
- * and freeing the root. At most one frame per thread is ever in transit.
+ * CAS; a root created but not yet registered (create rolls back); a destroy
+ * after unregistering (it rolls forward: the whole subtree is unreachable).
+ * Each window is marked with a crashPoint() for the torture harness.
  */
 import { MorselError, assert, check } from '../errors.js';
 import { FrameAllocator } from '../alloc/llfree.js';
@@ -20,6 +21,7 @@ import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
 import { Registry } from './registry.js';
 import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
+import { crashPoint } from '../recovery/crash-point.js';
 
 export interface MorselStats {
   id: MorselId;
@@ -54,7 +56,8 @@ export class Morsels {
   create(order: Order): MorselId {
     const root = this.zeroedFrame();
     const id = encodeId(root, order, false);
-    this.register(id);
+    crashPoint('create:before-register');
+    this.registerOrFree(id, root);
     return id;
   }
 
@@ -69,17 +72,36 @@ export class Morsels {
     check(Number.isSafeInteger(size) && size > 0 && size <= orderBytes(order), 'ERANGE', () => `size ${size} does not fit an order-${order} morsel`);
     // The data morsel is not registered: it is reachable through its meta morsel.
     const dataRoot = this.zeroedFrame();
-    const metaPage = this.zeroedFrame();
+    crashPoint('createMeta:before-meta-page');
+    let metaPage: Frame;
+    try {
+      metaPage = this.zeroedFrame();
+    } catch (e) {
+      this.alloc.free(dataRoot); // ENOSPC: an error path must not leak the data root
+      throw e;
+    }
     const dataId = encodeId(dataRoot, order, false);
     writeMetaPage(this.region, metaPage, { address: opts.address, sizeBytes: size, createdMs: Date.now(), dataId });
     const id = encodeId(metaPage, 0, true);
-    this.register(id);
+    crashPoint('createMeta:before-register');
+    this.registerOrFree(id, dataRoot, metaPage);
     return id;
   }
 
-  private register(id: MorselId): void {
+  /**
+   * Registers `id`, the commit point of a create. Growing the live table can
+   * fail (ENOSPC); then the unregistered frames are freed here: a crash
+   * would let recovery reclaim them, but a clean close would keep them
+   * allocated and unreachable forever.
+   */
+  private registerOrFree(id: MorselId, ...frames: Frame[]): void {
     const d = decodeIdBits(id);
-    this.live.add(d.rootFrame, d.lo, d.hi);
+    try {
+      this.live.add(d.rootFrame, d.lo, d.hi);
+    } catch (e) {
+      for (const f of frames) this.alloc.free(f);
+      throw e;
+    }
   }
 
   private zeroedFrame(): Frame {
@@ -135,7 +157,9 @@ export class Morsels {
     let lo = region.loadLo(table, idx);
     if (!isPresent(lo)) {
       const fresh = this.zeroedFrame();
+      crashPoint('populate:before-link');
       if (region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) return fresh;
+      crashPoint('populate:lost-race');
       this.alloc.free(fresh); // another thread was faster: its child stands
       lo = region.loadLo(table, idx);
       assert(isPresent(lo), 'entry present after a lost CAS');
@@ -223,6 +247,14 @@ export class Morsels {
    * its parent before its frame is freed. For a meta morsel (thesis 3.5): the
    * data morsel except its root, then the root unlinked from the meta page and
    * freed, then the meta morsel. EBUSY while mapped in a space of this process.
+   *
+   * The morsel leaves the live table first: that CAS is the destroy's commit
+   * point. A crash before it leaves the morsel intact, a crash after it
+   * leaves a subtree nothing reaches, which recovery reclaims whole. (The
+   * thesis has no live table and unregisters nothing; unregistering last, an
+   * interrupted destroy left a live morsel with some pages already gone:
+   * neither rolled back nor completed.) It also makes a concurrent second
+   * destroy of the same ID fail cleanly with EINVAL.
    */
   destroy(id: bigint): void {
     const d = this.decode(id);
@@ -230,20 +262,19 @@ export class Morsels {
     if (Atomics.load(this.region.mapCounts, data.rootFrame) !== 0) {
       throw new MorselError('EBUSY', `morsel ${hex(id)} is mapped (${Atomics.load(this.region.mapCounts, data.rootFrame)} mapping(s))`);
     }
+    if (!this.live.remove(d.rootFrame, d.lo, d.hi)) throw new MorselError('EINVAL', `morsel ${hex(d.id)} was destroyed concurrently`);
+    crashPoint('destroy:after-unregister');
     if (d.meta) {
       this.destroyChildren(data.rootFrame, data.order);
       const lo = this.region.loadLo(d.rootFrame, META_DATA_ID_ENTRY);
       const hi = this.region.loadHi(d.rootFrame, META_DATA_ID_ENTRY);
       assert(this.region.casEntry(d.rootFrame, META_DATA_ID_ENTRY, lo, hi, 0, 0), 'meta page data ID unchanged during destroy');
+      crashPoint('destroy:meta-after-clear-id');
       this.alloc.free(data.rootFrame);
     } else {
       this.destroyChildren(d.rootFrame, d.order);
     }
-    this.unregisterAndFree(d);
-  }
-
-  private unregisterAndFree(d: DecodedId): void {
-    if (!this.live.remove(d.rootFrame, d.lo, d.hi)) throw new MorselError('EINVAL', `morsel ${hex(d.id)} was destroyed concurrently`);
+    crashPoint('destroy:before-free-root');
     this.alloc.free(d.rootFrame);
   }
 
@@ -258,6 +289,7 @@ export class Morsels {
       // Unlink before free: a crash in between loses at most this one frame
       // to the allocator, and recovery finds it unreachable and reclaims it.
       assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+      crashPoint('destroy:after-unlink');
       this.alloc.free(child);
     }
   }

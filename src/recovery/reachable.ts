@@ -1,72 +1,354 @@
 /**
  * Reachability: the set of frames the live structures use. The allocator's
  * state after a crash is rebuilt from this set (thesis 2.4.5): every frame
- * reachable from the live-morsel table is allocated, every other one is free,
+ * reachable from the region's roots is allocated, every other one is free,
  * so frames in transit at the crash (allocated, not yet linked; unlinked, not
  * yet freed) come back and nothing is lost.
+ *
+ * One tolerant scanner serves both recovery and `morsel check`: it never
+ * throws on bad data, never follows a reference twice (so a cycle or a
+ * shared subtree cannot loop), and records every violated invariant as a
+ * Finding with what, where, and, when a safe one exists, a fix. Recovery
+ * refuses (ECORRUPT) if there is any finding; check reports and repairs.
+ *
+ * What is reachable:
+ *   root slot 0  the live-morsel registry; each value is a morsel ID whose
+ *                subtree (and, for a meta morsel, its data morsel's
+ *                subtree) is reachable
+ *   root slot 1  the address-space registry and each space's tables (only
+ *                when `spaces` is set: recovery drops spaces instead)
  */
 import { MorselError } from '../errors.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
-import { decodeIdBits } from '../morsel/id.js';
-import { readMetaPage } from '../morsel/meta.js';
+import { ROOT_SLOT_LIVE_TABLE, ROOT_SLOTS } from '../physical/superblock.js';
+import type { Region } from '../physical/region.js';
+import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, entryToBigInt, isPresent, pfnOf } from '../paging/entry.js';
+import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
+import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
+import { orderBytes } from '../morsel/order.js';
 import type { Morsels } from '../morsel/morsels.js';
+import { ROOT_SLOT_SPACES } from '../space/address-space.js';
 import type { Frame } from '../units.js';
 
+export type ProblemCode =
+  | 'ROOT_SLOT' // a superblock root slot holds no valid table frame
+  | 'ENTRY_RANGE' // an entry references a frame outside the allocatable range
+  | 'ENTRY_FLAGS' // an inner entry has other flags than P|RW|US or stray high bits
+  | 'ENTRY_PS' // an inner entry has the page-size bit (morsels have no huge leaves)
+  | 'ENTRY_NOT_ZERO' // a non-present entry is not all zero
+  | 'CYCLE' // an entry references a table on its own path (an ancestor)
+  | 'DUPLICATE' // a frame is referenced from two places
+  | 'BAD_ID' // a live-table value is not a valid morsel ID
+  | 'REGISTRY_KEY' // a live-table value sits under another key than its root frame
+  | 'BAD_META' // a meta morsel's page or data ID is invalid
+  | 'META_NO_DATA' // a live meta morsel whose data ID was cleared (interrupted destroy)
+  | 'SPACE_VALUE' // an address-space registry value is malformed
+  | 'SPACE_MAPPING'; // a space maps something that is not a live morsel of that order
+
+export interface Problem {
+  code: ProblemCode | string;
+  what: string;
+  where: string;
+  /** whether `--repair` can fix it */
+  repairable: boolean;
+}
+
+/** Clear entry `index` of `table` iff it still is (lo, hi). The only structural repair. */
+export interface EntryFix {
+  table: number;
+  index: number;
+  lo: number;
+  hi: number;
+}
+
+export interface Finding {
+  problem: Problem;
+  fix: EntryFix | null;
+  /**
+   * False when the finding means some frames may be referenced in a way the
+   * scan could not follow (a root or ID it could not decode): then reclaiming
+   * "unreachable" frames could free live data, so repair must not.
+   */
+  reachTrusted: boolean;
+}
+
+export interface Scan {
+  /** 1 for every frame some live structure references */
+  used: Uint8Array;
+  frames: number;
+  morsels: number;
+  spaces: number;
+  findings: Finding[];
+}
+
+/** Keys covered by one entry of a level-L registry table (index L); mirrors registry.ts. */
+const KEY_SPAN = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];
+const ENTRIES = 512;
+
+export function registryDepth(frameCount: number): number {
+  let depth = 1;
+  while (512 ** depth < frameCount) depth++;
+  return depth;
+}
+
+class Scanner {
+  readonly used: Uint8Array;
+  readonly findings: Finding[] = [];
+  frames = 0;
+  morsels = 0;
+  spaces = 0;
+  private readonly first: number;
+  /** Tables on the current walk's path, for cycle detection. */
+  private readonly path: number[] = [];
+  /** Data-morsel roots (frame -> order), to validate space mappings. */
+  private readonly roots = new Map<number, number>();
+
+  constructor(private readonly region: Region) {
+    this.used = new Uint8Array(region.frameCount);
+    this.first = firstAllocatableFrame(region.frameCount);
+  }
+
+  private find(code: ProblemCode, what: string, where: string, fix: EntryFix | null, reachTrusted = true): void {
+    this.findings.push({ problem: { code, what, where, repairable: fix !== null }, fix, reachTrusted });
+  }
+
+  /**
+   * Records a reference to `frame` from `where` (cleared by `fix` if the
+   * reference must go). Returns whether the caller should descend: false for
+   * out-of-range frames, cycles and second references.
+   */
+  private ref(frame: number, where: string, fix: EntryFix | null): boolean {
+    if (!(frame >= this.first && frame < this.region.frameCount)) {
+      this.find('ENTRY_RANGE', `references frame ${frame}, outside the allocatable range [${this.first}, ${this.region.frameCount})`, where, fix);
+      return false;
+    }
+    if (this.path.includes(frame)) {
+      // A table cannot contain its own ancestor; the ancestor keeps its real parent, so clearing this entry loses nothing.
+      this.find('CYCLE', `references frame ${frame}, a table on its own path`, where, fix);
+      return false;
+    }
+    if (this.used[frame]) {
+      // Which of the two references is the wrong one is unknowable: report, never guess.
+      this.find('DUPLICATE', `references frame ${frame}, which is already referenced elsewhere`, where, null);
+      return false;
+    }
+    this.used[frame] = 1;
+    this.frames++;
+    return true;
+  }
+
+  /**
+   * Validates the (lo, hi) entry `idx` of `table` as an inner entry (registry,
+   * morsel or space table). Returns the child frame if the entry is present;
+   * flag problems are reported but the child is still followed, so the
+   * reachable set stays a superset of what anything might use.
+   */
+  private inner(table: number, idx: number, lo: number, hi: number, where: string): number | null {
+    const fix = { table, index: idx, lo, hi };
+    if (!isPresent(lo)) {
+      // Writers keep non-present entries all zero; a 32-bit CAS of lo would keep a stray hi.
+      if (lo !== 0 || hi !== 0) this.find('ENTRY_NOT_ZERO', `non-present entry ${entryHex(lo, hi)} is not zero`, where, fix);
+      return null;
+    }
+    if (lo & PS) {
+      // The MMU would read a huge leaf here: frames beyond the one the scan follows could be in use.
+      this.find('ENTRY_PS', `entry ${entryHex(lo, hi)} has the page-size bit`, where, null, false);
+    } else if ((lo & 0xfff) !== INNER_FLAGS || (hi & ~HI_PFN_MASK) !== 0) {
+      this.find('ENTRY_FLAGS', `entry ${entryHex(lo, hi)} has flags other than P|RW|US`, where, null);
+    }
+    return pfnOf(lo, hi);
+  }
+
+  // --- registries --------------------------------------------------------------------
+
+  /** Walks the registry rooted in `slot`, calling `value` for every leaf entry. */
+  private registry(slot: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
+    const root = this.region.loadRoot(slot);
+    if (root === 0n) return;
+    const frame = Number(root);
+    if (root >> 32n !== 0n || !(frame >= this.first && frame < this.region.frameCount)) {
+      // Nothing below can be trusted or reached: never reclaim, never guess.
+      this.find('ROOT_SLOT', `root slot ${slot} holds ${hex(root)}, not an allocatable frame`, `superblock root slot ${slot} (${name})`, null, false);
+      return;
+    }
+    if (!this.ref(frame, `superblock root slot ${slot} (${name})`, null)) return;
+    const walk = (table: number, level: number, base: number): void => {
+      this.path.push(table);
+      for (let idx = 0; idx < ENTRIES; idx++) {
+        const lo = this.region.loadLo(table as Frame, idx);
+        const hi = this.region.loadHi(table as Frame, idx);
+        const key = base + idx * KEY_SPAN[level];
+        const where = `${name} table ${table}[${idx}]`;
+        if (level === 1) {
+          if (isPresent(lo)) value(key, lo, hi, table, idx);
+          else if (lo !== 0 || hi !== 0) this.find('ENTRY_NOT_ZERO', `non-present entry ${entryHex(lo, hi)} is not zero`, where, { table, index: idx, lo, hi });
+          continue;
+        }
+        const child = this.inner(table, idx, lo, hi, where);
+        if (child !== null && this.ref(child, where, { table, index: idx, lo, hi })) walk(child, level - 1, key);
+      }
+      this.path.pop();
+    };
+    walk(frame, registryDepth(this.region.frameCount), 0);
+  }
+
+  // --- morsels -----------------------------------------------------------------------
+
+  liveMorsels(): void {
+    this.registry(ROOT_SLOT_LIVE_TABLE, 'live table', (key, lo, hi, table, idx) => {
+      const where = `live table ${table}[${idx}] (key ${key})`;
+      const unregister = { table, index: idx, lo, hi };
+      let d: DecodedId;
+      try {
+        d = decodeIdBits(entryToBigInt(lo, hi));
+      } catch (e) {
+        this.find('BAD_ID', `value ${entryHex(lo, hi)} is not a morsel ID (${(e as Error).message})`, where, null, false);
+        return;
+      }
+      if (d.rootFrame !== key) this.find('REGISTRY_KEY', `morsel ${hex(d.id)} has root frame ${d.rootFrame}, so decode never finds it`, where, null);
+      this.morsels++;
+      if (!this.ref(d.rootFrame, where, unregister)) return;
+      if (d.meta) this.meta(d, where, unregister);
+      else this.subtree(d, `morsel ${hex(d.id)}`);
+    });
+  }
+
+  /** A meta morsel: its page must be valid, then its data morsel is reachable through it. */
+  private meta(d: DecodedId, where: string, unregister: EntryFix): void {
+    const page = d.rootFrame;
+    const what = `meta morsel ${hex(d.id)}`;
+    if (d.order !== 0) {
+      this.find('BAD_META', `${what} has order ${d.order}; meta morsels are order 0`, where, null, false);
+      return;
+    }
+    if (this.region.loadLo(page, META_DATA_ID_ENTRY) === 0 && this.region.loadHi(page, META_DATA_ID_ENTRY) === 0) {
+      // Only an interrupted destroy clears the data ID; finishing it (unregister) loses nothing more.
+      this.find('META_NO_DATA', `${what} has no data morsel (interrupted destroy)`, where, unregister);
+      return;
+    }
+    let data: DecodedId;
+    let address: number;
+    let size: number;
+    try {
+      const info = readMetaPage(this.region, page);
+      data = decodeIdBits(info.dataId);
+      address = info.address;
+      size = info.sizeBytes;
+    } catch (e) {
+      this.find('BAD_META', `${what}: ${(e as Error).message}`, `meta page ${page}`, null, false);
+      return;
+    }
+    if (data.meta) {
+      this.find('BAD_META', `${what} has a meta morsel as its data morsel`, `meta page ${page}`, null, false);
+      return;
+    }
+    const span = orderBytes(data.order);
+    if (!(Number.isSafeInteger(address) && address >= 0 && address % span === 0)) this.find('BAD_META', `${what}: fixed address ${address} is not an order-${data.order}-aligned integer`, `meta page ${page}`, null);
+    if (!(Number.isSafeInteger(size) && size > 0 && size <= span)) this.find('BAD_META', `${what}: size ${size} does not fit an order-${data.order} morsel`, `meta page ${page}`, null);
+    const dataWhere = `meta page ${page}[${META_DATA_ID_ENTRY}]`;
+    if (!this.ref(data.rootFrame, dataWhere, null)) return;
+    this.subtree(data, `data morsel ${hex(data.id)} of ${what}`);
+  }
+
+  /** The tables and pages below an already-referenced morsel root. */
+  private subtree(d: DecodedId, what: string): void {
+    this.roots.set(d.rootFrame, d.order);
+    if (d.order === 0) return;
+    const walk = (table: number, level: number): void => {
+      this.path.push(table);
+      for (let idx = 0; idx < ENTRIES; idx++) {
+        const lo = this.region.loadLo(table as Frame, idx);
+        const hi = this.region.loadHi(table as Frame, idx);
+        const where = `${what}: level-${level} table ${table}[${idx}]`;
+        const child = this.inner(table, idx, lo, hi, where);
+        if (child !== null && this.ref(child, where, { table, index: idx, lo, hi }) && level > 1) walk(child, level - 1);
+      }
+      this.path.pop();
+    };
+    walk(d.rootFrame, d.order);
+  }
+
+  // --- address spaces ------------------------------------------------------------------
+
+  /** Spaces left registered (a clean close with spaces alive; reaped on the next open). Call after liveMorsels. */
+  addressSpaces(): void {
+    this.registry(ROOT_SLOT_SPACES, 'space registry', (key, lo, hi, table, idx) => {
+      const where = `space registry ${table}[${idx}] (key ${key})`;
+      const levels = hi & (1 << 26) ? 5 : 4;
+      if (pfnOf(lo, hi) !== key || (lo & 0xfff) !== INNER_FLAGS || (hi & ~(HI_PFN_MASK | (1 << 26))) !== 0) {
+        this.find('SPACE_VALUE', `value ${entryHex(lo, hi)} is not a space root entry for frame ${key}`, where, null, false);
+        return;
+      }
+      this.spaces++;
+      if (this.ref(key, where, { table, index: idx, lo, hi })) this.space(key, levels);
+    });
+  }
+
+  private space(root: number, levels: number): void {
+    const walk = (table: number, level: number): void => {
+      this.path.push(table);
+      for (let idx = 0; idx < ENTRIES; idx++) {
+        const lo = this.region.loadLo(table as Frame, idx);
+        const hi = this.region.loadHi(table as Frame, idx);
+        const where = `space ${root}: level-${level} table ${table}[${idx}]`;
+        const fix = { table, index: idx, lo, hi };
+        if (isPresent(lo) && (hi & HI_MORSEL_TOP || level === 1)) {
+          // A mapping: rights flags vary; its target must be a live morsel of the level's order.
+          const target = pfnOf(lo, hi);
+          if (!(hi & HI_MORSEL_TOP) || this.roots.get(target) !== level - 1) {
+            this.find('SPACE_MAPPING', `maps frame ${target}, not the root of a live order-${level - 1} morsel`, where, fix);
+          }
+          continue;
+        }
+        const child = this.inner(table, idx, lo, hi, where);
+        if (child !== null && this.ref(child, where, fix)) walk(child, level - 1);
+      }
+      this.path.pop();
+    };
+    walk(root, levels);
+  }
+
+  /** Root slots other than the two registries are reserved and must be zero. */
+  otherRoots(): void {
+    for (let slot = 0; slot < ROOT_SLOTS; slot++) {
+      if (slot === ROOT_SLOT_LIVE_TABLE || slot === ROOT_SLOT_SPACES) continue;
+      const v = this.region.loadRoot(slot);
+      if (v !== 0n) this.find('ROOT_SLOT', `reserved root slot ${slot} holds ${hex(v)}`, `superblock root slot ${slot}`, null, false);
+    }
+  }
+}
+
+const entryHex = (lo: number, hi: number): string => hex(entryToBigInt(lo, hi));
+
+/** Scans every structure of `region`; `spaces`: also walk registered address spaces. Never throws on bad data, never writes. */
+export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
+  const s = new Scanner(region);
+  s.liveMorsels();
+  if (opts.spaces) s.addressSpaces();
+  s.otherRoots();
+  return { used: s.used, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+}
+
 export interface Reachable {
-  /** one bit per frame */
+  /** 1 for every reachable frame */
   used: Uint8Array;
   morsels: number;
   frames: number;
-  /** frames referenced twice (a corrupt tree); empty when healthy */
-  duplicates: number[];
 }
 
 /**
  * Marks every frame of the live table and of every live morsel (and a meta
- * morsel's data morsel). Throws ECORRUPT with what and where on a reference
- * outside the allocatable range; records duplicates (which also stops cycles).
+ * morsel's data morsel) for crash recovery. Address spaces are not walked:
+ * recovery drops them. Throws ECORRUPT, naming what and where, if any
+ * invariant is violated: recovery then changes nothing (`morsel check
+ * --repair` is the tool for a damaged region).
  */
 export function collectReachable(morsels: Morsels): Reachable {
-  const region = morsels.region;
-  const first = firstAllocatableFrame(region.frameCount);
-  const used = new Uint8Array(region.frameCount);
-  const out: Reachable = { used, morsels: 0, frames: 0, duplicates: [] };
-  const mark = (frame: number, what: string): boolean => {
-    if (!(frame >= first && frame < region.frameCount)) throw new MorselError('ECORRUPT', `${what} references frame ${frame}, outside the allocatable range [${first}, ${region.frameCount})`);
-    if (used[frame]) {
-      out.duplicates.push(frame);
-      return false;
-    }
-    used[frame] = 1;
-    out.frames++;
-    return true;
-  };
-  const markSubtree = (root: Frame, order: number, what: string): void => {
-    if (!mark(root, what)) return;
-    if (order === 0) return;
-    const walk = (table: Frame, level: number): void => {
-      for (let idx = 0; idx < 512; idx++) {
-        const lo = region.loadLo(table, idx);
-        if (!(lo & 1)) continue;
-        const child = ((lo >>> 12) + (region.loadHi(table, idx) & 0xfffff) * 0x100000) as Frame;
-        if (mark(child, `${what} table ${table}[${idx}]`) && level > 1) walk(child, level - 1);
-      }
-    };
-    walk(root, order);
-  };
-  morsels.live.forEach(
-    (key, lo, hi) => {
-      const id = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
-      const d = decodeIdBits(id);
-      if (d.rootFrame !== key) throw new MorselError('ECORRUPT', `live table slot ${key} holds an ID for frame ${d.rootFrame}`);
-      out.morsels++;
-      markSubtree(d.rootFrame, d.order, `morsel ${key}`);
-      if (d.meta) {
-        const data = decodeIdBits(readMetaPage(region, d.rootFrame).dataId);
-        markSubtree(data.rootFrame, data.order, `data morsel of meta ${key}`);
-      }
-    },
-    (table) => mark(table, 'live table'),
-  );
-  return out;
+  const scan = scanRegion(morsels.region, { spaces: false });
+  if (scan.findings.length > 0) {
+    const p = scan.findings[0].problem;
+    const more = scan.findings.length > 1 ? ` (and ${scan.findings.length - 1} more problem(s))` : '';
+    throw new MorselError('ECORRUPT', `${p.where}: ${p.what}${more}; run \`morsel check --region <file>\` (--repair to fix)`);
+  }
+  return { used: scan.used, morsels: scan.morsels, frames: scan.frames };
 }

@@ -20,6 +20,7 @@ import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { Registry } from '../morsel/registry.js';
 import type { Frame } from '../units.js';
+import { crashPoint } from '../recovery/crash-point.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
 export const ROOT_SLOT_SPACES = 1;
@@ -77,8 +78,14 @@ export class AddressSpace {
     const root = morsels.alloc.alloc(0);
     morsels.region.zeroFrame(root);
     const space = new AddressSpace(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) });
+    crashPoint('space:before-register');
     // Registered with its level count in the (otherwise unused) PFN-free bits of the value.
-    space.registry.add(root, makeLo(root, INNER_FLAGS), makeHi(root, 0) | (levels === 5 ? 1 << 26 : 0));
+    try {
+      space.registry.add(root, makeLo(root, INNER_FLAGS), makeHi(root, 0) | (levels === 5 ? 1 << 26 : 0));
+    } catch (e) {
+      morsels.alloc.free(root); // ENOSPC growing the registry: do not leak the root past a clean close
+      throw e;
+    }
     return space;
   }
 
@@ -147,6 +154,7 @@ export class AddressSpace {
       if (!isPresent(entryLo)) {
         const fresh = this.morsels.alloc.alloc(0);
         region.zeroFrame(fresh);
+        crashPoint('space:before-link-table');
         if (!region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) this.morsels.alloc.free(fresh);
         entryLo = region.loadLo(table, idx);
       }
@@ -280,6 +288,7 @@ export class AddressSpace {
         assert(level > 1, 'a level-1 space entry is always a morsel top');
         teardown(child as Frame, level - 1);
         assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
+        crashPoint('space:teardown-after-unlink');
         this.morsels.alloc.free(child as Frame);
       }
     };

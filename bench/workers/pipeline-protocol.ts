@@ -1,0 +1,23 @@
+/** Messages and constants shared by bench/pipeline.ts and its stage workers (no side effects). */
+import type { Order } from '../../src/morsel/order.js';
+
+export type Stage = 'datasource' | 'checksum' | 'sender';
+export type PipelineVariant = 'morsel' | 'conventional';
+export const COMPONENTS = ['alloc', 'map', 'faults', 'work', 'unmap'] as const;
+export type Component = (typeof COMPONENTS)[number];
+
+export interface PipelineRun {
+  op: 'run';
+  variant: PipelineVariant;
+  count: number;
+  bufBytes: number;
+  order: Order;
+}
+
+export interface StageReply {
+  components: Record<Component, number>;
+  start: number;
+  end: number;
+  checksum: number;
+}
+

@@ -1,0 +1,115 @@
+/**
+ * Pipeline stage worker (talk, case study 2): datasource -> checksum ->
+ * sender, each its own thread with its own address spaces on the shared
+ * region. Buffers travel as references (morsel ID / shm object); the sender
+ * frees them and returns a credit to the datasource. Every stage sums its
+ * time per component: alloc (create or free the buffer), map, faults (one
+ * touch per page: first-touch population or PTE setup), work (fill /
+ * checksum / copy out), unmap.
+ */
+import { workerData, type MessagePort } from 'node:worker_threads';
+import { ConvAccess, ConventionalMmu, ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
+import { Memory } from '../../src/memory.js';
+import type { RegionShare } from '../../src/physical/region.js';
+import { Access, Mmu } from '../../src/space/mmu.js';
+import { READ_ONLY } from '../../src/space/rights.js';
+import { nowNs } from '../stats.js';
+import { checksumPages, copyOutPages, fillPages, touchPages } from '../access.js';
+import { Inbox, serve } from './rpc.js';
+import { COMPONENTS, type Component, type PipelineRun, type Stage, type StageReply } from './pipeline-protocol.js';
+
+interface Wired {
+  share: RegionShare;
+  stage: Stage;
+  /** from the previous stage (the datasource: credits from the sender) */
+  input: MessagePort;
+  /** to the next stage (the sender: credits to the datasource) */
+  output: MessagePort;
+}
+
+const { share, stage, input, output } = workerData as Wired;
+const memory = Memory.attach(share);
+const space = memory.createSpace({ levels: 4 });
+const mmu = new Mmu(space);
+const conv = ConventionalSpace.create(memory);
+const cmmu = new ConventionalMmu(conv);
+const inbox = new Inbox(input);
+const socket = new Uint8Array(64 * 1024);
+const region = memory.region;
+
+const rd = { morsel: (va: number): number => mmu.translate(va, Access.Read), conventional: (va: number): number => cmmu.translate(va, ConvAccess.Read) };
+const wr = { morsel: (va: number): number => mmu.translate(va, Access.Write), conventional: (va: number): number => cmmu.translate(va, ConvAccess.Write) };
+const read8 = { morsel: (va: number): number => mmu.read8(va), conventional: (va: number): number => cmmu.read8(va) };
+
+async function run(req: PipelineRun): Promise<StageReply> {
+  const c: Record<Component, number> = { alloc: 0, map: 0, faults: 0, work: 0, unmap: 0 };
+  let t = nowNs();
+  const lap = (k: Component): void => {
+    const now = nowNs();
+    c[k] += now - t;
+    t = now;
+  };
+  let start = 0;
+  let checksum = 0;
+  const n = req.bufBytes;
+  const v = req.variant;
+  for (let i = 0; i < req.count; i++) {
+    let ref: unknown;
+    if (stage === 'datasource') {
+      if (i > 0) await inbox.next(); // credit: the previous buffer has left the pipeline
+    } else {
+      ref = await inbox.next();
+    }
+    t = nowNs();
+    if (i === 0) start = t;
+    let obj: ShmObject | null = null;
+    let id = 0n;
+    if (stage === 'datasource') {
+      if (v === 'morsel') id = memory.morsels.create(req.order);
+      else obj = ShmObject.create(memory, n / 4096);
+      lap('alloc');
+    } else if (v === 'morsel') {
+      id = ref as bigint;
+    } else {
+      obj = ShmObject.open(memory, ref as ShmShare);
+    }
+    const rights = stage === 'datasource' ? undefined : READ_ONLY;
+    const a = v === 'morsel' ? space.map(id, { rights }) : conv.mmap(obj!, { rights });
+    lap('map');
+    if (stage === 'datasource') {
+      for (let va = a; va < a + n; va += 4096) (v === 'morsel' ? mmu : cmmu).write8(va, 0);
+    } else {
+      touchPages(read8[v], a, n);
+    }
+    lap('faults');
+    if (stage === 'datasource') fillPages(region, wr[v], a, n, (i & 0x7f) + 1);
+    else if (stage === 'checksum') checksum = (checksum + checksumPages(region, rd[v], a, n)) | 0;
+    else copyOutPages(region, rd[v], a, n, socket);
+    lap('work');
+    if (v === 'morsel') space.unmap(a);
+    else conv.munmap(a);
+    lap('unmap');
+    if (stage === 'sender') {
+      if (v === 'morsel') memory.morsels.destroy(id);
+      else obj!.destroy();
+      lap('alloc');
+      output.postMessage(0); // credit back to the datasource
+    } else {
+      output.postMessage(v === 'morsel' ? id : obj!.share());
+    }
+  }
+  if (stage === 'datasource' && req.count > 0) await inbox.next(); // the last buffer's credit
+  return { components: c, start, end: nowNs(), checksum };
+}
+
+serve(async (msg) => {
+  if (msg.op === 'exit') {
+    space.destroy();
+    conv.destroy();
+    memory.alloc.release();
+    input.close();
+    output.close();
+    return null;
+  }
+  return run(msg as unknown as PipelineRun);
+});

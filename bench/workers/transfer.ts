@@ -1,0 +1,170 @@
+/**
+ * Transfer worker (thesis Fig 5.6/5.7): a sender or a receiver, each with
+ * its own address spaces on the shared region, connected by a MessagePort
+ * (the pipe). The sender takes a free packet, fills it, and passes a
+ * reference; the receiver maps it, touches one byte per page, unmaps it and
+ * passes the reference back for reuse. Both record a timestamp per packet.
+ *
+ * References per variant: a morsel ID (bigint); a shm object (its index
+ * buffer, like a name to shm_open); for the Node mechanisms a copied
+ * Uint8Array (structured clone), a transferred ArrayBuffer, or a fresh
+ * SharedArrayBuffer. The limit variant only fills, never sends.
+ */
+import { workerData, type MessagePort } from 'node:worker_threads';
+import { ConventionalMmu, ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
+import { Memory } from '../../src/memory.js';
+import type { RegionShare } from '../../src/physical/region.js';
+import { Mmu } from '../../src/space/mmu.js';
+import { READ_ONLY } from '../../src/space/rights.js';
+import type { Frame } from '../../src/units.js';
+import { nowNs } from '../stats.js';
+import { fillPages } from '../access.js';
+import { Access } from '../../src/space/mmu.js';
+import { ConvAccess } from '../../src/conventional/index.js';
+import { Inbox, serve } from './rpc.js';
+
+export type TransferVariant = 'morsel' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit';
+
+export interface TransferRun {
+  op: 'run';
+  variant: TransferVariant;
+  count: number;
+  packetBytes: number;
+  /** sender: the circulating packets (IDs, object shares, or block lists for the limit) */
+  refs?: unknown[];
+}
+
+const { share, role, port } = workerData as { share: RegionShare; role: 'sender' | 'receiver'; port: MessagePort };
+const memory = Memory.attach(share);
+const space = memory.createSpace({ levels: 4 });
+const mmu = new Mmu(space);
+const conv = ConventionalSpace.create(memory);
+const cmmu = new ConventionalMmu(conv);
+
+/** Incoming references on the port, consumed in order. */
+const inbox = new Inbox(port);
+const next = (): Promise<unknown> => inbox.next();
+
+let sink = 0;
+const writeMorsel = (va: number): number => mmu.translate(va, Access.Write);
+const writeConv = (va: number): number => cmmu.translate(va, ConvAccess.Write);
+
+function fillWords(buf: ArrayBufferLike, value: number): void {
+  new Int32Array(buf).fill(value * 0x01010101);
+}
+
+function touch(bytes: Uint8Array): void {
+  for (let i = 0; i < bytes.length; i += 4096) sink += bytes[i];
+}
+
+// --- sender ---------------------------------------------------------------------
+
+async function send(req: TransferRun): Promise<number[]> {
+  const times: number[] = [];
+  const n = req.packetBytes;
+  const free: unknown[] = [...(req.refs ?? [])];
+  if (req.variant === 'structured-clone') free.push(...[0, 1, 2, 3, 4]);
+  if (req.variant === 'transferable') for (let i = 0; i < 5; i++) free.push(new ArrayBuffer(n));
+  if (req.variant === 'fresh-sab') free.push(...[0, 1, 2, 3, 4]);
+  const circulating = req.variant === 'limit' ? 0 : free.length;
+  const local = req.variant === 'structured-clone' ? new Uint8Array(n) : null;
+  for (let i = 0; i < req.count; i++) {
+    const ref = req.variant === 'limit' ? req.refs![i % req.refs!.length] : free.length > 0 ? free.pop() : await next();
+    const v = (i & 0x7f) + 1;
+    switch (req.variant) {
+      case 'morsel': {
+        const a = space.map(ref as bigint);
+        fillPages(memory.region, writeMorsel, a, n, v);
+        space.unmap(a);
+        port.postMessage(ref);
+        break;
+      }
+      case 'conventional': {
+        const obj = ShmObject.open(memory, ref as ShmShare);
+        const a = conv.mmap(obj);
+        fillPages(memory.region, writeConv, a, n, v);
+        conv.munmap(a);
+        port.postMessage(ref);
+        break;
+      }
+      case 'structured-clone':
+        fillWords(local!.buffer, v);
+        port.postMessage({ token: ref, data: local });
+        break;
+      case 'transferable':
+        fillWords(ref as ArrayBuffer, v);
+        port.postMessage(ref, [ref as ArrayBuffer]);
+        break;
+      case 'fresh-sab': {
+        const sab = new SharedArrayBuffer(n);
+        fillWords(sab, v);
+        port.postMessage({ token: ref, data: sab });
+        break;
+      }
+      case 'limit':
+        for (const f of ref as number[]) {
+          const w = memory.region.wordIndex(f as Frame, 0);
+          memory.region.words(f as Frame).fill(v * 0x01010101, w, w + 512 * 1024);
+        }
+        break;
+    }
+    times.push(nowNs());
+  }
+  // Wait for every packet to come back so the next run starts with an empty pipe.
+  for (let have = free.length; have < circulating; have++) await next();
+  return times;
+}
+
+// --- receiver -------------------------------------------------------------------
+
+async function receive(req: TransferRun): Promise<number[]> {
+  const times: number[] = [];
+  const n = req.packetBytes;
+  for (let i = 0; i < req.count; i++) {
+    const ref = await next();
+    switch (req.variant) {
+      case 'morsel': {
+        const a = space.map(ref as bigint, { rights: READ_ONLY });
+        for (let va = a; va < a + n; va += 4096) sink += mmu.read8(va);
+        space.unmap(a);
+        port.postMessage(ref);
+        break;
+      }
+      case 'conventional': {
+        const obj = ShmObject.open(memory, ref as ShmShare);
+        const a = conv.mmap(obj, { rights: READ_ONLY });
+        for (let va = a; va < a + n; va += 4096) sink += cmmu.read8(va);
+        conv.munmap(a);
+        port.postMessage(ref);
+        break;
+      }
+      case 'structured-clone':
+      case 'fresh-sab': {
+        const { token, data } = ref as { token: number; data: Uint8Array | SharedArrayBuffer };
+        touch(data instanceof Uint8Array ? data : new Uint8Array(data));
+        port.postMessage(token);
+        break;
+      }
+      case 'transferable':
+        touch(new Uint8Array(ref as ArrayBuffer));
+        port.postMessage(ref, [ref as ArrayBuffer]);
+        break;
+      case 'limit':
+        break;
+    }
+    times.push(nowNs());
+  }
+  return times;
+}
+
+serve(async (msg) => {
+  if (msg.op === 'exit') {
+    space.destroy();
+    conv.destroy();
+    memory.alloc.release();
+    port.close();
+    return sink;
+  }
+  const req = msg as unknown as TransferRun;
+  return role === 'sender' ? send(req) : receive(req);
+});

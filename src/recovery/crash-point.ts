@@ -1,0 +1,81 @@
+/**
+ * Deterministic crash injection. Every multi-step persistent update calls
+ * `crashPoint(name)` between two of its steps. Normally that is one
+ * comparison. With MORSEL_CRASH_AT="name:k" in the environment, the k-th time
+ * a thread passes point `name` the whole process dies by SIGKILL right there,
+ * exactly like a random kill that happened to land in that window: no exit
+ * handlers, no unwinding, and every store executed so far stays in the region.
+ *
+ * The crash-torture harness (src/recovery/torture) arms each point in turn so
+ * that every window is exercised, not only the ones a random kill tends to
+ * hit. Counting is per thread (each worker has its own module instance): "the
+ * k-th hit in some thread" is deterministic enough to reach every window.
+ */
+import { writeSync } from 'node:fs';
+
+/** Every crash window, named after the step that has just completed. */
+export const CRASH_POINTS = [
+  // morsel lifecycle (src/morsel/morsels.ts)
+  'create:before-register', // root allocated and zeroed, not yet in the live table
+  'createMeta:before-meta-page', // data root allocated, meta page not yet
+  'createMeta:before-register', // meta page written, not yet in the live table
+  'populate:before-link', // table/page allocated and zeroed, CAS not yet done
+  'populate:lost-race', // CAS lost to another thread, own frame not yet freed
+  'destroy:after-unregister', // gone from the live table, nothing freed yet
+  'destroy:after-unlink', // one subtree entry cleared, its frame not yet freed
+  'destroy:meta-after-clear-id', // meta page's data ID cleared, data root not yet freed
+  'destroy:before-free-root', // subtree freed, root not yet
+  // registry growth (src/morsel/registry.ts)
+  'registry:before-link-table', // registry table allocated, not yet linked
+  // address spaces (src/space/address-space.ts)
+  'space:before-register', // space root allocated, not yet registered
+  'space:before-link-table', // space table allocated, not yet linked
+  'space:teardown-after-unlink', // space table unlinked, not yet freed
+  // allocator (src/alloc/llfree.ts)
+  'alloc:after-reserve', // tree reserved ({n, 0} -> {0, reserved}), frames held locally
+  'alloc:after-counter', // child counter decremented, bit not yet set
+  'free:after-bit-clear', // bit cleared, counters not yet incremented
+  'open:rebuild-counters', // part of the counters rebuilt at open
+  // recovery itself (src/memory.ts, FrameAllocator.rebuildFrom)
+  'recover:after-drop-spaces', // spaces root dropped, allocator not yet rebuilt
+  'recover:rebuild-bitfields', // part of the bitfields rebuilt from reachability
+] as const;
+
+export type CrashPointName = (typeof CRASH_POINTS)[number];
+
+/** Points only reached while a crashed region is being recovered. */
+export const RECOVERY_CRASH_POINTS: readonly CrashPointName[] = ['recover:after-drop-spaces', 'recover:rebuild-bitfields'];
+
+export const CRASH_ENV = 'MORSEL_CRASH_AT';
+/** The line a dying process writes to stderr, so the harness knows which point fired. */
+export const CRASH_MARK = 'morsel-crash-point';
+
+interface Armed {
+  name: string;
+  k: number;
+}
+
+function parseArmed(spec: string | undefined): Armed | null {
+  if (spec === undefined || spec === '') return null;
+  const m = /^([a-zA-Z:-]+):(\d+)$/.exec(spec);
+  if (m === null || !(CRASH_POINTS as readonly string[]).includes(m[1]) || Number(m[2]) < 1) {
+    // A typo would silently never fire and make a torture run look better than it is.
+    throw new Error(`${CRASH_ENV}=${spec}: expected <point>:<k> with k >= 1 and point one of ${CRASH_POINTS.join(', ')}`);
+  }
+  return { name: m[1], k: Number(m[2]) };
+}
+
+const armed = parseArmed(process.env[CRASH_ENV]);
+let hits = 0;
+
+/** Dies by SIGKILL if this is the armed point's k-th hit in this thread. */
+export function crashPoint(name: CrashPointName): void {
+  if (armed === null || name !== armed.name) return;
+  if (++hits < armed.k) return;
+  try {
+    writeSync(2, `${CRASH_MARK} ${name}:${hits}\n`);
+  } catch {
+    // stderr closed: die anyway
+  }
+  process.kill(process.pid, 'SIGKILL');
+}
