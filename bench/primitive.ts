@@ -27,17 +27,24 @@ export async function runPrimitive(opts: PrimitiveOptions): Promise<ExperimentRe
   const tick = () => opts.progress?.(++step, steps);
 
   // 1. map + unmap per order: one entry written, one cleared, whatever the size.
+  // Orders are interleaved within each repetition so JIT warm-up and machine
+  // noise fall on all of them alike.
   const space = m.createSpace({ levels: 5 });
-  for (const order of ORDERS) {
-    const id = m.morsels.create(order);
-    const address = space.map(id);
-    space.unmap(address); // tables on the path now exist: measure the steady state
-    const perOp = await repeat(reps, () => {
-      for (let i = 0; i < 1000; i++) space.unmap(space.map(id, { address }));
+  const ids = ORDERS.map((order) => m.morsels.create(order));
+  const addresses = ids.map((id) => space.map(id));
+  addresses.forEach((a) => space.unmap(a)); // the tables on each path now exist: steady state
+  const mapSamples: number[][] = ORDERS.map(() => []);
+  for (let r = -2; r < reps; r++) {
+    ORDERS.forEach((order, i) => {
+      const t0 = nowNs();
+      for (let k = 0; k < 1000; k++) space.unmap(space.map(ids[i], { address: addresses[i] }));
+      if (r >= 0) mapSamples[i].push((nowNs() - t0) / 1000);
     });
-    results.push({ variant: `order ${order}`, metric: 'map_unmap_ns', x: orderBytes(order), summary: summarize(perOp.map((t) => t / 1000)) });
-    m.morsels.destroy(id);
   }
+  ORDERS.forEach((order, i) => {
+    results.push({ variant: `order ${order}`, metric: 'map_unmap_ns', x: orderBytes(order), summary: summarize(mapSamples[i]) });
+    m.morsels.destroy(ids[i]);
+  });
   tick();
 
   // 2. population per page: the fault path (one walk per page) vs batch populate.

@@ -1,0 +1,294 @@
+/**
+ * One worker thread of a torture child: a random mix of operations on the
+ * shared region, each logged (begin, then ack) in the acknowledgement log.
+ *
+ * Ownership keeps the log unambiguous: a thread writes to, maps and destroys
+ * only morsels it owns (ones it created, or was handed at start), so no
+ * write races a destroy of the same morsel. Threads meet in two places:
+ *   - cofault: the owner posts a morsel range in a shared mailbox and a peer
+ *     faults the same pages concurrently through its own MMU (population
+ *     races: lost CASes, frames given back);
+ *   - the lifecycle lock: create and destroy run with their log lines under a
+ *     process-wide lock, so the log orders them as they happened. (A root
+ *     frame freed by one thread's destroy may come back as another thread's
+ *     new morsel with the very same ID; unlocked, the two acks could be logged
+ *     the other way round.)
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { isMorselError, type ErrorCode } from '../../errors.js';
+import { Memory } from '../../memory.js';
+import { decodeIdBits, hex } from '../../morsel/id.js';
+import { orderBytes, type Order } from '../../morsel/order.js';
+import { AddressSpace } from '../../space/address-space.js';
+import { Mmu } from '../../space/mmu.js';
+import type { RegionShare } from '../../physical/region.js';
+import type { SpaceShare } from '../../space/address-space.js';
+import { LogWriter, type LogEvent, type OpName } from './log.js';
+import { Prng, pattern } from './prng.js';
+import { Mailbox, acquire, release } from './sync.js';
+import { PAGES_PER_WINDOW, WINDOWS, pageRange } from './shape.js';
+
+export interface WorkerConfig {
+  region: RegionShare;
+  space: SpaceShare;
+  lock: SharedArrayBuffer;
+  mailbox: SharedArrayBuffer;
+  logPath: string;
+  run: number;
+  thread: number;
+  seed: number;
+  /** operations before finishing cleanly (Infinity: until killed) */
+  budget: number;
+  /** IDs this thread owns at start (0x... hex) */
+  ids: string[];
+}
+
+interface Owned {
+  id: bigint;
+  meta: boolean;
+  /** the data morsel's order and the byte size writes may use */
+  order: Order;
+  size: number;
+  /** fixed address of a meta morsel */
+  fixed: number | null;
+  /** where it is mapped in the shared space, or null */
+  base: number | null;
+}
+
+/** Morsels a thread keeps before it prefers destroying. */
+const MAX_OWN = 10;
+/** Errors an operation may end with without being a bug (logged as failures). */
+const EXPECTED: readonly ErrorCode[] = ['ENOSPC'];
+
+class TortureWorker {
+  private readonly memory: Memory;
+  private readonly space: AddressSpace;
+  private readonly mmu: Mmu;
+  private readonly rng: Prng;
+  private readonly log: LogWriter;
+  private readonly lock: Int32Array;
+  private readonly mailbox: Mailbox;
+  private readonly own = new Map<string, Owned>();
+  private seq = 0;
+  /** after ENOSPC: destroy until the thread owns half of MAX_OWN */
+  private pressure = false;
+
+  constructor(private readonly cfg: WorkerConfig) {
+    this.memory = Memory.attach(cfg.region);
+    this.space = AddressSpace.attach(this.memory.morsels, cfg.space);
+    this.mmu = new Mmu(this.space);
+    this.rng = new Prng(cfg.seed);
+    this.log = new LogWriter(cfg.logPath);
+    this.lock = new Int32Array(cfg.lock);
+    this.mailbox = new Mailbox(cfg.mailbox);
+    for (const text of cfg.ids) this.adopt(BigInt(text));
+  }
+
+  private adopt(id: bigint): Owned {
+    const d = this.memory.morsels.decode(id);
+    const data = this.memory.morsels.dataOf(d);
+    const meta = d.meta ? this.memory.morsels.metaOf(d) : null;
+    const o: Owned = { id, meta: d.meta, order: data.order, size: meta ? meta.sizeBytes : orderBytes(data.order), fixed: meta ? meta.address : null, base: null };
+    this.own.set(hex(id), o);
+    return o;
+  }
+
+  run(): void {
+    for (let i = 0; i < this.cfg.budget; i++) {
+      this.helpPeer();
+      this.step();
+    }
+    for (const o of this.own.values()) if (o.base !== null) this.unmap(o);
+    this.memory.alloc.release();
+    this.log.close();
+  }
+
+  private step(): void {
+    if (this.pressure && this.own.size <= MAX_OWN / 2) this.pressure = false;
+    if (this.own.size === 0) return this.create();
+    if (this.pressure || this.own.size > MAX_OWN) return this.destroy(this.pickOwned());
+    const ops: [number, () => void][] = [
+      [10, () => this.create()],
+      [4, () => this.createMeta()],
+      [8, () => this.destroy(this.pickOwned())],
+      [30, () => this.write(this.pickOwned())],
+      [6, () => this.populate(this.pickOwned())],
+      [8, () => this.cofault(this.pickOwned())],
+      [5, () => this.toggleMapping(this.pickOwned())],
+      [2, () => this.privateSpace(this.pickOwned())],
+    ];
+    ops[this.rng.weighted(ops.map((o) => o[0]))][1]();
+  }
+
+  private pickOwned(): Owned {
+    const all = [...this.own.values()];
+    return all[this.rng.int(all.length)];
+  }
+
+  /** Runs `body` between a begin and an ack line; an expected error becomes a failure line. */
+  private logged(op: OpName, fields: Partial<LogEvent>, body: () => Partial<LogEvent> | void): boolean {
+    const e = { r: this.cfg.run, t: this.cfg.thread, s: this.seq++, op, ...fields };
+    this.log.begin(e);
+    try {
+      const more = body();
+      this.log.ack({ ...e, ...(more ?? {}) });
+      return true;
+    } catch (err) {
+      if (!isMorselError(err) || !EXPECTED.includes(err.code)) throw err;
+      this.log.fail({ ...e, code: err.code });
+      this.pressure = true;
+      return false;
+    }
+  }
+
+  // --- lifecycle ----------------------------------------------------------------------
+
+  private create(): void {
+    const order = this.rng.pick([0, 1, 1, 2, 2, 3] as const);
+    this.locked(() =>
+      this.logged('create', { order }, () => {
+        const id = this.memory.morsels.create(order);
+        this.adopt(id);
+        return { id: hex(id) };
+      }),
+    );
+  }
+
+  private createMeta(): void {
+    const order = this.rng.pick([0, 1, 2] as const);
+    // Far from automatic placement (which fills from the bottom), rarely colliding with another meta.
+    const address = this.rng.range(1 << 10, (1 << 20) - 1) * orderBytes(order);
+    this.locked(() =>
+      this.logged('createMeta', { order, meta: true, address }, () => {
+        const id = this.memory.morsels.createMeta(order, { address });
+        this.adopt(id);
+        return { id: hex(id) };
+      }),
+    );
+  }
+
+  private destroy(o: Owned): void {
+    if (o.base !== null) this.unmap(o);
+    this.locked(() =>
+      this.logged('destroy', { id: hex(o.id) }, () => {
+        this.memory.morsels.destroy(o.id);
+        this.own.delete(hex(o.id));
+      }),
+    );
+  }
+
+  private locked(body: () => void): void {
+    acquire(this.lock);
+    try {
+      body();
+    } finally {
+      release(this.lock);
+    }
+  }
+
+  // --- data -----------------------------------------------------------------------------
+
+  /** A random range inside the morsel's write windows (see shape.ts). */
+  private range(o: Owned, maxLen: number): { off: number; len: number } {
+    const { first, pages } = pageRange(o.size, this.rng.int(WINDOWS), this.rng.int(PAGES_PER_WINDOW), 1);
+    const off = first * 4096 + (pages > 0 ? this.rng.int(4096) : 0);
+    const len = 1 + this.rng.int(Math.min(maxLen, o.size - off));
+    return { off, len };
+  }
+
+  private write(o: Owned): void {
+    if (!this.ensureMapped(o)) return;
+    const { off, len } = this.range(o, 3 * 4096);
+    const pseed = this.rng.u32();
+    const base = o.base!;
+    this.logged('write', { id: hex(o.id), off, len, pseed }, () => this.mmu.write(base + off, pattern(pseed, len)));
+  }
+
+  /** Explicit batch population of a range (no data written: pages stay zero). */
+  private populate(o: Owned): void {
+    const { off, len } = this.range(o, 64 * 4096);
+    this.logged('populate', { id: hex(o.id), off, len }, () => {
+      this.memory.morsels.populate(o.id, off, len);
+    });
+  }
+
+  /** Faults a page range together with a peer thread: both walk the same pages at once. */
+  private cofault(o: Owned): void {
+    if (o.order === 0 || !this.ensureMapped(o)) return;
+    const { first, pages } = pageRange(o.size, this.rng.int(WINDOWS), 0, PAGES_PER_WINDOW);
+    const base = o.base! + first * 4096;
+    this.logged('cofault', { id: hex(o.id), off: first * 4096, len: pages * 4096 }, () => {
+      const posted = this.mailbox.post(this.cfg.thread, base, pages);
+      if (posted) this.mailbox.awaitJoin(5);
+      touch(this.mmu, base, pages);
+      if (posted) this.mailbox.finish();
+    });
+  }
+
+  /** Between operations: join a peer's cofault if one is posted. */
+  private helpPeer(): void {
+    const job = this.mailbox.join(this.cfg.thread);
+    if (job === null) return;
+    try {
+      touch(this.mmu, job.base, job.pages);
+    } finally {
+      this.mailbox.done();
+    }
+  }
+
+  // --- mappings -----------------------------------------------------------------------------
+
+  /** Maps `o` in the shared space if it is not; false if its fixed address is taken. */
+  private ensureMapped(o: Owned): boolean {
+    if (o.base !== null) return true;
+    try {
+      o.base = this.space.map(o.id, o.fixed === null ? {} : { address: o.fixed });
+      return true;
+    } catch (e) {
+      if (isMorselError(e, 'EEXIST') || isMorselError(e, 'ENOSPC')) return false;
+      throw e;
+    }
+  }
+
+  private unmap(o: Owned): void {
+    this.space.unmap(o.base!);
+    o.base = null;
+  }
+
+  private toggleMapping(o: Owned): void {
+    const mapped = o.base !== null;
+    this.logged(mapped ? 'unmap' : 'map', { id: hex(o.id) }, () => {
+      if (mapped) this.unmap(o);
+      else if (!this.ensureMapped(o)) return { code: 'EEXIST' };
+      return { address: o.base ?? undefined };
+    });
+  }
+
+  /** A short-lived private space: create, map, touch, tear down (space tables and registry churn). */
+  private privateSpace(o: Owned): void {
+    const levels = o.order === 3 ? 5 : this.rng.pick([4, 5] as const);
+    this.logged('space', { id: hex(o.id) }, () => {
+      const space = this.memory.createSpace({ levels });
+      try {
+        const base = space.map(o.id, o.fixed === null ? {} : { address: o.fixed });
+        new Mmu(space).read8(base + this.range(o, 1).off);
+        space.unmap(base);
+      } finally {
+        space.destroy();
+      }
+    });
+  }
+}
+
+/** Faults every page of [base, base + pages * 4 KiB) by reading one byte of each. */
+function touch(mmu: Mmu, base: number, pages: number): void {
+  for (let p = 0; p < pages; p++) mmu.read8(base + p * 4096);
+}
+
+const cfg = workerData as WorkerConfig;
+const worker = new TortureWorker(cfg);
+parentPort!.postMessage('ready');
+worker.run();
+parentPort!.postMessage('done');
+// Keep decodeIdBits referenced for future invariants on IDs in the worker.
+void decodeIdBits;
