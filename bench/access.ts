@@ -38,6 +38,15 @@ export function fillPages(region: Region, translate: (va: number) => number, add
   });
 }
 
+/** Copies `src` (whole pages) to `addr`, writing through `translate`: TypedArray.set per contiguous run. */
+export function copyInPages(region: Region, translate: (va: number) => number, addr: number, src: Uint8Array): void {
+  let done = 0;
+  forEachRun(translate, addr, src.length, (first, frames) => {
+    region.bytesOf(first).set(src.subarray(done, done + frames * 4096), region.byteOffsetInWindow(first));
+    done += frames * 4096;
+  });
+}
+
 /** Sum of all 32-bit words of the pages at `addr` (a cheap checksum), reading through `translate`. */
 export function checksumPages(region: Region, translate: (va: number) => number, addr: number, length: number): number {
   let sum = 0;

@@ -31,6 +31,7 @@ export function prefault(region: Region): number {
 }
 
 let shared: { memory: Memory; prefaultNs: number } | null = null;
+let prefaultTotalNs = 0;
 
 /**
  * A pre-faulted volatile region of at least `bytes`, shared by every suite
@@ -47,12 +48,18 @@ export function volatileMemory(bytes: number): Memory {
   const size = Math.ceil(bytes / (4 * MiB)) * 4 * MiB;
   const memory = Memory.volatile(size);
   shared = { memory, prefaultNs: prefault(memory.region) };
+  prefaultTotalNs += shared.prefaultNs;
   return memory;
 }
 
-/** Host pre-fault time of the shared region (ns), for the report. */
+/** Host pre-fault time of the current shared region (ns). */
 export function sharedPrefaultNs(): number {
   return shared?.prefaultNs ?? 0;
+}
+
+/** Host pre-fault time of every shared region this process created (ns), for the report. */
+export function totalPrefaultNs(): number {
+  return prefaultTotalNs;
 }
 
 /** Drops the shared region (end of a run, or tests). */

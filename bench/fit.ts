@@ -29,6 +29,17 @@ export function fitLinear(xs: number[], ys: number[]): LinearFit {
 }
 
 /**
+ * Growth exponent k of y ~ x^k: the least-squares slope in log-log space.
+ * 0 = constant, 1 = linear in x.
+ */
+export function growthExponent(xs: number[], ys: number[]): number {
+  return fitLinear(xs.map(Math.log2), ys.map(Math.log2)).slope;
+}
+
+/** A claim for "constant in x": measured exponent, met when it stays at or below `max`. */
+export const CONSTANT_MAX_EXPONENT = 0.05;
+
+/**
  * Per-repetition slopes of a size sweep: `samples[k][i]` is repetition i at
  * size xs[k]; repetition i across all sizes forms one sweep, fitted alone,
  * so the slopes carry the run-to-run spread.

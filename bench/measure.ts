@@ -14,7 +14,9 @@ export interface RunOptions {
 }
 
 /** Minimum repetitions every measurement uses. */
-export const REPS = 5;
+export const MIN_REPS = 5;
+/** Repetitions the profiles use (more where a run is cheap). */
+export const REPS = 7;
 
 /**
  * Runs `fn` `reps` times after `warmup` unrecorded runs; `fn` calls `lap(name)`

@@ -29,12 +29,16 @@ export interface PipelineParams {
 }
 
 export function pipelineParams(quick: boolean): PipelineParams {
-  return quick ? { bufBytes: 16 * MiB, count: 12, reps: REPS } : { bufBytes: 64 * MiB, count: 32, reps: REPS };
+  return quick ? { bufBytes: 16 * MiB, count: 16, reps: REPS } : { bufBytes: 64 * MiB, count: 32, reps: REPS };
+}
+
+export function pipelineRegionBytes(p: PipelineParams): number {
+  return 4 * p.bufBytes + 64 * MiB;
 }
 
 export async function runPipeline(opts: RunOptions & { params?: PipelineParams }): Promise<ExperimentResult> {
   const p = opts.params ?? pipelineParams(opts.quick);
-  const memory = volatileMemory(4 * p.bufBytes + 64 * MiB);
+  const memory = volatileMemory(pipelineRegionBytes(p));
   const before = balance(memory);
   const tick = ticker(VARIANTS.length, opts.progress);
   const a = new MessageChannel();
@@ -80,6 +84,8 @@ export async function runPipeline(opts: RunOptions & { params?: PipelineParams }
   }
   const m = (v: string, metric: string): number => medianOf(results, v, metric);
   const stageTotal = (v: string, s: Stage): number => COMPONENTS.reduce((sum, k) => sum + m(v, `${s}.${k}_ns`), 0);
+  const work = (v: string): number => STAGES.reduce((sum, s) => sum + m(v, `${s}.work_ns`), 0);
+  const mm = (v: string): number => STAGES.reduce((sum, s) => sum + stageTotal(v, s), 0) - work(v);
   return {
     id: 'pipeline',
     title: 'Processing pipeline: datasource -> checksum -> sender (talk, case study 2)',
@@ -89,6 +95,9 @@ export async function runPipeline(opts: RunOptions & { params?: PipelineParams }
     claims: [
       claim('pipeline: runtime reduction vs conventional (fraction less)', reduction(m('morsel', 'runtime_ns'), m('conventional', 'runtime_ns')), { anchor: 0.41, goal: 0.45 }),
       claim('pipeline: busy-time reduction vs conventional (sum of all stage components)', reduction(m('morsel', 'busy_ns'), m('conventional', 'busy_ns'))),
+      claim('pipeline: memory-management time reduction (alloc + map + faults + unmap of all stages; work excluded)', reduction(mm('morsel'), mm('conventional')), {
+        note: `work (fill, checksum, copy out: identical on both sides) is ${Math.round((100 * work('conventional')) / m('conventional', 'busy_ns'))}% of the conventional busy time here; JS processing is slower than C, which dilutes the runtime reduction`,
+      }),
       ...STAGES.map((s) => claim(`pipeline: ${s} stage time reduction vs conventional`, reduction(stageTotal('morsel', s), stageTotal('conventional', s)))),
     ],
     notes: [

@@ -31,9 +31,21 @@ export function machineInfo(): RunReport['machine'] {
   return { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', totalMemBytes: os.totalmem(), node: process.version, platform: `${os.platform()} ${os.release()}` };
 }
 
-/** results.json: samples are kept so every summary can be recomputed. */
+/**
+ * results.json: samples are kept so every summary can be recomputed; each
+ * claim also carries measured/anchor and measured/goal.
+ */
 export function resultsJson(report: RunReport): string {
-  return JSON.stringify(report, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : typeof v === 'number' && !Number.isFinite(v) ? String(v) : v), 2);
+  const experiments = report.experiments.map((e) => ({
+    ...e,
+    claims: e.claims.map((c) => ({
+      ...c,
+      ...(c.anchor !== undefined ? { ofAnchor: round(c.measured / c.anchor) } : {}),
+      ...(c.goal !== undefined ? { ofGoal: round(c.measured / c.goal) } : {}),
+    })),
+  }));
+  const legend = 'claims: measured is "morsel x better" as each name says (ratios, fractions less, growth exponents where lower is better); ofAnchor = measured / anchor (the paper), ofGoal = measured / goal (ours); met says whether the goal is reached';
+  return JSON.stringify({ legend, ...report, experiments }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : typeof v === 'number' && !Number.isFinite(v) ? String(v) : v), 2);
 }
 
 export async function writeReport(dir: string, report: RunReport): Promise<{ json: string; html: string }> {
@@ -76,11 +88,24 @@ function scaleFor(metric: string): { factor: number; unit: string } {
   return metric.endsWith('_ns') ? { factor: 1e-3, unit: 'µs' } : { factor: 1, unit: '' };
 }
 
-function rowsOf(results: VariantResult[], metric: string): Row[] {
+type XKind = 'bytes' | 'pages' | 'workers' | 'x';
+
+/** What the x values of a metric are (byte-valued axes are plotted in MiB). */
+function xKind(expId: string, metric: string): XKind {
+  if (expId === 'population') return 'workers';
+  if (expId === 'map') return metric === 'map_unmap_ns' ? 'bytes' : 'pages';
+  if (expId === 'filecache') return 'bytes';
+  if (expId === 'overhead') return /^(table|root|create)/.test(metric) ? 'bytes' : 'pages';
+  return 'x';
+}
+const bytesAxis = (expId: string, metric: string): boolean => xKind(expId, metric) === 'bytes';
+
+function rowsOf(expId: string, results: VariantResult[], metric: string): Row[] {
   const { factor } = scaleFor(metric);
+  const xf = bytesAxis(expId, metric) ? 1 / 2 ** 20 : 1;
   return results
     .filter((r) => r.metric === metric)
-    .map((r) => ({ variant: r.variant, x: r.x ?? null, median: r.summary.median * factor, p25: r.summary.p25 * factor, p75: r.summary.p75 * factor }));
+    .map((r) => ({ variant: r.variant, x: r.x === undefined ? null : r.x * xf, median: r.summary.median * factor, p25: r.summary.p25 * factor, p75: r.summary.p75 * factor }));
 }
 
 const spanLog = (vals: number[]): boolean => {
@@ -102,7 +127,7 @@ export function metricSpec(expId: string, metric: string, rows: Row[]): TopLevel
     return {
       ...base,
       layer: [
-        { mark: { type: 'line', point: true }, encoding: { x, y, color: { field: 'variant', type: 'nominal' } } },
+        { mark: { type: 'line', point: true }, encoding: { x, y, color: { field: 'variant', type: 'nominal', legend: { labelLimit: 400 } } } },
         { mark: { type: 'rule' }, encoding: { x, y: { field: 'p25', type: 'quantitative', scale: y.scale }, y2: { field: 'p75' }, color: { field: 'variant', type: 'nominal' } } },
       ],
     } as TopLevelSpec;
@@ -119,9 +144,7 @@ export function metricSpec(expId: string, metric: string, rows: Row[]): TopLevel
 }
 
 function xTitle(expId: string, metric: string): string {
-  if (expId === 'population') return 'workers';
-  if (expId === 'map' && metric !== 'map_unmap_ns') return 'object size [pages]';
-  return 'size [bytes]';
+  return { bytes: 'size [MiB]', pages: 'object size [pages]', workers: 'workers', x: 'x' }[xKind(expId, metric)];
 }
 
 /** The pipeline's stacked, normalized component bars (the talk's figure). */
@@ -154,7 +177,7 @@ export function specsFor(e: ExperimentResult): TopLevelSpec[] {
   for (const metric of metrics) {
     if (metric.endsWith('_normalized')) continue;
     if (e.id === 'pipeline' && metric.includes('.')) continue; // covered by the stacked chart
-    specs.push(metricSpec(e.id, metric, rowsOf(e.results, metric)));
+    specs.push(metricSpec(e.id, metric, rowsOf(e.id, e.results, metric)));
   }
   const pipe = e.id === 'pipeline' ? pipelineSpec(e.results) : null;
   if (pipe) specs.unshift(pipe);

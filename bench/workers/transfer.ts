@@ -1,14 +1,15 @@
 /**
  * Transfer worker (thesis Fig 5.6/5.7): a sender or a receiver, each with
  * its own address spaces on the shared region, connected by a MessagePort
- * (the pipe). The sender takes a free packet, fills it, and passes a
- * reference; the receiver maps it, touches one byte per page, unmaps it and
+ * (the pipe). The sender takes a free packet, copies its payload into it
+ * (TypedArray.set of a prepared source, per physically contiguous run) and
+ * passes a reference; the receiver maps it, touches one byte per page, unmaps it and
  * passes the reference back for reuse. Both record a timestamp per packet.
  *
  * References per variant: a morsel ID (bigint); a shm object (its index
  * buffer, like a name to shm_open); for the Node mechanisms a copied
  * Uint8Array (structured clone), a transferred ArrayBuffer, or a fresh
- * SharedArrayBuffer. The limit variant only fills, never sends.
+ * SharedArrayBuffer. The limit variant only copies, never sends.
  */
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { ConventionalMmu, ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
@@ -18,12 +19,12 @@ import { Mmu } from '../../src/space/mmu.js';
 import { READ_ONLY } from '../../src/space/rights.js';
 import type { Frame } from '../../src/units.js';
 import { nowNs } from '../stats.js';
-import { fillPages } from '../access.js';
+import { copyInPages } from '../access.js';
 import { Access } from '../../src/space/mmu.js';
 import { ConvAccess } from '../../src/conventional/index.js';
 import { Inbox, serve } from './rpc.js';
 
-export type TransferVariant = 'morsel' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit';
+export type TransferVariant = 'morsel' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit' | 'morsel-sender-only';
 
 export interface TransferRun {
   op: 'run';
@@ -46,11 +47,16 @@ const inbox = new Inbox(port);
 const next = (): Promise<unknown> => inbox.next();
 
 let sink = 0;
+const BLOCK = 2 * 1024 * 1024;
 const writeMorsel = (va: number): number => mmu.translate(va, Access.Write);
 const writeConv = (va: number): number => cmmu.translate(va, ConvAccess.Write);
 
-function fillWords(buf: ArrayBufferLike, value: number): void {
-  new Int32Array(buf).fill(value * 0x01010101);
+/** The data a sender produces: copied into every packet with TypedArray.set (the fastest bulk write into a SharedArrayBuffer). */
+function makePayload(n: number): Uint8Array {
+  const p = new Uint8Array(n);
+  const w = new Int32Array(p.buffer);
+  for (let i = 0; i < w.length; i++) w[i] = Math.imul(i, 0x9e3779b1);
+  return p;
 }
 
 function touch(bytes: Uint8Array): void {
@@ -66,46 +72,47 @@ async function send(req: TransferRun): Promise<number[]> {
   if (req.variant === 'structured-clone') free.push(...[0, 1, 2, 3, 4]);
   if (req.variant === 'transferable') for (let i = 0; i < 5; i++) free.push(new ArrayBuffer(n));
   if (req.variant === 'fresh-sab') free.push(...[0, 1, 2, 3, 4]);
-  const circulating = req.variant === 'limit' ? 0 : free.length;
+  const sendsNothing = req.variant === 'limit' || req.variant === 'morsel-sender-only';
+  const circulating = sendsNothing ? 0 : free.length;
   const local = req.variant === 'structured-clone' ? new Uint8Array(n) : null;
+  const payload = makePayload(n);
   for (let i = 0; i < req.count; i++) {
-    const ref = req.variant === 'limit' ? req.refs![i % req.refs!.length] : free.length > 0 ? free.pop() : await next();
-    const v = (i & 0x7f) + 1;
+    const ref = sendsNothing ? req.refs![i % req.refs!.length] : free.length > 0 ? free.pop() : await next();
     switch (req.variant) {
-      case 'morsel': {
+      case 'morsel':
+      case 'morsel-sender-only': {
         const a = space.map(ref as bigint);
-        fillPages(memory.region, writeMorsel, a, n, v);
+        copyInPages(memory.region, writeMorsel, a, payload);
         space.unmap(a);
-        port.postMessage(ref);
+        if (req.variant === 'morsel') port.postMessage(ref);
         break;
       }
       case 'conventional': {
         const obj = ShmObject.open(memory, ref as ShmShare);
         const a = conv.mmap(obj);
-        fillPages(memory.region, writeConv, a, n, v);
+        copyInPages(memory.region, writeConv, a, payload);
         conv.munmap(a);
         port.postMessage(ref);
         break;
       }
       case 'structured-clone':
-        fillWords(local!.buffer, v);
+        local!.set(payload);
         port.postMessage({ token: ref, data: local });
         break;
       case 'transferable':
-        fillWords(ref as ArrayBuffer, v);
+        new Uint8Array(ref as ArrayBuffer).set(payload);
         port.postMessage(ref, [ref as ArrayBuffer]);
         break;
       case 'fresh-sab': {
         const sab = new SharedArrayBuffer(n);
-        fillWords(sab, v);
+        new Uint8Array(sab).set(payload);
         port.postMessage({ token: ref, data: sab });
         break;
       }
       case 'limit':
-        for (const f of ref as number[]) {
-          const w = memory.region.wordIndex(f as Frame, 0);
-          memory.region.words(f as Frame).fill(v * 0x01010101, w, w + 512 * 1024);
-        }
+        (ref as number[]).forEach((f, j) => {
+          memory.region.bytesOf(f as Frame).set(payload.subarray(j * BLOCK, (j + 1) * BLOCK), memory.region.byteOffsetInWindow(f as Frame));
+        });
         break;
     }
     times.push(nowNs());
@@ -149,7 +156,7 @@ async function receive(req: TransferRun): Promise<number[]> {
         touch(new Uint8Array(ref as ArrayBuffer));
         port.postMessage(ref, [ref as ArrayBuffer]);
         break;
-      case 'limit':
+      default:
         break;
     }
     times.push(nowNs());

@@ -20,6 +20,8 @@ const PERM_WRITE = 1;
 const PERM_EXEC = 2;
 const PERM_USER = 4;
 const FAULT_RETRIES = 4;
+/** Frames per 1 GiB region window (a run never crosses one). */
+const WINDOW_SHIFT = 18;
 
 export class ConventionalMmu {
   private readonly tlbVpn = new Float64Array(TLB_SIZE).fill(-1);
@@ -136,48 +138,54 @@ export class ConventionalMmu {
     region.bytesOf(frame)[region.byteOffsetInWindow(frame) + (vaddr & 4095)] = value;
   }
 
-  read(vaddr: number, dst: Uint8Array): void {
-    const region = this.space.mem.region;
-    for (let done = 0; done < dst.length; ) {
+  /**
+   * Splits [vaddr, vaddr + length) into physically contiguous runs, as
+   * Mmu.forEachRun does: every page is translated (rights, faults), runs of
+   * consecutive frames in one window are handled by one call.
+   */
+  private forEachRun(vaddr: number, length: number, access: ConvAccess, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
+    let done = 0;
+    while (done < length) {
       const va = vaddr + done;
       const off = va & 4095;
-      const n = Math.min(PAGE_SIZE - off, dst.length - done);
-      const frame = this.translate(va, ConvAccess.Read);
-      const start = region.byteOffsetInWindow(frame) + off;
-      dst.set(region.bytesOf(frame).subarray(start, start + n), done);
+      const frame = this.translate(va, access);
+      let n = Math.min(PAGE_SIZE - off, length - done);
+      for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; next++) {
+        if (this.translate(va + n, access) !== next) break;
+        n += Math.min(PAGE_SIZE, length - done - n);
+      }
+      fn(frame, off, done, n);
       done += n;
     }
+  }
+
+  read(vaddr: number, dst: Uint8Array): void {
+    const region = this.space.mem.region;
+    this.forEachRun(vaddr, dst.length, ConvAccess.Read, (frame, off, done, n) => {
+      const start = region.byteOffsetInWindow(frame) + off;
+      dst.set(region.bytesOf(frame).subarray(start, start + n), done);
+    });
   }
 
   write(vaddr: number, src: Uint8Array): void {
     const region = this.space.mem.region;
-    for (let done = 0; done < src.length; ) {
-      const va = vaddr + done;
-      const off = va & 4095;
-      const n = Math.min(PAGE_SIZE - off, src.length - done);
-      const frame = this.translate(va, ConvAccess.Write);
+    this.forEachRun(vaddr, src.length, ConvAccess.Write, (frame, off, done, n) => {
       region.bytesOf(frame).set(n === src.length ? src : src.subarray(done, done + n), region.byteOffsetInWindow(frame) + off);
-      done += n;
-    }
+    });
   }
 
   fill(vaddr: number, length: number, value: number): void {
     const region = this.space.mem.region;
-    const word = (value & 0xff) * 0x01010101;
-    for (let done = 0; done < length; ) {
-      const va = vaddr + done;
-      const off = va & 4095;
-      const n = Math.min(PAGE_SIZE - off, length - done);
-      const frame = this.translate(va, ConvAccess.Write);
-      const base = region.byteOffsetInWindow(frame) + off;
+    const word = ((value & 0xff) * 0x01010101) | 0;
+    this.forEachRun(vaddr, length, ConvAccess.Write, (frame, off, _done, n) => {
       if ((off & 3) === 0 && (n & 3) === 0) {
         const w = region.wordIndex(frame, off >>> 2);
-        region.words(frame).fill(word | 0, w, w + (n >>> 2));
+        region.words(frame).fill(word, w, w + (n >>> 2));
       } else {
+        const base = region.byteOffsetInWindow(frame) + off;
         region.bytesOf(frame).fill(value, base, base + n);
       }
-      done += n;
-    }
+    });
   }
 
   pageView(vaddr: number, access: ConvAccess = ConvAccess.Read): Uint8Array {

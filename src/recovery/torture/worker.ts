@@ -17,7 +17,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { isMorselError, type ErrorCode } from '../../errors.js';
 import { Memory } from '../../memory.js';
-import { decodeIdBits, hex } from '../../morsel/id.js';
+import { hex } from '../../morsel/id.js';
 import { orderBytes, type Order } from '../../morsel/order.js';
 import { AddressSpace } from '../../space/address-space.js';
 import { Mmu } from '../../space/mmu.js';
@@ -190,8 +190,8 @@ class TortureWorker {
 
   /** A random range inside the morsel's write windows (see shape.ts). */
   private range(o: Owned, maxLen: number): { off: number; len: number } {
-    const { first, pages } = pageRange(o.size, this.rng.int(WINDOWS), this.rng.int(PAGES_PER_WINDOW), 1);
-    const off = first * 4096 + (pages > 0 ? this.rng.int(4096) : 0);
+    const { first } = pageRange(o.size, this.rng.int(WINDOWS), this.rng.int(PAGES_PER_WINDOW), 1);
+    const off = first * 4096 + this.rng.int(4096);
     const len = 1 + this.rng.int(Math.min(maxLen, o.size - off));
     return { off, len };
   }
@@ -259,14 +259,15 @@ class TortureWorker {
     const mapped = o.base !== null;
     this.logged(mapped ? 'unmap' : 'map', { id: hex(o.id) }, () => {
       if (mapped) this.unmap(o);
-      else if (!this.ensureMapped(o)) return { code: 'EEXIST' };
+      else this.ensureMapped(o);
       return { address: o.base ?? undefined };
     });
   }
 
   /** A short-lived private space: create, map, touch, tear down (space tables and registry churn). */
   private privateSpace(o: Owned): void {
-    const levels = o.order === 3 ? 5 : this.rng.pick([4, 5] as const);
+    // Meta addresses go up to 2^50: beyond a 4-level space.
+    const levels = o.meta ? 5 : this.rng.pick([4, 5] as const);
     this.logged('space', { id: hex(o.id) }, () => {
       const space = this.memory.createSpace({ levels });
       try {
@@ -290,5 +291,3 @@ const worker = new TortureWorker(cfg);
 parentPort!.postMessage('ready');
 worker.run();
 parentPort!.postMessage('done');
-// Keep decodeIdBits referenced for future invariants on IDs in the worker.
-void decodeIdBits;

@@ -1,0 +1,95 @@
+/**
+ * A torture child process. argv[2] is a JSON ChildConfig.
+ *
+ *   mode "ops":     open the region (recovering it if needed), create one
+ *                   address space shared by all workers, hand the live
+ *                   morsels out to `threads` worker threads and let them run
+ *                   operations until killed (or, with a finite budget, until
+ *                   done: then close cleanly). Prints "ready" once every
+ *                   worker runs, so the parent's kill timer measures from there.
+ *   mode "recover": only open the region (running recovery; a crash point
+ *                   armed inside recovery kills it there) and close it.
+ *
+ * Exit 0 after a clean close; 3 when a worker hit an unexpected error (a bug:
+ * the message is on stderr); death by SIGKILL otherwise.
+ */
+import { Worker } from 'node:worker_threads';
+import { Memory } from '../../memory.js';
+import { hex } from '../../morsel/id.js';
+import { newLock, Mailbox } from './sync.js';
+import { subSeed } from './prng.js';
+import type { WorkerConfig } from './worker.js';
+
+export interface ChildConfig {
+  mode: 'ops' | 'recover';
+  region: string;
+  logPath: string;
+  run: number;
+  seed: number;
+  threads: number;
+  /** operations per thread; null = until killed */
+  budget: number | null;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`torture child: ${message}\n`);
+  process.exit(3);
+}
+
+/** A child runs until killed: if the harness itself dies first, nobody would kill it. */
+function watchParent(): void {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
+  }, 250).unref();
+}
+
+async function main(): Promise<void> {
+  const cfg = JSON.parse(process.argv[2]) as ChildConfig;
+  watchParent();
+  const memory = Memory.open(cfg.region);
+  if (cfg.mode === 'recover') {
+    memory.close();
+    return;
+  }
+  const space = memory.createSpace({ levels: 5 });
+  const ids = memory.morsels.list().map((id) => hex(id));
+  const lock = newLock();
+  const mailbox = Mailbox.create();
+  const workers: Promise<void>[] = [];
+  const ready: Promise<void>[] = [];
+  for (let t = 0; t < cfg.threads; t++) {
+    const wcfg: WorkerConfig = {
+      region: memory.share(),
+      space: space.share(),
+      lock,
+      mailbox,
+      logPath: cfg.logPath,
+      run: cfg.run,
+      thread: t,
+      seed: subSeed(cfg.seed, t),
+      budget: cfg.budget ?? Number.POSITIVE_INFINITY,
+      ids: ids.filter((_, i) => i % cfg.threads === t),
+    };
+    const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: wcfg });
+    let isReady: () => void;
+    ready.push(new Promise<void>((res) => (isReady = res)));
+    workers.push(
+      new Promise<void>((resolve) => {
+        w.on('message', (m) => (m === 'ready' ? isReady() : m === 'done' ? resolve() : undefined));
+        w.on('error', (e) => fail(`worker ${t}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`));
+        w.on('exit', (code) => (code !== 0 ? fail(`worker ${t} exited with ${code}`) : undefined));
+      }),
+    );
+  }
+  await Promise.all(ready);
+  process.stdout.write('ready\n');
+  await Promise.all(workers);
+  // Spaces are left registered on purpose: the next open reaps them (the clean-close path).
+  memory.close();
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => fail(e instanceof Error ? (e.stack ?? e.message) : String(e)),
+);

@@ -1,0 +1,114 @@
+/**
+ * Smoke test of the evaluation: every suite runs with a tiny size (seconds in
+ * total) and its result has the shape the report needs — medians present and
+ * positive, claims computed, plots rendered. No timing assertions.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { join } from 'node:path';
+import { MiB } from '../src/units.js';
+import { releaseShared } from '../bench/env.js';
+import { runFileCache } from '../bench/filecache.js';
+import { fitLinear, sweepSlopes } from '../bench/fit.js';
+import { DEFAULT_SUITES, SUITES, parseArgs } from '../bench/main.js';
+import { runMap } from '../bench/map.js';
+import { runOverhead } from '../bench/overhead.js';
+import { runPipeline } from '../bench/pipeline.js';
+import { runPopulation } from '../bench/population.js';
+import { machineInfo, summaryTable, writeReport, type RunReport } from '../bench/report.js';
+import type { ExperimentResult } from '../bench/stats.js';
+import { runTransfer } from '../bench/transfer.js';
+
+const experiments: ExperimentResult[] = [];
+after(() => releaseShared());
+
+/** Metrics that may legitimately be zero (a stage without that component, an empty phase). */
+const MAY_BE_ZERO = [/^checksum\.alloc_ns$/, /^exit_ns$/];
+
+function checkShape(e: ExperimentResult, id: string): void {
+  experiments.push(e);
+  assert.equal(e.id, id);
+  assert.ok(e.title.length > 0 && e.anchor.length > 0);
+  assert.ok(e.results.length > 0, 'has results');
+  for (const r of e.results) {
+    assert.ok(r.summary.n >= 1, `${r.variant} ${r.metric}: samples`);
+    assert.ok(Number.isFinite(r.summary.median), `${r.variant} ${r.metric}: finite median`);
+    if (r.metric.endsWith('_ns') && !MAY_BE_ZERO.some((re) => re.test(r.metric))) {
+      assert.ok(r.summary.median > 0, `${r.variant} ${r.metric} ${r.x ?? ''}: positive median, got ${r.summary.median}`);
+      assert.ok(r.summary.n >= 5, `${r.variant} ${r.metric}: at least 5 repetitions`);
+      assert.ok(r.summary.p25 <= r.summary.median && r.summary.median <= r.summary.p75, 'p25 <= median <= p75');
+    }
+  }
+  assert.ok(e.claims.length > 0, 'has claims');
+  for (const c of e.claims) {
+    assert.ok(Number.isFinite(c.measured), `claim "${c.name}" computed, got ${c.measured}`);
+    assert.equal(typeof c.met, 'boolean');
+  }
+}
+
+test('population: tiny run on a volatile and a file-backed region', async () => {
+  checkShape(await runPopulation({ quick: true, params: { bytes: 8 * MiB, persistentBytes: 4 * MiB, reps: 5 } }), 'population');
+});
+
+test('map: tiny size sweep and map+unmap per order', async () => {
+  const e = await runMap({ quick: true, params: { pages: [1, 16, 256], reps: 5, smallReps: 5, inner: 20 } });
+  checkShape(e, 'map');
+  for (const v of ['morsel', 'conventional-lazy', 'conventional-populate']) {
+    assert.ok(e.results.some((r) => r.variant === v && r.metric === 'map_ns' && r.x === 256), `${v} measured at 256 pages`);
+  }
+  assert.equal(e.results.filter((r) => r.metric === 'map_unmap_ns').length, 5, 'orders 0..4');
+});
+
+test('transfer: tiny packets through every mechanism', async () => {
+  const e = await runTransfer({ quick: true, params: { packetBytes: 2 * MiB, count: 4, freshCount: 3, reps: 5 } });
+  checkShape(e, 'transfer');
+  assert.deepEqual(new Set(e.results.map((r) => r.variant)), new Set(['limit', 'morsel-sender-only', 'morsel', 'conventional', 'structured-clone', 'transferable', 'fresh-sab']));
+  for (const r of e.results) assert.ok(r.summary.median > 0, `${r.variant} throughput positive`);
+});
+
+test('pipeline: tiny buffers through three stages', async () => {
+  const e = await runPipeline({ quick: true, params: { bufBytes: 1 * MiB, count: 3, reps: 5 } });
+  checkShape(e, 'pipeline');
+  assert.ok(e.results.some((r) => r.metric === 'datasource.faults_normalized'));
+});
+
+test('filecache: tiny files', async () => {
+  checkShape(await runFileCache({ quick: true, params: { sizes: [1 * MiB, 4 * MiB], reps: 5 } }), 'filecache');
+});
+
+test('overhead: tiny sweep, table overhead and root sizes', async () => {
+  const e = await runOverhead({ quick: true, params: { pages: [16, 64, 256], populateUpTo: 1, reps: 5 } });
+  checkShape(e, 'overhead');
+  const roots = e.results.filter((r) => r.variant === 'morsel' && r.metric === 'root_bytes');
+  assert.equal(roots.length, 5);
+  for (const r of roots) assert.equal(r.summary.median, 4096, 'every root is one frame');
+});
+
+test('report: results.json, index.html with SVG plots, summary table', async () => {
+  assert.ok(experiments.length > 0);
+  const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-report-'));
+  try {
+    const report: RunReport = { profile: 'custom', startedAt: new Date().toISOString(), durationMs: 1, suites: experiments.map((e) => e.id), machine: machineInfo(), prefaultMs: 0, experiments, problems: [] };
+    const files = await writeReport(dir, report);
+    const json = JSON.parse(fs.readFileSync(files.json, 'utf8')) as RunReport;
+    assert.equal(json.experiments.length, experiments.length);
+    const html = fs.readFileSync(files.html, 'utf8');
+    assert.ok((html.match(/<svg/g) ?? []).length >= experiments.length, 'at least one plot per experiment');
+    assert.ok(!html.includes('plot failed'), 'every plot rendered');
+    assert.match(summaryTable(report), /claim/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('cli arguments and fits', () => {
+  assert.deepEqual(parseArgs([]).suites, DEFAULT_SUITES);
+  assert.deepEqual(parseArgs(['map', '--full', '--json']), { full: true, json: true, out: 'report', suites: ['map'] });
+  assert.throws(() => parseArgs(['nope']));
+  for (const s of DEFAULT_SUITES) assert.ok(s in SUITES);
+  const f = fitLinear([1, 2, 3], [3, 5, 7]);
+  assert.ok(Math.abs(f.slope - 2) < 1e-9 && Math.abs(f.intercept - 1) < 1e-9);
+  assert.deepEqual(sweepSlopes([1, 2], [[1, 1], [3, 5]]), [2, 4]);
+});
