@@ -476,3 +476,24 @@ test('locked baseline: same API, order split, double free', () => {
   }
   assert.equal(n, Math.floor(wholeChildren(region.frameCount).length / 2));
 });
+
+test('an owner freeing what thieves took pays the debt: the shared counter stays bounded', () => {
+  // One tree: the owner reserves it, so the thief can only steal from it.
+  const region = Region.createVolatile(32 * MiB);
+  FrameAllocator.format(region);
+  const owner = new FrameAllocator(region);
+  const thief = new FrameAllocator(region);
+  owner.free(owner.alloc(0)); // reserve the only tree
+  const words = new Int32Array(region.sab, metaLayout(region.frameCount).treeCountersByte, 1);
+  let lowest = 0;
+  for (let i = 0; i < 100_000; i++) {
+    const f = thief.alloc(0); // a steal: the tree is reserved by `owner`
+    owner.free(f); // the owner frees into its own reserved tree
+    lowest = Math.min(lowest, treeFree(Atomics.load(words, 0)));
+  }
+  assert.ok(lowest >= -2, `shared free count drifted to ${lowest}`);
+  owner.release();
+  thief.release();
+  assert.deepEqual(FrameAllocator.verify(region), []);
+  assert.equal(owner.freeFrames(), owner.totalAllocatable());
+});

@@ -587,7 +587,11 @@ export class FrameAllocator {
     // A free into our own reserved tree is counted locally (as in LLFree):
     // F + local = sum of child counts holds either way, and it keeps the
     // packed tree-counter cache line, shared by all threads, out of the path.
-    if (t === this.tree) this.local++;
+    // Except while thieves have driven F negative: then the free pays that
+    // debt, or an owner that frees what thieves took would let F drift down
+    // without bound while its `local` grows (seen with two workers
+    // populating and a third thread destroying).
+    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local++;
     else Atomics.add(this.m.treeCounters, t, 1);
   }
 
@@ -610,7 +614,7 @@ export class FrameAllocator {
     const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, CHILD_FRAMES);
     if (old !== CHILD_HUGE) throw new MorselError('EINVAL', `frame ${frame} is not an allocated order-9 frame (double free?)`);
     const t = treeOfChild(c);
-    if (t === this.tree) this.local += CHILD_FRAMES; // own reserved tree: counted locally, as order 0
+    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local += CHILD_FRAMES; // own reserved tree: counted locally, as order 0 (debts first)
     else Atomics.add(this.m.treeCounters, t, CHILD_FRAMES);
   }
 
