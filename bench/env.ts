@@ -81,9 +81,12 @@ export function persistentMemory(bytes: number): { memory: Memory; path: string;
     path,
     prefaultNs,
     dispose: () => {
-      memory.close();
-      fs.rmSync(dir, { recursive: true, force: true });
-      collectGarbage();
+      try {
+        memory.close();
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+        collectGarbage();
+      }
     },
   };
 }

@@ -230,7 +230,7 @@ export function constancy(what: string, xs: number[], ys: number[], opts: { note
   return claim(`${what}: growth exponent (log-log slope; 0 = constant, 1 = linear)`, k, {
     goal: opts.contrast ? undefined : CONSTANT_MAX_EXPONENT,
     met: opts.contrast ? true : k <= CONSTANT_MAX_EXPONENT,
-    note: `${range}; goal: exponent <= ${CONSTANT_MAX_EXPONENT}${opts.note ? `; ${opts.note}` : ''}`,
+    note: `${range}${opts.contrast ? '' : `; goal: exponent <= ${CONSTANT_MAX_EXPONENT}`}${opts.note ? `; ${opts.note}` : ''}`,
   });
 }
 

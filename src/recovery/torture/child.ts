@@ -14,7 +14,10 @@
  * the message is on stderr); death by SIGKILL otherwise.
  */
 import { Worker } from 'node:worker_threads';
+import { isMorselError } from '../../errors.js';
 import { Memory } from '../../memory.js';
+import type { AddressSpace } from '../../space/address-space.js';
+import { LogWriter } from './log.js';
 import { hex } from '../../morsel/id.js';
 import { newLock, Mailbox } from './sync.js';
 import { subSeed } from './prng.js';
@@ -29,6 +32,31 @@ export interface ChildConfig {
   threads: number;
   /** operations per thread; null = until killed */
   budget: number | null;
+}
+
+/**
+ * The shared space, destroying morsels (logged, as thread `threads`) while
+ * the region is too full to hold its tables: a crash at a full region must
+ * not wedge every later run.
+ */
+function spaceOrMakeRoom(memory: Memory, cfg: ChildConfig): AddressSpace {
+  const log = new LogWriter(cfg.logPath);
+  try {
+    for (let s = 0; ; s++) {
+      try {
+        return memory.createSpace({ levels: 5 });
+      } catch (e) {
+        const victim = memory.morsels.list()[0];
+        if (!isMorselError(e, 'ENOSPC') || victim === undefined) throw e;
+        const event = { r: cfg.run, t: cfg.threads, s, op: 'destroy' as const, id: hex(victim) };
+        log.begin(event);
+        memory.morsels.destroy(victim);
+        log.ack(event);
+      }
+    }
+  } finally {
+    log.close();
+  }
 }
 
 function fail(message: string): never {
@@ -52,7 +80,7 @@ async function main(): Promise<void> {
     memory.close();
     return;
   }
-  const space = memory.createSpace({ levels: 5 });
+  const space = spaceOrMakeRoom(memory, cfg);
   const ids = memory.morsels.list().map((id) => hex(id));
   const lock = newLock();
   const mailbox = Mailbox.create();

@@ -220,8 +220,11 @@ class TortureWorker {
     this.logged('cofault', { id: hex(o.id), off: first * 4096, len: pages * 4096 }, () => {
       const posted = this.mailbox.post(this.cfg.thread, base, pages);
       if (posted) this.mailbox.awaitJoin(5);
-      touch(this.mmu, base, pages);
-      if (posted) this.mailbox.finish();
+      try {
+        touch(this.mmu, base, pages);
+      } finally {
+        if (posted) this.mailbox.finish(); // never leave the peer working on a mapping we may drop
+      }
     });
   }
 
@@ -231,6 +234,10 @@ class TortureWorker {
     if (job === null) return;
     try {
       touch(this.mmu, job.base, job.pages);
+    } catch (e) {
+      // Population only: running out of frames here changes nothing the log must know about.
+      if (!isMorselError(e) || !EXPECTED.includes(e.code)) throw e;
+      this.pressure = true;
     } finally {
       this.mailbox.done();
     }
