@@ -11,7 +11,7 @@
  */
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { ConventionalMmu, ConventionalSpace, ShmObject } from '../src/conventional/index.js';
+import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
 import type { Memory } from '../src/memory.js';
 import { Access, Mmu } from '../src/space/mmu.js';
 import { READ_ONLY } from '../src/space/rights.js';
@@ -218,7 +218,7 @@ async function startProcesses(memory: Memory, v: Variant, c: Cached, reps: numbe
       lap('exit');
     } else {
       const space = ConventionalSpace.create(memory);
-      const mmu = new ConventionalMmu(space);
+      const mmu = new Mmu(space);
       lap('space');
       const a = space.mmap(c.cache, { rights: READ_ONLY, populate: v === 'conventional-populate' });
       lap('map');

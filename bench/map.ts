@@ -10,7 +10,7 @@
  * is built from the morsel's data frames, so access costs compare on
  * identical memory.
  */
-import { ConventionalMmu, ConventionalSpace, ShmObject } from '../src/conventional/index.js';
+import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
 import type { Memory } from '../src/memory.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
 import { Mmu } from '../src/space/mmu.js';
@@ -126,7 +126,7 @@ function warmUp(memory: Memory, inner: number): void {
   space.destroy();
   const obj = ShmObject.create(memory, 16);
   const conv = ConventionalSpace.create(memory);
-  const cmmu = new ConventionalMmu(conv);
+  const cmmu = new Mmu(conv);
   for (let i = 0; i < 5 * inner; i++) {
     const a = conv.mmap(obj, { populate: (i & 1) === 1 });
     for (let va = a; va < a + 16 * 4096; va += 4096) cmmu.read8(va);
@@ -148,7 +148,7 @@ async function measureSize(memory: Memory, pages: number, reps: number, inner: n
   const space = memory.createSpace({ levels: 4 });
   const mmu = new Mmu(space);
   const conv = ConventionalSpace.create(memory);
-  const cmmu = new ConventionalMmu(conv);
+  const cmmu = new Mmu(conv);
   let sink = 0;
   const out = {} as Phases;
   try {

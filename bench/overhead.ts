@@ -11,7 +11,7 @@
  *    workaround pre-allocates tables for orders 3 and 4): frames one
  *    create() takes.
  */
-import { ConventionalMmu, ConventionalSpace, ShmObject } from '../src/conventional/index.js';
+import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
 import type { Memory } from '../src/memory.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
 import { Mmu } from '../src/space/mmu.js';
@@ -122,7 +122,7 @@ async function measurePopulation(memory: Memory, pages: number, reps: number): P
   const space = memory.createSpace({ levels: 4 });
   const mmu = new Mmu(space);
   const conv = ConventionalSpace.create(memory);
-  const cmmu = new ConventionalMmu(conv);
+  const cmmu = new Mmu(conv);
   const out: Record<string, number[]> = {};
   const add = (ph: Record<string, number[]>, v: string): void => {
     for (const [k, s] of Object.entries(ph)) out[`${v}:${k}`] = s;

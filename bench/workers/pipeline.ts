@@ -8,7 +8,7 @@
  * checksum / copy out), unmap.
  */
 import { workerData, type MessagePort } from 'node:worker_threads';
-import { ConvAccess, ConventionalMmu, ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
+import { ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
 import { Memory } from '../../src/memory.js';
 import type { RegionShare } from '../../src/physical/region.js';
 import { Access, Mmu } from '../../src/space/mmu.js';
@@ -32,13 +32,13 @@ const memory = Memory.attach(share);
 const space = memory.createSpace({ levels: 4 });
 const mmu = new Mmu(space);
 const conv = ConventionalSpace.create(memory);
-const cmmu = new ConventionalMmu(conv);
+const cmmu = new Mmu(conv);
 const inbox = new Inbox(input);
 const socket = new Uint8Array(64 * 1024);
 const region = memory.region;
 
-const rd = { morsel: (va: number): number => mmu.translate(va, Access.Read), conventional: (va: number): number => cmmu.translate(va, ConvAccess.Read) };
-const wr = { morsel: (va: number): number => mmu.translate(va, Access.Write), conventional: (va: number): number => cmmu.translate(va, ConvAccess.Write) };
+const rd = { morsel: (va: number): number => mmu.translate(va, Access.Read), conventional: (va: number): number => cmmu.translate(va, Access.Read) };
+const wr = { morsel: (va: number): number => mmu.translate(va, Access.Write), conventional: (va: number): number => cmmu.translate(va, Access.Write) };
 const read8 = { morsel: (va: number): number => mmu.read8(va), conventional: (va: number): number => cmmu.read8(va) };
 
 async function run(req: PipelineRun): Promise<StageReply> {

@@ -9,7 +9,7 @@ import { workerData } from 'node:worker_threads';
 import { Memory } from '../../src/memory.js';
 import { AddressSpace, type SpaceShare } from '../../src/space/address-space.js';
 import { Mmu } from '../../src/space/mmu.js';
-import { ConventionalMmu, ConventionalSpace, ShmObject, type ConvSpaceShare, type ShmShare } from '../../src/conventional/index.js';
+import { ConventionalSpace, ShmObject, type ConvSpaceShare, type ShmShare } from '../../src/conventional/index.js';
 import type { RegionShare } from '../../src/physical/region.js';
 import type { Frame } from '../../src/units.js';
 import { nowNs } from '../stats.js';
@@ -58,7 +58,7 @@ function run(req: PopulateRequest): PopulateReply {
     case 'conventional-lazy': {
       const space = ConventionalSpace.attach(memory, req.convSpace!);
       space.adopt(ShmObject.open(memory, req.obj!));
-      const mmu = new ConventionalMmu(space);
+      const mmu = new Mmu(space);
       barrier.arrive();
       const t0 = nowNs();
       for (let va = first; va < end; va += 4096) mmu.write8(va, 1);

@@ -12,7 +12,7 @@
  * SharedArrayBuffer. The limit variant only copies, never sends.
  */
 import { workerData, type MessagePort } from 'node:worker_threads';
-import { ConventionalMmu, ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
+import { ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
 import { Memory } from '../../src/memory.js';
 import type { RegionShare } from '../../src/physical/region.js';
 import { Mmu } from '../../src/space/mmu.js';
@@ -21,7 +21,6 @@ import type { Frame } from '../../src/units.js';
 import { nowNs } from '../stats.js';
 import { copyInPages } from '../access.js';
 import { Access } from '../../src/space/mmu.js';
-import { ConvAccess } from '../../src/conventional/index.js';
 import { Inbox, serve } from './rpc.js';
 
 export type TransferVariant = 'morsel' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit' | 'morsel-sender-only';
@@ -40,7 +39,7 @@ const memory = Memory.attach(share);
 const space = memory.createSpace({ levels: 4 });
 const mmu = new Mmu(space);
 const conv = ConventionalSpace.create(memory);
-const cmmu = new ConventionalMmu(conv);
+const cmmu = new Mmu(conv);
 
 /** Incoming references on the port, consumed in order. */
 const inbox = new Inbox(port);
@@ -49,7 +48,7 @@ const next = (): Promise<unknown> => inbox.next();
 let sink = 0;
 const BLOCK = 2 * 1024 * 1024;
 const writeMorsel = (va: number): number => mmu.translate(va, Access.Write);
-const writeConv = (va: number): number => cmmu.translate(va, ConvAccess.Write);
+const writeConv = (va: number): number => cmmu.translate(va, Access.Write);
 
 /** The data a sender produces: copied into every packet with TypedArray.set (the fastest bulk write into a SharedArrayBuffer). */
 function makePayload(n: number): Uint8Array {

@@ -30,6 +30,8 @@ import { MorselError, assert, check } from '../errors.js';
 import { HI_NX, INNER_FLAGS, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
 import type { Rights } from '../space/rights.js';
+import { Access, type PagedSpace } from '../space/mmu.js';
+import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { Mutex, mutexLock, mutexUnlock } from './mutex.js';
 import { ShmObject, type PhysMem } from './shm-object.js';
@@ -39,11 +41,6 @@ export const CONV_LIMIT = 2 ** 47;
 /** Pages a read fault maps around the faulting one (fault_around_bytes = 64 KiB). */
 export const FAULT_AROUND_PAGES = 16;
 
-export const enum ConvAccess {
-  Read = 0,
-  Write = 1,
-  Execute = 2,
-}
 
 /** Int32 control words. */
 export const C_EPOCH = 0;
@@ -84,7 +81,7 @@ export interface ConvCounters {
 
 const encodeRights = (r: Rights): number => (r.write ? R_WRITE : 0) | (r.execute ? R_EXEC : 0) | (r.user === false ? 0 : R_USER);
 
-export class ConventionalSpace {
+export class ConventionalSpace implements PagedSpace {
   readonly rootFrame: Frame;
   readonly levels = CONV_LEVELS;
   readonly limit = CONV_LIMIT;
@@ -135,6 +132,10 @@ export class ConventionalSpace {
 
   share(): ConvSpaceShare {
     return { rootFrame: this.rootFrame, ctl: this.control.buffer as SharedArrayBuffer };
+  }
+
+  get region(): Region {
+    return this.mem.region;
   }
 
   get epoch(): number {
@@ -215,7 +216,7 @@ export class ConventionalSpace {
   /** MAP_POPULATE / MADV_POPULATE_READ: a read fault for every page not yet mapped. */
   populate(start: number, bytes: number): void {
     for (let va = start; va < start + bytes; va += 4096) {
-      if (this.pteFrame(va) < 0) this.handleFault(va, ConvAccess.Read);
+      if (this.pteFrame(va) < 0) this.handleFault(va, Access.Read);
     }
   }
 
@@ -365,11 +366,11 @@ export class ConventionalSpace {
    * The page-fault handler for a not-present (or not-yet-writable) page:
    * EFAULT outside every VMA, EACCES against the VMA's rights.
    */
-  handleFault(vaddr: number, access: ConvAccess): void {
+  handleFault(vaddr: number, access: Access): void {
     if (!this.findVma(vaddr)) throw new MorselError('EFAULT', `nothing mapped at 0x${vaddr.toString(16)}`);
     const r = this.fRights;
-    if ((access === ConvAccess.Write && !(r & R_WRITE)) || (access === ConvAccess.Execute && !(r & R_EXEC))) {
-      const what = access === ConvAccess.Write ? 'write' : 'execute';
+    if ((access === Access.Write && !(r & R_WRITE)) || (access === Access.Execute && !(r & R_EXEC))) {
+      const what = access === Access.Write ? 'write' : 'execute';
       throw new MorselError('EACCES', `${what} at 0x${vaddr.toString(16)} violates the mapping's rights`);
     }
     const obj = this.objects.get(this.fObj);
@@ -383,7 +384,7 @@ export class ConventionalSpace {
     const hi = makeHi(frame, r & R_EXEC ? 0 : HI_NX);
     this.ptlLock(pt);
     this.installPte(pt, page % 512, frame, lo, hi);
-    if (access === ConvAccess.Read) this.faultAround(obj, pt, page, r);
+    if (access === Access.Read) this.faultAround(obj, pt, page, r);
     this.ptlUnlock(pt);
   }
 

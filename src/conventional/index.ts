@@ -5,5 +5,4 @@
  */
 export { Mutex, mutexLock, mutexUnlock } from './mutex.js';
 export { ShmObject, type PhysMem, type ShmShare } from './shm-object.js';
-export { ConventionalSpace, ConvAccess, CONV_LIMIT, FAULT_AROUND_PAGES, type ConvMapOptions, type ConvSpaceShare } from './conventional-space.js';
-export { ConventionalMmu } from './conventional-mmu.js';
+export { ConventionalSpace, CONV_LIMIT, FAULT_AROUND_PAGES, type ConvMapOptions, type ConvSpaceShare } from './conventional-space.js';

@@ -20,6 +20,7 @@ import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { Registry } from '../morsel/registry.js';
 import type { Frame } from '../units.js';
+import type { Region } from '../physical/region.js';
 import { crashPoint } from '../recovery/crash-point.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
@@ -92,6 +93,15 @@ export class AddressSpace {
   /** The same space seen from another thread. */
   static attach(morsels: Morsels, share: SpaceShare): AddressSpace {
     return new AddressSpace(morsels, share);
+  }
+
+  get region(): Region {
+    return this.morsels.region;
+  }
+
+  /** The morsel fault handler, for the MMU. */
+  populatePage(root: Frame, order: Order, offset: number): Frame {
+    return this.morsels.populatePage(root, order, offset);
   }
 
   share(): SpaceShare {

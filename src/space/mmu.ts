@@ -16,7 +16,31 @@ import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.
 import { orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
-import { CTL_EPOCH, type AddressSpace } from './address-space.js';
+import type { Region } from '../physical/region.js';
+import { CTL_EPOCH } from './address-space.js';
+
+/**
+ * What an MMU walks: x86-64 tables under a root, an epoch word for
+ * shootdowns, and the fault handlers. A morsel AddressSpace resolves faults
+ * inside morsels (`populatePage`); the conventional baseline resolves
+ * faults outside them, page by page, like Linux' VMA fault path
+ * (`handleFault`). One walker serves both, so their access costs compare
+ * fairly.
+ */
+export interface PagedSpace {
+  readonly region: Region;
+  readonly rootFrame: number;
+  readonly levels: number;
+  /** exclusive upper bound of valid addresses */
+  readonly limit: number;
+  /** [CTL_EPOCH] moves on every unmap */
+  readonly control: Int32Array;
+  readonly epoch: number;
+  /** the morsel fault handler: populate the page at `offset` of the morsel rooted at `root` */
+  populatePage?(root: Frame, order: Order, offset: number): unknown;
+  /** a fault outside any morsel: map the page or throw EFAULT/EACCES */
+  handleFault?(vaddr: number, access: Access): void;
+}
 
 export const Access = { Read: 0, Write: 1, Execute: 2 } as const;
 export type Access = (typeof Access)[keyof typeof Access];
@@ -58,7 +82,7 @@ export class Mmu {
   readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0 };
 
   constructor(
-    readonly space: AddressSpace,
+    readonly space: PagedSpace,
     opts: { user?: boolean } = {},
   ) {
     this.user = opts.user ?? true;
@@ -91,7 +115,7 @@ export class Mmu {
     if (!(vaddr >= 0 && vaddr < this.space.limit && Number.isInteger(vaddr))) {
       throw new MorselError('EFAULT', `address ${vaddr} outside the ${this.space.levels}-level space`);
     }
-    const region = this.space.morsels.region;
+    const region = this.space.region;
     const key = Math.floor(vpn / 512);
     let level: number;
     let table: number;
@@ -122,12 +146,27 @@ export class Mmu {
       const idx = tableIndex(vaddr, level);
       const lo = region.loadLo(table as Frame, idx);
       if (!isPresent(lo)) {
-        if (morselRoot < 0) throw new MorselError('EFAULT', `nothing mapped at 0x${vaddr.toString(16)}`);
+        if (++faults > FAULT_RETRIES) throw new MorselError('EFAULT', `0x${vaddr.toString(16)} keeps disappearing (concurrent unmap?)`);
+        if (morselRoot < 0) {
+          // Outside any morsel: only a space with its own fault path (the
+          // conventional baseline's VMAs) can resolve it; it throws if not.
+          if (this.space.handleFault === undefined) throw new MorselError('EFAULT', `nothing mapped at 0x${vaddr.toString(16)}`);
+          this.space.handleFault(vaddr, access);
+          this.counters.faults++;
+          if (level === 1) {
+            level++; // the page table stands (it may be the walk cache's): retry its entry
+          } else {
+            // Retry from the root: the handler may have built tables below.
+            level = this.space.levels + 1;
+            table = this.space.rootFrame;
+            perm = PERM_WRITE | PERM_EXEC | PERM_USER;
+          }
+          continue;
+        }
         // Check rights before populating: a forbidden write must not allocate.
         if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
-        if (++faults > FAULT_RETRIES) throw new MorselError('EFAULT', `0x${vaddr.toString(16)} keeps disappearing (concurrent unmap?)`);
         this.counters.faults++;
-        this.space.morsels.populatePage(morselRoot as Frame, morselOrder, vaddr % orderBytes(morselOrder));
+        this.space.populatePage!(morselRoot as Frame, morselOrder, vaddr % orderBytes(morselOrder));
         level++; // retry this level: the entry is present now
         continue;
       }
@@ -157,26 +196,26 @@ export class Mmu {
 
   read8(vaddr: number): number {
     const frame = this.translate(vaddr, Access.Read);
-    return this.space.morsels.region.bytesOf(frame)[this.space.morsels.region.byteOffsetInWindow(frame) + (vaddr & 4095)];
+    return this.space.region.bytesOf(frame)[this.space.region.byteOffsetInWindow(frame) + (vaddr & 4095)];
   }
 
   write8(vaddr: number, value: number): void {
     const frame = this.translate(vaddr, Access.Write);
-    this.space.morsels.region.bytesOf(frame)[this.space.morsels.region.byteOffsetInWindow(frame) + (vaddr & 4095)] = value;
+    this.space.region.bytesOf(frame)[this.space.region.byteOffsetInWindow(frame) + (vaddr & 4095)] = value;
   }
 
   /** 32-bit little-endian word; `vaddr` must be 4-byte aligned (it then never crosses a page). */
   read32(vaddr: number): number {
     if (vaddr & 3) throw new MorselError('EMISALIGNED', `read32 at unaligned 0x${vaddr.toString(16)}`);
     const frame = this.translate(vaddr, Access.Read);
-    const region = this.space.morsels.region;
+    const region = this.space.region;
     return Atomics.load(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2));
   }
 
   write32(vaddr: number, value: number): void {
     if (vaddr & 3) throw new MorselError('EMISALIGNED', `write32 at unaligned 0x${vaddr.toString(16)}`);
     const frame = this.translate(vaddr, Access.Write);
-    const region = this.space.morsels.region;
+    const region = this.space.region;
     Atomics.store(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2), value);
   }
 
@@ -204,7 +243,7 @@ export class Mmu {
 
   /** Copies `dst.length` bytes from `vaddr` into `dst`. */
   read(vaddr: number, dst: Uint8Array): void {
-    const region = this.space.morsels.region;
+    const region = this.space.region;
     this.forEachRun(vaddr, dst.length, Access.Read, (frame, off, done, n) => {
       const start = region.byteOffsetInWindow(frame) + off;
       dst.set(region.bytesOf(frame).subarray(start, start + n), done);
@@ -213,7 +252,7 @@ export class Mmu {
 
   /** Copies `src` to `vaddr` (TypedArray.set: the V8 bulk-copy limit). */
   write(vaddr: number, src: Uint8Array): void {
-    const region = this.space.morsels.region;
+    const region = this.space.region;
     this.forEachRun(vaddr, src.length, Access.Write, (frame, off, done, n) => {
       region.bytesOf(frame).set(n === src.length ? src : src.subarray(done, done + n), region.byteOffsetInWindow(frame) + off);
     });
@@ -224,7 +263,7 @@ export class Mmu {
    * through Int32Array.fill (~4x Uint8Array.fill on shared memory).
    */
   fill(vaddr: number, length: number, value: number): void {
-    const region = this.space.morsels.region;
+    const region = this.space.region;
     const word = ((value & 0xff) * 0x01010101) | 0;
     this.forEachRun(vaddr, length, Access.Write, (frame, off, _done, n) => {
       if ((off & 3) === 0 && (n & 3) === 0) {
@@ -239,7 +278,7 @@ export class Mmu {
 
   /** Zero-copy view of the page containing `vaddr` (for bulk processing in place). */
   pageView(vaddr: number, access: Access = Access.Read): Uint8Array {
-    return this.space.morsels.region.frame(this.translate(vaddr, access));
+    return this.space.region.frame(this.translate(vaddr, access));
   }
 }
 
