@@ -24,6 +24,7 @@ import { type Frame } from '../units.js';
 import { CHILD_FRAMES, firstAllocatableFrame } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
 import type { Order } from './llfree.js';
+import { mutexLock, mutexUnlock } from '../sync/mutex.js';
 
 const LOCK = 0;
 const TOP0 = 16;
@@ -33,12 +34,6 @@ const CAP9 = 19;
 const FIRST = 20;
 const FRAME_COUNT = 21;
 const STACKS = 32;
-
-const UNLOCKED = 0;
-const LOCKED = 1;
-const CONTENDED = 2;
-/** CAS attempts before sleeping: critical sections are a few dozen ns. */
-const SPINS = 100;
 
 const STATE_FREE = 0;
 const STATE_SMALL = 1;
@@ -101,32 +96,12 @@ export class LockedAllocator {
     return new LockedAllocator(share.sab);
   }
 
-  // --- the mutex (Drepper, "Futexes are tricky", mutex #2 with a spin phase) ---
-
   private lock(): void {
-    const w = this.w;
-    let c = Atomics.compareExchange(w, LOCK, UNLOCKED, LOCKED);
-    if (c === UNLOCKED) return;
-    for (let i = 0; i < SPINS; i++) {
-      if (Atomics.load(w, LOCK) === UNLOCKED) {
-        c = Atomics.compareExchange(w, LOCK, UNLOCKED, LOCKED);
-        if (c === UNLOCKED) return;
-      }
-    }
-    // Sleep until woken. A mutex wait is unbounded by nature; the holder's
-    // critical section is a handful of array accesses.
-    if (c !== CONTENDED) c = Atomics.exchange(w, LOCK, CONTENDED);
-    while (c !== UNLOCKED) {
-      Atomics.wait(w, LOCK, CONTENDED);
-      c = Atomics.exchange(w, LOCK, CONTENDED);
-    }
+    mutexLock(this.w, LOCK);
   }
 
   private unlock(): void {
-    if (Atomics.sub(this.w, LOCK, 1) !== LOCKED) {
-      Atomics.store(this.w, LOCK, UNLOCKED);
-      Atomics.notify(this.w, LOCK, 1);
-    }
+    mutexUnlock(this.w, LOCK);
   }
 
   // --- API ------------------------------------------------------------------

@@ -33,7 +33,7 @@ import type { Rights } from '../space/rights.js';
 import { Access, type PagedSpace } from '../space/mmu.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
-import { Mutex, mutexLock, mutexUnlock } from './mutex.js';
+import { Mutex, mutexLock, mutexUnlock } from '../sync/mutex.js';
 import { ShmObject, type PhysMem } from './shm-object.js';
 
 export const CONV_LEVELS = 4;

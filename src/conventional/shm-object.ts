@@ -23,7 +23,7 @@ import { check } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
-import { Mutex } from './mutex.js';
+import { Mutex } from '../sync/mutex.js';
 
 /** What an object needs from the memory system: the region and this thread's allocator. */
 export interface PhysMem {

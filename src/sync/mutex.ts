@@ -1,8 +1,10 @@
 /**
  * A futex-style mutex on one int32 word of shared memory (Drepper, "Futexes
  * are tricky", mutex 2): 0 = free, 1 = locked, 2 = locked with waiters. It
- * stands in for the kernel's i_pages spinlock: an uncontended acquire is one
- * CAS, a contended one spins briefly and then sleeps on the word.
+ * guards the baselines (the locked free list, the conventional page cache's
+ * index, standing in for the kernel's i_pages lock): an uncontended acquire
+ * is one CAS, a contended one spins briefly and then sleeps on the word. A
+ * mutex wait is unbounded by nature; holders keep critical sections short.
  *
  * Atomics.wait is allowed on Node's main thread, so every thread may lock.
  */
