@@ -9,6 +9,8 @@
  * stdout instead of the table (which then goes to stderr).
  */
 import { SingleBar } from 'cli-progress';
+import { runAllocBench } from './alloc.js';
+import { runPrimitive } from './primitive.js';
 import { fileURLToPath } from 'node:url';
 import { fileCacheParams, fileCacheRegionBytes, runFileCache } from './filecache.js';
 import { mapParams, mapRegionBytes, runMap } from './map.js';
@@ -23,24 +25,10 @@ import { runTransfer, transferParams, transferRegionBytes } from './transfer.js'
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
-/**
- * A suite living in a module another engineer owns, loaded at run time so
- * this driver builds and runs without it. Missing module = reported problem.
- */
-function optional(module: string, exportName: string): Runner {
-  return async (opts) => {
-    const url = new URL(module, import.meta.url).href;
-    const mod = (await import(url)) as Record<string, unknown>;
-    const fn = mod[exportName];
-    if (typeof fn !== 'function') throw new Error(`${module} does not export ${exportName}`);
-    return (fn as Runner)(opts);
-  };
-}
-
 /** Every suite, in run order. */
 export const SUITES: Record<string, Runner> = {
-  alloc: optional('./alloc.js', 'runAllocBench'),
-  primitive: optional('./primitive.js', 'runPrimitive'),
+  alloc: runAllocBench,
+  primitive: runPrimitive,
   population: runPopulation,
   map: runMap,
   transfer: runTransfer,
@@ -50,7 +38,7 @@ export const SUITES: Record<string, Runner> = {
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
-export const DEFAULT_SUITES = ['alloc', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead'];
+export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
 export function regionBytesFor(suites: string[], quick: boolean): number {

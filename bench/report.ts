@@ -88,11 +88,13 @@ function scaleFor(metric: string): { factor: number; unit: string } {
   return metric.endsWith('_ns') ? { factor: 1e-3, unit: 'µs' } : { factor: 1, unit: '' };
 }
 
-type XKind = 'bytes' | 'pages' | 'workers' | 'x';
+type XKind = 'bytes' | 'pages' | 'workers' | 'threads' | 'x';
 
 /** What the x values of a metric are (byte-valued axes are plotted in MiB). */
 function xKind(expId: string, metric: string): XKind {
   if (expId === 'population') return 'workers';
+  if (expId === 'alloc') return 'threads';
+  if (expId === 'primitive') return 'bytes';
   if (expId === 'map') return metric === 'map_unmap_ns' ? 'bytes' : 'pages';
   if (expId === 'filecache') return 'bytes';
   if (expId === 'overhead') return /^(table|root|create)/.test(metric) ? 'bytes' : 'pages';
@@ -144,7 +146,7 @@ export function metricSpec(expId: string, metric: string, rows: Row[]): TopLevel
 }
 
 function xTitle(expId: string, metric: string): string {
-  return { bytes: 'size [MiB]', pages: 'object size [pages]', workers: 'workers', x: 'x' }[xKind(expId, metric)];
+  return { bytes: 'size [MiB]', pages: 'object size [pages]', workers: 'workers', threads: 'threads', x: 'x' }[xKind(expId, metric)];
 }
 
 /** The pipeline's stacked, normalized component bars (the talk's figure). */
