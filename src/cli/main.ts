@@ -14,6 +14,7 @@ import { Mmu } from '../space/mmu.js';
 import { formatBytes, parseSize } from '../units.js';
 import { FORMAT_VERSION } from '../physical/superblock.js';
 import { registerHwcheck } from '../hwcheck/cli.js';
+import { registerCheck } from './check.js';
 
 type Out = Record<string, unknown>;
 
@@ -80,7 +81,8 @@ export async function main(argv: string[]): Promise<void> {
     .description('Morsels: memory objects built from x86-64 page-table subtrees')
     .showHelpAfterError()
     .exitOverride((err) => {
-      process.exit(err.exitCode === 0 ? 0 : 1);
+      // Usage errors exit 2 like every other error; 1 means "ran, found problems" (check, hwcheck).
+      process.exit(err.exitCode === 0 ? 0 : 2);
     });
   const json = new Option('--json', 'print one JSON object on stdout');
   const regionOpt = new Option('--region <file>', 'persistent region file').makeOptionMandatory();
@@ -224,6 +226,7 @@ export async function main(argv: string[]): Promise<void> {
       run(!!o.json, () => withRegion(o.region, (m) => ({ morsels: m.morsels.list().map((id) => hex(id)) })), (r) => (r.morsels as string[]).join('\n')),
     );
 
+  registerCheck(program);
   registerHwcheck(program);
   await program.parseAsync(argv);
 }
