@@ -9,7 +9,7 @@ import { Morsels } from './morsel/morsels.js';
 import { Region, type RegionShare } from './physical/region.js';
 import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
 import { collectReachable } from './recovery/reachable.js';
-import { crashPoint } from './recovery/crash-point.js';
+import { crashPoint } from './crash-point.js';
 
 export interface OpenReport {
   crashed: boolean;

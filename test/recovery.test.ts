@@ -17,7 +17,7 @@ import { Registry } from '../src/morsel/registry.js';
 import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
 import { checkRegion, type CheckReport } from '../src/recovery/check.js';
 import { runCheck } from '../src/cli/check.js';
-import { CRASH_POINTS } from '../src/recovery/crash-point.js';
+import { CRASH_POINTS } from '../src/crash-point.js';
 import { isMorselError } from '../src/errors.js';
 import { MiB, type Frame } from '../src/units.js';
 

@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runTorture } from '../src/recovery/torture/harness.js';
-import { CRASH_POINTS } from '../src/recovery/crash-point.js';
+import { CRASH_POINTS } from '../src/crash-point.js';
 
 const CRASHES = 60;
 const SEED = 20240605;

@@ -72,7 +72,7 @@ import { GiB, PAGE_SIZE, type Frame } from '../units.js';
 import { BITFIELD_WORDS, CHILD_FRAMES, CHILD_SHIFT, TREE_CHILDREN, TREE_FRAMES, firstAllocatableFrame, metaLayout } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
 import { claimClearBit, countSet, testBit, tryClearBit, writeBitfield } from './bitfield.js';
-import { crashPoint } from '../recovery/crash-point.js';
+import { crashPoint } from '../crash-point.js';
 
 export type Order = 0 | 9;
 

@@ -21,7 +21,7 @@ import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
 import { Registry } from './registry.js';
 import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
-import { crashPoint } from '../recovery/crash-point.js';
+import { crashPoint } from '../crash-point.js';
 
 export interface MorselStats {
   id: MorselId;

@@ -14,7 +14,7 @@ import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.j
 import type { Region } from '../physical/region.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Frame } from '../units.js';
-import { crashPoint } from '../recovery/crash-point.js';
+import { crashPoint } from '../crash-point.js';
 
 /** Keys covered by one entry of a level-L registry table (index L). */
 const KEY_SPAN = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];

@@ -21,7 +21,7 @@ import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.j
 import { Registry } from '../morsel/registry.js';
 import type { Frame } from '../units.js';
 import type { Region } from '../physical/region.js';
-import { crashPoint } from '../recovery/crash-point.js';
+import { crashPoint } from '../crash-point.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
 export const ROOT_SLOT_SPACES = 1;

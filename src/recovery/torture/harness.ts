@@ -29,7 +29,7 @@ import { Memory } from '../../memory.js';
 import { CHILD_FRAMES } from '../../physical/layout.js';
 import { PAGE_SIZE } from '../../units.js';
 import { checkRegion } from '../check.js';
-import { CRASH_ENV, CRASH_MARK, CRASH_POINTS, RECOVERY_CRASH_POINTS, type CrashPointName } from '../crash-point.js';
+import { CRASH_ENV, CRASH_MARK, CRASH_POINTS, RECOVERY_CRASH_POINTS, type CrashPointName } from '../../crash-point.js';
 import type { ChildConfig } from './child.js';
 import { LogReader } from './log.js';
 import { Model } from './model.js';
