@@ -13,6 +13,8 @@ import { crashPoint } from './crash-point.js';
 
 export interface OpenReport {
   crashed: boolean;
+  /** other live processes had the region open: nothing was rebuilt */
+  joined?: boolean;
   /** frames the allocator had marked used that nothing reaches (0 after a clean close) */
   reclaimedFrames: number;
   reapedSpaces: number;
@@ -57,10 +59,12 @@ export class Memory {
    * no recovery, no reaping of spaces, so what is found is what is on media.
    */
   static open(path: string, opts: { recover?: boolean } = {}): Memory {
-    const { region, crashed } = Region.openFile(path);
-    if (opts.recover === false) {
+    const { region, crashed, joined } = Region.openFile(path);
+    if (opts.recover === false || joined) {
+      // Inspection, or a region live processes are using: their reservations,
+      // spaces and in-flight updates are not ours to rebuild or reap.
       const memory = new Memory(region, new FrameAllocator(region));
-      memory.report = { crashed, reclaimedFrames: 0, reapedSpaces: 0 };
+      memory.report = { crashed, joined, reclaimedFrames: 0, reapedSpaces: 0 };
       memory.recoveryPending = crashed;
       return memory;
     }
@@ -111,7 +115,6 @@ export class Memory {
   close(): void {
     this.alloc.release();
     if (!this.region.persistent) return;
-    if (this.recoveryPending) this.region.sync(); // stays marked crashed
-    else this.region.close();
+    this.region.close({ markClean: !this.recoveryPending });
   }
 }

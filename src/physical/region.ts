@@ -16,6 +16,7 @@ import { MorselError, assert, check } from '../errors.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MAX_REGION_FRAMES, MIN_REGION_BYTES } from './layout.js';
 import { mapFile, syncFile } from './native.js';
+import { joinUsers, leaveUsers } from './users.js';
 import {
   SB_ROOTS_BYTE,
   SB_STATE_I32,
@@ -134,6 +135,7 @@ export class Region {
     });
     writeSuperblock(region.frame(0 as Frame), frameCount);
     Atomics.store(region.i32w[0], SB_STATE_I32, STATE_OPEN);
+    joinUsers(path);
     return region;
   }
 
@@ -141,9 +143,11 @@ export class Region {
    * Opens an existing region file. The superblock is validated from a copy
    * read with plain I/O before anything is mapped, so a file that is not a
    * region is never modified. Returns whether the last user crashed (the
-   * state was still "open"); the caller runs recovery then.
+   * state was still "open" and no process that registered as a user is
+   * alive: the caller runs recovery then), or whether live processes use it
+   * (`joined`: the caller must leave shared state alone).
    */
-  static openFile(path: string): { region: Region; crashed: boolean } {
+  static openFile(path: string): { region: Region; crashed: boolean; joined: boolean } {
     let size: number;
     const head = new Uint8Array(PAGE_SIZE);
     let got = 0;
@@ -166,14 +170,21 @@ export class Region {
       frameCount: info.frameCount,
       path,
     });
-    const sb = region.i32w[0];
-    const crashed = Atomics.exchange(sb, SB_STATE_I32, STATE_OPEN) !== STATE_CLEAN;
-    return { region, crashed };
+    const { othersAlive } = joinUsers(path);
+    const wasOpen = Atomics.exchange(region.i32w[0], SB_STATE_I32, STATE_OPEN) !== STATE_CLEAN;
+    return { region, crashed: wasOpen && !othersAlive, joined: othersAlive };
   }
 
-  /** Marks the region cleanly closed and flushes it. Views stay valid until GC. */
-  close(): void {
+  /**
+   * Flushes the region and, when this process is its last user, marks it
+   * cleanly closed (unless `markClean` is false: a crashed region inspected
+   * without recovery stays marked crashed). Views stay valid until GC.
+   */
+  close(opts: { markClean?: boolean } = {}): void {
     this.sync();
+    if (this.path === null) return;
+    const { last, dirty } = leaveUsers(this.path);
+    if (!last || dirty || opts.markClean === false) return;
     Atomics.store(this.i32w[0], SB_STATE_I32, STATE_CLEAN);
     this.sync(0, PAGE_SIZE);
   }
