@@ -12,7 +12,8 @@
  */
 import { ShmObject } from '../src/conventional/index.js';
 import { MiB } from '../src/units.js';
-import { balance, checkNoLeak, volatileMemory } from './env.js';
+import { balance, checkNoLeak, persistentMemory, volatileMemory } from './env.js';
+import type { Memory } from '../src/memory.js';
 import { REPS, claim, gibPerS, medianOf, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
 import { WorkerClient } from './workers/rpc.js';
@@ -40,25 +41,25 @@ export function transferRegionBytes(p: TransferParams): number {
   return 3 * PACKETS * p.packetBytes + 64 * MiB;
 }
 
-export async function runTransfer(opts: RunOptions & { params?: TransferParams }): Promise<ExperimentResult> {
-  const p = opts.params ?? transferParams(opts.quick);
-  const memory = volatileMemory(transferRegionBytes(p));
+/** Runs `variants` between a sender and a receiver worker on `memory`; variant names get `suffix`. */
+async function measureOn(memory: Memory, p: TransferParams, variants: TransferVariant[], suffix: string, tick: () => void): Promise<VariantResult[]> {
   const before = balance(memory);
-  const tick = ticker(TRANSFER_VARIANTS.length, opts.progress);
   const pages = p.packetBytes / 4096;
-
+  const needs = (v: TransferVariant) => variants.includes(v);
   // The circulating packets, prepared (populated) once.
   const ids = Array.from({ length: PACKETS }, () => {
     const id = memory.morsels.create(2);
     memory.morsels.populate(id, 0, p.packetBytes);
     return id;
   });
-  const objects = Array.from({ length: PACKETS }, () => {
-    const obj = ShmObject.create(memory, pages);
-    for (let i = 0; i < pages; i++) obj.getPage(i);
-    return obj;
-  });
-  const blocks = Array.from({ length: PACKETS }, () => Array.from({ length: p.packetBytes / (2 * MiB) }, () => memory.alloc.alloc(9) as number));
+  const objects = needs('conventional')
+    ? Array.from({ length: PACKETS }, () => {
+        const obj = ShmObject.create(memory, pages);
+        for (let i = 0; i < pages; i++) obj.getPage(i);
+        return obj;
+      })
+    : [];
+  const blocks = needs('limit') ? Array.from({ length: PACKETS }, () => Array.from({ length: p.packetBytes / (2 * MiB) }, () => memory.alloc.alloc(9) as number)) : [];
   const refs: Record<TransferVariant, unknown[] | undefined> = {
     morsel: ids,
     conventional: objects.map((o) => o.share()),
@@ -75,7 +76,7 @@ export async function runTransfer(opts: RunOptions & { params?: TransferParams }
   const receiver = WorkerClient.start(url, { share: memory.share(), role: 'receiver', port: port2 }, [port2]);
   const results: VariantResult[] = [];
   try {
-    for (const v of TRANSFER_VARIANTS) {
+    for (const v of variants) {
       const count = v === 'fresh-sab' ? p.freshCount : p.count;
       const req: TransferRun = { op: 'run', variant: v, count, packetBytes: p.packetBytes, refs: refs[v] };
       const durations = await repeatMeasured(p.reps, async () => {
@@ -86,7 +87,7 @@ export async function runTransfer(opts: RunOptions & { params?: TransferParams }
         const times = recv ?? sent;
         return times[times.length - 1] - times[0];
       });
-      results.push(variant(v, 'GiB_per_s', durations.map((ns) => gibPerS((count - 1) * p.packetBytes, ns))));
+      results.push(variant(v + suffix, 'GiB_per_s', durations.map((ns) => gibPerS((count - 1) * p.packetBytes, ns))));
       tick();
     }
   } finally {
@@ -96,7 +97,20 @@ export async function runTransfer(opts: RunOptions & { params?: TransferParams }
     blocks.flat().forEach((b) => memory.alloc.free(b as Frame, 9));
   }
   checkNoLeak(memory, before, 'transfer');
+  return results;
+}
 
+export async function runTransfer(opts: RunOptions & { params?: TransferParams }): Promise<ExperimentResult> {
+  const p = opts.params ?? transferParams(opts.quick);
+  const tick = ticker(TRANSFER_VARIANTS.length + 1, opts.progress);
+  const results = await measureOn(volatileMemory(transferRegionBytes(p)), p, TRANSFER_VARIANTS, '', tick);
+  // Cost of persistence (issue 5): the morsel path again, on a file-backed region.
+  const file = persistentMemory(transferRegionBytes(p));
+  try {
+    results.push(...(await measureOn(file.memory, p, ['morsel'], ' (file-backed)', tick)));
+  } finally {
+    file.dispose();
+  }
   const m = (v: string): number => medianOf(results, v, 'GiB_per_s');
   return {
     id: 'transfer',
@@ -111,6 +125,9 @@ export async function runTransfer(opts: RunOptions & { params?: TransferParams }
       }),
       claim('transfer: morsel / conventional throughput', m('morsel') / m('conventional'), { anchor: 10.5 / 5.5, goal: 2 }),
       claim('transfer: morsel / structured-clone throughput', m('morsel') / m('structured-clone'), { goal: 3 }),
+      claim('cost of persistence: transfer throughput, volatile / file-backed region, morsel (>1 = file slower)', m('morsel') / m('morsel (file-backed)'), {
+        note: 'the same morsel transfer on a region file mapped MAP_SHARED (page cache) instead of a SharedArrayBuffer',
+      }),
       claim('transfer: morsel / transferable ArrayBuffer throughput', m('morsel') / m('transferable')),
       claim('transfer: morsel / fresh SharedArrayBuffer per packet throughput', m('morsel') / m('fresh-sab')),
     ],
