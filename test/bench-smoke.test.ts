@@ -64,7 +64,7 @@ test('map: tiny size sweep and map+unmap per order', async () => {
 test('transfer: tiny packets through every mechanism', async () => {
   const e = await runTransfer({ quick: true, params: { packetBytes: 2 * MiB, count: 4, freshCount: 3, reps: 5 } });
   checkShape(e, 'transfer');
-  assert.deepEqual(new Set(e.results.map((r) => r.variant)), new Set(['limit', 'morsel-sender-only', 'morsel', 'conventional', 'structured-clone', 'transferable', 'fresh-sab']));
+  assert.deepEqual(new Set(e.results.map((r) => r.variant)), new Set(['limit', 'morsel-sender-only', 'morsel', 'conventional', 'structured-clone', 'transferable', 'fresh-sab', 'morsel (file-backed)']));
   for (const r of e.results) assert.ok(r.summary.median > 0, `${r.variant} throughput positive`);
 });
 
