@@ -151,6 +151,9 @@ export class Morsels {
     return table;
   }
 
+  /** Frames this instance linked by a winning CAS (populate reports the difference). */
+  private framesLinked = 0;
+
   /** Child of `table` at `idx`, created if missing. */
   private ensureChild(table: Frame, idx: number): Frame {
     const region = this.region;
@@ -158,7 +161,10 @@ export class Morsels {
     if (!isPresent(lo)) {
       const fresh = this.zeroedFrame();
       crashPoint('populate:before-link');
-      if (region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) return fresh;
+      if (region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
+        this.framesLinked++;
+        return fresh;
+      }
       crashPoint('populate:lost-race');
       this.alloc.free(fresh); // another thread was faster: its child stands
       lo = region.loadLo(table, idx);
@@ -191,25 +197,24 @@ export class Morsels {
     if (d.order === 0 || length === 0) return 0;
     const first = Math.floor(offset / PAGE_SIZE);
     const last = Math.floor((offset + length - 1) / PAGE_SIZE);
-    return this.populateRange(d.rootFrame, d.order, first, last);
+    const before = this.framesLinked;
+    this.populateRange(d.rootFrame, d.order, first, last);
+    return this.framesLinked - before;
   }
 
   /** Populates pages [first, last] (page numbers inside the table at `level`). */
-  private populateRange(table: Frame, level: number, first: number, last: number): number {
+  private populateRange(table: Frame, level: number, first: number, last: number): void {
     const span = entrySpan(level) / PAGE_SIZE; // pages per entry of this table
-    let created = 0;
     for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
-      const wasPresent = isPresent(this.region.loadLo(table, idx));
       const child = this.ensureChild(table, idx);
-      if (!wasPresent && isPresent(this.region.loadLo(table, idx)) && pfnOf(this.region.loadLo(table, idx), this.region.loadHi(table, idx)) === child) created++;
       if (level > 1) {
         const lo = Math.max(first, idx * span) - idx * span;
         const hi = Math.min(last, idx * span + span - 1) - idx * span;
-        created += this.populateRange(child, level - 1, lo, hi);
+        this.populateRange(child, level - 1, lo, hi);
       }
     }
-    return created;
   }
+
 
   // --- inspect --------------------------------------------------------------------
 
