@@ -41,6 +41,9 @@ export interface PopulateReply {
 
 const memory = Memory.attach((workerData as { share: RegionShare }).share);
 
+/** The limit zeroes with set() from a zero buffer: the fastest bulk zeroing on a SharedArrayBuffer here (Region.zeroFrame uses it too). */
+const ZERO_BLOCK = new Uint8Array(2 * 1024 * 1024);
+
 function run(req: PopulateRequest): PopulateReply {
   const first = req.addr + req.firstPage * 4096;
   const end = first + req.pages * 4096;
@@ -68,10 +71,7 @@ function run(req: PopulateRequest): PopulateReply {
       const region = memory.region;
       barrier.arrive();
       const t0 = nowNs();
-      for (const f of req.blocks!) {
-        const w = region.wordIndex(f as Frame, 0);
-        region.words(f as Frame).fill(0, w, w + 512 * 1024);
-      }
+      for (const f of req.blocks!) region.bytesOf(f as Frame).set(ZERO_BLOCK, region.byteOffsetInWindow(f as Frame));
       return { t0, t1: nowNs() };
     }
   }
