@@ -146,10 +146,19 @@ export class Morsels {
    * continues with the winner's. Returns the data frame.
    */
   populatePage(root: Frame, order: Order, offset: number): Frame {
-    let table = root;
-    for (let level = order; level >= 1; level--) table = this.ensureChild(table, tableIndex(offset, level));
+    return this.populateFrom(root, order, offset);
+  }
+
+  /**
+   * The same protocol from a level-`level` table of the morsel downwards: the
+   * MMU calls this with the table where its walk found the missing entry, so
+   * a fault does not walk the levels above again.
+   */
+  populateFrom(table: Frame, level: number, offset: number): Frame {
+    for (let l = level; l >= 1; l--) table = this.ensureChild(table, tableIndex(offset, l));
     return table;
   }
+
 
   /** Frames this instance linked by a winning CAS (populate reports the difference). */
   private framesLinked = 0;

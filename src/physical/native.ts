@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MorselError, type ErrorCode } from '../errors.js';
 
-export type AdviseKind = 'willneed' | 'dontneed' | 'populate';
+export type AdviseKind = 'willneed' | 'dontneed' | 'populate' | 'hugepage';
 
 interface Addon {
   map(path: string, byteLength: number): SharedArrayBuffer;

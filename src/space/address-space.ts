@@ -99,9 +99,9 @@ export class AddressSpace {
     return this.morsels.region;
   }
 
-  /** The morsel fault handler, for the MMU. */
-  populatePage(root: Frame, order: Order, offset: number): Frame {
-    return this.morsels.populatePage(root, order, offset);
+  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel). */
+  populateFrom(table: Frame, level: number, offset: number): Frame {
+    return this.morsels.populateFrom(table, level, offset);
   }
 
   share(): SpaceShare {

@@ -22,7 +22,7 @@ import { CTL_EPOCH } from './address-space.js';
 /**
  * What an MMU walks: x86-64 tables under a root, an epoch word for
  * shootdowns, and the fault handlers. A morsel AddressSpace resolves faults
- * inside morsels (`populatePage`); the conventional baseline resolves
+ * inside morsels (`populateFrom`); the conventional baseline resolves
  * faults outside them, page by page, like Linux' VMA fault path
  * (`handleFault`). One walker serves both, so their access costs compare
  * fairly.
@@ -36,8 +36,11 @@ export interface PagedSpace {
   /** [CTL_EPOCH] moves on every unmap */
   readonly control: Int32Array;
   readonly epoch: number;
-  /** the morsel fault handler: populate the page at `offset` of the morsel rooted at `root` */
-  populatePage?(root: Frame, order: Order, offset: number): unknown;
+  /**
+   * The morsel fault handler: populate the path to the page at `offset` of
+   * a morsel below its level-`level` table `table`; returns the data frame.
+   */
+  populateFrom?(table: Frame, level: number, offset: number): Frame;
   /** a fault outside any morsel: map the page or throw EFAULT/EACCES */
   handleFault?(vaddr: number, access: Access): void;
 }
@@ -166,9 +169,10 @@ export class Mmu {
         // Check rights before populating: a forbidden write must not allocate.
         if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
         this.counters.faults++;
-        this.space.populatePage!(morselRoot as Frame, morselOrder, vaddr % orderBytes(morselOrder));
-        level++; // retry this level: the entry is present now
-        continue;
+        // Populate from this table down and take the data frame it returns:
+        // entries inside a morsel are permissive, so `perm` is already final.
+        table = this.space.populateFrom!(table as Frame, level, vaddr % orderBytes(morselOrder));
+        break;
       }
       const hi = region.loadHi(table as Frame, idx);
       if ((lo & RW) === 0) perm &= ~PERM_WRITE;
