@@ -30,7 +30,7 @@ import { MorselError, assert, check } from '../errors.js';
 import { HI_NX, INNER_FLAGS, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
 import type { Rights } from '../space/rights.js';
-import { Access, type PagedSpace } from '../space/mmu.js';
+import { Access, CTL_EPOCH, type PagedSpace } from '../space/mmu.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { Mutex, mutexLock, mutexUnlock } from '../sync/mutex.js';
@@ -43,7 +43,6 @@ export const FAULT_AROUND_PAGES = 16;
 
 
 /** Int32 control words. */
-export const C_EPOCH = 0;
 const C_SEQ = 1;
 const C_MMAP_LOCK = 2;
 const C_VMA_COUNT = 3;
@@ -85,7 +84,7 @@ export class ConventionalSpace implements PagedSpace {
   readonly rootFrame: Frame;
   readonly levels = CONV_LEVELS;
   readonly limit = CONV_LIMIT;
-  /** [C_EPOCH] moves on every unmap: TLBs flush when they see it change. */
+  /** [CTL_EPOCH] moves on every unmap: TLBs flush when they see it change. */
   readonly control: Int32Array;
   readonly counters: ConvCounters = { faults: 0, ptes: 0 };
   private readonly vStart: Float64Array;
@@ -139,7 +138,7 @@ export class ConventionalSpace implements PagedSpace {
   }
 
   get epoch(): number {
-    return Atomics.load(this.control, C_EPOCH);
+    return Atomics.load(this.control, CTL_EPOCH);
   }
 
   /** Makes an object opened in this thread resolvable by faults in this thread. */
@@ -243,7 +242,7 @@ export class ConventionalSpace implements PagedSpace {
     } finally {
       this.mmapLock.unlock();
     }
-    Atomics.add(this.control, C_EPOCH, 1);
+    Atomics.add(this.control, CTL_EPOCH, 1);
   }
 
   /** Clears the PTEs of [start, end) one by one and frees the page tables of the range. */
@@ -307,7 +306,7 @@ export class ConventionalSpace implements PagedSpace {
       this.munmap(this.vStart[n - 1]);
     }
     this.mem.alloc.free(this.rootFrame);
-    Atomics.add(this.control, C_EPOCH, 1);
+    Atomics.add(this.control, CTL_EPOCH, 1);
   }
 
   // --- page tables --------------------------------------------------------------------

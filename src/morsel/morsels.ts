@@ -152,7 +152,9 @@ export class Morsels {
   /**
    * The same protocol from a level-`level` table of the morsel downwards: the
    * MMU calls this with the table where its walk found the missing entry, so
-   * a fault does not walk the levels above again.
+   * a fault does not walk the levels above again. `offset` may also be the
+   * faulting virtual address: morsels are naturally aligned, so the table
+   * indices below the morsel's top are the same.
    */
   populateFrom(table: Frame, level: number, offset: number): Frame {
     for (let l = level; l >= 1; l--) table = this.ensureChild(table, tableIndex(offset, l));

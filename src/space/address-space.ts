@@ -22,13 +22,13 @@ import { Registry } from '../morsel/registry.js';
 import type { Frame } from '../units.js';
 import type { Region } from '../physical/region.js';
 import { crashPoint } from '../crash-point.js';
+import { CTL_EPOCH } from './mmu.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
 export const ROOT_SLOT_SPACES = 1;
 export type Levels = 4 | 5;
 
-/** Control words shared by every thread using the space. */
-export const CTL_EPOCH = 0;
+/** Control words shared by every thread using the space ([CTL_EPOCH] is the MMU's, see PagedSpace). */
 const CTL_WORDS = 16;
 
 export interface SpaceShare {
@@ -99,9 +99,9 @@ export class AddressSpace {
     return this.morsels.region;
   }
 
-  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel). */
-  populateFrom(table: Frame, level: number, offset: number): Frame {
-    return this.morsels.populateFrom(table, level, offset);
+  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel) to the page of `vaddr`. */
+  populateFrom(table: Frame, level: number, vaddr: number): Frame {
+    return this.morsels.populateFrom(table, level, vaddr);
   }
 
   share(): SpaceShare {

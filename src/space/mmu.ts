@@ -13,11 +13,10 @@
  */
 import { MorselError } from '../errors.js';
 import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.js';
-import { orderBytes, tableIndex, type Order } from '../morsel/order.js';
+import { tableIndex } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
 import type { Region } from '../physical/region.js';
-import { CTL_EPOCH } from './address-space.js';
 
 /**
  * What an MMU walks: x86-64 tables under a root, an epoch word for
@@ -33,17 +32,22 @@ export interface PagedSpace {
   readonly levels: number;
   /** exclusive upper bound of valid addresses */
   readonly limit: number;
-  /** [CTL_EPOCH] moves on every unmap */
+  /** shared control words; [CTL_EPOCH] moves on every unmap (the TLB shootdown) */
   readonly control: Int32Array;
   readonly epoch: number;
   /**
-   * The morsel fault handler: populate the path to the page at `offset` of
-   * a morsel below its level-`level` table `table`; returns the data frame.
+   * The morsel fault handler: populate the path below the morsel's
+   * level-`level` table `table` to the page of `vaddr`; returns the data
+   * frame. (Morsels are naturally aligned, so the indices of `vaddr` below
+   * the morsel's top are its offset's.)
    */
-  populateFrom?(table: Frame, level: number, offset: number): Frame;
+  populateFrom?(table: Frame, level: number, vaddr: number): Frame;
   /** a fault outside any morsel: map the page or throw EFAULT/EACCES */
   handleFault?(vaddr: number, access: Access): void;
 }
+
+/** Index of the epoch word in a PagedSpace's `control`. */
+export const CTL_EPOCH = 0;
 
 export const Access = { Read: 0, Write: 1, Execute: 2 } as const;
 export type Access = (typeof Access)[keyof typeof Access];
@@ -77,8 +81,7 @@ export class Mmu {
   private wcKey = -1;
   private wcTable = 0;
   private wcPerm = 0;
-  private wcRoot = -1;
-  private wcOrder: Order = 0;
+  private wcInMorsel = false;
   private epoch: number;
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
@@ -123,34 +126,31 @@ export class Mmu {
     let level: number;
     let table: number;
     let perm: number;
-    let morselRoot: number;
-    let morselOrder: Order;
+    /** below an entry marked MORSEL_TOP: a missing entry is the morsel fault handler's */
+    let inMorsel: boolean;
     if (key === this.wcKey) {
       level = 1;
       table = this.wcTable;
       perm = this.wcPerm;
-      morselRoot = this.wcRoot;
-      morselOrder = this.wcOrder;
+      inMorsel = this.wcInMorsel;
     } else {
       level = this.space.levels;
       table = this.space.rootFrame;
       perm = PERM_WRITE | PERM_EXEC | PERM_USER;
-      morselRoot = -1;
-      morselOrder = 0;
+      inMorsel = false;
     }
     for (let faults = 0; level >= 1; level--) {
       if (level === 1 && key !== this.wcKey) {
         this.wcKey = key;
         this.wcTable = table;
         this.wcPerm = perm;
-        this.wcRoot = morselRoot;
-        this.wcOrder = morselOrder;
+        this.wcInMorsel = inMorsel;
       }
       const idx = tableIndex(vaddr, level);
       const lo = region.loadLo(table as Frame, idx);
       if (!isPresent(lo)) {
         if (++faults > FAULT_RETRIES) throw new MorselError('EFAULT', `0x${vaddr.toString(16)} keeps disappearing (concurrent unmap?)`);
-        if (morselRoot < 0) {
+        if (!inMorsel) {
           // Outside any morsel: only a space with its own fault path (the
           // conventional baseline's VMAs) can resolve it; it throws if not.
           if (this.space.handleFault === undefined) throw new MorselError('EFAULT', `nothing mapped at 0x${vaddr.toString(16)}`);
@@ -171,7 +171,7 @@ export class Mmu {
         this.counters.faults++;
         // Populate from this table down and take the data frame it returns:
         // entries inside a morsel are permissive, so `perm` is already final.
-        table = this.space.populateFrom!(table as Frame, level, vaddr % orderBytes(morselOrder));
+        table = this.space.populateFrom!(table as Frame, level, vaddr);
         break;
       }
       const hi = region.loadHi(table as Frame, idx);
@@ -179,10 +179,7 @@ export class Mmu {
       if ((lo & US) === 0) perm &= ~PERM_USER;
       if (hi & HI_NX) perm &= ~PERM_EXEC;
       table = pfnOf(lo, hi);
-      if (hi & HI_MORSEL_TOP) {
-        morselRoot = table;
-        morselOrder = (level - 1) as Order;
-      }
+      if (hi & HI_MORSEL_TOP) inMorsel = true;
     }
     if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
     this.tlbVpn[slot] = vpn;
