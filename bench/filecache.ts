@@ -122,7 +122,11 @@ function fileCacheClaims(results: VariantResult[], sizes: number[]): ReturnType<
     claim(`file cache: startup + full read reduction vs pre-faulted mapping at ${at}`, reduction(m('morsel', 'full_read_ns'), m('conventional-populate', 'full_read_ns')), { anchor: 0.45 }),
     claim(`file cache: startup + full read reduction vs fs.readFile at ${at}`, reduction(m('morsel', 'full_read_ns'), m('readFile', 'full_read_ns'))),
     constancy(`file cache: morsel map+unmap time vs file size ${sizes.map((s) => formatBytes(s)).join(', ')} (warm)`, sizes, maps, {
-      note: `single cold maps at process start: ${cold.map((c) => Math.round(c / 100) / 10).join(' / ')} us (host cache and TLB state after the previous run read the whole file)`,
+      // Two sizes measured minutes apart cannot bound a slope within this VM's
+      // noise (±20 % moves the exponent by ±0.07 over 16x); the map experiment
+      // fits ten sizes and the five orders and carries the constancy claim.
+      contrast: sizes.length < 3,
+      note: `${sizes.length < 3 ? 'informational with two sizes (the map experiment establishes constancy over 10 sizes); ' : ''}single cold maps at process start: ${cold.map((c) => Math.round(c / 100) / 10).join(' / ')} us (host cache and TLB state after the previous run read the whole file)`,
     }),
   ];
 }
