@@ -140,21 +140,14 @@ export class Morsels {
   // --- population -----------------------------------------------------------------
 
   /**
-   * The fault handler (thesis 3.4): walks from the root to the data page for
-   * byte `offset`, creating each missing table or page with the lock-free
-   * protocol: check, allocate, prepare, CAS; a lost CAS frees the frame and
-   * continues with the winner's. Returns the data frame.
-   */
-  populatePage(root: Frame, order: Order, offset: number): Frame {
-    return this.populateFrom(root, order, offset);
-  }
-
-  /**
-   * The same protocol from a level-`level` table of the morsel downwards: the
-   * MMU calls this with the table where its walk found the missing entry, so
-   * a fault does not walk the levels above again. `offset` may also be the
-   * faulting virtual address: morsels are naturally aligned, so the table
-   * indices below the morsel's top are the same.
+   * The fault handler (thesis 3.4): walks from `table` (a level-`level`
+   * table of the morsel; its root, or where the MMU's walk found the missing
+   * entry, so a fault never walks the levels above again) to the data page
+   * for byte `offset`, creating each missing table or page with the
+   * lock-free protocol: check, allocate, prepare, CAS; a lost CAS frees the
+   * frame and continues with the winner's. Returns the data frame. `offset`
+   * may also be the faulting virtual address: morsels are naturally aligned,
+   * so the table indices below the morsel's top are the same.
    */
   populateFrom(table: Frame, level: number, offset: number): Frame {
     for (let l = level; l >= 1; l--) table = this.ensureChild(table, tableIndex(offset, l));

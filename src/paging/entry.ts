@@ -69,7 +69,3 @@ export function entryFromBigInt(value: bigint): { lo: number; hi: number } {
   return { lo: Number(v & 0xffffffffn) | 0, hi: Number(v >> 32n) | 0 };
 }
 
-/** `0x` + 16 hex digits, the form IDs are printed in. */
-export function entryToHex(lo: number, hi: number): string {
-  return '0x' + (hi >>> 0).toString(16).padStart(8, '0') + (lo >>> 0).toString(16).padStart(8, '0');
-}

@@ -53,16 +53,6 @@ function load(): Addon {
   return addon;
 }
 
-/** True when the addon loads; lets callers and tests pick a fallback. */
-export function nativeAvailable(): boolean {
-  try {
-    load();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Calls into the addon, turning its errno-style errors into MorselError. */
 function call<T>(fn: (a: Addon) => T): T {
   const a = load();
