@@ -379,10 +379,8 @@ export class ConventionalSpace implements PagedSpace {
     const vmaFirst = this.fStart / 4096;
     const frame = obj.getPage(this.fPgoff + page - vmaFirst);
     const pt = this.ptFor(vaddr);
-    const lo = makeLo(frame, P | US | (r & R_WRITE ? RW : 0));
-    const hi = makeHi(frame, r & R_EXEC ? 0 : HI_NX);
     this.ptlLock(pt);
-    this.installPte(pt, page % 512, frame, lo, hi);
+    this.installPte(pt, page % 512, frame, r);
     if (access === Access.Read) this.faultAround(obj, pt, page, r);
     this.ptlUnlock(pt);
   }
@@ -397,12 +395,18 @@ export class ConventionalSpace implements PagedSpace {
       if (p === page) continue;
       const frame = obj.lookup(this.fPgoff + p - vmaFirst);
       if (frame === 0) continue;
-      this.installPte(pt, p % 512, frame, makeLo(frame, P | US | (r & R_WRITE ? RW : 0)), makeHi(frame, r & R_EXEC ? 0 : HI_NX));
+      this.installPte(pt, p % 512, frame, r);
     }
   }
 
-  /** Sets an empty PTE (caller holds the PT lock) and counts the mapping. */
-  private installPte(pt: Frame, idx: number, frame: number, lo: number, hi: number): void {
+  /**
+   * Sets an empty PTE for `frame` with the VMA's rights `r` (caller holds the
+   * PT lock) and counts the mapping. Rights live in every PTE here: that is
+   * the page-granular design morsels replace with one top entry.
+   */
+  private installPte(pt: Frame, idx: number, frame: number, r: number): void {
+    const lo = makeLo(frame, P | (r & R_USER ? US : 0) | (r & R_WRITE ? RW : 0));
+    const hi = makeHi(frame, r & R_EXEC ? 0 : HI_NX);
     const region = this.mem.region;
     const words = region.words(pt);
     const w = region.wordIndex(pt, 2 * idx);
