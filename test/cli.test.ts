@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { FORMAT_VERSION } from '../src/physical/superblock.js';
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/morsel.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-cli-'));
@@ -34,7 +35,7 @@ test('init, stat, create, write, read, inspect, destroy round trip', () => {
   assert.equal(stat.status, 0);
   const free0 = stat.json.frames.free;
   assert.equal(stat.json.frames.total, 4096);
-  assert.equal(stat.json.version, 1);
+  assert.equal(stat.json.version, FORMAT_VERSION);
   assert.ok(free0 > 3500 && free0 < 4096);
 
   const created = morsel(['create', '--region', region, '--order', '1', '--json']);

@@ -10,6 +10,10 @@
  *                      QEMU's private copy only: share=off)
  *   frames 0xA0..0xFF  reserved: the PC firmware / option-ROM hole
  *   frames 0x100..     allocator metadata (LLFree bitfields and counters)
+ *   then 1 frame       the user-slot table (USER_SLOTS records of USER_SLOT_BYTES:
+ *                      one per process using the region, see src/physical/users.ts)
+ *   then ceil(N/1024)  morsel words: one int32 per frame, the generation and
+ *                      state of a morsel rooted at that frame (src/morsel/)
  *   the rest           allocatable frames
  *
  * Reserved and metadata frames are marked allocated in the allocator's
@@ -36,6 +40,12 @@ export const BITFIELD_WORDS = BITFIELD_BYTES / 4;
 export const MIN_REGION_BYTES = 4 * 1024 * 1024;
 export const MAX_REGION_FRAMES = 2 ** 32 - 1;
 
+/** Processes that can use one region at a time, and the bytes of each one's record. */
+export const USER_SLOTS = 64;
+export const USER_SLOT_BYTES = 64;
+/** Morsel words (int32) per frame of the morsel-word array. */
+export const MORSEL_WORDS_PER_FRAME = PAGE_SIZE / 4;
+
 export interface MetaLayout {
   children: number;
   trees: number;
@@ -43,6 +53,12 @@ export interface MetaLayout {
   bitfieldsByte: number;
   childCountersByte: number;
   treeCountersByte: number;
+  /** the user-slot table (one frame) */
+  usersFrame: number;
+  /** first frame of the morsel-word array: word f lives in frame morselWordsFrame + f / 1024 */
+  morselWordsFrame: number;
+  morselWordsFrames: number;
+  /** every frame from META_START_FRAME on that is metadata (allocator, users, morsel words) */
   metaFrames: number;
 }
 
@@ -54,11 +70,15 @@ export function metaLayout(frameCount: number): MetaLayout {
   const childCountersByte = bitfieldsByte + children * BITFIELD_BYTES;
   const treeCountersByte = childCountersByte + children * 4;
   const endByte = treeCountersByte + trees * 4;
-  const metaFrames = Math.ceil((endByte - bitfieldsByte) / PAGE_SIZE);
-  return { children, trees, bitfieldsByte, childCountersByte, treeCountersByte, metaFrames };
+  const allocFrames = Math.ceil((endByte - bitfieldsByte) / PAGE_SIZE);
+  const usersFrame = META_START_FRAME + allocFrames;
+  const morselWordsFrame = usersFrame + 1;
+  const morselWordsFrames = Math.ceil(frameCount / MORSEL_WORDS_PER_FRAME);
+  const metaFrames = allocFrames + 1 + morselWordsFrames;
+  return { children, trees, bitfieldsByte, childCountersByte, treeCountersByte, usersFrame, morselWordsFrame, morselWordsFrames, metaFrames };
 }
 
-/** Frames [0, firstFreeFrame) are reserved or metadata. */
+/** Frames [0, firstAllocatableFrame) are reserved or metadata. */
 export function firstAllocatableFrame(frameCount: number): number {
   return META_START_FRAME + metaLayout(frameCount).metaFrames;
 }

@@ -5,8 +5,8 @@
  *   8  format version (u32)           48 state (u32): 0 clean, 1 open (crash if found open)
  *  12  frame size, 4096 (u32)
  *  16  frame count (u32)              64 root slots: 16 x u64, updated atomically
- *  20  allocator metadata start frame       by the layers that own them (slot 0:
- *  24  allocator metadata frame count       live-morsel table; others reserved)
+ *  20  allocator metadata start frame       by the layers that own them (ROOT_SLOT_*
+ *  24  metadata frame count                 below; the others reserved, zero)
  *  28  reserved low frames (u32)
  *
  * Only bytes 0..31 are checksummed: they never change after formatting. State
@@ -17,9 +17,13 @@ import { PAGE_SIZE } from '../units.js';
 import { LOW_RESERVED_FRAMES, META_START_FRAME, metaLayout } from './layout.js';
 
 export const MAGIC = 'MORSELRG';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 export const ROOT_SLOTS = 16;
-export const ROOT_SLOT_LIVE_TABLE = 0;
+/** Root slot owners: each slot belongs to exactly one layer. */
+export const ROOT_SLOT_LIVE_TABLE = 0; // src/morsel: live morsels, keyed by root frame
+export const ROOT_SLOT_SPACES = 1; // src/space: address spaces, keyed by root frame
+export const ROOT_SLOT_NAMES = 2; // src/manage: the namespace
+export const ROOT_SLOT_RESERVATIONS = 3; // src/manage: fixed-address reservations
 
 export const SB_STATE_I32 = 48 / 4;
 export const SB_ROOTS_BYTE = 64;

@@ -25,7 +25,8 @@ import { crashPoint } from '../crash-point.js';
 import { CTL_EPOCH } from './mmu.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
-export const ROOT_SLOT_SPACES = 1;
+export { ROOT_SLOT_SPACES } from '../physical/superblock.js';
+import { ROOT_SLOT_SPACES } from '../physical/superblock.js';
 export type Levels = 4 | 5;
 
 /** Control words shared by every thread using the space ([CTL_EPOCH] is the MMU's, see PagedSpace). */
