@@ -14,7 +14,7 @@ import { firstAllocatableFrame } from '../src/physical/layout.js';
 import type { Region } from '../src/physical/region.js';
 import type { Frame } from '../src/units.js';
 import { MiB } from '../src/units.js';
-import { Registry } from '../src/morsel/registry.js';
+import { Registry, superblockRoot } from '../src/morsel/registry.js';
 import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
 import { nowNs } from './stats.js';
 
@@ -124,7 +124,7 @@ export function freeFramesNow(memory: Memory): number {
 export function balance(memory: Memory): number {
   let tables = 0;
   memory.morsels.live.forEach(() => {}, () => tables++);
-  new Registry(memory.region, memory.alloc, ROOT_SLOT_SPACES).forEach(() => {}, () => tables++);
+  new Registry(memory.region, memory.alloc, superblockRoot(memory.region, ROOT_SLOT_SPACES)).forEach(() => {}, () => tables++);
   return freeFramesNow(memory) + tables;
 }
 

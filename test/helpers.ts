@@ -1,5 +1,5 @@
 import type { Memory } from '../src/memory.js';
-import { Registry } from '../src/morsel/registry.js';
+import { Registry, superblockRoot } from '../src/morsel/registry.js';
 import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
 
 /**
@@ -10,6 +10,6 @@ import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
 export function freeFrames(m: Memory): number {
   let tables = 0;
   m.morsels.live.forEach(() => {}, () => tables++);
-  new Registry(m.region, m.alloc, ROOT_SLOT_SPACES).forEach(() => {}, () => tables++);
+  new Registry(m.region, m.alloc, superblockRoot(m.region, ROOT_SLOT_SPACES)).forEach(() => {}, () => tables++);
   return m.alloc.freeFrames() + tables;
 }

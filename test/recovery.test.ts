@@ -13,7 +13,7 @@ import { META_DATA_ID_ENTRY } from '../src/morsel/meta.js';
 import { INNER_FLAGS, PS, makeHi, makeLo, pfnOf } from '../src/paging/entry.js';
 import { metaLayout } from '../src/physical/layout.js';
 import { Mmu } from '../src/space/mmu.js';
-import { Registry } from '../src/morsel/registry.js';
+import { Registry, superblockRoot } from '../src/morsel/registry.js';
 import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
 import { checkRegion, type CheckReport } from '../src/recovery/check.js';
 import { runCheck } from '../src/cli/check.js';
@@ -124,7 +124,7 @@ test('recovery reclaims frames in transit and nothing else', () => {
   const usedBefore = m.alloc.totalAllocatable() - m.alloc.freeFrames();
   // The (empty) space registry's tables are dropped with the dead process's spaces.
   let spaceTables = 0;
-  new Registry(m.region, m.alloc, ROOT_SLOT_SPACES).forEach(() => {}, () => spaceTables++);
+  new Registry(m.region, m.alloc, superblockRoot(m.region, ROOT_SLOT_SPACES)).forEach(() => {}, () => spaceTables++);
   assert.ok(spaceTables > 0);
   for (let i = 0; i < 7; i++) m.alloc.alloc(0); // allocated, never linked: in transit at the "crash"
   m.alloc.release();

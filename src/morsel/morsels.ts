@@ -19,7 +19,7 @@ import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.j
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
-import { Registry } from './registry.js';
+import { Registry, superblockRoot } from './registry.js';
 import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
 import { crashPoint } from '../crash-point.js';
 
@@ -46,7 +46,7 @@ export class Morsels {
     readonly region: Region,
     readonly alloc: FrameAllocator,
   ) {
-    this.live = new Registry(region, alloc, ROOT_SLOT_LIVE_TABLE);
+    this.live = new Registry(region, alloc, superblockRoot(region, ROOT_SLOT_LIVE_TABLE));
     this.firstFrame = firstAllocatableFrame(region.frameCount);
   }
 

@@ -19,13 +19,41 @@ import { crashPoint } from '../crash-point.js';
 /** Keys covered by one entry of a level-L registry table (index L). */
 const KEY_SPAN = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];
 
+/**
+ * Where a registry's top table frame is stored: a superblock root slot or a
+ * field of a user-slot record. 0 = no table yet; set once by CAS.
+ */
+export interface RootCell {
+  readonly name: string;
+  load(): number;
+  cas(expect: number, next: number): boolean;
+}
+
+/** The root cell in superblock root slot `slot`. */
+export function superblockRoot(region: Region, slot: number): RootCell {
+  return {
+    name: `root slot ${slot}`,
+    load: () => region.loadRootFrame(slot),
+    cas: (expect, next) => region.casRoot(slot, BigInt(expect), BigInt(next)),
+  };
+}
+
+/** The root cell in field `field` (SLOT_*_ROOT) of user slot `slot`'s record. */
+export function userSlotRoot(region: Region, slot: number, field: number): RootCell {
+  return {
+    name: `user slot ${slot} field ${field}`,
+    load: () => region.loadSlotRoot(slot, field),
+    cas: (expect, next) => region.casSlotRoot(slot, field, expect, next),
+  };
+}
+
 export class Registry {
   readonly depth: number;
 
   constructor(
     private readonly region: Region,
     private readonly alloc: FrameAllocator,
-    readonly slot: number,
+    readonly root: RootCell,
   ) {
     let depth = 1;
     while (512 ** depth < region.frameCount) depth++;
@@ -34,11 +62,11 @@ export class Registry {
 
   /** The registry's top table, creating it on first use. */
   private top(create: boolean): Frame | null {
-    const cur = this.region.loadRootFrame(this.slot);
+    const cur = this.root.load();
     if (cur !== 0) return this.checkedTable(cur as Frame);
     if (!create) return null;
     const frame = this.freshTable();
-    if (this.region.casRoot(this.slot, 0n, BigInt(frame))) return frame;
+    if (this.root.cas(0, frame)) return frame;
     this.alloc.free(frame); // lost the race: use the winner's table
     return this.top(false);
   }
@@ -52,7 +80,7 @@ export class Registry {
 
   private checkedTable(frame: Frame): Frame {
     if (!(frame > 0 && frame < this.region.frameCount)) {
-      throw new MorselError('ECORRUPT', `registry ${this.slot}: table frame ${frame} outside the region`);
+      throw new MorselError('ECORRUPT', `registry ${this.root.name}: table frame ${frame} outside the region`);
     }
     return frame;
   }
@@ -79,7 +107,7 @@ export class Registry {
   add(key: number, lo: number, hi: number): void {
     assert(isPresent(lo), 'registry values are present entries');
     const leaf = this.leaf(key, true)!;
-    check(this.region.casEntry(leaf, key % 512, 0, 0, lo, hi), 'EEXIST', () => `registry ${this.slot}: key ${key} already registered`);
+    check(this.region.casEntry(leaf, key % 512, 0, 0, lo, hi), 'EEXIST', () => `registry ${this.root.name}: key ${key} already registered`);
   }
 
   /** Removes the entry under `key` iff it is (lo, hi). Returns whether it did. */

@@ -43,6 +43,20 @@ export const MAX_REGION_FRAMES = 2 ** 32 - 1;
 /** Processes that can use one region at a time, and the bytes of each one's record. */
 export const USER_SLOTS = 64;
 export const USER_SLOT_BYTES = 64;
+/**
+ * A user-slot record, int32 word offsets (little-endian; frame numbers are
+ * < 2^32, so a root is one word):
+ *   0 pid of the owner (0 = free)   1 claims: bumped on every claim of the slot
+ *   4 usage registry root frame     6 address-space registry root frame
+ *   (src/manage: this process's      (src/space: this process's spaces)
+ *    handles and mappings)
+ * Other words are reserved (zero).
+ */
+export const SLOT_PID = 0;
+export const SLOT_CLAIMS = 1;
+export const SLOT_USAGE_ROOT = 4;
+export const SLOT_SPACES_ROOT = 6;
+
 /** Morsel words (int32) per frame of the morsel-word array. */
 export const MORSEL_WORDS_PER_FRAME = PAGE_SIZE / 4;
 

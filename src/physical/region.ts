@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import { MorselError, assert, check, isMorselError } from '../errors.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { MAX_REGION_FRAMES, MIN_REGION_BYTES } from './layout.js';
+import { MAX_REGION_FRAMES, MIN_REGION_BYTES, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from './layout.js';
 import { adviseFile, mapFile, syncFile } from './native.js';
 import { joinUsers, leaveUsers } from './users.js';
 import {
@@ -42,6 +42,8 @@ export interface RegionShare {
   mapCounts: SharedArrayBuffer;
   frameCount: number;
   path: string | null;
+  /** the sharing process's user slot */
+  userSlot: number;
 }
 
 export class Region {
@@ -60,6 +62,12 @@ export class Region {
   private readonly i64w: BigInt64Array[] = [];
   /** Entries' high halves are all zero below 2^20 frames: int32 CAS suffices. */
   readonly smallPfn: boolean;
+  /**
+   * This process's user slot (0..USER_SLOTS-1): the record in the user-slot
+   * table that holds its per-process roots. Threads of one process share it.
+   */
+  userSlot = 0;
+  private readonly usersFrame: Frame;
 
   private constructor(share: RegionShare) {
     this.sab = share.sab;
@@ -67,6 +75,7 @@ export class Region {
     this.path = share.path;
     this.mapCounts = new Int32Array(share.mapCounts);
     this.smallPfn = share.frameCount <= 0x100000;
+    this.usersFrame = metaLayout(share.frameCount).usersFrame as Frame;
     assert(share.sab.byteLength === share.frameCount * PAGE_SIZE, 'region buffer size matches frame count');
     for (let off = 0; off < share.sab.byteLength; off += WINDOW_BYTES) {
       const len = Math.min(WINDOW_BYTES, share.sab.byteLength - off);
@@ -85,12 +94,14 @@ export class Region {
   }
 
   share(): RegionShare {
-    return { sab: this.sab, mapCounts: this.mapCounts.buffer as SharedArrayBuffer, frameCount: this.frameCount, path: this.path };
+    return { sab: this.sab, mapCounts: this.mapCounts.buffer as SharedArrayBuffer, frameCount: this.frameCount, path: this.path, userSlot: this.userSlot };
   }
 
   /** Re-creates the views in another thread. No validation: the owner did it. */
   static fromShare(share: RegionShare): Region {
-    return new Region(share);
+    const region = new Region(share);
+    region.userSlot = share.userSlot;
+    return region;
   }
 
   /** A fresh formatted volatile region of `sizeBytes`. */
@@ -103,6 +114,7 @@ export class Region {
       mapCounts: new SharedArrayBuffer(frameCount * 4),
       frameCount,
       path: null,
+      userSlot: 0,
     });
     writeSuperblock(region.frame(0 as Frame), frameCount);
     Atomics.store(region.i32w[0], SB_STATE_I32, STATE_OPEN);
@@ -134,6 +146,7 @@ export class Region {
       mapCounts: new SharedArrayBuffer(frameCount * 4),
       frameCount,
       path,
+      userSlot: 0,
     });
     writeSuperblock(region.frame(0 as Frame), frameCount);
     Atomics.store(region.i32w[0], SB_STATE_I32, STATE_OPEN);
@@ -171,6 +184,7 @@ export class Region {
       mapCounts: new SharedArrayBuffer(info.frameCount * 4),
       frameCount: info.frameCount,
       path,
+      userSlot: 0,
     });
     const { othersAlive } = joinUsers(path);
     const wasOpen = Atomics.exchange(region.i32w[0], SB_STATE_I32, STATE_OPEN) !== STATE_CLEAN;
@@ -280,6 +294,32 @@ export class Region {
     }
     const v = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
     Atomics.store(this.i64w[w], word >>> 1, BigInt.asIntN(64, v));
+  }
+
+  // --- user slots ----------------------------------------------------------
+
+  /** Int32 index of word `word` of user slot `slot`'s record in words(usersFrame). */
+  private slotWord(slot: number, word: number): number {
+    assert(Number.isInteger(slot) && slot >= 0 && slot < USER_SLOTS, 'user slot in range');
+    assert(word >= 0 && word < USER_SLOT_BYTES / 4, 'user slot word in range');
+    return this.wordIndex(this.usersFrame, (slot * USER_SLOT_BYTES) / 4 + word);
+  }
+
+  /** A frame-valued field (SLOT_*_ROOT) of user slot `slot`. */
+  loadSlotRoot(slot: number, field: number): number {
+    return Atomics.load(this.words(this.usersFrame), this.slotWord(slot, field)) >>> 0;
+  }
+
+  casSlotRoot(slot: number, field: number, expect: number, next: number): boolean {
+    return Atomics.compareExchange(this.words(this.usersFrame), this.slotWord(slot, field), expect | 0, next | 0) === (expect | 0);
+  }
+
+  /**
+   * Whether the process owning user slot `slot` is alive. (Single-process
+   * placeholder: only this process's slot is; the membership layer replaces it.)
+   */
+  slotAlive(slot: number): boolean {
+    return slot === this.userSlot;
   }
 
   // --- superblock roots ----------------------------------------------------

@@ -18,7 +18,7 @@ import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '..
 import { hex } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
-import { Registry } from '../morsel/registry.js';
+import { Registry, superblockRoot } from '../morsel/registry.js';
 import type { Frame } from '../units.js';
 import type { Region } from '../physical/region.js';
 import { crashPoint } from '../crash-point.js';
@@ -71,7 +71,7 @@ export class AddressSpace {
     this.levels = share.levels;
     this.limit = share.levels === 4 ? 2 ** 47 : 2 ** 53;
     this.control = new Int32Array(share.control);
-    this.registry = new Registry(morsels.region, morsels.alloc, ROOT_SLOT_SPACES);
+    this.registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
   }
 
   static create(morsels: Morsels, opts: { levels?: Levels } = {}): AddressSpace {
@@ -316,7 +316,7 @@ export class AddressSpace {
  * with it). Returns how many it removed. Morsel frames are never touched.
  */
 export function reapSpaces(morsels: Morsels): number {
-  const registry = new Registry(morsels.region, morsels.alloc, ROOT_SLOT_SPACES);
+  const registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
   const roots: { root: number; levels: Levels }[] = [];
   registry.forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & (1 << 26) ? 5 : 4 }));
   for (const { root, levels } of roots) {
