@@ -15,14 +15,31 @@ export type ErrorCode =
   | 'ERANGE' // offset / address outside the object
   | 'EBUSY' // object still in use (e.g. mapped)
   | 'ENOTSUP' // valid request the configuration cannot serve
-  | 'EIO'; // the host refused an I/O operation
+  | 'EIO' // the host refused an I/O operation
+  | 'EPERM' // operation not permitted to this user
+  | 'EBADF' // handle, space or memory already closed / destroyed
+  | 'ESTALE' // handle names a morsel that was destroyed (generation changed)
+  | 'ENOTDIR' // a path component is not a directory
+  | 'EISDIR' // the target is a directory
+  | 'ENOTEMPTY' // directory not empty
+  | 'ENAMETOOLONG' // name or path too long
+  | 'EINTERNAL'; // a bug in morsel: an invariant failed or an engine error escaped
 
+/**
+ * `message` is the text after the code and never repeats it: whoever prints
+ * the error puts the code in front once (the CLI: `morsel: CODE: message`).
+ * Stack traces show `MorselError [CODE]: message`, as Node shows its own codes.
+ */
 export class MorselError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(`${code}: ${message}`, options);
+    super(message, options);
     this.code = code;
     this.name = 'MorselError';
+  }
+
+  override toString(): string {
+    return `MorselError [${this.code}]: ${this.message}`;
   }
 }
 

@@ -19,14 +19,30 @@ export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
 export const TiB = 1024 * GiB;
 
-/** Parses "4096", "256MiB", "8GiB", "2M", "1g" into bytes. */
-export function parseSize(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$/i.exec(text);
-  if (!m) throw new MorselError('EINVAL', `not a size: ${JSON.stringify(text)}`);
-  const scale = { '': 1, k: KiB, m: MiB, g: GiB, t: TiB }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  const bytes = Number(m[1]) * scale;
-  if (!Number.isSafeInteger(bytes)) throw new MorselError('EINVAL', `size out of range: ${text}`);
+const UNIT_SCALE: Record<string, number> = { '': 1, b: 1, k: KiB, m: MiB, g: GiB, t: TiB };
+
+/**
+ * Parses a byte count, offset, length or address into a safe integer:
+ * "4096", "0x1000", "1KiB", "256MiB", "8GiB", "2M", "1.5g" (units are powers
+ * of 1024; "KB" = "KiB"). Throws EINVAL naming `what` for anything else,
+ * negative numbers and fractions of a byte included.
+ */
+export function parseBytes(text: string, what = 'size'): number {
+  const t = text.trim();
+  const hex = /^0x([0-9a-f]+)$/i.exec(t);
+  const dec = /^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:ib|b|i)?|(b))?$/i.exec(t);
+  let bytes = NaN;
+  if (hex) bytes = Number.parseInt(hex[1], 16);
+  else if (dec) bytes = Number(dec[1]) * UNIT_SCALE[(dec[2] ?? dec[3] ?? '').toLowerCase()];
+  if (!Number.isSafeInteger(bytes)) {
+    throw new MorselError('EINVAL', `${what} must be a whole number of bytes (e.g. 4096, 0x1000, 4KiB, 2MiB), got ${JSON.stringify(text)}`);
+  }
   return bytes;
+}
+
+/** Parses a region or morsel size; see parseBytes. */
+export function parseSize(text: string): number {
+  return parseBytes(text, 'size');
 }
 
 export function formatBytes(bytes: number): string {

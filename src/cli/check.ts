@@ -4,15 +4,16 @@
  * what is on media; a crashed region it does not repair stays marked crashed.
  *
  * Exit status: 0 every invariant holds, 1 problems found (the report lists
- * them; with --repair: problems remain after repairing), 2 the check could
- * not run (no such file, ...). A region whose superblock fails validation is
+ * them; with --repair: problems remain after repairing), 2+ the check could
+ * not run (the error's class: 3 no such file, ...; see common.ts). A region whose superblock fails validation is
  * a problem, not an error: it is reported with code ECORRUPT/EVERSION and the
  * file is never modified (the superblock is validated before it is mapped).
  */
 import { Command, Option } from 'commander';
-import { MorselError, isMorselError } from '../errors.js';
+import { isMorselError } from '../errors.js';
 import { Memory } from '../memory.js';
 import { checkRegion, type CheckReport, type CheckSummary } from '../recovery/check.js';
+import { EXIT_OK, EXIT_PROBLEMS, printError } from './common.js';
 
 type Report = CheckSummary & Partial<CheckReport>;
 
@@ -28,14 +29,11 @@ export function registerCheck(program: Command): void {
       try {
         report = runCheck(o.region, !!o.repair);
       } catch (e) {
-        const err = isMorselError(e) ? e : new MorselError('EINVAL', e instanceof Error ? e.message : String(e));
-        if (o.json) process.stdout.write(JSON.stringify({ error: { code: err.code, message: err.message } }) + '\n');
-        else process.stderr.write(`morsel: ${err.message}\n`);
-        process.exitCode = 2;
+        printError(!!o.json, e);
         return;
       }
       process.stdout.write((o.json ? JSON.stringify(report) : describe(report)) + '\n');
-      process.exitCode = report.ok ? 0 : 1;
+      process.exitCode = report.ok ? EXIT_OK : EXIT_PROBLEMS;
     });
 }
 

@@ -1,11 +1,12 @@
 /**
  * `morsel hwcheck --region R [--levels 4|5] [--json]`: runs the QEMU check
  * (see hwcheck.ts) on an existing region, for one or both paging depths,
- * leaving the region as it was. Exit status 1 when a check fails, 2 on an
- * error (missing QEMU/nasm, unusable region), like the other commands.
+ * leaving the region as it was. Exit status 1 when a check fails; an error
+ * (missing QEMU/nasm: ENOTSUP, unusable region) exits with its class, like
+ * every command (src/cli/common.ts).
  */
 import { Command, Option } from 'commander';
-import { MorselError, isMorselError } from '../errors.js';
+import { EXIT_PROBLEMS, printError } from '../cli/common.js';
 import type { Levels } from '../space/address-space.js';
 import { hwcheck, type HwcheckResult } from './hwcheck.js';
 
@@ -22,13 +23,9 @@ export function registerHwcheck(program: Command): void {
         const runs = levels.map((l) => hwcheck({ levels: l, region: o.region }));
         const ok = runs.every((r) => r.ok);
         process.stdout.write((o.json ? JSON.stringify({ ok, runs }) : runs.map(describe).join('\n')) + '\n');
-        if (!ok) process.exitCode = 1;
+        if (!ok) process.exitCode = EXIT_PROBLEMS;
       } catch (e) {
-        // The same typed-error contract as src/cli/main.ts.
-        const err = isMorselError(e) ? e : new MorselError('EINVAL', e instanceof Error ? e.message : String(e));
-        if (o.json) process.stdout.write(JSON.stringify({ error: { code: err.code, message: err.message } }) + '\n');
-        else process.stderr.write(`morsel: ${err.message}\n`);
-        process.exitCode = 2;
+        printError(!!o.json, e);
       }
     });
 }
