@@ -6,7 +6,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MorselError } from '../src/errors.js';
+import { toMorselError } from '../src/cli/common.js';
 import { FORMAT_VERSION } from '../src/physical/superblock.js';
+
+/** The README's exit-status table, written out again: the CLI must match the documentation. */
+const EXIT: Record<string, number> = {
+  EINVAL: 2, ERANGE: 2, EMISALIGNED: 2, ENOENT: 3, EEXIST: 3, EISDIR: 3, EACCES: 4, ENOSPC: 5, ECORRUPT: 6, EVERSION: 6, ENOTSUP: 9,
+};
 
 const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/morsel.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-cli-'));
@@ -85,8 +92,8 @@ test('every error path: typed code, non-zero exit, region untouched', () => {
   const expect = (args: string[], code: string, input?: Buffer) => {
     const before = sha(region);
     const r = morsel([...args, '--json'], input);
-    assert.notEqual(r.status, 0, args.join(' '));
     assert.equal(r.json?.error?.code, code, `${args.join(' ')} → ${r.out}${r.err}`);
+    assert.equal(r.status, EXIT[code], `${args.join(' ')}: exit status of ${code}`);
     assert.equal(typeof r.json.error.message, 'string');
     if (args.includes(region) && code !== 'EEXIST') assert.equal(sha(region), before, `${args.join(' ')} changed the region`);
   };
@@ -138,15 +145,136 @@ test('files that are not regions: ECORRUPT/EVERSION and never modified', () => {
     const before = sha(f);
     const r = morsel(['stat', '--region', f, '--json']);
     assert.equal(r.json?.error?.code, code, `${name}: ${r.out}${r.err}`);
-    assert.notEqual(r.status, 0);
+    assert.equal(r.status, EXIT[code]);
     assert.equal(sha(f), before, `${name} was modified`);
   }
 });
 
+const COMMANDS = ['init', 'stat', 'create', 'write', 'read', 'inspect', 'destroy', 'ls', 'check', 'hwcheck'];
+
 test('--help on every command', () => {
-  for (const cmd of ['init', 'stat', 'create', 'write', 'read', 'inspect', 'destroy', 'ls']) {
+  for (const cmd of COMMANDS) {
     const r = morsel([cmd, '--help']);
     assert.equal(r.status, 0, cmd);
     assert.match(r.out, /Usage: morsel/);
   }
+});
+
+test('--version prints the package version', () => {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(path.dirname(bin), '../package.json'), 'utf8')) as { version: string };
+  const r = morsel(['--version']);
+  assert.equal(r.status, 0);
+  assert.equal(r.out.trim(), pkg.version);
+});
+
+test('--json: every command answers a usage error and a missing region with one error object and its exit status', () => {
+  const nasm = spawnSync('nasm', ['-v']).error === undefined;
+  const missing = path.join(dir, 'missing.region');
+  /** Arguments that make each command fail at run time on a missing file, and the code it must give. */
+  const runtime: Record<string, [string[], string]> = {
+    init: [['init', path.join(dir, 'no/such/dir.region'), '--size', '4MiB'], 'ENOENT'],
+    stat: [['stat', '--region', missing], 'ENOENT'],
+    create: [['create', '--region', missing, '--order', '0'], 'ENOENT'],
+    write: [['write', '0x0000000000103207', '--region', missing, '--file', bin], 'ENOENT'],
+    read: [['read', '0x0000000000103207', '--region', missing, '--length', '1'], 'ENOENT'],
+    inspect: [['inspect', '0x0000000000103207', '--region', missing], 'ENOENT'],
+    destroy: [['destroy', '0x0000000000103207', '--region', missing], 'ENOENT'],
+    ls: [['ls', '--region', missing], 'ENOENT'],
+    check: [['check', '--region', missing], 'ENOENT'],
+    hwcheck: [['hwcheck', '--region', missing], nasm ? 'ENOENT' : 'ENOTSUP'],
+  };
+  const one = (args: string[], code: string) => {
+    const r = morsel(args);
+    const lines = r.out.trim().split('\n');
+    assert.equal(lines.length, 1, `${args.join(' ')}: one line on stdout, got ${r.out}`);
+    assert.deepEqual(Object.keys(r.json ?? {}), ['error'], `${args.join(' ')}: ${r.out}`);
+    assert.equal(r.json.error.code, code, `${args.join(' ')}: ${r.out}`);
+    assert.ok(r.json.error.message.length > 0 && !r.json.error.message.startsWith(code), `${args.join(' ')}: the message does not repeat the code: ${r.json.error.message}`);
+    assert.equal(r.status, EXIT[code], `${args.join(' ')}: exit status`);
+    assert.equal(r.err, '', `${args.join(' ')}: nothing on stderr under --json`);
+  };
+  for (const cmd of COMMANDS) {
+    one([...runtime[cmd][0], '--bogus', '--json'], 'EINVAL');
+    one([...runtime[cmd][0], '--json'], runtime[cmd][1]);
+  }
+  one(['no-such-command', '--json'], 'EINVAL');
+  one(['stat', '--json'], 'EINVAL'); // missing --region
+  // Without --json: one line `morsel: CODE: message` on stderr, nothing on stdout.
+  const text = morsel(['stat', '--region', missing]);
+  assert.equal(text.out, '');
+  assert.match(text.err, /^morsel: ENOENT: [^\n]+\n$/);
+  assert.ok(!/ENOENT: .*ENOENT:/.test(text.err), `the code appears once: ${text.err}`);
+});
+
+test('units and hex for every size, offset, length and address', () => {
+  const region = path.join(dir, 'units.region');
+  assert.equal(morsel(['init', region, '--size', '8MiB']).status, 0);
+  const id = morsel(['create', '--region', region, '--order', '1', '--json']).json.id as string;
+  assert.equal(morsel(['write', '--region', region, id, '--offset', '1KiB'], Buffer.from('units!')).json, null);
+  assert.equal(morsel(['read', '--region', region, id, '--offset', '0x400', '--length', '6']).out, 'units!');
+  assert.equal(morsel(['read', '--region', region, id, '--offset', '1024', '--length', '0.5KiB', '--json']).json.length, 512);
+  const meta = morsel(['create', '--region', region, '--order', '1', '--meta', '--address', '1GiB', '--size', '1MiB', '--json']);
+  assert.equal(meta.status, 0, meta.out);
+  assert.equal(morsel(['inspect', '--region', region, meta.json.id, '--json']).json.metadata.address, '0x40000000');
+  for (const bad of ['-1', '1.5', '1KB2', '0x', 'ten']) {
+    const r = morsel(['read', '--region', region, id, '--offset', bad, '--length', '1', '--json']);
+    assert.equal(r.json?.error?.code, 'EINVAL', `--offset ${bad}: ${r.out}`);
+  }
+});
+
+test('write: input longer than the morsel is ERANGE before anything changes, even endless input', () => {
+  const region = path.join(dir, 'bounded.region');
+  morsel(['init', region, '--size', '8MiB']);
+  const id = morsel(['create', '--region', region, '--order', '0', '--json']).json.id as string;
+  const before = sha(region);
+  for (const [args, input] of [
+    [['--file', '/dev/zero'], undefined], // a character device: no size, never ends
+    [['--offset', '1KiB'], Buffer.alloc(3 * 1024 + 1)], // a pipe one byte too long
+  ] as [string[], Buffer | undefined][]) {
+    const r = morsel(['write', '--region', region, id, ...args, '--json'], input);
+    assert.equal(r.json?.error?.code, 'ERANGE', `${args.join(' ')}: ${r.out}${r.err}`);
+    assert.equal(r.status, EXIT.ERANGE);
+  }
+  const big = path.join(dir, 'five-pages.bin');
+  fs.writeFileSync(big, Buffer.alloc(5 * 4096, 1)); // a regular file: its size is checked before it is read
+  assert.equal(morsel(['write', '--region', region, id, '--file', big, '--json']).json?.error?.code, 'ERANGE');
+  assert.equal(sha(region), before, 'the region is unchanged');
+  assert.equal(morsel(['write', '--region', region, id, '--file', dir, '--json']).json?.error?.code, 'EISDIR');
+});
+
+test('write: ENOSPC part-way says how many bytes landed, and they did', () => {
+  const region = path.join(dir, 'full.region');
+  morsel(['init', region, '--size', '4MiB']); // < 1024 free frames
+  const id = morsel(['create', '--region', region, '--order', '2', '--json']).json.id as string;
+  const payload = crypto.randomBytes(8 << 20);
+  const file = path.join(dir, 'eight-mib.bin');
+  fs.writeFileSync(file, payload);
+  const r = morsel(['write', '--region', region, id, '--file', file, '--json']);
+  assert.equal(r.json?.error?.code, 'ENOSPC', r.out + r.err);
+  assert.equal(r.status, EXIT.ENOSPC);
+  const written = r.json.error.written as number;
+  assert.ok(written > 0 && written < payload.length && written % 4096 === 0, `written ${written}`);
+  const back = morsel(['read', '--region', region, id, '--length', String(written)]);
+  assert.deepEqual(back.raw, payload.subarray(0, written));
+  const text = morsel(['write', '--region', region, id, '--offset', String(written), '--file', file]);
+  assert.match(text.err, /^morsel: ENOSPC: .*\(written 0\)\n$/);
+});
+
+test('errors become one typed code and one message', () => {
+  const engine = toMorselError(new TypeError('undefined is not an integer typed array'));
+  assert.equal(engine.code, 'EINTERNAL');
+  assert.match(engine.message, /internal error in morsel.*undefined is not an integer typed array/);
+  let host: unknown;
+  try {
+    fs.readFileSync(path.join(dir, 'nothing-here'));
+  } catch (e) {
+    host = e;
+  }
+  const fromHost = toMorselError(host);
+  assert.equal(fromHost.code, 'ENOENT');
+  assert.ok(!fromHost.message.startsWith('ENOENT'), fromHost.message);
+  const lock = new MorselError('EIO', 'cannot lock r.region', { cause: Object.assign(new Error('EACCES: permission denied, mkdir'), { code: 'EACCES', syscall: 'mkdir' }) });
+  assert.equal(toMorselError(lock).code, 'EACCES', 'a permission problem is EACCES, not EIO');
+  assert.equal(new MorselError('ECORRUPT', 'bad superblock').message, 'bad superblock');
+  assert.equal(String(new MorselError('ECORRUPT', 'bad superblock')), 'MorselError [ECORRUPT]: bad superblock');
 });

@@ -27,6 +27,14 @@ function shBlock(after: string): string {
   return m[1];
 }
 
+function lstatOrNull(p: string): fs.Stats | null {
+  try {
+    return fs.lstatSync(p);
+  } catch {
+    return null;
+  }
+}
+
 const env = { ...process.env, npm_config_fund: 'false', npm_config_audit: 'false', npm_config_update_notifier: 'false', npm_config_prefer_offline: 'true' };
 
 function sh(script: string, cwd: string): { status: number | null; out: string; err: string } {
@@ -41,6 +49,9 @@ test("README quick start in a fresh clone: npm ci, then the command-line example
     const git = spawnSync('git', ['clone', '--quiet', root, clone], { encoding: 'utf8' });
     assert.equal(git.status, 0, git.stderr);
     assert.ok(!fs.existsSync(path.join(clone, 'dist')), 'a clone has no build output');
+    // A committed node_modules (e.g. a worktree's symlink to a shared one) would make `npm ci` below
+    // empty whatever it points to: refuse before installing.
+    assert.equal(lstatOrNull(path.join(clone, 'node_modules')), null, 'node_modules is not committed');
 
     const install = shBlock('## Quick start').split('\n').find((l) => l.startsWith('npm ci'));
     assert.ok(install, 'the quick start installs with npm ci');
