@@ -275,6 +275,8 @@ test('errors become one typed code and one message', () => {
   assert.ok(!fromHost.message.startsWith('ENOENT'), fromHost.message);
   const lock = new MorselError('EIO', 'cannot lock r.region', { cause: Object.assign(new Error('EACCES: permission denied, mkdir'), { code: 'EACCES', syscall: 'mkdir' }) });
   assert.equal(toMorselError(lock).code, 'EACCES', 'a permission problem is EACCES, not EIO');
+  const wrapped = toMorselError(new MorselError('EIO', "cannot lock r.region: EACCES: permission denied, mkdir 'r.region.lock'"));
+  assert.deepEqual([wrapped.code, wrapped.message], ['EACCES', "cannot lock r.region: permission denied, mkdir 'r.region.lock'"]);
   assert.equal(new MorselError('ECORRUPT', 'bad superblock').message, 'bad superblock');
   assert.equal(String(new MorselError('ECORRUPT', 'bad superblock')), 'MorselError [ECORRUPT]: bad superblock');
 });

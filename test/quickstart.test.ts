@@ -30,8 +30,9 @@ function shBlock(after: string): string {
 function lstatOrNull(p: string): fs.Stats | null {
   try {
     return fs.lstatSync(p);
-  } catch {
-    return null;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
   }
 }
 

@@ -67,23 +67,35 @@ function errnoOf(e: unknown): string | undefined {
   return typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : undefined;
 }
 
+/** The errno a wrapped host message carries ("cannot lock f: EACCES: permission denied, mkdir ..."). */
+function errnoIn(message: string): string | undefined {
+  return /\b(E[A-Z]+): /.exec(message)?.[1];
+}
+
+/** `message` without Node's "CODE: " inside it (the printer puts the code in front once). */
+function withoutCode(message: string, code: string): string {
+  return message.replaceAll(`${code}: `, '');
+}
+
 /**
  * Any thrown value as one typed error with one code and one message: host
- * errno errors keep their code (the "CODE: " Node puts in front is dropped);
- * a permission failure wrapped as EIO is EACCES; anything else is a bug in
- * morsel (EINTERNAL), never an engine message on its own.
+ * errno errors keep their code, and the "CODE: " Node writes into messages
+ * (also when a layer wrapped one) is dropped; a permission failure wrapped as
+ * EIO is EACCES; anything else is a bug in morsel (EINTERNAL), never an
+ * engine message on its own.
  */
 export function toMorselError(e: unknown): MorselError {
   if (isMorselError(e)) {
-    const cause = errnoOf(e.cause);
-    if (e.code === 'EIO' && (cause === 'EACCES' || cause === 'EPERM')) return new MorselError(cause, e.message, { cause: e });
-    return e;
+    const cause = errnoOf(e.cause) ?? errnoIn(e.message);
+    const code = e.code === 'EIO' && (cause === 'EACCES' || cause === 'EPERM') ? cause : e.code;
+    const message = withoutCode(e.message, code);
+    return code === e.code && message === e.message ? e : new MorselError(code, message, { cause: e });
   }
   const errno = errnoOf(e);
   const text = e instanceof Error ? e.message : String(e);
   if (errno !== undefined && (e as { syscall?: unknown }).syscall !== undefined) {
-    const message = text.startsWith(`${errno}: `) ? text.slice(errno.length + 2) : text;
-    return new MorselError(HOST_CODES.has(errno) ? (errno as ErrorCode) : 'EIO', message, { cause: e });
+    const code: ErrorCode = HOST_CODES.has(errno) ? (errno as ErrorCode) : 'EIO';
+    return new MorselError(code, withoutCode(text, code), { cause: e });
   }
   return new MorselError('EINTERNAL', `internal error in morsel (please report; MORSEL_DEBUG=1 shows the stack): ${text}`, { cause: e });
 }
