@@ -10,6 +10,7 @@
  */
 import { SingleBar } from 'cli-progress';
 import { runAllocBench } from './alloc.js';
+import { runCliStart } from './cli-start.js';
 import { runPrimitive } from './primitive.js';
 import { fileURLToPath } from 'node:url';
 import { fileCacheParams, fileCacheRegionBytes, runFileCache } from './filecache.js';
@@ -35,10 +36,11 @@ export const SUITES: Record<string, Runner> = {
   pipeline: runPipeline,
   filecache: runFileCache,
   overhead: runOverhead,
+  'cli-start': runCliStart,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
-export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead'];
+export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'cli-start'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
 export function regionBytesFor(suites: string[], quick: boolean): number {
