@@ -426,7 +426,7 @@ function cli(args: string[]) {
   return { status: r.status, out: r.stdout, err: r.stderr, json };
 }
 
-test('morsel check: JSON report, exit status 0 / 1 / 2, --repair', () => {
+test('morsel check: JSON report, exit status 0 / 1 / error class, --repair', () => {
   const { file } = populated();
   const ok = cli(['check', '--region', file, '--json']);
   assert.equal(ok.status, 0, ok.out + ok.err);
@@ -449,7 +449,7 @@ test('morsel check: JSON report, exit status 0 / 1 / 2, --repair', () => {
   assert.equal(cli(['check', '--region', file, '--json']).status, 0);
 
   const missing = cli(['check', '--region', path.join(dir, 'nope.region'), '--json']);
-  assert.equal(missing.status, 2);
+  assert.equal(missing.status, 3, 'ENOENT exits with its class (src/cli/common.ts)');
   assert.equal(missing.json.error.code, 'ENOENT');
 
   const truncated = fresh();
