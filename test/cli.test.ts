@@ -280,3 +280,13 @@ test('errors become one typed code and one message', () => {
   assert.equal(new MorselError('ECORRUPT', 'bad superblock').message, 'bad superblock');
   assert.equal(String(new MorselError('ECORRUPT', 'bad superblock')), 'MorselError [ECORRUPT]: bad superblock');
 });
+
+test('an unbuilt checkout says so as a typed error', () => {
+  const copy = fs.mkdtempSync(path.join(dir, 'unbuilt-'));
+  fs.mkdirSync(path.join(copy, 'bin'));
+  fs.copyFileSync(bin, path.join(copy, 'bin', 'morsel.js'));
+  const r = spawnSync(process.execPath, [path.join(copy, 'bin', 'morsel.js'), 'stat', '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, EXIT.ENOTSUP);
+  assert.equal(JSON.parse(r.stdout).error.code, 'ENOTSUP');
+  assert.match(JSON.parse(r.stdout).error.message, /npm run build/);
+});

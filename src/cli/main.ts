@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerHwcheck } from '../hwcheck/cli.js';
 import { registerCheck } from './check.js';
-import { followContract } from './common.js';
+import { followContract, printError } from './common.js';
 import { registerIo } from './io.js';
 import { registerMorsels } from './morsels.js';
 import { registerRegion } from './region.js';
@@ -20,9 +20,10 @@ function packageVersion(): string {
 
 export async function main(argv: string[]): Promise<void> {
   // `morsel read … | head` closes the pipe early: that ends the output, it is not an error.
+  // Any other failure of stdout can only be told on stderr.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(0);
-    throw e;
+    if (e.code !== 'EPIPE') printError(false, e);
+    process.exit();
   });
   const program = new Command('morsel')
     .description('Morsels: memory objects built from x86-64 page-table subtrees')
