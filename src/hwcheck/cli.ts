@@ -8,7 +8,7 @@
 import { Command, Option } from 'commander';
 import { EXIT_PROBLEMS, printError } from '../cli/common.js';
 import type { Levels } from '../space/address-space.js';
-import { hwcheck, type HwcheckResult } from './hwcheck.js';
+import type { HwcheckResult } from './hwcheck.js';
 
 export function registerHwcheck(program: Command): void {
   program
@@ -17,8 +17,9 @@ export function registerHwcheck(program: Command): void {
     .addOption(new Option('--region <file>', 'persistent region file').makeOptionMandatory())
     .addOption(new Option('--levels <n>', 'paging depth (default: both)').choices(['4', '5']))
     .option('--json', 'print one JSON object on stdout')
-    .action((o: { region: string; levels?: string; json?: boolean }) => {
+    .action(async (o: { region: string; levels?: string; json?: boolean }) => {
       try {
+        const { hwcheck } = await import('./hwcheck.js'); // only this command pays for loading it
         const levels: Levels[] = o.levels ? [Number(o.levels) as Levels] : [4, 5];
         const runs = levels.map((l) => hwcheck({ levels: l, region: o.region }));
         const ok = runs.every((r) => r.ok);
