@@ -10,7 +10,7 @@ import { parseId } from '../morsel/id.js';
 import { orderBytes } from '../morsel/order.js';
 import { Mmu } from '../space/mmu.js';
 import type { Levels } from '../space/address-space.js';
-import { PAGE_SIZE } from '../units.js';
+import { MiB, PAGE_SIZE } from '../units.js';
 import { CommandError, toMorselError } from './common.js';
 
 /** The morsel a command addresses: `sizeBytes` is what a meta morsel records, else the order's span. */
@@ -60,7 +60,7 @@ export async function withWindow<T>(m: Memory, t: Target, write: boolean, fn: (w
 }
 
 /** Bytes of input read before the morsel is mapped: input up to this long is range-checked before anything changes. */
-export const STAGE_BYTES = 64 * 1024 * 1024;
+export const STAGE_BYTES = 64 * MiB;
 
 /**
  * Copies a stream of chunks into the target from `offset` in bounded memory
