@@ -404,7 +404,7 @@ exit:   mov dx, EXIT_PORT
 putc:   push rdx
         push rax
         mov dx, COM1 + 5
-        mov ecx, 100000                 ; bounded wait for THR empty
+        mov ecx, 50000000               ; bounded wait for THR empty (a loaded host drains slowly)
 .wait:  in al, dx
         test al, 0x20
         jnz .send
