@@ -15,7 +15,8 @@ export type ErrorCode =
   | 'ERANGE' // offset / address outside the object
   | 'EBUSY' // object still in use (e.g. mapped)
   | 'ENOTSUP' // valid request the configuration cannot serve
-  | 'EIO'; // the host refused an I/O operation
+  | 'EIO' // the host refused an I/O operation
+  | 'EBADF'; // a closed memory / destroyed object
 
 export class MorselError extends Error {
   readonly code: ErrorCode;
