@@ -19,7 +19,7 @@ import { FrameAllocator } from './alloc/llfree.js';
 import { Morsels } from './morsel/morsels.js';
 import { NO_SLOT, Region, type OpenMode, type RegionShare, type WaitResult } from './physical/region.js';
 import { AddressSpace, type Levels } from './space/address-space.js';
-import { emptyOwnSlot, reapDeadSlots } from './space/user-slots.js';
+import { countSlotSpaces, emptyOwnSlot, reapDeadSlots } from './space/user-slots.js';
 import { collectReachable } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
 
@@ -160,13 +160,14 @@ export class Memory {
     // found, for `morsel check --repair`. Recovery never formats.
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
     const reach = collectReachable(this.morsels);
+    const reapedSpaces = countSlotSpaces(this.morsels);
     const reapedSlots = this.region.clearAllSlots();
     crashPoint('recover:after-drop-spaces');
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
     this.recoveryPending = false;
-    return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces: reapedSlots, reapedSlots };
+    return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces, reapedSlots };
   }
 
   /** The same memory seen from a worker thread (its own allocator; the process's user slot). */

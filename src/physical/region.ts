@@ -225,6 +225,8 @@ export class Region {
     const state = region.state;
     const alone = membership.alone;
     const crashed = alone ? state !== STATE_CLEAN : mode === 'readonly' && state !== STATE_CLEAN && !membership.othersUsing();
+    // Marked open before anything else happens: from here on a crash must read as one.
+    if (alone && !crashed && region.writable) Atomics.store(region.i32w[0], SB_STATE_I32, STATE_OPEN);
     return { region, crashed, joined: !alone && mode !== 'readonly', alone };
   }
 

@@ -334,6 +334,11 @@ function registeredSpaces(morsels: Morsels, slot: number): { root: number; level
   return roots;
 }
 
+/** How many spaces user slot `slot` has registered. */
+export function countSpaces(morsels: Morsels, slot: number): number {
+  return registeredSpaces(morsels, slot).length;
+}
+
 /**
  * Tears down every space registered in user slot `slot`; `counted` is false
  * for a dead process's spaces, whose mappings this process never counted.

@@ -15,7 +15,7 @@ import { Registry, userSlotRoot, type RootCell } from '../morsel/registry.js';
 import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
 import { NO_SLOT } from '../physical/region.js';
 import type { Frame } from '../units.js';
-import { forEachSpaceFrame, reapSpaces } from './address-space.js';
+import { countSpaces, forEachSpaceFrame, reapSpaces } from './address-space.js';
 
 export interface ReapReport {
   /** dead users' slots emptied */
@@ -73,6 +73,15 @@ export function reapDeadSlots(morsels: Morsels): ReapReport {
     out.slots++;
   }
   return out;
+}
+
+/** Spaces registered in every occupied user slot (recovery reports them before clearing the slots). ECORRUPT on a bad registry table. */
+export function countSlotSpaces(morsels: Morsels): number {
+  let spaces = 0;
+  for (let slot = 0; slot < USER_SLOTS; slot++) {
+    if (morsels.region.slotOccupied(slot)) spaces += countSpaces(morsels, slot);
+  }
+  return spaces;
 }
 
 /**
