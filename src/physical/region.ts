@@ -235,6 +235,11 @@ export class Region {
     return Atomics.load(this.i32w[0], SB_STATE_I32);
   }
 
+  /** Whether another process (or another open in this one) uses the region read-write: a probe of the member lock. */
+  othersUsing(): boolean {
+    return this.membership?.othersUsing() ?? false;
+  }
+
   /** This process holds the region exclusively (first user before admit(), or an exclusive session). */
   get alone(): boolean {
     return this.membership?.alone ?? false;
