@@ -278,7 +278,8 @@ test('two opens in one process are two users (OFD locks belong to the open file,
   space.map(a.morsels.create(0));
   a.close();
   assert.equal(b.region.state !== STATE_CLEAN, true, 'not the last user: still open');
-  b.close(); // destroys its space
+  b[Symbol.dispose](); // what `using` calls: close(), which destroys its space
+  b.close(); // a second close is a no-op
   const c = Memory.open(file, { mode: 'exclusive' });
   assert.equal(c.report?.crashed, false);
   c.close();
