@@ -16,6 +16,7 @@
  * the region clean.
  */
 import { FrameAllocator } from './alloc/llfree.js';
+import { check } from './errors.js';
 import { Morsels } from './morsel/morsels.js';
 import { NO_SLOT, Region, type OpenMode, type RegionShare, type WaitResult } from './physical/region.js';
 import { AddressSpace, type Levels } from './space/address-space.js';
@@ -156,6 +157,7 @@ export class Memory {
    * reach, which frees the slots' tables and every frame in flight.
    */
   recover(): OpenReport {
+    check(this.region.alone && this.region.writable, 'EBUSY', 'recovery needs the region alone (other users are live, or it is open read-only)');
     // Scan before changing anything: a corrupt region (ECORRUPT) is left as
     // found, for `morsel check --repair`. Recovery never formats.
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();

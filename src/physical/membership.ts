@@ -16,9 +16,12 @@
  *                 open decision ("am I the first?") with the close decision
  *                 ("am I the last?"), so a newcomer can never see the state a
  *                 leaving user has not yet marked clean as "crashed"
- *   READERS_BYTE  shared by read-only users (`stat`, `ls`, `check`); they
- *                 never block recovery (they never write and report what they
- *                 see), but exclusive sessions wait for none of them: EBUSY
+ *   READERS_BYTE  shared by read-only users (`stat`, `ls`, `check`). A reader
+ *                 waits (bounded) while a recovery holds MEMBER exclusively,
+ *                 but never blocks one: a recovery that starts while a reader
+ *                 reads changes the region under it (the reader never writes;
+ *                 at worst its report is of a half-recovered region).
+ *                 Exclusive sessions refuse to start while anyone reads: EBUSY
  *
  * Opening (read-write): under the gate, try MEMBER exclusive; got it: we are
  * alone (recover if the state says so, then downgrade to shared). Else take
@@ -73,8 +76,9 @@ export class Membership {
   /** Joins the users of the file behind `fd` (opened O_RDWR, or O_RDONLY for 'readonly'). EBUSY when it cannot. */
   static join(fd: number, path: string, mode: OpenMode): Membership {
     if (mode === 'readonly') {
+      // A reader waits while MEMBER is held exclusively (a recovery running), then never blocks one.
       for (let attempt = 0; attempt < OPEN_RETRIES; attempt++) {
-        if (lockByte(fd, READERS_BYTE, SHARED)) return new Membership(fd, path, mode, false);
+        if (!lockConflicts(fd, MEMBER_BYTE, SHARED) && lockByte(fd, READERS_BYTE, SHARED)) return new Membership(fd, path, mode, false);
         Atomics.wait(sleeper, 0, 0, RETRY_SLEEP_MS);
       }
       throw new MorselError('EBUSY', `${path} is held exclusively (repair or init --force) by another process`);
