@@ -52,7 +52,7 @@ export interface RegionShare {
   path: string | null;
   /** the sharing process's user slot */
   userSlot: number;
-  /** the owner's region fd (process-wide, so threads can probe slot locks); -1 when volatile */
+  /** the owner's region fd (process-wide, so threads can probe slot locks; valid while the owner is open); -1 when volatile */
   fd: number;
   /** false: mapped PROT_READ, every mutator throws EACCES */
   writable: boolean;
@@ -595,8 +595,8 @@ function openFd(path: string, flags: string | number, verb: string): number {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') throw new MorselError('EEXIST', `${path} exists (use --force to overwrite)`);
-    const known = code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' ? (code === 'EISDIR' ? 'EINVAL' : code) : 'EIO';
-    throw new MorselError(known, `cannot ${verb} ${path}: ${(e as Error).message}`);
+    const typed = code === 'ENOENT' || code === 'EACCES' ? code : code === 'EISDIR' ? 'EINVAL' : 'EIO';
+    throw new MorselError(typed, `cannot ${verb} ${path}: ${(e as Error).message}`);
   }
 }
 
