@@ -111,15 +111,16 @@ export class Memory {
   /** Opens a region file (see the module comment and OpenOptions). */
   static open(path: string, opts: OpenOptions = {}): Memory {
     const { region, crashed, alone } = Region.openFile(path, { mode: opts.mode });
-    const memory = new Memory(region, new FrameAllocator(region), true);
+    let memory: Memory | undefined;
     try {
+      memory = new Memory(region, new FrameAllocator(region), true);
       memory.report = memory.admit(crashed, alone, opts);
+      return memory;
     } catch (e) {
-      openMemories.delete(memory);
+      if (memory !== undefined) openMemories.delete(memory);
       region.abandon(); // as if this process had died here: nothing half-done is marked clean
       throw e;
     }
-    return memory;
   }
 
   /** Opening, after the locks: recover or join, then claim a user slot. */
