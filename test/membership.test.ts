@@ -284,3 +284,32 @@ test('two opens in one process are two users (OFD locks belong to the open file,
   assert.equal(c.report?.crashed, false);
   c.close();
 });
+
+test('users SIGKILLed at random moments while another keeps opening and closing: never an error, nothing lost', async () => {
+  const file = created(8 * MiB);
+  const free = freeWhenAlone(file);
+  const start = (rounds: number): { c: ChildProcess; done: Promise<{ status: number | null; signal: string | null; err: string }> } => {
+    const c = spawn(process.execPath, [dist('./workers/open-close.js'), file, String(rounds)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    c.stderr!.on('data', (d) => (err += d));
+    return { c, done: new Promise((res) => c.on('exit', (status, signal) => res({ status, signal, err }))) };
+  };
+  const steady = start(3_000);
+  let seed = 7;
+  const rand = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  for (let kill = 0; kill < 8; kill++) {
+    const victim = start(1_000_000);
+    await new Promise((r) => setTimeout(r, 100 + rand() * 200)); // node starts in ~80 ms: most die mid-loop
+    victim.c.kill('SIGKILL');
+    const v = await victim.done;
+    assert.equal(v.signal, 'SIGKILL', `the victim failed before its kill: ${v.err}`);
+  }
+  const s = await steady.done;
+  assert.equal(s.status, 0, `the steady user never saw an error: ${s.err}`);
+  const m = Memory.open(file, { mode: 'exclusive' });
+  const report = checkRegion(m);
+  assert.equal(report.ok, true, JSON.stringify(report.problems));
+  assert.equal(report.lostFrames, 0);
+  m.close();
+  assert.equal(freeWhenAlone(file), free, 'every frame came back');
+});
