@@ -294,7 +294,7 @@ test('users SIGKILLed at random moments while another keeps opening and closing:
     c.stderr!.on('data', (d) => (err += d));
     return { c, done: new Promise((res) => c.on('exit', (status, signal) => res({ status, signal, err }))) };
   };
-  const steady = start(3_000);
+  const steady = start(6_000);
   let seed = 7;
   const rand = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   for (let kill = 0; kill < 8; kill++) {
@@ -304,6 +304,7 @@ test('users SIGKILLed at random moments while another keeps opening and closing:
     const v = await victim.done;
     assert.equal(v.signal, 'SIGKILL', `the victim failed before its kill: ${v.err}`);
   }
+  assert.equal(steady.c.exitCode, null, 'the steady user was still at it through every kill');
   const s = await steady.done;
   assert.equal(s.status, 0, `the steady user never saw an error: ${s.err}`);
   const m = Memory.open(file, { mode: 'exclusive' });
