@@ -502,6 +502,7 @@ export class Region {
    * recovery). The caller empties the slot's roots, then finishReap().
    */
   tryReap(slot: number): boolean {
+    // Owner thread only (membership !== null): see reapDeadSlots.
     if (slot === this.userSlot || this.membership === null || !this.slotOccupied(slot)) return false;
     if (!this.membership.tryLockSlot(slot)) return false; // alive
     if (!this.slotOccupied(slot)) {

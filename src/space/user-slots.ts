@@ -61,6 +61,9 @@ export function emptyOwnSlot(morsels: Morsels): number {
  * and leaves the region dirty (Region.tryReap) so the next exclusive open
  * reclaims the dead process's in-flight frames. Any layer may call it, e.g.
  * before deciding that a morsel is unused. Bounded: one pass over the slots.
+ * Only the thread that opened the region reaps (in worker threads this
+ * returns nothing): slot locks belong to the process's one open file
+ * description, which cannot exclude two of its own threads from one slot.
  */
 export function reapDeadSlots(morsels: Morsels): ReapReport {
   const region = morsels.region;
