@@ -224,7 +224,8 @@ export class Region {
     region.membership = membership;
     const state = region.state;
     const alone = membership.alone;
-    const crashed = alone ? state !== STATE_CLEAN : mode === 'readonly' && state !== STATE_CLEAN && !membership.othersUsing();
+    // Alone, any recorded user is dead: a clean state with an occupied slot cannot come from a clean close either.
+    const crashed = alone ? state !== STATE_CLEAN || region.anySlotOccupied() : mode === 'readonly' && state !== STATE_CLEAN && !membership.othersUsing();
     // Marked open before anything else happens: from here on a crash must read as one.
     if (alone && !crashed && region.writable) Atomics.store(region.i32w[0], SB_STATE_I32, STATE_OPEN);
     return { region, crashed, joined: !alone && mode !== 'readonly', alone };
