@@ -226,8 +226,9 @@ export class Region {
     const alone = membership.alone;
     // Alone, any recorded user is dead: a clean state with an occupied slot cannot come from a clean close either.
     const crashed = alone ? state !== STATE_CLEAN || region.anySlotOccupied() : mode === 'readonly' && state !== STATE_CLEAN && !membership.othersUsing();
-    // Marked open before anything else happens: from here on a crash must read as one.
-    if (alone && !crashed && region.writable) Atomics.store(region.i32w[0], SB_STATE_I32, STATE_OPEN);
+    // Marked before anything else happens: from here on a crash must read as one
+    // (and a recovery interrupted by one must run again).
+    if (alone && region.writable && state === STATE_CLEAN) Atomics.store(region.i32w[0], SB_STATE_I32, crashed ? STATE_DIRTY : STATE_OPEN);
     return { region, crashed, joined: !alone && mode !== 'readonly', alone };
   }
 
