@@ -23,7 +23,7 @@ export const FORMAT_VERSION = 2;
 export const ROOT_SLOTS = 16;
 /** Root slot owners: each slot belongs to exactly one layer. */
 export const ROOT_SLOT_LIVE_TABLE = 0; // src/morsel: live morsels, keyed by root frame
-export const ROOT_SLOT_SPACES = 1; // src/space: address spaces, keyed by root frame
+export const ROOT_SLOT_SPACES = 1; // legacy: address spaces now live per user slot (SLOT_SPACES_ROOT); stays 0
 export const ROOT_SLOT_NAMES = 2; // src/manage: the namespace
 export const ROOT_SLOT_RESERVATIONS = 3; // src/manage: fixed-address reservations
 
