@@ -1,5 +1,6 @@
 /** The public API of morsel. */
-export { Memory, type OpenReport } from './memory.js';
+export { Memory, type OpenReport, type OpenOptions, type OpenMode, type WaitResult } from './memory.js';
+export { reapDeadSlots, type ReapReport } from './space/user-slots.js';
 export { MorselError, isMorselError, type ErrorCode } from './errors.js';
 export { Morsels, type MorselStats } from './morsel/morsels.js';
 export { hex, parseId, decodeIdBits, type MorselId, type DecodedId } from './morsel/id.js';

@@ -22,7 +22,7 @@
  */
 import { Option, type Command, type CommanderError } from 'commander';
 import { MorselError, isMorselError, type ErrorCode } from '../errors.js';
-import type { Memory } from '../memory.js';
+import type { Memory, OpenOptions } from '../memory.js';
 
 export type Out = Record<string, unknown>;
 
@@ -133,9 +133,9 @@ export const jsonOption = (): Option => new Option('--json', 'print one JSON obj
 export const regionOption = (): Option => new Option('--region <file>', 'persistent region file').makeOptionMandatory();
 
 /** Opens a region for one command and closes it afterwards, whatever happens. */
-export async function withRegion<T>(path: string, fn: (m: Memory) => T | Promise<T>): Promise<T> {
+export async function withRegion<T>(path: string, fn: (m: Memory) => T | Promise<T>, opts: OpenOptions = {}): Promise<T> {
   const { Memory } = await import('../memory.js');
-  const memory = Memory.open(path);
+  const memory = Memory.open(path, opts);
   try {
     return await fn(memory);
   } finally {

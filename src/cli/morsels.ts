@@ -79,7 +79,7 @@ export function registerMorsels(program: Command): void {
     .action((o: { region: string; json?: boolean }) =>
       run(o.json, async () => {
         const { hex } = await import('../morsel/id.js');
-        return withRegion(o.region, (m) => ({ morsels: m.morsels.list().map((id) => hex(id)) }));
+        return withRegion(o.region, (m) => ({ morsels: m.morsels.list().map((id) => hex(id)) }), { mode: 'readonly' });
       }, (r) => (r.morsels as string[]).join('\n')),
     );
 }

@@ -30,7 +30,7 @@ export function registerRegion(program: Command): void {
     .addOption(regionOption())
     .addOption(jsonOption())
     .action((o: { region: string; json?: boolean }) =>
-      run(o.json, () => withRegion(o.region, async (m) => ({ ...(await statOf(m)), recovery: m.report })), (r) => {
+      run(o.json, () => withRegion(o.region, async (m) => ({ ...(await statOf(m)), recovery: m.report }), { mode: 'readonly' }), (r) => {
         const f = r.frames as Record<string, number>;
         return `format version ${r.version}\nframes total ${f.total}, allocatable ${f.allocatable}, free ${f.free}, used ${f.used}\nlive morsels ${r.morsels}`;
       }),

@@ -11,7 +11,8 @@
  *   frames 0xA0..0xFF  reserved: the PC firmware / option-ROM hole
  *   frames 0x100..     allocator metadata (LLFree bitfields and counters)
  *   then 1 frame       the user-slot table (USER_SLOTS records of USER_SLOT_BYTES:
- *                      one per process using the region, see src/physical/users.ts)
+ *                      one per process using the region, owned by an OFD lock
+ *                      on byte 1+i of the file: src/physical/membership.ts)
  *   then ceil(N/1024)  morsel words: one int32 per frame, the generation and
  *                      state of a morsel rooted at that frame (src/morsel/)
  *   the rest           allocatable frames
