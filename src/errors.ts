@@ -15,7 +15,9 @@ export type ErrorCode =
   | 'ERANGE' // offset / address outside the object
   | 'EBUSY' // object still in use (e.g. mapped)
   | 'ENOTSUP' // valid request the configuration cannot serve
-  | 'EIO'; // the host refused an I/O operation
+  | 'EIO' // the host refused an I/O operation
+  | 'EBADF' // use of a closed memory or Mmu, or of a destroyed address space
+  | 'ETIMEDOUT'; // a bounded wait ran out (e.g. a reader stuck inside an access)
 
 export class MorselError extends Error {
   readonly code: ErrorCode;

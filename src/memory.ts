@@ -10,6 +10,7 @@ import { Region, type RegionShare } from './physical/region.js';
 import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
 import { collectReachable } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
+import { check } from './errors.js';
 
 export interface OpenReport {
   crashed: boolean;
@@ -21,7 +22,9 @@ export interface OpenReport {
 }
 
 export class Memory {
-  readonly morsels: Morsels;
+  private readonly openMorsels: Morsels;
+  /** Set by close(): every later call is EBADF and changes nothing. */
+  private closed = false;
   /** What opening found and did (null for a region created in this process). */
   report: OpenReport | null = null;
 
@@ -29,7 +32,17 @@ export class Memory {
     readonly region: Region,
     readonly alloc: FrameAllocator,
   ) {
-    this.morsels = new Morsels(region, alloc);
+    this.openMorsels = new Morsels(region, alloc);
+  }
+
+  /** The morsel primitive over this memory (EBADF after close). */
+  get morsels(): Morsels {
+    this.checkOpen();
+    return this.openMorsels;
+  }
+
+  private checkOpen(): void {
+    check(!this.closed, 'EBADF', 'this memory is closed');
   }
 
   /** A fresh volatile region (SharedArrayBuffer). */
@@ -79,6 +92,7 @@ export class Memory {
    * dropped; then the allocator is rebuilt from what the live table reaches.
    */
   recover(): OpenReport {
+    this.checkOpen();
     // Scan before changing anything: a corrupt region (ECORRUPT) is left as
     // found, for `morsel check --repair`. Recovery never formats.
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
@@ -104,15 +118,19 @@ export class Memory {
   }
 
   share(): RegionShare {
+    this.checkOpen();
     return this.region.share();
   }
 
   createSpace(opts: { levels?: Levels } = {}): AddressSpace {
+    this.checkOpen();
     return AddressSpace.create(this.morsels, opts);
   }
 
   /** Returns this thread's reservation and, for a file, records a clean shutdown. */
   close(): void {
+    this.checkOpen();
+    this.closed = true;
     this.alloc.release();
     if (!this.region.persistent) return;
     this.region.close({ markClean: !this.recoveryPending });
