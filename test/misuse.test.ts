@@ -87,7 +87,7 @@ test("unmap or destroy inside this thread's own access section is EBUSY and chan
   m.morsels.destroy(id);
 });
 
-test('many Mmus of one thread share one reader slot', () => {
+test('many Mmus of one thread share one reader slot, however often the thread received the space', async () => {
   const m = Memory.volatile(8 * MiB);
   const space = m.createSpace();
   const base = space.map(m.morsels.create(0));
@@ -95,6 +95,13 @@ test('many Mmus of one thread share one reader slot', () => {
   mmus[199].write8(base, 5);
   assert.equal(mmus[0].read8(base), 5);
   for (const mmu of mmus) mmu.close();
+  const peer = startPeer(m, space);
+  try {
+    // Each message clones the space's SharedArrayBuffer anew; the Mmus are never closed.
+    for (let i = 0; i < 100; i++) assert.deepEqual(await peer.call({ op: 'fresh', space: space.share(), addr: base }), { value: 5 });
+  } finally {
+    await peer.close();
+  }
   space.unmap(base);
 });
 

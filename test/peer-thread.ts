@@ -2,7 +2,7 @@
 // driven one request at a time.
 import { Worker } from 'node:worker_threads';
 import type { Memory } from '../src/memory.js';
-import type { AddressSpace } from '../src/space/address-space.js';
+import type { AddressSpace, SpaceShare } from '../src/space/address-space.js';
 
 export interface PeerReply {
   value?: number;
@@ -14,7 +14,7 @@ export interface PeerReply {
 
 export interface Peer {
   /** Sends one request and resolves with the next reply. */
-  call(req: { op: string; addr?: number; value?: number; gate?: SharedArrayBuffer }): Promise<PeerReply>;
+  call(req: { op: string; addr?: number; value?: number; gate?: SharedArrayBuffer; space?: SpaceShare }): Promise<PeerReply>;
   /** The next reply without sending anything (a held section's `left`). */
   next(): Promise<PeerReply>;
   close(): Promise<void>;

@@ -28,7 +28,7 @@ import { PAGE_SIZE, type Frame } from '../units.js';
 import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
 import type { Region } from '../physical/region.js';
-import { READER_TABLE_BYTES, enterSection, exitSection, isLive, joinReaders, leaveReaders, readerTable, type ReaderSlot } from './quiesce.js';
+import { READER_TABLE_BYTES, enterSection, exitSection, isLive, joinReaders, leaveReaders, readerTable, sectionDepth, type ReaderSlot } from './quiesce.js';
 
 /**
  * What an MMU walks: x86-64 tables under a root, an epoch word for
@@ -131,7 +131,7 @@ export class Mmu {
    */
   close(): void {
     check(!this.closed, 'EBADF', 'this Mmu is already closed');
-    check(this.reader.depth === 0, 'EBUSY', 'close() inside an access section (enter() without exit())');
+    check(sectionDepth(this.reader) === 0, 'EBUSY', 'close() inside an access section (enter() without exit())');
     this.closed = true;
     this.epoch = NaN;
     leaveReaders(this.reader);

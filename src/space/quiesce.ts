@@ -10,10 +10,11 @@
  * access section (Mmu.enter .. Mmu.exit, which every Mmu data access opens).
  *
  * Readers: each thread using a space owns one reader slot in the space's
- * shared reader table: per thread, not per Mmu, because a thread runs one
- * access at a time (the slot's nesting depth covers an Mmu access inside a
- * caller's enter/exit). A slot's sequence word is odd while its thread is
- * inside a section, even otherwise.
+ * shared reader table, found by its threadId: per thread, not per Mmu,
+ * because a thread runs one access at a time (the slot's nesting depth
+ * covers an Mmu access inside a caller's enter/exit), and however often the
+ * thread received the space's SharedArrayBuffer. A slot's sequence word is
+ * odd while its thread is inside a section, even otherwise.
  *   enter: seq += 1 (odd), then load the space's epoch (flush the TLB if it moved)
  *   exit:  seq += 1 (even)
  * Writer (unmap): clear the entry, bump the epoch, then wait until every
@@ -27,9 +28,12 @@
  *
  * Table layout (int32 words, one 64-byte line per slot so readers on
  * different cores never share a line): line 0 = header (state, high water);
- * line 1 + s = slot s (owner word, sequence word). Lives in the space's
+ * line 1 + s = slot s (owner, sequence, depth, users). Lives in the space's
  * control SharedArrayBuffer, so threads share it through space.share().
+ * Only the owner writes depth and users (plain accesses); others read only
+ * the owner and sequence words.
  */
+import { threadId } from 'node:worker_threads';
 import { MorselError, assert, check } from '../errors.js';
 
 /** Threads that can use one space at the same time. */
@@ -44,8 +48,12 @@ const H_HIGH_WATER = 1;
 const STATE_LIVE = 0;
 const STATE_DEAD = 1;
 /** Slot words (offsets inside the slot's line). */
-const S_OWNER = 0;
+const S_OWNER = 0; // 0 = free, else the owning thread's threadId + 1
 const S_SEQ = 1;
+const S_DEPTH = 2; // nested sections open (owner only)
+const S_USERS = 3; // open Mmus of the owner on this slot; the slot is freed at 0 (owner only)
+/** This thread's owner mark (threadIds are unique in a process and never reused; spaces are per process). */
+const OWNER = threadId + 1;
 
 /** Default bound on one grace period; see waitQuiescent. */
 export const QUIESCE_TIMEOUT_MS = 5000;
@@ -59,83 +67,87 @@ export function readerTable(buffer: SharedArrayBuffer, byteOffset: number): Int3
   return new Int32Array(buffer, byteOffset, READER_TABLE_BYTES / 4);
 }
 
-/** Index of slot `slot`'s sequence word. */
-function seqIndex(slot: number): number {
-  return (1 + slot) * LINE_WORDS + S_SEQ;
+/** First word of slot `slot`'s line. */
+function lineOf(slot: number): number {
+  return (1 + slot) * LINE_WORDS;
 }
 
 /** This thread's slot in one reader table, shared by all of the thread's Mmus of that space. */
 export interface ReaderSlot {
   readonly table: Int32Array;
-  readonly slot: number;
-  /** index of the sequence word in `table` */
-  readonly seq: number;
-  /** nested enter() calls of this thread (thread-local, so a plain field) */
-  depth: number;
-  /** open Mmus of this thread using the slot; the slot is released at 0 */
-  users: number;
+  /** first word of the slot's line in `table` */
+  readonly line: number;
 }
 
-/**
- * This thread's slots, keyed by the table's SharedArrayBuffer. Thread-local
- * JS state (each worker has its own module instance), never in the region.
- */
-const threadSlots = new WeakMap<ArrayBufferLike, ReaderSlot>();
-/** Sections this thread has open over all tables: insideSection's fast path (no map lookup). */
+/** Sections this thread has open over all tables: insideSection's fast path. */
 let openSections = 0;
 
-/** This thread's slot in `table`, claimed on first use. EBUSY when READER_SLOTS threads hold one. */
+/** This thread's slot in `table`, claimed on first use. EBUSY when READER_SLOTS other threads hold one. */
 export function joinReaders(table: Int32Array): ReaderSlot {
-  let mine = threadSlots.get(table.buffer);
-  if (mine === undefined) {
-    const slot = claimSlot(table);
-    mine = { table, slot, seq: seqIndex(slot), depth: 0, users: 0 };
-    threadSlots.set(table.buffer, mine);
+  const line = ownSlotLine(table) ?? claimSlot(table);
+  table[line + S_USERS]++;
+  return { table, line };
+}
+
+/** The line of the slot this thread owns in `table`, or null. */
+function ownSlotLine(table: Int32Array): number | null {
+  const slots = Atomics.load(table, H_HIGH_WATER);
+  for (let slot = 0; slot < slots; slot++) {
+    if (Atomics.load(table, lineOf(slot) + S_OWNER) === OWNER) return lineOf(slot);
   }
-  mine.users++;
-  return mine;
+  return null;
 }
 
 function claimSlot(table: Int32Array): number {
   for (let slot = 0; slot < READER_SLOTS; slot++) {
-    if (Atomics.compareExchange(table, (1 + slot) * LINE_WORDS + S_OWNER, 0, 1) !== 0) continue;
-    assert((Atomics.load(table, seqIndex(slot)) & 1) === 0, 'a free reader slot is quiescent');
+    const line = lineOf(slot);
+    if (Atomics.compareExchange(table, line + S_OWNER, 0, OWNER) !== 0) continue;
+    assert((Atomics.load(table, line + S_SEQ) & 1) === 0 && table[line + S_DEPTH] === 0 && table[line + S_USERS] === 0, 'a free reader slot is quiescent and unused');
     // Raise the high water (bounded: it only grows, to at most READER_SLOTS).
     for (let seen = Atomics.load(table, H_HIGH_WATER); seen < slot + 1; seen = Atomics.load(table, H_HIGH_WATER)) {
       Atomics.compareExchange(table, H_HIGH_WATER, seen, slot + 1);
     }
-    return slot;
+    return line;
   }
   throw new MorselError('EBUSY', `${READER_SLOTS} threads already use this address space (close their Mmus to free a slot)`);
 }
 
 /** Drops one Mmu's use of the slot; the last one frees it (the slot must be quiescent). */
 export function leaveReaders(mine: ReaderSlot): void {
-  assert(mine.users > 0, 'reader slot left more often than joined');
-  if (--mine.users > 0) return;
-  assert(mine.depth === 0, 'reader slot released inside an access section');
-  threadSlots.delete(mine.table.buffer);
-  Atomics.store(mine.table, (1 + mine.slot) * LINE_WORDS + S_OWNER, 0);
+  const t = mine.table;
+  assert(t[mine.line + S_USERS] > 0, 'reader slot left more often than joined');
+  if (--t[mine.line + S_USERS] > 0) return;
+  assert(t[mine.line + S_DEPTH] === 0, 'reader slot released inside an access section');
+  Atomics.store(t, mine.line + S_OWNER, 0);
 }
 
 /** Opens an access section of this thread on `mine` (the Mmu's hot path: one atomic add, outermost only). */
 export function enterSection(mine: ReaderSlot): void {
-  if (mine.depth++ !== 0) return;
-  Atomics.add(mine.table, mine.seq, 1); // odd: inside
+  const t = mine.table;
+  if (t[mine.line + S_DEPTH]++ !== 0) return;
+  Atomics.add(t, mine.line + S_SEQ, 1); // odd: inside
   openSections++;
 }
 
 /** Closes the innermost section; EINVAL without one. */
 export function exitSection(mine: ReaderSlot): void {
-  check(mine.depth > 0, 'EINVAL', 'exit() without enter()');
-  if (--mine.depth !== 0) return;
+  const t = mine.table;
+  check(t[mine.line + S_DEPTH] > 0, 'EINVAL', 'exit() without enter()');
+  if (--t[mine.line + S_DEPTH] !== 0) return;
   openSections--;
-  Atomics.add(mine.table, mine.seq, 1); // even: quiescent
+  Atomics.add(t, mine.line + S_SEQ, 1); // even: quiescent
+}
+
+/** Sections this thread has open on `mine`'s slot. */
+export function sectionDepth(mine: ReaderSlot): number {
+  return mine.table[mine.line + S_DEPTH];
 }
 
 /** True while this thread is inside an access section of `table` (a grace period would wait for itself). */
 export function insideSection(table: Int32Array): boolean {
-  return openSections > 0 && (threadSlots.get(table.buffer)?.depth ?? 0) > 0;
+  if (openSections === 0) return false;
+  const line = ownSlotLine(table);
+  return line !== null && table[line + S_DEPTH] > 0;
 }
 
 export function isLive(table: Int32Array): boolean {
@@ -161,7 +173,7 @@ export function waitQuiescent(table: Int32Array, timeoutMs = QUIESCE_TIMEOUT_MS)
   const slots = Atomics.load(table, H_HIGH_WATER);
   let deadlineMs = -1;
   for (let slot = 0; slot < slots; slot++) {
-    const i = seqIndex(slot);
+    const i = lineOf(slot) + S_SEQ;
     const seen = Atomics.load(table, i);
     if ((seen & 1) === 0) continue; // quiescent (or free): holds no translation
     // Any change means the section that was open has ended (a new one began after the bump).
