@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { Memory } from '../src/memory.js';
+import type { AddressSpace } from '../src/space/address-space.js';
 import { decodeIdBits } from '../src/morsel/id.js';
 import { MiB, type Frame } from '../src/units.js';
 import { W_FAULTS, W_FILLS, W_STOP } from './workers/mmu-writer-protocol.js';
@@ -82,4 +83,72 @@ test('unmap waits for a writing thread: freed frames reused at once never see th
   assert.ok(Atomics.load(c, W_FILLS) >= ITERATIONS, 'the writer wrote');
   space.destroy();
   for (const f of ballast) m.alloc.free(f);
+});
+
+/** Allocates frames until `frame` is among them; frees the others. False if it never came back. */
+function allocExactly(m: Memory, frame: number): boolean {
+  const others: Frame[] = [];
+  let got = false;
+  for (let n = m.alloc.freeFrames(); n > 0 && !got; n--) {
+    const f = m.alloc.alloc(0);
+    if (f === frame) got = true;
+    else others.push(f);
+  }
+  for (const f of others) m.alloc.free(f);
+  return got;
+}
+
+async function holder(m: Memory, space: AddressSpace, addr: number, mode: 'raw' | 'section') {
+  const gate = new SharedArrayBuffer(8);
+  const w = new Worker(new URL('./workers/mmu-holder.js', import.meta.url), { workerData: { region: m.share(), space: space.share(), addr, mode, gate } });
+  const messages: unknown[] = [];
+  let wake: () => void = () => {};
+  w.on('message', (msg) => {
+    messages.push(msg);
+    wake();
+  });
+  const next = async () => {
+    while (messages.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+    return messages.shift() as { frame?: number; wrote?: boolean };
+  };
+  const exited = new Promise((resolve) => w.once('exit', resolve));
+  const release = () => {
+    Atomics.store(new Int32Array(gate), 0, 1);
+    Atomics.notify(new Int32Array(gate), 0);
+  };
+  return { next, release, exited };
+}
+
+test('a frame held outside an access section is not protected: a late write lands in the reallocated frame', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const id = m.morsels.create(1);
+  const addr = space.map(id);
+  const h = await holder(m, space, addr, 'raw');
+  const { frame } = await h.next();
+  space.unmap(addr); // the holder is quiescent: no wait
+  m.morsels.destroy(id);
+  assert.ok(allocExactly(m, frame!), 'the freed frame was handed out again');
+  m.region.zeroFrame(frame as Frame); // a new owner's fresh page
+  h.release();
+  assert.deepEqual(await h.next(), { wrote: true });
+  await h.exited;
+  assert.equal(m.region.frame(frame as Frame)[0], 0xee, "the documented hazard: the new owner's page was overwritten");
+});
+
+test('a frame held inside an access section: unmap waits for the holder, whose write lands before the free', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const id = m.morsels.create(1);
+  const addr = space.map(id);
+  const h = await holder(m, space, addr, 'section');
+  const { frame } = await h.next();
+  space.unmap(addr); // returns only after the holder wrote and left its section
+  assert.equal(m.region.frame(frame as Frame)[0], 0xee, 'the holder wrote while the morsel was still alive');
+  m.morsels.destroy(id);
+  assert.ok(allocExactly(m, frame!), 'the freed frame was handed out again');
+  m.region.zeroFrame(frame as Frame);
+  assert.deepEqual(await h.next(), { wrote: true });
+  await h.exited;
+  assert.ok(m.region.frame(frame as Frame).every((b) => b === 0), "the new owner's page stays untouched");
 });
