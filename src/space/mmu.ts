@@ -148,7 +148,8 @@ export class Mmu {
    * # Warning: hold one yourself around any later use of a frame from
    * translate() or a view from pageView() while other threads may unmap and
    * destroy; outside a section such a frame may be reused under you. Keep
-   * sections short: an unmap waits for them (and gives up, ETIMEDOUT, after
+   * sections short and never hold one across an await or a blocking wait:
+   * every unmap of the space waits for them (and gives up, ETIMEDOUT, after
    * its bound).
    */
   enter(): void {
