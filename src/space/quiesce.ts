@@ -33,6 +33,11 @@
  * control SharedArrayBuffer, so threads share it through space.share().
  * Only the owner writes depth and users (plain accesses); others read only
  * the owner and sequence words.
+ *
+ * Limits: a thread that ends without closing its Mmus keeps its slot
+ * (quiescent, so it never delays an unmap, but it counts against
+ * READER_SLOTS); a thread terminated inside a section makes every later
+ * grace period of the space run into its bound (ETIMEDOUT).
  */
 import { threadId } from 'node:worker_threads';
 import { MorselError, assert, check } from '../errors.js';
