@@ -144,7 +144,9 @@ export class Mmu {
   /**
    * Opens an access section (nestable, per thread): until the matching
    * exit(), no frame this thread translated through the space is freed, and
-   * unmap on other threads waits. Every data access below opens its own.
+   * unmap on other threads waits. Every data access below opens its own;
+   * a loop of small accesses inside one held section skips their two atomic
+   * adds (read8 then costs what it did before sections existed).
    * # Warning: hold one yourself around any later use of a frame from
    * translate() or a view from pageView() while other threads may unmap and
    * destroy; outside a section such a frame may be reused under you. Keep
