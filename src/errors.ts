@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'EISDIR' // the target is a directory
   | 'ENOTEMPTY' // directory not empty
   | 'ENAMETOOLONG' // name or path too long
+  | 'ETIMEDOUT' // a bounded wait ran out (e.g. a reader stuck inside an access)
   | 'EINTERNAL'; // a bug in morsel: an invariant failed or an engine error escaped
 
 /**

@@ -56,11 +56,14 @@ const openMemories = new Set<Memory>();
 let exitHookInstalled = false;
 
 function closeAllOnExit(): void {
-  for (const memory of [...openMemories]) memory.close();
+  for (const memory of [...openMemories]) memory[Symbol.dispose]();
 }
 
 export class Memory {
-  readonly morsels: Morsels;
+  private readonly openMorsels: Morsels;
+  private closed = false;
+  /** Address spaces this thread created and has not destroyed: close() tears them down through their live objects, so their Mmus learn they are gone. */
+  private readonly spaces = new Set<AddressSpace>();
   /** What opening found and did (null for a region created in this process). */
   report: OpenReport | null = null;
   /**
@@ -76,12 +79,22 @@ export class Memory {
     readonly alloc: FrameAllocator,
     private readonly owner: boolean,
   ) {
-    this.morsels = new Morsels(region, alloc);
+    this.openMorsels = new Morsels(region, alloc);
     if (owner && region.persistent) {
       openMemories.add(this);
       if (!exitHookInstalled) process.on('exit', closeAllOnExit);
       exitHookInstalled = true;
     }
+  }
+
+  /** The morsel primitive over this memory (EBADF after close). */
+  get morsels(): Morsels {
+    this.checkOpen();
+    return this.openMorsels;
+  }
+
+  private checkOpen(): void {
+    check(!this.closed, 'EBADF', 'this memory is closed');
   }
 
   /** A fresh volatile region (SharedArrayBuffer): one process, user slot 0. */
@@ -158,6 +171,7 @@ export class Memory {
    * reach, which frees the slots' tables and every frame in flight.
    */
   recover(): OpenReport {
+    this.checkOpen();
     check(this.region.alone && this.region.writable, 'EBUSY', 'recovery needs the region alone (other users are live, or it is open read-only)');
     // Scan before changing anything: a corrupt region (ECORRUPT) is left as
     // found, for `morsel check --repair`. Recovery never formats.
@@ -180,11 +194,15 @@ export class Memory {
   }
 
   share(): RegionShare {
+    this.checkOpen();
     return this.region.share();
   }
 
   createSpace(opts: { levels?: Levels } = {}): AddressSpace {
-    return AddressSpace.create(this.morsels, opts);
+    const space = AddressSpace.create(this.morsels, opts);
+    this.spaces.add(space);
+    space.onDestroy = () => this.spaces.delete(space);
+    return space;
   }
 
   /** Sleeps while the int32 at region byte `byteOffset` is `expected` (see Region.wait: threads and processes). */
@@ -202,18 +220,22 @@ export class Memory {
    * (the last user marks it clean). Worker threads must be done first.
    */
   close(): void {
+    this.checkOpen();
+    for (const space of [...this.spaces]) space.destroy();
+    this.closed = true;
     if (this.region.writable) this.alloc.release();
     if (!this.owner || !this.region.persistent) return;
     if (!openMemories.delete(this)) return; // closed already
     if (this.region.writable && this.region.userSlot !== NO_SLOT) {
-      emptyOwnSlot(this.morsels);
+      emptyOwnSlot(this.openMorsels);
       this.alloc.release(); // frames the teardown freed into our reservation
     }
     this.region.close({ markClean: !this.recoveryPending });
   }
 
+  /** `using` closes unless close() already ran. */
   [Symbol.dispose](): void {
-    this.close();
+    if (!this.closed) this.close();
   }
 
   /**
@@ -221,6 +243,7 @@ export class Memory {
    * spaces left for a reaper, the region not marked clean. For crash tests.
    */
   abandon(): void {
+    this.closed = true;
     openMemories.delete(this);
     this.region.abandon();
   }

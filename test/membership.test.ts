@@ -279,7 +279,7 @@ test('two opens in one process are two users (OFD locks belong to the open file,
   a.close();
   assert.equal(b.region.state !== STATE_CLEAN, true, 'not the last user: still open');
   b[Symbol.dispose](); // what `using` calls: close(), which destroys its space
-  b.close(); // a second close is a no-op
+  assert.throws(() => b.close(), (e: unknown) => (e as { code?: string }).code === 'EBADF'); // a second close is misuse
   const c = Memory.open(file, { mode: 'exclusive' });
   assert.equal(c.report?.crashed, false);
   c.close();

@@ -6,6 +6,7 @@ import { ORDERS, orderBytes, type Order } from '../src/morsel/order.js';
 import { Access, Mmu } from '../src/space/mmu.js';
 import { MiB } from '../src/units.js';
 import { freeFrames } from './helpers.js';
+import { startPeer } from './peer-thread.js';
 
 const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
 
@@ -185,24 +186,39 @@ test('meta morsels map their data morsel at the fixed address and destroy comple
   assert.throws(() => m.morsels.createMeta(1, { address: 0, sizeBytes: 3 * MiB }), code('ERANGE'));
 });
 
-test('unmap shoots down the TLBs of every thread using the space', () => {
+test('unmap shoots down the TLBs of every thread using the space', async () => {
   const m = Memory.volatile(8 * MiB);
   const space = m.createSpace();
   const a = new Mmu(space);
-  const b = new Mmu(space);
-  const id = m.morsels.create(1);
-  const base = space.map(id);
-  a.write8(base, 7);
-  assert.equal(b.read8(base), 7);
-  assert.equal(b.read8(base), 7);
-  assert.ok(b.counters.hits >= 1);
-  space.unmap(base);
-  assert.throws(() => b.read8(base), code('EFAULT'));
-  assert.throws(() => a.write8(base, 1), code('EFAULT'));
-  // remapped read-only: the stale writable TLB entry must not survive
-  space.map(id, { address: base, rights: { write: false } });
-  assert.equal(a.read8(base), 7);
-  assert.throws(() => a.write8(base, 1), code('EACCES'));
+  const b = startPeer(m, space); // another thread, with its own Mmu and TLB
+  try {
+    const id = m.morsels.create(1);
+    const base = space.map(id);
+    a.write8(base, 7);
+    assert.equal((await b.call({ op: 'read8', addr: base })).value, 7);
+    assert.equal((await b.call({ op: 'read8', addr: base })).value, 7);
+    assert.ok((await b.call({ op: 'hits' })).value! >= 1, "the peer's second read hit its TLB");
+    space.unmap(base);
+    assert.equal((await b.call({ op: 'read8', addr: base })).code, 'EFAULT');
+    assert.equal((await b.call({ op: 'write8', addr: base, value: 1 })).code, 'EFAULT');
+    assert.throws(() => a.write8(base, 1), code('EFAULT'));
+    // remapped read-only: the stale writable TLB entries must not survive, on either thread
+    space.map(id, { address: base, rights: { write: false } });
+    assert.equal((await b.call({ op: 'read8', addr: base })).value, 7);
+    assert.equal((await b.call({ op: 'write8', addr: base, value: 1 })).code, 'EACCES');
+    assert.equal(a.read8(base), 7);
+    assert.throws(() => a.write8(base, 1), code('EACCES'));
+    // the same with no access in between: a writable entry cached, then unmap + read-only remap
+    space.unmap(base);
+    space.map(id, { address: base });
+    assert.equal((await b.call({ op: 'write8', addr: base, value: 8 })).code, undefined);
+    space.unmap(base);
+    space.map(id, { address: base, rights: { write: false } });
+    assert.equal((await b.call({ op: 'write8', addr: base, value: 9 })).code, 'EACCES');
+    assert.equal(a.read8(base), 8);
+  } finally {
+    await b.close();
+  }
 });
 
 test('IDs print as 0x + 16 hex digits of the raw entry', () => {

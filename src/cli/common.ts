@@ -37,7 +37,7 @@ const EXIT_BY_CODE: Record<ErrorCode, number> = {
   EACCES: 4, EPERM: 4,
   ENOSPC: 5,
   ECORRUPT: 6, EVERSION: 6,
-  EBUSY: 7,
+  EBUSY: 7, ETIMEDOUT: 7,
   ESTALE: 8, EBADF: 8,
   EIO: 9, ENOTSUP: 9,
   EINTERNAL: 10,

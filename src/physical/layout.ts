@@ -7,7 +7,8 @@
  *   frames 1..0x9F     reserved: boot scratch for a guest. Frame 1 is the boot
  *                      parameter block of `morsel hwcheck`; its guest keeps its
  *                      tables in 0x10..0x14 and its stack in 0x20..0x2F (in
- *                      QEMU's private copy only: share=off)
+ *                      QEMU's private copy only: share=off); 0x9F is the
+ *                      shared zero frame (ZERO_FRAME), never written
  *   frames 0xA0..0xFF  reserved: the PC firmware / option-ROM hole
  *   frames 0x100..     allocator metadata (LLFree bitfields and counters)
  *   then 1 frame       the user-slot table (USER_SLOTS records of USER_SLOT_BYTES:
@@ -27,6 +28,13 @@ export const SUPERBLOCK_FRAME = 0;
 /** Frames below this are never handed out (superblock, boot scratch, firmware hole). */
 export const LOW_RESERVED_FRAMES = 0x100;
 export const META_START_FRAME = LOW_RESERVED_FRAMES;
+/**
+ * The shared zero frame: the last boot-scratch frame, which nothing writes
+ * (the hwcheck guest uses 0x01..0x2F, in QEMU's private copy only). The MMU
+ * hands it out for reads of never-populated morsel pages, as Linux maps its
+ * shared zero page, so reads never allocate. Never writable through an MMU.
+ */
+export const ZERO_FRAME = 0x9f;
 
 /** LLFree geometry: a child is one 2 MiB area (512 frames), a tree 32 children. */
 export const CHILD_FRAMES = 512;

@@ -26,6 +26,7 @@ import type { Frame } from '../units.js';
 import type { Region } from '../physical/region.js';
 import { crashPoint } from '../crash-point.js';
 import { CTL_EPOCH } from './mmu.js';
+import { QUIESCE_TIMEOUT_MS, READER_TABLE_BYTES, checkLive, insideSection, markDead, readerTable, waitQuiescent } from './quiesce.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
 export { ROOT_SLOT_SPACES } from '../physical/superblock.js';
@@ -33,6 +34,8 @@ export type Levels = 4 | 5;
 
 /** Control words shared by every thread using the space ([CTL_EPOCH] is the MMU's, see PagedSpace). */
 const CTL_WORDS = 16;
+/** The control SharedArrayBuffer: the words, then the reader table (quiesce.ts). */
+const CONTROL_BYTES = CTL_WORDS * 4 + READER_TABLE_BYTES;
 
 export interface SpaceShare {
   rootFrame: number;
@@ -63,7 +66,13 @@ export class AddressSpace {
   readonly limit: number;
   /** [CTL_EPOCH] is bumped by every unmap: TLBs flush when it moves (the shootdown). */
   readonly control: Int32Array;
+  /** Reader slots of the threads' Mmus, and whether the space is destroyed (quiesce.ts). */
+  readonly readers: Int32Array;
+  /** Bound on how long unmap and destroy wait for readers to leave their access sections. */
+  quiesceTimeoutMs = QUIESCE_TIMEOUT_MS;
   private readonly registry: Registry;
+  /** Called once when destroy() commits (Memory uses it to forget the space). */
+  onDestroy: (() => void) | null = null;
 
   /** `slot`: the user slot whose registry holds the space (this process's, or a dead one's being reaped). */
   private constructor(
@@ -74,7 +83,8 @@ export class AddressSpace {
     this.rootFrame = share.rootFrame as Frame;
     this.levels = share.levels;
     this.limit = share.levels === 4 ? 2 ** 47 : 2 ** 53;
-    this.control = new Int32Array(share.control);
+    this.control = new Int32Array(share.control, 0, CTL_WORDS);
+    this.readers = readerTable(share.control, CTL_WORDS * 4);
     this.registry = spacesRegistry(morsels, slot);
   }
 
@@ -85,7 +95,7 @@ export class AddressSpace {
     check(morsels.region.userSlot !== NO_SLOT, 'EBADF', 'this memory holds no user slot (opened for inspection): it cannot create address spaces');
     const root = morsels.alloc.alloc(0);
     morsels.region.zeroFrame(root);
-    const space = new AddressSpace(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) });
+    const space = new AddressSpace(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CONTROL_BYTES) });
     crashPoint('space:before-register');
     // Registered with its level count in the (otherwise unused) PFN-free bits of the value.
     try {
@@ -131,6 +141,7 @@ export class AddressSpace {
    * returns the address. Writes exactly one entry of the morsel: O(1) in its size.
    */
   map(id: bigint, opts: MapOptions = {}): number {
+    checkLive(this.readers, 'map');
     const d = this.morsels.decode(id);
     const data = this.morsels.dataOf(d);
     let address = opts.address;
@@ -224,6 +235,7 @@ export class AddressSpace {
 
   /** The mapping starting at `address`, or null. */
   mappingAt(address: number): Mapping | null {
+    checkLive(this.readers, 'mappingAt');
     const region = this.morsels.region;
     let table = this.rootFrame;
     for (let l = this.levels; l >= 1; l--) {
@@ -241,8 +253,15 @@ export class AddressSpace {
     return null;
   }
 
-  /** Removes the mapping that starts at `address` and shoots down every TLB of the space. */
+  /**
+   * Removes the mapping that starts at `address`, shoots down every TLB of
+   * the space and returns once no thread can still access the morsel through
+   * it (only then does the morsel stop counting as mapped, so destroy cannot
+   * free its frames under a reader). ETIMEDOUT: see shootdown.
+   */
   unmap(address: number): void {
+    checkLive(this.readers, 'unmap');
+    check(!insideSection(this.readers), 'EBUSY', 'unmap inside an Mmu access section of this thread: it would wait for itself');
     check(Number.isSafeInteger(address) && address >= 0 && address < this.limit, 'EINVAL', () => `address ${address} outside the space`);
     const region = this.morsels.region;
     let table = this.rootFrame;
@@ -254,6 +273,8 @@ export class AddressSpace {
       if (hi & HI_MORSEL_TOP) {
         check(address % orderBytes((l - 1) as Order) === 0, 'EINVAL', () => `0x${address.toString(16)} is inside a mapping, not its start`);
         check(region.casEntry(table, idx, lo, hi, 0, 0), 'ENOENT', () => `0x${address.toString(16)} was unmapped concurrently`);
+        const stuck = this.shootdown();
+        if (stuck >= 0) throw this.timedOut(stuck, `0x${address.toString(16)} is unmapped but its morsel stays counted as mapped`);
         this.mappingGone(pfnOf(lo, hi));
         return;
       }
@@ -263,15 +284,31 @@ export class AddressSpace {
   }
 
   private mappingGone(rootFrame: number, counted = true): void {
-    if (counted) {
-      const left = Atomics.sub(this.morsels.region.mapCounts, rootFrame, 1) - 1;
-      assert(left >= 0, 'map count never negative');
-    }
+    if (!counted) return;
+    const left = Atomics.sub(this.morsels.region.mapCounts, rootFrame, 1) - 1;
+    assert(left >= 0, 'map count never negative');
+  }
+
+  /**
+   * The TLB shootdown: bump the epoch (every Mmu flushes on its next access),
+   * then wait until each thread that was inside an access section has left
+   * it (quiesce.ts). Only then may frames the old entries reached be freed.
+   * Returns -1, or the reader slot that did not leave within quiesceTimeoutMs.
+   * # Warning: then that thread may still hold old translations, so the
+   * caller must keep what they reach allocated (and say so: timedOut).
+   */
+  private shootdown(): number {
     Atomics.add(this.control, CTL_EPOCH, 1);
+    return waitQuiescent(this.readers, this.quiesceTimeoutMs);
+  }
+
+  private timedOut(slot: number, consequence: string): MorselError {
+    return new MorselError('ETIMEDOUT', `${consequence}: reader slot ${slot} stayed inside one access for ${this.quiesceTimeoutMs} ms (a thread stuck or terminated mid-access)`);
   }
 
   /** All mappings, in address order. */
   mappings(): Mapping[] {
+    checkLive(this.readers, 'mappings');
     const out: Mapping[] = [];
     const region = this.morsels.region;
     const walk = (table: Frame, level: number, base: number): void => {
@@ -292,9 +329,18 @@ export class AddressSpace {
    * Tears the space down: unmaps every morsel (never freeing its frames) and
    * frees the space's own tables post-order, unlinking each before its free.
    * `counted` is false for spaces of a previous process, whose mappings this
-   * process never counted.
+   * process never counted. Marking the space dead is the commit point: from
+   * then on map, unmap and every Mmu of it fail with EBADF; the teardown
+   * starts only after the shootdown has waited for readers.
+   * # Warning: map/unmap on another thread racing with destroy is the
+   * caller's race (they are not reader sections); accesses are safe.
    */
   destroy(counted = true): void {
+    check(!insideSection(this.readers), 'EBUSY', 'destroy inside an Mmu access section of this thread: it would wait for itself');
+    check(markDead(this.readers), 'EBADF', 'destroy: the address space was already destroyed');
+    this.onDestroy?.();
+    const stuck = this.shootdown();
+    if (stuck >= 0) throw this.timedOut(stuck, 'the space is destroyed but its tables stay allocated');
     const region = this.morsels.region;
     const teardown = (table: Frame, level: number): void => {
       for (let idx = 0; idx < 512; idx++) {
@@ -318,7 +364,6 @@ export class AddressSpace {
     const reg = this.registry.get(this.rootFrame);
     if (reg !== null) this.registry.remove(this.rootFrame, reg[0], reg[1]);
     this.morsels.alloc.free(this.rootFrame);
-    Atomics.add(this.control, CTL_EPOCH, 1);
   }
 }
 
@@ -347,7 +392,7 @@ export function countSpaces(morsels: Morsels, slot: number): number {
 export function reapSpaces(morsels: Morsels, slot: number, counted: boolean): number {
   const roots = registeredSpaces(morsels, slot);
   for (const { root, levels } of roots) {
-    AddressSpace.attachInSlot(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) }, slot).destroy(counted);
+    AddressSpace.attachInSlot(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CONTROL_BYTES) }, slot).destroy(counted);
   }
   return roots.length;
 }

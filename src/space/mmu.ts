@@ -5,18 +5,30 @@
  *
  * TLB: direct-mapped, tagged with the full virtual page number (48/57-bit
  * spaces rule out a flat array). Shootdown by epoch: every unmap bumps the
- * space's epoch; a translate that sees a new epoch flushes first. One atomic
- * load per translate, no locks, no messages.
+ * space's epoch; an access (or a translate) that sees a new epoch flushes
+ * first. No locks, no messages.
+ *
+ * Reclamation (src/space/quiesce.ts): every data access is an access
+ * section; the thread's reader slot is odd for its duration, and unmap waits
+ * for such sections to end before the morsel's frames may be freed. Cost:
+ * two atomic adds and one load per access, none per page.
+ *
+ * Reads of never-populated morsel pages return the shared zero frame
+ * (ZERO_FRAME) and allocate nothing, as Linux maps its zero page; only a
+ * write populates. The zero translation is never cached, so a page another
+ * thread populates later is seen by the next access.
  *
  * Not modelled: accessed/dirty bits (a morsel never needs them), PS huge
  * leaves (not created yet), PCID.
  */
-import { MorselError } from '../errors.js';
+import { MorselError, check } from '../errors.js';
 import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
+import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
 import type { Region } from '../physical/region.js';
+import { READER_TABLE_BYTES, enterSection, exitSection, isLive, joinReaders, leaveReaders, readerTable, sectionDepth, type ReaderSlot } from './quiesce.js';
 
 /**
  * What an MMU walks: x86-64 tables under a root, an epoch word for
@@ -35,6 +47,12 @@ export interface PagedSpace {
   /** shared control words; [CTL_EPOCH] moves on every unmap (the TLB shootdown) */
   readonly control: Int32Array;
   readonly epoch: number;
+  /**
+   * The space's shared reader table (quiesce.ts), if its unmap waits for
+   * readers. Without one (the conventional baseline) each Mmu publishes into a
+   * private table: the same per-access cost, no one waits on it.
+   */
+  readonly readers?: Int32Array;
   /**
    * The morsel fault handler: populate the path below the morsel's
    * level-`level` table `table` to the page of `vaddr`; returns the data
@@ -66,6 +84,8 @@ export interface MmuCounters {
   misses: number;
   faults: number;
   flushes: number;
+  /** reads of never-populated morsel pages answered by the zero frame */
+  zeroReads: number;
 }
 
 export class Mmu {
@@ -82,23 +102,108 @@ export class Mmu {
   private wcTable = 0;
   private wcPerm = 0;
   private wcInMorsel = false;
+  /** the space epoch the TLB is valid for; NaN once closed (never equal: every use takes the slow path) */
   private epoch: number;
+  /** this thread's slot in the space's reader table (shared by the thread's Mmus of the space) */
+  private readonly reader: ReaderSlot;
+  private closed = false;
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
-  readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0 };
+  readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0, zeroReads: 0 };
 
+  /** EBADF if the space is already destroyed; EBUSY if READER_SLOTS other threads use it. */
   constructor(
     readonly space: PagedSpace,
     opts: { user?: boolean } = {},
   ) {
     this.user = opts.user ?? true;
+    const table = space.readers ?? readerTable(new SharedArrayBuffer(READER_TABLE_BYTES), 0);
+    // Epoch before liveness: a destroy marks the space dead before it bumps
+    // the epoch, so if the space is live now, the bump is still ahead of us.
     this.epoch = space.epoch;
+    if (!isLive(table)) throw spaceGone();
+    this.reader = joinReaders(table);
   }
 
-  /** Physical frame backing `vaddr` for `access`; faults in missing pages. */
+  /**
+   * Releases this Mmu's share of its thread's reader slot (the last Mmu of
+   * the thread frees the slot). Later use is EBADF. EBUSY inside a section.
+   */
+  close(): void {
+    check(!this.closed, 'EBADF', 'this Mmu is already closed');
+    check(sectionDepth(this.reader) === 0, 'EBUSY', 'close() inside an access section (enter() without exit())');
+    this.closed = true;
+    this.epoch = NaN;
+    leaveReaders(this.reader);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /**
+   * Opens an access section (nestable, per thread): until the matching
+   * exit(), no frame this thread translated through the space is freed, and
+   * unmap on other threads waits. Every data access below opens its own;
+   * a loop of small accesses inside one held section skips their two atomic
+   * adds (read8 then costs what it did before sections existed).
+   * # Warning: hold one yourself around any later use of a frame from
+   * translate() or a view from pageView() while other threads may unmap and
+   * destroy; outside a section such a frame may be reused under you. Keep
+   * sections short and never hold one across an await or a blocking wait:
+   * every unmap of the space waits for them (and gives up, ETIMEDOUT, after
+   * its bound).
+   */
+  enter(): void {
+    if (this.closed) throw closedError();
+    // Publish first, then read the epoch (the order quiesce.ts relies on).
+    enterSection(this.reader);
+    const epoch = Atomics.load(this.space.control, CTL_EPOCH);
+    if (epoch !== this.epoch) {
+      try {
+        this.catchUp(epoch);
+      } catch (e) {
+        this.exit();
+        throw e;
+      }
+    }
+  }
+
+  /** Closes the innermost access section. */
+  exit(): void {
+    exitSection(this.reader);
+  }
+
+  /**
+   * Physical frame backing `vaddr` for `access`; a write faults in missing
+   * pages, a read or execute of a never-populated morsel page returns
+   * ZERO_FRAME (read-only by contract). Raw: see the warning on enter().
+   */
   translate(vaddr: number, access: Access): Frame {
     const epoch = Atomics.load(this.space.control, CTL_EPOCH);
-    if (epoch !== this.epoch) this.flush(epoch);
+    if (epoch !== this.epoch) this.catchUp(epoch);
+    return this.lookup(vaddr, access);
+  }
+
+  /** Drops every cached translation (EBADF when closed or the space is gone). */
+  flush(): void {
+    this.catchUp(Atomics.load(this.space.control, CTL_EPOCH));
+  }
+
+  /** The epoch moved (or the Mmu is closed): EBADF if closed or the space was destroyed, else flush. */
+  private catchUp(epoch: number): void {
+    if (this.closed) throw closedError();
+    // A destroy marks the space dead before bumping the epoch, so seeing the
+    // new epoch and then a live space means the destroy has not started.
+    if (!isLive(this.reader.table)) throw spaceGone();
+    this.tlbVpn.fill(-1);
+    this.wcKey = -1;
+    this.epoch = epoch;
+    this.counters.flushes++;
+  }
+
+  /** translate() without the epoch check: for use inside a section, which checked it. */
+  private lookup(vaddr: number, access: Access): Frame {
     const vpn = Math.floor(vaddr / PAGE_SIZE);
     const slot = vpn & TLB_MASK;
     if (this.tlbVpn[slot] === vpn && allowed(this.tlbPerm[slot], access, this.user)) {
@@ -107,14 +212,6 @@ export class Mmu {
     }
     this.counters.misses++;
     return this.walk(vaddr, vpn, slot, access);
-  }
-
-  /** Drops every cached translation. */
-  flush(epoch = Atomics.load(this.space.control, CTL_EPOCH)): void {
-    this.tlbVpn.fill(-1);
-    this.wcKey = -1;
-    this.epoch = epoch;
-    this.counters.flushes++;
   }
 
   private walk(vaddr: number, vpn: number, slot: number, access: Access): Frame {
@@ -168,6 +265,11 @@ export class Mmu {
         }
         // Check rights before populating: a forbidden write must not allocate.
         if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
+        if (access !== Access.Write) {
+          // A read of a hole: zeros, nothing allocated, nothing cached.
+          this.counters.zeroReads++;
+          return ZERO_FRAME as Frame;
+        }
         this.counters.faults++;
         // Populate from this table down and take the data frame it returns:
         // entries inside a morsel are permissive, so `perm` is already final.
@@ -193,56 +295,82 @@ export class Mmu {
     return new MorselError('EACCES', `${what} at 0x${vaddr.toString(16)} violates the mapping's rights`);
   }
 
-  // --- data access --------------------------------------------------------------
+  // --- data access (each one access section) --------------------------------
 
   read8(vaddr: number): number {
-    const frame = this.translate(vaddr, Access.Read);
-    return this.space.region.bytesOf(frame)[this.space.region.byteOffsetInWindow(frame) + (vaddr & 4095)];
+    this.enter();
+    try {
+      const frame = this.lookup(vaddr, Access.Read);
+      return this.space.region.bytesOf(frame)[this.space.region.byteOffsetInWindow(frame) + (vaddr & 4095)];
+    } finally {
+      this.exit();
+    }
   }
 
   write8(vaddr: number, value: number): void {
-    const frame = this.translate(vaddr, Access.Write);
-    this.space.region.bytesOf(frame)[this.space.region.byteOffsetInWindow(frame) + (vaddr & 4095)] = value;
+    this.enter();
+    try {
+      const frame = this.lookup(vaddr, Access.Write);
+      this.space.region.bytesOf(frame)[this.space.region.byteOffsetInWindow(frame) + (vaddr & 4095)] = value;
+    } finally {
+      this.exit();
+    }
   }
 
   /** 32-bit little-endian word; `vaddr` must be 4-byte aligned (it then never crosses a page). */
   read32(vaddr: number): number {
     if (vaddr & 3) throw new MorselError('EMISALIGNED', `read32 at unaligned 0x${vaddr.toString(16)}`);
-    const frame = this.translate(vaddr, Access.Read);
-    const region = this.space.region;
-    return Atomics.load(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2));
+    this.enter();
+    try {
+      const frame = this.lookup(vaddr, Access.Read);
+      const region = this.space.region;
+      return Atomics.load(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2));
+    } finally {
+      this.exit();
+    }
   }
 
   write32(vaddr: number, value: number): void {
     if (vaddr & 3) throw new MorselError('EMISALIGNED', `write32 at unaligned 0x${vaddr.toString(16)}`);
-    const frame = this.translate(vaddr, Access.Write);
-    const region = this.space.region;
-    Atomics.store(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2), value);
-  }
-
-  /**
-   * Splits [vaddr, vaddr + length) into runs that are contiguous in physical
-   * memory: every page is translated (rights checked, faults taken), but
-   * neighbours in consecutive frames of one window are copied in one call.
-   * `fn(firstFrame, pageOffset, done, n)` handles one run of `n` bytes.
-   */
-  private forEachRun(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
-    let done = 0;
-    while (done < length) {
-      const va = vaddr + done;
-      const off = va & 4095;
-      const frame = this.translate(va, access);
-      let n = Math.min(PAGE_SIZE - off, length - done);
-      for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; next++) {
-        if (this.translate(va + n, access) !== next) break;
-        n += Math.min(PAGE_SIZE, length - done - n);
-      }
-      fn(frame, off, done, n);
-      done += n;
+    this.enter();
+    try {
+      const frame = this.lookup(vaddr, Access.Write);
+      const region = this.space.region;
+      Atomics.store(region.words(frame), region.wordIndex(frame, (vaddr & 4095) >>> 2), value);
+    } finally {
+      this.exit();
     }
   }
 
-  /** Copies `dst.length` bytes from `vaddr` into `dst`. */
+  /**
+   * One access section over [vaddr, vaddr + length), split into runs that are
+   * contiguous in physical memory: every page is translated (rights checked,
+   * faults taken), but neighbours in consecutive frames of one window are
+   * handled in one call. `fn(firstFrame, pageOffset, done, n)` handles one run
+   * of `n` bytes. (ZERO_FRAME + 1 is reserved, so holes form one-page runs.)
+   */
+  private forEachRun(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
+    this.enter();
+    try {
+      let done = 0;
+      while (done < length) {
+        const va = vaddr + done;
+        const off = va & 4095;
+        const frame = this.lookup(va, access);
+        let n = Math.min(PAGE_SIZE - off, length - done);
+        for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; next++) {
+          if (this.lookup(va + n, access) !== next) break;
+          n += Math.min(PAGE_SIZE, length - done - n);
+        }
+        fn(frame, off, done, n);
+        done += n;
+      }
+    } finally {
+      this.exit();
+    }
+  }
+
+  /** Copies `dst.length` bytes from `vaddr` into `dst` (holes read as zeros, allocating nothing). */
   read(vaddr: number, dst: Uint8Array): void {
     const region = this.space.region;
     this.forEachRun(vaddr, dst.length, Access.Read, (frame, off, done, n) => {
@@ -277,10 +405,30 @@ export class Mmu {
     });
   }
 
-  /** Zero-copy view of the page containing `vaddr` (for bulk processing in place). */
+  /**
+   * Zero-copy view of the page containing `vaddr` (for bulk processing in
+   * place). Reading a never-populated page returns a fresh private zero page
+   * instead (never the shared zero frame): writes to it reach nothing; ask
+   * for Access.Write to populate and write in place.
+   * # Warning: the view is safe from reuse only inside enter()/exit().
+   */
   pageView(vaddr: number, access: Access = Access.Read): Uint8Array {
-    return this.space.region.frame(this.translate(vaddr, access));
+    this.enter();
+    try {
+      const frame = this.lookup(vaddr, access);
+      return frame === ZERO_FRAME ? new Uint8Array(PAGE_SIZE) : this.space.region.frame(frame);
+    } finally {
+      this.exit();
+    }
   }
+}
+
+function closedError(): MorselError {
+  return new MorselError('EBADF', 'this Mmu is closed');
+}
+
+function spaceGone(): MorselError {
+  return new MorselError('EBADF', "this Mmu's address space was destroyed");
 }
 
 function allowed(perm: number, access: Access, user: boolean): boolean {

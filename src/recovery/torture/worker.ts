@@ -20,7 +20,7 @@ import { Memory } from '../../memory.js';
 import { hex } from '../../morsel/id.js';
 import { orderBytes, type Order } from '../../morsel/order.js';
 import { AddressSpace } from '../../space/address-space.js';
-import { Mmu } from '../../space/mmu.js';
+import { Access, Mmu } from '../../space/mmu.js';
 import type { RegionShare } from '../../physical/region.js';
 import type { SpaceShare } from '../../space/address-space.js';
 import { LogWriter, type LogEvent, type OpName } from './log.js';
@@ -288,9 +288,9 @@ class TortureWorker {
   }
 }
 
-/** Faults every page of [base, base + pages * 4 KiB) by reading one byte of each. */
+/** Faults in every page of [base, base + pages * 4 KiB) (a write fault, writing nothing: reads no longer populate). */
 function touch(mmu: Mmu, base: number, pages: number): void {
-  for (let p = 0; p < pages; p++) mmu.read8(base + p * 4096);
+  for (let p = 0; p < pages; p++) mmu.translate(base + p * 4096, Access.Write);
 }
 
 const cfg = workerData as WorkerConfig;
