@@ -163,6 +163,12 @@ function openMeta(region: Region): Meta {
   };
 }
 
+/** Whether `frame` is allocated: its bit is set, or its child is an order-9 frame. */
+function allocatedIn(m: Meta, frame: number): boolean {
+  const c = frame >>> CHILD_SHIFT;
+  return childIsHuge(Atomics.load(m.childCounters, c)) || testBit(m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1));
+}
+
 const childLo = (tree: number): number => tree * TREE_CHILDREN;
 const childHi = (m: Meta, tree: number): number => Math.min((tree + 1) * TREE_CHILDREN, m.children);
 const treeOfChild = (child: number): number => Math.floor(child / TREE_CHILDREN);
@@ -296,33 +302,11 @@ export class FrameAllocator {
 
   /**
    * Consistency check of a quiescent region (no instance holds a reservation
-   * and no operation is in flight). Returns the problems found; empty means
-   * the counters agree with the bitfields.
+   * and no operation is in flight). Returns the problems found as text;
+   * empty means the counters agree with the bitfields.
    */
   static verify(region: Region): string[] {
-    const m = openMeta(region);
-    const problems: string[] = [];
-    for (let f = 0; f < m.first; f++) {
-      if (!testBit(m.bits, (f >>> CHILD_SHIFT) * BITFIELD_WORDS, f & (CHILD_FRAMES - 1))) problems.push(`reserved frame ${f} is marked free`);
-    }
-    for (let t = 0; t < m.trees; t++) {
-      let sum = 0;
-      for (let c = childLo(t); c < childHi(m, t); c++) {
-        const word = Atomics.load(m.childCounters, c);
-        const set = countSet(m.bits, c * BITFIELD_WORDS);
-        if (childIsHuge(word)) {
-          if (word !== CHILD_HUGE) problems.push(`child ${c}: huge with free field ${childFree(word)}`);
-          if (set !== 0) problems.push(`child ${c}: huge with ${set} bits set`);
-        } else {
-          if (word !== CHILD_FRAMES - set) problems.push(`child ${c}: counter ${word}, bitfield says ${CHILD_FRAMES - set} free`);
-          sum += CHILD_FRAMES - set;
-        }
-      }
-      const word = Atomics.load(m.treeCounters, t);
-      if (treeIsReserved(word)) problems.push(`tree ${t}: still reserved`);
-      if (treeFree(word) !== sum) problems.push(`tree ${t}: counter ${treeFree(word)}, children say ${sum}`);
-    }
-    return problems;
+    return new AllocatorView(region).problems().map((p) => `${p.where}: ${p.what}`);
   }
 
   // --- allocation ----------------------------------------------------------------
@@ -623,8 +607,7 @@ export class FrameAllocator {
   /** Whether `frame` is allocated: its bit is set, or its child is an order-9 frame. Reserved frames count as allocated. */
   isAllocated(frame: Frame): boolean {
     this.region.checkFrame(frame);
-    const c = frame >>> CHILD_SHIFT;
-    return childIsHuge(Atomics.load(this.m.childCounters, c)) || testBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1));
+    return allocatedIn(this.m, frame);
   }
 
   /**
@@ -668,5 +651,88 @@ export class FrameAllocator {
    */
   release(): void {
     this.unreserve();
+  }
+}
+
+// --- read-only view (recovery scanner, table walker, check) ---------------------------
+
+export type AllocProblemCode = 'FIXED_FREE' | 'CHILD_COUNTER' | 'HUGE' | 'TREE_RESERVED' | 'TREE_COUNTER';
+
+export interface AllocProblem {
+  code: AllocProblemCode;
+  what: string;
+  where: string;
+}
+
+/**
+ * A read-only view of the allocator's metadata: never asserts on a corrupt
+ * word and never writes, so the scanner and `check` read a damaged region
+ * through the allocator's own geometry instead of re-deriving it.
+ */
+export class AllocatorView {
+  private readonly m: Meta;
+
+  constructor(region: Region) {
+    this.m = openMeta(region);
+  }
+
+  get first(): number {
+    return this.m.first;
+  }
+
+  get frameCount(): number {
+    return this.m.frameCount;
+  }
+
+  /** Frames covered by the bitfields (the last child may reach past frameCount). */
+  get coveredFrames(): number {
+    return this.m.children * CHILD_FRAMES;
+  }
+
+  /** Whether `frame` (0 <= frame < coveredFrames) is allocated: bit set or inside an order-9 frame. No range check: callers bound it. */
+  isAllocated(frame: number): boolean {
+    return allocatedIn(this.m, frame);
+  }
+
+  /** Children marked huge (allocated whole as order-9 frames). */
+  hugeChildren(): number[] {
+    const out: number[] = [];
+    for (let c = 0; c < this.m.children; c++) if (childIsHuge(Atomics.load(this.m.childCounters, c))) out.push(c);
+    return out;
+  }
+
+  /**
+   * Every disagreement between counters and bitfields, reserved frames
+   * marked free and trees left reserved. Exact only on a quiescent region:
+   * with live users, reservations and in-flight operations show here too.
+   */
+  problems(): AllocProblem[] {
+    const m = this.m;
+    const out: AllocProblem[] = [];
+    for (let f = 0; f < this.coveredFrames; f++) {
+      if (isFixedFrame(m, f) && !this.isAllocated(f)) {
+        out.push({ code: 'FIXED_FREE', what: `${f < m.first ? 'reserved' : 'nonexistent tail'} frame ${f} is marked free`, where: `allocator child ${f >>> CHILD_SHIFT}` });
+      }
+    }
+    for (let t = 0; t < m.trees; t++) {
+      let sum = 0;
+      for (let c = childLo(t); c < childHi(m, t); c++) {
+        const word = Atomics.load(m.childCounters, c);
+        const set = countSet(m.bits, c * BITFIELD_WORDS);
+        const where = `allocator child ${c}`;
+        if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0) out.push({ code: 'CHILD_COUNTER', what: `counter 0x${(word >>> 0).toString(16)} has stray bits`, where });
+        if (childIsHuge(word)) {
+          if (childFree(word) !== 0 || set !== 0) out.push({ code: 'HUGE', what: `huge child with free count ${childFree(word)} and ${set} bit(s) set`, where });
+          continue;
+        }
+        if (childFree(word) !== CHILD_FRAMES - set) out.push({ code: 'CHILD_COUNTER', what: `counter says ${childFree(word)} free, bitfield says ${CHILD_FRAMES - set}`, where });
+        sum += CHILD_FRAMES - set;
+      }
+      const word = Atomics.load(m.treeCounters, t);
+      const where = `allocator tree ${t}`;
+      if (treeIsReserved(word)) out.push({ code: 'TREE_RESERVED', what: 'tree still reserved by a thread that no longer exists', where });
+      else if (treeFree(word) !== sum) out.push({ code: 'TREE_COUNTER', what: `counter says ${treeFree(word)} free, children say ${sum}`, where });
+    }
+    return out;
   }
 }

@@ -15,7 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
@@ -40,12 +40,15 @@ export interface MorselStats {
 
 export class Morsels {
   readonly live: Registry;
+  /** Every table access of this instance goes through it (src/paging/walk.ts). */
+  readonly walker: Walker;
   private readonly firstFrame: number;
 
   constructor(
     readonly region: Region,
     readonly alloc: FrameAllocator,
   ) {
+    this.walker = new Walker(region, alloc);
     this.live = new Registry(region, alloc, superblockRoot(region, ROOT_SLOT_LIVE_TABLE));
     this.firstFrame = firstAllocatableFrame(region.frameCount);
   }
@@ -105,9 +108,7 @@ export class Morsels {
   }
 
   private zeroedFrame(): Frame {
-    const frame = this.alloc.alloc(0);
-    this.region.zeroFrame(frame);
-    return frame;
+    return this.walker.zeroedFrame();
   }
 
   // --- decode -------------------------------------------------------------------
@@ -154,39 +155,14 @@ export class Morsels {
     return table;
   }
 
-
-  /** Frames this instance linked by a winning CAS (populate reports the difference). */
-  private framesLinked = 0;
-
-  /** Child of `table` at `idx`, created if missing. */
+  /** Child of `table` at `idx`, created if missing (validated by the walker). */
   private ensureChild(table: Frame, idx: number): Frame {
-    const region = this.region;
-    let lo = region.loadLo(table, idx);
-    if (!isPresent(lo)) {
-      const fresh = this.zeroedFrame();
-      crashPoint('populate:before-link');
-      if (region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
-        this.framesLinked++;
-        return fresh;
-      }
-      crashPoint('populate:lost-race');
-      this.alloc.free(fresh); // another thread was faster: its child stands
-      lo = region.loadLo(table, idx);
-      assert(isPresent(lo), 'entry present after a lost CAS');
-    }
-    return pfnOf(lo, region.loadHi(table, idx)) as Frame;
+    return this.walker.ensureChild(table, idx, 'populate:before-link', 'populate:lost-race');
   }
 
   /** The data frame for `offset` if populated, else -1. Never allocates. */
   lookupPage(root: Frame, order: Order, offset: number): number {
-    let table = root;
-    for (let level = order; level >= 1; level--) {
-      const idx = tableIndex(offset, level);
-      const lo = this.region.loadLo(table, idx);
-      if (!isPresent(lo)) return -1;
-      table = pfnOf(lo, this.region.loadHi(table, idx)) as Frame;
-    }
-    return table;
+    return this.walker.descend(root, order, offset, 0);
   }
 
   /**
@@ -201,9 +177,9 @@ export class Morsels {
     if (d.order === 0 || length === 0) return 0;
     const first = Math.floor(offset / PAGE_SIZE);
     const last = Math.floor((offset + length - 1) / PAGE_SIZE);
-    const before = this.framesLinked;
+    const before = this.walker.linkedFrames;
     this.populateRange(d.rootFrame, d.order, first, last);
-    return this.framesLinked - before;
+    return this.walker.linkedFrames - before;
   }
 
   /** Populates pages [first, last] (page numbers inside the table at `level`). */
@@ -239,14 +215,11 @@ export class Morsels {
     return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, virtualBytes: orderBytes(d.order) };
   }
 
-  /** Visits every frame of a subtree (tables with their level, pages with level 0), pre-order. */
+  /** Visits every frame of a subtree (tables with their level, pages with level 0), pre-order. Depth bounded by `level`. */
   forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number) => void): void {
     visit(table, level);
     if (level === 0) return;
-    for (let idx = 0; idx < 512; idx++) {
-      const lo = this.region.loadLo(table, idx);
-      if (isPresent(lo)) this.forEachFrame(pfnOf(lo, this.region.loadHi(table, idx)) as Frame, level - 1, visit);
-    }
+    this.walker.forEachPresent(table, (idx, lo, hi) => this.forEachFrame(this.walker.follow(table, idx, lo, hi), level - 1, visit));
   }
 
   // --- destroy --------------------------------------------------------------------
@@ -287,20 +260,18 @@ export class Morsels {
     this.alloc.free(d.rootFrame);
   }
 
-  /** Frees everything below `table` (a level-`level` table), leaving the table itself. */
+  /** Frees everything below `table` (a level-`level` table), leaving the table itself. Depth bounded by `level`. */
   private destroyChildren(table: Frame, level: number): void {
-    for (let idx = 0; level > 0 && idx < 512; idx++) {
-      const lo = this.region.loadLo(table, idx);
-      if (!isPresent(lo)) continue;
-      const hi = this.region.loadHi(table, idx);
-      const child = pfnOf(lo, hi) as Frame;
+    if (level === 0) return;
+    this.walker.forEachPresent(table, (idx, lo, hi) => {
+      const child = this.walker.follow(table, idx, lo, hi);
       this.destroyChildren(child, level - 1);
       // Unlink before free: a crash in between loses at most this one frame
       // to the allocator, and recovery finds it unreachable and reclaims it.
       assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
       crashPoint('destroy:after-unlink');
       this.alloc.free(child);
-    }
+    });
   }
 
   /** All live morsel IDs (walks the live table). */

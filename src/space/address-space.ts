@@ -15,6 +15,7 @@
  */
 import { MorselError, assert, check } from '../errors.js';
 import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import type { Walker } from '../paging/walk.js';
 import { hex } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
@@ -62,6 +63,7 @@ export class AddressSpace {
   /** [CTL_EPOCH] is bumped by every unmap: TLBs flush when it moves (the shootdown). */
   readonly control: Int32Array;
   private readonly registry: Registry;
+  private readonly walker: Walker;
 
   private constructor(
     readonly morsels: Morsels,
@@ -71,6 +73,7 @@ export class AddressSpace {
     this.levels = share.levels;
     this.limit = share.levels === 4 ? 2 ** 47 : 2 ** 53;
     this.control = new Int32Array(share.control);
+    this.walker = morsels.walker;
     this.registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
   }
 
@@ -158,20 +161,16 @@ export class AddressSpace {
    */
   private tableFor(address: number, level: number): Frame {
     const region = this.morsels.region;
+    const inside = (): string => `0x${address.toString(16)} lies inside a mapped morsel`;
     let table = this.rootFrame;
     for (let l = this.levels; l > level; l--) {
       const idx = tableIndex(address, l);
-      let entryLo = region.loadLo(table, idx);
-      if (!isPresent(entryLo)) {
-        const fresh = this.morsels.alloc.alloc(0);
-        region.zeroFrame(fresh);
-        crashPoint('space:before-link-table');
-        if (!region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) this.morsels.alloc.free(fresh);
-        entryLo = region.loadLo(table, idx);
-      }
-      const entryHi = region.loadHi(table, idx);
-      check((entryHi & HI_MORSEL_TOP) === 0, 'EEXIST', () => `0x${address.toString(16)} lies inside a mapped morsel`);
-      table = pfnOf(entryLo, entryHi) as Frame;
+      check((region.loadHi(table, idx) & HI_MORSEL_TOP) === 0, 'EEXIST', inside);
+      const child = this.walker.ensureChild(table, idx, 'space:before-link-table');
+      // A lost CAS may have lost to a mapping: the entry must still be the table we follow.
+      const hi = region.loadHi(table, idx);
+      check((hi & HI_MORSEL_TOP) === 0 && pfnOf(region.loadLo(table, idx), hi) === child, 'EEXIST', inside);
+      table = child;
     }
     return table;
   }
@@ -203,7 +202,7 @@ export class AddressSpace {
       if (!isPresent(lo)) return start === 0 ? (size < span ? size : span) : start;
       const hi = region.loadHi(table, idx);
       if (hi & HI_MORSEL_TOP) continue;
-      const found = this.findVacant(pfnOf(lo, hi) as Frame, tableLevel - 1, start, level, size);
+      const found = this.findVacant(this.walker.follow(table, idx, lo, hi), tableLevel - 1, start, level, size);
       if (found !== null) return found;
     }
     return null;
@@ -215,7 +214,7 @@ export class AddressSpace {
   mappingAt(address: number): Mapping | null {
     const region = this.morsels.region;
     let table = this.rootFrame;
-    for (let l = this.levels; l >= 1; l--) {
+    for (let l: number = this.levels; l >= 1; l--) {
       const idx = tableIndex(address, l);
       const lo = region.loadLo(table, idx);
       if (!isPresent(lo)) return null;
@@ -225,7 +224,8 @@ export class AddressSpace {
         if (address % orderBytes(order) !== 0) return null;
         return { address, order, rootFrame: pfnOf(lo, hi), rights: describeRights(lo, hi) };
       }
-      table = pfnOf(lo, hi) as Frame;
+      if (l === 1) return null;
+      table = this.walker.follow(table, idx, lo, hi);
     }
     return null;
   }
@@ -235,7 +235,7 @@ export class AddressSpace {
     check(Number.isSafeInteger(address) && address >= 0 && address < this.limit, 'EINVAL', () => `address ${address} outside the space`);
     const region = this.morsels.region;
     let table = this.rootFrame;
-    for (let l = this.levels; l >= 1; l--) {
+    for (let l: number = this.levels; l >= 1; l--) {
       const idx = tableIndex(address, l);
       const lo = region.loadLo(table, idx);
       if (!isPresent(lo)) break;
@@ -246,7 +246,8 @@ export class AddressSpace {
         this.mappingGone(pfnOf(lo, hi));
         return;
       }
-      table = pfnOf(lo, hi) as Frame;
+      if (l === 1) break;
+      table = this.walker.follow(table, idx, lo, hi);
     }
     throw new MorselError('ENOENT', `nothing is mapped at 0x${address.toString(16)}`);
   }
@@ -262,16 +263,13 @@ export class AddressSpace {
   /** All mappings, in address order. */
   mappings(): Mapping[] {
     const out: Mapping[] = [];
-    const region = this.morsels.region;
     const walk = (table: Frame, level: number, base: number): void => {
       const span = entrySpan(level);
-      for (let idx = 0; idx < 512; idx++) {
-        const lo = region.loadLo(table, idx);
-        if (!isPresent(lo)) continue;
-        const hi = region.loadHi(table, idx);
-        if (hi & HI_MORSEL_TOP) out.push(this.mappingAt(base + idx * span)!);
-        else if (level > 1) walk(pfnOf(lo, hi) as Frame, level - 1, base + idx * span);
-      }
+      this.walker.forEachPresent(table, (idx, lo, hi) => {
+        const address = base + idx * span;
+        if (hi & HI_MORSEL_TOP) out.push({ address, order: (level - 1) as Order, rootFrame: pfnOf(lo, hi), rights: describeRights(lo, hi) });
+        else if (level > 1) walk(this.walker.follow(table, idx, lo, hi), level - 1, address);
+      });
     };
     walk(this.rootFrame, this.levels, 0);
     return out;
@@ -286,22 +284,18 @@ export class AddressSpace {
   destroy(counted = true): void {
     const region = this.morsels.region;
     const teardown = (table: Frame, level: number): void => {
-      for (let idx = 0; idx < 512; idx++) {
-        const lo = region.loadLo(table, idx);
-        if (!isPresent(lo)) continue;
-        const hi = region.loadHi(table, idx);
-        const child = pfnOf(lo, hi);
-        if (hi & HI_MORSEL_TOP) {
+      this.walker.forEachPresent(table, (idx, lo, hi) => {
+        if (hi & HI_MORSEL_TOP || level === 1) {
           assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
-          this.mappingGone(child, counted);
-          continue;
+          if (hi & HI_MORSEL_TOP) this.mappingGone(pfnOf(lo, hi), counted);
+          return; // a level-1 entry without the top mark is damage: cleared, never followed
         }
-        assert(level > 1, 'a level-1 space entry is always a morsel top');
-        teardown(child as Frame, level - 1);
+        const child = this.walker.follow(table, idx, lo, hi);
+        teardown(child, level - 1);
         assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
         crashPoint('space:teardown-after-unlink');
-        this.morsels.alloc.free(child as Frame);
-      }
+        this.morsels.alloc.free(child);
+      });
     };
     teardown(this.rootFrame, this.levels);
     const reg = this.registry.get(this.rootFrame);
