@@ -7,8 +7,9 @@
 import { FrameAllocator } from './alloc/llfree.js';
 import { Morsels } from './morsel/morsels.js';
 import { Region, type RegionShare } from './physical/region.js';
-import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
-import { collectReachable } from './recovery/reachable.js';
+import { AddressSpace, dropSpaces, reapSpaces, type Levels } from './space/address-space.js';
+import { checkRootTables, formatRootTables } from './paging/walk.js';
+import { collectReachable, dropDeadSlotRoots } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
 
 export interface OpenReport {
@@ -36,14 +37,18 @@ export class Memory {
   static volatile(sizeBytes: number): Memory {
     const region = Region.createVolatile(sizeBytes);
     FrameAllocator.format(region);
-    return new Memory(region, new FrameAllocator(region));
+    const memory = new Memory(region, new FrameAllocator(region));
+    formatRootTables(memory.morsels.walker);
+    return memory;
   }
 
   /** Creates and formats a persistent region file. */
   static create(path: string, sizeBytes: number, opts: { force?: boolean } = {}): Memory {
     const region = Region.createFile(path, sizeBytes, opts);
     FrameAllocator.format(region);
-    return new Memory(region, new FrameAllocator(region));
+    const memory = new Memory(region, new FrameAllocator(region));
+    formatRootTables(memory.morsels.walker);
+    return memory;
   }
 
   /**
@@ -64,12 +69,15 @@ export class Memory {
       // Inspection, or a region live processes are using: their reservations,
       // spaces and in-flight updates are not ours to rebuild or reap.
       const memory = new Memory(region, new FrameAllocator(region));
+      if (opts.recover !== false) checkRootTables(memory.morsels.walker); // `check` reports bad roots instead
       memory.report = { crashed, joined, reclaimedFrames: 0, reapedSpaces: 0 };
       memory.recoveryPending = crashed;
       return memory;
     }
-    FrameAllocator.rebuildCounters(region); // tree reservations are per-process
     const memory = new Memory(region, new FrameAllocator(region));
+    checkRootTables(memory.morsels.walker); // before anything is rebuilt from them
+    FrameAllocator.rebuildCounters(region); // tree reservations are per-process
+    memory.alloc.release();
     memory.report = crashed ? memory.recover() : { crashed: false, reclaimedFrames: 0, reapedSpaces: reapSpaces(memory.morsels) };
     return memory;
   }
@@ -83,12 +91,7 @@ export class Memory {
     // found, for `morsel check --repair`. Recovery never formats.
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
     const reach = collectReachable(this.morsels);
-    let reapedSpaces = 0;
-    const spaces = this.region.loadRoot(ROOT_SLOT_SPACES);
-    if (spaces !== 0n) {
-      this.region.casRoot(ROOT_SLOT_SPACES, spaces, 0n);
-      reapedSpaces = 1;
-    }
+    const reapedSpaces = dropSpaces(this.morsels) + dropDeadSlotRoots(this.region);
     crashPoint('recover:after-drop-spaces');
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);

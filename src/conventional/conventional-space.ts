@@ -27,7 +27,7 @@
  * insertion, rmap trees, mmap_lock, per-page refcounts besides the mapcount.
  */
 import { MorselError, assert, check } from '../errors.js';
-import { HI_NX, INNER_FLAGS, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { HI_NX, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { Walker, indexAt as tableIndex, levelSpan } from '../paging/walk.js';
 import type { Rights } from '../space/rights.js';
 import { Access, CTL_EPOCH, type PagedSpace } from '../space/mmu.js';

@@ -9,7 +9,8 @@
  * no tombstones, and each slot has exactly one possible owner, so a slot
  * update is a single CAS: crash-atomic by construction.
  */
-import { assert, check } from '../errors.js';
+import { MorselError, assert, check } from '../errors.js';
+import { OWNED_ROOT_SLOTS } from '../physical/superblock.js';
 import { isPresent } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE, Walker, indexAt, levelSpan } from '../paging/walk.js';
 import type { Region } from '../physical/region.js';
@@ -27,12 +28,20 @@ export interface RootCell {
   cas(expect: number, next: number): boolean;
 }
 
-/** The root cell in superblock root slot `slot`. */
+/**
+ * The root cell in superblock root slot `slot` (one of the owned slots).
+ * Its table was created when the region was formatted and the slot is
+ * sealed by the superblock's root checksum, so it never changes: an empty
+ * one is corruption, never "create on first use".
+ */
 export function superblockRoot(region: Region, slot: number): RootCell {
+  assert(slot >= 0 && slot < OWNED_ROOT_SLOTS, 'an owned root slot');
   return {
     name: `root slot ${slot}`,
     load: () => region.loadRootFrame(slot),
-    cas: (expect, next) => region.casRoot(slot, BigInt(expect), BigInt(next)),
+    cas: () => {
+      throw new MorselError('ECORRUPT', `superblock root slot ${slot} is empty; its table is created when the region is formatted`);
+    },
   };
 }
 
@@ -102,6 +111,21 @@ export class Registry {
     if (leaf === null) return null;
     const lo = this.region.loadLo(leaf, key % ENTRIES_PER_TABLE);
     return isPresent(lo) ? [lo, this.region.loadHi(leaf, key % ENTRIES_PER_TABLE)] : null;
+  }
+
+  /**
+   * Clears every entry of the top table and returns how many it cleared.
+   * Exclusive use only (recovery, repair): what hung below becomes
+   * unreachable, and the reachability rebuild that follows reclaims it.
+   */
+  clearTop(): number {
+    const top = this.top(false);
+    if (top === null) return 0;
+    let cleared = 0;
+    this.walker.forEachPresent(top, (idx, lo, hi) => {
+      if (this.region.casEntry(top, idx, lo, hi, 0, 0)) cleared++;
+    });
+    return cleared;
   }
 
   /** Visits every (key, lo, hi). `tables` (optional) receives the registry's own frames. Depth bounded by `depth`. */

@@ -23,7 +23,8 @@
  */
 import { MorselError, assert } from '../errors.js';
 import { AllocatorView, type FrameAllocator } from '../alloc/llfree.js';
-import { firstAllocatableFrame } from '../physical/layout.js';
+import { SUPERBLOCK_FRAME, firstAllocatableFrame } from '../physical/layout.js';
+import { OWNED_ROOT_SLOTS, sealRoots } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
@@ -177,4 +178,24 @@ export class Walker {
   private corrupt(table: Frame, index: number, frame: number): never {
     throw new MorselError('ECORRUPT', `table frame ${table} entry ${index} references frame ${frame}, ${this.why(frame)}`);
   }
+}
+
+/**
+ * Format time, before any other use of the region: one allocated, zeroed
+ * table per owned root slot, sealed into the superblock (root checksum).
+ * Root slots never change afterwards.
+ */
+export function formatRootTables(walker: Walker): void {
+  const roots: number[] = [];
+  for (let slot = 0; slot < OWNED_ROOT_SLOTS; slot++) roots.push(walker.zeroedFrame());
+  sealRoots(walker.region.frame(SUPERBLOCK_FRAME as Frame), roots);
+}
+
+/**
+ * Open time: every owned root slot's table is allocated (the superblock
+ * check already proved them distinct, allocatable and checksummed).
+ * ECORRUPT naming the slot otherwise.
+ */
+export function checkRootTables(walker: Walker): void {
+  for (let slot = 0; slot < OWNED_ROOT_SLOTS; slot++) walker.root(walker.region.loadRootFrame(slot), `superblock root slot ${slot}`);
 }

@@ -30,6 +30,9 @@ export { ROOT_SLOT_SPACES } from '../physical/superblock.js';
 import { ROOT_SLOT_SPACES } from '../physical/superblock.js';
 export type Levels = 4 | 5;
 
+/** Space-registry value: bit 26 of hi (a PFN-free bit) set for a 5-level space. */
+export const SPACE_LEVELS5 = 1 << 26;
+
 /** Control words shared by every thread using the space ([CTL_EPOCH] is the MMU's, see PagedSpace). */
 const CTL_WORDS = 16;
 
@@ -86,7 +89,7 @@ export class AddressSpace {
     crashPoint('space:before-register');
     // Registered with its level count in the (otherwise unused) PFN-free bits of the value.
     try {
-      space.registry.add(root, makeLo(root, INNER_FLAGS), makeHi(root, 0) | (levels === 5 ? 1 << 26 : 0));
+      space.registry.add(root, makeLo(root, INNER_FLAGS), makeHi(root, 0) | (levels === 5 ? SPACE_LEVELS5 : 0));
     } catch (e) {
       morsels.alloc.free(root); // ENOSPC growing the registry: do not leak the root past a clean close
       throw e;
@@ -312,9 +315,19 @@ export class AddressSpace {
 export function reapSpaces(morsels: Morsels): number {
   const registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
   const roots: { root: number; levels: Levels }[] = [];
-  registry.forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & (1 << 26) ? 5 : 4 }));
+  registry.forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & SPACE_LEVELS5 ? 5 : 4 }));
   for (const { root, levels } of roots) {
     AddressSpace.attach(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) }).destroy(false);
   }
   return roots.length;
+}
+
+/**
+ * Recovery (exclusive): the address spaces registered in root slot 1 died
+ * with their processes; their registry is emptied without touching a
+ * morsel, and the reachability rebuild reclaims their tables. Returns
+ * whether there were any.
+ */
+export function dropSpaces(morsels: Morsels): number {
+  return new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES)).clearTop() > 0 ? 1 : 0;
 }
