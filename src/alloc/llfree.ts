@@ -100,8 +100,18 @@ export function treeWord(free: number, reserved: boolean): number {
 
 // Failure paths live in their own functions: messages are built only on
 // failure, and the hot functions stay small enough for V8 to inline.
+// A word of the region that breaks an invariant is damaged metadata (a bit
+// flip, a foreign write): a typed ECORRUPT, never an assertion.
+function corruptMeta(what: string): never {
+  throw new MorselError('ECORRUPT', `allocator metadata: ${what} (run \`morsel check\`)`);
+}
+
 function badWord(what: string, word: number): never {
-  assert(false, `${what} 0x${(word >>> 0).toString(16)} out of range`);
+  corruptMeta(`${what} 0x${(word >>> 0).toString(16)} out of range`);
+}
+
+function notAllocatable(frame: number): never {
+  corruptMeta(`the bitfield handed out frame ${frame}, which is reserved or past the end`);
 }
 
 function badOrder(order: unknown): never {
@@ -110,12 +120,11 @@ function badOrder(order: unknown): never {
 
 function checkChildWord(word: number): void {
   if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0 || childFree(word) > CHILD_FRAMES) badWord('child counter', word);
-  assert(!childIsHuge(word) || childFree(word) === 0, 'a huge child counts 0 free');
+  if (childIsHuge(word) && childFree(word) !== 0) badWord('huge child counter', word);
 }
 
 function checkTreeWord(word: number): void {
-  if ((word & (1 << 30)) !== 0) assert(false, `tree counter 0x${(word >>> 0).toString(16)} has bit 30 clear`);
-  if (!(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT)) assert(false, `tree free count ${treeFree(word)} in range`);
+  if ((word & (1 << 30)) !== 0 || !(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT)) badWord('tree counter', word);
 }
 
 // --- bounds on retries ----------------------------------------------------------
@@ -265,7 +274,7 @@ export class FrameAllocator {
         crashPoint('open:rebuild-counters');
         sum += free;
       }
-      if (sum > treeCapacity(m, t)) assert(false, `tree ${t}: ${sum} free <= capacity ${treeCapacity(m, t)}`);
+      if (sum > treeCapacity(m, t)) corruptMeta(`tree ${t}: ${sum} free exceeds its capacity ${treeCapacity(m, t)}`);
       Atomics.store(m.treeCounters, t, treeWord(sum, false));
     }
   }
@@ -318,14 +327,14 @@ export class FrameAllocator {
       this.local--;
       const frame = this.takeSmallInTree(this.tree);
       if (frame >= 0) {
-        assert(frame >= this.m.first && frame < this.m.frameCount, 'allocated frame is allocatable');
+        if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
         return frame as Frame;
       }
       this.local++; // phantom quota; allocSmall sorts it out
     }
     if (order !== 0 && order !== 9) badOrder(order);
     const frame = order === 0 ? this.allocSmall() : this.allocHuge();
-    assert(frame >= this.m.first && frame < this.m.frameCount, 'allocated frame is allocatable');
+    if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
     return frame as Frame;
   }
 
@@ -385,7 +394,7 @@ export class FrameAllocator {
       const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
       if (bit < 0) {
         Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
-        assert(false, 'child counter promised a free frame but its bitfield has none');
+        corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
       }
       this.childHint = c;
       this.wordHint = bit >>> 5;
@@ -515,7 +524,7 @@ export class FrameAllocator {
     for (let i = 0; i < CAS_RETRIES; i++) {
       const word = Atomics.load(counters, this.tree);
       checkTreeWord(word);
-      if (!treeIsReserved(word)) assert(false, `tree ${this.tree} stays reserved while this instance holds it`);
+      if (!treeIsReserved(word)) corruptMeta(`tree ${this.tree} lost the reservation this instance holds`);
       const free = treeFree(word);
       if (free <= 0) return false;
       if (Atomics.compareExchange(counters, this.tree, word, treeWord(0, true)) === word) {

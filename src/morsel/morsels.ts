@@ -196,6 +196,52 @@ export class Morsels {
   }
 
 
+  // --- access without a mapping ------------------------------------------------------
+
+  /**
+   * pread: copies bytes [offset, offset + out.length) of the morsel `id`
+   * stands for (a meta morsel: its data morsel) into `out`. Pages never
+   * populated read as zeros and stay unpopulated. Every table is followed
+   * through the walker, so damaged metadata gives ECORRUPT, never a read of
+   * a frame outside the morsel's subtree range.
+   */
+  read(id: bigint, offset: number, out: Uint8Array): void {
+    const d = this.accessRange(id, offset, out.length);
+    this.eachPage(d, offset, out.length, false, (frame, inPage, at, n) => {
+      if (frame < 0) out.fill(0, at, at + n);
+      else out.set(this.region.bytesOf(frame as Frame).subarray(this.region.byteOffsetInWindow(frame as Frame) + inPage, this.region.byteOffsetInWindow(frame as Frame) + inPage + n), at);
+    });
+  }
+
+  /** pwrite: copies `bytes` into the morsel at `offset`, populating pages as needed (ERANGE past its size, before anything changes). */
+  write(id: bigint, offset: number, bytes: Uint8Array): void {
+    const d = this.accessRange(id, offset, bytes.length);
+    this.eachPage(d, offset, bytes.length, true, (frame, inPage, at, n) => {
+      this.region.bytesOf(frame as Frame).set(bytes.subarray(at, at + n), this.region.byteOffsetInWindow(frame as Frame) + inPage);
+    });
+  }
+
+  /** The data morsel of `id` after checking that [offset, offset + length) lies inside its byte size. */
+  private accessRange(id: bigint, offset: number, length: number): DecodedId {
+    const d = this.decode(id);
+    const data = this.dataOf(d);
+    const size = d.meta ? this.metaOf(d).sizeBytes : orderBytes(data.order);
+    check(Number.isSafeInteger(offset) && offset >= 0 && offset + length <= size, 'ERANGE', () => `[${offset}, ${offset + length}) is outside the ${size}-byte morsel`);
+    return data;
+  }
+
+  /** Calls `visit(frame, offsetInPage, offsetInBuffer, bytes)` per page of the range; frame -1 = unpopulated (only when !populate). Bounded by the range's page count. */
+  private eachPage(d: DecodedId, offset: number, length: number, populate: boolean, visit: (frame: number, inPage: number, at: number, n: number) => void): void {
+    for (let at = 0; at < length; ) {
+      const pos = offset + at;
+      const inPage = pos % PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - inPage, length - at);
+      const frame = d.order === 0 ? d.rootFrame : populate ? this.populateFrom(d.rootFrame, d.order, pos) : this.lookupPage(d.rootFrame, d.order, pos);
+      visit(frame, inPage, at, n);
+      at += n;
+    }
+  }
+
   // --- inspect --------------------------------------------------------------------
 
   stats(id: bigint): MorselStats {

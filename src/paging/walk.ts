@@ -141,6 +141,8 @@ export class Walker {
     const region = this.region;
     let lo = region.loadLo(table, index);
     if (isPresent(lo)) return this.follow(table, index, lo, region.loadHi(table, index));
+    // Writers keep a non-present entry all zero: anything else is damage the CAS below could never replace.
+    if (lo !== 0 || region.loadHi(table, index) !== 0) this.notZero(table, index);
     const fresh = this.zeroedFrame();
     if (point !== null) crashPoint(point);
     if (region.casEntry(table, index, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
@@ -150,7 +152,7 @@ export class Walker {
     if (lostPoint !== null) crashPoint(lostPoint);
     this.alloc.free(fresh); // another thread was faster: its child stands
     lo = region.loadLo(table, index);
-    assert(isPresent(lo), 'entry present after a lost CAS');
+    if (!isPresent(lo)) this.notZero(table, index); // lost to a writer that left garbage, not a child
     return this.follow(table, index, lo, region.loadHi(table, index));
   }
 
@@ -173,6 +175,10 @@ export class Walker {
   private why(frame: number): string {
     if (!(frame >= this.first && frame < this.end)) return `outside the allocatable range [${this.first}, ${this.end})`;
     return 'which the allocator has free';
+  }
+
+  private notZero(table: Frame, index: number): never {
+    throw new MorselError('ECORRUPT', `table frame ${table} entry ${index} is not present but not zero`);
   }
 
   private corrupt(table: Frame, index: number, frame: number): never {
