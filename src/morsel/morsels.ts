@@ -130,7 +130,17 @@ export class Morsels {
   /** The data morsel an ID stands for: itself, or a meta morsel's data morsel. */
   dataOf(d: DecodedId): DecodedId {
     if (!d.meta) return d;
-    return decodeIdBits(this.metaOf(d).dataId);
+    const info = this.metaOf(d);
+    let data: DecodedId;
+    try {
+      data = decodeIdBits(info.dataId);
+    } catch (e) {
+      throw new MorselError('ECORRUPT', `meta page in frame ${d.rootFrame}: its data ID is invalid (${(e as Error).message})`);
+    }
+    // The data ID is metadata like any entry: its root is followed only if the walker would follow it.
+    this.walker.root(data.rootFrame, `meta page in frame ${d.rootFrame} (data ID)`);
+    check(!data.meta && info.sizeBytes <= orderBytes(data.order), 'ECORRUPT', () => `meta page in frame ${d.rootFrame}: data ID ${hex(info.dataId)} does not fit its size ${info.sizeBytes}`);
+    return data;
   }
 
   metaOf(d: DecodedId): MetaInfo {
@@ -248,7 +258,7 @@ export class Morsels {
     const d = this.decode(id);
     if (d.meta) {
       const metaInfo = this.metaOf(d);
-      const data = this.subtreeStats(decodeIdBits(metaInfo.dataId));
+      const data = this.subtreeStats(this.dataOf(d));
       return { id: d.id, order: d.order, meta: true, rootFrame: d.rootFrame, tableFrames: data.tableFrames, dataPages: data.dataPages + 1, virtualBytes: data.virtualBytes, metaInfo, data };
     }
     return this.subtreeStats(d);
