@@ -225,7 +225,7 @@ function libraryOp(m: Memory, base: Base, rng: Prng, mmu: boolean, steps: string
     case 'read':
       return typed(op, () => m.morsels.read(id, offset, new Uint8Array(length)));
     case 'write':
-      return contained(m, id, () => typed(op, () => m.morsels.write(id, offset, pattern(offset, length))));
+      return containedWrite(m, id, offset, pattern(offset, length));
     case 'populate':
       return typed(op, () => m.morsels.populate(id, offset, length));
     case 'create':
@@ -249,6 +249,19 @@ function libraryOp(m: Memory, base: Base, rng: Prng, mmu: boolean, steps: string
         }
       });
   }
+}
+
+/** A write through the library (Morsels.write) checked for containment; the failure, or null. */
+export function containedWrite(m: Memory, id: MorselId, offset: number, bytes: Uint8Array): string | null {
+  return contained(m, id, () => typed('write', () => m.morsels.write(id, offset, bytes)));
+}
+
+/** A volatile Memory over a copy of region bytes (no file, no open-time checks): for property tests. */
+export function memoryOf(bytes: Uint8Array): Memory {
+  const sab = new SharedArrayBuffer(bytes.byteLength);
+  new Uint8Array(sab).set(bytes);
+  const frameCount = bytes.byteLength / PAGE_SIZE;
+  return Memory.attach({ sab, mapCounts: new SharedArrayBuffer(frameCount * 4), frameCount, path: null, userSlot: 0 });
 }
 
 /**
