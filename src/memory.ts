@@ -9,7 +9,7 @@ import { Morsels } from './morsel/morsels.js';
 import { Region, type RegionShare } from './physical/region.js';
 import { AddressSpace, dropSpaces, reapSpaces, type Levels } from './space/address-space.js';
 import { checkRootTables, formatRootTables } from './paging/walk.js';
-import { collectReachable, dropDeadSlotRoots } from './recovery/reachable.js';
+import { collectReachable, dropSlotRoots } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
 
 export interface OpenReport {
@@ -69,13 +69,13 @@ export class Memory {
       // Inspection, or a region live processes are using: their reservations,
       // spaces and in-flight updates are not ours to rebuild or reap.
       const memory = new Memory(region, new FrameAllocator(region));
-      if (opts.recover !== false) checkRootTables(memory.morsels.walker); // `check` reports bad roots instead
+      if (opts.recover !== false) rootsOrClose(memory, crashed); // `check` reports bad roots instead
       memory.report = { crashed, joined, reclaimedFrames: 0, reapedSpaces: 0 };
       memory.recoveryPending = crashed;
       return memory;
     }
     const memory = new Memory(region, new FrameAllocator(region));
-    checkRootTables(memory.morsels.walker); // before anything is rebuilt from them
+    rootsOrClose(memory, crashed); // before anything is rebuilt from them
     FrameAllocator.rebuildCounters(region); // tree reservations are per-process
     memory.alloc.release();
     memory.report = crashed ? memory.recover() : { crashed: false, reclaimedFrames: 0, reapedSpaces: reapSpaces(memory.morsels) };
@@ -91,7 +91,7 @@ export class Memory {
     // found, for `morsel check --repair`. Recovery never formats.
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
     const reach = collectReachable(this.morsels);
-    const reapedSpaces = dropSpaces(this.morsels) + dropDeadSlotRoots(this.region);
+    const reapedSpaces = dropSpaces(this.morsels) + dropSlotRoots(this.region);
     crashPoint('recover:after-drop-spaces');
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
@@ -119,5 +119,20 @@ export class Memory {
     this.alloc.release();
     if (!this.region.persistent) return;
     this.region.close({ markClean: !this.recoveryPending });
+  }
+}
+
+/**
+ * Open-time check of the root tables (src/paging/walk.ts checkRootTables).
+ * On ECORRUPT the region is closed as it was found (a clean region is
+ * marked clean again, a crashed one stays crashed), so a refused open
+ * leaves the file byte-for-byte unchanged.
+ */
+function rootsOrClose(memory: Memory, crashed: boolean): void {
+  try {
+    checkRootTables(memory.morsels.walker);
+  } catch (e) {
+    memory.region.close({ markClean: !crashed });
+    throw e;
   }
 }

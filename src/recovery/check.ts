@@ -18,9 +18,10 @@
  *               reserved (src/alloc AllocatorView)
  *
  * Live regions (`live`: other processes use it): the answer is read-only and
- * only what is stable is reported. The region is scanned twice, a short
- * pause apart; a problem (or a lost frame) is reported only if both scans
- * see it, so in-flight frames (allocated, not yet linked) and entries
+ * only what is stable is reported. The region is scanned LIVE_SCANS times, a
+ * short pause apart; a problem (or a lost frame) is reported only if every
+ * scan sees it (a lost frame: allocated before and after each scan that
+ * did not reach it, and never seen free while watched for LIVE_WATCH_MS), so in-flight frames (allocated, not yet linked) and entries
  * changing under the scan are not reported. Tree reservations belong to the
  * live users: never TREE_RESERVED then. Repair refuses (EBUSY).
  *
@@ -48,7 +49,7 @@ import { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { Memory } from '../memory.js';
 import { dropSpaces } from '../space/address-space.js';
-import { dropDeadSlotRoots, scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
+import { dropSlotRoots, scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
 
 export type { Problem } from './reachable.js';
 
@@ -89,8 +90,11 @@ export interface CheckOptions {
 
 /** More problems of one code than this are summarized in one line. */
 const PER_CODE_LIMIT = 16;
-/** Pause between the two scans of a live region: in-flight operations take microseconds. */
-const LIVE_RESCAN_MS = 20;
+/** Scans of a live region, and the pause between two: in-flight operations take microseconds, a leak lasts. */
+const LIVE_SCANS = 4;
+const LIVE_RESCAN_MS = 25;
+/** How long a live check watches frames that look lost: one seen free meanwhile was in flight, not lost. */
+const LIVE_WATCH_MS = 100;
 /** Bound on fix passes: a fix only removes references, so the second pass normally finds nothing. */
 const FIX_PASSES = 4;
 
@@ -120,10 +124,11 @@ function inspect(memory: Memory, live: boolean): CheckReport {
   const region = memory.region;
   if (!live) memory.alloc.release(); // this thread's reservation would read as a stale one
   let pass = inspectOnce(region, live);
-  if (live) {
+  for (let n = 1; live && n < LIVE_SCANS; n++) {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LIVE_RESCAN_MS);
     pass = stable(pass, inspectOnce(region, live));
   }
+  if (live) pass.lost = neverFreed(new AllocatorView(region), pass.lost, LIVE_WATCH_MS);
   const sink = new ProblemSink();
   if (memory.recoveryPending) sink.add({ code: 'CRASHED', what: 'the last user crashed; recovery has not run (opening the region runs it)', where: 'superblock state', repairable: true });
   for (const p of pass.problems) sink.add(p);
@@ -149,8 +154,11 @@ function inspect(memory: Memory, live: boolean): CheckReport {
 }
 
 function inspectOnce(region: Region, live: boolean): Pass {
-  const scan = scanRegion(region, { spaces: true });
   const view = new AllocatorView(region);
+  // Live: a frame counts as lost only if it was allocated before and after the scan that did not reach it.
+  const allocatedBefore = new Uint8Array(region.frameCount);
+  if (live) for (let f = view.first; f < view.frameCount; f++) allocatedBefore[f] = view.isAllocated(f) ? 1 : 0;
+  const scan = scanRegion(region, { spaces: true });
   const problems: Problem[] = scan.findings.map((f) => f.problem);
   for (const p of view.problems()) {
     if (live && p.code === 'TREE_RESERVED') continue; // live users' reservations
@@ -162,9 +170,23 @@ function inspectOnce(region: Region, live: boolean): Pass {
     const a = view.isAllocated(f);
     if (a) allocated++;
     if (scan.used[f] && !a) problems.push({ code: 'FREE_REFERENCED', what: `frame ${f} is referenced but marked free (it could be handed out twice)`, where: `allocator child ${f >>> CHILD_SHIFT}`, repairable: true });
-    if (!scan.used[f] && a) lost.push(f);
+    if (!scan.used[f] && a && (!live || allocatedBefore[f])) lost.push(f);
   }
   return { scan, problems, lost, allocated };
+}
+
+/**
+ * The frames of `candidates` that stay allocated for `watchMs` (polled in a
+ * tight loop). A frame a live process keeps recycling (allocate, link,
+ * unlink, free: microseconds) shows free at some poll; a leaked one never does.
+ */
+function neverFreed(view: AllocatorView, candidates: number[], watchMs: number): number[] {
+  const alive = new Set(candidates);
+  const until = Date.now() + watchMs;
+  while (alive.size > 0 && Date.now() < until) {
+    for (let i = 0; i < 1000; i++) for (const f of alive) if (!view.isAllocated(f)) alive.delete(f);
+  }
+  return candidates.filter((f) => alive.has(f));
 }
 
 const problemKey = (p: Problem): string => `${p.code}\u0000${p.where}\u0000${p.what}`;
@@ -238,7 +260,7 @@ function repair(memory: Memory): Problem[] {
   const done: Problem[] = [];
   if (memory.recoveryPending) {
     // Exactly what recovery does: the crashed process's spaces and per-process registries died with it.
-    const dropped = dropSpacesTolerant(memory, done) + dropDeadSlotRoots(region);
+    const dropped = dropSpacesTolerant(memory, done) + dropSlotRoots(region);
     if (dropped > 0) done.push({ code: 'CRASHED', what: "dropped the crashed process's address spaces and per-process registries", where: 'root slot 1, user slots', repairable: true });
   }
   let scan = scanRegion(region, { spaces: true });

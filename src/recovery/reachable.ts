@@ -118,9 +118,16 @@ export interface ReachVisitor {
 
 const visitors: ReachVisitor[] = [];
 
-/** Registers a visitor for every later scan (layers call this once, at import). */
-export function registerReachVisitor(v: ReachVisitor): void {
+/**
+ * Registers a visitor for every later scan in this process (layers call it
+ * once, at import; code, not region state). Returns its unregistration.
+ */
+export function registerReachVisitor(v: ReachVisitor): () => void {
   if (!visitors.some((w) => w.name === v.name)) visitors.push(v);
+  return () => {
+    const i = visitors.indexOf(v);
+    if (i >= 0) visitors.splice(i, 1);
+  };
 }
 
 /** What a visitor gets: the scanner's tolerant reference tracking. */
@@ -483,16 +490,16 @@ export function collectReachable(morsels: Morsels): Reachable {
 }
 
 /**
- * Recovery (exclusive): the per-process registries of every user slot whose
- * owner is gone (address spaces, usage counts) are dropped, as recovery
- * drops spaces: their fields are cleared before the allocator is rebuilt
- * from reachability, so no field is left pointing at a freed frame.
- * Returns how many fields it cleared.
+ * Recovery and repair of a crashed region (exclusive: every other user is
+ * dead, and this process has not used the region yet): the per-process
+ * registries of every user slot (address spaces, usage counts) are dropped,
+ * as recovery drops spaces. Their fields are cleared before the allocator
+ * is rebuilt from reachability (which does not reach them), so no field is
+ * left pointing at a freed frame. Returns how many fields it cleared.
  */
-export function dropDeadSlotRoots(region: Region): number {
+export function dropSlotRoots(region: Region): number {
   let cleared = 0;
   for (let slot = 0; slot < USER_SLOTS; slot++) {
-    if (region.slotAlive(slot)) continue;
     for (const field of [SLOT_SPACES_ROOT, SLOT_USAGE_ROOT]) {
       const frame = region.loadSlotRoot(slot, field);
       if (frame !== 0 && region.casSlotRoot(slot, field, frame, 0)) cleared++;
