@@ -698,9 +698,16 @@ export class AllocatorView {
     return this.m.children * CHILD_FRAMES;
   }
 
-  /** Whether `frame` (0 <= frame < coveredFrames) is allocated: bit set or inside an order-9 frame. No range check: callers bound it. */
+  /**
+   * Whether `frame` (0 <= frame < coveredFrames) is allocated: bit set or
+   * inside an order-9 frame. No range check: callers bound it. Plain reads
+   * (an Atomics.load costs a builtin call): a snapshot that may race with an
+   * allocation or free in flight, which is what a validity check or a scan
+   * of a live region can know anyway.
+   */
   isAllocated(frame: number): boolean {
-    return allocatedIn(this.m, frame);
+    const c = frame >>> CHILD_SHIFT;
+    return (this.m.childCounters[c] & CHILD_HUGE) !== 0 || (this.m.bits[c * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
   }
 
   /** Children marked huge (allocated whole as order-9 frames). */

@@ -164,16 +164,15 @@ export class AddressSpace {
    */
   private tableFor(address: number, level: number): Frame {
     const region = this.morsels.region;
-    const inside = (): string => `0x${address.toString(16)} lies inside a mapped morsel`;
     let table = this.rootFrame;
     for (let l = this.levels; l > level; l--) {
       const idx = tableIndex(address, l);
-      check((region.loadHi(table, idx) & HI_MORSEL_TOP) === 0, 'EEXIST', inside);
-      const child = this.walker.ensureChild(table, idx, 'space:before-link-table');
-      // A lost CAS may have lost to a mapping: the entry must still be the table we follow.
+      if (!isPresent(region.loadLo(table, idx))) this.walker.ensureChild(table, idx, 'space:before-link-table');
+      // Read the entry once more: a lost CAS may have lost to a mapping, not to a table.
+      const lo = region.loadLo(table, idx);
       const hi = region.loadHi(table, idx);
-      check((hi & HI_MORSEL_TOP) === 0 && pfnOf(region.loadLo(table, idx), hi) === child, 'EEXIST', inside);
-      table = child;
+      if (hi & HI_MORSEL_TOP) throw new MorselError('EEXIST', `0x${address.toString(16)} lies inside a mapped morsel`);
+      table = this.walker.follow(table, idx, lo, hi);
     }
     return table;
   }
