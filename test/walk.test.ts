@@ -253,3 +253,21 @@ test('check on a region another process is busy with: read-only, no false proble
   assert.equal(quiet.live, false);
   assert.equal(quiet.ok, true, JSON.stringify(quiet.problems));
 });
+
+test('address spaces: a damaged table entry is ECORRUPT on map, and teardown clears it instead of following it', () => {
+  const m = Memory.volatile(8 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const id = m.morsels.create(1);
+  const at = space.map(id, { address: 2 * MiB });
+  const pml4 = space.rootFrame;
+  const pdpt = m.region.loadLo(pml4, 0) >>> 12;
+  m.region.storeEntry(F(pdpt), 1, makeLo(3, INNER_FLAGS), makeHi(3, 0)); // the PD slot of [1 GiB, 2 GiB) -> a reserved frame
+  assert.throws(() => space.map(m.morsels.create(1), { address: 2 ** 30 }), corrupt(/references frame 3/));
+  assert.throws(() => space.mappingAt(2 ** 30), corrupt(/references frame 3/));
+  assert.equal(space.mappingAt(at)?.rootFrame, decodeIdBits(id).rootFrame, 'the intact mapping is still found');
+  const free = m.alloc.freeFrames();
+  space.destroy(); // clears the damaged entry, frees the intact tables, never touches frame 3
+  assert.ok(m.alloc.freeFrames() > free);
+  assert.equal(m.region.loadLo(F(pdpt), 1), 0);
+  m.morsels.destroy(id);
+});

@@ -245,7 +245,8 @@ export class AddressSpace {
       if (hi & HI_MORSEL_TOP) {
         check(address % orderBytes((l - 1) as Order) === 0, 'EINVAL', () => `0x${address.toString(16)} is inside a mapping, not its start`);
         check(region.casEntry(table, idx, lo, hi, 0, 0), 'ENOENT', () => `0x${address.toString(16)} was unmapped concurrently`);
-        this.mappingGone(pfnOf(lo, hi));
+        const root = pfnOf(lo, hi);
+        this.mappingGone(root, this.walker.trusted(root)); // a damaged entry was never a counted mapping of that frame
         return;
       }
       if (l === 1) break;
@@ -287,12 +288,15 @@ export class AddressSpace {
     const region = this.morsels.region;
     const teardown = (table: Frame, level: number): void => {
       this.walker.forEachPresent(table, (idx, lo, hi) => {
-        if (hi & HI_MORSEL_TOP || level === 1) {
+        const target = pfnOf(lo, hi);
+        if (hi & HI_MORSEL_TOP || level === 1 || !this.walker.trusted(target)) {
           assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
-          if (hi & HI_MORSEL_TOP) this.mappingGone(pfnOf(lo, hi), counted);
-          return; // a level-1 entry without the top mark is damage: cleared, never followed
+          if (hi & HI_MORSEL_TOP) this.mappingGone(target, counted && this.walker.trusted(target));
+          // Damage (a level-1 entry without the top mark, a frame the walker refuses): cleared, never
+          // followed; whatever it hid is unreachable and reclaimed by the next recovery or repair.
+          return;
         }
-        const child = this.walker.follow(table, idx, lo, hi);
+        const child = target as Frame;
         teardown(child, level - 1);
         assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
         crashPoint('space:teardown-after-unlink');
