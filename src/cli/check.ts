@@ -70,7 +70,7 @@ export function runCheck(path: string, opts: { repair: boolean; apply: boolean }
 
 function describe(r: Report): string {
   const lines: string[] = [];
-  if (r.live) lines.push('region in use by other processes: read-only check, problems stable across two scans');
+  if (r.live) lines.push(`region in use by other processes: read-only check, stable problems only; ${r.suspectFrames ?? 0} frame(s) unreachable but possibly in flight (check again when idle)`);
   if (r.before) lines.push(`before repair: ${r.before.problems.length} problem(s), ${r.before.lostFrames} lost frame(s)`);
   const verb = r.applied ? 'repaired' : 'would repair';
   for (const p of r.plan ?? []) lines.push(`${verb} ${p.code}: ${p.what} (${p.where})`);

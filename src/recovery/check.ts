@@ -20,8 +20,10 @@
  * Live regions (`live`: other processes use it): the answer is read-only and
  * only what is stable is reported. The region is scanned LIVE_SCANS times, a
  * short pause apart; a problem (or a lost frame) is reported only if every
- * scan sees it (a lost frame: allocated before and after each scan that
- * did not reach it, and never seen free while watched for LIVE_WATCH_MS), so in-flight frames (allocated, not yet linked) and entries
+ * scan sees it. Lost frames are never reported then (a process paused in
+ * the middle of an operation holds in-flight frames for as long as it is
+ * paused): frames unreachable in every scan and never seen free while
+ * watched for LIVE_WATCH_MS are counted as `suspectFrames` instead, so in-flight frames (allocated, not yet linked) and entries
  * changing under the scan are not reported. Tree reservations belong to the
  * live users: never TREE_RESERVED then. Repair refuses (EBUSY).
  *
@@ -63,8 +65,14 @@ export interface CheckSummary {
 export interface CheckReport extends CheckSummary {
   /** the last user crashed and recovery has not run yet */
   crashed: boolean;
-  /** other processes use the region: only problems stable across two scans are reported */
+  /** other processes use the region: only problems stable across LIVE_SCANS scans are reported */
   live: boolean;
+  /**
+   * live only: frames allocated and unreachable throughout the check. Not
+   * reported as lost: a process paused mid-operation holds exactly such
+   * frames; check again when the region is idle to confirm a leak.
+   */
+  suspectFrames?: number;
   frames: { total: number; allocatable: number; allocated: number; referenced: number; free: number };
   morsels: number;
   spaces: number;
@@ -128,7 +136,9 @@ function inspect(memory: Memory, live: boolean): CheckReport {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, LIVE_RESCAN_MS);
     pass = stable(pass, inspectOnce(region, live));
   }
-  if (live) pass.lost = neverFreed(new AllocatorView(region), pass.lost, LIVE_WATCH_MS);
+  // Live: frames that stayed unreachable may still be in flight in a process the scheduler paused; only an idle region proves a leak.
+  const suspect = live ? neverFreed(new AllocatorView(region), pass.lost, LIVE_WATCH_MS) : [];
+  if (live) pass.lost = [];
   const sink = new ProblemSink();
   if (memory.recoveryPending) sink.add({ code: 'CRASHED', what: 'the last user crashed; recovery has not run (opening the region runs it)', where: 'superblock state', repairable: true });
   for (const p of pass.problems) sink.add(p);
@@ -143,6 +153,7 @@ function inspect(memory: Memory, live: boolean): CheckReport {
   return {
     ok: problems.length === 0,
     lostFrames: pass.lost.length,
+    ...(live ? { suspectFrames: suspect.length } : {}),
     problems,
     crashed: memory.recoveryPending,
     live,

@@ -318,11 +318,18 @@ export class AddressSpace {
 export function reapSpaces(morsels: Morsels): number {
   const registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
   const roots: { root: number; levels: Levels }[] = [];
-  registry.forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & SPACE_LEVELS5 ? 5 : 4 }));
+  const damaged: [number, number, number][] = [];
+  registry.forEach((key, lo, hi) => {
+    // A value that is not this key's space root, or a root the walker refuses, is never torn down (it would clear entries of a frame that is not a space table).
+    if (pfnOf(lo, hi) === key && morsels.walker.trusted(key)) roots.push({ root: key, levels: hi & SPACE_LEVELS5 ? 5 : 4 });
+    else damaged.push([key, lo, hi]);
+  });
   for (const { root, levels } of roots) {
     AddressSpace.attach(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) }).destroy(false);
   }
-  return roots.length;
+  // Dropped unregistered: whatever tables hung below are unreachable now, reclaimed by the next recovery or repair.
+  for (const [key, lo, hi] of damaged) registry.remove(key, lo, hi);
+  return roots.length + damaged.length;
 }
 
 /**
