@@ -170,7 +170,8 @@ function inspectOnce(region: Region, live: boolean): Pass {
   const allocatedBefore = new Uint8Array(region.frameCount);
   if (live) for (let f = view.first; f < view.frameCount; f++) allocatedBefore[f] = view.isAllocated(f) ? 1 : 0;
   const scan = scanRegion(region, { spaces: true });
-  const problems: Problem[] = scan.findings.map((f) => f.problem);
+  // Repairable means: what repair will do. Damage inside a morsel is quarantined, not cleared.
+  const problems: Problem[] = scan.findings.map((f) => ({ ...f.problem, repairable: losesNothing(f) }));
   for (const p of view.problems()) {
     if (live && p.code === 'TREE_RESERVED') continue; // live users' reservations
     problems.push({ ...p, repairable: true });
