@@ -28,7 +28,7 @@
  */
 import { MorselError, assert, check } from '../errors.js';
 import { HI_NX, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import { Walker, indexAt as tableIndex, levelSpan } from '../paging/walk.js';
+import { ENTRIES_PER_TABLE, Walker, indexAt as tableIndex, levelSpan } from '../paging/walk.js';
 import type { Rights } from '../space/rights.js';
 import { Access, CTL_EPOCH, type PagedSpace } from '../space/mmu.js';
 import type { Region } from '../physical/region.js';
@@ -259,7 +259,7 @@ export class ConventionalSpace implements PagedSpace {
       const hi = region.loadHi(pd as Frame, pdi);
       const pt = this.walker.follow(pd as Frame, pdi, lo, hi);
       const first = tableIndex(base, 1);
-      const stop = Math.min(512, first + Math.ceil((end - base) / 4096));
+      const stop = Math.min(ENTRIES_PER_TABLE, first + Math.ceil((end - base) / 4096));
       const words = region.words(pt);
       const w0 = region.wordIndex(pt, 0);
       this.ptlLock(pt);
@@ -403,6 +403,6 @@ export class ConventionalSpace implements PagedSpace {
 }
 
 function tableEmpty(mem: PhysMem, table: Frame): boolean {
-  for (let i = 0; i < 512; i++) if (isPresent(mem.region.loadLo(table, i))) return false;
+  for (let i = 0; i < ENTRIES_PER_TABLE; i++) if (isPresent(mem.region.loadLo(table, i))) return false;
   return true;
 }

@@ -15,7 +15,7 @@
  */
 import { MorselError, assert, check } from '../errors.js';
 import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import type { Walker } from '../paging/walk.js';
+import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
 import { hex } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
@@ -193,7 +193,7 @@ export class AddressSpace {
   private findVacant(table: Frame, tableLevel: number, base: number, level: number, size: number): number | null {
     const region = this.morsels.region;
     const span = entrySpan(tableLevel);
-    for (let idx = 0; idx < 512; idx++) {
+    for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
       const start = base + idx * span;
       if (start + size > this.limit) return null;
       const lo = region.loadLo(table, idx);
