@@ -80,7 +80,7 @@ test('walker: a frame outside the allocatable range, a free frame or garbage is 
   }
   assert.throws(() => w.ensureChild(root, 100, null), corrupt(new RegExp(`table frame ${root} entry 100 is not present but not zero`)));
   assert.equal(m.alloc.freeFrames(), free, 'no frame allocated or leaked by a refused walk');
-  assert.throws(() => w.root(0, 'test cell'), corrupt(/test cell holds frame 0/));
+  assert.throws(() => w.root(0, () => 'test cell'), corrupt(/test cell holds frame 0/));
 });
 
 test('the attack from issue 10: an order-1 morsel whose table points at the superblock cannot write it', () => {

@@ -710,6 +710,11 @@ export class AllocatorView {
     return (this.m.childCounters[c] & CHILD_HUGE) !== 0 || (this.m.bits[c * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
   }
 
+  /** Whether `frame` is allocated as an order-0 frame (its bit is set; a frame inside an order-9 block is not). Plain read, as isAllocated. */
+  isSmallAllocated(frame: number): boolean {
+    return (this.m.bits[(frame >>> CHILD_SHIFT) * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
+  }
+
   /** Children marked huge (allocated whole as order-9 frames). */
   hugeChildren(): number[] {
     const out: number[] = [];

@@ -138,7 +138,7 @@ export class Morsels {
       throw new MorselError('ECORRUPT', `meta page in frame ${d.rootFrame}: its data ID is invalid (${(e as Error).message})`);
     }
     // The data ID is metadata like any entry: its root is followed only if the walker would follow it.
-    this.walker.root(data.rootFrame, `meta page in frame ${d.rootFrame} (data ID)`);
+    this.walker.root(data.rootFrame, () => `meta page in frame ${d.rootFrame} (data ID)`);
     check(!data.meta && info.sizeBytes <= orderBytes(data.order), 'ECORRUPT', () => `meta page in frame ${d.rootFrame}: data ID ${hex(info.dataId)} does not fit its size ${info.sizeBytes}`);
     return data;
   }

@@ -57,6 +57,8 @@ export function userSlotRoot(region: Region, slot: number, field: number): RootC
 export class Registry {
   readonly depth: number;
   private readonly walker: Walker;
+  /** For error messages only (a closure, so the hot path builds no string). */
+  private readonly cellName = (): string => `registry ${this.root.name}`;
 
   constructor(
     private readonly region: Region,
@@ -70,7 +72,7 @@ export class Registry {
   /** The registry's top table (validated: allocatable and allocated), creating it on first use. */
   private top(create: boolean): Frame | null {
     const cur = this.root.load();
-    if (cur !== 0) return this.walker.root(cur, `registry ${this.root.name}`);
+    if (cur !== 0) return this.walker.root(cur, this.cellName);
     if (!create) return null;
     const frame = this.walker.zeroedFrame();
     crashPoint('registry:before-link-table');

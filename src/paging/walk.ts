@@ -12,8 +12,8 @@
  * Trust rule: a frame number read from the region is validated before it is
  * followed. It must lie in [firstAllocatableFrame, frameCount) (never the
  * superblock, boot scratch, allocator metadata, user slots or morsel words,
- * never past the end) and be allocated (a free frame is tomorrow's someone
- * else's). A violation throws ECORRUPT naming the table frame and index;
+ * never past the end) and be allocated as an order-0 frame (a free frame is
+ * tomorrow's someone else's; an order-9 block is never a table or page). A violation throws ECORRUPT naming the table frame and index;
  * nothing is followed, nothing is written. Every loop is bounded by
  * ENTRIES_PER_TABLE and the level count.
  *
@@ -84,9 +84,13 @@ export class Walker {
     this.view = new AllocatorView(region);
   }
 
-  /** Whether `frame` may be followed: allocatable range and allocated. */
+  /**
+   * Whether `frame` may be followed: allocatable range and allocated as an
+   * order-0 frame (every table and page of a morsel, registry or space is
+   * one; a frame inside an order-9 block is someone's bulk data).
+   */
   trusted(frame: number): boolean {
-    return frame >= this.first && frame < this.end && this.view.isAllocated(frame);
+    return frame >= this.first && frame < this.end && this.view.isSmallAllocated(frame);
   }
 
   /** The frame a present entry (lo, hi) at `table[index]` references, validated. */
@@ -96,10 +100,10 @@ export class Walker {
     return frame as Frame;
   }
 
-  /** A root frame read from a root cell (`what` names the cell), validated like an entry. */
-  root(frame: number, what: string): Frame {
+  /** A root frame read from a root cell, validated like an entry; `what` names the cell (built only on failure). */
+  root(frame: number, what: () => string): Frame {
     if (!this.trusted(frame)) {
-      throw new MorselError('ECORRUPT', `${what} holds frame ${frame}, ${this.why(frame)}`);
+      throw new MorselError('ECORRUPT', `${what()} holds frame ${frame}, ${this.why(frame)}`);
     }
     return frame as Frame;
   }
@@ -174,7 +178,7 @@ export class Walker {
 
   private why(frame: number): string {
     if (!(frame >= this.first && frame < this.end)) return `outside the allocatable range [${this.first}, ${this.end})`;
-    return 'which the allocator has free';
+    return this.view.isAllocated(frame) ? 'which lies in an order-9 block' : 'which the allocator has free';
   }
 
   private notZero(table: Frame, index: number): never {
@@ -203,5 +207,5 @@ export function formatRootTables(walker: Walker): void {
  * ECORRUPT naming the slot otherwise.
  */
 export function checkRootTables(walker: Walker): void {
-  for (let slot = 0; slot < OWNED_ROOT_SLOTS; slot++) walker.root(walker.region.loadRootFrame(slot), `superblock root slot ${slot}`);
+  for (let slot = 0; slot < OWNED_ROOT_SLOTS; slot++) walker.root(walker.region.loadRootFrame(slot), () => `superblock root slot ${slot}`);
 }
