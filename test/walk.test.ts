@@ -274,3 +274,23 @@ test('address spaces: a damaged table entry is ECORRUPT on map, and teardown cle
   assert.equal(m.region.loadLo(F(pdpt), 1), 0);
   m.morsels.destroy(id);
 });
+
+test('destroying a damaged morsel completes: the damaged entry is cleared, never followed; check then reclaims what it hid', () => {
+  const file = fresh();
+  const m = Memory.create(file, 8 * MiB);
+  const id = m.morsels.create(2);
+  m.morsels.write(id, 0, new Uint8Array(10).fill(1));
+  m.morsels.write(id, 3 * 2 * MiB, new Uint8Array(10).fill(2));
+  const root = decodeIdBits(id).rootFrame;
+  const hidden = m.region.loadLo(root, 3) >>> 12; // the level-1 table the damage will hide
+  m.region.storeEntry(root, 3, makeLo(1, INNER_FLAGS), makeHi(1, 0)); // now names boot scratch
+  const boot = new Uint8Array(m.region.frame(F(1)));
+  m.morsels.destroy(id);
+  assert.deepEqual(new Uint8Array(m.region.frame(F(1))), boot, 'frame 1 untouched');
+  assert.ok(m.alloc.isAllocated(F(hidden)), 'what the damage hid stays allocated');
+  m.close();
+  const r = runCheck(file, { repair: false, apply: false });
+  assert.equal(r.lostFrames, 2, 'the hidden table and its page');
+  const fixed = runCheck(file, { repair: true, apply: true });
+  assert.equal(fixed.ok, true, JSON.stringify(fixed.problems));
+});

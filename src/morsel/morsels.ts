@@ -15,6 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
+import { pfnOf } from '../paging/entry.js';
 import { Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -320,7 +321,13 @@ export class Morsels {
   private destroyChildren(table: Frame, level: number): void {
     if (level === 0) return;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
-      const child = this.walker.follow(table, idx, lo, hi);
+      if (!this.walker.trusted(pfnOf(lo, hi))) {
+        // Damage (the walker refuses the frame): cleared, never followed or freed. Whatever the
+        // entry once named stays allocated and unreachable: `morsel check --repair` reclaims it.
+        assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+        return;
+      }
+      const child = pfnOf(lo, hi) as Frame;
       this.destroyChildren(child, level - 1);
       // Unlink before free: a crash in between loses at most this one frame
       // to the allocator, and recovery finds it unreachable and reclaims it.

@@ -4,7 +4,7 @@
  * write through a morsel must never change a byte outside that morsel.
  *
  * A base region (4 MiB, a few morsels of orders 0-2 and a meta morsel, each
- * with data) is built once. Each case copies it, flips 1-3 random bits or
+ * with data, and a usage registry in a user slot) is built once. Each case copies it, flips 1-3 random bits or
  * words in its metadata frames (superblock, allocator metadata, user slots,
  * root tables, registry tables, morsel tables, meta pages), writes it to a
  * file and then either runs random library operations in this process or
@@ -28,10 +28,10 @@ import * as path from 'node:path';
 import { isMorselError } from '../../errors.js';
 import { Memory } from '../../memory.js';
 import { decodeIdBits, hex, type DecodedId, type MorselId } from '../../morsel/id.js';
-import { Registry, superblockRoot } from '../../morsel/registry.js';
+import { Registry, superblockRoot, userSlotRoot } from '../../morsel/registry.js';
 import { isPresent, pfnOf } from '../../paging/entry.js';
 import { ENTRIES_PER_TABLE } from '../../paging/walk.js';
-import { META_START_FRAME, metaLayout } from '../../physical/layout.js';
+import { META_START_FRAME, SLOT_USAGE_ROOT, metaLayout } from '../../physical/layout.js';
 import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE } from '../../physical/superblock.js';
 import { AllocatorView } from '../../alloc/llfree.js';
 import { Mmu } from '../../space/mmu.js';
@@ -94,7 +94,12 @@ export function buildBase(dir: string): Base {
     const at = order === 2 ? [0, 5 * 2 * MiB + 7 * PAGE_SIZE] : order === 0 ? [0, 2000] : [0, decodeIdBits(id).meta ? PAGE_SIZE : 9 * PAGE_SIZE];
     for (const offset of at) m.morsels.write(id, offset, pattern(i * 100 + offset, 100));
   }
+  // A per-process usage registry, as the management layer keeps one per user slot: more metadata to damage.
+  const usage = new Registry(m.region, m.alloc, userSlotRoot(m.region, m.region.userSlot, SLOT_USAGE_ROOT));
+  for (const id of ids) usage.add(decodeIdBits(id).rootFrame, 1 | (2 << 12), 0);
   const metaFrames = metadataFrames(m, ids);
+  usage.forEach(() => {}, (t) => metaFrames.push(t));
+  metaFrames.sort((a, b) => a - b);
   m.close();
   const bytes = new Uint8Array(fs.readFileSync(file));
   fs.rmSync(file, { force: true });
