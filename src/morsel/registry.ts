@@ -1,9 +1,12 @@
 /**
  * A persistent registry of 64-bit entries keyed by frame number, rooted in a
- * superblock root slot. It is itself a radix tree of 4 KiB tables built like a
- * morsel (lazily, by CAS): the key is the frame number, split 9 bits per
- * level, and the leaf slot holds the entry. Used for the live-morsel table
- * (key: root frame, value: morsel ID) and the live address-space table.
+ * RootCell (a superblock root slot, whose table exists from format on, or a
+ * user-slot field, created on first use). It is itself a radix tree of 4 KiB
+ * tables built like a morsel (lazily, by CAS, through the walker, which
+ * validates every frame it follows): the key is the frame number, split 9
+ * bits per level, and the leaf slot holds the entry. Used for the
+ * live-morsel table (key: root frame, value: morsel ID), the address-space
+ * tables and per-process usage counts.
  *
  * Why keyed by frame: add, remove and lookup are O(depth) with no probing and
  * no tombstones, and each slot has exactly one possible owner, so a slot

@@ -13,9 +13,11 @@
  * followed. It must lie in [firstAllocatableFrame, frameCount) (never the
  * superblock, boot scratch, allocator metadata, user slots or morsel words,
  * never past the end) and be allocated as an order-0 frame (a free frame is
- * tomorrow's someone else's; an order-9 block is never a table or page). A violation throws ECORRUPT naming the table frame and index;
- * nothing is followed, nothing is written. Every loop is bounded by
- * ENTRIES_PER_TABLE and the level count.
+ * tomorrow's someone else's; an order-9 block is never a table or page). A
+ * violation throws ECORRUPT naming the table frame and index; nothing is
+ * followed, nothing is written. Every loop is bounded by ENTRIES_PER_TABLE
+ * and the level count. Hot walks with their own loop (the MMU) use
+ * validTableFrame, the range half of the rule, which costs two compares.
  *
  * What this cannot see: a PFN flipped to another *allocated* frame of the
  * allocatable range (another morsel's page, a registry table). That is a
@@ -30,9 +32,9 @@ import type { Frame } from '../units.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
 import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
 
-/** Entries in one 4 KiB table, and the address bits one level indexes. */
-export const ENTRIES_PER_TABLE = 512;
+/** The address bits one level indexes, and so the entries of one 4 KiB table. */
 export const INDEX_BITS = 9;
+export const ENTRIES_PER_TABLE = 1 << INDEX_BITS;
 /** The most paging levels a walk crosses (5-level paging). */
 export const MAX_LEVELS = 5;
 
