@@ -75,9 +75,9 @@ function describe(r: Report): string {
   const verb = r.applied ? 'repaired' : 'would repair';
   for (const p of r.plan ?? []) lines.push(`${verb} ${p.code}: ${p.what} (${p.where})`);
   if (r.plan && !r.applied) lines.push('dry run: nothing was changed; run again with --repair --yes to apply');
-  for (const id of r.quarantined ?? []) lines.push(`quarantined morsel ${id}: kept as it is (damaged subtree; readable where intact)`);
   if (r.frames) lines.push(`frames: ${r.frames.total} total, ${r.frames.allocated} allocated, ${r.frames.referenced} referenced; ${r.morsels} morsel(s), ${r.spaces} space(s)`);
   for (const p of r.problems) lines.push(`${p.code}: ${p.what} (${p.where})${p.repairable ? ' [repairable]' : ''}`);
+  for (const id of r.quarantined ?? []) lines.push(`quarantined morsel ${id}: kept as it is (damaged subtree; readable where intact)`);
   lines.push(r.ok ? 'ok' : `${r.problems.length} problem(s), ${r.lostFrames} lost frame(s)`);
   return lines.join('\n');
 }
