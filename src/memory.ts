@@ -21,6 +21,7 @@ import { Morsels } from './morsel/morsels.js';
 import { NO_SLOT, Region, type OpenMode, type RegionShare, type WaitResult } from './physical/region.js';
 import { AddressSpace, type Levels } from './space/address-space.js';
 import { countSlotSpaces, emptyOwnSlot, reapDeadSlots } from './space/user-slots.js';
+import { checkRootTables, formatRootTables } from './paging/walk.js';
 import { collectReachable } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
 
@@ -101,7 +102,9 @@ export class Memory {
   static volatile(sizeBytes: number): Memory {
     const region = Region.createVolatile(sizeBytes);
     FrameAllocator.format(region);
-    return new Memory(region, new FrameAllocator(region), true);
+    const memory = new Memory(region, new FrameAllocator(region), true);
+    formatRootTables(memory.openMorsels.walker);
+    return memory;
   }
 
   /**
@@ -111,14 +114,18 @@ export class Memory {
    */
   static create(path: string, sizeBytes: number, opts: { force?: boolean } = {}): Memory {
     const region = Region.createFile(path, sizeBytes, opts);
+    let memory: Memory | undefined;
     try {
       FrameAllocator.format(region);
+      memory = new Memory(region, new FrameAllocator(region), true);
+      formatRootTables(memory.openMorsels.walker);
       region.admit({ claim: true, markOpen: true, keepExclusive: false });
+      return memory;
     } catch (e) {
+      if (memory !== undefined) openMemories.delete(memory);
       region.abandon();
       throw e;
     }
-    return new Memory(region, new FrameAllocator(region), true);
   }
 
   /** Opens a region file (see the module comment and OpenOptions). */
@@ -127,6 +134,7 @@ export class Memory {
     let memory: Memory | undefined;
     try {
       memory = new Memory(region, new FrameAllocator(region), true);
+      if (opts.recover !== false) rootsOrClose(memory, crashed); // `check` reports bad roots instead
       memory.report = memory.admit(crashed, alone, opts);
       return memory;
     } catch (e) {
@@ -246,5 +254,21 @@ export class Memory {
     this.closed = true;
     openMemories.delete(this);
     this.region.abandon();
+  }
+}
+
+/**
+ * Open-time check of the root tables (src/paging/walk.ts checkRootTables),
+ * before anything is rebuilt from them. On ECORRUPT the region is closed as
+ * it was found (a clean region is marked clean again, a crashed one stays
+ * crashed), so a refused open leaves the file byte-for-byte unchanged.
+ */
+function rootsOrClose(memory: Memory, crashed: boolean): void {
+  try {
+    checkRootTables(memory.morsels.walker);
+  } catch (e) {
+    openMemories.delete(memory);
+    memory.region.close({ markClean: !crashed });
+    throw e;
   }
 }

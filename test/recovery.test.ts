@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
 import { Region } from '../src/physical/region.js';
-import { decodeIdBits, type MorselId } from '../src/morsel/id.js';
+import { decodeIdBits, hex, type MorselId } from '../src/morsel/id.js';
 import { META_DATA_ID_ENTRY } from '../src/morsel/meta.js';
 import { INNER_FLAGS, PS, makeHi, makeLo, pfnOf } from '../src/paging/entry.js';
 import { metaLayout } from '../src/physical/layout.js';
@@ -62,10 +62,11 @@ function populated(): { file: string; ids: MorselId[] } {
   return { file, ids };
 }
 
+/** Checks a closed region; `repair`: plans and applies the repair (`--repair --yes`). */
 function check(file: string, repair = false): CheckReport {
   const m = Memory.open(file, { mode: repair ? 'exclusive' : 'readonly', recover: false });
   try {
-    return checkRegion(m, { repair });
+    return checkRegion(m, { repair, apply: repair });
   } finally {
     m.close();
   }
@@ -167,7 +168,7 @@ test('--repair finishes a pending recovery: spaces dropped, allocator rebuilt, m
 
 // --- detection ------------------------------------------------------------------------------
 
-test('an entry pointing outside the region: ECORRUPT on recovery, listed by check, cleared by --repair', () => {
+test('an entry pointing outside the region: ECORRUPT on recovery and on access, listed by check, quarantined by --repair', () => {
   const { file, ids } = populated();
   const root = decodeIdBits(ids[2]).rootFrame; // order 2: a level-2 root table
   edit(file, (m) => m.region.storeEntry(root, 300, makeLo(m.region.frameCount + 5, INNER_FLAGS), makeHi(m.region.frameCount + 5, 0)));
@@ -178,15 +179,54 @@ test('an entry pointing outside the region: ECORRUPT on recovery, listed by chec
   const r = check(file);
   assert.equal(r.ok, false);
   const p = r.problems.find((x) => x.code === 'ENTRY_RANGE');
-  assert.ok(p && p.repairable && p.where.includes(`table ${root}[300]`), JSON.stringify(r.problems));
+  assert.ok(p && p.where.includes(`table ${root}[300]`), JSON.stringify(r.problems));
+  assert.deepEqual(r.quarantined, [hex(ids[2])]);
+  const plan = check(file); // inspection only
+  assert.equal(plan.applied, undefined);
   const fixed = check(file, true);
-  assert.equal(fixed.ok, true, JSON.stringify(fixed.problems));
+  assert.equal(fixed.ok, false, 'the damage is kept for a human, not cleared');
+  assert.deepEqual(fixed.quarantined, [hex(ids[2])]);
+  assert.ok(!fixed.plan?.some((x) => x.what.startsWith('cleared')), JSON.stringify(fixed.plan));
   const m = Memory.open(file);
   assert.equal(m.morsels.list().length, ids.length, 'no morsel was dropped');
+  assert.equal(m.region.loadLo(root, 300), makeLo(m.region.frameCount + 5, INNER_FLAGS), 'the quarantined entry is untouched');
+  const space = m.createSpace();
+  const mmu = new Mmu(space);
+  const base = space.map(ids[2]);
+  const out = new Uint8Array(4);
+  mmu.read(base + 100, out);
+  assert.deepEqual([...out], [0x5a, 0x5a, 0x5a, 0x5a], 'the intact part stays readable');
+  // The walker refuses the damaged entry (the MMU's own walk needs validTableFrame: see src/paging/walk.ts).
+  assert.throws(() => m.morsels.lookupPage(root, 2, 300 * 2 * MiB), code('ECORRUPT'));
+  space.destroy();
   m.close();
 });
 
-test('a cycle (a table pointing at its ancestor) is detected without looping and cleared', () => {
+test('--repair without --yes is a dry run: the plan lists what would change and be reclaimed, the file is untouched', () => {
+  const { file } = populated();
+  const m = Memory.open(file);
+  m.alloc.alloc(0);
+  m.alloc.alloc(0);
+  m.close();
+  const before = sha(file);
+  const mem = Memory.open(file, { recover: false });
+  let dry: CheckReport;
+  try {
+    dry = checkRegion(mem, { repair: true });
+  } finally {
+    mem.close();
+  }
+  assert.equal(sha(file), before, 'dry run writes nothing');
+  assert.equal(dry.applied, false);
+  assert.ok(dry.plan?.some((p) => p.code === 'ALLOCATOR' && /reclaimed 2 lost frame/.test(p.what)), JSON.stringify(dry.plan));
+  assert.equal(dry.lostFrames, 2);
+  const applied = check(file, true);
+  assert.equal(applied.applied, true);
+  assert.deepEqual(applied.plan?.map((p) => p.what), dry.plan?.map((p) => p.what), 'applying does what the dry run said');
+  assert.equal(applied.ok, true);
+});
+
+test('a cycle (a table pointing at its ancestor) is detected without looping; the morsel is quarantined, not cleared', () => {
   const { file, ids } = populated();
   const d = decodeIdBits(ids[2]);
   edit(file, (m) => {
@@ -199,7 +239,8 @@ test('a cycle (a table pointing at its ancestor) is detected without looping and
   assert.deepEqual(codes(r).filter((c) => c === 'CYCLE').length, 2, JSON.stringify(r.problems));
   assert.equal(r.lostFrames, 0);
   const fixed = check(file, true);
-  assert.equal(fixed.ok, true, JSON.stringify(fixed.problems));
+  assert.deepEqual(codes(fixed).filter((c) => c === 'CYCLE').length, 2, 'kept for a human');
+  assert.deepEqual(fixed.quarantined, [hex(d.id)]);
 });
 
 test('a frame referenced twice is reported, never "repaired" by freeing', () => {
@@ -321,7 +362,7 @@ test('truncated file and flipped superblock: ECORRUPT, file untouched, never ref
   fs.writeFileSync(flipped, b);
   for (const f of [truncated, flipped]) {
     const before = sha(f);
-    const r = runCheck(f, true);
+    const r = runCheck(f, { repair: true, apply: true });
     assert.equal(r.ok, false);
     assert.equal(r.problems[0].code, 'ECORRUPT', JSON.stringify(r.problems));
     assert.throws(() => Memory.open(f), code('ECORRUPT'));
@@ -349,8 +390,8 @@ test('error paths never leak: ENOSPC while registering frees the new roots', () 
   assert.throws(() => m.morsels.createMeta(0, { address: 0 }), code('ENOSPC')); // data root fits, meta page does not
   keep(2);
   assert.throws(() => m.morsels.createMeta(0, { address: 0 }), code('ENOSPC')); // both fit, registering does not
-  keep(1);
-  assert.throws(() => m.createSpace(), code('ENOSPC'));
+  while (m.alloc.freeFrames() > 1) hoard.push(m.alloc.alloc(0));
+  assert.throws(() => m.createSpace(), code('ENOSPC')); // the space root fits, the registry's leaf table does not
   for (const f of hoard) m.alloc.free(f);
   m.close();
   const r = check(file);
@@ -372,7 +413,8 @@ test('crash points: an unknown name is refused, an armed one kills at its k-th h
  * the operation is either fully there or fully absent, and nothing is lost.
  */
 test('every create/destroy/populate window is rolled back or completed', () => {
-  const cases: { point: string; op: string; expect: 'absent' | 'present' | 'either' }[] = [
+  // absent: no frame more than before is allocated; present: the victim keeps what was linked before the crash.
+  const cases: { point: string; op: string; expect: 'absent' | 'present' }[] = [
     { point: 'create:before-register:1', op: 'm.morsels.create(2)', expect: 'absent' },
     { point: 'createMeta:before-meta-page:1', op: 'm.morsels.createMeta(1, { address: 2 ** 41 })', expect: 'absent' },
     { point: 'createMeta:before-register:1', op: 'm.morsels.createMeta(1, { address: 2 ** 41 })', expect: 'absent' },
@@ -381,7 +423,7 @@ test('every create/destroy/populate window is rolled back or completed', () => {
     { point: 'destroy:meta-after-clear-id:1', op: 'm.morsels.destroy(victimMeta)', expect: 'absent' },
     { point: 'destroy:before-free-root:1', op: 'm.morsels.destroy(victim)', expect: 'absent' },
     { point: 'populate:before-link:2', op: 'm.morsels.populate(victim, 0, 1 << 22)', expect: 'present' },
-    { point: 'registry:before-link-table:1', op: 'm.createSpace()', expect: 'either' },
+    { point: 'registry:before-link-table:1', op: 'm.createSpace()', expect: 'absent' }, // spaces die with their process
   ];
   for (const c of cases) {
     const file = fresh();
@@ -392,6 +434,9 @@ test('every create/destroy/populate window is rolled back or completed', () => {
     setup.morsels.populate(victimMeta, 0, 5 * 4096);
     setup.close();
     const before = check(file);
+    const reopened = Memory.open(file);
+    const pagesBefore = reopened.morsels.stats(victim).dataPages;
+    reopened.close();
     const r = child(
       `const m = Memory.open(${JSON.stringify(file)}); const victim = ${victim}n; const victimMeta = ${victimMeta}n; ${c.op}; process.exit(7);`,
       c.point,
@@ -407,6 +452,7 @@ test('every create/destroy/populate window is rolled back or completed', () => {
     else if (c.point.startsWith('create')) assert.equal(live, 2, `${c.point}: the create rolled back`);
     else assert.equal(live, 2, c.point);
     if (c.expect === 'absent') assert.ok(report.frames.allocated <= before.frames.allocated, `${c.point}: no frame kept`);
+    else assert.ok(m.morsels.stats(victim).dataPages > pagesBefore, `${c.point}: the page linked before the crash is kept`);
     m.close();
   }
 });
@@ -447,7 +493,13 @@ test('morsel check: JSON report, exit status 0 / 1 / error class, --repair', () 
   const text = cli(['check', '--region', file]);
   assert.equal(text.status, 1);
   assert.match(text.out, /LOST: 1 frame\(s\) allocated but unreachable/);
-  const fixed = cli(['check', '--region', file, '--repair', '--json']);
+  const dry = cli(['check', '--region', file, '--repair', '--json']);
+  assert.equal(dry.status, 1, dry.out);
+  assert.equal(dry.json.applied, false);
+  assert.equal(cli(['check', '--region', file, '--json']).json.lostFrames, 1, 'the dry run changed nothing');
+  assert.match(cli(['check', '--region', file, '--repair']).out, /dry run: nothing was changed/);
+  assert.equal(cli(['check', '--region', file, '--yes']).status, 2, '--yes alone is refused');
+  const fixed = cli(['check', '--region', file, '--repair', '--yes', '--json']);
   assert.equal(fixed.status, 0, fixed.out);
   assert.equal(fixed.json.before.lostFrames, 1);
   assert.equal(cli(['check', '--region', file, '--json']).status, 0);

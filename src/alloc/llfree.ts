@@ -100,8 +100,18 @@ export function treeWord(free: number, reserved: boolean): number {
 
 // Failure paths live in their own functions: messages are built only on
 // failure, and the hot functions stay small enough for V8 to inline.
+// A word of the region that breaks an invariant is damaged metadata (a bit
+// flip, a foreign write): a typed ECORRUPT, never an assertion.
+function corruptMeta(what: string): never {
+  throw new MorselError('ECORRUPT', `allocator metadata: ${what} (run \`morsel check\`)`);
+}
+
 function badWord(what: string, word: number): never {
-  assert(false, `${what} 0x${(word >>> 0).toString(16)} out of range`);
+  corruptMeta(`${what} 0x${(word >>> 0).toString(16)} out of range`);
+}
+
+function notAllocatable(frame: number): never {
+  corruptMeta(`the bitfield handed out frame ${frame}, which is reserved or past the end`);
 }
 
 function badOrder(order: unknown): never {
@@ -110,12 +120,11 @@ function badOrder(order: unknown): never {
 
 function checkChildWord(word: number): void {
   if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0 || childFree(word) > CHILD_FRAMES) badWord('child counter', word);
-  assert(!childIsHuge(word) || childFree(word) === 0, 'a huge child counts 0 free');
+  if (childIsHuge(word) && childFree(word) !== 0) badWord('huge child counter', word);
 }
 
 function checkTreeWord(word: number): void {
-  if ((word & (1 << 30)) !== 0) assert(false, `tree counter 0x${(word >>> 0).toString(16)} has bit 30 clear`);
-  if (!(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT)) assert(false, `tree free count ${treeFree(word)} in range`);
+  if ((word & (1 << 30)) !== 0 || !(Math.abs(treeFree(word)) <= TREE_FREE_LIMIT)) badWord('tree counter', word);
 }
 
 // --- bounds on retries ----------------------------------------------------------
@@ -161,6 +170,12 @@ function openMeta(region: Region): Meta {
     childCounters: new Int32Array(region.sab, layout.childCountersByte, layout.children),
     treeCounters: new Int32Array(region.sab, layout.treeCountersByte, layout.trees),
   };
+}
+
+/** Whether `frame` is allocated: its bit is set, or its child is an order-9 frame. */
+function allocatedIn(m: Meta, frame: number): boolean {
+  const c = frame >>> CHILD_SHIFT;
+  return childIsHuge(Atomics.load(m.childCounters, c)) || testBit(m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1));
 }
 
 const childLo = (tree: number): number => tree * TREE_CHILDREN;
@@ -262,7 +277,7 @@ export class FrameAllocator {
         crashPoint('open:rebuild-counters');
         sum += free;
       }
-      if (sum > treeCapacity(m, t)) assert(false, `tree ${t}: ${sum} free <= capacity ${treeCapacity(m, t)}`);
+      if (sum > treeCapacity(m, t)) corruptMeta(`tree ${t}: ${sum} free exceeds its capacity ${treeCapacity(m, t)}`);
       Atomics.store(m.treeCounters, t, treeWord(sum, false));
     }
   }
@@ -299,33 +314,11 @@ export class FrameAllocator {
 
   /**
    * Consistency check of a quiescent region (no instance holds a reservation
-   * and no operation is in flight). Returns the problems found; empty means
-   * the counters agree with the bitfields.
+   * and no operation is in flight). Returns the problems found as text;
+   * empty means the counters agree with the bitfields.
    */
   static verify(region: Region): string[] {
-    const m = openMeta(region);
-    const problems: string[] = [];
-    for (let f = 0; f < m.first; f++) {
-      if (!testBit(m.bits, (f >>> CHILD_SHIFT) * BITFIELD_WORDS, f & (CHILD_FRAMES - 1))) problems.push(`reserved frame ${f} is marked free`);
-    }
-    for (let t = 0; t < m.trees; t++) {
-      let sum = 0;
-      for (let c = childLo(t); c < childHi(m, t); c++) {
-        const word = Atomics.load(m.childCounters, c);
-        const set = countSet(m.bits, c * BITFIELD_WORDS);
-        if (childIsHuge(word)) {
-          if (word !== CHILD_HUGE) problems.push(`child ${c}: huge with free field ${childFree(word)}`);
-          if (set !== 0) problems.push(`child ${c}: huge with ${set} bits set`);
-        } else {
-          if (word !== CHILD_FRAMES - set) problems.push(`child ${c}: counter ${word}, bitfield says ${CHILD_FRAMES - set} free`);
-          sum += CHILD_FRAMES - set;
-        }
-      }
-      const word = Atomics.load(m.treeCounters, t);
-      if (treeIsReserved(word)) problems.push(`tree ${t}: still reserved`);
-      if (treeFree(word) !== sum) problems.push(`tree ${t}: counter ${treeFree(word)}, children say ${sum}`);
-    }
-    return problems;
+    return new AllocatorView(region).problems().map((p) => `${p.where}: ${p.what}`);
   }
 
   // --- allocation ----------------------------------------------------------------
@@ -338,14 +331,14 @@ export class FrameAllocator {
       this.local--;
       const frame = this.takeSmallInTree(this.tree);
       if (frame >= 0) {
-        assert(frame >= this.m.first && frame < this.m.frameCount, 'allocated frame is allocatable');
+        if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
         return frame as Frame;
       }
       this.local++; // phantom quota; allocSmall sorts it out
     }
     if (order !== 0 && order !== 9) badOrder(order);
     const frame = order === 0 ? this.allocSmall() : this.allocHuge();
-    assert(frame >= this.m.first && frame < this.m.frameCount, 'allocated frame is allocatable');
+    if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
     return frame as Frame;
   }
 
@@ -405,7 +398,7 @@ export class FrameAllocator {
       const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
       if (bit < 0) {
         Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
-        assert(false, 'child counter promised a free frame but its bitfield has none');
+        corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
       }
       this.childHint = c;
       this.wordHint = bit >>> 5;
@@ -535,7 +528,7 @@ export class FrameAllocator {
     for (let i = 0; i < CAS_RETRIES; i++) {
       const word = Atomics.load(counters, this.tree);
       checkTreeWord(word);
-      if (!treeIsReserved(word)) assert(false, `tree ${this.tree} stays reserved while this instance holds it`);
+      if (!treeIsReserved(word)) corruptMeta(`tree ${this.tree} lost the reservation this instance holds`);
       const free = treeFree(word);
       if (free <= 0) return false;
       if (Atomics.compareExchange(counters, this.tree, word, treeWord(0, true)) === word) {
@@ -628,8 +621,7 @@ export class FrameAllocator {
   /** Whether `frame` is allocated: its bit is set, or its child is an order-9 frame. Reserved frames count as allocated. */
   isAllocated(frame: Frame): boolean {
     this.region.checkFrame(frame);
-    const c = frame >>> CHILD_SHIFT;
-    return childIsHuge(Atomics.load(this.m.childCounters, c)) || testBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1));
+    return allocatedIn(this.m, frame);
   }
 
   /**
@@ -673,5 +665,100 @@ export class FrameAllocator {
    */
   release(): void {
     this.unreserve();
+  }
+}
+
+// --- read-only view (recovery scanner, table walker, check) ---------------------------
+
+export type AllocProblemCode = 'FIXED_FREE' | 'CHILD_COUNTER' | 'HUGE' | 'TREE_RESERVED' | 'TREE_COUNTER';
+
+export interface AllocProblem {
+  code: AllocProblemCode;
+  what: string;
+  where: string;
+}
+
+/**
+ * A read-only view of the allocator's metadata: never asserts on a corrupt
+ * word and never writes, so the scanner and `check` read a damaged region
+ * through the allocator's own geometry instead of re-deriving it.
+ */
+export class AllocatorView {
+  private readonly m: Meta;
+
+  constructor(region: Region) {
+    this.m = openMeta(region);
+  }
+
+  get first(): number {
+    return this.m.first;
+  }
+
+  get frameCount(): number {
+    return this.m.frameCount;
+  }
+
+  /** Frames covered by the bitfields (the last child may reach past frameCount). */
+  get coveredFrames(): number {
+    return this.m.children * CHILD_FRAMES;
+  }
+
+  /**
+   * Whether `frame` (0 <= frame < coveredFrames) is allocated: bit set or
+   * inside an order-9 frame. No range check: callers bound it. Plain reads
+   * (an Atomics.load costs a builtin call): a snapshot that may race with an
+   * allocation or free in flight, which is what a validity check or a scan
+   * of a live region can know anyway.
+   */
+  isAllocated(frame: number): boolean {
+    const c = frame >>> CHILD_SHIFT;
+    return (this.m.childCounters[c] & CHILD_HUGE) !== 0 || (this.m.bits[c * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
+  }
+
+  /** Whether `frame` is allocated as an order-0 frame (its bit is set; a frame inside an order-9 block is not). Plain read, as isAllocated. */
+  isSmallAllocated(frame: number): boolean {
+    return (this.m.bits[(frame >>> CHILD_SHIFT) * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
+  }
+
+  /** Children marked huge (allocated whole as order-9 frames). */
+  hugeChildren(): number[] {
+    const out: number[] = [];
+    for (let c = 0; c < this.m.children; c++) if (childIsHuge(Atomics.load(this.m.childCounters, c))) out.push(c);
+    return out;
+  }
+
+  /**
+   * Every disagreement between counters and bitfields, reserved frames
+   * marked free and trees left reserved. Exact only on a quiescent region:
+   * with live users, reservations and in-flight operations show here too.
+   */
+  problems(): AllocProblem[] {
+    const m = this.m;
+    const out: AllocProblem[] = [];
+    for (let f = 0; f < this.coveredFrames; f++) {
+      if (isFixedFrame(m, f) && !this.isAllocated(f)) {
+        out.push({ code: 'FIXED_FREE', what: `${f < m.first ? 'reserved' : 'nonexistent tail'} frame ${f} is marked free`, where: `allocator child ${f >>> CHILD_SHIFT}` });
+      }
+    }
+    for (let t = 0; t < m.trees; t++) {
+      let sum = 0;
+      for (let c = childLo(t); c < childHi(m, t); c++) {
+        const word = Atomics.load(m.childCounters, c);
+        const set = countSet(m.bits, c * BITFIELD_WORDS);
+        const where = `allocator child ${c}`;
+        if ((word & ~(CHILD_FREE_MASK | CHILD_HUGE)) !== 0) out.push({ code: 'CHILD_COUNTER', what: `counter 0x${(word >>> 0).toString(16)} has stray bits`, where });
+        if (childIsHuge(word)) {
+          if (childFree(word) !== 0 || set !== 0) out.push({ code: 'HUGE', what: `huge child with free count ${childFree(word)} and ${set} bit(s) set`, where });
+          continue;
+        }
+        if (childFree(word) !== CHILD_FRAMES - set) out.push({ code: 'CHILD_COUNTER', what: `counter says ${childFree(word)} free, bitfield says ${CHILD_FRAMES - set}`, where });
+        sum += CHILD_FRAMES - set;
+      }
+      const word = Atomics.load(m.treeCounters, t);
+      const where = `allocator tree ${t}`;
+      if (treeIsReserved(word)) out.push({ code: 'TREE_RESERVED', what: 'tree still reserved by a thread that no longer exists', where });
+      else if (treeFree(word) !== sum) out.push({ code: 'TREE_COUNTER', what: `counter says ${treeFree(word)} free, children say ${sum}`, where });
+    }
+    return out;
   }
 }

@@ -1,16 +1,23 @@
 /**
- * `morsel check --region R [--repair] [--json]`: the region fsck (see
+ * `morsel check --region R [--repair [--yes]] [--json]`: the region fsck (see
  * src/recovery/check.ts). It opens the region WITHOUT recovery so it reports
  * what is on media; a crashed region it does not repair stays marked crashed.
+ * On a region other processes use, the answer is read-only and lists only
+ * problems stable across two scans; --repair then gives EBUSY.
+ *
+ * `--repair` alone is a dry run: it prints every change it would make and
+ * every frame it would reclaim, and writes nothing. `--repair --yes`
+ * applies it. Morsels with damage it cannot prove harmless are quarantined:
+ * kept and listed, never cleared or reclaimed.
  *
  * Exit status: 0 every invariant holds, 1 problems found (the report lists
- * them; with --repair: problems remain after repairing), 2+ the check could
- * not run (the error's class: 3 no such file, ...; see common.ts). A region whose superblock fails validation is
+ * them; with --repair --yes: problems remain after repairing), 2+ the check
+ * could not run (the error's class: 3 no such file, 7 EBUSY, ...; see common.ts). A region whose superblock fails validation is
  * a problem, not an error: it is reported with code ECORRUPT/EVERSION and the
  * file is never modified (the superblock is validated before it is mapped).
  */
 import { Command, Option } from 'commander';
-import { isMorselError } from '../errors.js';
+import { MorselError, isMorselError } from '../errors.js';
 import { Memory } from '../memory.js';
 import { checkRegion, type CheckReport, type CheckSummary } from '../recovery/check.js';
 import { EXIT_OK, EXIT_PROBLEMS, printError } from './common.js';
@@ -22,12 +29,14 @@ export function registerCheck(program: Command): void {
     .command('check')
     .description('verify every invariant of a region (trees, references, allocator); --repair fixes what is safe to fix')
     .addOption(new Option('--region <file>', 'persistent region file').makeOptionMandatory())
-    .option('--repair', 'reclaim lost frames, rebuild the allocator, clear entries that cannot be right; finishes a pending recovery')
+    .option('--repair', 'show what a repair would change and reclaim (dry run); with --yes, apply it')
+    .option('--yes', 'with --repair: apply the repair')
     .addOption(new Option('--json', 'print one JSON object on stdout'))
-    .action((o: { region: string; repair?: boolean; json?: boolean }) => {
+    .action((o: { region: string; repair?: boolean; yes?: boolean; json?: boolean }) => {
       let report: Report;
       try {
-        report = runCheck(o.region, !!o.repair);
+        if (o.yes && !o.repair) throw new MorselError('EINVAL', '--yes only confirms --repair');
+        report = runCheck(o.region, { repair: !!o.repair, apply: !!o.yes });
       } catch (e) {
         printError(!!o.json, e);
         return;
@@ -37,18 +46,22 @@ export function registerCheck(program: Command): void {
     });
 }
 
-/** Opens without recovery, checks (and repairs), closes. Superblock failures become a report. */
-export function runCheck(path: string, repair: boolean): Report {
+/**
+ * Opens without recovery, checks (and plans or applies a repair), closes.
+ * Superblock failures become a report. Whether others use the region comes
+ * from opening it (membership), never from a flag the user passes.
+ */
+export function runCheck(path: string, opts: { repair: boolean; apply: boolean }): Report {
   let memory: Memory;
   try {
     // Repair needs the region alone (EBUSY otherwise); a plain check reads it as it is, beside live users.
-    memory = Memory.open(path, { mode: repair ? 'exclusive' : 'readonly', recover: false });
+    memory = Memory.open(path, { mode: opts.repair ? 'exclusive' : 'readonly', recover: false });
   } catch (e) {
     if (!isMorselError(e, 'ECORRUPT') && !isMorselError(e, 'EVERSION')) throw e;
     return { ok: false, lostFrames: 0, problems: [{ code: e.code, what: e.message, where: 'superblock', repairable: false }] };
   }
   try {
-    return checkRegion(memory, { repair });
+    return checkRegion(memory, { ...opts, live: memory.region.othersUsing() });
   } finally {
     memory.close();
   }
@@ -56,10 +69,14 @@ export function runCheck(path: string, repair: boolean): Report {
 
 function describe(r: Report): string {
   const lines: string[] = [];
+  if (r.live) lines.push(`region in use by other processes: read-only check, stable problems only; ${r.suspectFrames ?? 0} frame(s) unreachable but possibly in flight (check again when idle)`);
   if (r.before) lines.push(`before repair: ${r.before.problems.length} problem(s), ${r.before.lostFrames} lost frame(s)`);
-  for (const p of r.repaired ?? []) lines.push(`repaired ${p.code}: ${p.what} (${p.where})`);
+  const verb = r.applied ? 'repaired' : 'would repair';
+  for (const p of r.plan ?? []) lines.push(`${verb} ${p.code}: ${p.what} (${p.where})`);
+  if (r.plan && !r.applied) lines.push('dry run: nothing was changed; run again with --repair --yes to apply');
   if (r.frames) lines.push(`frames: ${r.frames.total} total, ${r.frames.allocated} allocated, ${r.frames.referenced} referenced; ${r.morsels} morsel(s), ${r.spaces} space(s)`);
   for (const p of r.problems) lines.push(`${p.code}: ${p.what} (${p.where})${p.repairable ? ' [repairable]' : ''}`);
+  for (const id of r.quarantined ?? []) lines.push(`quarantined morsel ${id}: kept as it is (damaged subtree; readable where intact)`);
   lines.push(r.ok ? 'ok' : `${r.problems.length} problem(s), ${r.lostFrames} lost frame(s)`);
   return lines.join('\n');
 }

@@ -27,8 +27,8 @@
  * insertion, rmap trees, mmap_lock, per-page refcounts besides the mapcount.
  */
 import { MorselError, assert, check } from '../errors.js';
-import { HI_NX, INNER_FLAGS, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import { tableIndex } from '../morsel/order.js';
+import { HI_NX, P, RW, US, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, Walker, indexAt as tableIndex, levelSpan } from '../paging/walk.js';
 import type { Rights } from '../space/rights.js';
 import { Access, CTL_EPOCH, type PagedSpace } from '../space/mmu.js';
 import type { Region } from '../physical/region.js';
@@ -101,6 +101,7 @@ export class ConventionalSpace implements PagedSpace {
   private fObj = 0;
   private fRights = 0;
   private fPgoff = 0;
+  private readonly walker: Walker;
 
   private constructor(
     readonly mem: PhysMem,
@@ -114,11 +115,11 @@ export class ConventionalSpace implements PagedSpace {
     this.vRights = new Int32Array(share.ctl, (VMA_I32_WORD + MAX_VMAS) * 4, MAX_VMAS);
     this.vPgoff = new Int32Array(share.ctl, (VMA_I32_WORD + 2 * MAX_VMAS) * 4, MAX_VMAS);
     this.mmapLock = new Mutex(this.control, C_MMAP_LOCK);
+    this.walker = new Walker(mem.region, mem.alloc);
   }
 
   static create(mem: PhysMem): ConventionalSpace {
-    const root = mem.alloc.alloc(0);
-    mem.region.zeroFrame(root);
+    const root = new Walker(mem.region, mem.alloc).zeroedFrame();
     const ctl = new SharedArrayBuffer(CTL_BYTES);
     new Int32Array(ctl)[C_NEXT_UNIT] = FIRST_UNIT;
     return new ConventionalSpace(mem, { rootFrame: root, ctl });
@@ -256,9 +257,9 @@ export class ConventionalSpace implements PagedSpace {
       const lo = region.loadLo(pd as Frame, pdi);
       if (!isPresent(lo)) continue;
       const hi = region.loadHi(pd as Frame, pdi);
-      const pt = pfnOf(lo, hi) as Frame;
+      const pt = this.walker.follow(pd as Frame, pdi, lo, hi);
       const first = tableIndex(base, 1);
-      const stop = Math.min(512, first + Math.ceil((end - base) / 4096));
+      const stop = Math.min(ENTRIES_PER_TABLE, first + Math.ceil((end - base) / 4096));
       const words = region.words(pt);
       const w0 = region.wordIndex(pt, 0);
       this.ptlLock(pt);
@@ -282,7 +283,7 @@ export class ConventionalSpace implements PagedSpace {
   private freeEmptyUpper(start: number, end: number): void {
     const region = this.mem.region;
     for (let level = 2; level <= 3; level++) {
-      const span = 2 ** (12 + 9 * level); // bytes covered by one table of `level`
+      const span = levelSpan(level + 1); // bytes covered by one table of `level`
       for (let base = Math.floor(start / span) * span; base < end; base += span) {
         const parentLevel = level + 1;
         const parent = this.tableAt(base, parentLevel);
@@ -291,7 +292,7 @@ export class ConventionalSpace implements PagedSpace {
         const lo = region.loadLo(parent as Frame, idx);
         if (!isPresent(lo)) continue;
         const hi = region.loadHi(parent as Frame, idx);
-        const table = pfnOf(lo, hi) as Frame;
+        const table = this.walker.follow(parent as Frame, idx, lo, hi);
         if (!tableEmpty(this.mem, table)) continue;
         if (region.casEntry(parent as Frame, idx, lo, hi, 0, 0)) this.mem.alloc.free(table);
       }
@@ -322,32 +323,14 @@ export class ConventionalSpace implements PagedSpace {
 
   /** The table of `level` covering `vaddr` (level 4 = root), or -1 if a table on the way is missing. */
   private tableAt(vaddr: number, level: number): number {
-    const region = this.mem.region;
-    let table = this.rootFrame as number;
-    for (let l = CONV_LEVELS; l > level; l--) {
-      const idx = tableIndex(vaddr, l);
-      const lo = region.loadLo(table as Frame, idx);
-      if (!isPresent(lo)) return -1;
-      table = pfnOf(lo, region.loadHi(table as Frame, idx));
-    }
-    return table;
+    return this.walker.descend(this.rootFrame, CONV_LEVELS, vaddr, level);
   }
 
   /** The PT covering `vaddr`, allocating missing tables (pte_alloc: allocate, then install if still empty). */
   private ptFor(vaddr: number): Frame {
-    const region = this.mem.region;
     let table = this.rootFrame;
-    for (let l = CONV_LEVELS; l > 1; l--) {
-      const idx = tableIndex(vaddr, l);
-      let lo = region.loadLo(table, idx);
-      if (!isPresent(lo)) {
-        const fresh = this.mem.alloc.alloc(0);
-        region.zeroFrame(fresh);
-        if (!region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) this.mem.alloc.free(fresh);
-        lo = region.loadLo(table, idx);
-      }
-      table = pfnOf(lo, region.loadHi(table, idx)) as Frame;
-    }
+    // Volatile model (no crash points): a crash loses the whole space anyway.
+    for (let l = CONV_LEVELS; l > 1; l--) table = this.walker.ensureChild(table, tableIndex(vaddr, l), null);
     return table;
   }
 
@@ -420,6 +403,6 @@ export class ConventionalSpace implements PagedSpace {
 }
 
 function tableEmpty(mem: PhysMem, table: Frame): boolean {
-  for (let i = 0; i < 512; i++) if (isPresent(mem.region.loadLo(table, i))) return false;
+  for (let i = 0; i < ENTRIES_PER_TABLE; i++) if (isPresent(mem.region.loadLo(table, i))) return false;
   return true;
 }

@@ -15,7 +15,8 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { pfnOf } from '../paging/entry.js';
+import { Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
@@ -40,12 +41,15 @@ export interface MorselStats {
 
 export class Morsels {
   readonly live: Registry;
+  /** Every table access of this instance goes through it (src/paging/walk.ts). */
+  readonly walker: Walker;
   private readonly firstFrame: number;
 
   constructor(
     readonly region: Region,
     readonly alloc: FrameAllocator,
   ) {
+    this.walker = new Walker(region, alloc);
     this.live = new Registry(region, alloc, superblockRoot(region, ROOT_SLOT_LIVE_TABLE));
     this.firstFrame = firstAllocatableFrame(region.frameCount);
   }
@@ -105,9 +109,7 @@ export class Morsels {
   }
 
   private zeroedFrame(): Frame {
-    const frame = this.alloc.alloc(0);
-    this.region.zeroFrame(frame);
-    return frame;
+    return this.walker.zeroedFrame();
   }
 
   // --- decode -------------------------------------------------------------------
@@ -129,7 +131,17 @@ export class Morsels {
   /** The data morsel an ID stands for: itself, or a meta morsel's data morsel. */
   dataOf(d: DecodedId): DecodedId {
     if (!d.meta) return d;
-    return decodeIdBits(this.metaOf(d).dataId);
+    const info = this.metaOf(d);
+    let data: DecodedId;
+    try {
+      data = decodeIdBits(info.dataId);
+    } catch (e) {
+      throw new MorselError('ECORRUPT', `meta page in frame ${d.rootFrame}: its data ID is invalid (${(e as Error).message})`);
+    }
+    // The data ID is metadata like any entry: its root is followed only if the walker would follow it.
+    this.walker.root(data.rootFrame, () => `meta page in frame ${d.rootFrame} (data ID)`);
+    check(!data.meta && info.sizeBytes <= orderBytes(data.order), 'ECORRUPT', () => `meta page in frame ${d.rootFrame}: data ID ${hex(info.dataId)} does not fit its size ${info.sizeBytes}`);
+    return data;
   }
 
   metaOf(d: DecodedId): MetaInfo {
@@ -154,39 +166,14 @@ export class Morsels {
     return table;
   }
 
-
-  /** Frames this instance linked by a winning CAS (populate reports the difference). */
-  private framesLinked = 0;
-
-  /** Child of `table` at `idx`, created if missing. */
+  /** Child of `table` at `idx`, created if missing (validated by the walker). */
   private ensureChild(table: Frame, idx: number): Frame {
-    const region = this.region;
-    let lo = region.loadLo(table, idx);
-    if (!isPresent(lo)) {
-      const fresh = this.zeroedFrame();
-      crashPoint('populate:before-link');
-      if (region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
-        this.framesLinked++;
-        return fresh;
-      }
-      crashPoint('populate:lost-race');
-      this.alloc.free(fresh); // another thread was faster: its child stands
-      lo = region.loadLo(table, idx);
-      assert(isPresent(lo), 'entry present after a lost CAS');
-    }
-    return pfnOf(lo, region.loadHi(table, idx)) as Frame;
+    return this.walker.ensureChild(table, idx, 'populate:before-link', 'populate:lost-race');
   }
 
   /** The data frame for `offset` if populated, else -1. Never allocates. */
   lookupPage(root: Frame, order: Order, offset: number): number {
-    let table = root;
-    for (let level = order; level >= 1; level--) {
-      const idx = tableIndex(offset, level);
-      const lo = this.region.loadLo(table, idx);
-      if (!isPresent(lo)) return -1;
-      table = pfnOf(lo, this.region.loadHi(table, idx)) as Frame;
-    }
-    return table;
+    return this.walker.descend(root, order, offset, 0);
   }
 
   /**
@@ -201,9 +188,9 @@ export class Morsels {
     if (d.order === 0 || length === 0) return 0;
     const first = Math.floor(offset / PAGE_SIZE);
     const last = Math.floor((offset + length - 1) / PAGE_SIZE);
-    const before = this.framesLinked;
+    const before = this.walker.linkedFrames;
     this.populateRange(d.rootFrame, d.order, first, last);
-    return this.framesLinked - before;
+    return this.walker.linkedFrames - before;
   }
 
   /** Populates pages [first, last] (page numbers inside the table at `level`). */
@@ -220,13 +207,59 @@ export class Morsels {
   }
 
 
+  // --- access without a mapping ------------------------------------------------------
+
+  /**
+   * pread: copies bytes [offset, offset + out.length) of the morsel `id`
+   * stands for (a meta morsel: its data morsel) into `out`. Pages never
+   * populated read as zeros and stay unpopulated. Every table is followed
+   * through the walker, so damaged metadata gives ECORRUPT, never a read of
+   * a frame outside the morsel's subtree range.
+   */
+  read(id: bigint, offset: number, out: Uint8Array): void {
+    const d = this.accessRange(id, offset, out.length);
+    this.eachPage(d, offset, out.length, false, (frame, inPage, at, n) => {
+      if (frame < 0) out.fill(0, at, at + n);
+      else out.set(this.region.bytesOf(frame as Frame).subarray(this.region.byteOffsetInWindow(frame as Frame) + inPage, this.region.byteOffsetInWindow(frame as Frame) + inPage + n), at);
+    });
+  }
+
+  /** pwrite: copies `bytes` into the morsel at `offset`, populating pages as needed (ERANGE past its size, before anything changes). */
+  write(id: bigint, offset: number, bytes: Uint8Array): void {
+    const d = this.accessRange(id, offset, bytes.length);
+    this.eachPage(d, offset, bytes.length, true, (frame, inPage, at, n) => {
+      this.region.bytesOf(frame as Frame).set(bytes.subarray(at, at + n), this.region.byteOffsetInWindow(frame as Frame) + inPage);
+    });
+  }
+
+  /** The data morsel of `id` after checking that [offset, offset + length) lies inside its byte size. */
+  private accessRange(id: bigint, offset: number, length: number): DecodedId {
+    const d = this.decode(id);
+    const data = this.dataOf(d);
+    const size = d.meta ? this.metaOf(d).sizeBytes : orderBytes(data.order);
+    check(Number.isSafeInteger(offset) && offset >= 0 && offset + length <= size, 'ERANGE', () => `[${offset}, ${offset + length}) is outside the ${size}-byte morsel`);
+    return data;
+  }
+
+  /** Calls `visit(frame, offsetInPage, offsetInBuffer, bytes)` per page of the range; frame -1 = unpopulated (only when !populate). Bounded by the range's page count. */
+  private eachPage(d: DecodedId, offset: number, length: number, populate: boolean, visit: (frame: number, inPage: number, at: number, n: number) => void): void {
+    for (let at = 0; at < length; ) {
+      const pos = offset + at;
+      const inPage = pos % PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - inPage, length - at);
+      const frame = d.order === 0 ? d.rootFrame : populate ? this.populateFrom(d.rootFrame, d.order, pos) : this.lookupPage(d.rootFrame, d.order, pos);
+      visit(frame, inPage, at, n);
+      at += n;
+    }
+  }
+
   // --- inspect --------------------------------------------------------------------
 
   stats(id: bigint): MorselStats {
     const d = this.decode(id);
     if (d.meta) {
       const metaInfo = this.metaOf(d);
-      const data = this.subtreeStats(decodeIdBits(metaInfo.dataId));
+      const data = this.subtreeStats(this.dataOf(d));
       return { id: d.id, order: d.order, meta: true, rootFrame: d.rootFrame, tableFrames: data.tableFrames, dataPages: data.dataPages + 1, virtualBytes: data.virtualBytes, metaInfo, data };
     }
     return this.subtreeStats(d);
@@ -239,14 +272,11 @@ export class Morsels {
     return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, virtualBytes: orderBytes(d.order) };
   }
 
-  /** Visits every frame of a subtree (tables with their level, pages with level 0), pre-order. */
+  /** Visits every frame of a subtree (tables with their level, pages with level 0), pre-order. Depth bounded by `level`. */
   forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number) => void): void {
     visit(table, level);
     if (level === 0) return;
-    for (let idx = 0; idx < 512; idx++) {
-      const lo = this.region.loadLo(table, idx);
-      if (isPresent(lo)) this.forEachFrame(pfnOf(lo, this.region.loadHi(table, idx)) as Frame, level - 1, visit);
-    }
+    this.walker.forEachPresent(table, (idx, lo, hi) => this.forEachFrame(this.walker.follow(table, idx, lo, hi), level - 1, visit));
   }
 
   // --- destroy --------------------------------------------------------------------
@@ -287,12 +317,16 @@ export class Morsels {
     this.alloc.free(d.rootFrame);
   }
 
-  /** Frees everything below `table` (a level-`level` table), leaving the table itself. */
+  /** Frees everything below `table` (a level-`level` table), leaving the table itself. Depth bounded by `level`. */
   private destroyChildren(table: Frame, level: number): void {
-    for (let idx = 0; level > 0 && idx < 512; idx++) {
-      const lo = this.region.loadLo(table, idx);
-      if (!isPresent(lo)) continue;
-      const hi = this.region.loadHi(table, idx);
+    if (level === 0) return;
+    this.walker.forEachPresent(table, (idx, lo, hi) => {
+      if (!this.walker.trusted(pfnOf(lo, hi))) {
+        // Damage (the walker refuses the frame): cleared, never followed or freed. Whatever the
+        // entry once named stays allocated and unreachable: `morsel check --repair` reclaims it.
+        assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+        return;
+      }
       const child = pfnOf(lo, hi) as Frame;
       this.destroyChildren(child, level - 1);
       // Unlink before free: a crash in between loses at most this one frame
@@ -300,7 +334,7 @@ export class Morsels {
       assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
       crashPoint('destroy:after-unlink');
       this.alloc.free(child);
-    }
+    });
   }
 
   /** All live morsel IDs (walks the live table). */

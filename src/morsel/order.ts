@@ -5,6 +5,7 @@
  * in a level k+1 table.
  */
 import { check } from '../errors.js';
+import { indexAt, levelSpan } from '../paging/walk.js';
 
 export type Order = 0 | 1 | 2 | 3 | 4;
 export const MAX_ORDER = 4;
@@ -13,18 +14,11 @@ export const ORDERS: readonly Order[] = [0, 1, 2, 3, 4];
 /** log2 of the virtual size of a morsel of `order`. */
 export const orderShift = (order: Order): number => 12 + 9 * order;
 
-/**
- * Bytes covered by one entry of a level-L table (L = 1..5), index L; index 0
- * is unused. Precomputed: `2 ** x` with a variable exponent is a slow pow()
- * call on the translate path. 2^48 (order 4) is exact below 2^53.
- */
-const ENTRY_SPAN = [1, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48, 2 ** 57];
-
 /** Virtual size in bytes of a morsel of `order`. */
-export const orderBytes = (order: Order): number => ENTRY_SPAN[order + 1];
+export const orderBytes = (order: Order): number => levelSpan(order + 1);
 
 /** Bytes covered by one entry of a level-`level` table. */
-export const entrySpan = (level: number): number => ENTRY_SPAN[level];
+export const entrySpan = levelSpan;
 
 /** The paging level (1 = PT .. 5 = PML5) whose table holds the ID of a morsel of `order`. */
 export const idLevel = (order: Order): number => order + 1;
@@ -36,7 +30,4 @@ export function toOrder(value: unknown): Order {
 }
 
 /** Index into the level-`level` table for byte `offset` (level 1 = PT). */
-export function tableIndex(offset: number, level: number): number {
-  // Division, not shifts: offsets exceed 32 bits.
-  return Math.floor(offset / ENTRY_SPAN[level]) % 512;
-}
+export const tableIndex = indexAt;

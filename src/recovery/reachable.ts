@@ -15,19 +15,32 @@
  *   root slot 0  the live-morsel registry; each value is a morsel ID whose
  *                subtree (and, for a meta morsel, its data morsel's
  *                subtree) is reachable
- *   root slot 1  the address-space registry and each space's tables (only
- *                when `spaces` is set: recovery drops spaces instead)
+ *   root slot 1  the address-space registry and each space's tables (spaces
+ *                only when `spaces` is set: recovery drops spaces instead)
+ *   root slots 2, 3  owned by src/manage (namespace, reservations): walked
+ *                by the visitor registered for the slot, else the top table
+ *                alone (opaque)
+ *   user slots   each slot's address-space registry (SLOT_SPACES_ROOT) and
+ *                usage registry (SLOT_USAGE_ROOT), when `spaces` is set:
+ *                per-process state, which recovery drops
+ *   visitors     anything else a layer above registers (registerReachVisitor)
+ *
+ * Tables are read through the walker's geometry (src/paging/walk.ts); the
+ * scanner keeps its own tolerant loop because it must report, not throw.
  */
 import { MorselError } from '../errors.js';
-import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS, firstAllocatableFrame } from '../physical/layout.js';
-import { ROOT_SLOT_LIVE_TABLE, ROOT_SLOTS } from '../physical/superblock.js';
+import { firstAllocatableFrame } from '../physical/layout.js';
+import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE, ROOT_SLOT_NAMES, ROOT_SLOT_RESERVATIONS, ROOT_SLOTS } from '../physical/superblock.js';
+import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
+import { ENTRIES_PER_TABLE } from '../paging/walk.js';
+import { levelKeySpan, registryDepth } from '../morsel/registry.js';
 import type { Region } from '../physical/region.js';
 import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, entryToBigInt, isPresent, pfnOf } from '../paging/entry.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
 import { orderBytes } from '../morsel/order.js';
 import type { Morsels } from '../morsel/morsels.js';
-import { ROOT_SLOT_SPACES } from '../space/address-space.js';
+import { ROOT_SLOT_SPACES, SPACE_LEVELS5 } from '../space/address-space.js';
 import type { Frame } from '../units.js';
 
 export type ProblemCode =
@@ -43,7 +56,9 @@ export type ProblemCode =
   | 'BAD_META' // a meta morsel's page or data ID is invalid
   | 'META_NO_DATA' // a live meta morsel whose data ID was cleared (interrupted destroy)
   | 'SPACE_VALUE' // an address-space registry value is malformed
-  | 'SPACE_MAPPING'; // a space maps something that is not a live morsel of that order
+  | 'SPACE_MAPPING' // a space maps something that is not a live morsel of that order
+  | 'VISITOR' // a registered visitor failed (its frames may be unaccounted)
+  | 'USER_SLOT_ROOT'; // a user-slot record's registry root is not an allocatable frame
 
 export interface Problem {
   code: ProblemCode | string;
@@ -61,8 +76,14 @@ export interface EntryFix {
   hi: number;
 }
 
+/** Which kind of structure a finding lies in: repair treats them differently. */
+export type Area = 'registry' | 'morsel' | 'space' | 'other';
+
 export interface Finding {
   problem: Problem;
+  area: Area;
+  /** the morsel (ID, hex) whose subtree holds the finding, when area is 'morsel' */
+  morsel: string | null;
   fix: EntryFix | null;
   /**
    * False when the finding means some frames may be referenced in a way the
@@ -81,35 +102,83 @@ export interface Scan {
   findings: Finding[];
 }
 
-/** Keys covered by one entry of a level-L registry table (index L); mirrors registry.ts. */
-const KEY_SPAN = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4];
-const ENTRIES = 512;
-
-export function registryDepth(frameCount: number): number {
-  let depth = 1;
-  while (512 ** depth < frameCount) depth++;
-  return depth;
+/**
+ * A visitor a layer above registers so that its persistent frames are
+ * reachable (else recovery frees them). `rootSlot`: it owns that superblock
+ * root slot and is called with its table; otherwise it finds its own roots.
+ * `perProcess`: state of live processes only (dropped by recovery, walked
+ * by `check`). It reports through the context and must never throw.
+ */
+export interface ReachVisitor {
+  name: string;
+  rootSlot?: number;
+  perProcess?: boolean;
+  visit(ctx: ScanContext, rootFrame: number | null): void;
 }
 
-class Scanner {
+const visitors: ReachVisitor[] = [];
+
+/**
+ * Registers a visitor for every later scan in this process (layers call it
+ * once, at import; code, not region state). Returns its unregistration.
+ */
+export function registerReachVisitor(v: ReachVisitor): () => void {
+  if (!visitors.some((w) => w.name === v.name)) visitors.push(v);
+  return () => {
+    const i = visitors.indexOf(v);
+    if (i >= 0) visitors.splice(i, 1);
+  };
+}
+
+/** What a visitor gets: the scanner's tolerant reference tracking. */
+export interface ScanContext {
+  readonly region: Region;
+  /** Records a reference to `frame` from `where`; whether to descend (false: out of range, cycle or second reference, already reported). */
+  ref(frame: number, where: string, fix: EntryFix | null): boolean;
+  /** Validates a present-or-not inner entry; the child frame, or null if not present. */
+  inner(table: number, idx: number, lo: number, hi: number, where: string): number | null;
+  /** Walks a registry-shaped radix tree (src/morsel/registry.ts) whose top table is `top` (already referenced). */
+  registryTree(top: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void;
+  report(code: string, what: string, where: string, fix: EntryFix | null, reachTrusted?: boolean): void;
+}
+
+class Scanner implements ScanContext {
   readonly used: Uint8Array;
   readonly findings: Finding[] = [];
   frames = 0;
   morsels = 0;
   spaces = 0;
   private readonly first: number;
+  private area: Area = 'registry';
+  private morsel: string | null = null;
   /** Tables on the current walk's path, for cycle detection. */
   private readonly path: number[] = [];
   /** Data-morsel roots (frame -> order), to validate space mappings. */
   private readonly roots = new Map<number, number>();
 
-  constructor(private readonly region: Region) {
+  constructor(readonly region: Region) {
     this.used = new Uint8Array(region.frameCount);
     this.first = firstAllocatableFrame(region.frameCount);
   }
 
   private find(code: ProblemCode, what: string, where: string, fix: EntryFix | null, reachTrusted = true): void {
-    this.findings.push({ problem: { code, what, where, repairable: fix !== null }, fix, reachTrusted });
+    this.report(code, what, where, fix, reachTrusted);
+  }
+
+  report(code: string, what: string, where: string, fix: EntryFix | null, reachTrusted = true): void {
+    this.findings.push({ problem: { code, what, where, repairable: fix !== null }, area: this.area, morsel: this.morsel, fix, reachTrusted });
+  }
+
+  /** Runs `fn` with findings attributed to `area` (and `morsel`). */
+  private within(area: Area, morsel: string | null, fn: () => void): void {
+    const saved = [this.area, this.morsel] as const;
+    this.area = area;
+    this.morsel = morsel;
+    try {
+      fn();
+    } finally {
+      [this.area, this.morsel] = saved;
+    }
   }
 
   /**
@@ -117,7 +186,7 @@ class Scanner {
    * reference must go). Returns whether the caller should descend: false for
    * out-of-range frames, cycles and second references.
    */
-  private ref(frame: number, where: string, fix: EntryFix | null): boolean {
+  ref(frame: number, where: string, fix: EntryFix | null): boolean {
     if (!(frame >= this.first && frame < this.region.frameCount)) {
       this.find('ENTRY_RANGE', `references frame ${frame}, outside the allocatable range [${this.first}, ${this.region.frameCount})`, where, fix);
       return false;
@@ -143,7 +212,7 @@ class Scanner {
    * flag problems are reported but the child is still followed, so the
    * reachable set stays a superset of what anything might use.
    */
-  private inner(table: number, idx: number, lo: number, hi: number, where: string): number | null {
+  inner(table: number, idx: number, lo: number, hi: number, where: string): number | null {
     const fix = { table, index: idx, lo, hi };
     if (!isPresent(lo)) {
       // Writers keep non-present entries all zero; a 32-bit CAS of lo would keep a stray hi.
@@ -161,27 +230,37 @@ class Scanner {
 
   // --- registries --------------------------------------------------------------------
 
-  /** Walks the registry rooted in `slot`, calling `value` for every leaf entry. */
-  private registry(slot: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
-    this.registryAt(this.region.loadRoot(slot), `superblock root slot ${slot}`, name, value);
-  }
-
-  /** A registry whose top table frame is `root` (stored at `cell`: a root slot or a user-slot field). */
-  private registryAt(root: bigint, cell: string, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
-    if (root === 0n) return;
+  /** The table of owned root slot `slot` (checked by the superblock at open; re-checked here for `check`), referenced; null if unusable. */
+  private rootTable(slot: number, name: string): number | null {
+    const root = this.region.loadRoot(slot);
     const frame = Number(root);
+    const where = `superblock root slot ${slot} (${name})`;
     if (root >> 32n !== 0n || !(frame >= this.first && frame < this.region.frameCount)) {
       // Nothing below can be trusted or reached: never reclaim, never guess.
-      this.find('ROOT_SLOT', `${cell} holds ${hex(root)}, not an allocatable frame`, `${cell} (${name})`, null, false);
-      return;
+      this.find('ROOT_SLOT', `root slot ${slot} holds ${hex(root)}, not an allocatable frame`, where, null, false);
+      return null;
     }
-    if (!this.ref(frame, `${cell} (${name})`, null)) return;
+    return this.ref(frame, where, null) ? frame : null;
+  }
+
+  /** References an owned root slot's table without walking below it. */
+  rootTableOnly(slot: number, name: string): void {
+    this.rootTable(slot, name);
+  }
+
+  /** Walks the registry rooted in superblock slot `slot`, calling `value` for every leaf entry. */
+  private registry(slot: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
+    const top = this.rootTable(slot, name);
+    if (top !== null) this.registryTree(top, name, value);
+  }
+
+  registryTree(top: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
     const walk = (table: number, level: number, base: number): void => {
       this.path.push(table);
-      for (let idx = 0; idx < ENTRIES; idx++) {
+      for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
-        const key = base + idx * KEY_SPAN[level];
+        const key = base + idx * levelKeySpan(level);
         const where = `${name} table ${table}[${idx}]`;
         if (level === 1) {
           if (isPresent(lo)) value(key, lo, hi, table, idx);
@@ -193,7 +272,7 @@ class Scanner {
       }
       this.path.pop();
     };
-    walk(frame, registryDepth(this.region.frameCount), 0);
+    walk(top, registryDepth(this.region.frameCount), 0);
   }
 
   // --- morsels -----------------------------------------------------------------------
@@ -212,8 +291,7 @@ class Scanner {
       if (d.rootFrame !== key) this.find('REGISTRY_KEY', `morsel ${hex(d.id)} has root frame ${d.rootFrame}, so decode never finds it`, where, null);
       this.morsels++;
       if (!this.ref(d.rootFrame, where, unregister)) return;
-      if (d.meta) this.meta(d, where, unregister);
-      else this.subtree(d, `morsel ${hex(d.id)}`);
+      this.within('morsel', hex(d.id), () => (d.meta ? this.meta(d, where, unregister) : this.subtree(d, `morsel ${hex(d.id)}`)));
     });
   }
 
@@ -260,7 +338,7 @@ class Scanner {
     if (d.order === 0) return;
     const walk = (table: number, level: number): void => {
       this.path.push(table);
-      for (let idx = 0; idx < ENTRIES; idx++) {
+      for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
         const where = `${what}: level-${level} table ${table}[${idx}]`;
@@ -274,31 +352,73 @@ class Scanner {
 
   // --- address spaces ------------------------------------------------------------------
 
-  /** Spaces left registered (a clean close with spaces alive; reaped on the next open). Call after liveMorsels. */
+  /** Spaces left registered in root slot 1 (reaped on the next open). Call after liveMorsels. */
   addressSpaces(): void {
-    const spaceValue = (key: number, lo: number, hi: number, table: number, idx: number): void => {
-      const where = `space registry ${table}[${idx}] (key ${key})`;
-      const levels = hi & (1 << 26) ? 5 : 4;
-      if (pfnOf(lo, hi) !== key || (lo & 0xfff) !== INNER_FLAGS || (hi & ~(HI_PFN_MASK | (1 << 26))) !== 0) {
-        this.find('SPACE_VALUE', `value ${entryHex(lo, hi)} is not a space root entry for frame ${key}`, where, null, false);
-        return;
-      }
-      this.spaces++;
-      if (this.ref(key, where, { table, index: idx, lo, hi })) this.space(key, levels);
-    };
-    this.registry(ROOT_SLOT_SPACES, 'space registry', spaceValue);
-    // Live users' per-slot registries (src/space/user-slots.ts): their spaces and usage counts (values are counts, not frames).
+    this.within('space', null, () => this.registry(ROOT_SLOT_SPACES, 'space registry', (key, lo, hi, table, idx) => this.spaceValue('space registry', key, lo, hi, table, idx)));
+  }
+
+  /** A space-registry value: the space's root entry, levels in bit 26 of hi. */
+  private spaceValue(name: string, key: number, lo: number, hi: number, table: number, idx: number): void {
+    const where = `${name} ${table}[${idx}] (key ${key})`;
+    const levels = hi & SPACE_LEVELS5 ? 5 : 4;
+    if (pfnOf(lo, hi) !== key || (lo & 0xfff) !== INNER_FLAGS || (hi & ~(HI_PFN_MASK | SPACE_LEVELS5)) !== 0) {
+      this.find('SPACE_VALUE', `value ${entryHex(lo, hi)} is not a space root entry for frame ${key}`, where, null, false);
+      return;
+    }
+    this.spaces++;
+    if (this.ref(key, where, { table, index: idx, lo, hi })) this.space(key, levels);
+  }
+
+  /**
+   * Every user slot's per-process registries: address spaces (with their
+   * tables) and usage counts (tables only: values are counts). Live state
+   * for `check`; recovery drops it instead. Call after liveMorsels.
+   */
+  userSlotRegistries(): void {
+    this.within('space', null, () => this.slotRegistries());
+  }
+
+  private slotRegistries(): void {
     for (let slot = 0; slot < USER_SLOTS; slot++) {
-      const cell = `user slot ${slot}`;
-      this.registryAt(BigInt(this.region.loadSlotRoot(slot, SLOT_SPACES_ROOT)), cell, 'space registry', spaceValue);
-      this.registryAt(BigInt(this.region.loadSlotRoot(slot, SLOT_USAGE_ROOT)), cell, 'usage registry', () => {});
+      for (const [field, kind] of [[SLOT_SPACES_ROOT, 'spaces'], [SLOT_USAGE_ROOT, 'usage']] as const) {
+        const frame = this.region.loadSlotRoot(slot, field);
+        if (frame === 0) continue;
+        const name = `user slot ${slot} ${kind} registry`;
+        if (!(frame >= this.first && frame < this.region.frameCount)) {
+          this.find('USER_SLOT_ROOT', `holds frame ${frame}, not an allocatable frame`, name, null, false);
+          continue;
+        }
+        if (!this.ref(frame, name, null)) continue;
+        this.registryTree(frame, name, kind === 'spaces' ? (key, lo, hi, table, idx) => this.spaceValue(name, key, lo, hi, table, idx) : () => {});
+      }
+    }
+  }
+
+  /** Root slots 2 and 3 (their visitor, or the top table alone), then every other registered visitor. */
+  visitors(persistentOnly: boolean): void {
+    for (const slot of [ROOT_SLOT_NAMES, ROOT_SLOT_RESERVATIONS]) {
+      const v = visitors.find((w) => w.rootSlot === slot);
+      const top = this.rootTable(slot, v?.name ?? `root slot ${slot}`);
+      if (top !== null && v !== undefined) this.guarded(v, top);
+    }
+    for (const v of visitors) {
+      if (v.rootSlot === undefined && !(persistentOnly && v.perProcess)) this.guarded(v, null);
+    }
+  }
+
+  /** A visitor that throws is a bug in it; the scan reports it and never trusts reachability then. */
+  private guarded(v: ReachVisitor, top: number | null): void {
+    try {
+      this.within('other', null, () => v.visit(this, top));
+    } catch (e) {
+      this.find('VISITOR', `${v.name} failed: ${(e as Error).message}`, v.name, null, false);
     }
   }
 
   private space(root: number, levels: number): void {
     const walk = (table: number, level: number): void => {
       this.path.push(table);
-      for (let idx = 0; idx < ENTRIES; idx++) {
+      for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
         const where = `space ${root}: level-${level} table ${table}[${idx}]`;
@@ -319,10 +439,9 @@ class Scanner {
     walk(root, levels);
   }
 
-  /** Root slots other than the two registries are reserved and must be zero. */
+  /** Root slots past the owned ones are reserved and must be zero. */
   otherRoots(): void {
-    for (let slot = 0; slot < ROOT_SLOTS; slot++) {
-      if (slot === ROOT_SLOT_LIVE_TABLE || slot === ROOT_SLOT_SPACES) continue;
+    for (let slot = OWNED_ROOT_SLOTS; slot < ROOT_SLOTS; slot++) {
       const v = this.region.loadRoot(slot);
       if (v !== 0n) this.find('ROOT_SLOT', `reserved root slot ${slot} holds ${hex(v)}`, `superblock root slot ${slot}`, null, false);
     }
@@ -335,7 +454,13 @@ const entryHex = (lo: number, hi: number): string => hex(entryToBigInt(lo, hi));
 export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   const s = new Scanner(region);
   s.liveMorsels();
-  if (opts.spaces) s.addressSpaces();
+  if (opts.spaces) {
+    s.addressSpaces();
+    s.userSlotRegistries();
+  } else {
+    s.rootTableOnly(ROOT_SLOT_SPACES, 'space registry'); // recovery empties it (dropSpaces)
+  }
+  s.visitors(!opts.spaces);
   s.otherRoots();
   return { used: s.used, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
 }
@@ -362,4 +487,23 @@ export function collectReachable(morsels: Morsels): Reachable {
     throw new MorselError('ECORRUPT', `${p.where}: ${p.what}${more}; run \`morsel check --region <file>\` (--repair to fix)`);
   }
   return { used: scan.used, morsels: scan.morsels, frames: scan.frames };
+}
+
+/**
+ * Recovery and repair of a crashed region (exclusive: every other user is
+ * dead, and this process has not used the region yet): the per-process
+ * registries of every user slot (address spaces, usage counts) are dropped,
+ * as recovery drops spaces. Their fields are cleared before the allocator
+ * is rebuilt from reachability (which does not reach them), so no field is
+ * left pointing at a freed frame. Returns how many fields it cleared.
+ */
+export function dropSlotRoots(region: Region): number {
+  let cleared = 0;
+  for (let slot = 0; slot < USER_SLOTS; slot++) {
+    for (const field of [SLOT_SPACES_ROOT, SLOT_USAGE_ROOT]) {
+      const frame = region.loadSlotRoot(slot, field);
+      if (frame !== 0 && region.casSlotRoot(slot, field, frame, 0)) cleared++;
+    }
+  }
+  return cleared;
 }

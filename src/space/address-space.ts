@@ -16,6 +16,7 @@
  */
 import { MorselError, assert, check } from '../errors.js';
 import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
 import { hex } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
@@ -31,6 +32,9 @@ import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './r
 
 export { ROOT_SLOT_SPACES } from '../physical/superblock.js';
 export type Levels = 4 | 5;
+
+/** Space-registry value: bit 26 of hi (a PFN-free bit) set for a 5-level space. */
+export const SPACE_LEVELS5 = 1 << 26;
 
 /** Control words shared by every thread using the space ([CTL_EPOCH] is the MMU's, see PagedSpace). */
 const CTL_WORDS = 16;
@@ -71,6 +75,7 @@ export class AddressSpace {
   /** Bound on how long unmap and destroy wait for readers to leave their access sections. */
   quiesceTimeoutMs = QUIESCE_TIMEOUT_MS;
   private readonly registry: Registry;
+  private readonly walker: Walker;
   /** Called once when destroy() commits (Memory uses it to forget the space). */
   onDestroy: (() => void) | null = null;
 
@@ -85,6 +90,7 @@ export class AddressSpace {
     this.limit = share.levels === 4 ? 2 ** 47 : 2 ** 53;
     this.control = new Int32Array(share.control, 0, CTL_WORDS);
     this.readers = readerTable(share.control, CTL_WORDS * 4);
+    this.walker = morsels.walker;
     this.registry = spacesRegistry(morsels, slot);
   }
 
@@ -99,7 +105,7 @@ export class AddressSpace {
     crashPoint('space:before-register');
     // Registered with its level count in the (otherwise unused) PFN-free bits of the value.
     try {
-      space.registry.add(root, makeLo(root, INNER_FLAGS), makeHi(root, 0) | (levels === 5 ? 1 << 26 : 0));
+      space.registry.add(root, makeLo(root, INNER_FLAGS), makeHi(root, 0) | (levels === 5 ? SPACE_LEVELS5 : 0));
     } catch (e) {
       morsels.alloc.free(root); // ENOSPC growing the registry: do not leak the root past a clean close
       throw e;
@@ -183,17 +189,12 @@ export class AddressSpace {
     let table = this.rootFrame;
     for (let l = this.levels; l > level; l--) {
       const idx = tableIndex(address, l);
-      let entryLo = region.loadLo(table, idx);
-      if (!isPresent(entryLo)) {
-        const fresh = this.morsels.alloc.alloc(0);
-        region.zeroFrame(fresh);
-        crashPoint('space:before-link-table');
-        if (!region.casEntry(table, idx, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) this.morsels.alloc.free(fresh);
-        entryLo = region.loadLo(table, idx);
-      }
-      const entryHi = region.loadHi(table, idx);
-      check((entryHi & HI_MORSEL_TOP) === 0, 'EEXIST', () => `0x${address.toString(16)} lies inside a mapped morsel`);
-      table = pfnOf(entryLo, entryHi) as Frame;
+      if (!isPresent(region.loadLo(table, idx))) this.walker.ensureChild(table, idx, 'space:before-link-table');
+      // Read the entry once more: a lost CAS may have lost to a mapping, not to a table.
+      const lo = region.loadLo(table, idx);
+      const hi = region.loadHi(table, idx);
+      if (hi & HI_MORSEL_TOP) throw new MorselError('EEXIST', `0x${address.toString(16)} lies inside a mapped morsel`);
+      table = this.walker.follow(table, idx, lo, hi);
     }
     return table;
   }
@@ -214,7 +215,7 @@ export class AddressSpace {
   private findVacant(table: Frame, tableLevel: number, base: number, level: number, size: number): number | null {
     const region = this.morsels.region;
     const span = entrySpan(tableLevel);
-    for (let idx = 0; idx < 512; idx++) {
+    for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
       const start = base + idx * span;
       if (start + size > this.limit) return null;
       const lo = region.loadLo(table, idx);
@@ -225,7 +226,7 @@ export class AddressSpace {
       if (!isPresent(lo)) return start === 0 ? (size < span ? size : span) : start;
       const hi = region.loadHi(table, idx);
       if (hi & HI_MORSEL_TOP) continue;
-      const found = this.findVacant(pfnOf(lo, hi) as Frame, tableLevel - 1, start, level, size);
+      const found = this.findVacant(this.walker.follow(table, idx, lo, hi), tableLevel - 1, start, level, size);
       if (found !== null) return found;
     }
     return null;
@@ -238,7 +239,7 @@ export class AddressSpace {
     checkLive(this.readers, 'mappingAt');
     const region = this.morsels.region;
     let table = this.rootFrame;
-    for (let l = this.levels; l >= 1; l--) {
+    for (let l: number = this.levels; l >= 1; l--) {
       const idx = tableIndex(address, l);
       const lo = region.loadLo(table, idx);
       if (!isPresent(lo)) return null;
@@ -248,7 +249,8 @@ export class AddressSpace {
         if (address % orderBytes(order) !== 0) return null;
         return { address, order, rootFrame: pfnOf(lo, hi), rights: describeRights(lo, hi) };
       }
-      table = pfnOf(lo, hi) as Frame;
+      if (l === 1) return null;
+      table = this.walker.follow(table, idx, lo, hi);
     }
     return null;
   }
@@ -265,7 +267,7 @@ export class AddressSpace {
     check(Number.isSafeInteger(address) && address >= 0 && address < this.limit, 'EINVAL', () => `address ${address} outside the space`);
     const region = this.morsels.region;
     let table = this.rootFrame;
-    for (let l = this.levels; l >= 1; l--) {
+    for (let l: number = this.levels; l >= 1; l--) {
       const idx = tableIndex(address, l);
       const lo = region.loadLo(table, idx);
       if (!isPresent(lo)) break;
@@ -275,10 +277,12 @@ export class AddressSpace {
         check(region.casEntry(table, idx, lo, hi, 0, 0), 'ENOENT', () => `0x${address.toString(16)} was unmapped concurrently`);
         const stuck = this.shootdown();
         if (stuck >= 0) throw this.timedOut(stuck, `0x${address.toString(16)} is unmapped but its morsel stays counted as mapped`);
-        this.mappingGone(pfnOf(lo, hi));
+        const root = pfnOf(lo, hi);
+        this.mappingGone(root, this.walker.trusted(root)); // a damaged entry was never a counted mapping of that frame
         return;
       }
-      table = pfnOf(lo, hi) as Frame;
+      if (l === 1) break;
+      table = this.walker.follow(table, idx, lo, hi);
     }
     throw new MorselError('ENOENT', `nothing is mapped at 0x${address.toString(16)}`);
   }
@@ -310,16 +314,13 @@ export class AddressSpace {
   mappings(): Mapping[] {
     checkLive(this.readers, 'mappings');
     const out: Mapping[] = [];
-    const region = this.morsels.region;
     const walk = (table: Frame, level: number, base: number): void => {
       const span = entrySpan(level);
-      for (let idx = 0; idx < 512; idx++) {
-        const lo = region.loadLo(table, idx);
-        if (!isPresent(lo)) continue;
-        const hi = region.loadHi(table, idx);
-        if (hi & HI_MORSEL_TOP) out.push(this.mappingAt(base + idx * span)!);
-        else if (level > 1) walk(pfnOf(lo, hi) as Frame, level - 1, base + idx * span);
-      }
+      this.walker.forEachPresent(table, (idx, lo, hi) => {
+        const address = base + idx * span;
+        if (hi & HI_MORSEL_TOP) out.push({ address, order: (level - 1) as Order, rootFrame: pfnOf(lo, hi), rights: describeRights(lo, hi) });
+        else if (level > 1) walk(this.walker.follow(table, idx, lo, hi), level - 1, address);
+      });
     };
     walk(this.rootFrame, this.levels, 0);
     return out;
@@ -343,22 +344,21 @@ export class AddressSpace {
     if (stuck >= 0) throw this.timedOut(stuck, 'the space is destroyed but its tables stay allocated');
     const region = this.morsels.region;
     const teardown = (table: Frame, level: number): void => {
-      for (let idx = 0; idx < 512; idx++) {
-        const lo = region.loadLo(table, idx);
-        if (!isPresent(lo)) continue;
-        const hi = region.loadHi(table, idx);
-        const child = pfnOf(lo, hi);
-        if (hi & HI_MORSEL_TOP) {
+      this.walker.forEachPresent(table, (idx, lo, hi) => {
+        const target = pfnOf(lo, hi);
+        if (hi & HI_MORSEL_TOP || level === 1 || !this.walker.trusted(target)) {
           assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
-          this.mappingGone(child, counted);
-          continue;
+          if (hi & HI_MORSEL_TOP) this.mappingGone(target, counted && this.walker.trusted(target));
+          // Damage (a level-1 entry without the top mark, a frame the walker refuses): cleared, never
+          // followed; whatever it hid is unreachable and reclaimed by the next recovery or repair.
+          return;
         }
-        assert(level > 1, 'a level-1 space entry is always a morsel top');
-        teardown(child as Frame, level - 1);
+        const child = target as Frame;
+        teardown(child, level - 1);
         assert(region.casEntry(table, idx, lo, hi, 0, 0), 'space entry unchanged during teardown');
         crashPoint('space:teardown-after-unlink');
-        this.morsels.alloc.free(child as Frame);
-      }
+        this.morsels.alloc.free(child);
+      });
     };
     teardown(this.rootFrame, this.levels);
     const reg = this.registry.get(this.rootFrame);
@@ -372,16 +372,26 @@ function spacesRegistry(morsels: Morsels, slot: number): Registry {
   return new Registry(morsels.region, morsels.alloc, userSlotRoot(morsels.region, slot, SLOT_SPACES_ROOT));
 }
 
-/** The spaces registered in user slot `slot`: root frame and level count (bit 26 of the entry's high half). */
-function registeredSpaces(morsels: Morsels, slot: number): { root: number; levels: Levels }[] {
+/**
+ * The spaces registered in user slot `slot`: root frame and level count, and
+ * the damaged values (not their key's space root, or a root the walker
+ * refuses), which are never torn down: that would clear entries of a frame
+ * that is not a space table.
+ */
+function registeredSpaces(morsels: Morsels, slot: number): { roots: { root: number; levels: Levels }[]; damaged: [number, number, number][] } {
   const roots: { root: number; levels: Levels }[] = [];
-  spacesRegistry(morsels, slot).forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & (1 << 26) ? 5 : 4 }));
-  return roots;
+  const damaged: [number, number, number][] = [];
+  spacesRegistry(morsels, slot).forEach((key, lo, hi) => {
+    if (pfnOf(lo, hi) === key && morsels.walker.trusted(key)) roots.push({ root: key, levels: hi & SPACE_LEVELS5 ? 5 : 4 });
+    else damaged.push([key, lo, hi]);
+  });
+  return { roots, damaged };
 }
 
 /** How many spaces user slot `slot` has registered. */
 export function countSpaces(morsels: Morsels, slot: number): number {
-  return registeredSpaces(morsels, slot).length;
+  const { roots, damaged } = registeredSpaces(morsels, slot);
+  return roots.length + damaged.length;
 }
 
 /**
@@ -390,12 +400,16 @@ export function countSpaces(morsels: Morsels, slot: number): number {
  * Returns how many it removed. Morsel frames are never touched.
  */
 export function reapSpaces(morsels: Morsels, slot: number, counted: boolean): number {
-  const roots = registeredSpaces(morsels, slot);
+  const { roots, damaged } = registeredSpaces(morsels, slot);
   for (const { root, levels } of roots) {
     AddressSpace.attachInSlot(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CONTROL_BYTES) }, slot).destroy(counted);
   }
-  return roots.length;
+  // Dropped unregistered: whatever tables hung below are unreachable now, reclaimed by the next recovery or repair.
+  const registry = spacesRegistry(morsels, slot);
+  for (const [key, lo, hi] of damaged) registry.remove(key, lo, hi);
+  return roots.length + damaged.length;
 }
+
 
 /** Visits the frames user slot `slot`'s spaces own: registry tables, space roots and their inner tables (not morsels). */
 export function forEachSpaceFrame(morsels: Morsels, slot: number, visit: (frame: Frame) => void): void {
@@ -410,5 +424,5 @@ export function forEachSpaceFrame(morsels: Morsels, slot: number, visit: (frame:
     }
   };
   spacesRegistry(morsels, slot).forEach(() => {}, visit);
-  for (const { root, levels } of registeredSpaces(morsels, slot)) tables(root as Frame, levels);
+  for (const { root, levels } of registeredSpaces(morsels, slot).roots) tables(root as Frame, levels);
 }

@@ -24,6 +24,7 @@
 import { MorselError, check } from '../errors.js';
 import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
+import { allocatableRange, validTableFrame } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
@@ -107,6 +108,9 @@ export class Mmu {
   /** this thread's slot in the space's reader table (shared by the thread's Mmus of the space) */
   private readonly reader: ReaderSlot;
   private closed = false;
+  /** [firstFrame, endFrame): the frames a walk may follow */
+  private readonly firstFrame: number;
+  private readonly endFrame: number;
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
   readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0, zeroReads: 0 };
@@ -117,6 +121,7 @@ export class Mmu {
     opts: { user?: boolean } = {},
   ) {
     this.user = opts.user ?? true;
+    ({ first: this.firstFrame, end: this.endFrame } = allocatableRange(space.region));
     const table = space.readers ?? readerTable(new SharedArrayBuffer(READER_TABLE_BYTES), 0);
     // Epoch before liveness: a destroy marks the space dead before it bumps
     // the epoch, so if the space is live now, the bump is still ahead of us.
@@ -280,7 +285,10 @@ export class Mmu {
       if ((lo & RW) === 0) perm &= ~PERM_WRITE;
       if ((lo & US) === 0) perm &= ~PERM_USER;
       if (hi & HI_NX) perm &= ~PERM_EXEC;
-      table = pfnOf(lo, hi);
+      const next = pfnOf(lo, hi);
+      // Every frame a walk follows must be allocatable (src/paging/walk.ts): damaged metadata is ECORRUPT, never access to reserved frames.
+      if (!validTableFrame(next, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx} references frame ${next}, outside the allocatable range`);
+      table = next;
       if (hi & HI_MORSEL_TOP) inMorsel = true;
     }
     if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);

@@ -68,7 +68,7 @@ export class LogWriter {
 /** Reads the log incrementally: each call returns the complete lines appended since the last. */
 export class LogReader {
   private offset = 0;
-  /** lines that did not parse (a torn tail; should stay 0) */
+  /** complete lines that did not parse (should stay 0: a line is one write(), and only whole lines are read) */
   torn = 0;
 
   constructor(private readonly path: string) {}
@@ -88,9 +88,11 @@ export class LogReader {
     } finally {
       fs.closeSync(fd);
     }
-    this.offset = size;
+    // A writer may be mid-write(): consume whole lines only; the rest is read next time.
+    const end = buf.lastIndexOf(0x0a) + 1;
+    this.offset += end;
     const out: LogEvent[] = [];
-    for (const line of buf.toString('utf8').split('\n')) {
+    for (const line of buf.subarray(0, end).toString('utf8').split('\n')) {
       if (line === '') continue;
       try {
         out.push(JSON.parse(line) as LogEvent);

@@ -1,0 +1,213 @@
+/**
+ * The one table walker (as xv6 routes every page-table access through
+ * `walk()`). Every walk and every install of an inner entry in morsels,
+ * registries, address spaces and the conventional model goes through here:
+ *
+ *   descend(root, level, addr, stopLevel)  follow present entries down to the
+ *                                          table at stopLevel (or -1)
+ *   ensureChild(table, index, point)       the child, created if missing:
+ *                                          allocate, zero, CAS, free on loss
+ *   forEachPresent(table, visit)           every present entry, once
+ *
+ * Trust rule: a frame number read from the region is validated before it is
+ * followed. It must lie in [firstAllocatableFrame, frameCount) (never the
+ * superblock, boot scratch, allocator metadata, user slots or morsel words,
+ * never past the end) and be allocated as an order-0 frame (a free frame is
+ * tomorrow's someone else's; an order-9 block is never a table or page). A
+ * violation throws ECORRUPT naming the table frame and index; nothing is
+ * followed, nothing is written. Every loop is bounded by ENTRIES_PER_TABLE
+ * and the level count. Hot walks with their own loop (the MMU) use
+ * validTableFrame, the range half of the rule, which costs two compares.
+ *
+ * What this cannot see: a PFN flipped to another *allocated* frame of the
+ * allocatable range (another morsel's page, a registry table). That is a
+ * cross-link only a whole-region scan detects (`morsel check`: DUPLICATE).
+ */
+import { MorselError, assert } from '../errors.js';
+import { AllocatorView, type FrameAllocator } from '../alloc/llfree.js';
+import { SUPERBLOCK_FRAME, firstAllocatableFrame } from '../physical/layout.js';
+import { OWNED_ROOT_SLOTS, sealRoots } from '../physical/superblock.js';
+import type { Region } from '../physical/region.js';
+import type { Frame } from '../units.js';
+import { crashPoint, type CrashPointName } from '../crash-point.js';
+import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
+
+/** The address bits one level indexes, and so the entries of one 4 KiB table. */
+export const INDEX_BITS = 9;
+export const ENTRIES_PER_TABLE = 1 << INDEX_BITS;
+/** The most paging levels a walk crosses (5-level paging). */
+export const MAX_LEVELS = 5;
+
+/**
+ * Bytes covered by one entry of a level-L table (L = 1..5), index L; index 0
+ * is one byte. Precomputed: `2 ** x` with a variable exponent is a slow
+ * pow() call on the translate path. 2^48 is exact below 2^53.
+ */
+const LEVEL_SPAN = [1, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48, 2 ** 57];
+
+/** Bytes covered by one entry of a level-`level` table. */
+export const levelSpan = (level: number): number => LEVEL_SPAN[level];
+
+/** Index into the level-`level` table for byte `addr` (level 1 = PT). Division, not shifts: addresses exceed 32 bits. */
+export function indexAt(addr: number, level: number): number {
+  return Math.floor(addr / LEVEL_SPAN[level]) % ENTRIES_PER_TABLE;
+}
+
+/**
+ * The cheap half of the trust rule, for hot walks that keep their own loop
+ * (the MMU): whether `frame` lies in the allocatable range [first, end).
+ * Inline-able; no allocation.
+ */
+export function validTableFrame(frame: number, first: number, end: number): boolean {
+  return frame >= first && frame < end;
+}
+
+/** [first, end) of the frames an entry may reference in `region`: compute once, pass to validTableFrame. */
+export function allocatableRange(region: Region): { first: number; end: number } {
+  return { first: firstAllocatableFrame(region.frameCount), end: region.frameCount };
+}
+
+/** Visitor of one present entry: its index and its two halves. */
+export type EntryVisitor = (index: number, lo: number, hi: number) => void;
+
+export class Walker {
+  readonly first: number;
+  readonly end: number;
+  private readonly view: AllocatorView;
+  /** Frames this walker linked by a winning CAS (population reports the difference). */
+  linkedFrames = 0;
+
+  constructor(
+    readonly region: Region,
+    readonly alloc: FrameAllocator,
+  ) {
+    this.first = firstAllocatableFrame(region.frameCount);
+    this.end = region.frameCount;
+    this.view = new AllocatorView(region);
+  }
+
+  /**
+   * Whether `frame` may be followed: allocatable range and allocated as an
+   * order-0 frame (every table and page of a morsel, registry or space is
+   * one; a frame inside an order-9 block is someone's bulk data).
+   */
+  trusted(frame: number): boolean {
+    return frame >= this.first && frame < this.end && this.view.isSmallAllocated(frame);
+  }
+
+  /** The frame a present entry (lo, hi) at `table[index]` references, validated. */
+  follow(table: Frame, index: number, lo: number, hi: number): Frame {
+    const frame = pfnOf(lo, hi);
+    if (!this.trusted(frame)) this.corrupt(table, index, frame);
+    return frame as Frame;
+  }
+
+  /** A root frame read from a root cell, validated like an entry; `what` names the cell (built only on failure). */
+  root(frame: number, what: () => string): Frame {
+    if (!this.trusted(frame)) {
+      throw new MorselError('ECORRUPT', `${what()} holds frame ${frame}, ${this.why(frame)}`);
+    }
+    return frame as Frame;
+  }
+
+  /** The child of `table[index]`, or -1 if the entry is not present. */
+  child(table: Frame, index: number): number {
+    const lo = this.region.loadLo(table, index);
+    if (!isPresent(lo)) return -1;
+    return this.follow(table, index, lo, this.region.loadHi(table, index));
+  }
+
+  /**
+   * Follows present entries from `root` (a level-`level` table) towards
+   * `addr` and returns the level-`stopLevel` table reached (stopLevel 0: the
+   * data page), or -1 at the first missing entry. Never allocates.
+   */
+  descend(root: Frame, level: number, addr: number, stopLevel: number): number {
+    assert(level <= MAX_LEVELS && stopLevel >= 0 && stopLevel <= level, 'descend levels in range');
+    let table: number = root;
+    for (let l = level; l > stopLevel; l--) {
+      table = this.child(table as Frame, indexAt(addr, l));
+      if (table < 0) return -1;
+    }
+    return table;
+  }
+
+  /**
+   * The child of `table[index]`, created if missing: allocate, zero, CAS;
+   * a lost CAS frees the fresh frame and takes the winner's. `point` is the
+   * crash window between the zeroing and the CAS (null for volatile-only
+   * structures), `lostPoint` (optional)
+   * the one between a lost CAS and the free.
+   *
+   * # Warning
+   * Between alloc and the CAS the fresh frame is allocated and unreachable:
+   * a crash there leaves it for recovery (reachability rebuild) to reclaim.
+   */
+  ensureChild(table: Frame, index: number, point: CrashPointName | null, lostPoint: CrashPointName | null = null): Frame {
+    const region = this.region;
+    let lo = region.loadLo(table, index);
+    if (isPresent(lo)) return this.follow(table, index, lo, region.loadHi(table, index));
+    // Writers keep a non-present entry all zero: anything else is damage the CAS below could never replace.
+    if (lo !== 0 || region.loadHi(table, index) !== 0) this.notZero(table, index);
+    const fresh = this.zeroedFrame();
+    if (point !== null) crashPoint(point);
+    if (region.casEntry(table, index, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
+      this.linkedFrames++;
+      return fresh;
+    }
+    if (lostPoint !== null) crashPoint(lostPoint);
+    this.alloc.free(fresh); // another thread was faster: its child stands
+    lo = region.loadLo(table, index);
+    if (!isPresent(lo)) this.notZero(table, index); // lost to a writer that left garbage, not a child
+    return this.follow(table, index, lo, region.loadHi(table, index));
+  }
+
+  /** A fresh zeroed frame from the allocator (ENOSPC when none is left). */
+  zeroedFrame(): Frame {
+    const frame = this.alloc.alloc(0);
+    this.region.zeroFrame(frame);
+    return frame;
+  }
+
+  /** Calls `visit(index, lo, hi)` for each present entry of `table`, in index order. Frames are not validated: use follow() on what you descend into. */
+  forEachPresent(table: Frame, visit: EntryVisitor): void {
+    const region = this.region;
+    for (let index = 0; index < ENTRIES_PER_TABLE; index++) {
+      const lo = region.loadLo(table, index);
+      if (isPresent(lo)) visit(index, lo, region.loadHi(table, index));
+    }
+  }
+
+  private why(frame: number): string {
+    if (!(frame >= this.first && frame < this.end)) return `outside the allocatable range [${this.first}, ${this.end})`;
+    return this.view.isAllocated(frame) ? 'which lies in an order-9 block' : 'which the allocator has free';
+  }
+
+  private notZero(table: Frame, index: number): never {
+    throw new MorselError('ECORRUPT', `table frame ${table} entry ${index} is not present but not zero`);
+  }
+
+  private corrupt(table: Frame, index: number, frame: number): never {
+    throw new MorselError('ECORRUPT', `table frame ${table} entry ${index} references frame ${frame}, ${this.why(frame)}`);
+  }
+}
+
+/**
+ * Format time, before any other use of the region: one allocated, zeroed
+ * table per owned root slot, sealed into the superblock (root checksum).
+ * Root slots never change afterwards.
+ */
+export function formatRootTables(walker: Walker): void {
+  const roots: number[] = [];
+  for (let slot = 0; slot < OWNED_ROOT_SLOTS; slot++) roots.push(walker.zeroedFrame());
+  sealRoots(walker.region.frame(SUPERBLOCK_FRAME as Frame), roots);
+}
+
+/**
+ * Open time: every owned root slot's table is allocated (the superblock
+ * check already proved them distinct, allocatable and checksummed).
+ * ECORRUPT naming the slot otherwise.
+ */
+export function checkRootTables(walker: Walker): void {
+  for (let slot = 0; slot < OWNED_ROOT_SLOTS; slot++) walker.root(walker.region.loadRootFrame(slot), () => `superblock root slot ${slot}`);
+}
