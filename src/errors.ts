@@ -15,7 +15,14 @@ export type ErrorCode =
   | 'ERANGE' // offset / address outside the object
   | 'EBUSY' // object still in use (e.g. mapped)
   | 'ENOTSUP' // valid request the configuration cannot serve
-  | 'EIO'; // the host refused an I/O operation
+  | 'EIO' // the host refused an I/O operation
+  | 'ESTALE' // a handle whose morsel was destroyed (another incarnation may live there)
+  | 'EBADF' // a handle that is closed or lacks the right for the operation
+  | 'ENOTDIR' // a path component is not a directory
+  | 'EISDIR' // a directory where a morsel is expected
+  | 'ENOTEMPTY' // rmdir of a directory that has entries
+  | 'ENAMETOOLONG' // a name component or path over its limit
+  | 'EPERM'; // only the owner (or root) may do this
 
 export class MorselError extends Error {
   readonly code: ErrorCode;

@@ -110,6 +110,16 @@ export class Registry {
     check(this.region.casEntry(leaf, key % 512, 0, 0, lo, hi), 'EEXIST', () => `registry ${this.root.name}: key ${key} already registered`);
   }
 
+  /**
+   * Replaces the entry under `key` iff it is (expectLo, expectHi) (0, 0 =
+   * absent; then the path is built). One CAS; returns whether it won.
+   */
+  cas(key: number, expectLo: number, expectHi: number, lo: number, hi: number): boolean {
+    assert(isPresent(lo) || (lo === 0 && hi === 0), 'registry values are present entries or empty');
+    const leaf = this.leaf(key, !isPresent(expectLo));
+    return leaf !== null && this.region.casEntry(leaf, key % 512, expectLo, expectHi, lo, hi);
+  }
+
   /** Removes the entry under `key` iff it is (lo, hi). Returns whether it did. */
   remove(key: number, lo: number, hi: number): boolean {
     const leaf = this.leaf(key, false);

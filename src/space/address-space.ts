@@ -15,7 +15,7 @@
  */
 import { MorselError, assert, check } from '../errors.js';
 import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import { hex } from '../morsel/id.js';
+import { hex, type DecodedId } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { Registry, superblockRoot } from '../morsel/registry.js';
@@ -42,6 +42,8 @@ export interface MapOptions {
   /** fixed, naturally aligned address; omitted = automatic placement */
   address?: number;
   rights?: Rights;
+  /** the handle's generation: ESTALE if that incarnation is gone */
+  generation?: number;
 }
 
 export interface Mapping {
@@ -118,10 +120,23 @@ export class AddressSpace {
   /**
    * Maps a morsel (or a meta morsel's data morsel, at its fixed address) and
    * returns the address. Writes exactly one entry of the morsel: O(1) in its size.
+   * The mapping is counted (Morsels.use: count, then re-check the morsel
+   * word) BEFORE its entry is installed, so a destroy either sees the count
+   * (EBUSY / deferred) or this map sees DYING or a new generation (ESTALE):
+   * never an entry pointing to freed frames.
    */
   map(id: bigint, opts: MapOptions = {}): number {
-    const d = this.morsels.decode(id);
-    const data = this.morsels.dataOf(d);
+    const { d, data } = this.morsels.use(id, opts.generation);
+    try {
+      return this.install(id, d, data, opts);
+    } catch (e) {
+      this.morsels.release(data.rootFrame);
+      throw e;
+    }
+  }
+
+  /** Writes the mapping's entry for a counted use. */
+  private install(id: bigint, d: DecodedId, data: DecodedId, opts: MapOptions): number {
     let address = opts.address;
     if (d.meta) {
       const fixed = this.morsels.metaOf(d).address;
@@ -141,7 +156,6 @@ export class AddressSpace {
     } else {
       address = this.place(data.order, lo, hi);
     }
-    Atomics.add(this.morsels.region.mapCounts, data.rootFrame, 1);
     return address;
   }
 
@@ -251,12 +265,14 @@ export class AddressSpace {
     throw new MorselError('ENOENT', `nothing is mapped at 0x${address.toString(16)}`);
   }
 
+  /**
+   * After a mapping's entry is gone: shoot down TLBs first, then give back
+   * the use (the last use of a PENDING morsel destroys it: no TLB may still
+   * hold its frames by then).
+   */
   private mappingGone(rootFrame: number, counted = true): void {
-    if (counted) {
-      const left = Atomics.sub(this.morsels.region.mapCounts, rootFrame, 1) - 1;
-      assert(left >= 0, 'map count never negative');
-    }
     Atomics.add(this.control, CTL_EPOCH, 1);
+    if (counted) this.morsels.release(rootFrame);
   }
 
   /** All mappings, in address order. */

@@ -1,0 +1,124 @@
+/**
+ * Region-wide usage counts of morsels: open handles plus mappings, kept per
+ * process in that process's usage registry (a Registry rooted in field
+ * SLOT_USAGE_ROOT of its user-slot record, keyed by the data morsel's root
+ * frame). The region-wide count of a morsel is the sum over LIVE user slots,
+ * so a crashed process's counts stop counting when its slot is dead and can
+ * never stay stuck or underflow.
+ *
+ * Registry value of one key (a 64-bit entry, changed by one CAS):
+ *   lo = (count << 1) | 1     present bit + this process's count (< 2^30)
+ *   hi = the frame holding the morsel word (the ID's root frame) when it is
+ *        not the key (meta morsels: the meta page), else 0
+ * An entry whose count drops to 0 is removed (CAS to empty).
+ *
+ * Only threads of the owning process change its registry; others only read it.
+ */
+import { MorselError, assert } from '../errors.js';
+import type { FrameAllocator } from '../alloc/llfree.js';
+import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
+import type { Region } from '../physical/region.js';
+import type { Frame } from '../units.js';
+import { isPresent } from '../paging/entry.js';
+import { Registry, userSlotRoot } from './registry.js';
+
+/** CAS attempts on one count before giving up (each failure means another thread of this process won). */
+const COUNT_RETRIES = 1 << 16;
+const MAX_COUNT = 2 ** 30 - 1;
+
+const countOf = (lo: number): number => lo >>> 1;
+const countLo = (count: number): number => ((count << 1) | 1) | 0;
+
+export class Usage {
+  /** this process's registry */
+  private readonly mine: Registry;
+  /** every slot's registry, read-only use (index = user slot) */
+  private readonly all: Registry[] = [];
+
+  constructor(
+    private readonly region: Region,
+    alloc: FrameAllocator,
+  ) {
+    for (let s = 0; s < USER_SLOTS; s++) this.all.push(new Registry(region, alloc, userSlotRoot(region, s, SLOT_USAGE_ROOT)));
+    this.mine = this.all[region.userSlot];
+  }
+
+  /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
+  add(key: number, wordFrame: number): void {
+    const hi = wordFrame === key ? 0 : wordFrame | 0;
+    for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
+      const cur = this.mine.get(key);
+      if (cur === null) {
+        if (this.mine.cas(key, 0, 0, countLo(1), hi)) return;
+        continue;
+      }
+      assert(cur[1] === hi, 'usage entry names the same morsel word');
+      if (countOf(cur[0]) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this process`);
+      if (this.mine.cas(key, cur[0], cur[1], countLo(countOf(cur[0]) + 1), hi)) return;
+    }
+    throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /**
+   * Removes one use; returns this process's count left and the frame of the
+   * morsel word. The caller must hold a use (asserted).
+   */
+  sub(key: number): { left: number; wordFrame: number } {
+    for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
+      const cur = this.mine.get(key);
+      assert(cur !== null && countOf(cur[0]) > 0, 'usage count never negative');
+      const left = countOf(cur[0]) - 1;
+      const wordFrame = cur[1] === 0 ? key : cur[1] >>> 0;
+      if (this.mine.cas(key, cur[0], cur[1], left === 0 ? 0 : countLo(left), left === 0 ? 0 : cur[1])) return { left, wordFrame };
+    }
+    throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /** This process's uses of `key`. */
+  mineCount(key: number): number {
+    const cur = this.mine.get(key);
+    return cur === null ? 0 : countOf(cur[0]);
+  }
+
+  /**
+   * Uses of `key` summed over every live user slot. A slot whose process
+   * died is skipped: its counts died with it. (A slot reaped and reused while
+   * we read it can only make the sum too high: a spurious EBUSY, never a
+   * missed user.)
+   */
+  total(key: number): number {
+    let sum = 0;
+    for (let s = 0; s < USER_SLOTS; s++) {
+      if (s !== this.region.userSlot && (this.region.loadSlotRoot(s, SLOT_PID) === 0 || !this.region.slotAlive(s))) continue;
+      const cur = this.all[s].get(key);
+      if (cur !== null && isPresent(cur[0])) sum += countOf(cur[0]);
+    }
+    return sum;
+  }
+
+  /** Every (key, count) of this process. */
+  forEachMine(visit: (key: number, count: number, wordFrame: number) => void): void {
+    this.mine.forEach((key, lo, hi) => visit(key, countOf(lo), hi === 0 ? key : hi >>> 0));
+  }
+}
+
+/** Visits the frames of user slot `slot`'s usage registry (for the recovery scanner). */
+export function forEachUsageFrame(region: Region, alloc: FrameAllocator, slot: number, visit: (frame: Frame) => void): void {
+  new Registry(region, alloc, userSlotRoot(region, slot, SLOT_USAGE_ROOT)).forEach(() => {}, visit);
+}
+
+/**
+ * Drops user slot `slot`'s usage registry: its counts stop counting. The
+ * root-cell CAS is the commit point; the tables are freed after it (a crash
+ * in between leaves them unreachable, for recovery to reclaim). Only for the
+ * slot's owner at close, or for a dead slot by whoever reaps it.
+ */
+export function dropUsage(region: Region, alloc: FrameAllocator, slot: number): number {
+  const cell = userSlotRoot(region, slot, SLOT_USAGE_ROOT);
+  const frames: Frame[] = [];
+  forEachUsageFrame(region, alloc, slot, (f) => frames.push(f));
+  const root = cell.load();
+  if (root === 0 || !cell.cas(root, 0)) return 0;
+  for (const f of frames) alloc.free(f);
+  return frames.length;
+}
