@@ -10,6 +10,9 @@ import { Region, type RegionShare } from './physical/region.js';
 import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
 import { collectReachable } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
+import { dropUsage, forgetAllUsage } from './morsel/usage.js';
+import { Names } from './manage/names.js';
+import { Namespace } from './manage/namespace.js';
 
 export interface OpenReport {
   crashed: boolean;
@@ -24,12 +27,21 @@ export class Memory {
   readonly morsels: Morsels;
   /** What opening found and did (null for a region created in this process). */
   report: OpenReport | null = null;
+  private namesApi: Names | null = null;
 
   private constructor(
     readonly region: Region,
     readonly alloc: FrameAllocator,
+    /** false in a worker thread (attach): the process's handles and counts are not this instance's to drop */
+    private readonly ownsProcess = true,
   ) {
     this.morsels = new Morsels(region, alloc);
+  }
+
+  /** Named morsels, handles, rights, reservations (src/manage/names.ts). */
+  get names(): Names {
+    this.namesApi ??= new Names(this.morsels, new Namespace(this.region, this.alloc));
+    return this.namesApi;
   }
 
   /** A fresh volatile region (SharedArrayBuffer). */
@@ -84,6 +96,7 @@ export class Memory {
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
     const reach = collectReachable(this.morsels);
     let reapedSpaces = 0;
+    forgetAllUsage(this.region); // counts died with their processes: before the scan, so it reclaims their tables
     const spaces = this.region.loadRoot(ROOT_SLOT_SPACES);
     if (spaces !== 0n) {
       this.region.casRoot(ROOT_SLOT_SPACES, spaces, 0n);
@@ -93,6 +106,11 @@ export class Memory {
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
+    // Management state a crash left mid-decision: stale DYING, PENDING
+    // morsels of interrupted creates/unlinks, reservation counts.
+    this.morsels.clearDying();
+    this.names.reapPending();
+    this.names.reservations.repairCounts();
     this.recoveryPending = false;
     return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces };
   }
@@ -100,7 +118,7 @@ export class Memory {
   /** The same memory seen from a worker thread (its own allocator instance). */
   static attach(share: RegionShare): Memory {
     const region = Region.fromShare(share);
-    return new Memory(region, new FrameAllocator(region));
+    return new Memory(region, new FrameAllocator(region), false);
   }
 
   share(): RegionShare {
@@ -111,8 +129,21 @@ export class Memory {
     return AddressSpace.create(this.morsels, opts);
   }
 
+  /**
+   * Forgets this process's uses (handles not closed); a PENDING morsel whose
+   * last user was this process is destroyed. (Mappings live in spaces, which
+   * the caller destroys first; see the address-space registry.)
+   */
+  private dropUses(): void {
+    const words: number[] = [];
+    this.morsels.usage.forEachMine((_key, _count, wordFrame) => words.push(wordFrame));
+    dropUsage(this.region, this.alloc, this.region.userSlot);
+    for (const w of words) this.morsels.reapIfPending(w);
+  }
+
   /** Returns this thread's reservation and, for a file, records a clean shutdown. */
   close(): void {
+    if (this.ownsProcess) this.dropUses();
     this.alloc.release();
     if (!this.region.persistent) return;
     this.region.close({ markClean: !this.recoveryPending });

@@ -196,7 +196,8 @@ export class Morsels {
     try {
       return this.decode(id);
     } catch (e) {
-      if (stale()) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
+      // A destroy that unregistered it holds DYING until the generation moves on.
+      if (stale() || this.words.load(bits.rootFrame) & W_DYING) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
       throw e;
     }
   }

@@ -122,3 +122,16 @@ export function dropUsage(region: Region, alloc: FrameAllocator, slot: number): 
   for (const f of frames) alloc.free(f);
   return frames.length;
 }
+
+/**
+ * Recovery only (no process alive): every slot's counts died with its
+ * process. Clears each usage root; the tables become unreachable and the
+ * allocator rebuild that follows reclaims them.
+ */
+export function forgetAllUsage(region: Region): void {
+  for (let s = 0; s < USER_SLOTS; s++) {
+    const cell = userSlotRoot(region, s, SLOT_USAGE_ROOT);
+    const root = cell.load();
+    if (root !== 0) cell.cas(root, 0);
+  }
+}
