@@ -15,6 +15,7 @@ import { formatBytes, parseSize } from '../units.js';
 import { FORMAT_VERSION } from '../physical/superblock.js';
 import { registerHwcheck } from '../hwcheck/cli.js';
 import { registerCheck } from './check.js';
+import { registerNames } from './names.js';
 
 type Out = Record<string, unknown>;
 
@@ -228,6 +229,7 @@ export async function main(argv: string[]): Promise<void> {
 
   registerCheck(program);
   registerHwcheck(program);
+  registerNames(program);
   await program.parseAsync(argv);
 }
 

@@ -299,6 +299,24 @@ export class Names {
     return held !== null && this.finishUnlink(rec, held);
   }
 
+  /**
+   * `destroy` of a name: EBUSY while the morsel is open or mapped in any
+   * process, else an unlink (a user racing in after the check defers it to
+   * that user's last close). Returns whether it was destroyed now.
+   */
+  destroy(path: string): boolean {
+    this.writableParent(path);
+    const rec = this.morselAt(path);
+    try {
+      const d = this.morsels.dataOf(this.morsels.decodeHandle(rec.id, rec.generation));
+      const users = this.morsels.usage.total(d.rootFrame);
+      check(users === 0, 'EBUSY', () => `${path} is in use (${users} open handle(s) or mapping(s)); rm defers the destroy instead`);
+    } catch (e) {
+      if (!(e instanceof MorselError && e.code === 'ESTALE')) throw e; // a dangling name: just remove it
+    }
+    return this.unlink(path);
+  }
+
   /** Counts a use of the named incarnation and marks it PENDING; null when the name is dangling. */
   private holdForUnlink(rec: NameRecord): MorselHandle | null {
     let h: MorselHandle;
