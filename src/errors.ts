@@ -15,7 +15,11 @@ export type ErrorCode =
   | 'ERANGE' // offset / address outside the object
   | 'EBUSY' // object still in use (e.g. mapped)
   | 'ENOTSUP' // valid request the configuration cannot serve
-  | 'EIO'; // the host refused an I/O operation
+  | 'EIO' // the host refused an I/O operation
+  | 'ENOTDIR' // a path component that must be a directory is not
+  | 'EISDIR' // a directory where a non-directory was expected
+  | 'ENOTEMPTY' // rmdir of a directory that still has entries
+  | 'ENAMETOOLONG'; // a path or path component over its byte limit
 
 export class MorselError extends Error {
   readonly code: ErrorCode;
