@@ -8,6 +8,15 @@ import { Mmu } from '../src/space/mmu.js';
 import { RW, HI_NX } from '../src/paging/entry.js';
 import { KiB, MiB } from '../src/units.js';
 import { freeFrames } from './helpers.js';
+import { forEachReservationFrame } from '../src/manage/reservations.js';
+
+/** Free frames plus every persistent table (registries, namespace, reservations): balances when all is gone. */
+function balance(m: Memory): number {
+  let tables = 0;
+  m.names.ns.forEachFrame(() => tables++);
+  forEachReservationFrame(m.region, () => tables++);
+  return freeFrames(m) + tables;
+}
 
 const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
 
@@ -45,7 +54,7 @@ test('create picks the order from the size; write/read at offsets; holes read as
 test('unlink of an open morsel defers the destroy to the last close; frames balance', () => {
   const m = Memory.volatile(32 * MiB);
   const names = m.names;
-  const before = freeFrames(m);
+  const before = balance(m);
   const h = names.create('/a', { sizeBytes: 3 * MiB });
   names.write(h, 2 * MiB, Uint8Array.of(42));
   const space = m.createSpace();
@@ -61,7 +70,7 @@ test('unlink of an open morsel defers the destroy to the last close; frames bala
   space.unmap(at); // the last use
   assert.throws(() => m.morsels.use(h.id, h.generation), code('ESTALE'));
   space.destroy();
-  assert.equal(freeFrames(m), before);
+  assert.equal(balance(m), before);
 });
 
 test('names: mkdir/rmdir/rename/list and the bad-input codes change nothing', () => {
@@ -69,7 +78,7 @@ test('names: mkdir/rmdir/rename/list and the bad-input codes change nothing', ()
   const names = m.names;
   names.mkdir('/d');
   names.close(names.create('/d/x', { sizeBytes: 10 }));
-  const before = freeFrames(m);
+  const before = balance(m);
   assert.throws(() => names.create('/d/x', { sizeBytes: 10 }), code('EEXIST'));
   assert.throws(() => names.create('/nope/x', { sizeBytes: 10 }), code('ENOENT'));
   assert.throws(() => names.create('/d/x/y', { sizeBytes: 10 }), code('ENOTDIR'));
@@ -79,7 +88,7 @@ test('names: mkdir/rmdir/rename/list and the bad-input codes change nothing', ()
   assert.throws(() => names.open('/d'), code('EISDIR'));
   assert.throws(() => names.unlink('/d'), code('EISDIR'));
   assert.throws(() => names.rmdir('/d'), code('ENOTEMPTY'));
-  assert.equal(freeFrames(m), before, 'failed creates leave no frame behind');
+  assert.equal(balance(m), before, 'failed creates leave no frame behind');
   names.rename('/d/x', '/d/z');
   assert.deepEqual(names.list('/d').map((e) => e.name), ['z']);
   assert.throws(() => names.list('/d/z'), code('ENOTDIR'));
@@ -91,7 +100,7 @@ test('names: mkdir/rmdir/rename/list and the bad-input codes change nothing', ()
 test('fixed-address morsels reserve their range region-wide; an unmappable address is refused at create', () => {
   const m = Memory.volatile(32 * MiB);
   const names = m.names;
-  const before = freeFrames(m);
+  const before = balance(m);
   const h = names.create('/fixed', { sizeBytes: 2 * MiB, fixedAddress: 0x4000_0000 });
   assert.throws(() => names.create('/same', { sizeBytes: 4096, fixedAddress: 0x4000_0000 + 8192 }), code('EEXIST'), 'inside it');
   assert.throws(() => names.create('/around', { sizeBytes: 1 << 30, fixedAddress: 0x4000_0000 }), code('EEXIST'), 'around it');
@@ -112,7 +121,7 @@ test('fixed-address morsels reserve their range region-wide; an unmappable addre
   assert.equal(names.reservations.list().length, 0, 'unlink released both reservations');
   names.close(names.create('/around', { sizeBytes: 1 << 30, fixedAddress: 0x4000_0000 }));
   names.unlink('/around');
-  assert.ok(freeFrames(m) >= before - 8, 'only reservation/namespace tables remain');
+  assert.equal(balance(m), before, 'every frame back or in a persistent table');
 });
 
 test('mapping rights are at most the handle rights, enforced by the entry bits', () => {

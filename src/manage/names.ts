@@ -36,33 +36,9 @@ import { MorselHandle, formatHandle, type MorselRef } from './handle.js';
 import { Reservations } from './reservations.js';
 import { R_OK, W_OK, X_OK, checkAccess, checkMode, grantedBits, isSuperuser, processCredentials, type Credentials } from './rights.js';
 import { notifyWord, waitWord, type WaitResult } from './wait.js';
+import type { Namespace, NameRecord, NodeKind } from './namespace.js';
 
-// --- the namespace (src/manage/namespace.ts, built separately): the agreed interface ---
-
-export type NodeKind = 'dir' | 'morsel';
-export interface NameRecord {
-  kind: NodeKind;
-  /** raw morsel ID (entry bits) and its generation; 0n / 0 for a directory */
-  id: bigint;
-  generation: number;
-  sizeBytes: number;
-  uid: number;
-  gid: number;
-  mode: number;
-  ctimeMs: number;
-  mtimeMs: number;
-  fixedAddress: number | null;
-}
-export interface NamespaceApi {
-  resolve(path: string): NameRecord[];
-  lookup(path: string): NameRecord;
-  create(path: string, rec: NameRecord): void;
-  rename(from: string, to: string): void;
-  remove(path: string, kind: NodeKind): NameRecord;
-  update(path: string, change: (rec: NameRecord) => NameRecord): NameRecord;
-  list(dirPath: string): { name: string; rec: NameRecord }[];
-  forEachFrame(visit: (frame: number) => void): void;
-}
+export type { NameRecord, NodeKind } from './namespace.js';
 
 export interface CreateOptions {
   /** logical byte length */
@@ -131,7 +107,7 @@ export class Names {
 
   constructor(
     readonly morsels: Morsels,
-    readonly ns: NamespaceApi,
+    readonly ns: Namespace,
     opts: { cred?: Credentials } = {},
   ) {
     this.reservations = new Reservations(morsels.region, morsels.alloc);
