@@ -30,8 +30,6 @@ const countOf = (lo: number): number => lo >>> 1;
 const countLo = (count: number): number => ((count << 1) | 1) | 0;
 
 export class Usage {
-  /** this process's registry */
-  private readonly mine: Registry;
   /** every slot's registry, read-only use (index = user slot) */
   private readonly all: Registry[] = [];
 
@@ -40,7 +38,13 @@ export class Usage {
     alloc: FrameAllocator,
   ) {
     for (let s = 0; s < USER_SLOTS; s++) this.all.push(new Registry(region, alloc, userSlotRoot(region, s, SLOT_USAGE_ROOT)));
-    this.mine = this.all[region.userSlot];
+  }
+
+  /** This process's registry (its slot is claimed after construction, so looked up on use). */
+  private get mine(): Registry {
+    const slot = this.region.userSlot;
+    if (!(slot >= 0 && slot < USER_SLOTS)) throw new MorselError('EACCES', 'this process holds no user slot (region opened read-only or for inspection): it cannot open or map morsels');
+    return this.all[slot];
   }
 
   /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
@@ -90,10 +94,24 @@ export class Usage {
     let sum = 0;
     for (let s = 0; s < USER_SLOTS; s++) {
       if (s !== this.region.userSlot && (this.region.loadSlotRoot(s, SLOT_PID) === 0 || !this.region.slotAlive(s))) continue;
-      const cur = this.all[s].get(key);
+      const cur = this.countIn(s, key);
       if (cur !== null && isPresent(cur[0])) sum += countOf(cur[0]);
     }
     return sum;
+  }
+
+  /**
+   * Slot `s`'s entry for `key`. # Warning: a slot that dies and is reaped
+   * while we read frees its tables under us; a table that fails validation
+   * (ECORRUPT) then means the slot is dead, and its counts do not count.
+   */
+  private countIn(s: number, key: number): [number, number] | null {
+    try {
+      return this.all[s].get(key);
+    } catch (e) {
+      if (s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && !this.region.slotAlive(s)) return null;
+      throw e;
+    }
   }
 
   /** Every (key, count) of this process. */
