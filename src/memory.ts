@@ -1,42 +1,77 @@
 /**
  * The composition root: a region, this thread's allocator, and the morsel
- * primitive over them. `Memory.open` is where lifecycle lives: a region left
- * open by a crashed process is recovered (allocator rebuilt from the live
- * structures), one closed cleanly only has its per-process state reset.
+ * primitive over them. `Memory.open` is where lifecycle lives.
+ *
+ * Sharing a region file between processes (membership: src/physical/membership.ts):
+ *   Memory.open(path)                       read-write user (mode 'shared', the default)
+ *   Memory.open(path, { mode: 'readonly' }) PROT_READ mapping, no user slot, never
+ *                                           recovers or writes (every write: EACCES);
+ *                                           a file this user can only read opens so
+ *   Memory.open(path, { mode: 'exclusive' }) alone for the whole session, or EBUSY
+ * The first read-write user recovers a region whose last users crashed (or
+ * that a dead user left dirty); later users join it as it is, reaping the
+ * slots of users that died meanwhile. Each user owns one of 64 user slots:
+ * its address spaces and usage counts live there, and close() (also run on
+ * process exit and by `using`) destroys them. The last user to leave marks
+ * the region clean.
  */
 import { FrameAllocator } from './alloc/llfree.js';
 import { Morsels } from './morsel/morsels.js';
-import { Region, type RegionShare } from './physical/region.js';
-import { AddressSpace, ROOT_SLOT_SPACES, reapSpaces, type Levels } from './space/address-space.js';
+import { NO_SLOT, Region, type OpenMode, type RegionShare, type WaitResult } from './physical/region.js';
+import { AddressSpace, type Levels } from './space/address-space.js';
+import { countSlotSpaces, emptyOwnSlot, reapDeadSlots } from './space/user-slots.js';
 import { collectReachable } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
-import { dropUsage, forgetAllUsage } from './morsel/usage.js';
 import { Names } from './manage/names.js';
 import { Namespace } from './manage/namespace.js';
 
+export type { OpenMode, WaitResult } from './physical/region.js';
+
+export interface OpenOptions {
+  mode?: OpenMode;
+  /**
+   * false: an inspection or repair session: nothing is recovered, rebuilt
+   * or reaped, and no user slot is claimed (what is found is what is on
+   * media). Default true.
+   */
+  recover?: boolean;
+}
+
 export interface OpenReport {
+  /** the region's last users crashed (or one died while others stayed) */
   crashed: boolean;
   /** other live processes had the region open: nothing was rebuilt */
   joined?: boolean;
+  /** mapped read-only */
+  readonly?: boolean;
   /** frames the allocator had marked used that nothing reaches (0 after a clean close) */
   reclaimedFrames: number;
+  /** address spaces of dead users torn down (by recovery, or by reaping their slots) */
   reapedSpaces: number;
+  /** dead users' slots emptied */
+  reapedSlots: number;
+}
+
+/** Memories of this process still open: closed cleanly when the process exits. */
+const openMemories = new Set<Memory>();
+let exitHookInstalled = false;
+
+function closeAllOnExit(): void {
+  for (const memory of [...openMemories]) memory.close();
 }
 
 export class Memory {
   readonly morsels: Morsels;
   /** What opening found and did (null for a region created in this process). */
   report: OpenReport | null = null;
-  private namesApi: Names | null = null;
+  /**
+   * True while the region's last user crashed and recovery has not run (a
+   * read-only open, or `recover: false`): close() then leaves the region
+   * marked crashed, so the next open still recovers it.
+   */
+  recoveryPending = false;
 
-  private constructor(
-    readonly region: Region,
-    readonly alloc: FrameAllocator,
-    /** false in a worker thread (attach): the process's handles and counts are not this instance's to drop */
-    private readonly ownsProcess = true,
-  ) {
-    this.morsels = new Morsels(region, alloc);
-  }
+  private namesApi: Names | null = null;
 
   /** Named morsels, handles, rights, reservations (src/manage/names.ts). */
   get names(): Names {
@@ -44,64 +79,100 @@ export class Memory {
     return this.namesApi;
   }
 
-  /** A fresh volatile region (SharedArrayBuffer). */
+  /** `owner`: this Memory holds the region's membership (false in worker threads). */
+  private constructor(
+    readonly region: Region,
+    readonly alloc: FrameAllocator,
+    private readonly owner: boolean,
+  ) {
+    this.morsels = new Morsels(region, alloc);
+    if (owner && region.persistent) {
+      openMemories.add(this);
+      if (!exitHookInstalled) process.on('exit', closeAllOnExit);
+      exitHookInstalled = true;
+    }
+  }
+
+  /** A fresh volatile region (SharedArrayBuffer): one process, user slot 0. */
   static volatile(sizeBytes: number): Memory {
     const region = Region.createVolatile(sizeBytes);
     FrameAllocator.format(region);
-    return new Memory(region, new FrameAllocator(region));
+    return new Memory(region, new FrameAllocator(region), true);
   }
 
-  /** Creates and formats a persistent region file. */
+  /**
+   * Creates and formats a persistent region file (blocks reserved: ENOSPC
+   * now, never SIGBUS later). `force` overwrites an existing file unless
+   * another process uses it (EBUSY).
+   */
   static create(path: string, sizeBytes: number, opts: { force?: boolean } = {}): Memory {
     const region = Region.createFile(path, sizeBytes, opts);
-    FrameAllocator.format(region);
-    return new Memory(region, new FrameAllocator(region));
+    try {
+      FrameAllocator.format(region);
+      region.admit({ claim: true, markOpen: true, keepExclusive: false });
+    } catch (e) {
+      region.abandon();
+      throw e;
+    }
+    return new Memory(region, new FrameAllocator(region), true);
   }
 
-  /**
-   * True while the region's last user crashed and recovery has not run (only
-   * after `open(path, { recover: false })`): close() then leaves the region
-   * marked crashed, so the next open still recovers it.
-   */
-  recoveryPending = false;
-
-  /**
-   * Opens a region file, recovering it if its last user crashed.
-   * `recover: false` is for inspection (`morsel check`): no counter rebuild,
-   * no recovery, no reaping of spaces, so what is found is what is on media.
-   */
-  static open(path: string, opts: { recover?: boolean } = {}): Memory {
-    const { region, crashed, joined } = Region.openFile(path);
-    if (opts.recover === false || joined) {
-      // Inspection, or a region live processes are using: their reservations,
-      // spaces and in-flight updates are not ours to rebuild or reap.
-      const memory = new Memory(region, new FrameAllocator(region));
-      memory.report = { crashed, joined, reclaimedFrames: 0, reapedSpaces: 0 };
-      memory.recoveryPending = crashed;
-      return memory;
+  /** Opens a region file (see the module comment and OpenOptions). */
+  static open(path: string, opts: OpenOptions = {}): Memory {
+    const { region, crashed, alone } = Region.openFile(path, { mode: opts.mode });
+    const memory = new Memory(region, new FrameAllocator(region), true);
+    try {
+      memory.report = memory.admit(crashed, alone, opts);
+    } catch (e) {
+      openMemories.delete(memory);
+      region.abandon(); // as if this process had died here: nothing half-done is marked clean
+      throw e;
     }
-    FrameAllocator.rebuildCounters(region); // tree reservations are per-process
-    const memory = new Memory(region, new FrameAllocator(region));
-    memory.report = crashed ? memory.recover() : { crashed: false, reclaimedFrames: 0, reapedSpaces: reapSpaces(memory.morsels) };
     return memory;
   }
 
+  /** Opening, after the locks: recover or join, then claim a user slot. */
+  private admit(crashed: boolean, alone: boolean, opts: OpenOptions): OpenReport {
+    const region = this.region;
+    const keepExclusive = opts.mode === 'exclusive';
+    const none = { crashed, reclaimedFrames: 0, reapedSpaces: 0, reapedSlots: 0 };
+    if (!region.writable) {
+      this.recoveryPending = crashed;
+      return { ...none, readonly: true };
+    }
+    if (opts.recover === false) {
+      // Inspection or repair: nothing rebuilt, reaped or claimed.
+      this.recoveryPending = crashed;
+      region.admit({ claim: false, markOpen: false, keepExclusive });
+      return none;
+    }
+    if (!alone) {
+      // Live users: their reservations and in-flight updates are not ours to rebuild.
+      const reaped = reapDeadSlots(this.morsels);
+      if (reaped.slots > 0) this.names.reapPending(); // their last uses of unlinked morsels died with them
+      region.admit({ claim: true, markOpen: false, keepExclusive });
+      return { ...none, joined: true, reapedSpaces: reaped.spaces, reapedSlots: reaped.slots };
+    }
+    let report: OpenReport = none;
+    if (crashed) report = this.recover();
+    else FrameAllocator.rebuildCounters(region); // tree reservations are per-process
+    region.admit({ claim: true, markOpen: true, keepExclusive });
+    return report;
+  }
+
   /**
-   * Crash recovery: address spaces died with their process, so their root is
-   * dropped; then the allocator is rebuilt from what the live table reaches.
+   * Crash recovery, only while holding the region exclusively (every
+   * recorded user is dead): their slots (address spaces, usage counts) are
+   * cleared, then the allocator is rebuilt from what the live structures
+   * reach, which frees the slots' tables and every frame in flight.
    */
   recover(): OpenReport {
     // Scan before changing anything: a corrupt region (ECORRUPT) is left as
     // found, for `morsel check --repair`. Recovery never formats.
     const usedBefore = this.alloc.totalAllocatable() - this.alloc.freeFrames();
     const reach = collectReachable(this.morsels);
-    let reapedSpaces = 0;
-    forgetAllUsage(this.region); // counts died with their processes: before the scan, so it reclaims their tables
-    const spaces = this.region.loadRoot(ROOT_SLOT_SPACES);
-    if (spaces !== 0n) {
-      this.region.casRoot(ROOT_SLOT_SPACES, spaces, 0n);
-      reapedSpaces = 1;
-    }
+    const reapedSpaces = countSlotSpaces(this.morsels);
+    const reapedSlots = this.region.clearAllSlots();
     crashPoint('recover:after-drop-spaces');
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
@@ -112,10 +183,10 @@ export class Memory {
     this.names.reapPending();
     this.names.reservations.repairCounts();
     this.recoveryPending = false;
-    return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces };
+    return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces, reapedSlots };
   }
 
-  /** The same memory seen from a worker thread (its own allocator instance). */
+  /** The same memory seen from a worker thread (its own allocator; the process's user slot). */
   static attach(share: RegionShare): Memory {
     const region = Region.fromShare(share);
     return new Memory(region, new FrameAllocator(region), false);
@@ -129,23 +200,45 @@ export class Memory {
     return AddressSpace.create(this.morsels, opts);
   }
 
-  /**
-   * Forgets this process's uses (handles not closed); a PENDING morsel whose
-   * last user was this process is destroyed. (Mappings live in spaces, which
-   * the caller destroys first; see the address-space registry.)
-   */
-  private dropUses(): void {
-    const words: number[] = [];
-    this.morsels.usage.forEachMine((_key, _count, wordFrame) => words.push(wordFrame));
-    dropUsage(this.region, this.alloc, this.region.userSlot);
-    for (const w of words) this.morsels.reapIfPending(w);
+  /** Sleeps while the int32 at region byte `byteOffset` is `expected` (see Region.wait: threads and processes). */
+  wait(byteOffset: number, expected: number, timeoutMs: number): WaitResult {
+    return this.region.wait(byteOffset, expected, timeoutMs);
   }
 
-  /** Returns this thread's reservation and, for a file, records a clean shutdown. */
+  notify(byteOffset: number, count: number): number {
+    return this.region.notify(byteOffset, count);
+  }
+
+  /**
+   * Returns this thread's reservation; the owner also destroys this
+   * process's address spaces, releases its user slot and leaves the region
+   * (the last user marks it clean). Worker threads must be done first.
+   */
   close(): void {
-    if (this.ownsProcess) this.dropUses();
-    this.alloc.release();
-    if (!this.region.persistent) return;
+    if (this.region.writable) this.alloc.release();
+    if (!this.owner || !this.region.persistent) return;
+    if (!openMemories.delete(this)) return; // closed already
+    if (this.region.writable && this.region.userSlot !== NO_SLOT) {
+      // Handles left open: their PENDING morsels whose last user we were go now.
+      const words: number[] = [];
+      this.morsels.usage.forEachMine((_key, _count, wordFrame) => words.push(wordFrame));
+      emptyOwnSlot(this.morsels);
+      for (const w of words) this.morsels.reapIfPending(w);
+      this.alloc.release(); // frames the teardown freed into our reservation
+    }
     this.region.close({ markClean: !this.recoveryPending });
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /**
+   * Leaves as a killed process would: locks dropped by "the kernel", slot and
+   * spaces left for a reaper, the region not marked clean. For crash tests.
+   */
+  abandon(): void {
+    openMemories.delete(this);
+    this.region.abandon();
   }
 }

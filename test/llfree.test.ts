@@ -424,6 +424,7 @@ test('file-backed region: allocation state persists; reopen after a "crash" rebu
     const huge = a.alloc(9);
     const expectFree = a.totalAllocatable() - 300 - CHILD_FRAMES;
     // No release(), no close(): the process "dies" holding a reservation.
+    region.abandon();
     const { region: again, crashed } = Region.openFile(path);
     assert.equal(crashed, true);
     FrameAllocator.rebuildCounters(again);

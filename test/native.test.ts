@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
-import { mapFile, syncFile, adviseFile, liveMappings } from '../src/physical/native.js';
+import { mapFile, syncFile, adviseFile, liveMappings, mapFd, lockByte, lockConflicts, reserveFile, EXCLUSIVE, SHARED, UNLOCK } from '../src/physical/native.js';
 import { isMorselError } from '../src/errors.js';
 import type { WorkerRequest } from './native-worker.js';
 
@@ -176,4 +176,79 @@ test('a >4 GiB sparse file maps and round-trips past 4 GiB', () => {
   assert.equal(buf[0], 0xab);
   assert.equal(buf[4095], 0xcd);
   assert.equal(new Uint8Array(mapFile(path, size), at, 1)[0], 0xab);
+});
+
+test('OFD locks: owned by the open file (two opens in one process conflict), converted in one step', () => {
+  const path = region(MiB);
+  const a = fs.openSync(path, 'r+');
+  const b = fs.openSync(path, 'r+');
+  try {
+    assert.equal(lockByte(a, 0, EXCLUSIVE), true);
+    assert.equal(lockByte(a, 0, EXCLUSIVE), true, 're-locking our own byte is fine');
+    assert.equal(lockByte(b, 0, SHARED), false);
+    assert.equal(lockByte(b, 0, EXCLUSIVE), false);
+    assert.equal(lockConflicts(b, 0, SHARED), true);
+    assert.equal(lockConflicts(a, 0, EXCLUSIVE), false, 'our own lock never conflicts');
+    assert.equal(lockByte(b, 1, EXCLUSIVE), true, 'bytes are independent');
+    assert.equal(lockByte(a, 0, SHARED), true, 'downgrade');
+    assert.equal(lockByte(b, 0, SHARED), true);
+    assert.equal(lockByte(a, 0, EXCLUSIVE), false, 'no upgrade while another shares it');
+    assert.equal(lockConflicts(b, 0, SHARED), false, 'a shared probe passes shared holders');
+    assert.equal(lockConflicts(b, 0, EXCLUSIVE), true);
+    lockByte(b, 0, UNLOCK);
+    assert.equal(lockByte(a, 0, EXCLUSIVE), true, 'upgrade once alone');
+  } finally {
+    fs.closeSync(a);
+    fs.closeSync(b);
+  }
+});
+
+test('a killed process loses its OFD lock; a mapping keeps the open file (and its locks) until unlocked', () => {
+  const path = region(MiB);
+  const r = child(`
+    const fd = (await import('node:fs')).openSync(${JSON.stringify(path)}, 'r+');
+    native.lockByte(fd, 5, native.EXCLUSIVE);
+    process.stdout.write('locked');
+    process.kill(process.pid, 'SIGKILL');
+  `);
+  assert.equal(r.signal, 'SIGKILL');
+  assert.equal(r.stdout, 'locked');
+  const fd = fs.openSync(path, 'r+');
+  try {
+    assert.equal(lockConflicts(fd, 5, SHARED), false, 'the kernel dropped the dead holder\'s lock');
+    const other = fs.openSync(path, 'r+');
+    assert.equal(lockByte(other, 7, EXCLUSIVE), true);
+    const sab = mapFd(other, MiB, true);
+    fs.closeSync(other); // the mapping still references the open file
+    assert.equal(lockConflicts(fd, 7, SHARED), true, 'closing the fd alone does not drop it: Membership unlocks first');
+    assert.equal(sab.byteLength, MiB);
+  } finally {
+    fs.closeSync(fd);
+  }
+});
+
+test('mapFd read-only, reserveFile, and typed errors for bad fds', () => {
+  const path = region(2 * MiB);
+  const fd = fs.openSync(path, 'r+');
+  try {
+    assert.ok(fs.fstatSync(fd).blocks * 512 < 2 * MiB, 'sparse');
+    reserveFile(fd, 2 * MiB);
+    assert.ok(fs.fstatSync(fd).blocks * 512 >= 2 * MiB, 'every block allocated');
+    const ro = new Int32Array(mapFd(fd, MiB, false));
+    const rw = new Int32Array(mapFd(fd, MiB, true));
+    rw[3] = 42;
+    assert.equal(ro[3], 42, 'a read-only mapping sees writes');
+    throwsCode(() => mapFd(fd, 4 * MiB, false), 'ERANGE');
+  } finally {
+    fs.closeSync(fd);
+  }
+  throwsCode(() => lockByte(987_654, 0, SHARED), 'EBADF');
+  throwsCode(() => mapFd(987_654, MiB, true), 'EBADF');
+  throwsCode(() => lockByte(-1, 0, SHARED), 'EINVAL');
+  // A store into a PROT_READ mapping is a SIGSEGV: why Region guards every mutator with EACCES first.
+  const r = child(`
+    const fd = (await import('node:fs')).openSync(${JSON.stringify(path)}, 'r');
+    new Int32Array(native.mapFd(fd, 4096, false))[0] = 1;
+  `);
+  assert.equal(r.signal, 'SIGSEGV');
 });

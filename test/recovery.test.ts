@@ -13,8 +13,7 @@ import { META_DATA_ID_ENTRY } from '../src/morsel/meta.js';
 import { INNER_FLAGS, PS, makeHi, makeLo, pfnOf } from '../src/paging/entry.js';
 import { metaLayout } from '../src/physical/layout.js';
 import { Mmu } from '../src/space/mmu.js';
-import { Registry, superblockRoot } from '../src/morsel/registry.js';
-import { ROOT_SLOT_SPACES } from '../src/space/address-space.js';
+import { forEachSlotFrame } from '../src/space/user-slots.js';
 import { checkRegion, type CheckReport } from '../src/recovery/check.js';
 import { runCheck } from '../src/cli/check.js';
 import { CRASH_POINTS } from '../src/crash-point.js';
@@ -64,7 +63,7 @@ function populated(): { file: string; ids: MorselId[] } {
 }
 
 function check(file: string, repair = false): CheckReport {
-  const m = Memory.open(file, { recover: false });
+  const m = Memory.open(file, { mode: repair ? 'exclusive' : 'readonly', recover: false });
   try {
     return checkRegion(m, { repair });
   } finally {
@@ -74,7 +73,7 @@ function check(file: string, repair = false): CheckReport {
 
 /** Edits a closed region in place through a non-recovering open. */
 function edit(file: string, fn: (m: Memory) => void): void {
-  const m = Memory.open(file, { recover: false });
+  const m = Memory.open(file, { mode: 'exclusive', recover: false });
   try {
     fn(m);
   } finally {
@@ -122,23 +121,28 @@ test('recovery reclaims frames in transit and nothing else', () => {
   const { file } = populated();
   const m = Memory.open(file);
   const usedBefore = m.alloc.totalAllocatable() - m.alloc.freeFrames();
-  // The (empty) space registry's tables are dropped with the dead process's spaces.
+  // The dead process's user slot (its space, the space registry's tables) is dropped by recovery.
+  m.createSpace().map(m.morsels.list()[0]);
   let spaceTables = 0;
-  new Registry(m.region, m.alloc, superblockRoot(m.region, ROOT_SLOT_SPACES)).forEach(() => {}, () => spaceTables++);
-  assert.ok(spaceTables > 0);
+  forEachSlotFrame(m.morsels, () => spaceTables++);
+  assert.ok(spaceTables > 2, 'registry tables, the space root and an inner table');
+  assert.equal(m.alloc.totalAllocatable() - m.alloc.freeFrames(), usedBefore + spaceTables);
   for (let i = 0; i < 7; i++) m.alloc.alloc(0); // allocated, never linked: in transit at the "crash"
   m.alloc.release();
-  // no close: the region stays marked open, as after a kill
+  m.abandon(); // no close: the region stays marked open, as after a kill
   const rec = Memory.open(file);
   assert.equal(rec.report?.crashed, true);
   assert.equal(rec.report?.reclaimedFrames, 7 + spaceTables);
-  assert.equal(rec.alloc.totalAllocatable() - rec.alloc.freeFrames(), usedBefore - spaceTables);
+  assert.equal(rec.report?.reapedSlots, 1);
+  assert.equal(rec.alloc.totalAllocatable() - rec.alloc.freeFrames(), usedBefore);
   rec.close();
 });
 
 test('check without --repair leaves a crashed region crashed (and changes nothing)', () => {
   const { file } = populated();
-  Memory.open(file).alloc.alloc(0); // leak one frame, then "crash"
+  const m = Memory.open(file);
+  m.alloc.alloc(0); // leak one frame, then "crash"
+  m.abandon();
   const before = sha(file);
   const r = check(file);
   assert.equal(r.crashed, true);
@@ -153,7 +157,7 @@ test('--repair finishes a pending recovery: spaces dropped, allocator rebuilt, m
   const m = Memory.open(file);
   m.createSpace().map(m.morsels.list()[1]);
   m.alloc.alloc(0);
-  // crash
+  m.abandon(); // crash
   const r = check(file, true);
   assert.equal(r.ok, true, JSON.stringify(r.problems));
   assert.equal(r.before?.lostFrames, 1);

@@ -1,3 +1,6 @@
+// Processes sharing a region: membership is OFD locks on the file (see
+// src/physical/membership.ts); membership.test.ts covers links, exclusive
+// sessions, reaping and read-only opens.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';

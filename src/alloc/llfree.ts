@@ -204,6 +204,8 @@ function startTree(trees: number): number {
 
 export class FrameAllocator {
   private readonly m: Meta;
+  /** false for a read-only region: alloc and free throw EACCES. */
+  private readonly writable: boolean;
   /** Reserved tree, or -1. Private to this instance (one instance per thread). */
   private tree = -1;
   /** Free frames of the reserved tree that this instance holds (not visible to others). */
@@ -213,6 +215,7 @@ export class FrameAllocator {
   private wordHint = 0;
 
   constructor(readonly region: Region) {
+    this.writable = region.writable;
     this.m = openMeta(region);
     this.treeHint = startTree(this.m.trees);
     this.childHint = childLo(this.treeHint);
@@ -329,6 +332,7 @@ export class FrameAllocator {
 
   /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
   alloc(order: Order = 0): Frame {
+    if (!this.writable) this.region.denyWrite(); // before any store: the mapping is PROT_READ
     if (order === 0 && this.local > 0) {
       // Fast path: a frame of the reserved tree, paid from `local`.
       this.local--;
@@ -567,6 +571,7 @@ export class FrameAllocator {
 
   /** Frees a frame of `order`. EINVAL, before anything changes, for a frame outside the allocatable range, a misaligned order-9 frame, or a double free. */
   free(frame: Frame, order: Order = 0): void {
+    if (!this.writable) this.region.denyWrite();
     if (order !== 0 && order !== 9) badOrder(order);
     if (!(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount)) this.rejectRange(frame);
     if (order === 0) this.freeSmall(frame);

@@ -43,7 +43,8 @@ export function registerCheck(program: Command): void {
 export function runCheck(path: string, repair: boolean): Report {
   let memory: Memory;
   try {
-    memory = Memory.open(path, { recover: false });
+    // Repair needs the region alone (EBUSY otherwise); a plain check reads it as it is, beside live users.
+    memory = Memory.open(path, { mode: repair ? 'exclusive' : 'readonly', recover: false });
   } catch (e) {
     if (!isMorselError(e, 'ECORRUPT') && !isMorselError(e, 'EVERSION')) throw e;
     return { ok: false, lostFrames: 0, problems: [{ code: e.code, what: e.message, where: 'superblock', repairable: false }] };

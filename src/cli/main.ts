@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { MorselError, isMorselError } from '../errors.js';
-import { Memory } from '../memory.js';
+import { Memory, type OpenOptions } from '../memory.js';
 import { hex, parseId } from '../morsel/id.js';
 import { describeMeta } from '../morsel/meta.js';
 import { toOrder } from '../morsel/order.js';
@@ -37,8 +37,8 @@ function run(json: boolean, body: () => Out | Promise<Out>, text?: (o: Out) => s
 }
 
 /** Opens a region for one command and closes it cleanly afterwards, whatever happens. */
-function withRegion<T>(path: string, fn: (m: Memory) => T): T {
-  const memory = Memory.open(path);
+function withRegion<T>(path: string, fn: (m: Memory) => T, opts: OpenOptions = {}): T {
+  const memory = Memory.open(path, opts);
   try {
     return fn(memory);
   } finally {
@@ -109,7 +109,8 @@ export async function main(argv: string[]): Promise<void> {
     .addOption(regionOpt)
     .addOption(json)
     .action((o: { region: string; json?: boolean }) =>
-      run(!!o.json, () => withRegion(o.region, (m) => ({ ...statOf(m), recovery: m.report })), (r) => {
+      // Read-only: stat never recovers or changes a region (a crashed one reports recovery pending).
+      run(!!o.json, () => withRegion(o.region, (m) => ({ ...statOf(m), recovery: m.report }), { mode: 'readonly' }), (r) => {
         const f = r.frames as Record<string, number>;
         return `format version ${r.version}\nframes total ${f.total}, allocatable ${f.allocatable}, free ${f.free}, used ${f.used}\nlive morsels ${r.morsels}`;
       }),

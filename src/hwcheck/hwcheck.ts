@@ -61,6 +61,7 @@ export function hwcheck(opts: HwcheckOptions): HwcheckResult {
     let damage: Damage | null = null;
     let savedParams: Uint8Array | null = null;
     try {
+      let run: GuestRun;
       try {
         checkGuestRam(mem.region.byteLength);
         const space = mem.createSpace({ levels: opts.levels });
@@ -68,10 +69,11 @@ export function hwcheck(opts: HwcheckOptions): HwcheckResult {
         checks = scenario.checks;
         if (opts.corrupt) damage = corrupt(mem, scenario, opts.corrupt);
         savedParams = writeParams(mem, space, checks);
+        mem.region.sync(); // QEMU reads the file, not our mapping
+        run = runGuest(file, mem.region.byteLength, image, opts.timeoutMs);
       } finally {
-        mem.close(); // msync: QEMU reads the file, not our mapping
+        mem.close(); // after the guest ran: close() destroys the scenario's space
       }
-      const run = runGuest(file, mem.region.byteLength, image, opts.timeoutMs);
       return judge(opts.levels, checks, run, damage);
     } finally {
       if (!tmpDir) restore(file, morsels, damage, savedParams);
@@ -83,7 +85,7 @@ export function hwcheck(opts: HwcheckOptions): HwcheckResult {
 
 /** Puts a caller's region back as it was (plus whatever the allocator reshuffled). */
 function restore(file: string, morsels: MorselId[], damage: Damage | null, savedParams: Uint8Array | null): void {
-  const mem = Memory.open(file); // reaps the scenario's address space
+  const mem = Memory.open(file);
   try {
     if (damage) repair(mem, damage);
     for (const id of morsels) mem.morsels.destroy(id);

@@ -124,32 +124,3 @@ export class Usage {
 export function forEachUsageFrame(region: Region, alloc: FrameAllocator, slot: number, visit: (frame: Frame) => void): void {
   new Registry(region, alloc, userSlotRoot(region, slot, SLOT_USAGE_ROOT)).forEach(() => {}, visit);
 }
-
-/**
- * Drops user slot `slot`'s usage registry: its counts stop counting. The
- * root-cell CAS is the commit point; the tables are freed after it (a crash
- * in between leaves them unreachable, for recovery to reclaim). Only for the
- * slot's owner at close, or for a dead slot by whoever reaps it.
- */
-export function dropUsage(region: Region, alloc: FrameAllocator, slot: number): number {
-  const cell = userSlotRoot(region, slot, SLOT_USAGE_ROOT);
-  const frames: Frame[] = [];
-  forEachUsageFrame(region, alloc, slot, (f) => frames.push(f));
-  const root = cell.load();
-  if (root === 0 || !cell.cas(root, 0)) return 0;
-  for (const f of frames) alloc.free(f);
-  return frames.length;
-}
-
-/**
- * Recovery only (no process alive): every slot's counts died with its
- * process. Clears each usage root; the tables become unreachable and the
- * allocator rebuild that follows reclaims them.
- */
-export function forgetAllUsage(region: Region): void {
-  for (let s = 0; s < USER_SLOTS; s++) {
-    const cell = userSlotRoot(region, s, SLOT_USAGE_ROOT);
-    const root = cell.load();
-    if (root !== 0) cell.cas(root, 0);
-  }
-}

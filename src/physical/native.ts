@@ -18,11 +18,26 @@ interface Addon {
   sync(sab: SharedArrayBuffer, offset: number, length: number): void;
   advise(sab: SharedArrayBuffer, offset: number, length: number, kind: AdviseKind): void;
   liveMappings(): number;
+  mapFd(fd: number, byteLength: number, writable: boolean): SharedArrayBuffer;
+  lock(fd: number, byte: number, kind: LockKind, wait: boolean): boolean;
+  conflicts(fd: number, byte: number, kind: LockKind): boolean;
+  reserve(fd: number, byteLength: number): void;
+  futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
+  futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
 }
+
+/** OFD lock kinds (values shared with mmap.cc). */
+export const UNLOCK = 0;
+export const SHARED = 1;
+export const EXCLUSIVE = 2;
+export type LockKind = typeof UNLOCK | typeof SHARED | typeof EXCLUSIVE;
+
+/** What a wait ended with (the strings of Atomics.wait). */
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
 
 /** Errno names the addon may report that ErrorCode also knows; others become EIO. */
 const PASSTHROUGH: ReadonlySet<string> = new Set<ErrorCode>([
-  'EINVAL', 'ENOENT', 'EACCES', 'ERANGE', 'EEXIST', 'EBUSY', 'ENOSPC', 'ENOTSUP', 'EIO',
+  'EINVAL', 'ENOENT', 'EACCES', 'ERANGE', 'EEXIST', 'EBUSY', 'ENOSPC', 'ENOTSUP', 'EIO', 'EBADF',
 ]);
 
 let addon: Addon | undefined;
@@ -99,4 +114,45 @@ export function adviseFile(sab: SharedArrayBuffer, offset: number, length: numbe
 /** Mappings not yet unmapped, process-wide (diagnostic: shows GC ran the deleter). */
 export function liveMappings(): number {
   return call((a) => a.liveMappings());
+}
+
+/**
+ * Maps the file behind `fd` MAP_SHARED, PROT_READ only unless `writable`
+ * (a JS write into a read-only mapping is a SIGSEGV: callers guard writes).
+ */
+export function mapFd(fd: number, byteLength: number, writable: boolean): SharedArrayBuffer {
+  return call((a) => a.mapFd(fd, byteLength, writable));
+}
+
+/**
+ * Sets (kind SHARED/EXCLUSIVE) or drops (UNLOCK) this open file
+ * description's OFD lock on byte `byte` of the file; converts a held lock in
+ * one step. Non-blocking unless `wait`: false when another holder conflicts.
+ */
+export function lockByte(fd: number, byte: number, kind: LockKind, wait = false): boolean {
+  return call((a) => a.lock(fd, byte, kind, wait));
+}
+
+/** Whether ANOTHER open file description holds a lock on `byte` conflicting with `kind` (a probe). */
+export function lockConflicts(fd: number, byte: number, kind: LockKind): boolean {
+  return call((a) => a.conflicts(fd, byte, kind));
+}
+
+/** posix_fallocate(fd, 0, byteLength): allocates every block now (ENOSPC) instead of at a page fault (SIGBUS). */
+export function reserveFile(fd: number, byteLength: number): void {
+  call((a) => a.reserve(fd, byteLength));
+}
+
+/**
+ * futex(FUTEX_WAIT) on the int32 at `byteOffset` of a file mapping, shared
+ * (no FUTEX_PRIVATE_FLAG): pairs with futexWake from any thread or process
+ * mapping the same file. `timeoutMs` may be Infinity.
+ */
+export function futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult {
+  return call((a) => a.futexWait(sab, byteOffset, expected, timeoutMs));
+}
+
+/** futex(FUTEX_WAKE): wakes up to `count` waiters on the int32 at `byteOffset`; returns how many woke. */
+export function futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number {
+  return call((a) => a.futexWake(sab, byteOffset, count));
 }

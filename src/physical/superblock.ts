@@ -2,7 +2,9 @@
  * The superblock in frame 0. Little-endian, byte offsets:
  *
  *   0  magic "MORSELRG" (8 bytes)     32 checksum: FNV-1a over bytes 0..31
- *   8  format version (u32)           48 state (u32): 0 clean, 1 open (crash if found open)
+ *   8  format version (u32)           48 state (u32): 0 clean, 1 open (crash if found open
+ *                                        by the first user), 2 dirty (a user died while
+ *                                        others stayed: the next first user recovers)
  *  12  frame size, 4096 (u32)
  *  16  frame count (u32)              64 root slots: 16 x u64, updated atomically
  *  20  allocator metadata start frame       by the layers that own them (ROOT_SLOT_*
@@ -29,6 +31,7 @@ export const SB_STATE_I32 = 48 / 4;
 export const SB_ROOTS_BYTE = 64;
 export const STATE_CLEAN = 0;
 export const STATE_OPEN = 1;
+export const STATE_DIRTY = 2;
 
 export interface SuperblockInfo {
   version: number;
@@ -95,6 +98,6 @@ export function readSuperblock(frame0: Uint8Array, regionBytes: number, where: s
   if (info.metaStartFrame !== META_START_FRAME || info.metaFrames !== expectMeta || info.reservedLowFrames !== LOW_RESERVED_FRAMES) {
     throw new MorselError('ECORRUPT', `${where}: inconsistent layout fields`);
   }
-  if (info.state !== STATE_CLEAN && info.state !== STATE_OPEN) throw new MorselError('ECORRUPT', `${where}: unknown state ${info.state}`);
+  if (info.state !== STATE_CLEAN && info.state !== STATE_OPEN && info.state !== STATE_DIRTY) throw new MorselError('ECORRUPT', `${where}: unknown state ${info.state}`);
   return info;
 }

@@ -30,7 +30,6 @@ import { BITFIELD_WORDS, CHILD_FRAMES, CHILD_SHIFT, TREE_CHILDREN, firstAllocata
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import type { Memory } from '../memory.js';
-import { ROOT_SLOT_SPACES } from '../space/address-space.js';
 import { scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
 
 export type { Problem } from './reachable.js';
@@ -193,11 +192,9 @@ function repair(memory: Memory): Problem[] {
   const region = memory.region;
   const done: Problem[] = [];
   if (memory.recoveryPending) {
-    // Exactly what recovery does: the crashed process's spaces died with it.
-    const spaces = region.loadRoot(ROOT_SLOT_SPACES);
-    if (spaces !== 0n && region.casRoot(ROOT_SLOT_SPACES, spaces, 0n)) {
-      done.push({ code: 'CRASHED', what: "dropped the crashed process's address spaces", where: `superblock root slot ${ROOT_SLOT_SPACES}`, repairable: true });
-    }
+    // Exactly what recovery does: the crashed users' slots (spaces, counts) died with them.
+    const slots = region.clearAllSlots();
+    if (slots > 0) done.push({ code: 'CRASHED', what: `cleared ${slots} dead user slot(s) (their address spaces and usage counts)`, where: 'user-slot table', repairable: true });
   }
   let scan = scanRegion(region, { spaces: true });
   for (let pass = 0; pass < FIX_PASSES && scan.findings.some((f) => f.fix !== null); pass++) {

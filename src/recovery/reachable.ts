@@ -19,7 +19,7 @@
  *                when `spaces` is set: recovery drops spaces instead)
  */
 import { MorselError } from '../errors.js';
-import { firstAllocatableFrame } from '../physical/layout.js';
+import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS, firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE, ROOT_SLOTS } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, entryToBigInt, isPresent, pfnOf } from '../paging/entry.js';
@@ -163,15 +163,19 @@ class Scanner {
 
   /** Walks the registry rooted in `slot`, calling `value` for every leaf entry. */
   private registry(slot: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
-    const root = this.region.loadRoot(slot);
+    this.registryAt(this.region.loadRoot(slot), `superblock root slot ${slot}`, name, value);
+  }
+
+  /** A registry whose top table frame is `root` (stored at `cell`: a root slot or a user-slot field). */
+  private registryAt(root: bigint, cell: string, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
     if (root === 0n) return;
     const frame = Number(root);
     if (root >> 32n !== 0n || !(frame >= this.first && frame < this.region.frameCount)) {
       // Nothing below can be trusted or reached: never reclaim, never guess.
-      this.find('ROOT_SLOT', `root slot ${slot} holds ${hex(root)}, not an allocatable frame`, `superblock root slot ${slot} (${name})`, null, false);
+      this.find('ROOT_SLOT', `${cell} holds ${hex(root)}, not an allocatable frame`, `${cell} (${name})`, null, false);
       return;
     }
-    if (!this.ref(frame, `superblock root slot ${slot} (${name})`, null)) return;
+    if (!this.ref(frame, `${cell} (${name})`, null)) return;
     const walk = (table: number, level: number, base: number): void => {
       this.path.push(table);
       for (let idx = 0; idx < ENTRIES; idx++) {
@@ -272,7 +276,7 @@ class Scanner {
 
   /** Spaces left registered (a clean close with spaces alive; reaped on the next open). Call after liveMorsels. */
   addressSpaces(): void {
-    this.registry(ROOT_SLOT_SPACES, 'space registry', (key, lo, hi, table, idx) => {
+    const spaceValue = (key: number, lo: number, hi: number, table: number, idx: number): void => {
       const where = `space registry ${table}[${idx}] (key ${key})`;
       const levels = hi & (1 << 26) ? 5 : 4;
       if (pfnOf(lo, hi) !== key || (lo & 0xfff) !== INNER_FLAGS || (hi & ~(HI_PFN_MASK | (1 << 26))) !== 0) {
@@ -281,7 +285,14 @@ class Scanner {
       }
       this.spaces++;
       if (this.ref(key, where, { table, index: idx, lo, hi })) this.space(key, levels);
-    });
+    };
+    this.registry(ROOT_SLOT_SPACES, 'space registry', spaceValue);
+    // Live users' per-slot registries (src/space/user-slots.ts): their spaces and usage counts (values are counts, not frames).
+    for (let slot = 0; slot < USER_SLOTS; slot++) {
+      const cell = `user slot ${slot}`;
+      this.registryAt(BigInt(this.region.loadSlotRoot(slot, SLOT_SPACES_ROOT)), cell, 'space registry', spaceValue);
+      this.registryAt(BigInt(this.region.loadSlotRoot(slot, SLOT_USAGE_ROOT)), cell, 'usage registry', () => {});
+    }
   }
 
   private space(root: number, levels: number): void {

@@ -7,8 +7,9 @@
  * Ownership: the tables above a morsel belong to the space; the entry marked
  * MORSEL_TOP points into a morsel, which the space never frees. Spaces are
  * registered in root slot 1 so their tables are accounted for; mappings do
- * not outlive the process (like Linux), so opening a region tears down any
- * spaces left behind.
+ * not outlive the process (like Linux): each process registers its spaces
+ * in its own user slot (SLOT_SPACES_ROOT), close() destroys them, and a
+ * dead process's are torn down by whoever reaps its slot (user-slots.ts).
  *
  * Addresses are JS numbers (see VAddr): 4-level spaces span [0, 2^47),
  * 5-level spaces [0, 2^53) of their 2^56-byte lower half.
@@ -18,7 +19,9 @@ import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '..
 import { hex, type DecodedId } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
-import { Registry, superblockRoot } from '../morsel/registry.js';
+import { Registry, userSlotRoot } from '../morsel/registry.js';
+import { SLOT_SPACES_ROOT } from '../physical/layout.js';
+import { NO_SLOT } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import type { Region } from '../physical/region.js';
 import { crashPoint } from '../crash-point.js';
@@ -26,7 +29,6 @@ import { CTL_EPOCH } from './mmu.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
 export { ROOT_SLOT_SPACES } from '../physical/superblock.js';
-import { ROOT_SLOT_SPACES } from '../physical/superblock.js';
 export type Levels = 4 | 5;
 
 /** Control words shared by every thread using the space ([CTL_EPOCH] is the MMU's, see PagedSpace). */
@@ -65,20 +67,24 @@ export class AddressSpace {
   readonly control: Int32Array;
   private readonly registry: Registry;
 
+  /** `slot`: the user slot whose registry holds the space (this process's, or a dead one's being reaped). */
   private constructor(
     readonly morsels: Morsels,
     share: SpaceShare,
+    slot = morsels.region.userSlot,
   ) {
     this.rootFrame = share.rootFrame as Frame;
     this.levels = share.levels;
     this.limit = share.levels === 4 ? 2 ** 47 : 2 ** 53;
     this.control = new Int32Array(share.control);
-    this.registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
+    this.registry = spacesRegistry(morsels, slot);
   }
 
   static create(morsels: Morsels, opts: { levels?: Levels } = {}): AddressSpace {
     const levels = opts.levels ?? 5;
     check(levels === 4 || levels === 5, 'EINVAL', () => `levels must be 4 or 5, got ${levels}`);
+    if (!morsels.region.writable) morsels.region.denyWrite();
+    check(morsels.region.userSlot !== NO_SLOT, 'EBADF', 'this memory holds no user slot (opened for inspection): it cannot create address spaces');
     const root = morsels.alloc.alloc(0);
     morsels.region.zeroFrame(root);
     const space = new AddressSpace(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) });
@@ -91,6 +97,11 @@ export class AddressSpace {
       throw e;
     }
     return space;
+  }
+
+  /** A space registered in user slot `slot` (a dead process's, for reapSpaces). */
+  static attachInSlot(morsels: Morsels, share: SpaceShare, slot: number): AddressSpace {
+    return new AddressSpace(morsels, share, slot);
   }
 
   /** The same space seen from another thread. */
@@ -327,16 +338,48 @@ export class AddressSpace {
   }
 }
 
-/**
- * Tears down spaces a previous process left registered (their mappings died
- * with it). Returns how many it removed. Morsel frames are never touched.
- */
-export function reapSpaces(morsels: Morsels): number {
-  const registry = new Registry(morsels.region, morsels.alloc, superblockRoot(morsels.region, ROOT_SLOT_SPACES));
+/** The spaces registry of user slot `slot`. */
+function spacesRegistry(morsels: Morsels, slot: number): Registry {
+  return new Registry(morsels.region, morsels.alloc, userSlotRoot(morsels.region, slot, SLOT_SPACES_ROOT));
+}
+
+/** The spaces registered in user slot `slot`: root frame and level count (bit 26 of the entry's high half). */
+function registeredSpaces(morsels: Morsels, slot: number): { root: number; levels: Levels }[] {
   const roots: { root: number; levels: Levels }[] = [];
-  registry.forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & (1 << 26) ? 5 : 4 }));
+  spacesRegistry(morsels, slot).forEach((key, _lo, hi) => roots.push({ root: key, levels: hi & (1 << 26) ? 5 : 4 }));
+  return roots;
+}
+
+/** How many spaces user slot `slot` has registered. */
+export function countSpaces(morsels: Morsels, slot: number): number {
+  return registeredSpaces(morsels, slot).length;
+}
+
+/**
+ * Tears down every space registered in user slot `slot`; `counted` is false
+ * for a dead process's spaces, whose mappings this process never counted.
+ * Returns how many it removed. Morsel frames are never touched.
+ */
+export function reapSpaces(morsels: Morsels, slot: number, counted: boolean): number {
+  const roots = registeredSpaces(morsels, slot);
   for (const { root, levels } of roots) {
-    AddressSpace.attach(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) }).destroy(false);
+    AddressSpace.attachInSlot(morsels, { rootFrame: root, levels, control: new SharedArrayBuffer(CTL_WORDS * 4) }, slot).destroy(counted);
   }
   return roots.length;
+}
+
+/** Visits the frames user slot `slot`'s spaces own: registry tables, space roots and their inner tables (not morsels). */
+export function forEachSpaceFrame(morsels: Morsels, slot: number, visit: (frame: Frame) => void): void {
+  const region = morsels.region;
+  const tables = (table: Frame, level: number): void => {
+    visit(table);
+    for (let idx = 0; idx < 512 && level > 1; idx++) {
+      const lo = region.loadLo(table, idx);
+      if (!isPresent(lo)) continue;
+      const hi = region.loadHi(table, idx);
+      if ((hi & HI_MORSEL_TOP) === 0) tables(pfnOf(lo, hi) as Frame, level - 1);
+    }
+  };
+  spacesRegistry(morsels, slot).forEach(() => {}, visit);
+  for (const { root, levels } of registeredSpaces(morsels, slot)) tables(root as Frame, levels);
 }

@@ -15,7 +15,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 
 namespace {
@@ -214,6 +217,203 @@ void Advise(const FunctionCallbackInfo<Value>& args) {
     Throw(iso, errno, "madvise", nullptr);
 }
 
+// Reads args[i] as a file descriptor (a small non-negative integer).
+bool ToFd(Isolate* iso, Local<Value> v, int* out) {
+  uint64_t fd;
+  if (!ToU64(iso, v, "fd", &fd)) return false;
+  if (fd > 0x7fffffff) {
+    Throw(iso, EBADF, nullptr, "fd out of range");
+    return false;
+  }
+  *out = static_cast<int>(fd);
+  return true;
+}
+
+// mapFd(fd, byteLength, writable) -> SharedArrayBuffer over the file behind
+// `fd` (MAP_SHARED; PROT_READ only unless writable). Mapping the fd the caller
+// locked, not a path, so a rename between lock and map cannot swap files.
+void MapFd(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  int fd;
+  uint64_t len;
+  if (args.Length() < 3 || !ToFd(iso, args[0], &fd) ||
+      !ToU64(iso, args[1], "byteLength", &len))
+    return;
+  bool writable = args[2]->IsTrue();
+  if (len == 0 || len % kGranule != 0)
+    return Throw(iso, EINVAL, nullptr, "byteLength must be a positive multiple of 4096");
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Throw(iso, errno, "fstat", nullptr);
+  if (st.st_size < 0 || static_cast<uint64_t>(st.st_size) < len)
+    return Throw(iso, ERANGE, "fstat", "file is shorter than the mapping requested");
+  int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = mmap(nullptr, len, prot, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return Throw(iso, errno, "mmap", nullptr);
+  g_live.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<v8::BackingStore> bs =
+      SharedArrayBuffer::NewBackingStore(p, len, Unmap, nullptr);
+  args.GetReturnValue().Set(SharedArrayBuffer::New(iso, std::move(bs)));
+}
+
+// Lock kinds shared with native.ts.
+constexpr int kUnlock = 0, kShared = 1, kExclusive = 2;
+
+short LockType(int kind) {
+  return kind == kShared ? F_RDLCK : kind == kExclusive ? F_WRLCK : F_UNLCK;
+}
+
+// lock(fd, byte, kind, wait) -> bool. An open-file-description (OFD) lock on
+// the single byte `byte` of the file behind fd: owned by the open file, not
+// the process or the path, so every link to the file sees it, two opens in
+// one process conflict like two processes, and the kernel drops it when the
+// owner dies. Converting a held lock (shared <-> exclusive) is one atomic
+// call. Non-blocking: false when another holder conflicts.
+void Lock(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  int fd;
+  uint64_t byte, kind;
+  if (args.Length() < 4 || !ToFd(iso, args[0], &fd) ||
+      !ToU64(iso, args[1], "byte", &byte) || !ToU64(iso, args[2], "kind", &kind))
+    return;
+  if (kind > kExclusive) return Throw(iso, EINVAL, nullptr, "kind must be 0, 1 or 2");
+  bool wait = args[3]->IsTrue();
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);  // l_pid must be 0 for OFD locks
+  fl.l_type = LockType(static_cast<int>(kind));
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(byte);
+  fl.l_len = 1;
+  // A blocking wait is only ever used for locks held for a bounded, short
+  // critical section; EINTR (a signal) just retries.
+  for (;;) {
+    if (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) {
+      args.GetReturnValue().Set(true);
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (!wait && (errno == EAGAIN || errno == EACCES)) {
+      args.GetReturnValue().Set(false);
+      return;
+    }
+    return Throw(iso, errno, "fcntl", nullptr);
+  }
+}
+
+// conflicts(fd, byte, kind) -> bool: whether another open file description
+// holds a lock on `byte` that conflicts with `kind` (F_OFD_GETLK; this
+// description's own locks never conflict). A probe: the answer may change
+// the moment it is returned.
+void Conflicts(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  int fd;
+  uint64_t byte, kind;
+  if (args.Length() < 3 || !ToFd(iso, args[0], &fd) ||
+      !ToU64(iso, args[1], "byte", &byte) || !ToU64(iso, args[2], "kind", &kind))
+    return;
+  if (kind != kShared && kind != kExclusive)
+    return Throw(iso, EINVAL, nullptr, "kind must be 1 or 2");
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = LockType(static_cast<int>(kind));
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(byte);
+  fl.l_len = 1;
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return Throw(iso, errno, "fcntl", nullptr);
+  args.GetReturnValue().Set(fl.l_type != F_UNLCK);
+}
+
+// reserve(fd, byteLength): posix_fallocate, so every block of the file is
+// allocated now (ENOSPC here) rather than on a later page fault (SIGBUS).
+void Reserve(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  int fd;
+  uint64_t len;
+  if (args.Length() < 2 || !ToFd(iso, args[0], &fd) ||
+      !ToU64(iso, args[1], "byteLength", &len))
+    return;
+  int err = posix_fallocate(fd, 0, static_cast<off_t>(len));
+  if (err != 0) Throw(iso, err, "posix_fallocate", nullptr);
+}
+
+// Validates (sab, byteOffset) for a futex: a 4-byte aligned int32 inside.
+bool FutexWord(const FunctionCallbackInfo<Value>& args, uint32_t** word) {
+  Isolate* iso = args.GetIsolate();
+  if (!args[0]->IsSharedArrayBuffer()) {
+    Throw(iso, EINVAL, nullptr, "expected a SharedArrayBuffer");
+    return false;
+  }
+  Local<SharedArrayBuffer> sab = args[0].As<SharedArrayBuffer>();
+  uint64_t off;
+  if (!ToU64(iso, args[1], "byteOffset", &off)) return false;
+  if (off % 4 != 0 || off + 4 > sab->ByteLength()) {
+    Throw(iso, ERANGE, nullptr, "byteOffset must be a 4-byte aligned int32 inside the buffer");
+    return false;
+  }
+  *word = reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(sab->Data()) + off);
+  return true;
+}
+
+long Futex(uint32_t* word, int op, uint32_t val, const struct timespec* ts) {
+  return syscall(SYS_futex, word, op, val, ts, nullptr, 0);
+}
+
+// futexWait(sab, byteOffset, expected, timeoutMs) -> 'ok' | 'not-equal' |
+// 'timed-out'. FUTEX_WAIT without FUTEX_PRIVATE_FLAG: the kernel keys a
+// shared-mapping futex by (file, offset), so waiters and wakers pair up
+// across processes and across separate mappings of one file. timeoutMs may
+// be Infinity. A signal (EINTR) waits again for the time left.
+void FutexWait(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  uint32_t* word;
+  if (args.Length() < 4 || !FutexWord(args, &word)) return;
+  if (!args[2]->IsInt32() && !args[2]->IsUint32())
+    return Throw(iso, EINVAL, nullptr, "expected must be an int32");
+  uint32_t expected = static_cast<uint32_t>(args[2]->IsInt32()
+      ? static_cast<uint32_t>(args[2].As<v8::Int32>()->Value())
+      : args[2].As<v8::Uint32>()->Value());
+  double ms = args[3]->IsNumber() ? args[3].As<Number>()->Value() : -1.0;
+  if (!(ms >= 0)) return Throw(iso, EINVAL, nullptr, "timeoutMs must be >= 0 or Infinity");
+  bool forever = std::isinf(ms);
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  if (!forever) {
+    double total = deadline.tv_sec * 1e9 + deadline.tv_nsec + ms * 1e6;
+    deadline.tv_sec = static_cast<time_t>(total / 1e9);
+    deadline.tv_nsec = static_cast<long>(total - deadline.tv_sec * 1e9);
+  }
+  const char* result = "ok";
+  for (;;) {
+    struct timespec left, now;
+    if (!forever) {
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      double ns = (deadline.tv_sec - now.tv_sec) * 1e9 + (deadline.tv_nsec - now.tv_nsec);
+      if (ns <= 0) { result = "timed-out"; break; }
+      left.tv_sec = static_cast<time_t>(ns / 1e9);
+      left.tv_nsec = static_cast<long>(ns - left.tv_sec * 1e9);
+    }
+    if (Futex(word, FUTEX_WAIT, expected, forever ? nullptr : &left) == 0) break;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) { result = "not-equal"; break; }
+    if (errno == ETIMEDOUT) { result = "timed-out"; break; }
+    return Throw(iso, errno, "futex", nullptr);
+  }
+  args.GetReturnValue().Set(String::NewFromUtf8(iso, result).ToLocalChecked());
+}
+
+// futexWake(sab, byteOffset, count) -> number of waiters woken.
+void FutexWake(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  uint32_t* word;
+  uint64_t count;
+  if (args.Length() < 3 || !FutexWord(args, &word) ||
+      !ToU64(iso, args[2], "count", &count))
+    return;
+  uint32_t n = count > 0x7fffffff ? 0x7fffffff : static_cast<uint32_t>(count);
+  long woken = Futex(word, FUTEX_WAKE, n, nullptr);
+  if (woken < 0) return Throw(iso, errno, "futex", nullptr);
+  args.GetReturnValue().Set(static_cast<double>(woken));
+}
+
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(g_live.load()));
 }
@@ -236,4 +436,10 @@ NODE_MODULE_INIT() {
   Export(context, exports, "sync", Sync);
   Export(context, exports, "advise", Advise);
   Export(context, exports, "liveMappings", LiveMappings);
+  Export(context, exports, "mapFd", MapFd);
+  Export(context, exports, "lock", Lock);
+  Export(context, exports, "conflicts", Conflicts);
+  Export(context, exports, "reserve", Reserve);
+  Export(context, exports, "futexWait", FutexWait);
+  Export(context, exports, "futexWake", FutexWake);
 }
