@@ -14,7 +14,7 @@ import { forEachReservationFrame } from '../src/manage/reservations.js';
 function balance(m: Memory): number {
   let tables = 0;
   m.names.ns.forEachFrame(() => tables++);
-  forEachReservationFrame(m.region, () => tables++);
+  forEachReservationFrame(m.region, () => void tables++);
   return freeFrames(m) + tables;
 }
 

@@ -50,7 +50,7 @@ test('fast-check: reserve/release agree with an interval model; the tree frames 
         assert.equal(res.repairCounts(), 0, 'counts exact after every operation');
         for (const x of model) res.release({ address: x.address, order: x.order, metaRoot: owners[x.who].metaRoot, generation: owners[x.who].generation });
         const frames: number[] = [];
-        forEachReservationFrame(m.region, (f) => frames.push(f));
+        forEachReservationFrame(m.region, (f) => void frames.push(f));
         assert.ok(frames.every((f) => m.alloc.isAllocated(f as never)), 'every tree frame is allocated');
         assert.equal(baseFree - m.alloc.freeFrames(), frames.length, 'the visitor covers every frame the tree holds (none leaked)');
       },
@@ -84,7 +84,7 @@ test('repairCounts undoes counts a crash left between the path increments and th
   res.release({ address: 4096, order: 0, metaRoot: a.metaRoot, generation: a.generation });
   // Simulate the crash: bump the count of the top-level entry as a reserver would.
   let top = 0;
-  forEachReservationFrame(m.region, (f) => (top ||= f));
+  forEachReservationFrame(m.region, (f) => void (top ||= f));
   const lo = m.region.loadLo(top as never, 0);
   const hi = m.region.loadHi(top as never, 0);
   m.region.storeEntry(top as never, 0, lo, hi + 1);

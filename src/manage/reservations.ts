@@ -272,10 +272,14 @@ export class Reservations {
   }
 }
 
-/** Visits every frame of the reservation tree (for the recovery scanner). */
-export function forEachReservationFrame(region: Region, visit: (frame: Frame) => void): void {
+/**
+ * Visits every frame of the reservation tree, top-down (for the recovery
+ * scanner: a visit returning false stops the descent below that table).
+ * Tops point at meta morsels, which the live table owns: not visited.
+ */
+export function forEachReservationFrame(region: Region, visit: (frame: Frame) => boolean | void): void {
   const walk = (table: Frame, level: number): void => {
-    visit(table);
+    if (visit(table) === false) return;
     for (let idx = 0; level > 1 && idx < 512; idx++) {
       const hi = region.loadHi(table, idx);
       if ((hi & KIND_MASK) === KIND_TABLE) walk((region.loadLo(table, idx) >>> 0) as Frame, level - 1);
