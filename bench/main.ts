@@ -22,6 +22,7 @@ import { machineInfo, resultsJson, summaryTable, writeReport, type RunReport } f
 import { collectGarbage, releaseShared, totalPrefaultNs, volatileMemory } from './env.js';
 import type { ExperimentResult } from './stats.js';
 import { runTransfer, transferParams, transferRegionBytes } from './transfer.js';
+import { runNames } from './names.js';
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
@@ -35,6 +36,7 @@ export const SUITES: Record<string, Runner> = {
   pipeline: runPipeline,
   filecache: runFileCache,
   overhead: runOverhead,
+  names: runNames,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */

@@ -164,7 +164,12 @@ export class Morsels {
    * also rejects an ID whose order or flags were altered).
    */
   decode(id: bigint): DecodedId {
-    const d = decodeIdBits(id);
+    return this.decodeChecked(decodeIdBits(id));
+  }
+
+  /** decode() of structurally valid ID bits. */
+  private decodeChecked(d: DecodedId): DecodedId {
+    const id = d.id;
     check(d.rootFrame >= this.firstFrame && d.rootFrame < this.region.frameCount, 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${d.rootFrame} outside the allocatable range`);
     check(this.alloc.isAllocated(d.rootFrame), 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${d.rootFrame} is free`);
     const reg = this.live.get(d.rootFrame);
@@ -194,7 +199,7 @@ export class Morsels {
     };
     if (stale()) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
     try {
-      return this.decode(id);
+      return this.decodeChecked(bits);
     } catch (e) {
       // A destroy that unregistered it holds DYING until the generation moves on.
       if (stale() || this.words.load(bits.rootFrame) & W_DYING) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);

@@ -85,8 +85,12 @@ export class Registry {
     return frame;
   }
 
-  /** The leaf table for `key`, optionally building the path; null if absent. */
-  private leaf(key: number, create: boolean): Frame | null {
+  /**
+   * The leaf table holding `key`'s entry (index key % 512), optionally
+   * building the path; null if absent. For callers that load and CAS one
+   * entry repeatedly (usage counts) without walking twice.
+   */
+  leaf(key: number, create: boolean): Frame | null {
     let table = this.top(create);
     for (let level = this.depth; table !== null && level > 1; level--) {
       const idx = Math.floor(key / KEY_SPAN[level]) % 512;

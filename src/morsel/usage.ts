@@ -16,7 +16,7 @@
  */
 import { MorselError, assert } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
-import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
+import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { isPresent } from '../paging/entry.js';
@@ -33,11 +33,18 @@ export class Usage {
   /** every slot's registry, read-only use (index = user slot) */
   private readonly all: Registry[] = [];
 
+  /** the user-slot table's int32 window and the index of slot 0's pid word in it (a scan of 64 pids stays cheap) */
+  private readonly slotWords: Int32Array;
+  private readonly pid0: number;
+
   constructor(
     private readonly region: Region,
     alloc: FrameAllocator,
   ) {
     for (let s = 0; s < USER_SLOTS; s++) this.all.push(new Registry(region, alloc, userSlotRoot(region, s, SLOT_USAGE_ROOT)));
+    const usersFrame = metaLayout(region.frameCount).usersFrame as Frame;
+    this.slotWords = region.words(usersFrame);
+    this.pid0 = region.wordIndex(usersFrame, SLOT_PID);
   }
 
   /** This process's registry (its slot is claimed after construction, so looked up on use). */
@@ -50,15 +57,17 @@ export class Usage {
   /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
   add(key: number, wordFrame: number): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
+    const leaf = this.mine.leaf(key, true)!;
+    const idx = key % 512;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
-      const cur = this.mine.get(key);
-      if (cur === null) {
-        if (this.mine.cas(key, 0, 0, countLo(1), hi)) return;
+      const lo = this.region.loadLo(leaf, idx);
+      if (!isPresent(lo)) {
+        if (this.region.casEntry(leaf, idx, 0, 0, countLo(1), hi)) return;
         continue;
       }
-      assert(cur[1] === hi, 'usage entry names the same morsel word');
-      if (countOf(cur[0]) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this process`);
-      if (this.mine.cas(key, cur[0], cur[1], countLo(countOf(cur[0]) + 1), hi)) return;
+      assert(this.region.loadHi(leaf, idx) === hi, 'usage entry names the same morsel word');
+      if (countOf(lo) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this process`);
+      if (this.region.casEntry(leaf, idx, lo, hi, countLo(countOf(lo) + 1), hi)) return;
     }
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
   }
@@ -68,12 +77,16 @@ export class Usage {
    * morsel word. The caller must hold a use (asserted).
    */
   sub(key: number): { left: number; wordFrame: number } {
+    const leaf = this.mine.leaf(key, false);
+    assert(leaf !== null, 'usage count never negative');
+    const idx = key % 512;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
-      const cur = this.mine.get(key);
-      assert(cur !== null && countOf(cur[0]) > 0, 'usage count never negative');
-      const left = countOf(cur[0]) - 1;
-      const wordFrame = cur[1] === 0 ? key : cur[1] >>> 0;
-      if (this.mine.cas(key, cur[0], cur[1], left === 0 ? 0 : countLo(left), left === 0 ? 0 : cur[1])) return { left, wordFrame };
+      const lo = this.region.loadLo(leaf, idx);
+      const hi = this.region.loadHi(leaf, idx);
+      assert(isPresent(lo) && countOf(lo) > 0, 'usage count never negative');
+      const left = countOf(lo) - 1;
+      const wordFrame = hi === 0 ? key : hi >>> 0;
+      if (this.region.casEntry(leaf, idx, lo, hi, left === 0 ? 0 : countLo(left), left === 0 ? 0 : hi)) return { left, wordFrame };
     }
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
   }
@@ -93,7 +106,8 @@ export class Usage {
   total(key: number): number {
     let sum = 0;
     for (let s = 0; s < USER_SLOTS; s++) {
-      if (s !== this.region.userSlot && (this.region.loadSlotRoot(s, SLOT_PID) === 0 || !this.region.slotAlive(s))) continue;
+      const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
+      if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
       const cur = this.countIn(s, key);
       if (cur !== null && isPresent(cur[0])) sum += countOf(cur[0]);
     }
