@@ -133,3 +133,26 @@ test('[membership] destroy in B while A maps: B gets EBUSY, rm defers, A keeps i
   assert.equal(child.exitCode, 0);
   assert.equal(errCode(morsel(['inspect', h, '--json'], { env })), 'ESTALE', 'A\'s unmap was the last use: destroyed');
 });
+
+test('[membership] wait/notify on an int32 of a named morsel across two processes', async () => {
+  const region = path.join(dir, 'futex.region');
+  const m = Memory.create(region, 16 * 1024 * 1024);
+  try {
+    m.names.close(m.names.create('/flag', { sizeBytes: 4096, mode: 0o666 }));
+    const h = m.names.open('/flag', { write: true });
+    const child = spawn(process.execPath, [path.join(here, 'workers/names-waiter-process.js'), region, '/flag'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    let woke = 0;
+    for (let i = 0; i < 1000 && woke === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      woke = m.names.notify(h, 64, 1); // > 0 only once the child sleeps on this very word
+    }
+    await new Promise((r) => child.once('exit', r));
+    assert.equal(woke, 1);
+    assert.equal(out.trim(), 'ok');
+    m.names.close(h);
+  } finally {
+    m.close();
+  }
+});
