@@ -48,8 +48,9 @@ function run(json: boolean, body: () => Out, text?: (o: Out) => string): void {
   }
 }
 
-function withRegion<T>(file: string, fn: (m: Memory) => T): T {
-  const memory = Memory.open(file);
+/** Opens the region for one command; `readonly` for commands that only look (stat, ls: never a recovery or a slot). */
+function withRegion<T>(file: string, fn: (m: Memory) => T, opts: { readonly?: boolean } = {}): T {
+  const memory = Memory.open(file, opts.readonly ? { mode: 'readonly' } : {});
   try {
     return fn(memory);
   } finally {
@@ -184,7 +185,7 @@ export function registerNames(program: Command): void {
           dir: dir ?? '/',
           entries: m.names.list(dir ?? '/').map(({ name, rec }) => describeRecord(name, rec)),
           morsels: m.morsels.list().map((id) => hex(id)),
-        })), (r) =>
+        }), { readonly: true }), (r) =>
         (r.entries as Out[]).map((e) => (o.long ? `${modeText({ kind: e.kind as string, mode: Number.parseInt(e.mode as string, 8) })} ${e.uid} ${e.gid} ${String(e.sizeBytes).padStart(12)} ${e.handle ?? '-'} ${e.name}` : String(e.name))).join('\n'),
       ),
     );
@@ -195,7 +196,7 @@ export function registerNames(program: Command): void {
     .addOption(region())
     .addOption(json())
     .action((path: string | undefined, o: R) =>
-      run(!!o.json, () => withRegion(o.region, (m) => (path === undefined ? { ...regionStat(m), recovery: m.report } : describeStat(m.names.stat(path)))), (r) => {
+      run(!!o.json, () => withRegion(o.region, (m) => (path === undefined ? { ...regionStat(m), recovery: m.report } : describeStat(m.names.stat(path))), { readonly: true }), (r) => {
         if (path !== undefined) return textOf(r);
         const f = r.frames as Record<string, number>;
         return `format version ${r.version}\nframes total ${f.total}, allocatable ${f.allocatable}, free ${f.free}, used ${f.used}\nlive morsels ${r.morsels}`;

@@ -367,6 +367,7 @@ export class Names {
     this.checkRange(h, offset, bytes.length);
     check(h.rights.write, 'EBADF', () => `handle ${formatHandle(h)} is not open for writing`);
     const region = this.morsels.region;
+    if (!region.writable) region.denyWrite(); // before any byte: the mapping is PROT_READ
     for (let done = 0; done < bytes.length; ) {
       const at = offset + done;
       const n = Math.min(PAGE_SIZE - (at % PAGE_SIZE), bytes.length - done);

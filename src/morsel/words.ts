@@ -71,12 +71,14 @@ export class MorselWords {
   }
 
   cas(f: number, expect: number, next: number): boolean {
+    if (!this.region.writable) this.region.denyWrite(); // before the store: the mapping is PROT_READ
     const [words, i] = this.at(f);
     return Atomics.compareExchange(words, i, expect, next) === expect;
   }
 
   /** Unconditional store: only for the owner of a transition (a creator before publishing, a committed destroyer). */
   store(f: number, w: number): void {
+    if (!this.region.writable) this.region.denyWrite();
     const [words, i] = this.at(f);
     Atomics.store(words, i, w);
   }
