@@ -156,3 +156,43 @@ test('[membership] wait/notify on an int32 of a named morsel across two processe
     m.close();
   }
 });
+
+test('[membership] SIGKILL during create/unlink: after reaping the dead slot, 0 orphaned morsels, 0 dangling names, 0 stuck counts', async () => {
+  const region = path.join(dir, 'churn.region');
+  const m = Memory.create(region, 64 * 1024 * 1024);
+  const { reapDeadSlots } = await import('../src/space/user-slots.js');
+  try {
+    m.names.mkdir('/c', { mode: 0o777 });
+    const KILLS = 12;
+    for (let k = 0; k < KILLS; k++) {
+      const child = spawn(process.execPath, [path.join(here, 'workers/names-churn.js'), region, String(k * 7919 + 1)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      await new Promise((r) => setTimeout(r, 20 + ((k * 37) % 120)));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      assert.equal(child.signalCode, 'SIGKILL', 'the child was killed mid-loop, not failed');
+      assert.equal(reapDeadSlots(m.morsels).slots, 1, 'the dead slot is reaped');
+      m.names.reapPending();
+      const named = m.names.list('/c');
+      for (const { name, rec } of named) {
+        const h = m.names.open(`/c/${name}`); // ESTALE would be a dangling name
+        m.names.close(h);
+        assert.equal(m.names.stat(`/c/${name}`).users, 0, 'no stuck count');
+        void rec;
+      }
+      const live = m.morsels.list().length;
+      if (live !== named.length) {
+        const namedRoots = new Set(named.map((e) => Number((e.rec.id >> 12n) & 0xffffffffn)));
+        for (const id of m.morsels.list()) {
+          const root = Number((id >> 12n) & 0xffffffffn);
+          if (!namedRoots.has(root)) console.log('# orphan', root, (m.morsels.words.load(root) & 3).toString(2), m.morsels.usage.total(root));
+        }
+      }
+      assert.equal(live, named.length, `kill ${k}: every live morsel has a name (no orphan), every name a morsel`);
+      const reserved = m.names.reservations.list().filter((r) => !r.stale);
+      assert.equal(reserved.length, named.filter((e) => e.rec.fixedAddress !== null).length, 'one live reservation per fixed-address name');
+    }
+  } finally {
+    m.close();
+  }
+});

@@ -308,6 +308,23 @@ export class Morsels {
   }
 
   /**
+   * For whoever reaps dead user slot `slot`, before its usage registry is
+   * dropped: DYING left by a destroyer that died in that slot is cleared,
+   * unless a live slot claims the morsel too (then a live destroyer may hold
+   * it: see usage.ts). A destroy that had already unregistered the morsel
+   * leaves nothing live to clear (its frames wait for a full recovery).
+   */
+  releaseDeadDying(slot: number): number {
+    let cleared = 0;
+    this.usage.forEachClaim(slot, (key, wordFrame) => {
+      const w = this.words.load(wordFrame);
+      if ((w & W_DYING) === 0 || !wordLive(w) || this.usage.claimedByLive(key, slot)) return;
+      if (this.live.get(wordFrame) !== null && this.words.cas(wordFrame, w, w & ~W_DYING)) cleared++;
+    });
+    return cleared;
+  }
+
+  /**
    * Recovery only (no other user alive): a destroy a crash interrupted
    * before its commit left DYING on a morsel that is still live; clear it.
    */
@@ -483,6 +500,17 @@ export class Morsels {
     const d = opts.generation === undefined ? this.decode(id) : this.decodeHandle(id, opts.generation);
     const generation = opts.generation ?? this.generationOf(d.rootFrame);
     const data = this.dataOfLive(d, generation);
+    // The claim brackets every moment this process may hold DYING (usage.ts).
+    this.usage.claim(data.rootFrame, d.rootFrame, true);
+    try {
+      return this.decide(id, d, data, generation, !!opts.defer);
+    } finally {
+      this.usage.claim(data.rootFrame, d.rootFrame, false);
+    }
+  }
+
+  /** destroy()'s decision and commit, under this process's claim. */
+  private decide(id: bigint, d: DecodedId, data: DecodedId, generation: number, defer: boolean): 'destroyed' | 'deferred' {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
       const w = this.takeDying(d, generation);
       const users = this.usage.total(data.rootFrame);
@@ -492,9 +520,9 @@ export class Morsels {
       }
       // # Warning: back off. Users that left while we held DYING saw it and
       // gave up reaping, so a deferred destroy re-checks after backing off.
-      const next = (w & ~W_FLAGS) | (w & W_PENDING) | (opts.defer ? W_PENDING : 0);
+      const next = (w & ~W_FLAGS) | (w & W_PENDING) | (defer ? W_PENDING : 0);
       assert(this.words.cas(d.rootFrame, w | W_DYING, next), 'morsel word unchanged while DYING is held');
-      if (!opts.defer) throw new MorselError('EBUSY', `morsel ${hex(id)} is in use (${users} open handle(s) or mapping(s))`);
+      if (!defer) throw new MorselError('EBUSY', `morsel ${hex(id)} is in use (${users} open handle(s) or mapping(s))`);
       if (this.usage.total(data.rootFrame) > 0) return 'deferred';
     }
     return 'deferred'; // still PENDING; reapPending() collects it

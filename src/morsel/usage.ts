@@ -7,10 +7,19 @@
  * never stay stuck or underflow.
  *
  * Registry value of one key (a 64-bit entry, changed by one CAS):
- *   lo = (count << 1) | 1     present bit + this process's count (< 2^30)
+ *   lo = (count << 5) | (claims << 1) | 1
+ *        present bit; claims: destroys of this process (threads) holding or
+ *        taking DYING on the morsel (< 16, see Morsels.destroy); this
+ *        process's count (< 2^27)
  *   hi = the frame holding the morsel word (the ID's root frame) when it is
  *        not the key (meta morsels: the meta page), else 0
- * An entry whose count drops to 0 is removed (CAS to empty).
+ * An entry with count 0 and no claims is removed (CAS to empty).
+ *
+ * The claim makes a dead destroyer's DYING recoverable while others live:
+ * a destroyer sets its claim BEFORE it CASes DYING in and clears it AFTER it
+ * let DYING go, so DYING held by a live process always has a live claim.
+ * Whoever reaps a dead slot clears DYING on the words the dead slot claimed
+ * unless a live slot claims them too (Morsels.releaseDeadDying).
  *
  * Only threads of the owning process change its registry; others only read it.
  */
@@ -24,10 +33,12 @@ import { Registry, userSlotRoot } from './registry.js';
 
 /** CAS attempts on one count before giving up (each failure means another thread of this process won). */
 const COUNT_RETRIES = 1 << 16;
-const MAX_COUNT = 2 ** 30 - 1;
+const MAX_COUNT = 2 ** 27 - 1;
+const MAX_CLAIMS = 15;
 
-const countOf = (lo: number): number => lo >>> 1;
-const countLo = (count: number): number => ((count << 1) | 1) | 0;
+const countOf = (lo: number): number => lo >>> 5;
+const claimsOf = (lo: number): number => (lo >>> 1) & MAX_CLAIMS;
+const makeLo = (count: number, claims: number): number => ((count << 5) | (claims << 1) | 1) | 0;
 
 export class Usage {
   /** every slot's registry, read-only use (index = user slot) */
@@ -62,12 +73,12 @@ export class Usage {
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       if (!isPresent(lo)) {
-        if (this.region.casEntry(leaf, idx, 0, 0, countLo(1), hi)) return;
+        if (this.region.casEntry(leaf, idx, 0, 0, makeLo(1, 0), hi)) return;
         continue;
       }
       assert(this.region.loadHi(leaf, idx) === hi, 'usage entry names the same morsel word');
       if (countOf(lo) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this process`);
-      if (this.region.casEntry(leaf, idx, lo, hi, countLo(countOf(lo) + 1), hi)) return;
+      if (this.region.casEntry(leaf, idx, lo, hi, makeLo(countOf(lo) + 1, claimsOf(lo)), hi)) return;
     }
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
   }
@@ -86,9 +97,50 @@ export class Usage {
       assert(isPresent(lo) && countOf(lo) > 0, 'usage count never negative');
       const left = countOf(lo) - 1;
       const wordFrame = hi === 0 ? key : hi >>> 0;
-      if (this.region.casEntry(leaf, idx, lo, hi, left === 0 ? 0 : countLo(left), left === 0 ? 0 : hi)) return { left, wordFrame };
+      const gone = left === 0 && claimsOf(lo) === 0;
+      if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(left, claimsOf(lo)), gone ? 0 : hi)) return { left, wordFrame };
     }
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /** Adds (`on`) or removes one DYING claim of this process on the morsel of `key` (word in `wordFrame`). */
+  claim(key: number, wordFrame: number, on: boolean): void {
+    const hi = wordFrame === key ? 0 : wordFrame | 0;
+    const leaf = this.mine.leaf(key, on)!;
+    const idx = key % 512;
+    for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
+      const lo = this.region.loadLo(leaf, idx);
+      if (!isPresent(lo)) {
+        assert(on, 'a claim is cleared only by its holder');
+        if (this.region.casEntry(leaf, idx, 0, 0, makeLo(0, 1), hi)) return;
+        continue;
+      }
+      const claims = claimsOf(lo) + (on ? 1 : -1);
+      assert(claims >= 0, 'a claim is removed only by its holder');
+      if (claims > MAX_CLAIMS) throw new MorselError('EBUSY', `morsel rooted at frame ${key}: ${MAX_CLAIMS} destroys in this process at once`);
+      const gone = claims === 0 && countOf(lo) === 0;
+      if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(countOf(lo), claims), gone ? 0 : hi)) return;
+    }
+    throw new MorselError('EBUSY', `usage entry of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /** Whether a live slot other than `except` claims the morsel of `key`. */
+  claimedByLive(key: number, except: number): boolean {
+    for (let s = 0; s < USER_SLOTS; s++) {
+      if (s === except) continue;
+      const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
+      if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
+      const cur = this.countIn(s, key);
+      if (cur !== null && claimsOf(cur[0]) > 0) return true;
+    }
+    return false;
+  }
+
+  /** (key, word frame) of every claim slot `slot` holds. */
+  forEachClaim(slot: number, visit: (key: number, wordFrame: number) => void): void {
+    this.all[slot].forEach((key, lo, hi) => {
+      if (claimsOf(lo) > 0) visit(key, hi === 0 ? key : hi >>> 0);
+    });
   }
 
   /** This process's uses of `key`. */
