@@ -29,6 +29,7 @@ import { FORMAT_VERSION } from '../physical/superblock.js';
 import { formatBytes, parseSize } from '../units.js';
 import { formatHandle, isHandleText, parseHandle, type MorselHandle } from '../manage/handle.js';
 import { parseMode } from '../manage/rights.js';
+import { forEachUsageFrame } from '../morsel/usage.js';
 import type { NameRecord, NameStat } from '../manage/names.js';
 
 type Out = Record<string, unknown>;
@@ -131,6 +132,13 @@ function regionStat(m: Memory): Out {
   const allocatable = m.alloc.totalAllocatable();
   const free = m.alloc.freeFrames();
   return { version: FORMAT_VERSION, persistent: m.region.persistent, frames: { total, allocatable, free, used: allocatable - free, reserved: total - allocatable }, morsels: m.morsels.list().length };
+}
+
+/** Free frames, counting this process's usage-registry tables as free (they go at close). */
+function freeFrames(m: Memory): number {
+  let tables = 0;
+  forEachUsageFrame(m.region, m.alloc, m.region.userSlot, () => tables++);
+  return m.alloc.freeFrames() + tables;
 }
 
 const textOf = (r: Out): string => Object.entries(r).map(([k, v]) => `${k}: ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`).join('\n');
@@ -278,16 +286,16 @@ export function registerNames(program: Command): void {
     .action((target: string, o: R) =>
       run(!!o.json, () =>
         withRegion(o.region, (m) => {
-          const freeBefore = m.alloc.freeFrames();
+          const freeBefore = freeFrames(m);
           if (target.startsWith('/')) {
             const destroyed = m.names.destroy(target);
-            return { target, destroyed, freedFrames: m.alloc.freeFrames() - freeBefore };
+            return { target, destroyed, freedFrames: freeFrames(m) - freeBefore };
           }
           check(isHandleText(target), 'EINVAL', () => `${JSON.stringify(target)} is neither a /path, a handle nor a morsel ID`);
           const ref = target.includes('@') ? parseHandle(target) : null;
           const id = ref?.id ?? parseId(target);
           m.morsels.destroy(id, { generation: ref?.generation });
-          return { id: hex(id), destroyed: true, freedFrames: m.alloc.freeFrames() - freeBefore };
+          return { id: hex(id), destroyed: true, freedFrames: freeFrames(m) - freeBefore };
         }), (r) => `destroyed ${r.id ?? r.target} (${r.freedFrames} frames freed)`),
     );
 
