@@ -21,7 +21,7 @@
  *             destroys it. A crash after: reapPending sees the name and clears
  *             the flag.
  *   unlink  = the name's removal. Before it, the unlinker counts a use and
- *             marks the morsel PENDING (destroy with `defer`); after it, it
+ *             marks the morsel PENDING; after it, it
  *             gives the use back: the last use anywhere destroys the morsel.
  *             A crash in between leaves PENDING on a named morsel: cleared.
  *   fixed   = the reservation's CAS (reservations.ts), before the name.
@@ -302,7 +302,7 @@ export class Names {
       if (e instanceof MorselError && e.code === 'ESTALE') return null;
       throw e;
     }
-    this.morsels.destroy(rec.id, { generation: rec.generation, defer: true }); // 'deferred': we hold a use
+    this.morsels.markPending(rootOf(rec.id), rec.generation); // we hold a use: it cannot go before our close
     return h;
   }
 

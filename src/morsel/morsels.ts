@@ -337,8 +337,18 @@ export class Morsels {
     return cleared;
   }
 
+  /** Sets PENDING on a live incarnation (an unlink about to commit). False if the incarnation is gone. */
+  markPending(rootFrame: number, generation: number): boolean {
+    return this.changePending(rootFrame, generation, true);
+  }
+
   /** Clears PENDING on a live incarnation (a name now points at it). False if the word moved. */
   clearPending(rootFrame: number, generation: number): boolean {
+    return this.changePending(rootFrame, generation, false);
+  }
+
+  /** One CAS of the PENDING flag; never while a destroyer holds DYING (the word is the destroyer's then). */
+  private changePending(rootFrame: number, generation: number, on: boolean): boolean {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
       const w = this.words.load(rootFrame);
       if (!wordLive(w) || wordGeneration(w) !== generation) return false;
@@ -346,7 +356,7 @@ export class Morsels {
         Atomics.wait(backoffCell, 0, 0, DYING_BACKOFF_MS);
         continue;
       }
-      if (this.words.cas(rootFrame, w, w & ~W_PENDING)) return true;
+      if (this.words.cas(rootFrame, w, on ? w | W_PENDING : w & ~W_PENDING)) return true;
     }
     return false;
   }
