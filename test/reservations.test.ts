@@ -91,3 +91,27 @@ test('repairCounts undoes counts a crash left between the path increments and th
   assert.equal(res.repairCounts(), 1);
   assert.equal(res.repairCounts(), 0);
 });
+
+test('threads reserving and releasing overlapping ranges: the live reservations never overlap, counts stay exact', async () => {
+  const m = Memory.volatile(64 * MiB);
+  const owners = Array.from({ length: 4 }, () => owner(m));
+  const { Worker } = await import('node:worker_threads');
+  const run = (seed: number) =>
+    new Promise<{ reserved: number; refused: number }>((resolve, reject) => {
+      const w = new Worker(new URL('./workers/reserve-race.js', import.meta.url), { workerData: { share: m.share(), owners, seed, ops: 3000 } });
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+  const results = await Promise.all([run(1), run(2), run(3)]);
+  assert.ok(results.every((r) => r.reserved > 0 && r.refused > 0), JSON.stringify(results));
+  const res = new Reservations(m.region, m.alloc);
+  const live = res.list();
+  for (let i = 0; i < live.length; i++) {
+    for (let j = i + 1; j < live.length; j++) {
+      const a = live[i];
+      const b = live[j];
+      assert.ok(a.address + orderBytes(a.order) <= b.address || b.address + orderBytes(b.order) <= a.address, `overlap: ${JSON.stringify([a, b])}`);
+    }
+  }
+  assert.equal(res.repairCounts(), 0, 'every count exact after the races');
+});
