@@ -14,8 +14,7 @@ import { firstAllocatableFrame } from '../src/physical/layout.js';
 import type { Region } from '../src/physical/region.js';
 import type { Frame } from '../src/units.js';
 import { MiB } from '../src/units.js';
-import { Registry, userSlotRoot } from '../src/morsel/registry.js';
-import { SLOT_SPACES_ROOT } from '../src/physical/layout.js';
+import { forEachSlotFrame } from '../src/space/user-slots.js';
 import { nowNs } from './stats.js';
 
 /** Commits every frame of the region on the host (Region.prefault); returns the time it took in ns. */
@@ -118,13 +117,13 @@ export function freeFramesNow(memory: Memory): number {
 
 /**
  * Free frames plus the frames of the region's registries (live morsels,
- * this process's address spaces), which grow lazily and stay: the number that must balance
+ * this process's address spaces and usage counts), which grow lazily and stay: the number that must balance
  * when everything a suite created is gone.
  */
 export function balance(memory: Memory): number {
   let tables = 0;
   memory.morsels.live.forEach(() => {}, () => tables++);
-  new Registry(memory.region, memory.alloc, userSlotRoot(memory.region, memory.region.userSlot, SLOT_SPACES_ROOT)).forEach(() => {}, () => tables++);
+  forEachSlotFrame(memory.morsels, () => tables++); // per-process registries: address spaces and usage counts
   return freeFramesNow(memory) + tables;
 }
 

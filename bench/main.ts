@@ -23,6 +23,7 @@ import { machineInfo, resultsJson, summaryTable, writeReport, type RunReport } f
 import { collectGarbage, releaseShared, totalPrefaultNs, volatileMemory } from './env.js';
 import type { ExperimentResult } from './stats.js';
 import { runTransfer, transferParams, transferRegionBytes } from './transfer.js';
+import { runNames } from './names.js';
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
@@ -37,10 +38,11 @@ export const SUITES: Record<string, Runner> = {
   filecache: runFileCache,
   overhead: runOverhead,
   'cli-start': runCliStart,
+  names: runNames,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
-export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'cli-start'];
+export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'cli-start'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
 export function regionBytesFor(suites: string[], quick: boolean): number {

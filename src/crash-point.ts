@@ -41,7 +41,27 @@ export const CRASH_POINTS = [
   'recover:rebuild-bitfields', // part of the bitfields rebuilt from reachability
 ] as const;
 
-export type CrashPointName = (typeof CRASH_POINTS)[number];
+/**
+ * The namespace's crash windows (src/manage/namespace.ts). Kept apart from
+ * CRASH_POINTS until the torture harness drives name operations (its test
+ * requires every point in CRASH_POINTS to fire); test/namespace-crash.test.ts
+ * arms each of these.
+ */
+export const NAME_CRASH_POINTS = [
+  'names:before-link-table', // namespace table allocated and zeroed, not yet linked
+  'names:after-count', // parent's child count raised, record not yet published
+  'names:after-claim', // record claimed and written, not yet published
+  'names:after-tomb', // name removed (tombstone), record not freed, parent count not lowered
+  'names:rmdir-after-dying', // directory marked dying, its name not yet removed
+  'names:rename-after-mark', // old name marked moving, new name not yet inserted
+  'names:rename-after-pending', // new name inserted pending, rename not yet committed
+  'names:rename-after-commit', // rename committed, old record not freed, new name still pending
+  'names:update-after-swap', // new record published, old one not yet freed
+  'names:free-after-seq', // record's sequence bumped (dead), its bit not yet cleared
+] as const;
+
+export type CrashPointName = (typeof CRASH_POINTS)[number] | (typeof NAME_CRASH_POINTS)[number];
+const ARMABLE: readonly string[] = [...CRASH_POINTS, ...NAME_CRASH_POINTS];
 
 /** Points only reached while a crashed region is being recovered. */
 export const RECOVERY_CRASH_POINTS: readonly CrashPointName[] = ['recover:after-drop-spaces', 'recover:rebuild-bitfields'];
@@ -58,9 +78,9 @@ interface Armed {
 function parseArmed(spec: string | undefined): Armed | null {
   if (spec === undefined || spec === '') return null;
   const m = /^([a-zA-Z:-]+):(\d+)$/.exec(spec);
-  if (m === null || !(CRASH_POINTS as readonly string[]).includes(m[1]) || Number(m[2]) < 1) {
+  if (m === null || !ARMABLE.includes(m[1]) || Number(m[2]) < 1) {
     // A typo would silently never fire and make a torture run look better than it is.
-    throw new Error(`${CRASH_ENV}=${spec}: expected <point>:<k> with k >= 1 and point one of ${CRASH_POINTS.join(', ')}`);
+    throw new Error(`${CRASH_ENV}=${spec}: expected <point>:<k> with k >= 1 and point one of ${ARMABLE.join(', ')}`);
   }
   return { name: m[1], k: Number(m[2]) };
 }

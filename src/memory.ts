@@ -24,6 +24,11 @@ import { countSlotSpaces, emptyOwnSlot, reapDeadSlots } from './space/user-slots
 import { checkRootTables, formatRootTables } from './paging/walk.js';
 import { collectReachable } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
+import { Names } from './manage/names.js';
+import { Namespace } from './manage/namespace.js';
+import { registerManageVisitors } from './manage/reach.js';
+
+registerManageVisitors(); // before any scan: recovery must reach the names and reservations
 
 export type { OpenMode, WaitResult } from './physical/region.js';
 
@@ -73,6 +78,14 @@ export class Memory {
    * marked crashed, so the next open still recovers it.
    */
   recoveryPending = false;
+
+  private namesApi: Names | null = null;
+
+  /** Named morsels, handles, rights, reservations (src/manage/names.ts). */
+  get names(): Names {
+    this.namesApi ??= new Names(this.morsels, new Namespace(this.region, this.alloc));
+    return this.namesApi;
+  }
 
   /** `owner`: this Memory holds the region's membership (false in worker threads). */
   private constructor(
@@ -162,6 +175,7 @@ export class Memory {
     if (!alone) {
       // Live users: their reservations and in-flight updates are not ours to rebuild.
       const reaped = reapDeadSlots(this.morsels);
+      if (reaped.slots > 0) this.names.reapPending(); // their last uses of unlinked morsels died with them
       region.admit({ claim: true, markOpen: false, keepExclusive });
       return { ...none, joined: true, reapedSpaces: reaped.spaces, reapedSlots: reaped.slots };
     }
@@ -191,6 +205,13 @@ export class Memory {
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
+    // Management state a crash left mid-decision: stale DYING, half-done
+    // renames/rmdirs and unpublished name records, PENDING morsels of
+    // interrupted creates/unlinks, reservation counts.
+    this.morsels.clearDying();
+    this.names.ns.collectGarbage();
+    this.names.reapPending();
+    this.names.reservations.repairCounts();
     this.recoveryPending = false;
     return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces, reapedSlots };
   }
@@ -235,7 +256,11 @@ export class Memory {
     if (!this.owner || !this.region.persistent) return;
     if (!openMemories.delete(this)) return; // closed already
     if (this.region.writable && this.region.userSlot !== NO_SLOT) {
+      // Handles left open: their PENDING morsels whose last user we were go now.
+      const words: number[] = [];
+      this.openMorsels.usage.forEachMine((_key, _count, wordFrame) => words.push(wordFrame));
       emptyOwnSlot(this.openMorsels);
+      for (const w of words) this.openMorsels.reapIfPending(w);
       this.alloc.release(); // frames the teardown freed into our reservation
     }
     this.region.close({ markClean: !this.recoveryPending });

@@ -12,6 +12,7 @@ import { followContract, printError } from './common.js';
 import { registerIo } from './io.js';
 import { registerMorsels } from './morsels.js';
 import { registerRegion } from './region.js';
+import { registerNames } from './names.js';
 
 /** The package version, read from package.json (dist/src/cli -> package root). */
 function packageVersion(): string {
@@ -35,5 +36,6 @@ export async function main(argv: string[]): Promise<void> {
   registerIo(program);
   registerCheck(program);
   registerHwcheck(program);
+  registerNames(program);
   await program.parseAsync(argv);
 }

@@ -23,6 +23,21 @@ import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
 import { Registry, superblockRoot } from './registry.js';
 import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
 import { crashPoint } from '../crash-point.js';
+import { MorselWords, W_DYING, W_FLAGS, W_PENDING, deadWord, liveWord, wordGeneration, wordLive, wordMeta, wordOrder, wordTag } from './words.js';
+import { Usage } from './usage.js';
+
+/** Attempts of one destroy decision / one counted use before giving up (each retry means another party moved). */
+const DECISION_RETRIES = 64;
+/** How long a user backs off while a destroyer holds DYING (it holds it for one scan of the user slots). */
+const DYING_BACKOFF_MS = 1;
+const backoffCell = new Int32Array(new SharedArrayBuffer(4));
+
+/** A counted use of a morsel (an open handle or a mapping): see Morsels.use. */
+export interface Use {
+  d: DecodedId;
+  data: DecodedId;
+  generation: number;
+}
 
 export interface MorselStats {
   id: MorselId;
@@ -43,6 +58,10 @@ export class Morsels {
   readonly live: Registry;
   /** Every table access of this instance goes through it (src/paging/walk.ts). */
   readonly walker: Walker;
+  /** identity and state of each morsel, by root frame (words.ts) */
+  readonly words: MorselWords;
+  /** region-wide usage counts (usage.ts) */
+  readonly usage: Usage;
   private readonly firstFrame: number;
 
   constructor(
@@ -52,24 +71,49 @@ export class Morsels {
     this.walker = new Walker(region, alloc);
     this.live = new Registry(region, alloc, superblockRoot(region, ROOT_SLOT_LIVE_TABLE));
     this.firstFrame = firstAllocatableFrame(region.frameCount);
+    this.words = new MorselWords(region);
+    this.usage = new Usage(region, alloc);
   }
 
   // --- create -----------------------------------------------------------------
 
-  /** Creates a morsel of `order`: one 4 KiB root, whatever the order (thesis Fig 3.2). */
-  create(order: Order): MorselId {
+  /**
+   * Creates a morsel of `order`: one 4 KiB root, whatever the order (thesis
+   * Fig 3.2). `pending`: born unlinked (PENDING), for a caller that names it
+   * next and clears the flag then (a crash in between leaves a PENDING
+   * morsel nobody uses, which reapPending destroys).
+   */
+  create(order: Order, opts: { pending?: boolean } = {}): MorselId {
     const root = this.zeroedFrame();
     const id = encodeId(root, order, false);
+    this.setWord(root, order, false, opts.pending ? W_PENDING : 0);
     crashPoint('create:before-register');
     this.registerOrFree(id, root);
     return id;
   }
 
   /**
+   * Marks the fresh root `root` live in its morsel word, before the ID is
+   * published. A word still tagged live is left over from a create or destroy
+   * a crash interrupted: its generation may have been handed out, so it is
+   * bumped. The creator owns the frame, so a store suffices.
+   */
+  private setWord(root: Frame, order: Order, meta: boolean, flags: number): void {
+    const w = this.words.load(root);
+    const generation = wordLive(w) ? wordGeneration(deadWord(wordGeneration(w))) : wordGeneration(w);
+    this.words.store(root, liveWord(generation, order, meta, flags));
+  }
+
+  /** The current generation of the morsel rooted at `rootFrame` (live or not). */
+  generationOf(rootFrame: number): number {
+    return wordGeneration(this.words.load(rootFrame));
+  }
+
+  /**
    * Creates a meta morsel (an order-0 page of metadata) for a fresh data
    * morsel of `order` that always maps at `address`.
    */
-  createMeta(order: Order, opts: { address: number; sizeBytes?: number }): MorselId {
+  createMeta(order: Order, opts: { address: number; sizeBytes?: number; pending?: boolean }): MorselId {
     const size = opts.sizeBytes ?? orderBytes(order);
     check(Number.isSafeInteger(opts.address) && opts.address >= 0, 'EINVAL', () => `meta address must be a non-negative integer, got ${opts.address}`);
     check(opts.address % orderBytes(order) === 0, 'EMISALIGNED', () => `address 0x${opts.address.toString(16)} is not aligned to the order-${order} size`);
@@ -87,6 +131,7 @@ export class Morsels {
     const dataId = encodeId(dataRoot, order, false);
     writeMetaPage(this.region, metaPage, { address: opts.address, sizeBytes: size, createdMs: Date.now(), dataId });
     const id = encodeId(metaPage, 0, true);
+    this.setWord(metaPage, 0, true, opts.pending ? W_PENDING : 0);
     crashPoint('createMeta:before-register');
     this.registerOrFree(id, dataRoot, metaPage);
     return id;
@@ -103,6 +148,7 @@ export class Morsels {
     try {
       this.live.add(d.rootFrame, d.lo, d.hi);
     } catch (e) {
+      this.words.store(d.rootFrame, deadWord(this.generationOf(d.rootFrame)));
       for (const f of frames) this.alloc.free(f);
       throw e;
     }
@@ -120,12 +166,201 @@ export class Morsels {
    * also rejects an ID whose order or flags were altered).
    */
   decode(id: bigint): DecodedId {
-    const d = decodeIdBits(id);
+    return this.decodeChecked(decodeIdBits(id));
+  }
+
+  /** decode() of structurally valid ID bits. */
+  private decodeChecked(d: DecodedId): DecodedId {
+    const id = d.id;
     check(d.rootFrame >= this.firstFrame && d.rootFrame < this.region.frameCount, 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${d.rootFrame} outside the allocatable range`);
     check(this.alloc.isAllocated(d.rootFrame), 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${d.rootFrame} is free`);
     const reg = this.live.get(d.rootFrame);
     check(reg !== null && reg[0] === d.lo && reg[1] === d.hi, 'EINVAL', () => `morsel ID ${hex(id)} is not a live morsel`);
+    // The word is the second record of the order: destroy clears it only
+    // after unregistering, so a registered ID with a disagreeing word is damage.
+    const w = this.words.load(d.rootFrame);
+    if (!wordLive(w) || wordTag(w) !== d.order + 1 || wordMeta(w) !== d.meta) {
+      const still = this.live.get(d.rootFrame);
+      check(still === null || still[0] !== d.lo || still[1] !== d.hi, 'ECORRUPT', () => `morsel ID ${hex(id)} is registered but its morsel word (0x${(w >>> 0).toString(16)}) disagrees`);
+      throw new MorselError('EINVAL', `morsel ID ${hex(id)} is not a live morsel`);
+    }
     return d;
+  }
+
+  /**
+   * Validates a handle: the ID of the incarnation `generation`. ESTALE when
+   * that incarnation was destroyed (whatever lives on its frames now).
+   */
+  decodeHandle(id: bigint, generation: number): DecodedId {
+    const bits = decodeIdBits(id);
+    check(bits.rootFrame >= this.firstFrame && bits.rootFrame < this.region.frameCount, 'EINVAL', () => `morsel ID ${hex(id)}: root frame ${bits.rootFrame} outside the allocatable range`);
+    check(Number.isInteger(generation) && generation >= 0, 'EINVAL', () => `bad generation ${generation}`);
+    const stale = (): boolean => {
+      const w = this.words.load(bits.rootFrame);
+      return !wordLive(w) || wordGeneration(w) !== generation;
+    };
+    if (stale()) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
+    try {
+      return this.decodeChecked(bits);
+    } catch (e) {
+      // A destroy that unregistered it holds DYING until the generation moves on.
+      if (stale() || this.words.load(bits.rootFrame) & W_DYING) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
+      throw e;
+    }
+  }
+
+  // --- use: the user side of the destroy decision -----------------------------------
+
+  /**
+   * Counts one use (an open handle or a mapping) of `id` (of incarnation
+   * `generation`, when given) in this process's usage registry and returns
+   * it; the caller gives it back with release(). ESTALE if destroyed, EBUSY
+   * if a destroy keeps deciding.
+   *
+   * Dekker, user side (the destroyer's side is in destroy()): the count is
+   * incremented FIRST, then the morsel word is re-read. JS atomics are
+   * sequentially consistent, so either this re-read sees the destroyer's
+   * DYING (we back off) or the destroyer's scan of the counts sees ours (it
+   * backs off): never both miss. Crash windows: dying between increment and
+   * re-check leaves only this slot's count, which stops counting once the
+   * slot is dead (Usage.total skips dead slots).
+   */
+  use(id: bigint, generation?: number): Use {
+    for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
+      const d = generation === undefined ? this.decode(id) : this.decodeHandle(id, generation);
+      const gen = generation ?? this.generationOf(d.rootFrame);
+      const data = this.dataOfLive(d, gen);
+      this.usage.add(data.rootFrame, d.rootFrame);
+      const w = this.words.load(d.rootFrame);
+      if (wordLive(w) && wordGeneration(w) === gen && (w & W_DYING) === 0) return { d, data, generation: gen };
+      this.usage.sub(data.rootFrame); // not a release: the use never began
+      if (!wordLive(w) || wordGeneration(w) !== gen) throw new MorselError('ESTALE', `morsel ${hex(id)}@${gen} was destroyed`);
+      Atomics.wait(backoffCell, 0, 0, DYING_BACKOFF_MS); // a destroyer is deciding: it commits or backs off
+    }
+    throw new MorselError('EBUSY', `morsel ${hex(id)}: a destroy kept deciding through ${DECISION_RETRIES} attempts`);
+  }
+
+  /** dataOf for a use: a meta page freed under us reads as ESTALE, not ECORRUPT. */
+  private dataOfLive(d: DecodedId, generation: number): DecodedId {
+    try {
+      return this.dataOf(d);
+    } catch (e) {
+      const w = this.words.load(d.rootFrame);
+      if (!wordLive(w) || wordGeneration(w) !== generation) throw new MorselError('ESTALE', `morsel ${hex(d.id)}@${generation} was destroyed`);
+      throw e;
+    }
+  }
+
+  /**
+   * Gives back one use of the data morsel rooted at `dataRoot`. The last use
+   * (in any process) of a PENDING morsel destroys it.
+   */
+  release(dataRoot: number): void {
+    const { left, wordFrame } = this.usage.sub(dataRoot);
+    if (left === 0) this.reapIfPending(wordFrame);
+  }
+
+  /**
+   * Destroys the PENDING morsel whose word is in `rootFrame` if nobody uses
+   * it. While another destroyer holds DYING we wait for its decision: if it
+   * backed off because of a use that has since gone (ours), one of us must
+   * retry, and destroy() re-checks after backing off too (see there).
+   */
+  reapIfPending(rootFrame: number): boolean {
+    for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
+      const w = this.words.load(rootFrame);
+      if (!wordLive(w) || (w & W_PENDING) === 0) return false;
+      if (w & W_DYING) {
+        Atomics.wait(backoffCell, 0, 0, DYING_BACKOFF_MS);
+        continue;
+      }
+      try {
+        return this.destroy(encodeId(rootFrame as Frame, wordOrder(w), wordMeta(w)), { generation: wordGeneration(w), defer: true }) === 'destroyed';
+      } catch (e) {
+        if (!(e instanceof MorselError) || (e.code !== 'EBUSY' && e.code !== 'ESTALE')) throw e;
+      }
+    }
+    return false; // left PENDING: reapPending() collects it
+  }
+
+  /**
+   * Destroys every PENDING morsel nobody uses (after a dead slot is reaped,
+   * at recovery). `named(rootFrame, generation)` says whether a name still
+   * points at it: then the unlink never committed (a crash came between
+   * marking and unnaming, or naming and unmarking) and the flag is cleared.
+   * Returns the number destroyed.
+   */
+  reapPending(named: (rootFrame: number, generation: number) => boolean = () => false): number {
+    const pending: number[] = [];
+    this.live.forEach((root) => {
+      if (this.words.load(root) & W_PENDING) pending.push(root);
+    });
+    let destroyed = 0;
+    for (const root of pending) {
+      const w = this.words.load(root);
+      if (!wordLive(w) || (w & W_PENDING) === 0 || this.usage.total(this.dataRootOf(root, w)) > 0) continue;
+      if (named(root, wordGeneration(w))) this.words.cas(root, w, w & ~W_PENDING);
+      else if (this.reapIfPending(root)) destroyed++;
+    }
+    return destroyed;
+  }
+
+  private dataRootOf(root: number, w: number): number {
+    return wordMeta(w) ? this.dataOf(decodeIdBits(encodeId(root as Frame, 0, true))).rootFrame : root;
+  }
+
+  /**
+   * For whoever reaps dead user slot `slot`, before its usage registry is
+   * dropped: DYING left by a destroyer that died in that slot is cleared,
+   * unless a live slot claims the morsel too (then a live destroyer may hold
+   * it: see usage.ts). A destroy that had already unregistered the morsel
+   * leaves nothing live to clear (its frames wait for a full recovery).
+   */
+  releaseDeadDying(slot: number): number {
+    let cleared = 0;
+    this.usage.forEachClaim(slot, (key, wordFrame) => {
+      const w = this.words.load(wordFrame);
+      if ((w & W_DYING) === 0 || !wordLive(w) || this.usage.claimedByLive(key, slot)) return;
+      if (this.live.get(wordFrame) !== null && this.words.cas(wordFrame, w, w & ~W_DYING)) cleared++;
+    });
+    return cleared;
+  }
+
+  /**
+   * Recovery only (no other user alive): a destroy a crash interrupted
+   * before its commit left DYING on a morsel that is still live; clear it.
+   */
+  clearDying(): number {
+    let cleared = 0;
+    this.live.forEach((root) => {
+      const w = this.words.load(root);
+      if (w & W_DYING && this.words.cas(root, w, w & ~W_DYING)) cleared++;
+    });
+    return cleared;
+  }
+
+  /** Sets PENDING on a live incarnation (an unlink about to commit). False if the incarnation is gone. */
+  markPending(rootFrame: number, generation: number): boolean {
+    return this.changePending(rootFrame, generation, true);
+  }
+
+  /** Clears PENDING on a live incarnation (a name now points at it). False if the word moved. */
+  clearPending(rootFrame: number, generation: number): boolean {
+    return this.changePending(rootFrame, generation, false);
+  }
+
+  /** One CAS of the PENDING flag; never while a destroyer holds DYING (the word is the destroyer's then). */
+  private changePending(rootFrame: number, generation: number, on: boolean): boolean {
+    for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
+      const w = this.words.load(rootFrame);
+      if (!wordLive(w) || wordGeneration(w) !== generation) return false;
+      if (w & W_DYING) {
+        Atomics.wait(backoffCell, 0, 0, DYING_BACKOFF_MS);
+        continue;
+      }
+      if (this.words.cas(rootFrame, w, on ? w | W_PENDING : w & ~W_PENDING)) return true;
+    }
+    return false;
   }
 
   /** The data morsel an ID stands for: itself, or a meta morsel's data morsel. */
@@ -285,23 +520,68 @@ export class Morsels {
    * Destroys a morsel (thesis 3.3.3): post-order, every element unlinked from
    * its parent before its frame is freed. For a meta morsel (thesis 3.5): the
    * data morsel except its root, then the root unlinked from the meta page and
-   * freed, then the meta morsel. EBUSY while mapped in a space of this process.
+   * freed, then the meta morsel. `generation`: the ID is a handle (ESTALE when
+   * that incarnation is gone).
    *
-   * The morsel leaves the live table first: that CAS is the destroy's commit
-   * point. A crash before it leaves the morsel intact, a crash after it
-   * leaves a subtree nothing reaches, which recovery reclaims whole. (The
-   * thesis has no live table and unregisters nothing; unregistering last, an
-   * interrupted destroy left a live morsel with some pages already gone:
-   * neither rolled back nor completed.) It also makes a concurrent second
-   * destroy of the same ID fail cleanly with EINVAL.
+   * The decision (destroyer side of the Dekker pair in use()): CAS DYING into
+   * the morsel word, THEN sum the usage counts of every live user slot. If
+   * any process uses the morsel, DYING is withdrawn: EBUSY, or with `defer`
+   * the morsel is marked PENDING and its last user destroys it ('deferred').
+   * A user whose count the scan missed sees DYING and backs off. While DYING
+   * is held the word changes only here (other destroyers and users wait).
+   *
+   * The commit point for crash recovery is unregistering from the live table:
+   * a crash before it leaves the morsel intact (recovery clears a stale
+   * DYING: clearDying), after it an unreachable subtree recovery reclaims
+   * whole. The word gets the next generation before the root frame is freed
+   * (its next owner writes the word).
    */
-  destroy(id: bigint): void {
-    const d = this.decode(id);
-    const data = this.dataOf(d);
-    if (Atomics.load(this.region.mapCounts, data.rootFrame) !== 0) {
-      throw new MorselError('EBUSY', `morsel ${hex(id)} is mapped (${Atomics.load(this.region.mapCounts, data.rootFrame)} mapping(s))`);
+  destroy(id: bigint, opts: { generation?: number; defer?: boolean } = {}): 'destroyed' | 'deferred' {
+    const d = opts.generation === undefined ? this.decode(id) : this.decodeHandle(id, opts.generation);
+    const generation = opts.generation ?? this.generationOf(d.rootFrame);
+    const data = this.dataOfLive(d, generation);
+    // The claim brackets every moment this process may hold DYING (usage.ts).
+    this.usage.claim(data.rootFrame, d.rootFrame, true);
+    try {
+      return this.decide(id, d, data, generation, !!opts.defer);
+    } finally {
+      this.usage.claim(data.rootFrame, d.rootFrame, false);
     }
-    if (!this.live.remove(d.rootFrame, d.lo, d.hi)) throw new MorselError('EINVAL', `morsel ${hex(d.id)} was destroyed concurrently`);
+  }
+
+  /** destroy()'s decision and commit, under this process's claim. */
+  private decide(id: bigint, d: DecodedId, data: DecodedId, generation: number, defer: boolean): 'destroyed' | 'deferred' {
+    for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
+      const w = this.takeDying(d, generation);
+      const users = this.usage.total(data.rootFrame);
+      if (users === 0) {
+        this.destroyCommitted(d, data, w);
+        return 'destroyed';
+      }
+      // # Warning: back off. Users that left while we held DYING saw it and
+      // gave up reaping, so a deferred destroy re-checks after backing off.
+      const next = (w & ~W_FLAGS) | (w & W_PENDING) | (defer ? W_PENDING : 0);
+      assert(this.words.cas(d.rootFrame, w | W_DYING, next), 'morsel word unchanged while DYING is held');
+      if (!defer) throw new MorselError('EBUSY', `morsel ${hex(id)} is in use (${users} open handle(s) or mapping(s))`);
+      if (this.usage.total(data.rootFrame) > 0) return 'deferred';
+    }
+    return 'deferred'; // still PENDING; reapPending() collects it
+  }
+
+  /** CASes DYING into the word of incarnation `generation`; returns the word before. */
+  private takeDying(d: DecodedId, generation: number): number {
+    for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
+      const w = this.words.load(d.rootFrame);
+      check(wordLive(w) && wordGeneration(w) === generation, 'ESTALE', () => `morsel ${hex(d.id)}@${generation} was destroyed`);
+      check((w & W_DYING) === 0, 'EBUSY', () => `morsel ${hex(d.id)} is being destroyed by someone else`);
+      if (this.words.cas(d.rootFrame, w, w | W_DYING)) return w;
+    }
+    throw new MorselError('EBUSY', `morsel ${hex(d.id)}: its word kept changing`);
+  }
+
+  /** The destroy after its decision: nobody can begin a use any more (they see DYING). */
+  private destroyCommitted(d: DecodedId, data: DecodedId, w: number): void {
+    assert(this.live.remove(d.rootFrame, d.lo, d.hi), 'only the holder of DYING unregisters a morsel');
     crashPoint('destroy:after-unregister');
     if (d.meta) {
       this.destroyChildren(data.rootFrame, data.order);
@@ -314,6 +594,7 @@ export class Morsels {
       this.destroyChildren(d.rootFrame, d.order);
     }
     crashPoint('destroy:before-free-root');
+    this.words.store(d.rootFrame, deadWord(wordGeneration(w)));
     this.alloc.free(d.rootFrame);
   }
 

@@ -84,8 +84,12 @@ export class Registry {
     return this.top(false);
   }
 
-  /** The leaf table for `key`, optionally building the path; null if absent. */
-  private leaf(key: number, create: boolean): Frame | null {
+  /**
+   * The leaf table holding `key`'s entry (index key % 512), optionally
+   * building the path; null if absent. For callers that load and CAS one
+   * entry repeatedly (usage counts) without walking twice.
+   */
+  leaf(key: number, create: boolean): Frame | null {
     const top = this.top(create);
     if (top === null) return null;
     if (!create) {
@@ -102,6 +106,16 @@ export class Registry {
     assert(isPresent(lo), 'registry values are present entries');
     const leaf = this.leaf(key, true)!;
     check(this.region.casEntry(leaf, key % ENTRIES_PER_TABLE, 0, 0, lo, hi), 'EEXIST', () => `registry ${this.root.name}: key ${key} already registered`);
+  }
+
+  /**
+   * Replaces the entry under `key` iff it is (expectLo, expectHi) (0, 0 =
+   * absent; then the path is built). One CAS; returns whether it won.
+   */
+  cas(key: number, expectLo: number, expectHi: number, lo: number, hi: number): boolean {
+    assert(isPresent(lo) || (lo === 0 && hi === 0), 'registry values are present entries or empty');
+    const leaf = this.leaf(key, !isPresent(expectLo));
+    return leaf !== null && this.region.casEntry(leaf, key % 512, expectLo, expectHi, lo, hi);
   }
 
   /** Removes the entry under `key` iff it is (lo, hi). Returns whether it did. */

@@ -17,7 +17,7 @@
 import { MorselError, assert, check } from '../errors.js';
 import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
-import { hex } from '../morsel/id.js';
+import { hex, type DecodedId } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from '../morsel/order.js';
 import { Registry, userSlotRoot } from '../morsel/registry.js';
@@ -51,6 +51,8 @@ export interface MapOptions {
   /** fixed, naturally aligned address; omitted = automatic placement */
   address?: number;
   rights?: Rights;
+  /** the handle's generation: ESTALE if that incarnation is gone */
+  generation?: number;
 }
 
 export interface Mapping {
@@ -145,11 +147,24 @@ export class AddressSpace {
   /**
    * Maps a morsel (or a meta morsel's data morsel, at its fixed address) and
    * returns the address. Writes exactly one entry of the morsel: O(1) in its size.
+   * The mapping is counted (Morsels.use: count, then re-check the morsel
+   * word) BEFORE its entry is installed, so a destroy either sees the count
+   * (EBUSY / deferred) or this map sees DYING or a new generation (ESTALE):
+   * never an entry pointing to freed frames.
    */
   map(id: bigint, opts: MapOptions = {}): number {
     checkLive(this.readers, 'map');
-    const d = this.morsels.decode(id);
-    const data = this.morsels.dataOf(d);
+    const { d, data } = this.morsels.use(id, opts.generation);
+    try {
+      return this.install(id, d, data, opts);
+    } catch (e) {
+      this.morsels.release(data.rootFrame);
+      throw e;
+    }
+  }
+
+  /** Writes the mapping's entry for a counted use. */
+  private install(id: bigint, d: DecodedId, data: DecodedId, opts: MapOptions): number {
     let address = opts.address;
     if (d.meta) {
       const fixed = this.morsels.metaOf(d).address;
@@ -169,7 +184,6 @@ export class AddressSpace {
     } else {
       address = this.place(data.order, lo, hi);
     }
-    Atomics.add(this.morsels.region.mapCounts, data.rootFrame, 1);
     return address;
   }
 
@@ -287,10 +301,13 @@ export class AddressSpace {
     throw new MorselError('ENOENT', `nothing is mapped at 0x${address.toString(16)}`);
   }
 
+  /**
+   * After a mapping's entry is gone and the TLBs are shot down (the caller waited), give back
+   * the use (the last use of a PENDING morsel destroys it: no TLB may still
+   * hold its frames by then).
+   */
   private mappingGone(rootFrame: number, counted = true): void {
-    if (!counted) return;
-    const left = Atomics.sub(this.morsels.region.mapCounts, rootFrame, 1) - 1;
-    assert(left >= 0, 'map count never negative');
+    if (counted) this.morsels.release(rootFrame);
   }
 
   /**

@@ -43,6 +43,7 @@ export function dropRegistry(morsels: Morsels, cell: RootCell): number {
 
 /** Destroys slot `slot`'s address spaces and drops both its registries; returns the spaces torn down. */
 function emptySlot(morsels: Morsels, slot: number, counted: boolean): number {
+  if (!counted) morsels.releaseDeadDying(slot); // a destroy the dead process left deciding (src/morsel/usage.ts)
   const spaces = reapSpaces(morsels, slot, counted);
   dropRegistry(morsels, userSlotRoot(morsels.region, slot, SLOT_SPACES_ROOT));
   dropRegistry(morsels, userSlotRoot(morsels.region, slot, SLOT_USAGE_ROOT));

@@ -1,0 +1,179 @@
+/**
+ * Experiment — the management layer's name operations against the file
+ * system (issue 9):
+ *  - open + close of a name with its rights check (path walk, mode check,
+ *    usage count up and down) against fs.openSync + closeSync of a file, in
+ *    /dev/shm (tmpfs) and in the region file's directory, at 10^3 and 10^5
+ *    names (10^6 with --full: the quick profile stops at 10^5), names spread
+ *    over NAME_DIRS directories, random order;
+ *  - the same in 1 and 2 worker threads (throughput; scaling needs 2 free CPUs);
+ *  - create + unlink of a named morsel against file create + unlink on tmpfs.
+ * The names point at a pool of POOL morsels (many names per morsel, like hard
+ * links: N distinct morsels would cost N frames; the lookup does not care).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import { dirname, join } from 'node:path';
+import { Memory } from '../src/memory.js';
+import { MiB } from '../src/units.js';
+import type { NameRecord } from '../src/manage/names.js';
+import { collectGarbage } from './env.js';
+import { REPS, claim, medianOf, perOp, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
+import type { ExperimentResult, VariantResult } from './stats.js';
+import { Barrier, WorkerClient } from './workers/rpc.js';
+import type { NamesRequest, NamesReply } from './workers/names.js';
+
+const POOL = 256;
+const NAME_DIRS = 1000;
+const WORKER = new URL('./workers/names.js', import.meta.url);
+
+export interface NamesParams {
+  counts: number[];
+  /** timed open+close (or create+unlink) operations per repetition */
+  ops: number;
+  reps: number;
+}
+
+export function namesParams(quick: boolean): NamesParams {
+  return { counts: quick ? [1e3, 1e5] : [1e3, 1e5, 1e6], ops: 20_000, reps: REPS };
+}
+
+/** Region size for `count` names: the namespace's table capacity follows the region's frames (4 per slot). */
+const regionBytesFor = (count: number): number => Math.max(256 * MiB, Math.ceil((count * 2048) / (4 * MiB)) * 4 * MiB);
+
+const nameOf = (i: number): string => `/d${i % NAME_DIRS}/n${i}`;
+
+/** A fixed pseudo-random sequence of indices below `n` (xorshift). */
+function randomIndices(count: number, n: number, seed: number): Uint32Array {
+  const out = new Uint32Array(count);
+  let x = seed | 1;
+  for (let i = 0; i < count; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = (x >>> 0) % n;
+  }
+  return out;
+}
+
+export async function runNames(opts: RunOptions & { params?: NamesParams }): Promise<ExperimentResult> {
+  const p = opts.params ?? namesParams(opts.quick);
+  const max = p.counts[p.counts.length - 1];
+  const regionDir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-names-'));
+  const shmDir = fs.mkdtempSync('/dev/shm/morsel-names-');
+  const memory = Memory.create(join(regionDir, 'names.region'), regionBytesFor(max));
+  const tick = ticker(p.counts.length + 1, opts.progress);
+  const results: VariantResult[] = [];
+  try {
+    const names = memory.names;
+    const template = fillPool(memory);
+    for (const dir of [shmDir, regionDir]) for (let d = 0; d < NAME_DIRS; d++) fs.mkdirSync(join(dir, `d${d}`));
+    for (let d = 0; d < NAME_DIRS; d++) names.mkdir(`/d${d}`);
+    let have = 0;
+    for (const count of p.counts) {
+      for (; have < count; have++) {
+        names.ns.create(nameOf(have), { ...template(have), ctimeMs: Date.now(), mtimeMs: Date.now() });
+        for (const dir of [shmDir, regionDir]) fs.closeSync(fs.openSync(dir + nameOf(have), 'w', 0o644));
+      }
+      results.push(...(await measureOpenClose(memory, count, p, { shm: shmDir, region: regionDir })));
+      tick();
+      collectGarbage();
+    }
+    results.push(...(await measureCreateUnlink(memory, shmDir, p)));
+    tick();
+  } finally {
+    memory.close();
+    fs.rmSync(regionDir, { recursive: true, force: true });
+    fs.rmSync(shmDir, { recursive: true, force: true });
+    collectGarbage();
+  }
+  const at = (v: string, m: string, x?: number) => medianOf(results, v, m, x);
+  const openRatio = at('fs-shm', 'open_close_ns', max) / at('names', 'open_close_ns', max);
+  const openRatioRegionDir = at('fs-region-dir', 'open_close_ns', max) / at('names', 'open_close_ns', max);
+  const createRatio = at('fs-shm', 'create_unlink_ns') / at('names', 'create_unlink_ns');
+  const scaling = at('names-2-workers', 'open_close_per_s', max) / at('names-1-worker', 'open_close_per_s', max);
+  return {
+    id: 'names',
+    title: 'Names: open+close with rights check and create+unlink vs the file system',
+    anchor: 'issue 9 (management layer): no paper figure',
+    params: { ...p, pool: POOL, dirs: NAME_DIRS, cpus: os.availableParallelism() },
+    results,
+    claims: [
+      claim(`names vs /dev/shm files, open+close at ${max} names`, openRatio, { goal: 10 }),
+      claim(`names vs files in the region's directory, open+close at ${max} names`, openRatioRegionDir, { goal: 10 }),
+      claim('names vs /dev/shm files, create+unlink', createRatio, { goal: 2 }),
+      claim(`names open+close throughput, 2 workers / 1 worker at ${max} names`, scaling, { goal: 1.6, note: `needs 2 idle CPUs (this machine: ${os.availableParallelism()})` }),
+    ],
+    notes: [
+      `names point at a pool of ${POOL} order-0 morsels; ${NAME_DIRS} directories; random lookup order`,
+      opts.quick ? 'quick profile: up to 10^5 names (--full adds 10^6)' : 'full profile: up to 10^6 names',
+      `region file and its directory: ${dirname(memory.region.path ?? '')} (${os.tmpdir()})`,
+    ],
+  };
+}
+
+/** Creates the pool of morsels and returns the record of name i (mode 0644, owned by the caller). */
+function fillPool(memory: Memory): (i: number) => NameRecord {
+  const names = memory.names;
+  names.mkdir('/pool');
+  const recs: NameRecord[] = [];
+  for (let i = 0; i < POOL; i++) {
+    names.close(names.create(`/pool/p${i}`, { sizeBytes: 4096, mode: 0o644 }));
+    recs.push(names.ns.lookup(`/pool/p${i}`));
+  }
+  return (i) => recs[i % POOL];
+}
+
+async function measureOpenClose(memory: Memory, count: number, p: NamesParams, dirs: { shm: string; region: string }): Promise<VariantResult[]> {
+  const names = memory.names;
+  const idx = randomIndices(p.ops, count, count);
+  const paths = Array.from(idx, (i) => nameOf(i));
+  const out: VariantResult[] = [];
+  out.push(variant('names', 'open_close_ns', await perOp(p.reps, p.ops, (i) => names.close(names.open(paths[i]))), count));
+  for (const [v, dir] of [['fs-shm', dirs.shm], ['fs-region-dir', dirs.region]] as const) {
+    const files = paths.map((q) => dir + q);
+    out.push(variant(v, 'open_close_ns', await perOp(p.reps, p.ops, (i) => fs.closeSync(fs.openSync(files[i], 'r'))), count));
+  }
+  for (const workers of [1, 2]) {
+    for (const kind of ['names', 'fs-shm'] as const) {
+      const perS = await throughput(memory, workers, kind, kind === 'names' ? paths : paths.map((q) => dirs.shm + q), p.reps);
+      out.push(variant(`${kind}-${workers}-worker${workers > 1 ? 's' : ''}`, 'open_close_per_s', perS, count));
+    }
+  }
+  return out;
+}
+
+/** Open+close per second of `workers` threads, each doing all of `paths` from a common start. */
+async function throughput(memory: Memory, workers: number, kind: 'names' | 'fs-shm', paths: string[], reps: number): Promise<number[]> {
+  const clients = Array.from({ length: workers }, () => WorkerClient.start(WORKER, { share: memory.share() }));
+  try {
+    const barrier = new Barrier(workers);
+    await Promise.all(clients.map((c) => c.call<void>({ op: 'load', paths } satisfies NamesRequest)));
+    const durations = await repeatMeasured(reps, async () => {
+      const req: NamesRequest = { op: 'open-close', kind, barrier: barrier.sab, parties: workers };
+      const replies = await Promise.all(clients.map((c) => c.call<NamesReply>(req)));
+      return Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
+    });
+    return durations.map((ns) => (workers * paths.length) / (ns / 1e9));
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+  }
+}
+
+async function measureCreateUnlink(memory: Memory, shmDir: string, p: NamesParams): Promise<VariantResult[]> {
+  const names = memory.names;
+  const ops = Math.min(p.ops, 5000);
+  names.mkdir('/cu');
+  fs.mkdirSync(join(shmDir, 'cu'));
+  const paths = Array.from({ length: ops }, (_, i) => `/cu/x${i}`);
+  const files = paths.map((q) => shmDir + q);
+  const ours = await perOp(p.reps, ops, (i) => {
+    names.close(names.create(paths[i], { sizeBytes: 4096 }));
+    names.unlink(paths[i]);
+  });
+  const theirs = await perOp(p.reps, ops, (i) => {
+    fs.closeSync(fs.openSync(files[i], 'wx', 0o600));
+    fs.unlinkSync(files[i]);
+  });
+  return [variant('names', 'create_unlink_ns', ours), variant('fs-shm', 'create_unlink_ns', theirs)];
+}

@@ -1,0 +1,42 @@
+/**
+ * Names benchmark worker: attaches the region, loads a list of paths, then
+ * on request opens and closes each (a name through the Names API with its
+ * rights check, or a file) after a shared start barrier, timing itself.
+ */
+import * as fs from 'node:fs';
+import { workerData } from 'node:worker_threads';
+import { Memory } from '../../src/memory.js';
+import type { RegionShare } from '../../src/physical/region.js';
+import { nowNs } from '../stats.js';
+import { Barrier, serve } from './rpc.js';
+
+export type NamesRequest =
+  | { op: 'load'; paths: string[] }
+  | { op: 'open-close'; kind: 'names' | 'fs-shm'; barrier: SharedArrayBuffer; parties: number }
+  | { op: 'exit' };
+
+export interface NamesReply {
+  t0: number;
+  t1: number;
+}
+
+const memory = Memory.attach((workerData as { share: RegionShare }).share);
+const names = memory.names;
+let paths: string[] = [];
+
+serve((msg) => {
+  const req = msg as unknown as NamesRequest;
+  if (req.op === 'load') {
+    paths = req.paths;
+    return;
+  }
+  if (req.op === 'exit') {
+    memory.close();
+    return;
+  }
+  new Barrier(req.parties, req.barrier).arrive();
+  const t0 = nowNs();
+  if (req.kind === 'names') for (const p of paths) names.close(names.open(p));
+  else for (const p of paths) fs.closeSync(fs.openSync(p, 'r'));
+  return { t0, t1: nowNs() } satisfies NamesReply;
+});

@@ -1,0 +1,458 @@
+/**
+ * The management layer's facade (`memory.names`): named morsels with owner,
+ * group and mode, handles that name an incarnation, region-wide usage counts
+ * with unlink semantics, and fixed-address reservations.
+ *
+ * Example (process A stores, process B reads):
+ *
+ *   const a = Memory.open('/dev/shm/r');            // process A
+ *   const h = a.names.create('/models/w', { sizeBytes: 4 * 1024 });
+ *   a.names.write(h, 0, new Uint8Array(new Float32Array([1, 2, 3]).buffer));
+ *   a.names.close(h); a.close();
+ *
+ *   const b = Memory.open('/dev/shm/r');            // process B
+ *   const g = b.names.open('/models/w');
+ *   const v = new Float32Array(b.names.read(g, 0, 12).buffer);   // 1, 2, 3
+ *
+ * Commit points (one CAS each; the namespace's are its own):
+ *   create  = the name's CAS. The morsel is born PENDING and counted by the
+ *             creator's handle; the flag is cleared once named. A crash before
+ *             the name leaves a PENDING morsel nobody uses: reapPending
+ *             destroys it. A crash after: reapPending sees the name and clears
+ *             the flag.
+ *   unlink  = the name's removal. Before it, the unlinker counts a use and
+ *             marks the morsel PENDING; after it, it
+ *             gives the use back: the last use anywhere destroys the morsel.
+ *             A crash in between leaves PENDING on a named morsel: cleared.
+ *   fixed   = the reservation's CAS (reservations.ts), before the name.
+ */
+import { MorselError, check } from '../errors.js';
+import type { Morsels } from '../morsel/morsels.js';
+import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
+import type { MorselId } from '../morsel/id.js';
+import type { AddressSpace, Levels } from '../space/address-space.js';
+import { PAGE_SIZE, type Frame } from '../units.js';
+import { MorselHandle, formatHandle, type MorselRef } from './handle.js';
+import { Reservations } from './reservations.js';
+import { R_OK, W_OK, X_OK, checkAccess, checkMode, grantedBits, isSuperuser, processCredentials, type Credentials } from './rights.js';
+import { notifyWord, waitWord, type WaitResult } from './wait.js';
+import type { Namespace, NameRecord, NodeKind } from './namespace.js';
+
+export type { NameRecord, NodeKind } from './namespace.js';
+
+export interface CreateOptions {
+  /** logical byte length */
+  sizeBytes: number;
+  /** chosen from the size when omitted: the smallest order that holds it */
+  order?: Order;
+  /** permission bits, default 0o600 */
+  mode?: number;
+  /** a fixed mapping address: creates a meta morsel and reserves its range region-wide */
+  fixedAddress?: number;
+  /** the paging levels of the spaces it must map into (default 5); 4 refuses what only 5-level paging can map */
+  levels?: Levels;
+}
+
+export interface MapRights {
+  write?: boolean;
+  execute?: boolean;
+  /** fixed address (a fixed-address morsel always maps at its own) */
+  address?: number;
+}
+
+export interface NameStat {
+  path: string;
+  kind: NodeKind;
+  uid: number;
+  gid: number;
+  mode: number;
+  ctimeMs: number;
+  mtimeMs: number;
+  sizeBytes: number;
+  /** morsels only: */
+  handle?: string;
+  order?: Order;
+  fixedAddress?: number | null;
+  /** paging levels an address space needs to map it */
+  pagingLevels?: Levels;
+  dataPages?: number;
+  tableFrames?: number;
+  /** open handles + mappings in all live processes */
+  users?: number;
+  /** the name points at a destroyed incarnation */
+  stale?: boolean;
+}
+
+/** 4-level spaces end here; 5-level spaces of this implementation at 2^53 (JS numbers). */
+const LIMIT_4_LEVEL = 2 ** 47;
+const LIMIT_5_LEVEL = 2 ** 53;
+const DEFAULT_FILE_MODE = 0o600;
+const DEFAULT_DIR_MODE = 0o755;
+
+/** The smallest order whose virtual size holds `sizeBytes`. */
+export function orderForSize(sizeBytes: number): Order {
+  check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0, 'EINVAL', () => `size must be a positive integer, got ${sizeBytes}`);
+  for (let order = 0; order <= MAX_ORDER; order++) if (orderBytes(order as Order) >= sizeBytes) return order as Order;
+  throw new MorselError('ERANGE', `size ${sizeBytes} exceeds the largest morsel (${orderBytes(MAX_ORDER)} bytes)`);
+}
+
+function parentOf(path: string): { parent: string; leaf: string } {
+  const i = path.lastIndexOf('/');
+  return { parent: i <= 0 ? '/' : path.slice(0, i), leaf: path.slice(i + 1) };
+}
+
+export class Names {
+  readonly reservations: Reservations;
+  readonly cred: Credentials;
+
+  constructor(
+    readonly morsels: Morsels,
+    readonly ns: Namespace,
+    opts: { cred?: Credentials } = {},
+  ) {
+    this.reservations = new Reservations(morsels.region, morsels.alloc);
+    this.cred = opts.cred ?? processCredentials();
+  }
+
+  // --- path rights ----------------------------------------------------------------
+
+  /** Resolves `path` with search (x) permission on every directory above its last component. */
+  private resolve(path: string): NameRecord[] {
+    const recs = this.ns.resolve(path);
+    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, `search ${path}`);
+    return recs;
+  }
+
+  /** The directory that will hold `path`'s last component, with write and search permission on it. */
+  private writableParent(path: string): NameRecord {
+    const { parent, leaf } = parentOf(path);
+    check(leaf.length > 0, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
+    const recs = this.resolve(parent);
+    const dir = recs[recs.length - 1];
+    check(dir.kind === 'dir', 'ENOTDIR', () => `${parent} is not a directory`);
+    checkAccess(this.cred, dir, W_OK | X_OK, `modify ${parent}`);
+    return dir;
+  }
+
+  private morselAt(path: string): NameRecord {
+    const recs = this.resolve(path);
+    const rec = recs[recs.length - 1];
+    check(rec.kind === 'morsel', 'EISDIR', () => `${path} is a directory`);
+    return rec;
+  }
+
+  // --- create / open / close -------------------------------------------------------
+
+  /**
+   * Creates a morsel named `path` and returns a read-write handle to it (like
+   * open with O_CREAT: the creator may write whatever mode it sets).
+   */
+  create(path: string, opts: CreateOptions): MorselHandle {
+    const sizeBytes = opts.sizeBytes;
+    const order = opts.order ?? orderForSize(sizeBytes);
+    check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0 && sizeBytes <= orderBytes(order), 'ERANGE', () => `size ${sizeBytes} does not fit an order-${order} morsel (${orderBytes(order)} bytes)`);
+    const mode = checkMode(opts.mode ?? DEFAULT_FILE_MODE);
+    const fixed = opts.fixedAddress ?? null;
+    if (fixed !== null) checkMappable(fixed, order, opts.levels ?? 5);
+    this.writableParent(path);
+    const id = fixed === null ? this.morsels.create(order, { pending: true }) : this.morsels.createMeta(order, { address: fixed, sizeBytes, pending: true });
+    const handle = this.begin(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, sizeBytes, path);
+    try {
+      if (fixed !== null) this.reservations.reserve({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
+      try {
+        const now = Date.now();
+        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: fixed });
+      } catch (e) {
+        if (fixed !== null) this.reservations.release({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
+        throw e;
+      }
+    } catch (e) {
+      this.close(handle); // the last use of a PENDING morsel: destroys it
+      throw e;
+    }
+    this.morsels.clearPending(rootOf(id), handle.generation);
+    return handle;
+  }
+
+  /** Opens the morsel named `path`: EACCES unless the mode grants read (and write when asked). */
+  open(path: string, opts: { write?: boolean } = {}): MorselHandle {
+    const rec = this.morselAt(path);
+    const want = R_OK | (opts.write ? W_OK : 0);
+    checkAccess(this.cred, rec, want, `open ${path}`);
+    const granted = grantedBits(this.cred, rec);
+    return this.begin(rec.id, rec.generation, { read: true, write: !!opts.write, execute: (granted & X_OK) !== 0 }, rec.sizeBytes, path);
+  }
+
+  /**
+   * Opens an incarnation by its handle text / ref, without a name. Raw refs
+   * are the primitive's level: whoever holds one and the region file can
+   * reach its bytes anyway, so no mode applies (see rights.ts).
+   */
+  openRef(ref: MorselRef, opts: { write?: boolean } = {}): MorselHandle {
+    const d = this.morsels.decodeHandle(ref.id, ref.generation);
+    const sizeBytes = d.meta ? this.morsels.metaOf(d).sizeBytes : orderBytes(d.order);
+    return this.begin(ref.id, ref.generation, { read: true, write: !!opts.write, execute: true }, sizeBytes);
+  }
+
+  /** Counts the use and builds the handle (ESTALE when the incarnation is gone). */
+  private begin(id: bigint, generation: number, rights: { read: boolean; write: boolean; execute: boolean }, sizeBytes: number, path?: string): MorselHandle {
+    const use = this.morsels.use(id, generation);
+    return new MorselHandle(use.d.id, generation, rights, use.data.rootFrame, use.data.order, sizeBytes, path);
+  }
+
+  /** Gives the handle's use back; the last use of an unlinked morsel destroys it. EBADF when already closed. */
+  close(h: MorselHandle): void {
+    check(h.open, 'EBADF', () => `handle ${formatHandle(h)} is closed`);
+    h.open = false;
+    this.morsels.release(h.dataRoot);
+  }
+
+  // --- names ---------------------------------------------------------------------
+
+  stat(path: string): NameStat {
+    const recs = this.resolve(path);
+    const rec = recs[recs.length - 1];
+    const base: NameStat = { path, kind: rec.kind, uid: rec.uid, gid: rec.gid, mode: rec.mode, ctimeMs: rec.ctimeMs, mtimeMs: rec.mtimeMs, sizeBytes: rec.sizeBytes };
+    if (rec.kind === 'dir') return base;
+    const out: NameStat = { ...base, handle: formatHandle({ id: rec.id as MorselId, generation: rec.generation }), fixedAddress: rec.fixedAddress };
+    try {
+      const d = this.morsels.decodeHandle(rec.id, rec.generation);
+      const s = this.morsels.stats(d.id);
+      const data = s.data ?? s;
+      return { ...out, order: data.order, pagingLevels: levelsFor(rec.fixedAddress, data.order), dataPages: s.dataPages, tableFrames: s.tableFrames, users: this.morsels.usage.total(data.rootFrame), stale: false };
+    } catch (e) {
+      if (e instanceof MorselError && e.code === 'ESTALE') return { ...out, stale: true };
+      throw e;
+    }
+  }
+
+  list(dirPath: string): { name: string; rec: NameRecord }[] {
+    const recs = this.resolve(dirPath);
+    const dir = recs[recs.length - 1];
+    check(dir.kind === 'dir', 'ENOTDIR', () => `${dirPath} is not a directory`);
+    checkAccess(this.cred, dir, R_OK, `list ${dirPath}`);
+    return this.ns.list(dirPath);
+  }
+
+  mkdir(path: string, opts: { mode?: number } = {}): void {
+    const mode = checkMode(opts.mode ?? DEFAULT_DIR_MODE);
+    this.writableParent(path);
+    const now = Date.now();
+    this.ns.create(path, { kind: 'dir', id: 0n, generation: 0, sizeBytes: 0, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null });
+  }
+
+  rmdir(path: string): void {
+    this.writableParent(path);
+    this.ns.remove(path, 'dir');
+  }
+
+  rename(from: string, to: string): void {
+    this.writableParent(from);
+    this.writableParent(to);
+    this.ns.rename(from, to);
+  }
+
+  /**
+   * Removes the name; the morsel is destroyed now if nobody uses it, else by
+   * its last user (in any process). Returns whether it was destroyed now.
+   */
+  unlink(path: string): boolean {
+    this.writableParent(path);
+    const rec = this.morselAt(path);
+    const held = this.holdForUnlink(rec);
+    let removed: NameRecord;
+    try {
+      removed = this.ns.remove(path, 'morsel'); // the commit point
+    } catch (e) {
+      if (held !== null) this.undoHold(rec, held);
+      throw e;
+    }
+    if (held !== null && (removed.id !== rec.id || removed.generation !== rec.generation)) {
+      this.undoHold(rec, held); // renamed over in between: unlink what the name held at the commit
+      const other = this.holdForUnlink(removed);
+      return other !== null && this.finishUnlink(removed, other);
+    }
+    return held !== null && this.finishUnlink(rec, held);
+  }
+
+  /**
+   * `destroy` of a name: EBUSY while the morsel is open or mapped in any
+   * process, else an unlink (a user racing in after the check defers it to
+   * that user's last close). Returns whether it was destroyed now.
+   */
+  destroy(path: string): boolean {
+    this.writableParent(path);
+    const rec = this.morselAt(path);
+    try {
+      const d = this.morsels.dataOf(this.morsels.decodeHandle(rec.id, rec.generation));
+      const users = this.morsels.usage.total(d.rootFrame);
+      check(users === 0, 'EBUSY', () => `${path} is in use (${users} open handle(s) or mapping(s)); rm defers the destroy instead`);
+    } catch (e) {
+      if (!(e instanceof MorselError && e.code === 'ESTALE')) throw e; // a dangling name: just remove it
+    }
+    return this.unlink(path);
+  }
+
+  /** Counts a use of the named incarnation and marks it PENDING; null when the name is dangling. */
+  private holdForUnlink(rec: NameRecord): MorselHandle | null {
+    let h: MorselHandle;
+    try {
+      h = this.begin(rec.id, rec.generation, { read: false, write: false, execute: false }, rec.sizeBytes);
+    } catch (e) {
+      if (e instanceof MorselError && e.code === 'ESTALE') return null;
+      throw e;
+    }
+    this.morsels.markPending(rootOf(rec.id), rec.generation); // we hold a use: it cannot go before our close
+    return h;
+  }
+
+  private undoHold(rec: NameRecord, h: MorselHandle): void {
+    this.morsels.clearPending(rootOf(rec.id), rec.generation);
+    this.close(h);
+  }
+
+  /** Gives the unlinker's use back; a destroyed fixed-address morsel's reservation is released now. */
+  private finishUnlink(rec: NameRecord, h: MorselHandle): boolean {
+    this.close(h);
+    const root = rootOf(rec.id);
+    const destroyed = this.morsels.generationOf(root) !== rec.generation;
+    if (destroyed && rec.fixedAddress !== null) {
+      this.reservations.release({ address: rec.fixedAddress, order: h.dataOrder, metaRoot: root, generation: rec.generation });
+    }
+    return destroyed;
+  }
+
+  /** Only the owner or root. */
+  chmod(path: string, mode: number): void {
+    checkMode(mode);
+    this.resolve(path);
+    this.ns.update(path, (rec) => {
+      check(isSuperuser(this.cred) || rec.uid === this.cred.uid, 'EPERM', () => `chmod ${path}: only the owner (uid ${rec.uid}) or root`);
+      return { ...rec, mode, ctimeMs: Date.now() };
+    });
+  }
+
+  /** Only root. */
+  chown(path: string, uid: number, gid: number): void {
+    check(Number.isInteger(uid) && uid >= 0 && uid < 2 ** 32 && Number.isInteger(gid) && gid >= 0 && gid < 2 ** 32, 'EINVAL', () => `bad owner ${uid}:${gid}`);
+    check(isSuperuser(this.cred), 'EPERM', () => `chown ${path}: only root`);
+    this.resolve(path);
+    this.ns.update(path, (rec) => ({ ...rec, uid, gid, ctimeMs: Date.now() }));
+  }
+
+  // --- data through a handle ----------------------------------------------------------
+
+  private checkRange(h: MorselHandle, offset: number, length: number): void {
+    check(h.open, 'EBADF', () => `handle ${formatHandle(h)} is closed`);
+    check(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= h.sizeBytes, 'ERANGE', () => `[${offset}, ${offset + length}) is outside the ${h.sizeBytes}-byte morsel`);
+  }
+
+  /** Reads `length` bytes at `offset` (walking the morsel's own tables; holes read as zeros and stay holes). */
+  read(h: MorselHandle, offset: number, length: number): Uint8Array {
+    this.checkRange(h, offset, length);
+    const out = new Uint8Array(length);
+    const region = this.morsels.region;
+    for (let done = 0; done < length; ) {
+      const at = offset + done;
+      const n = Math.min(PAGE_SIZE - (at % PAGE_SIZE), length - done);
+      const frame = this.morsels.lookupPage(h.dataRoot as Frame, h.dataOrder, at);
+      if (frame >= 0) out.set(region.frame(frame as Frame).subarray(at % PAGE_SIZE, (at % PAGE_SIZE) + n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  /** Writes `bytes` at `offset`, populating pages as needed. EBADF without the write right. */
+  write(h: MorselHandle, offset: number, bytes: Uint8Array): void {
+    this.checkRange(h, offset, bytes.length);
+    check(h.rights.write, 'EBADF', () => `handle ${formatHandle(h)} is not open for writing`);
+    const region = this.morsels.region;
+    if (!region.writable) region.denyWrite(); // before any byte: the mapping is PROT_READ
+    for (let done = 0; done < bytes.length; ) {
+      const at = offset + done;
+      const n = Math.min(PAGE_SIZE - (at % PAGE_SIZE), bytes.length - done);
+      const frame = this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, at);
+      region.frame(frame).set(bytes.subarray(done, done + n), at % PAGE_SIZE);
+      done += n;
+    }
+  }
+
+  /**
+   * Maps the handle's morsel into `space`. The mapping's rights are at most
+   * the handle's (EACCES otherwise) and live in its entry (R/W, NX), which
+   * the MMU and real hardware enforce. Unmap with space.unmap.
+   */
+  map(h: MorselHandle, space: AddressSpace, opts: MapRights = {}): number {
+    check(h.open, 'EBADF', () => `handle ${formatHandle(h)} is closed`);
+    check(!opts.write || h.rights.write, 'EACCES', () => `handle ${formatHandle(h)} is read-only: no writable mapping`);
+    check(!opts.execute || h.rights.execute, 'EACCES', () => `handle ${formatHandle(h)} has no execute right`);
+    return space.map(h.id, { rights: { write: !!opts.write, execute: !!opts.execute }, generation: h.generation, address: opts.address });
+  }
+
+  // --- waiting ------------------------------------------------------------------------
+
+  private wordFrame(h: MorselHandle, offsetBytes: number): Frame {
+    this.checkRange(h, offsetBytes, 4);
+    check(offsetBytes % 4 === 0, 'EMISALIGNED', () => `offset ${offsetBytes} is not a multiple of 4`);
+    return this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, offsetBytes);
+  }
+
+  /** Blocks while the int32 at `offsetBytes` equals `expected`, at most `timeoutMs` (threads and processes). */
+  wait(h: MorselHandle, offsetBytes: number, expected: number, timeoutMs: number): WaitResult {
+    check(Number.isInteger(expected) && expected >= -(2 ** 31) && expected < 2 ** 31, 'EINVAL', () => `expected must be an int32, got ${expected}`);
+    check(timeoutMs >= 0, 'EINVAL', () => `timeoutMs must be >= 0, got ${timeoutMs}`);
+    return waitWord(this.morsels.region, this.wordFrame(h, offsetBytes), offsetBytes % PAGE_SIZE, expected, timeoutMs);
+  }
+
+  /** Wakes at most `count` waiters on the int32 at `offsetBytes`; returns how many woke. */
+  notify(h: MorselHandle, offsetBytes: number, count: number): number {
+    check(Number.isInteger(count) && count >= 0, 'EINVAL', () => `count must be a non-negative integer, got ${count}`);
+    return notifyWord(this.morsels.region, this.wordFrame(h, offsetBytes), offsetBytes % PAGE_SIZE, count);
+  }
+
+  // --- upkeep -------------------------------------------------------------------------
+
+  /** Every morsel incarnation a name points to, as "rootFrame@generation". */
+  namedIncarnations(): Set<string> {
+    const out = new Set<string>();
+    const walk = (dir: string, depthLeft: number): void => {
+      check(depthLeft > 0, 'ECORRUPT', 'namespace deeper than any valid path');
+      for (const { name, rec } of this.ns.list(dir)) {
+        if (rec.kind === 'dir') walk(dir === '/' ? `/${name}` : `${dir}/${name}`, depthLeft - 1);
+        else out.add(`${rootOf(rec.id)}@${rec.generation}`);
+      }
+    };
+    walk('/', MAX_PATH_DEPTH);
+    return out;
+  }
+
+  /**
+   * Destroys unlinked morsels nobody uses and clears PENDING on named ones
+   * (crash windows of create/unlink). Safe while others use the region; call
+   * after a dead slot is reaped and at recovery.
+   */
+  reapPending(): number {
+    const named = this.namedIncarnations();
+    return this.morsels.reapPending((root, generation) => named.has(`${root}@${generation}`));
+  }
+}
+
+/** A path of 4096 bytes has at most 2048 components. */
+const MAX_PATH_DEPTH = 2048;
+
+const rootOf = (id: bigint): number => Number((BigInt.asUintN(64, id) >> 12n) & 0xffffffffffn);
+
+function levelsFor(address: number | null, order: Order): Levels {
+  return order === MAX_ORDER || (address !== null && address + orderBytes(order) > LIMIT_4_LEVEL) ? 5 : 4;
+}
+
+/** ERANGE for an address no address space of `levels` levels can map. */
+export function checkMappable(address: number, order: Order, levels: Levels): void {
+  check(Number.isSafeInteger(address) && address >= 0, 'EINVAL', () => `fixed address must be a non-negative integer, got ${address}`);
+  check(address % orderBytes(order) === 0, 'EMISALIGNED', () => `fixed address 0x${address.toString(16)} is not aligned to the order-${order} size 0x${orderBytes(order).toString(16)}`);
+  const end = address + orderBytes(order);
+  check(end <= LIMIT_5_LEVEL, 'ERANGE', () => `[0x${address.toString(16)}, 0x${end.toString(16)}) is beyond every address space (5-level spaces end at 0x${LIMIT_5_LEVEL.toString(16)})`);
+  if (levels === 4) {
+    check(order < MAX_ORDER && end <= LIMIT_4_LEVEL, 'ERANGE', () => `[0x${address.toString(16)}, 0x${end.toString(16)}) needs 5-level paging (4-level spaces end at 0x${LIMIT_4_LEVEL.toString(16)}${order === MAX_ORDER ? ' and cannot hold order 4' : ''})`);
+  }
+}

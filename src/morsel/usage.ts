@@ -1,0 +1,192 @@
+/**
+ * Region-wide usage counts of morsels: open handles plus mappings, kept per
+ * process in that process's usage registry (a Registry rooted in field
+ * SLOT_USAGE_ROOT of its user-slot record, keyed by the data morsel's root
+ * frame). The region-wide count of a morsel is the sum over LIVE user slots,
+ * so a crashed process's counts stop counting when its slot is dead and can
+ * never stay stuck or underflow.
+ *
+ * Registry value of one key (a 64-bit entry, changed by one CAS):
+ *   lo = (count << 5) | (claims << 1) | 1
+ *        present bit; claims: destroys of this process (threads) holding or
+ *        taking DYING on the morsel (< 16, see Morsels.destroy); this
+ *        process's count (< 2^27)
+ *   hi = the frame holding the morsel word (the ID's root frame) when it is
+ *        not the key (meta morsels: the meta page), else 0
+ * An entry with count 0 and no claims is removed (CAS to empty).
+ *
+ * The claim makes a dead destroyer's DYING recoverable while others live:
+ * a destroyer sets its claim BEFORE it CASes DYING in and clears it AFTER it
+ * let DYING go, so DYING held by a live process always has a live claim.
+ * Whoever reaps a dead slot clears DYING on the words the dead slot claimed
+ * unless a live slot claims them too (Morsels.releaseDeadDying).
+ *
+ * Only threads of the owning process change its registry; others only read it.
+ */
+import { MorselError, assert } from '../errors.js';
+import type { FrameAllocator } from '../alloc/llfree.js';
+import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../physical/layout.js';
+import type { Region } from '../physical/region.js';
+import type { Frame } from '../units.js';
+import { isPresent } from '../paging/entry.js';
+import { Registry, userSlotRoot } from './registry.js';
+
+/** CAS attempts on one count before giving up (each failure means another thread of this process won). */
+const COUNT_RETRIES = 1 << 16;
+const MAX_COUNT = 2 ** 27 - 1;
+const MAX_CLAIMS = 15;
+
+const countOf = (lo: number): number => lo >>> 5;
+const claimsOf = (lo: number): number => (lo >>> 1) & MAX_CLAIMS;
+const makeLo = (count: number, claims: number): number => ((count << 5) | (claims << 1) | 1) | 0;
+
+export class Usage {
+  /** every slot's registry, read-only use (index = user slot) */
+  private readonly all: Registry[] = [];
+
+  /** the user-slot table's int32 window and the index of slot 0's pid word in it (a scan of 64 pids stays cheap) */
+  private readonly slotWords: Int32Array;
+  private readonly pid0: number;
+
+  constructor(
+    private readonly region: Region,
+    alloc: FrameAllocator,
+  ) {
+    for (let s = 0; s < USER_SLOTS; s++) this.all.push(new Registry(region, alloc, userSlotRoot(region, s, SLOT_USAGE_ROOT)));
+    const usersFrame = metaLayout(region.frameCount).usersFrame as Frame;
+    this.slotWords = region.words(usersFrame);
+    this.pid0 = region.wordIndex(usersFrame, SLOT_PID);
+  }
+
+  /** This process's registry (its slot is claimed after construction, so looked up on use). */
+  private get mine(): Registry {
+    const slot = this.region.userSlot;
+    if (!(slot >= 0 && slot < USER_SLOTS)) throw new MorselError('EACCES', 'this process holds no user slot (region opened read-only or for inspection): it cannot open or map morsels');
+    return this.all[slot];
+  }
+
+  /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
+  add(key: number, wordFrame: number): void {
+    const hi = wordFrame === key ? 0 : wordFrame | 0;
+    const leaf = this.mine.leaf(key, true)!;
+    const idx = key % 512;
+    for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
+      const lo = this.region.loadLo(leaf, idx);
+      if (!isPresent(lo)) {
+        if (this.region.casEntry(leaf, idx, 0, 0, makeLo(1, 0), hi)) return;
+        continue;
+      }
+      assert(this.region.loadHi(leaf, idx) === hi, 'usage entry names the same morsel word');
+      if (countOf(lo) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this process`);
+      if (this.region.casEntry(leaf, idx, lo, hi, makeLo(countOf(lo) + 1, claimsOf(lo)), hi)) return;
+    }
+    throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /**
+   * Removes one use; returns this process's count left and the frame of the
+   * morsel word. The caller must hold a use (asserted).
+   */
+  sub(key: number): { left: number; wordFrame: number } {
+    const leaf = this.mine.leaf(key, false);
+    assert(leaf !== null, 'usage count never negative');
+    const idx = key % 512;
+    for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
+      const lo = this.region.loadLo(leaf, idx);
+      const hi = this.region.loadHi(leaf, idx);
+      assert(isPresent(lo) && countOf(lo) > 0, 'usage count never negative');
+      const left = countOf(lo) - 1;
+      const wordFrame = hi === 0 ? key : hi >>> 0;
+      const gone = left === 0 && claimsOf(lo) === 0;
+      if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(left, claimsOf(lo)), gone ? 0 : hi)) return { left, wordFrame };
+    }
+    throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /** Adds (`on`) or removes one DYING claim of this process on the morsel of `key` (word in `wordFrame`). */
+  claim(key: number, wordFrame: number, on: boolean): void {
+    const hi = wordFrame === key ? 0 : wordFrame | 0;
+    const leaf = this.mine.leaf(key, on)!;
+    const idx = key % 512;
+    for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
+      const lo = this.region.loadLo(leaf, idx);
+      if (!isPresent(lo)) {
+        assert(on, 'a claim is cleared only by its holder');
+        if (this.region.casEntry(leaf, idx, 0, 0, makeLo(0, 1), hi)) return;
+        continue;
+      }
+      const claims = claimsOf(lo) + (on ? 1 : -1);
+      assert(claims >= 0, 'a claim is removed only by its holder');
+      if (claims > MAX_CLAIMS) throw new MorselError('EBUSY', `morsel rooted at frame ${key}: ${MAX_CLAIMS} destroys in this process at once`);
+      const gone = claims === 0 && countOf(lo) === 0;
+      if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(countOf(lo), claims), gone ? 0 : hi)) return;
+    }
+    throw new MorselError('EBUSY', `usage entry of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
+  }
+
+  /** Whether a live slot other than `except` claims the morsel of `key`. */
+  claimedByLive(key: number, except: number): boolean {
+    for (let s = 0; s < USER_SLOTS; s++) {
+      if (s === except) continue;
+      const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
+      if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
+      const cur = this.countIn(s, key);
+      if (cur !== null && claimsOf(cur[0]) > 0) return true;
+    }
+    return false;
+  }
+
+  /** (key, word frame) of every claim slot `slot` holds. */
+  forEachClaim(slot: number, visit: (key: number, wordFrame: number) => void): void {
+    this.all[slot].forEach((key, lo, hi) => {
+      if (claimsOf(lo) > 0) visit(key, hi === 0 ? key : hi >>> 0);
+    });
+  }
+
+  /** This process's uses of `key`. */
+  mineCount(key: number): number {
+    const cur = this.mine.get(key);
+    return cur === null ? 0 : countOf(cur[0]);
+  }
+
+  /**
+   * Uses of `key` summed over every live user slot. A slot whose process
+   * died is skipped: its counts died with it. (A slot reaped and reused while
+   * we read it can only make the sum too high: a spurious EBUSY, never a
+   * missed user.)
+   */
+  total(key: number): number {
+    let sum = 0;
+    for (let s = 0; s < USER_SLOTS; s++) {
+      const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
+      if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
+      const cur = this.countIn(s, key);
+      if (cur !== null && isPresent(cur[0])) sum += countOf(cur[0]);
+    }
+    return sum;
+  }
+
+  /**
+   * Slot `s`'s entry for `key`. # Warning: a slot that dies and is reaped
+   * while we read frees its tables under us; a table that fails validation
+   * (ECORRUPT) then means the slot is dead, and its counts do not count.
+   */
+  private countIn(s: number, key: number): [number, number] | null {
+    try {
+      return this.all[s].get(key);
+    } catch (e) {
+      if (s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && !this.region.slotAlive(s)) return null;
+      throw e;
+    }
+  }
+
+  /** Every (key, count) of this process. */
+  forEachMine(visit: (key: number, count: number, wordFrame: number) => void): void {
+    this.mine.forEach((key, lo, hi) => visit(key, countOf(lo), hi === 0 ? key : hi >>> 0));
+  }
+}
+
+/** Visits the frames of user slot `slot`'s usage registry (for the recovery scanner). */
+export function forEachUsageFrame(region: Region, alloc: FrameAllocator, slot: number, visit: (frame: Frame) => void): void {
+  new Registry(region, alloc, userSlotRoot(region, slot, SLOT_USAGE_ROOT)).forEach(() => {}, visit);
+}
