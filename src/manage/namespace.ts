@@ -532,11 +532,17 @@ export class Namespace {
     return report;
   }
 
-  /** Counts for tests and tools: visible names, directories, claimed records, used and tombstone slots. */
-  stats(): { names: number; dirs: number; records: number; usedSlots: number; tombstones: number; capacity: number } {
-    const out = { names: 0, dirs: 0, records: 0, usedSlots: 0, tombstones: 0, capacity: 0 };
+  /**
+   * Counts for tests and tools: visible names and directories, claimed
+   * records, used and tombstone slots, table capacity, and whether the root
+   * has its directory object and its own record (after a first update).
+   */
+  stats(): { names: number; dirs: number; records: number; usedSlots: number; tombstones: number; capacity: number; rootObject: boolean; rootRecord: boolean } {
+    const out = { names: 0, dirs: 0, records: 0, usedSlots: 0, tombstones: 0, capacity: 0, rootObject: false, rootRecord: false };
     if (this.header(false) === 0) return out;
     out.capacity = this.capMask + 1;
+    out.rootObject = this.rootDir(false)[0] !== 0;
+    out.rootRecord = Atomics.load(this.headerWord(H_ROOT_REC).w, this.headerWord(H_ROOT_REC).i) !== 0;
     this.forEachSlot((_slot, lo) => {
       out.usedSlots++;
       if (stateOf(lo) === TOMB) out.tombstones++;
