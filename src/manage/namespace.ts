@@ -184,12 +184,13 @@ const R_UID = 12;
 const R_GID = 13;
 const R_MODE = 14;
 const R_NAME_LEN = 15;
-const R_SIZE = 16; // float64
-const R_CTIME = 18; // float64
-const R_MTIME = 20; // float64
-const R_FIXED = 22; // float64
-const R_HAS_FIXED = 24;
-const NAME_BYTE = 128;
+/** The name follows the words a lookup compares, so a short name shares their 128-byte line pair. */
+const NAME_BYTE = 64;
+const R_SIZE = 80; // float64; words 80.. follow the name (bytes 64..318)
+const R_CTIME = 82; // float64
+const R_MTIME = 84; // float64
+const R_FIXED = 86; // float64
+const R_HAS_FIXED = 88;
 const KIND_MORSEL = 1;
 const KIND_DIR = 2;
 const KIND_DIROBJ = 3;
@@ -754,6 +755,7 @@ export class Namespace {
    * a directory on the way has directory object `avoid` (a move into itself).
    */
   private walk(p: PathParser, n: number, out: NameRecord[] | null, avoid: number): NameRecord {
+    if (out === null && n > 0) return this.walkFast(p, n, avoid);
     let rec = this.rootRecord();
     out?.push(rec);
     for (let i = 0; i < n; i++) {
@@ -764,6 +766,46 @@ export class Namespace {
     }
     check(avoid === 0 || rec.kind !== 'dir' || this.snapDir !== avoid, 'EINVAL', () => `cannot move a directory into itself (${prefix(p, n)})`);
     return rec;
+  }
+
+  /** walk() without building the records of the directories on the way (n > 0). */
+  private walkFast(p: PathParser, n: number, avoid: number): NameRecord {
+    for (let attempt = 0; attempt < MAX_READ_RETRIES; attempt++) {
+      let d = this.rootObj();
+      let sd = this.snapDirSeq;
+      let i = 0;
+      for (; i < n - 1; i++) {
+        if (avoid !== 0 && d === avoid) intoItself(p, i);
+        if (!this.step(d, sd, p, i)) break;
+        d = this.snapDir;
+        sd = this.snapDirSeq;
+      }
+      if (i < n - 1) continue; // a record changed under us
+      if (avoid !== 0 && d === avoid) intoItself(p, n - 1);
+      const rec = this.component(d, sd, p, n - 1);
+      if (avoid !== 0 && rec.kind === 'dir' && this.snapDir === avoid) intoItself(p, n);
+      return rec;
+    }
+    busy('lookup');
+  }
+
+  /**
+   * Steps into directory component i of `p` in (d, sd): sets snapDir and
+   * snapDirSeq to its directory object. ENOENT, ENOTDIR. Returns false if
+   * the record changed under us: walk again.
+   */
+  private step(d: number, sd: number, p: PathParser, i: number): boolean {
+    if (d === 0 || this.find(d, sd, p.bytes, p.starts[i], p.ends[i], false) < 0) {
+      throw new MorselError('ENOENT', `no such file or directory: ${prefix(p, i + 1)}`);
+    }
+    const b = this.base(this.hitRec);
+    const w = this.w;
+    const kind = w[b + R_KIND];
+    this.snapDir = w[b + R_DIR];
+    this.snapDirSeq = w[b + R_DIR_SEQ];
+    if (Atomics.load(w, b + R_SEQ) !== this.hitSeq) return false;
+    if (kind !== KIND_DIR) throw new MorselError('ENOTDIR', `${prefix(p, i + 1)} is not a directory`);
+    return true;
   }
 
   /** The visible record of component i of `p` in directory (d, sd). ENOENT. */
@@ -1138,6 +1180,14 @@ export class Namespace {
     return [r, this.publish(r)];
   }
 
+  /** The root directory's object (0 if none yet), its sequence in snapDirSeq. No allocation. */
+  private rootObj(): number {
+    const h = this.header(false);
+    const d = h === 0 ? 0 : Atomics.load(this.region.words(h as Frame), this.region.wordIndex(h as Frame, H_ROOT_DIR));
+    this.snapDirSeq = d === 0 ? 0 : this.loadRec(this.checkedRec(d), R_SEQ);
+    return d;
+  }
+
   /** The root directory's object (created on demand when `create`); [0, 0] if none yet. */
   private rootDir(create: boolean): [number, number] {
     const h = this.header(create);
@@ -1489,6 +1539,10 @@ export class Namespace {
       }
     }
   }
+}
+
+function intoItself(p: PathParser, n: number): never {
+  throw new MorselError('EINVAL', `cannot move a directory into itself (${prefix(p, n)})`);
 }
 
 /** The first n components of `p` as a path string (for messages). */
