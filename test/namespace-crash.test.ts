@@ -21,14 +21,14 @@ interface Run {
 }
 
 /** Runs the child until it dies at its armed point, or SIGKILL after `killAfterMs`. */
-async function runChild(file: string, logFile: string, seed: number, first: number, env: Record<string, string>, killAfterMs: number): Promise<Run> {
-  const p = fork(child, [file, logFile, String(seed), String(first)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...env } });
+async function runChild(file: string, logFile: string, seed: number, first: number, env: Record<string, string>, killAfterMs: number, maxOps = 0): Promise<Run> {
+  const p = fork(child, [file, logFile, String(seed), String(first), String(maxOps)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...env } });
   let stderr = '';
   p.stderr!.on('data', (d) => (stderr += String(d)));
   const exited = new Promise<void>((res) => p.once('exit', () => res()));
   await new Promise<void>((res, rej) => {
     p.once('message', () => res());
-    p.once('exit', (c, s) => (s === 'SIGKILL' ? res() : rej(new Error(`child exited ${c}: ${stderr}`))));
+    p.once('exit', (c, s) => (s === 'SIGKILL' || (c === 0 && maxOps > 0) ? res() : rej(new Error(`child exited ${c}: ${stderr}`))));
   });
   const timer = setTimeout(() => p.kill('SIGKILL'), killAfterMs);
   await exited;
@@ -118,6 +118,51 @@ test('SIGKILL at every namespace crash point and at random moments: each name pr
       fs.rmSync(logFile);
     }
     for (const point of NAME_CRASH_POINTS) assert.ok((fired.get(point) ?? 0) > 0, `crash point ${point} fired (fired: ${JSON.stringify([...fired])})`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The codes a random operation may legitimately give (never EBUSY, ECORRUPT or an assertion). */
+const EXPECTED_CODES = new Set(['ok', 'ENOENT', 'EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'EISDIR', 'EINVAL']);
+
+test('two processes at once, one dies at a crash point: the survivor works through its leftovers, recovery finds a consistent namespace', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-two-'));
+  try {
+    const file = path.join(dir, 'r.region');
+    const created = Region.createFile(file, 16 * MiB);
+    FrameAllocator.format(created);
+    created.close();
+    const points = ['names:rename-after-mark', 'names:rename-after-pending', 'names:rename-after-commit', 'names:rmdir-after-dying', 'names:after-tomb', 'names:after-claim', 'names:update-after-swap'];
+    for (const [round, point] of points.entries()) {
+      const logA = path.join(dir, `a-${round}`);
+      const logB = path.join(dir, `b-${round}`);
+      // A dies at its armed point; B runs a fixed number of operations concurrently and after A's death.
+      const [a, b] = await Promise.all([
+        runChild(file, logA, 7000 + round, 0, { [CRASH_ENV]: `${point}:${10 + round}` }, MAX_RUN_MS),
+        runChild(file, logB, 8000 + round, 0, {}, 10 * MAX_RUN_MS, 3000),
+      ]);
+      assert.equal(a.fired, point, `round ${round}: A died at ${point}`);
+      const codes = (lines: string[]): string[] => lines.filter((l) => l.startsWith('E ')).map((l) => l.split(' ')[2]);
+      const bad = [...codes(a.lines), ...codes(b.lines)].filter((c) => !EXPECTED_CODES.has(c));
+      assert.deepEqual(bad, [], `round ${round}: only expected error codes`);
+      assert.equal(codes(b.lines).length, 3000, `round ${round}: B completed every operation`);
+      const { region } = Region.openFile(file);
+      const frames = new Set<number>();
+      new Namespace(region, new FrameAllocator(region)).forEachFrame((f) => frames.add(f));
+      FrameAllocator.rebuildFrom(region, (f) => frames.has(f));
+      const alloc = new FrameAllocator(region);
+      const ns = new Namespace(region, alloc);
+      ns.collectGarbage();
+      const tree = snapshotTree(ns);
+      assert.equal(ns.stats().records, expectedRecords(ns), `round ${round}: records accounted`);
+      const again = ns.collectGarbage();
+      assert.deepEqual({ ...again, tombstonesDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 }, `round ${round}: second collection finds nothing`);
+      assert.deepEqual(snapshotTree(ns), tree);
+      assert.equal(alloc.freeFrames() + frames.size, alloc.totalAllocatable());
+      alloc.release();
+      region.close();
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
