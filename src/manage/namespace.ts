@@ -835,7 +835,7 @@ export class Namespace {
         const ctimeMs = hw === null ? 0 : getF64(hw, hi + H_CTIME);
         return { kind: 'dir', id: 0n, generation: 0, sizeBytes: 0, uid: 0, gid: 0, mode: DEFAULT_ROOT_MODE, ctimeMs, mtimeMs: ctimeMs, fixedAddress: null };
       }
-      const b = this.base(recOf(lo));
+      const b = this.base(this.checkedRec(recOf(lo)));
       const seq = Atomics.load(this.w, b + R_SEQ);
       this.hitSeq = seq;
       const rec = (seq & 1) === 1 && enc(recOf(lo), seq, LIVE) === lo ? this.snapshot(recOf(lo), seq) : null;
@@ -991,52 +991,48 @@ export class Namespace {
     const s = pt.starts[nt - 1];
     const e = pt.ends[nt - 1];
     this.reserveSlot();
+    let entered = false; // td's count raised for r
+    let r = 0; // the new record, while ours to free
+    let seq = 0;
+    let marked = false; // old slot MOVING(r)
+    let inserted = false; // PENDING(r) took a slot
     try {
       this.enterDir(td, tsd, pt, nt - 1);
-    } catch (err) {
-      this.unreserveSlot();
-      throw err;
-    }
-    const r = this.claimRecord();
-    this.copyRecord(x, r);
-    this.writeKey(r, td, tsd, pt.bytes, s, e);
-    const b = this.base(r);
-    this.w[b + R_FROM_REC] = x;
-    this.w[b + R_FROM_SLOT] = slot;
-    const seq = this.publish(r);
-    const si = this.slotIndex(slot, false);
-    if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) {
-      this.freeRecord(r);
-      this.leaveDir(td, tsd);
-      this.unreserveSlot();
-      return false;
-    }
-    crashPoint('names:rename-after-mark');
-    let ps = -1;
-    try {
-      ps = this.insert(td, tsd, pt.bytes, s, e, enc(r, seq, PENDING));
-    } finally {
-      if (ps < 0) {
-        const osi = this.slotIndex(slot, false);
-        Atomics.compareExchange(this.sw, osi, enc(r, seq, MOVING), lo); // abort (or someone did)
-        this.freeRecord(r);
-        this.leaveDir(td, tsd);
-        this.unreserveSlot();
+      entered = true;
+      r = this.claimRecord();
+      this.copyRecord(x, r);
+      this.writeKey(r, td, tsd, pt.bytes, s, e);
+      const b = this.base(r);
+      this.w[b + R_FROM_REC] = x;
+      this.w[b + R_FROM_SLOT] = slot;
+      seq = this.publish(r);
+      const si = this.slotIndex(slot, false);
+      if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) return false;
+      marked = true;
+      crashPoint('names:rename-after-mark');
+      const ps = this.insert(td, tsd, pt.bytes, s, e, enc(r, seq, PENDING));
+      check(ps >= 0, 'EEXIST', () => `${prefix(pt, nt)} exists`);
+      inserted = true;
+      crashPoint('names:rename-after-pending');
+      if (this.commitMove(slot, r, seq) || this.loadSlot(slot) === enc(r, seq, TOMB)) {
+        this.settle(ps, enc(r, seq, PENDING));
+        [r, entered] = [0, false];
+        return true;
       }
+      // aborted by a conflicting update/remove/rename of the old name: withdraw the new name
+      const psi = this.slotIndex(ps, false);
+      const withdrawn = Atomics.compareExchange(this.sw, psi, enc(r, seq, PENDING), enc(r, seq, TOMB)) === enc(r, seq, PENDING);
+      assert(withdrawn, 'only the renamer withdraws an aborted new name');
+      return false;
+    } finally {
+      if (marked && !inserted) {
+        const si = this.slotIndex(slot, false);
+        Atomics.compareExchange(this.sw, si, enc(r, seq, MOVING), lo); // abort (unless someone did)
+      }
+      if (r !== 0) this.freeRecord(r);
+      if (entered) this.leaveDir(td, tsd);
+      if (!inserted) this.unreserveSlot();
     }
-    check(ps >= 0, 'EEXIST', () => `${prefix(pt, nt)} exists`);
-    crashPoint('names:rename-after-pending');
-    if (this.commitMove(slot, r, seq) || this.loadSlot(slot) === enc(r, seq, TOMB)) {
-      this.settle(ps, enc(r, seq, PENDING));
-      return true;
-    }
-    // aborted by a conflicting update/remove/rename of the old name: withdraw the new name
-    const psi = this.slotIndex(ps, false);
-    const withdrawn = Atomics.compareExchange(this.sw, psi, enc(r, seq, PENDING), enc(r, seq, TOMB)) === enc(r, seq, PENDING);
-    assert(withdrawn, 'only the renamer withdraws an aborted new name');
-    this.freeRecord(r);
-    this.leaveDir(td, tsd);
-    return false;
   }
 
   /** Commits rename r' (seq): old slot MOVING(r') -> TOMB(r'). The winner frees the old record and lowers the old parent's count. */
