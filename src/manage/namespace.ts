@@ -118,6 +118,12 @@ export interface NameRecord {
   fixedAddress: number | null;
 }
 
+/** The directory object a running rmdir marked DYING (0: none). */
+interface DyingMark {
+  obj: number;
+  objSeq: number;
+}
+
 /** What collectGarbage found and fixed. */
 export interface GarbageReport {
   freedRecords: number;
@@ -417,50 +423,56 @@ export class Namespace {
     const p = this.p1;
     const n = p.parse(path);
     check(n > 0, kind === 'dir' ? 'EBUSY' : 'EISDIR', 'cannot remove the root directory');
-    let dying = false; // this call set DYING on directory object `obj` (sequence objSeq)
-    let obj = 0;
-    let objSeq = 0;
-    for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
-      let x: NameRecord;
-      try {
-        x = this.walk(p, n, null, 0);
-      } catch (err) {
-        if (dying) this.undoDying(obj, objSeq);
-        throw err;
+    const mark: DyingMark = { obj: 0, objSeq: 0 };
+    try {
+      for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
+        const x = this.removeOnce(p, n, kind, mark);
+        if (x !== null) return x;
       }
-      const xObj = x.kind === 'dir' ? this.snapDir : 0;
-      const slot = this.hitSlot;
-      const lo = this.hitLo;
-      const xRec = this.hitRec;
-      const xSeq = this.hitSeq;
-      check(!(x.kind === 'dir' && kind === 'morsel'), 'EISDIR', () => `${prefix(p, n)} is a directory`);
-      check(!(x.kind === 'morsel' && kind === 'dir'), 'ENOTDIR', () => `${prefix(p, n)} is not a directory`);
-      if (this.settleForUpdate(slot, lo)) continue;
-      if (dying && xObj !== obj) {
-        this.undoDying(obj, objSeq); // another directory took the name meanwhile
-        dying = false;
-      }
-      if (kind === 'dir' && !dying) {
-        const c = this.countWord(xObj);
-        if ((c & DYING) === 0) {
-          check((c & COUNT_MASK) === 0, 'ENOTEMPTY', () => `${prefix(p, n)} is not empty`);
-          if (this.casRec(xObj, R_COUNT, c, c | DYING) !== c) continue;
-          [dying, obj, objSeq] = [true, xObj, this.loadRec(xObj, R_SEQ)];
-          crashPoint('names:rmdir-after-dying');
-        } // else a crashed or concurrent rmdir marked it: finish the removal (roll-forward)
-      }
-      const si = this.slotIndex(slot, false);
-      if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, TOMB)) === lo) {
-        crashPoint('names:after-tomb');
-        this.afterRemove(xRec, xObj);
-        return x;
-      }
-      const cur = Atomics.load(this.sw, si);
-      if (stateOf(cur) !== TOMB) continue; // updated or being renamed: walk again
-      if (recOf(cur) !== xRec && dying) this.undoDying(obj, objSeq); // renamed away first
-      throw new MorselError('ENOENT', `${prefix(p, n)} was removed or renamed meanwhile`);
+      busy('remove');
+    } catch (err) {
+      if (mark.obj !== 0) this.undoDying(mark.obj, mark.objSeq); // the directory left the path first
+      throw err;
     }
-    busy('remove');
+  }
+
+  /**
+   * One removal attempt of component n of `p`; null: retry. For a directory,
+   * DYING is set first (recorded in `mark` while this call owns it); a
+   * directory some other rmdir marked (crashed or concurrent) is removed too
+   * (roll-forward). The TOMB CAS is the commit point.
+   */
+  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark): NameRecord | null {
+    const x = this.walk(p, n, null, 0);
+    const xObj = x.kind === 'dir' ? this.snapDir : 0;
+    const [slot, lo, xRec, xSeq] = [this.hitSlot, this.hitLo, this.hitRec, this.hitSeq];
+    check(!(x.kind === 'dir' && kind === 'morsel'), 'EISDIR', () => `${prefix(p, n)} is a directory`);
+    check(!(x.kind === 'morsel' && kind === 'dir'), 'ENOTDIR', () => `${prefix(p, n)} is not a directory`);
+    if (this.settleForUpdate(slot, lo)) return null;
+    if (mark.obj !== 0 && mark.obj !== xObj) {
+      this.undoDying(mark.obj, mark.objSeq); // another directory took the name meanwhile
+      mark.obj = 0;
+    }
+    if (kind === 'dir' && mark.obj === 0) {
+      const c = this.countWord(xObj);
+      if ((c & DYING) === 0) {
+        check((c & COUNT_MASK) === 0, 'ENOTEMPTY', () => `${prefix(p, n)} is not empty`);
+        if (this.casRec(xObj, R_COUNT, c, c | DYING) !== c) return null;
+        [mark.obj, mark.objSeq] = [xObj, this.loadRec(xObj, R_SEQ)];
+        crashPoint('names:rmdir-after-dying');
+      }
+    }
+    const si = this.slotIndex(slot, false);
+    if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, TOMB)) === lo) {
+      mark.obj = 0; // consumed: the object is freed with the name
+      crashPoint('names:after-tomb');
+      this.afterRemove(xRec, xObj);
+      return x;
+    }
+    const cur = Atomics.load(this.sw, si);
+    if (stateOf(cur) !== TOMB) return null; // updated or being renamed: walk again
+    if (recOf(cur) === xRec) mark.obj = 0; // another rmdir removed it (and freed the object)
+    throw new MorselError('ENOENT', `${prefix(p, n)} was removed or renamed meanwhile`);
   }
 
   /** Replaces the attributes of `path` with change(copy). Kind cannot change. Commit: LIVE(r) -> LIVE(r2). */
