@@ -221,3 +221,12 @@ test('two worker threads: rmdir racing creates in that directory never orphans a
   assert.equal(gc.countsFixed, 0, 'child counts exact');
   assert.equal(gc.freedRecords, 0);
 });
+
+test('two worker threads: a reader racing updates, renames and removes never sees a torn record', async () => {
+  const { m, ns } = fresh(32 * MiB);
+  ns.create('/t', { ...morselRec(1n), generation: 1, sizeBytes: 1, uid: 1, gid: 1, ctimeMs: 1, mtimeMs: 1, fixedAddress: 1 });
+  const [writer, reader] = await runWorkers(m, 'torn', [5, 6], 30000);
+  assert.ok(writer.ok > 1000, `writer made progress: ${JSON.stringify(writer)}`);
+  assert.ok(reader.ok > 1000, `reader saw records: ${JSON.stringify(reader)}`);
+  assert.equal(ns.stats().records, expectedRecords(ns));
+});

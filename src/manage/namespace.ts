@@ -475,11 +475,16 @@ export class Namespace {
     throw new MorselError('ENOENT', `${prefix(p, n)} was removed or renamed meanwhile`);
   }
 
-  /** Replaces the attributes of `path` with change(copy). Kind cannot change. Commit: LIVE(r) -> LIVE(r2). */
+  /**
+   * Replaces the attributes of `path` with change(copy of the current record).
+   * The kind cannot change. `change` may run more than once (a retry after a
+   * race) and may call back into this Namespace; whatever it throws
+   * propagates with nothing changed. Commit: LIVE(r) -> LIVE(r2).
+   */
   update(path: string, change: (rec: NameRecord) => NameRecord): NameRecord {
     const p = this.p1;
-    const n = p.parse(path);
     for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
+      const n = p.parse(path); // again on a retry: `change` may have used the parser
       const cur = this.walk(p, n, null, 0);
       const slot = this.hitSlot;
       const lo = this.hitLo;
