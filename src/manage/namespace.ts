@@ -190,13 +190,13 @@ const R_UID = 12;
 const R_GID = 13;
 const R_MODE = 14;
 const R_NAME_LEN = 15;
-/** The name follows the words a lookup compares, so a short name shares their 128-byte line pair. */
-const NAME_BYTE = 64;
-const R_SIZE = 80; // float64; words 80.. follow the name (bytes 64..318)
-const R_CTIME = 82; // float64
-const R_MTIME = 84; // float64
-const R_FIXED = 86; // float64
-const R_HAS_FIXED = 88;
+const R_SIZE = 16; // float64
+const R_CTIME = 18; // float64
+const R_MTIME = 20; // float64
+const R_FIXED = 22; // float64
+const R_HAS_FIXED = 24;
+/** The name right after the words: a lookup of a name up to 28 bytes reads one 128-byte line pair. */
+const NAME_BYTE = 100;
 const KIND_MORSEL = 1;
 const KIND_DIR = 2;
 const KIND_DIROBJ = 3;
