@@ -83,6 +83,33 @@
  * used slots): the used-slot count (live + tombstones) is bounded by 3/4 of
  * the capacity (ENOSPC beyond), which keeps probe chains short.
  *
+ * ## What a process that dies mid-operation leaves, and who clears it
+ *  - MOVING: read through by lookups (old name visible); aborted by the next
+ *    update, remove or rename of the old name; settled by collectGarbage.
+ *  - undecided PENDING: invisible; committed by the next insert of that name
+ *    (create or rename to it); settled by collectGarbage.
+ *  - DYING directory: creates in it fail (ENOENT); the next rmdir of it or
+ *    collectGarbage removes it.
+ *  - a claimed but unpublished record, a child count raised for a create that
+ *    never committed (rmdir then says ENOTEMPTY), a table frame allocated but
+ *    not linked: only recovery clears them (collectGarbage, and the allocator
+ *    rebuilt from forEachFrame), because a live process's in-flight create
+ *    looks the same.
+ *
+ * ## Recovery (src/recovery wires it)
+ * With the region held alone: mark every frame forEachFrame visits as used
+ * when rebuilding the allocator, then call collectGarbage() (it frees records
+ * inside record pages, never frames). forEachFrame only reads, so `check` may
+ * use it on a region in use.
+ *
+ * ## Costs
+ * 512 bytes of record per name (a directory also has a directory object);
+ * bucket tables at most 8 bytes x 4 slots = 32 bytes per region frame (0.8%),
+ * populated as names spread over the table (a few hundred names already touch
+ * that many 4 KiB leaves); list() scans the table, O(capacity). One Namespace
+ * per thread: an instance keeps scratch state (parsers, last hit) and is not
+ * re-entrant across threads; `update`'s callback may call back into it.
+ *
  * # Warning
  * Two concurrent directory renames that would move each into the other
  * (rename /a /b/x and rename /b /a/y at once) are not detected: each checks
@@ -90,7 +117,8 @@
  * cycle unreachable from '/'; collectGarbage removes unreachable names.
  *
  * Limits: 2^21 records (names + directories, each directory counts twice),
- * 2^24 - 1 entries per directory, 3/4 of the table capacity in used slots.
+ * 2^24 - 1 entries per directory, 3/4 of the table capacity in used slots
+ * (10^6 names need a table of 2^21 slots: a region of at least 2 GiB).
  */
 import { MorselError, assert, check } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
