@@ -571,9 +571,9 @@ export class Namespace {
     const report: GarbageReport = { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 };
     if (this.header(false) === 0) return report;
     this.finishRenames(report);
-    const reached = this.reachFromRoot(report);
-    this.sweepRecords(reached, report);
-    this.recount(reached, report);
+    const { dirs, names } = this.reachFromRoot(report);
+    this.sweepRecords(dirs, names, report);
+    this.recount(dirs, report);
     this.dropTombstones(opts.compact === true, report);
     return report;
   }
@@ -636,9 +636,10 @@ export class Namespace {
   /**
    * Walks the live names from '/' (by parent key); tombs names of dying
    * directories (finishing their rmdir) and names not reached (orphans).
-   * Returns, per reached directory object, its live child count.
+   * Returns the live child count per reached directory object, and the
+   * reached name records.
    */
-  private reachFromRoot(report: GarbageReport): Map<number, number> {
+  private reachFromRoot(report: GarbageReport): { dirs: Map<number, number>; names: Set<number> } {
     const children = new Map<number, number[]>();
     const key = (d: number, sd: number): number => d * U32 + (sd >>> 0);
     this.forEachSlot((slot, lo) => {
@@ -690,16 +691,12 @@ export class Namespace {
         report.orphansRemoved++;
       }
     }
-    this.markedRecords = reached;
-    return counts;
+    return { dirs: counts, names: reached };
   }
 
-  /** Records reached by the last reachFromRoot (names; directory objects are the keys of its result). */
-  private markedRecords = new Set<number>();
-
   /** Frees every claimed record that is not a reached name, a reached directory object or the root's record. */
-  private sweepRecords(dirs: Map<number, number>, report: GarbageReport): void {
-    const keep = this.markedRecords;
+  private sweepRecords(dirs: Map<number, number>, names: Set<number>, report: GarbageReport): void {
+    const keep = new Set(names);
     for (const d of dirs.keys()) keep.add(d);
     const { w: hw, i: hi } = this.headerWord(0);
     const root = recOf(Atomics.load(hw, hi + H_ROOT_REC));
@@ -711,7 +708,6 @@ export class Namespace {
       this.unclaim(rec);
       report.freedRecords++;
     });
-    this.markedRecords = new Set();
   }
 
   /** Sets every reached directory's count word to its live children (clearing DYING). */
