@@ -3,35 +3,17 @@ import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { Memory } from '../src/memory.js';
-import { Namespace, type NameRecord, type NodeKind } from '../src/manage/namespace.js';
+import { Namespace, type NodeKind } from '../src/manage/namespace.js';
+import { type Model, applyOp, arbOp, codeOf, dirRec, expectedRecords, modelOp, morselRec, snapshotTree, sortedModel } from './namespace-model.js';
 import { MorselError, isMorselError, type ErrorCode } from '../src/errors.js';
 import { MiB } from '../src/units.js';
 
-const dirRec = (mode = 0o755): NameRecord => ({ kind: 'dir', id: 0n, generation: 0, sizeBytes: 0, uid: 1000, gid: 1000, mode, ctimeMs: 1, mtimeMs: 1, fixedAddress: null });
-const morselRec = (id: bigint, sizeBytes = 100): NameRecord => ({
-  kind: 'morsel', id, generation: 3, sizeBytes, uid: 1000, gid: 100, mode: 0o640, ctimeMs: 1700000000123, mtimeMs: 1700000000456, fixedAddress: null,
-});
 
 function fresh(sizeBytes = 8 * MiB): { m: Memory; ns: Namespace } {
   const m = Memory.volatile(sizeBytes);
   return { m, ns: new Namespace(m.region, m.alloc) };
 }
 
-function codeOf(f: () => unknown): ErrorCode | 'ok' {
-  try {
-    f();
-    return 'ok';
-  } catch (e) {
-    if (isMorselError(e)) return e.code;
-    throw e;
-  }
-}
-
-/** Records claimed by a quiescent namespace: one per name, one more per directory (its object), the root's object. */
-function expectedRecords(ns: Namespace): number {
-  const s = ns.stats();
-  return s.capacity === 0 ? 0 : s.names + s.dirs + 1;
-}
 
 test('create, lookup, resolve, list, update, rename, remove', () => {
   const { ns } = fresh();
@@ -61,7 +43,8 @@ test('create, lookup, resolve, list, update, rename, remove', () => {
   ns.update('/', (r) => ({ ...r, uid: 7, mode: 0o1777 }));
   assert.equal(ns.lookup('/').mode, 0o1777);
   assert.deepEqual(ns.list('/'), []);
-  assert.equal(ns.stats().records, expectedRecords(ns) + 1, 'only the root object and the root record remain');
+  assert.equal(ns.stats().records, 2, 'only the root object and the root record remain');
+  assert.equal(expectedRecords(ns), 2);
   assert.deepEqual({ ...ns.collectGarbage(), tombstonesDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 });
 });
 
@@ -185,116 +168,17 @@ test('ENOSPC when the table reaches its load bound; collectGarbage compacts tomb
 
 // --- model-based property test ---------------------------------------------------------
 
-interface Model {
-  kind: Map<string, NodeKind>;
-}
-const parentOf = (p: string): string => p.slice(0, p.lastIndexOf('/')) || '/';
-
-function modelOp(model: Model, op: Op): ErrorCode | 'ok' {
-  const k = model.kind;
-  const parentCheck = (p: string): ErrorCode | null => {
-    const parts = p.split('/').slice(1, -1);
-    let cur = '';
-    for (const part of parts) {
-      cur += `/${part}`;
-      const kind = k.get(cur);
-      if (kind === undefined) return 'ENOENT';
-      if (kind !== 'dir') return 'ENOTDIR';
-    }
-    return null;
-  };
-  switch (op.t) {
-    case 'create': {
-      const e = parentCheck(op.a);
-      if (e) return e;
-      if (k.has(op.a)) return 'EEXIST';
-      k.set(op.a, op.kind);
-      return 'ok';
-    }
-    case 'remove': {
-      const e = parentCheck(op.a);
-      if (e) return e;
-      const kind = k.get(op.a);
-      if (kind === undefined) return 'ENOENT';
-      if (kind === 'dir' && op.kind === 'morsel') return 'EISDIR';
-      if (kind === 'morsel' && op.kind === 'dir') return 'ENOTDIR';
-      if ([...k.keys()].some((p) => p.startsWith(`${op.a}/`))) return 'ENOTEMPTY';
-      k.delete(op.a);
-      return 'ok';
-    }
-    case 'rename': {
-      const e = parentCheck(op.a);
-      if (e) return e;
-      const kind = k.get(op.a);
-      if (kind === undefined) return 'ENOENT';
-      if (op.a === op.b) return 'ok';
-      if (kind === 'dir' && op.b.startsWith(`${op.a}/`)) return 'EINVAL';
-      const e2 = parentCheck(op.b);
-      if (e2) return e2;
-      if (k.has(op.b)) return 'EEXIST';
-      for (const [p, kk] of [...k]) {
-        if (p === op.a || p.startsWith(`${op.a}/`)) {
-          k.delete(p);
-          k.set(op.b + p.slice(op.a.length), kk);
-        }
-      }
-      return 'ok';
-    }
-    case 'update': {
-      const e = parentCheck(op.a);
-      if (e) return e;
-      return k.has(op.a) ? 'ok' : 'ENOENT';
-    }
-  }
-}
-
-type Op = { t: 'create' | 'remove'; a: string; kind: NodeKind } | { t: 'rename'; a: string; b: string } | { t: 'update'; a: string };
-const arbPath = fc.array(fc.constantFrom('a', 'b', 'c'), { minLength: 1, maxLength: 3 }).map((parts) => `/${parts.join('/')}`);
-const arbKind = fc.constantFrom<NodeKind>('dir', 'morsel');
-const arbOp: fc.Arbitrary<Op> = fc.oneof(
-  fc.record({ t: fc.constant('create' as const), a: arbPath, kind: arbKind }),
-  fc.record({ t: fc.constant('create' as const), a: arbPath, kind: arbKind }),
-  fc.record({ t: fc.constant('remove' as const), a: arbPath, kind: arbKind }),
-  fc.record({ t: fc.constant('rename' as const), a: arbPath, b: arbPath }),
-  fc.record({ t: fc.constant('update' as const), a: arbPath }),
-);
-
-function applyOp(ns: Namespace, op: Op, i: number): ErrorCode | 'ok' {
-  return codeOf(() => {
-    if (op.t === 'create') ns.create(op.a, op.kind === 'dir' ? dirRec() : morselRec(BigInt(i)));
-    else if (op.t === 'remove') ns.remove(op.a, op.kind);
-    else if (op.t === 'rename') ns.rename(op.a, op.b);
-    else ns.update(op.a, (r) => ({ ...r, mtimeMs: i }));
-  });
-}
-
-/** Every visible path with its kind, by walking list() from '/'. */
-export function snapshotTree(ns: Namespace): Map<string, NodeKind> {
-  const out = new Map<string, NodeKind>();
-  const walk = (dir: string): void => {
-    for (const { name, rec } of ns.list(dir)) {
-      const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
-      assert.ok(!out.has(p), `${p} listed once`);
-      out.set(p, rec.kind);
-      assert.equal(ns.lookup(p).kind, rec.kind);
-      if (rec.kind === 'dir') walk(p);
-    }
-  };
-  walk('/');
-  return out;
-}
-
 test('property: the namespace behaves like a map of paths (errors included), and leaves no garbage', () => {
   fc.assert(
     fc.property(fc.array(arbOp, { minLength: 1, maxLength: 60 }), (ops) => {
       const { ns } = fresh();
-      const model: Model = { kind: new Map() };
-      ops.forEach((op, i) => assert.equal(applyOp(ns, op, i), modelOp(model, op), `op ${i}: ${JSON.stringify(op)}`));
-      assert.deepEqual(snapshotTree(ns), new Map([...model.kind].sort()));
+      const model: Model = new Map();
+      ops.forEach((op, i) => assert.equal(applyOp(ns, op, i), modelOp(model, op, i), `op ${i}: ${JSON.stringify(op)}`));
+      assert.deepEqual(snapshotTree(ns), sortedModel(model));
       assert.equal(ns.stats().records, expectedRecords(ns));
       const gc = ns.collectGarbage();
       assert.deepEqual({ ...gc, tombstonesDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 });
-      assert.deepEqual(snapshotTree(ns), new Map([...model.kind].sort()), 'unchanged by collectGarbage');
+      assert.deepEqual(snapshotTree(ns), sortedModel(model), 'unchanged by collectGarbage');
     }),
     { numRuns: 150 },
   );
@@ -337,4 +221,13 @@ test('two worker threads: rmdir racing creates in that directory never orphans a
   assert.equal(gc.orphansRemoved, 0, 'no name under a removed directory');
   assert.equal(gc.countsFixed, 0, 'child counts exact');
   assert.equal(gc.freedRecords, 0);
+});
+
+test('two worker threads: a reader racing updates, renames and removes never sees a torn record', async () => {
+  const { m, ns } = fresh(32 * MiB);
+  ns.create('/t', { ...morselRec(1n), generation: 1, sizeBytes: 1, uid: 1, gid: 1, ctimeMs: 1, mtimeMs: 1, fixedAddress: 1 });
+  const [writer, reader] = await runWorkers(m, 'torn', [5, 6], 30000);
+  assert.ok(writer.ok > 1000, `writer made progress: ${JSON.stringify(writer)}`);
+  assert.ok(reader.ok > 1000, `reader saw records: ${JSON.stringify(reader)}`);
+  assert.equal(ns.stats().records, expectedRecords(ns));
 });

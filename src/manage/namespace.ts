@@ -83,6 +83,33 @@
  * used slots): the used-slot count (live + tombstones) is bounded by 3/4 of
  * the capacity (ENOSPC beyond), which keeps probe chains short.
  *
+ * ## What a process that dies mid-operation leaves, and who clears it
+ *  - MOVING: read through by lookups (old name visible); aborted by the next
+ *    update, remove or rename of the old name; settled by collectGarbage.
+ *  - undecided PENDING: invisible; committed by the next insert of that name
+ *    (create or rename to it); settled by collectGarbage.
+ *  - DYING directory: creates in it fail (ENOENT); the next rmdir of it or
+ *    collectGarbage removes it.
+ *  - a claimed but unpublished record, a child count raised for a create that
+ *    never committed (rmdir then says ENOTEMPTY), a table frame allocated but
+ *    not linked: only recovery clears them (collectGarbage, and the allocator
+ *    rebuilt from forEachFrame), because a live process's in-flight create
+ *    looks the same.
+ *
+ * ## Recovery (src/recovery wires it)
+ * With the region held alone: mark every frame forEachFrame visits as used
+ * when rebuilding the allocator, then call collectGarbage() (it frees records
+ * inside record pages, never frames). forEachFrame only reads, so `check` may
+ * use it on a region in use.
+ *
+ * ## Costs
+ * 512 bytes of record per name (a directory also has a directory object);
+ * bucket tables at most 8 bytes x 4 slots = 32 bytes per region frame (0.8%),
+ * populated as names spread over the table (a few hundred names already touch
+ * that many 4 KiB leaves); list() scans the table, O(capacity). One Namespace
+ * per thread: an instance keeps scratch state (parsers, last hit) and is not
+ * re-entrant across threads; `update`'s callback may call back into it.
+ *
  * # Warning
  * Two concurrent directory renames that would move each into the other
  * (rename /a /b/x and rename /b /a/y at once) are not detected: each checks
@@ -90,7 +117,8 @@
  * cycle unreachable from '/'; collectGarbage removes unreachable names.
  *
  * Limits: 2^21 records (names + directories, each directory counts twice),
- * 2^24 - 1 entries per directory, 3/4 of the table capacity in used slots.
+ * 2^24 - 1 entries per directory, 3/4 of the table capacity in used slots
+ * (10^6 names need a table of 2^21 slots: a region of at least 2 GiB).
  */
 import { MorselError, assert, check } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
@@ -116,6 +144,12 @@ export interface NameRecord {
   ctimeMs: number;
   mtimeMs: number;
   fixedAddress: number | null;
+}
+
+/** The directory object a running rmdir marked DYING (0: none). */
+interface DyingMark {
+  obj: number;
+  objSeq: number;
 }
 
 /** What collectGarbage found and fixed. */
@@ -189,7 +223,8 @@ const R_CTIME = 18; // float64
 const R_MTIME = 20; // float64
 const R_FIXED = 22; // float64
 const R_HAS_FIXED = 24;
-const NAME_BYTE = 128;
+/** The name right after the words: a lookup of a name up to 28 bytes reads one 128-byte line pair. */
+const NAME_BYTE = 100;
 const KIND_MORSEL = 1;
 const KIND_DIR = 2;
 const KIND_DIROBJ = 3;
@@ -416,57 +451,68 @@ export class Namespace {
     const p = this.p1;
     const n = p.parse(path);
     check(n > 0, kind === 'dir' ? 'EBUSY' : 'EISDIR', 'cannot remove the root directory');
-    let dying = false; // this call set DYING on directory object `obj` (sequence objSeq)
-    let obj = 0;
-    let objSeq = 0;
-    for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
-      let x: NameRecord;
-      try {
-        x = this.walk(p, n, null, 0);
-      } catch (err) {
-        if (dying) this.undoDying(obj, objSeq);
-        throw err;
+    const mark: DyingMark = { obj: 0, objSeq: 0 };
+    try {
+      for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
+        const x = this.removeOnce(p, n, kind, mark);
+        if (x !== null) return x;
       }
-      const xObj = x.kind === 'dir' ? this.snapDir : 0;
-      const slot = this.hitSlot;
-      const lo = this.hitLo;
-      const xRec = this.hitRec;
-      const xSeq = this.hitSeq;
-      check(!(x.kind === 'dir' && kind === 'morsel'), 'EISDIR', () => `${prefix(p, n)} is a directory`);
-      check(!(x.kind === 'morsel' && kind === 'dir'), 'ENOTDIR', () => `${prefix(p, n)} is not a directory`);
-      if (this.settleForUpdate(slot, lo)) continue;
-      if (dying && xObj !== obj) {
-        this.undoDying(obj, objSeq); // another directory took the name meanwhile
-        dying = false;
-      }
-      if (kind === 'dir' && !dying) {
-        const c = this.countWord(xObj);
-        if ((c & DYING) === 0) {
-          check((c & COUNT_MASK) === 0, 'ENOTEMPTY', () => `${prefix(p, n)} is not empty`);
-          if (this.casRec(xObj, R_COUNT, c, c | DYING) !== c) continue;
-          [dying, obj, objSeq] = [true, xObj, this.loadRec(xObj, R_SEQ)];
-          crashPoint('names:rmdir-after-dying');
-        } // else a crashed or concurrent rmdir marked it: finish the removal (roll-forward)
-      }
-      const si = this.slotIndex(slot, false);
-      if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, TOMB)) === lo) {
-        crashPoint('names:after-tomb');
-        this.afterRemove(xRec, xObj);
-        return x;
-      }
-      const cur = Atomics.load(this.sw, si);
-      if (stateOf(cur) !== TOMB) continue; // updated or being renamed: walk again
-      if (recOf(cur) !== xRec && dying) this.undoDying(obj, objSeq); // renamed away first
-      throw new MorselError('ENOENT', `${prefix(p, n)} was removed or renamed meanwhile`);
+      busy('remove');
+    } catch (err) {
+      if (mark.obj !== 0) this.undoDying(mark.obj, mark.objSeq); // the directory left the path first
+      throw err;
     }
-    busy('remove');
   }
 
-  /** Replaces the attributes of `path` with change(copy). Kind cannot change. Commit: LIVE(r) -> LIVE(r2). */
+  /**
+   * One removal attempt of component n of `p`; null: retry. For a directory,
+   * DYING is set first (recorded in `mark` while this call owns it); a
+   * directory some other rmdir marked (crashed or concurrent) is removed too
+   * (roll-forward). The TOMB CAS is the commit point.
+   */
+  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark): NameRecord | null {
+    const x = this.walk(p, n, null, 0);
+    const xObj = x.kind === 'dir' ? this.snapDir : 0;
+    const [slot, lo, xRec, xSeq] = [this.hitSlot, this.hitLo, this.hitRec, this.hitSeq];
+    check(!(x.kind === 'dir' && kind === 'morsel'), 'EISDIR', () => `${prefix(p, n)} is a directory`);
+    check(!(x.kind === 'morsel' && kind === 'dir'), 'ENOTDIR', () => `${prefix(p, n)} is not a directory`);
+    if (this.settleForUpdate(slot, lo)) return null;
+    if (mark.obj !== 0 && mark.obj !== xObj) {
+      this.undoDying(mark.obj, mark.objSeq); // another directory took the name meanwhile
+      mark.obj = 0;
+    }
+    if (kind === 'dir' && mark.obj === 0) {
+      const c = this.countWord(xObj);
+      if ((c & DYING) === 0) {
+        check((c & COUNT_MASK) === 0, 'ENOTEMPTY', () => `${prefix(p, n)} is not empty`);
+        if (this.casRec(xObj, R_COUNT, c, c | DYING) !== c) return null;
+        [mark.obj, mark.objSeq] = [xObj, this.loadRec(xObj, R_SEQ)];
+        crashPoint('names:rmdir-after-dying');
+      }
+    }
+    const si = this.slotIndex(slot, false);
+    if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, TOMB)) === lo) {
+      mark.obj = 0; // consumed: the object is freed with the name
+      crashPoint('names:after-tomb');
+      this.afterRemove(xRec, xObj);
+      return x;
+    }
+    const cur = Atomics.load(this.sw, si);
+    if (stateOf(cur) !== TOMB) return null; // updated or being renamed: walk again
+    if (recOf(cur) === xRec) mark.obj = 0; // another rmdir removed it (and freed the object)
+    throw new MorselError('ENOENT', `${prefix(p, n)} was removed or renamed meanwhile`);
+  }
+
+  /**
+   * Replaces the attributes of `path` with change(copy of the current record).
+   * The kind cannot change. `change` may run more than once (a retry after a
+   * race) and may call back into this Namespace; whatever it throws
+   * propagates with nothing changed. Commit: LIVE(r) -> LIVE(r2).
+   */
   update(path: string, change: (rec: NameRecord) => NameRecord): NameRecord {
     const p = this.p1;
-    const n = p.parse(path);
     for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
+      const n = p.parse(path); // again on a retry: `change` may have used the parser
       const cur = this.walk(p, n, null, 0);
       const slot = this.hitSlot;
       const lo = this.hitLo;
@@ -527,18 +573,24 @@ export class Namespace {
     const report: GarbageReport = { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 };
     if (this.header(false) === 0) return report;
     this.finishRenames(report);
-    const reached = this.reachFromRoot(report);
-    this.sweepRecords(reached, report);
-    this.recount(reached, report);
+    const { dirs, names } = this.reachFromRoot(report);
+    this.sweepRecords(dirs, names, report);
+    this.recount(dirs, report);
     this.dropTombstones(opts.compact === true, report);
     return report;
   }
 
-  /** Counts for tests and tools: visible names, directories, claimed records, used and tombstone slots. */
-  stats(): { names: number; dirs: number; records: number; usedSlots: number; tombstones: number; capacity: number } {
-    const out = { names: 0, dirs: 0, records: 0, usedSlots: 0, tombstones: 0, capacity: 0 };
+  /**
+   * Counts for tests and tools: visible names and directories, claimed
+   * records, used and tombstone slots, table capacity, and whether the root
+   * has its directory object and its own record (after a first update).
+   */
+  stats(): { names: number; dirs: number; records: number; usedSlots: number; tombstones: number; capacity: number; rootObject: boolean; rootRecord: boolean } {
+    const out = { names: 0, dirs: 0, records: 0, usedSlots: 0, tombstones: 0, capacity: 0, rootObject: false, rootRecord: false };
     if (this.header(false) === 0) return out;
     out.capacity = this.capMask + 1;
+    out.rootObject = this.rootDir(false)[0] !== 0;
+    out.rootRecord = Atomics.load(this.headerWord(H_ROOT_REC).w, this.headerWord(H_ROOT_REC).i) !== 0;
     this.forEachSlot((_slot, lo) => {
       out.usedSlots++;
       if (stateOf(lo) === TOMB) out.tombstones++;
@@ -586,9 +638,10 @@ export class Namespace {
   /**
    * Walks the live names from '/' (by parent key); tombs names of dying
    * directories (finishing their rmdir) and names not reached (orphans).
-   * Returns, per reached directory object, its live child count.
+   * Returns the live child count per reached directory object, and the
+   * reached name records.
    */
-  private reachFromRoot(report: GarbageReport): Map<number, number> {
+  private reachFromRoot(report: GarbageReport): { dirs: Map<number, number>; names: Set<number> } {
     const children = new Map<number, number[]>();
     const key = (d: number, sd: number): number => d * U32 + (sd >>> 0);
     this.forEachSlot((slot, lo) => {
@@ -640,16 +693,12 @@ export class Namespace {
         report.orphansRemoved++;
       }
     }
-    this.markedRecords = reached;
-    return counts;
+    return { dirs: counts, names: reached };
   }
 
-  /** Records reached by the last reachFromRoot (names; directory objects are the keys of its result). */
-  private markedRecords = new Set<number>();
-
   /** Frees every claimed record that is not a reached name, a reached directory object or the root's record. */
-  private sweepRecords(dirs: Map<number, number>, report: GarbageReport): void {
-    const keep = this.markedRecords;
+  private sweepRecords(dirs: Map<number, number>, names: Set<number>, report: GarbageReport): void {
+    const keep = new Set(names);
     for (const d of dirs.keys()) keep.add(d);
     const { w: hw, i: hi } = this.headerWord(0);
     const root = recOf(Atomics.load(hw, hi + H_ROOT_REC));
@@ -661,7 +710,6 @@ export class Namespace {
       this.unclaim(rec);
       report.freedRecords++;
     });
-    this.markedRecords = new Set();
   }
 
   /** Sets every reached directory's count word to its live children (clearing DYING). */
@@ -750,6 +798,7 @@ export class Namespace {
    * a directory on the way has directory object `avoid` (a move into itself).
    */
   private walk(p: PathParser, n: number, out: NameRecord[] | null, avoid: number): NameRecord {
+    if (out === null && n > 0) return this.walkFast(p, n, avoid);
     let rec = this.rootRecord();
     out?.push(rec);
     for (let i = 0; i < n; i++) {
@@ -760,6 +809,46 @@ export class Namespace {
     }
     check(avoid === 0 || rec.kind !== 'dir' || this.snapDir !== avoid, 'EINVAL', () => `cannot move a directory into itself (${prefix(p, n)})`);
     return rec;
+  }
+
+  /** walk() without building the records of the directories on the way (n > 0). */
+  private walkFast(p: PathParser, n: number, avoid: number): NameRecord {
+    for (let attempt = 0; attempt < MAX_READ_RETRIES; attempt++) {
+      let d = this.rootObj();
+      let sd = this.snapDirSeq;
+      let i = 0;
+      for (; i < n - 1; i++) {
+        if (avoid !== 0 && d === avoid) intoItself(p, i);
+        if (!this.step(d, sd, p, i)) break;
+        d = this.snapDir;
+        sd = this.snapDirSeq;
+      }
+      if (i < n - 1) continue; // a record changed under us
+      if (avoid !== 0 && d === avoid) intoItself(p, n - 1);
+      const rec = this.component(d, sd, p, n - 1);
+      if (avoid !== 0 && rec.kind === 'dir' && this.snapDir === avoid) intoItself(p, n);
+      return rec;
+    }
+    busy('lookup');
+  }
+
+  /**
+   * Steps into directory component i of `p` in (d, sd): sets snapDir and
+   * snapDirSeq to its directory object. ENOENT, ENOTDIR. Returns false if
+   * the record changed under us: walk again.
+   */
+  private step(d: number, sd: number, p: PathParser, i: number): boolean {
+    if (d === 0 || this.find(d, sd, p.bytes, p.starts[i], p.ends[i], false) < 0) {
+      throw new MorselError('ENOENT', `no such file or directory: ${prefix(p, i + 1)}`);
+    }
+    const b = this.base(this.hitRec);
+    const w = this.w;
+    const kind = w[b + R_KIND];
+    this.snapDir = w[b + R_DIR];
+    this.snapDirSeq = w[b + R_DIR_SEQ];
+    if (Atomics.load(w, b + R_SEQ) !== this.hitSeq) return false;
+    if (kind !== KIND_DIR) throw new MorselError('ENOTDIR', `${prefix(p, i + 1)} is not a directory`);
+    return true;
   }
 
   /** The visible record of component i of `p` in directory (d, sd). ENOENT. */
@@ -789,7 +878,7 @@ export class Namespace {
         const ctimeMs = hw === null ? 0 : getF64(hw, hi + H_CTIME);
         return { kind: 'dir', id: 0n, generation: 0, sizeBytes: 0, uid: 0, gid: 0, mode: DEFAULT_ROOT_MODE, ctimeMs, mtimeMs: ctimeMs, fixedAddress: null };
       }
-      const b = this.base(recOf(lo));
+      const b = this.base(this.checkedRec(recOf(lo)));
       const seq = Atomics.load(this.w, b + R_SEQ);
       this.hitSeq = seq;
       const rec = (seq & 1) === 1 && enc(recOf(lo), seq, LIVE) === lo ? this.snapshot(recOf(lo), seq) : null;
@@ -945,52 +1034,48 @@ export class Namespace {
     const s = pt.starts[nt - 1];
     const e = pt.ends[nt - 1];
     this.reserveSlot();
+    let entered = false; // td's count raised for r
+    let r = 0; // the new record, while ours to free
+    let seq = 0;
+    let marked = false; // old slot MOVING(r)
+    let inserted = false; // PENDING(r) took a slot
     try {
       this.enterDir(td, tsd, pt, nt - 1);
-    } catch (err) {
-      this.unreserveSlot();
-      throw err;
-    }
-    const r = this.claimRecord();
-    this.copyRecord(x, r);
-    this.writeKey(r, td, tsd, pt.bytes, s, e);
-    const b = this.base(r);
-    this.w[b + R_FROM_REC] = x;
-    this.w[b + R_FROM_SLOT] = slot;
-    const seq = this.publish(r);
-    const si = this.slotIndex(slot, false);
-    if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) {
-      this.freeRecord(r);
-      this.leaveDir(td, tsd);
-      this.unreserveSlot();
-      return false;
-    }
-    crashPoint('names:rename-after-mark');
-    let ps = -1;
-    try {
-      ps = this.insert(td, tsd, pt.bytes, s, e, enc(r, seq, PENDING));
-    } finally {
-      if (ps < 0) {
-        const osi = this.slotIndex(slot, false);
-        Atomics.compareExchange(this.sw, osi, enc(r, seq, MOVING), lo); // abort (or someone did)
-        this.freeRecord(r);
-        this.leaveDir(td, tsd);
-        this.unreserveSlot();
+      entered = true;
+      r = this.claimRecord();
+      this.copyRecord(x, r);
+      this.writeKey(r, td, tsd, pt.bytes, s, e);
+      const b = this.base(r);
+      this.w[b + R_FROM_REC] = x;
+      this.w[b + R_FROM_SLOT] = slot;
+      seq = this.publish(r);
+      const si = this.slotIndex(slot, false);
+      if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) return false;
+      marked = true;
+      crashPoint('names:rename-after-mark');
+      const ps = this.insert(td, tsd, pt.bytes, s, e, enc(r, seq, PENDING));
+      check(ps >= 0, 'EEXIST', () => `${prefix(pt, nt)} exists`);
+      inserted = true;
+      crashPoint('names:rename-after-pending');
+      if (this.commitMove(slot, r, seq) || this.loadSlot(slot) === enc(r, seq, TOMB)) {
+        this.settle(ps, enc(r, seq, PENDING));
+        [r, entered] = [0, false];
+        return true;
       }
+      // aborted by a conflicting update/remove/rename of the old name: withdraw the new name
+      const psi = this.slotIndex(ps, false);
+      const withdrawn = Atomics.compareExchange(this.sw, psi, enc(r, seq, PENDING), enc(r, seq, TOMB)) === enc(r, seq, PENDING);
+      assert(withdrawn, 'only the renamer withdraws an aborted new name');
+      return false;
+    } finally {
+      if (marked && !inserted) {
+        const si = this.slotIndex(slot, false);
+        Atomics.compareExchange(this.sw, si, enc(r, seq, MOVING), lo); // abort (unless someone did)
+      }
+      if (r !== 0) this.freeRecord(r);
+      if (entered) this.leaveDir(td, tsd);
+      if (!inserted) this.unreserveSlot();
     }
-    check(ps >= 0, 'EEXIST', () => `${prefix(pt, nt)} exists`);
-    crashPoint('names:rename-after-pending');
-    if (this.commitMove(slot, r, seq) || this.loadSlot(slot) === enc(r, seq, TOMB)) {
-      this.settle(ps, enc(r, seq, PENDING));
-      return true;
-    }
-    // aborted by a conflicting update/remove/rename of the old name: withdraw the new name
-    const psi = this.slotIndex(ps, false);
-    const withdrawn = Atomics.compareExchange(this.sw, psi, enc(r, seq, PENDING), enc(r, seq, TOMB)) === enc(r, seq, PENDING);
-    assert(withdrawn, 'only the renamer withdraws an aborted new name');
-    this.freeRecord(r);
-    this.leaveDir(td, tsd);
-    return false;
   }
 
   /** Commits rename r' (seq): old slot MOVING(r') -> TOMB(r'). The winner frees the old record and lowers the old parent's count. */
@@ -1132,6 +1217,14 @@ export class Namespace {
     this.w[b + R_KIND] = KIND_DIROBJ;
     Atomics.store(this.w, b + R_COUNT, ((seq >>> 1) & INC_MASK) << INC_SHIFT);
     return [r, this.publish(r)];
+  }
+
+  /** The root directory's object (0 if none yet), its sequence in snapDirSeq. No allocation. */
+  private rootObj(): number {
+    const h = this.header(false);
+    const d = h === 0 ? 0 : Atomics.load(this.region.words(h as Frame), this.region.wordIndex(h as Frame, H_ROOT_DIR));
+    this.snapDirSeq = d === 0 ? 0 : this.loadRec(this.checkedRec(d), R_SEQ);
+    return d;
   }
 
   /** The root directory's object (created on demand when `create`); [0, 0] if none yet. */
@@ -1484,6 +1577,10 @@ export class Namespace {
       }
     }
   }
+}
+
+function intoItself(p: PathParser, n: number): never {
+  throw new MorselError('EINVAL', `cannot move a directory into itself (${prefix(p, n)})`);
 }
 
 /** The first n components of `p` as a path string (for messages). */

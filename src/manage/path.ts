@@ -36,9 +36,7 @@ export class PathParser {
     check(typeof path === 'string', 'EINVAL', () => `path must be a string, got ${typeof path}`);
     check(path.length <= PATH_MAX_BYTES, 'ENAMETOOLONG', () => `path longer than ${PATH_MAX_BYTES} bytes`);
     check(path.length > 0 && path.charCodeAt(0) === SLASH, 'EINVAL', () => `path must be absolute: ${JSON.stringify(path)}`);
-    check(!LONE_SURROGATE.test(path), 'EINVAL', 'path contains an unpaired UTF-16 surrogate');
-    const { written } = encoder.encodeInto(path, this.bytes);
-    check(written <= PATH_MAX_BYTES, 'ENAMETOOLONG', () => `path of ${written} bytes is longer than ${PATH_MAX_BYTES}`);
+    const written = this.encode(path);
     this.byteLength = written;
     this.count = 0;
     if (written === 1) return 0; // '/'
@@ -52,6 +50,19 @@ export class PathParser {
       start = i + 1;
     }
     return this.count;
+  }
+
+  /** UTF-8 bytes of `path` into this.bytes (ASCII copied directly: no encoder, no surrogate scan). */
+  private encode(path: string): number {
+    let ascii = true;
+    for (let i = 0; i < path.length && ascii; i++) {
+      const c = path.charCodeAt(i);
+      this.bytes[i] = c;
+      ascii = c < 0x80;
+    }
+    if (ascii) return path.length;
+    check(!LONE_SURROGATE.test(path), 'EINVAL', 'path contains an unpaired UTF-16 surrogate');
+    return encoder.encodeInto(path, this.bytes).written;
   }
 
   private addComponent(start: number, end: number, path: string): void {

@@ -55,9 +55,37 @@ function rmdirRace(i: number): void {
   else attempt('unlink', () => ns.remove(`/r/f${seed}`, 'morsel'));
 }
 
+/** Every number of a stamped record is the same k: a torn read would mix two. */
+const stamped = (k: number): NameRecord => ({ ...dir, kind: 'morsel', id: BigInt(k), generation: k, sizeBytes: k, uid: k, gid: k, ctimeMs: k, mtimeMs: k, fixedAddress: k });
+
+function tornWriter(i: number): void {
+  const r = rand(4);
+  if (r === 0) attempt('update', () => ns.update('/t', () => stamped(i)));
+  else if (r === 1) attempt('rename', () => ns.rename('/t', '/u'));
+  else if (r === 2) attempt('rename back', () => ns.rename('/u', '/t'));
+  else if (attempt('unlink', () => ns.remove('/t', 'morsel'))) attempt('create', () => ns.create('/t', stamped(i)));
+}
+
+function tornReader(): void {
+  for (const p of ['/t', '/u']) {
+    try {
+      const r = ns.lookup(p);
+      const k = r.generation;
+      if (!(r.id === BigInt(k) && r.sizeBytes === k && r.uid === k && r.gid === k && r.ctimeMs === k && r.mtimeMs === k && r.fixedAddress === k)) {
+        throw new Error(`torn record at ${p}: ${JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? String(v) : v))}`);
+      }
+      counts.ok++;
+    } catch (e) {
+      if (!isMorselError(e, 'ENOENT')) throw e;
+      counts.failed++;
+    }
+  }
+}
+
 const gate = new Int32Array(barrier);
 Atomics.add(gate, 0, 1);
 while (Atomics.load(gate, 1) === 0) Atomics.wait(gate, 1, 0, 10);
-for (let i = 0; i < ops; i++) (job === 'mixed' ? mixed : rmdirRace)(i);
+const jobs: Record<string, (i: number) => void> = { mixed, 'rmdir-race': rmdirRace, torn: seed % 2 === 1 ? tornWriter : tornReader };
+for (let i = 0; i < ops; i++) jobs[job](i);
 memory.alloc.release();
 parentPort!.postMessage(counts);
