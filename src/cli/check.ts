@@ -1,6 +1,7 @@
 /**
- * `morsel check --region R [--repair [--yes]] [--json]`: the region fsck (see
- * src/recovery/check.ts). It opens the region WITHOUT recovery so it reports
+ * What `morsel check --region R [--repair [--yes]] [--json]` runs (the
+ * command is registered in region.ts; this module loads only when it runs):
+ * the region fsck (see src/recovery/check.ts). It opens the region WITHOUT recovery so it reports
  * what is on media; a crashed region it does not repair stays marked crashed.
  * On a region other processes use, the answer is read-only and lists only
  * problems stable across two scans; --repair then gives EBUSY.
@@ -16,35 +17,11 @@
  * a problem, not an error: it is reported with code ECORRUPT/EVERSION and the
  * file is never modified (the superblock is validated before it is mapped).
  */
-import { Command, Option } from 'commander';
-import { MorselError, isMorselError } from '../errors.js';
+import { isMorselError } from '../errors.js';
 import { Memory } from '../memory.js';
 import { checkRegion, type CheckReport, type CheckSummary } from '../recovery/check.js';
-import { EXIT_OK, EXIT_PROBLEMS, printError } from './common.js';
 
-type Report = CheckSummary & Partial<CheckReport>;
-
-export function registerCheck(program: Command): void {
-  program
-    .command('check')
-    .description('verify every invariant of a region (trees, references, allocator); --repair fixes what is safe to fix')
-    .addOption(new Option('--region <file>', 'persistent region file').makeOptionMandatory())
-    .option('--repair', 'show what a repair would change and reclaim (dry run); with --yes, apply it')
-    .option('--yes', 'with --repair: apply the repair')
-    .addOption(new Option('--json', 'print one JSON object on stdout'))
-    .action((o: { region: string; repair?: boolean; yes?: boolean; json?: boolean }) => {
-      let report: Report;
-      try {
-        if (o.yes && !o.repair) throw new MorselError('EINVAL', '--yes only confirms --repair');
-        report = runCheck(o.region, { repair: !!o.repair, apply: !!o.yes });
-      } catch (e) {
-        printError(!!o.json, e);
-        return;
-      }
-      process.stdout.write((o.json ? JSON.stringify(report) : describe(report)) + '\n');
-      process.exitCode = report.ok ? EXIT_OK : EXIT_PROBLEMS;
-    });
-}
+export type Report = CheckSummary & Partial<CheckReport>;
 
 /**
  * Opens without recovery, checks (and plans or applies a repair), closes.
@@ -67,7 +44,8 @@ export function runCheck(path: string, opts: { repair: boolean; apply: boolean }
   }
 }
 
-function describe(r: Report): string {
+/** The text form of a report: one line per finding, then `ok` or the count. */
+export function describe(r: Report): string {
   const lines: string[] = [];
   if (r.live) lines.push(`region in use by other processes: read-only check, stable problems only; ${r.suspectFrames ?? 0} frame(s) unreachable but possibly in flight (check again when idle)`);
   if (r.before) lines.push(`before repair: ${r.before.problems.length} problem(s), ${r.before.lostFrames} lost frame(s)`);

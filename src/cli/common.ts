@@ -18,7 +18,9 @@
  * Adding a command: write `registerX(program: Command)` in its own module,
  * build options with `jsonOption()`/`regionOption()`, wrap the action body in
  * `run(o.json, body, text)`, import heavy modules inside the body (start-up
- * stays cheap), and call registerX from main.ts.
+ * stays cheap: a module main.ts loads imports only commander, common.ts and
+ * types), and call registerX from main.ts. Commands that act on a morsel
+ * take a <target> and resolve it with targets.ts.
  */
 import { Option, type Command, type CommanderError } from 'commander';
 import { MorselError, isMorselError, type ErrorCode } from '../errors.js';
@@ -120,6 +122,10 @@ export function printResult(json: boolean, o: Out, text?: (o: Out) => string): v
   else if (text) process.stdout.write(text(o) + '\n');
 }
 
+/** `key: value` lines, objects as JSON (the text form of inspect and stat). */
+export const keyValueText = (o: Out): string =>
+  Object.entries(o).map(([k, v]) => `${k}: ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v}`).join('\n');
+
 /** Runs a command body and prints its result or its typed error. */
 export async function run(json: boolean | undefined, body: () => Out | Promise<Out>, text?: (o: Out) => string): Promise<void> {
   try {
@@ -130,7 +136,9 @@ export async function run(json: boolean | undefined, body: () => Out | Promise<O
 }
 
 export const jsonOption = (): Option => new Option('--json', 'print one JSON object on stdout (errors too)');
-export const regionOption = (): Option => new Option('--region <file>', 'persistent region file').makeOptionMandatory();
+/** `--region <file>`, taken from $MORSEL_REGION when not given (one of the two is required). */
+export const regionOption = (): Option =>
+  new Option('--region <file>', 'persistent region file (default: $MORSEL_REGION)').env('MORSEL_REGION').makeOptionMandatory();
 
 /** Opens a region for one command and closes it afterwards, whatever happens. */
 export async function withRegion<T>(path: string, fn: (m: Memory) => T | Promise<T>, opts: OpenOptions = {}): Promise<T> {

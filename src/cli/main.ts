@@ -7,7 +7,6 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerHwcheck } from '../hwcheck/cli.js';
-import { registerCheck } from './check.js';
 import { followContract, printError } from './common.js';
 import { registerIo } from './io.js';
 import { registerMorsels } from './morsels.js';
@@ -19,6 +18,13 @@ function packageVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
+const TARGETS_HELP = `
+A <target> (read, write, inspect, destroy) is one of:
+  /path            a name (create /path --size 4KiB): its mode is checked
+  0x…@generation   a handle (printed by create <path>, stat, ls -l): ESTALE once destroyed
+  0x…              a raw morsel ID (printed by create --order N): whatever lives there now
+--region defaults to $MORSEL_REGION. Every command takes --json and --help.`;
+
 export async function main(argv: string[]): Promise<void> {
   // `morsel read … | head` closes the pipe early: that ends the output, it is not an error.
   // Any other failure of stdout can only be told on stderr.
@@ -29,12 +35,12 @@ export async function main(argv: string[]): Promise<void> {
   const program = new Command('morsel')
     .description('Morsels: memory objects built from x86-64 page-table subtrees')
     .version(packageVersion(), '-V, --version', 'print the version')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .addHelpText('after', TARGETS_HELP);
   followContract(program, argv);
   registerRegion(program);
   registerMorsels(program);
   registerIo(program);
-  registerCheck(program);
   registerHwcheck(program);
   registerNames(program);
   await program.parseAsync(argv);

@@ -1,10 +1,15 @@
-/** `morsel init <file>` and `morsel stat`: create and describe a region file. */
+/**
+ * `morsel init <file>`, `morsel stat [path]` and `morsel check`: create,
+ * describe (or describe one name in) and verify a region file.
+ */
 import type { Command } from 'commander';
 import type { Memory } from '../memory.js';
 import { formatBytes, parseBytes, PAGE_SIZE } from '../units.js';
-import { jsonOption, regionOption, run, withRegion, type Out } from './common.js';
+import { MorselError } from '../errors.js';
+import { EXIT_OK, EXIT_PROBLEMS, jsonOption, keyValueText, printError, regionOption, run, withRegion, type Out } from './common.js';
 
 export function registerRegion(program: Command): void {
+  registerCheck(program);
   program
     .command('init <file>')
     .description('create and format a persistent region file')
@@ -26,15 +31,43 @@ export function registerRegion(program: Command): void {
 
   program
     .command('stat')
-    .description('frames total/free/used and the format version of a region')
+    .argument('[path]', 'a name in the region (omit for the region itself)')
+    .description('a name: kind, size, mode, owner, handle, users; without one: frames and format of the region (read-only open)')
     .addOption(regionOption())
     .addOption(jsonOption())
-    .action((o: { region: string; json?: boolean }) =>
-      run(o.json, () => withRegion(o.region, async (m) => ({ ...(await statOf(m)), recovery: m.report }), { mode: 'readonly' }), (r) => {
+    .action((path: string | undefined, o: { region: string; json?: boolean }) =>
+      run(o.json, async () => {
+        if (path === undefined) return withRegion(o.region, async (m) => ({ ...(await statOf(m)), recovery: m.report }), { mode: 'readonly' });
+        const { describeStat } = await import('./targets.js');
+        return withRegion(o.region, (m) => describeStat(m.names.stat(path)), { mode: 'readonly' });
+      }, (r) => {
+        if (path !== undefined) return keyValueText(r);
         const f = r.frames as Record<string, number>;
         return `format version ${r.version}\nframes total ${f.total}, allocatable ${f.allocatable}, free ${f.free}, used ${f.used}\nlive morsels ${r.morsels}`;
       }),
     );
+}
+
+/** `morsel check [--repair [--yes]]`: see check.ts. Exit 0 ok, 1 problems, else the error's status. */
+function registerCheck(program: Command): void {
+  program
+    .command('check')
+    .description('verify every invariant of a region (trees, references, allocator); --repair fixes what is safe to fix')
+    .addOption(regionOption())
+    .option('--repair', 'show what a repair would change and reclaim (dry run); with --yes, apply it')
+    .option('--yes', 'with --repair: apply the repair')
+    .addOption(jsonOption())
+    .action(async (o: { region: string; repair?: boolean; yes?: boolean; json?: boolean }) => {
+      try {
+        if (o.yes && !o.repair) throw new MorselError('EINVAL', '--yes only confirms --repair');
+        const { runCheck, describe } = await import('./check.js');
+        const report = runCheck(o.region, { repair: !!o.repair, apply: !!o.yes });
+        process.stdout.write((o.json ? JSON.stringify(report) : describe(report)) + '\n');
+        process.exitCode = report.ok ? EXIT_OK : EXIT_PROBLEMS;
+      } catch (e) {
+        printError(!!o.json, e);
+      }
+    });
 }
 
 async function statOf(m: Memory): Promise<Out> {

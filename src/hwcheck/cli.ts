@@ -6,7 +6,7 @@
  * every command (src/cli/common.ts).
  */
 import { Command, Option } from 'commander';
-import { EXIT_PROBLEMS, printError } from '../cli/common.js';
+import { EXIT_PROBLEMS, printError, regionOption } from '../cli/common.js';
 import type { Levels } from '../space/address-space.js';
 import type { HwcheckResult } from './hwcheck.js';
 
@@ -14,7 +14,7 @@ export function registerHwcheck(program: Command): void {
   program
     .command('hwcheck')
     .description("check the region's page tables on QEMU's x86-64 MMU (needs qemu-system-x86_64 and nasm)")
-    .addOption(new Option('--region <file>', 'persistent region file').makeOptionMandatory())
+    .addOption(regionOption())
     .addOption(new Option('--levels <n>', 'paging depth (default: both)').choices(['4', '5']))
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { region: string; levels?: string; json?: boolean }) => {
