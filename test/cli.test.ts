@@ -163,7 +163,7 @@ test('files that are not regions: ECORRUPT/EVERSION and never modified', () => {
   }
 });
 
-const COMMANDS = ['init', 'stat', 'create', 'write', 'read', 'inspect', 'destroy', 'ls', 'check', 'hwcheck'];
+const COMMANDS = ['init', 'stat', 'create', 'write', 'read', 'inspect', 'destroy', 'ls', 'check', 'hwcheck', 'rm', 'mkdir', 'rmdir', 'mv', 'chmod', 'chown'];
 
 test('--help on every command', () => {
   for (const cmd of COMMANDS) {
@@ -171,6 +171,65 @@ test('--help on every command', () => {
     assert.equal(r.status, 0, cmd);
     assert.match(r.out, /Usage: morsel/);
   }
+});
+
+test('--help documents the target forms and $MORSEL_REGION', () => {
+  const top = morsel(['--help']).out;
+  for (const form of ['/path', '0x…@generation', '0x…', '$MORSEL_REGION']) assert.ok(top.includes(form), `morsel --help mentions ${form}`);
+  for (const cmd of ['read', 'write', 'inspect', 'destroy']) assert.match(morsel([cmd, '--help']).out, /target +a \/path, a handle 0x…@generation/, cmd);
+  assert.match(morsel(['stat', '--help']).out, /env: MORSEL_REGION/);
+  assert.match(morsel(['create', '--help']).out, /\[path\][\s\S]*--order <n>[\s\S]*--mode <octal>[\s\S]*--fixed <addr>/);
+});
+
+test('start-up stays cheap: modules loaded for parsing import no library module that opens a region', () => {
+  // The static import graph of dist/src/cli/main.js (heavy modules are imported inside actions).
+  const seen = new Set<string>();
+  const visit = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const m of fs.readFileSync(file, 'utf8').matchAll(/^import [^;]*?from '(\.[^']+)';$/gm)) visit(path.resolve(path.dirname(file), m[1]));
+  };
+  const cliDir = path.resolve(path.dirname(bin), '../dist/src/cli');
+  visit(path.join(cliDir, 'main.js'));
+  const names = [...seen].map((f) => path.relative(path.dirname(cliDir), f)).sort();
+  for (const heavy of ['memory.js', 'cli/targets.js', 'cli/check.js', 'manage/names.js', 'morsel/morsels.js', 'physical/region.js']) {
+    assert.ok(!names.includes(heavy), `${heavy} is loaded at start-up: ${names.join(', ')}`);
+  }
+  assert.ok(names.includes('cli/names.js') && names.includes('cli/common.js'), names.join(', '));
+});
+
+test('--region comes from $MORSEL_REGION for every region command', () => {
+  const region = path.join(dir, 'env.region');
+  morsel(['init', region, '--size', '8MiB']);
+  const env = (args: string[], input?: Buffer) => {
+    const r = spawnSync(process.execPath, [bin, ...args, '--json'], { input, env: { ...process.env, MORSEL_REGION: region } });
+    return { status: r.status, json: JSON.parse(r.stdout.toString()) };
+  };
+  const id = env(['create', '--order', '0']).json.id as string;
+  assert.equal(env(['write', id], Buffer.from('env')).json.written, 3);
+  assert.equal(Buffer.from(env(['read', id, '--length', '3']).json.base64, 'base64').toString(), 'env');
+  assert.equal(env(['inspect', id]).json.dataPages, 1);
+  assert.deepEqual(env(['ls']).json.morsels, [id]);
+  assert.equal(env(['stat']).json.morsels, 1);
+  assert.equal(env(['check']).json.ok, true);
+  assert.equal(env(['destroy', id]).status, 0);
+  assert.equal(morsel(['stat', '--json']).json.error.code, 'EINVAL', 'without either: a usage error');
+});
+
+test('write by path: bounded like by ID (ERANGE before anything changes), counted while it runs', () => {
+  const region = path.join(dir, 'named.region');
+  morsel(['init', region, '--size', '8MiB']);
+  assert.equal(morsel(['create', '/n', '--size', '100', '--region', region, '--json']).status, 0);
+  const before = regionSha(region);
+  const r = morsel(['write', '/n', '--offset', '90', '--region', region, '--json'], Buffer.alloc(11));
+  assert.equal(r.json?.error?.code, 'ERANGE', r.out);
+  assert.equal(regionSha(region), before, 'the region is unchanged');
+  assert.equal(morsel(['write', '/n', '--offset', '90', '--region', region, '--json'], Buffer.from('0123456789')).json.written, 10);
+  assert.equal(morsel(['read', '/n', '--offset', '90', '--region', region]).out, '0123456789', 'without --length: to the end of the logical size');
+  assert.equal(morsel(['read', '/n', '--offset', '101', '--region', region, '--json']).json?.error?.code, 'ERANGE');
+  assert.equal(morsel(['create', '--order', '0', '--size', '1', '--region', region, '--json']).json?.error?.code, 'EINVAL', 'a raw morsel has no logical size');
+  assert.equal(morsel(['create', '/m', '--region', region, '--json']).json?.error?.code, 'EINVAL', 'a named morsel needs --size');
+  assert.equal(morsel(['inspect', 'garbage', '--region', region, '--json']).json?.error?.code, 'EINVAL');
 });
 
 test('--version prints the package version', () => {
@@ -195,6 +254,12 @@ test('--json: every command answers a usage error and a missing region with one 
     ls: [['ls', '--region', missing], 'ENOENT'],
     check: [['check', '--region', missing], 'ENOENT'],
     hwcheck: [['hwcheck', '--region', missing], nasm ? 'ENOENT' : 'ENOTSUP'],
+    rm: [['rm', '/a', '--region', missing], 'ENOENT'],
+    mkdir: [['mkdir', '/d', '--region', missing], 'ENOENT'],
+    rmdir: [['rmdir', '/d', '--region', missing], 'ENOENT'],
+    mv: [['mv', '/a', '/b', '--region', missing], 'ENOENT'],
+    chmod: [['chmod', '0600', '/a', '--region', missing], 'ENOENT'],
+    chown: [['chown', '0:0', '/a', '--region', missing], 'ENOENT'],
   };
   const one = (args: string[], code: string) => {
     const r = morsel(args);

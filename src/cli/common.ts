@@ -137,8 +137,10 @@ export async function run(json: boolean | undefined, body: () => Out | Promise<O
 
 export const jsonOption = (): Option => new Option('--json', 'print one JSON object on stdout (errors too)');
 /** `--region <file>`, taken from $MORSEL_REGION when not given (one of the two is required). */
-export const regionOption = (): Option =>
-  new Option('--region <file>', 'persistent region file (default: $MORSEL_REGION)').env('MORSEL_REGION').makeOptionMandatory();
+export const regionOption = (): Option => new Option('--region <file>', 'persistent region file').env('MORSEL_REGION').makeOptionMandatory();
+
+/** Help for a <target> argument; targets.ts resolves the three forms. */
+export const TARGET_HELP = 'a /path, a handle 0x…@generation (ESTALE once destroyed) or a raw morsel ID 0x…';
 
 /** Opens a region for one command and closes it afterwards, whatever happens. */
 export async function withRegion<T>(path: string, fn: (m: Memory) => T | Promise<T>, opts: OpenOptions = {}): Promise<T> {

@@ -14,13 +14,12 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { MorselError } from '../errors.js';
 import { MiB, parseBytes } from '../units.js';
-import { jsonOption, regionOption, run, withRegion } from './common.js';
+import { TARGET_HELP, jsonOption, regionOption, run, withRegion } from './common.js';
 
 /** Input chunks and output pieces (bounded memory whatever the sizes). */
 const CHUNK_BYTES = 1 * MiB;
 /** --json prints the bytes as one base64 string, so it is capped; plain read streams any length. */
 const JSON_READ_MAX_BYTES = 64 * MiB;
-const TARGET_HELP = 'a /path, a handle 0x…@generation (ESTALE once destroyed) or a raw morsel ID 0x…';
 
 interface Input {
   chunks: AsyncIterable<Uint8Array>;

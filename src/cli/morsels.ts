@@ -15,9 +15,8 @@ import type { Command } from 'commander';
 import type { Memory } from '../memory.js';
 import { check } from '../errors.js';
 import { parseBytes } from '../units.js';
-import { jsonOption, keyValueText, regionOption, run, withRegion, type Out } from './common.js';
+import { TARGET_HELP, jsonOption, keyValueText, regionOption, run, withRegion, type Out } from './common.js';
 
-const TARGET_HELP = 'a /path, a handle 0x…@generation or a raw morsel ID 0x…';
 
 interface CreateFlags {
   region: string;
