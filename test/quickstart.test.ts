@@ -63,8 +63,12 @@ test("README quick start in a fresh clone: npm ci, then the command-line example
     const r = sh(examples, clone);
     assert.equal(r.status, 0, `README command-line block failed:\n${r.out}\n${r.err}`);
     assert.match(r.out, /"frames":\{"total":65536,/, 'stat --json as the README comments it');
+    assert.match(r.out, /^0x[0-9a-f]{16}@\d+$/m, 'create <path> prints the handle');
     assert.match(r.out, /^hello$/m, 'read prints what write stored');
+    assert.match(r.out, /^-rw-r----- \d+ \d+ +51200 0x[0-9a-f]{16}@\d+ w$/m, 'ls -l');
+    assert.match(r.out, /^mode: 0640$/m, 'stat <path>');
     assert.match(r.out, /"tableFrames":\d+,"dataPages":1,/, 'inspect --json');
+    assert.match(r.out, /^removed \/models\/v$/m, 'rm');
     assert.match(r.out, /^destroyed 0x[0-9a-f]{16} \(\d+ frames freed\)$/m);
     assert.equal(r.err, '', 'no warnings or errors on stderr');
   } finally {
