@@ -23,6 +23,9 @@ import { checkRegion, type CheckReport, type CheckSummary } from '../recovery/ch
 
 export type Report = CheckSummary & Partial<CheckReport>;
 
+/** The command itself lives in region.ts (main.ts must not load this module); re-exported for callers that build a program with only `check`. */
+export { registerCheck } from './region.js';
+
 /**
  * Opens without recovery, checks (and plans or applies a repair), closes.
  * Superblock failures become a report. Whether others use the region comes

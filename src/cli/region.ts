@@ -9,7 +9,6 @@ import { MorselError } from '../errors.js';
 import { EXIT_OK, EXIT_PROBLEMS, jsonOption, keyValueText, printError, regionOption, run, withRegion, type Out } from './common.js';
 
 export function registerRegion(program: Command): void {
-  registerCheck(program);
   program
     .command('init <file>')
     .description('create and format a persistent region file')
@@ -46,10 +45,12 @@ export function registerRegion(program: Command): void {
         return `format version ${r.version}\nframes total ${f.total}, allocatable ${f.allocatable}, free ${f.free}, used ${f.used}\nlive morsels ${r.morsels}`;
       }),
     );
+
+  registerCheck(program);
 }
 
 /** `morsel check [--repair [--yes]]`: see check.ts. Exit 0 ok, 1 problems, else the error's status. */
-function registerCheck(program: Command): void {
+export function registerCheck(program: Command): void {
   program
     .command('check')
     .description('verify every invariant of a region (trees, references, allocator); --repair fixes what is safe to fix')
