@@ -92,6 +92,30 @@ test('a stale handle after destroy + create of the same order: ESTALE in every c
   assert.equal(errCode(morsel(['read', old.split('@')[0], '--length', '3', '--json'], { env })), undefined, 'a raw ID is the primitive level: it names whatever lives there');
 });
 
+test('CLI as another user: a path is opened with its mode checked (EACCES, nothing written), a raw ID is the primitive level', { skip: process.getuid?.() !== 0 ? 'needs root to run the CLI as nobody' : false }, () => {
+  const sub = fs.mkdtempSync(path.join(dir, 'modes-'));
+  for (const d of [dir, sub]) fs.chmodSync(d, 0o755);
+  const region = path.join(sub, 'modes.region');
+  morsel(['init', region, '--size', '16MiB']);
+  fs.chmodSync(region, 0o666);
+  const env = { MORSEL_REGION: region };
+  const pub = morsel(['create', '/pub', '--size', '4KiB', '--mode', '0644', '--json'], { env }).json.handle as string;
+  morsel(['write', '/pub'], { env, input: Buffer.from('root') });
+  morsel(['create', '/open', '--size', '4KiB', '--mode', '0666'], { env });
+  const asNobody = (args: string[], input?: Buffer) => {
+    const r = spawnSync(process.execPath, [bin, ...args, '--json'], { input, uid: 65534, gid: 65534, env: { ...process.env, ...env } });
+    return { status: r.status, json: JSON.parse(r.stdout.toString() || 'null') };
+  };
+  assert.equal(Buffer.from(asNobody(['read', '/pub', '--length', '4']).json.base64, 'base64').toString(), 'root', 'other: r--');
+  const denied = asNobody(['write', '/pub'], Buffer.from('nope'));
+  assert.equal(denied.json?.error?.code, 'EACCES', JSON.stringify(denied.json));
+  assert.equal(denied.status, 4);
+  assert.equal(morsel(['read', '/pub', '--length', '4'], { env }).out, 'root', 'nothing was written');
+  assert.equal(asNobody(['write', '/open'], Buffer.from('mine')).json.written, 4, 'other: rw-');
+  assert.equal(asNobody(['chmod', '0666', '/pub']).json?.error?.code, 'EPERM', 'only the owner or root changes a mode');
+  assert.equal(asNobody(['write', pub.split('@')[0]], Buffer.from('raw!')).json.written, 4, 'a raw ID is the primitive: whoever can open the region file reaches its bytes');
+});
+
 test('Float32Array stored under a name in one process, read back in another', () => {
   const region = path.join(dir, 'f32.region');
   Memory.create(region, 16 * 1024 * 1024).close();
