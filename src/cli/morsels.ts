@@ -95,8 +95,8 @@ export function registerMorsels(program: Command): void {
         return withRegion(o.region, (m) => {
           const t = resolveTarget(m, text);
           const freeBefore = freeFramesAfterClose(m);
-          if (t.path !== undefined) m.names.destroy(t.path);
-          else m.morsels.destroy(t.ref.id, { generation: text.includes('@') ? t.ref.generation : undefined });
+          if (t.form === 'path') m.names.destroy(text);
+          else m.morsels.destroy(t.ref.id, { generation: t.form === 'handle' ? t.ref.generation : undefined });
           return { target: text, id: hex(t.ref.id), freedFrames: freeFramesAfterClose(m) - freeBefore };
         });
       }, (r) => `destroyed ${r.id} (${r.freedFrames} frames freed)`),

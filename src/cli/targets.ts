@@ -16,7 +16,7 @@ import { check } from '../errors.js';
 import type { Memory } from '../memory.js';
 import { type MorselHandle, formatHandle, isHandleText, parseHandle, type MorselRef } from '../manage/handle.js';
 import type { NameRecord, NameStat } from '../manage/names.js';
-import { decodeIdBits, hex, parseId } from '../morsel/id.js';
+import { decodeIdBits, parseId } from '../morsel/id.js';
 import { orderBytes } from '../morsel/order.js';
 import { forEachUsageFrame } from '../morsel/usage.js';
 import { MiB, PAGE_SIZE } from '../units.js';
@@ -25,31 +25,36 @@ import { CommandError, toMorselError, type Out } from './common.js';
 /** What a target text resolves to, found without opening (counting) it. */
 export interface Target {
   text: string;
-  /** set for a /path: opened by name (mode checked) */
-  path?: string;
-  /** the incarnation: for a path the one its name points at now */
+  form: 'path' | 'handle' | 'id';
+  /** the incarnation: for a path the one its name points at now, for a raw ID the one living there now */
   ref: MorselRef;
   /** logical size: a name's or meta morsel's recorded size, else the order's span */
   sizeBytes: number;
 }
 
-export const isPath = (text: string): boolean => text.startsWith('/');
-
 /**
  * Resolves a target text without changing the region (so a bad range can
  * be refused before anything is written): ENOENT/EISDIR for paths, ESTALE
  * for a destroyed handle, EINVAL for anything that is neither form.
+ *
+ * # Warning
+ * Nothing is counted until withTarget opens it: a path renamed or replaced
+ * in between is opened as what it names then (Names.write/read check the
+ * range again against the opened size, so a smaller replacement is ERANGE
+ * with `written`); a handle or raw ID destroyed in between is ESTALE at
+ * open (its generation was fixed here), never another incarnation.
  */
 export function resolveTarget(m: Memory, text: string): Target {
-  if (isPath(text)) {
+  if (text.startsWith('/')) {
     const rec = m.names.ns.lookup(text);
     check(rec.kind === 'morsel', 'EISDIR', () => `${text} is a directory`);
-    return { text, path: text, ref: { id: decodeIdBits(rec.id).id, generation: rec.generation }, sizeBytes: rec.sizeBytes };
+    return { text, form: 'path', ref: { id: decodeIdBits(rec.id).id, generation: rec.generation }, sizeBytes: rec.sizeBytes };
   }
   check(isHandleText(text), 'EINVAL', () => `${JSON.stringify(text)} is neither a /path, a handle (0x…@generation) nor a morsel ID (0x…)`);
-  const d = text.includes('@') ? m.morsels.decodeHandle(parseHandle(text).id, parseHandle(text).generation) : m.morsels.decode(parseId(text));
+  const handle = text.includes('@') ? parseHandle(text) : null;
+  const d = handle ? m.morsels.decodeHandle(handle.id, handle.generation) : m.morsels.decode(parseId(text));
   const sizeBytes = d.meta ? m.morsels.metaOf(d).sizeBytes : orderBytes(d.order);
-  return { text, ref: { id: d.id, generation: m.morsels.generationOf(d.rootFrame) }, sizeBytes };
+  return { text, form: handle ? 'handle' : 'id', ref: { id: d.id, generation: m.morsels.generationOf(d.rootFrame) }, sizeBytes };
 }
 
 /** [offset, offset + lengthBytes) must lie inside the target; changes nothing. */
@@ -59,7 +64,7 @@ export function checkRange(t: { sizeBytes: number }, offset: number, lengthBytes
 
 /** Opens the target as a handle for the duration of `fn` (a path by name, mode checked). */
 export async function withTarget<T>(m: Memory, t: Target, write: boolean, fn: (h: MorselHandle) => T | Promise<T>): Promise<T> {
-  const h = t.path !== undefined ? m.names.open(t.path, { write }) : m.names.openRef(t.ref, { write });
+  const h = t.form === 'path' ? m.names.open(t.text, { write }) : m.names.openRef(t.ref, { write });
   try {
     return await fn(h);
   } finally {
