@@ -320,6 +320,23 @@ test('write: input longer than the morsel is ERANGE before anything changes, eve
   assert.equal(morsel(['write', '--region', region, id, '--file', dir, '--json']).json?.error?.code, 'EISDIR');
 });
 
+test('write: input longer than the staging window (64 MiB) lands whole, from a file and from a pipe', () => {
+  const region = path.join(dir, 'long.region');
+  morsel(['init', region, '--size', '256MiB']);
+  const payload = crypto.randomBytes(64 * 1024 * 1024 + 3 * 4096 + 5);
+  const file = path.join(dir, 'long.bin');
+  fs.writeFileSync(file, payload);
+  const digest = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+  for (const [target, args, input] of [['/long-file', ['--file', file], undefined], ['/long-pipe', [], payload]] as [string, string[], Buffer | undefined][]) {
+    assert.equal(morsel(['create', target, '--size', '80MiB', '--region', region]).status, 0);
+    const w = morsel(['write', target, ...args, '--region', region, '--json'], input);
+    assert.equal(w.json?.written, payload.length, `${target}: ${w.out}${w.err}`);
+    const back = morsel(['read', target, '--length', String(payload.length), '--region', region]);
+    assert.equal(digest(back.raw), digest(payload), `${target}: the bytes read back are the bytes written`);
+  }
+  fs.rmSync(file);
+});
+
 test('write: ENOSPC part-way says how many bytes landed, and they did', () => {
   const region = path.join(dir, 'full.region');
   morsel(['init', region, '--size', '4MiB']); // < 1024 free frames

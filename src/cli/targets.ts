@@ -99,30 +99,30 @@ export async function writeFrom(m: Memory, t: Target, offset: number, chunks: As
     staged.push(r.value);
     stagedBytes += r.value.length;
   };
+  const flush = (h: MorselHandle): void => {
+    for (const c of staged) written += writePages(m, h, offset + written, c, written);
+    staged = [];
+    stagedBytes = 0;
+  };
   try {
     while (!ended && stagedBytes < STAGE_BYTES) await take();
-  } finally {
-    if (!ended) await input.return?.();
-  }
-  return withTarget(m, t, true, async (h) => {
-    const flush = (): void => {
-      for (const c of staged) written += writePages(m, h, offset + written, c, written);
-      staged = [];
-      stagedBytes = 0;
-    };
-    try {
-      flush();
-      while (!ended) {
-        await take();
-        if (stagedBytes >= STAGE_BYTES) flush();
+    return await withTarget(m, t, true, async (h) => {
+      try {
+        flush(h);
+        while (!ended) {
+          await take();
+          if (stagedBytes >= STAGE_BYTES) flush(h);
+        }
+        flush(h);
+      } catch (e) {
+        throw e instanceof CommandError ? e : new CommandError(toMorselError(e), { written });
       }
-      flush();
-    } catch (e) {
-      await input.return?.();
-      throw e instanceof CommandError ? e : new CommandError(toMorselError(e), { written });
-    }
-    return written;
-  });
+      return written;
+    });
+  } catch (e) {
+    if (!ended) await input.return?.(); // stop reading input nobody will write
+    throw e;
+  }
 }
 
 /**
