@@ -24,7 +24,7 @@ interface CreateFlags {
   order?: string;
   mode?: string;
   fixed?: string;
-  levels: string;
+  levels?: string;
   meta?: boolean;
   address?: string;
   json?: boolean;
@@ -40,7 +40,7 @@ export function registerMorsels(program: Command): void {
     .option('--order <n>', 'order 0..4 (4 KiB, 2 MiB, 1 GiB, 512 GiB, 256 TiB); named: default the smallest that holds --size')
     .option('--mode <octal>', 'named: permission bits (default 0600)')
     .option('--fixed <addr>', 'named: fixed mapping address, reserved region-wide (e.g. 0x40000000, 1GiB)')
-    .option('--levels <n>', 'named --fixed: paging levels the address must be mappable with (4 or 5)', '5')
+    .option('--levels <n>', 'named --fixed: paging levels the address must be mappable with, 4 or 5 (default 5)')
     .option('--meta', 'raw: a meta morsel with a fixed mapping address (--address)')
     .option('--address <addr>', 'raw --meta: its fixed mapping address')
     .addOption(jsonOption())
@@ -137,7 +137,7 @@ function listing(entries: Out[], long: boolean): string {
 async function namedCreate(path: string, o: CreateFlags): Promise<(m: Memory) => Out> {
   check(o.size !== undefined, 'EINVAL', 'a named morsel needs --size');
   check(!o.meta && o.address === undefined, 'EINVAL', 'named morsels take --fixed, not --meta/--address');
-  check(o.levels === '4' || o.levels === '5', 'EINVAL', () => `--levels must be 4 or 5, got ${o.levels}`);
+  check(o.levels === undefined || o.levels === '4' || o.levels === '5', 'EINVAL', () => `--levels must be 4 or 5, got ${o.levels}`);
   const [{ toOrder }, { parseMode }, { formatHandle }] = await Promise.all([import('../morsel/order.js'), import('../manage/rights.js'), import('../manage/handle.js')]);
   const opts = {
     sizeBytes: parseBytes(o.size, '--size'),
@@ -156,7 +156,7 @@ async function namedCreate(path: string, o: CreateFlags): Promise<(m: Memory) =>
 /** `create --order N [--meta --address A [--size S]]`: an unnamed morsel; prints its raw ID (and handle under --json). */
 async function rawCreate(o: CreateFlags): Promise<(m: Memory) => Out> {
   check(o.order !== undefined, 'EINVAL', 'create needs a /path (a named morsel, with --size) or --order (a raw one)');
-  check(o.fixed === undefined && o.mode === undefined, 'EINVAL', '--fixed and --mode are for named morsels; a raw one takes --meta --address');
+  check(o.fixed === undefined && o.mode === undefined && o.levels === undefined, 'EINVAL', '--fixed, --levels and --mode are for named morsels; a raw one takes --meta --address');
   check(o.address === undefined || !!o.meta, 'EINVAL', '--address needs --meta');
   check(!o.meta || o.address !== undefined, 'EINVAL', '--meta needs --address');
   check(o.size === undefined || !!o.meta, 'EINVAL', 'a raw morsel spans its order; --size is for --meta (or give a /path)');
