@@ -42,7 +42,7 @@ export interface HwcheckResult {
   levels: Levels;
   checks: CheckResult[];
   qemuSeconds: number;
-  /** QEMU's exit status: 33 all passed, 35 a check failed, 0 triple fault */
+  /** QEMU's exit status: EXIT_PASS all passed, EXIT_FAIL a check failed, 0 triple fault */
   exitStatus: number | null;
   /** guest lines that are not a check's (begin/done/fatal), for diagnosis */
   log: string[];
