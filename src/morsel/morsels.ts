@@ -229,6 +229,17 @@ export class Morsels {
     }
   }
 
+  /**
+   * The generation of the incarnation a bare ID names now, for a use or
+   * destroy that then decodes it as a handle. # Warning: the word is read
+   * AFTER one decode and validated by a second (decodeHandle): a generation
+   * read after a single decode may belong to a re-created root still in its
+   * create window (live, unregistered), which no use or destroy may touch.
+   */
+  private currentGeneration(id: bigint): number {
+    return this.generationOf(this.decode(id).rootFrame);
+  }
+
   // --- use: the user side of the destroy decision -----------------------------------
 
   /**
@@ -247,8 +258,8 @@ export class Morsels {
    */
   use(id: bigint, generation?: number): Use {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
-      const d = generation === undefined ? this.decode(id) : this.decodeHandle(id, generation);
-      const gen = generation ?? this.generationOf(d.rootFrame);
+      const gen = generation ?? this.currentGeneration(id);
+      const d = this.decodeHandle(id, gen);
       const data = this.dataOfLive(d, gen);
       this.usage.add(data.rootFrame, d.rootFrame);
       const w = this.words.load(d.rootFrame);
@@ -597,8 +608,8 @@ export class Morsels {
    * (its next owner writes the word).
    */
   destroy(id: bigint, opts: { generation?: number; defer?: boolean } = {}): 'destroyed' | 'deferred' {
-    const d = opts.generation === undefined ? this.decode(id) : this.decodeHandle(id, opts.generation);
-    const generation = opts.generation ?? this.generationOf(d.rootFrame);
+    const generation = opts.generation ?? this.currentGeneration(id);
+    const d = this.decodeHandle(id, generation);
     const data = this.dataOfLive(d, generation);
     // The claim brackets every moment this process may hold DYING (usage.ts).
     this.usage.claim(data.rootFrame, d.rootFrame, true);
