@@ -257,10 +257,11 @@ export class Memory {
     if (!openMemories.delete(this)) return; // closed already
     if (this.region.writable && this.region.userSlot !== NO_SLOT) {
       // Handles left open: their PENDING morsels whose last user we were go now.
-      const words: number[] = [];
-      this.openMorsels.usage.forEachMine((_key, _count, wordFrame) => words.push(wordFrame));
+      // Generations are read while our uses still pin them (see Morsels.release).
+      const words: [number, number][] = [];
+      this.openMorsels.usage.forEachMine((_key, _count, wordFrame) => words.push([wordFrame, this.openMorsels.generationOf(wordFrame)]));
       emptyOwnSlot(this.openMorsels);
-      for (const w of words) this.openMorsels.reapIfPending(w);
+      for (const [w, generation] of words) this.openMorsels.reapIfPending(w, generation);
       this.alloc.release(); // frames the teardown freed into our reservation
     }
     this.region.close({ markClean: !this.recoveryPending });

@@ -156,7 +156,9 @@ export class Names {
     if (fixed !== null) checkMappable(fixed, order, opts.levels ?? 5);
     this.writableParent(path);
     const id = fixed === null ? this.morsels.create(order, { pending: true }) : this.morsels.createMeta(order, { address: fixed, sizeBytes, pending: true });
-    const handle = this.begin(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, sizeBytes, path);
+    // A pending create counted our use already (see Morsels.create).
+    const data = this.morsels.dataOf(this.morsels.decode(id));
+    const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, sizeBytes, path);
     try {
       if (fixed !== null) this.reservations.reserve({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
       try {

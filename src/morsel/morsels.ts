@@ -79,16 +79,22 @@ export class Morsels {
 
   /**
    * Creates a morsel of `order`: one 4 KiB root, whatever the order (thesis
-   * Fig 3.2). `pending`: born unlinked (PENDING), for a caller that names it
-   * next and clears the flag then (a crash in between leaves a PENDING
-   * morsel nobody uses, which reapPending destroys).
+   * Fig 3.2). `pending`: born unlinked (PENDING) and with one use counted
+   * for the caller, who names it next, clears the flag and gives the use
+   * back with release() (a crash in between leaves a PENDING morsel whose
+   * count died with the slot: reapPending destroys it).
+   *
+   * # Warning: the creator's use is counted BEFORE the ID is registered. A
+   * registered PENDING morsel with no count is fair game for any reaper
+   * (see unuse), so counting after registering would let a stranger
+   * destroy it before its creator ever used it.
    */
   create(order: Order, opts: { pending?: boolean } = {}): MorselId {
     const root = this.zeroedFrame();
     const id = encodeId(root, order, false);
     this.setWord(root, order, false, opts.pending ? W_PENDING : 0);
     crashPoint('create:before-register');
-    this.registerOrFree(id, root);
+    this.registerOrFree(id, opts.pending ? root : -1, root);
     return id;
   }
 
@@ -114,6 +120,7 @@ export class Morsels {
    * morsel of `order` that always maps at `address`.
    */
   createMeta(order: Order, opts: { address: number; sizeBytes?: number; pending?: boolean }): MorselId {
+    // `pending`: as for create(); the use counts the data morsel (the usage key).
     const size = opts.sizeBytes ?? orderBytes(order);
     check(Number.isSafeInteger(opts.address) && opts.address >= 0, 'EINVAL', () => `meta address must be a non-negative integer, got ${opts.address}`);
     check(opts.address % orderBytes(order) === 0, 'EMISALIGNED', () => `address 0x${opts.address.toString(16)} is not aligned to the order-${order} size`);
@@ -133,7 +140,7 @@ export class Morsels {
     const id = encodeId(metaPage, 0, true);
     this.setWord(metaPage, 0, true, opts.pending ? W_PENDING : 0);
     crashPoint('createMeta:before-register');
-    this.registerOrFree(id, dataRoot, metaPage);
+    this.registerOrFree(id, opts.pending ? dataRoot : -1, dataRoot, metaPage);
     return id;
   }
 
@@ -141,13 +148,18 @@ export class Morsels {
    * Registers `id`, the commit point of a create. Growing the live table can
    * fail (ENOSPC); then the unregistered frames are freed here: a crash
    * would let recovery reclaim them, but a clean close would keep them
-   * allocated and unreachable forever.
+   * allocated and unreachable forever. `usedKey` (pending creates, else
+   * -1): the usage key under which the creator's use is counted first.
    */
-  private registerOrFree(id: MorselId, ...frames: Frame[]): void {
+  private registerOrFree(id: MorselId, usedKey: number, ...frames: Frame[]): void {
     const d = decodeIdBits(id);
+    let counted = false;
     try {
+      if (usedKey >= 0) this.usage.add(usedKey, d.rootFrame);
+      counted = usedKey >= 0;
       this.live.add(d.rootFrame, d.lo, d.hi);
     } catch (e) {
+      if (counted) this.usage.sub(usedKey); // never registered: nobody else saw it
       this.words.store(d.rootFrame, deadWord(this.generationOf(d.rootFrame)));
       for (const f of frames) this.alloc.free(f);
       throw e;
@@ -203,10 +215,29 @@ export class Morsels {
     try {
       return this.decodeChecked(bits);
     } catch (e) {
-      // A destroy that unregistered it holds DYING until the generation moves on.
+      // # Warning: the word of incarnation g goes: live + unregistered
+      // (create, before its commit) -> registered -> [DYING -> registered]*
+      // -> DYING + unregistered (destroy committing) -> dead, generation g+1.
+      // Only the destroyer holding DYING unregisters, and it bumps the
+      // generation before letting go, so for a generation anyone obtained
+      // from a registered ID (a use, a name, a live-table entry) "not
+      // registered" means DYING or stale here. A word live in `generation`
+      // but never registered yet is a guessed handle: EINVAL, as for any
+      // unregistered ID.
       if (stale() || this.words.load(bits.rootFrame) & W_DYING) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
       throw e;
     }
+  }
+
+  /**
+   * The generation of the incarnation a bare ID names now, for a use or
+   * destroy that then decodes it as a handle. # Warning: the word is read
+   * AFTER one decode and validated by a second (decodeHandle): a generation
+   * read after a single decode may belong to a re-created root still in its
+   * create window (live, unregistered), which no use or destroy may touch.
+   */
+  private currentGeneration(id: bigint): number {
+    return this.generationOf(this.decode(id).rootFrame);
   }
 
   // --- use: the user side of the destroy decision -----------------------------------
@@ -227,17 +258,35 @@ export class Morsels {
    */
   use(id: bigint, generation?: number): Use {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
-      const d = generation === undefined ? this.decode(id) : this.decodeHandle(id, generation);
-      const gen = generation ?? this.generationOf(d.rootFrame);
+      const gen = generation ?? this.currentGeneration(id);
+      const d = this.decodeHandle(id, gen);
       const data = this.dataOfLive(d, gen);
       this.usage.add(data.rootFrame, d.rootFrame);
       const w = this.words.load(d.rootFrame);
       if (wordLive(w) && wordGeneration(w) === gen && (w & W_DYING) === 0) return { d, data, generation: gen };
-      this.usage.sub(data.rootFrame); // not a release: the use never began
+      this.unuse(data.rootFrame, d.rootFrame);
       if (!wordLive(w) || wordGeneration(w) !== gen) throw new MorselError('ESTALE', `morsel ${hex(id)}@${gen} was destroyed`);
       Atomics.wait(backoffCell, 0, 0, DYING_BACKOFF_MS); // a destroyer is deciding: it commits or backs off
     }
     throw new MorselError('EBUSY', `morsel ${hex(id)}: a destroy kept deciding through ${DECISION_RETRIES} attempts`);
+  }
+
+  /**
+   * Takes back the count of a use that never began.
+   *
+   * # Warning: between its increment and this decrement the count sat on the
+   * root frame, whatever incarnation lives there: our stale incarnation may
+   * have been destroyed and the frame re-created, named, unlinked and
+   * released in between, its last releaser seeing our count (left > 0, no
+   * reap) or its destroyer deferring to it. So whoever drops this process's
+   * count to 0 reaps, here too: the incarnation in the word NOW, if it is
+   * PENDING and registered (a word read in a create's window, live but not
+   * yet registered, is left to its creator, who counts its own use).
+   */
+  private unuse(dataRoot: number, wordFrame: number): void {
+    if (this.usage.sub(dataRoot) > 0) return;
+    const w = this.words.load(wordFrame);
+    if (wordLive(w) && (w & W_PENDING) !== 0 && this.registered(wordFrame, w)) this.reapIfPending(wordFrame, wordGeneration(w));
   }
 
   /** dataOf for a use: a meta page freed under us reads as ESTALE, not ECORRUPT. */
@@ -254,28 +303,40 @@ export class Morsels {
   /**
    * Gives back one use of the data morsel rooted at `dataRoot`. The last use
    * (in any process) of a PENDING morsel destroys it.
+   *
+   * # Warning: the incarnation is read BEFORE the count drops. While our use
+   * is counted no destroyer can commit (Dekker, see use()), so the word's
+   * generation is ours. Once the count is 0 the root may be destroyed by
+   * another releaser, freed and re-created (a create sets the word live and
+   * PENDING before it registers the ID): reaping "whatever lives there now"
+   * would destroy a stranger, or find a live, unregistered, not-DYING word
+   * (decode: EINVAL). So the reap is for our generation only.
    */
   release(dataRoot: number): void {
-    const { left, wordFrame } = this.usage.sub(dataRoot);
-    if (left === 0) this.reapIfPending(wordFrame);
+    const wordFrame = this.usage.wordFrameOf(dataRoot);
+    const generation = this.generationOf(wordFrame);
+    if (this.usage.sub(dataRoot) === 0) this.reapIfPending(wordFrame, generation);
   }
 
   /**
-   * Destroys the PENDING morsel whose word is in `rootFrame` if nobody uses
-   * it. While another destroyer holds DYING we wait for its decision: if it
-   * backed off because of a use that has since gone (ours), one of us must
-   * retry, and destroy() re-checks after backing off too (see there).
+   * Destroys incarnation `generation` of the PENDING morsel whose word is in
+   * `rootFrame` if nobody uses it; false if it is gone, not PENDING or used.
+   * `generation` must be one the caller saw registered (a use, a live-table
+   * entry): a word live in that generation is then registered or DYING (see
+   * decodeHandle). While another destroyer holds DYING we wait for its
+   * decision: if it backed off because of a use that has since gone (ours),
+   * one of us must retry, and destroy() re-checks after backing off too.
    */
-  reapIfPending(rootFrame: number): boolean {
+  reapIfPending(rootFrame: number, generation: number): boolean {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
       const w = this.words.load(rootFrame);
-      if (!wordLive(w) || (w & W_PENDING) === 0) return false;
+      if (!wordLive(w) || wordGeneration(w) !== generation || (w & W_PENDING) === 0) return false;
       if (w & W_DYING) {
         Atomics.wait(backoffCell, 0, 0, DYING_BACKOFF_MS);
         continue;
       }
       try {
-        return this.destroy(encodeId(rootFrame as Frame, wordOrder(w), wordMeta(w)), { generation: wordGeneration(w), defer: true }) === 'destroyed';
+        return this.destroy(encodeId(rootFrame as Frame, wordOrder(w), wordMeta(w)), { generation, defer: true }) === 'destroyed';
       } catch (e) {
         if (!(e instanceof MorselError) || (e.code !== 'EBUSY' && e.code !== 'ESTALE')) throw e;
       }
@@ -297,12 +358,22 @@ export class Morsels {
     });
     let destroyed = 0;
     for (const root of pending) {
+      // The word first, then its registration: a word read in a create's
+      // window (live, PENDING, not yet registered) is never reaped.
       const w = this.words.load(root);
-      if (!wordLive(w) || (w & W_PENDING) === 0 || this.usage.total(this.dataRootOf(root, w)) > 0) continue;
+      if (!wordLive(w) || (w & W_PENDING) === 0 || !this.registered(root, w)) continue;
+      if (this.usage.total(this.dataRootOf(root, w)) > 0) continue;
       if (named(root, wordGeneration(w))) this.words.cas(root, w, w & ~W_PENDING);
-      else if (this.reapIfPending(root)) destroyed++;
+      else if (this.reapIfPending(root, wordGeneration(w))) destroyed++;
     }
     return destroyed;
+  }
+
+  /** Whether the morsel of live word `w` at `root` is in the live table. */
+  private registered(root: number, w: number): boolean {
+    const d = decodeIdBits(encodeId(root as Frame, wordOrder(w), wordMeta(w)));
+    const reg = this.live.get(root);
+    return reg !== null && reg[0] === d.lo && reg[1] === d.hi;
   }
 
   private dataRootOf(root: number, w: number): number {
@@ -537,8 +608,8 @@ export class Morsels {
    * (its next owner writes the word).
    */
   destroy(id: bigint, opts: { generation?: number; defer?: boolean } = {}): 'destroyed' | 'deferred' {
-    const d = opts.generation === undefined ? this.decode(id) : this.decodeHandle(id, opts.generation);
-    const generation = opts.generation ?? this.generationOf(d.rootFrame);
+    const generation = opts.generation ?? this.currentGeneration(id);
+    const d = this.decodeHandle(id, generation);
     const data = this.dataOfLive(d, generation);
     // The claim brackets every moment this process may hold DYING (usage.ts).
     this.usage.claim(data.rootFrame, d.rootFrame, true);

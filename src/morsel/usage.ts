@@ -83,11 +83,15 @@ export class Usage {
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
   }
 
-  /**
-   * Removes one use; returns this process's count left and the frame of the
-   * morsel word. The caller must hold a use (asserted).
-   */
-  sub(key: number): { left: number; wordFrame: number } {
+  /** The frame of the morsel word of `key`, whose use this process holds (asserted). */
+  wordFrameOf(key: number): number {
+    const cur = this.mine.get(key);
+    assert(cur !== null && countOf(cur[0]) > 0, 'a use is held');
+    return cur[1] === 0 ? key : cur[1] >>> 0;
+  }
+
+  /** Removes one use and returns this process's count left. The caller must hold a use (asserted). */
+  sub(key: number): number {
     const leaf = this.mine.leaf(key, false);
     assert(leaf !== null, 'usage count never negative');
     const idx = key % 512;
@@ -96,9 +100,8 @@ export class Usage {
       const hi = this.region.loadHi(leaf, idx);
       assert(isPresent(lo) && countOf(lo) > 0, 'usage count never negative');
       const left = countOf(lo) - 1;
-      const wordFrame = hi === 0 ? key : hi >>> 0;
       const gone = left === 0 && claimsOf(lo) === 0;
-      if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(left, claimsOf(lo)), gone ? 0 : hi)) return { left, wordFrame };
+      if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(left, claimsOf(lo)), gone ? 0 : hi)) return left;
     }
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
   }
