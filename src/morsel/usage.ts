@@ -170,15 +170,21 @@ export class Usage {
   }
 
   /**
-   * Slot `s`'s entry for `key`. # Warning: a slot that dies and is reaped
-   * while we read frees its tables under us; a table that fails validation
-   * (ECORRUPT) then means the slot is dead, and its counts do not count.
+   * Slot `s`'s entry for `key`. # Warning: another process may free its
+   * usage tables under us: when it dies and is reaped, or when it closes
+   * (emptyOwnSlot unlinks its registry root, then frees the tables). A table
+   * that fails validation (ECORRUPT) then means those counts are gone: the
+   * slot is dead, or its registry root moved while we read. Reading them as
+   * 0 is safe: a use counted in a registry created after our root load was
+   * counted after the destroyer's DYING, so that user's re-check backs off.
    */
   private countIn(s: number, key: number): [number, number] | null {
+    const root = this.region.loadSlotRoot(s, SLOT_USAGE_ROOT);
     try {
       return this.all[s].get(key);
     } catch (e) {
-      if (s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && !this.region.slotAlive(s)) return null;
+      const gone = !this.region.slotAlive(s) || this.region.loadSlotRoot(s, SLOT_USAGE_ROOT) !== root;
+      if (s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && gone) return null;
       throw e;
     }
   }
