@@ -1,22 +1,35 @@
 /**
  * The crash-torture harness (parent side). One persistent region in a temp
  * directory lives through the whole run, so damage accumulates if recovery
- * is ever wrong. Each iteration:
+ * is ever wrong. Each iteration runs TWO processes on the region at once:
  *
- *   1. a child process (child.ts, >= 2 worker threads) runs random
- *      operations and logs each one's begin and acknowledgement;
- *   2. it dies by SIGKILL: at a random time (seeded), or at a crash point
- *      armed with MORSEL_CRASH_AT=point:k inside a multi-step update; points
- *      are armed round-robin so every window is hit, not only likely ones.
- *      Points inside recovery are armed in a second child that only opens
- *      the crashed region (so recovery itself is interrupted and redone);
- *   3. the parent reopens the region (recovery, timed), runs checkRegion
- *      (every invariant; lost frames must be 0) and verifies the region
- *      against the model replayed from the log: every acknowledged write
- *      reads back, every acknowledged destroy is gone, every acknowledged
- *      create is live, never-written bytes are zero.
+ *   1. P, the primitive child (child.ts "ops", >= 2 worker threads: morsels,
+ *      data, population races, address spaces), opens it first (alone:
+ *      recovering it if needed); then N, the names child (child.ts "names",
+ *      names.ts: mkdir/rmdir, create, fixed-address create = reservation,
+ *      unlink, rename, chmod, open/close, map/unmap of handles, stamps
+ *      written through handles, and reaping of dead peers' slots) joins it.
+ *      Both log each operation's begin and acknowledgement (fsynced);
+ *   2. they die by SIGKILL: at random times (seeded; either one first, the
+ *      other a little later), or each at a crash point armed with
+ *      MORSEL_CRASH_AT=point:k inside a multi-step update (P: the primitive
+ *      layers' points, N: the namespace's; round-robin so every window is
+ *      hit, not only likely ones). Points inside recovery are armed in a
+ *      third child that only opens the crashed region (so recovery itself is
+ *      interrupted and redone). In "survivor" runs P is killed while N runs
+ *      on, reaps P's slot (reapDeadSlots + reapPending) and closes cleanly;
+ *   3. the parent reopens the region (recovery, timed; it must be alone),
+ *      runs checkRegion (every invariant; lost frames must be 0), the
+ *      management invariants (names-model.ts checkManagement: 0 dangling
+ *      names, 0 PENDING orphans, 0 stuck usage counts, 0 overlapping or
+ *      orphaned reservations) and verifies the region against both models
+ *      replayed from the log: every acknowledged write reads back, every
+ *      acknowledged destroy is gone, every acknowledged create is live,
+ *      never-written bytes are zero; the namespace equals the acknowledged
+ *      name operations (the interrupted one: before or after), and stamps
+ *      written through handles read back.
  *
- * Every tenth iteration instead lets the child finish a small budget and
+ * Every tenth iteration instead lets both children finish a small budget and
  * close cleanly, which checks the clean path (no recovery: an error path
  * that leaked a frame would show as lost frames).
  */
@@ -341,6 +354,10 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       for (const x of namesModel.verify(memory)) violation(x);
       r.adopted += v.adopted;
       r.completed += v.destroyedByCrash;
+    } catch (e) {
+      // A verifier that cannot even read the region (ECORRUPT, ...): the region is damaged.
+      violation(`verification failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      return false;
     } finally {
       memory.close();
     }
