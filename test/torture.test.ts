@@ -27,7 +27,7 @@ test(`crash torture: ${CRASHES} crashes of two processes, every crash point, zer
   assert.ok(r.crashes >= 60, detail);
   for (const p of CRASH_POINTS) assert.ok(r.pointHits[p] > 0, `crash point ${p} never fired: ${detail}`);
   assert.ok(r.ackedOps > 1000, detail);
-  const ops = ['create', 'createMeta', 'destroy', 'write', 'populate', 'cofault', 'map', 'unmap', 'space'];
+  const ops = ['create', 'createMeta', 'destroy', 'write', 'populate', 'cofault', 'map', 'unmap', 'space', 'hold', 'drop'];
   const nameOps = ['mkdir', 'rmdir', 'ncreate', 'nfixed', 'unlink', 'rename', 'chmod', 'open', 'close', 'nmap', 'nunmap', 'nwrite', 'reap'];
   for (const op of [...ops, ...nameOps]) assert.ok((r.ackedByOp[op] ?? 0) > 0, `no ${op} acknowledged: ${detail}`);
   // (A recovery child that is not killed recovers the region itself; the parent then opens it clean.)

@@ -15,7 +15,8 @@
  */
 import * as fs from 'node:fs';
 
-export type PrimitiveOp = 'create' | 'createMeta' | 'destroy' | 'write' | 'populate' | 'cofault' | 'map' | 'unmap' | 'space';
+/** hold / drop: a primitive worker opens (and maybe maps) a morsel the names child named, or gives it back. */
+export type PrimitiveOp = 'create' | 'createMeta' | 'destroy' | 'write' | 'populate' | 'cofault' | 'map' | 'unmap' | 'space' | 'hold' | 'drop';
 /** The names child's operations (names.ts), on the management layer (memory.names). */
 export type NameOp = 'mkdir' | 'rmdir' | 'ncreate' | 'nfixed' | 'unlink' | 'rename' | 'chmod' | 'open' | 'close' | 'nmap' | 'nunmap' | 'nwrite' | 'reap';
 export type OpName = PrimitiveOp | NameOp;

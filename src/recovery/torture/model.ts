@@ -103,7 +103,7 @@ export class Model {
       case 'write':
         this.writeBytes(e, KNOWN);
         break;
-      default: // populate, cofault, map, unmap, space: no persistent content to remember
+      default: // populate, cofault, map, unmap, space, hold, drop: no persistent content to remember
     }
   }
 
