@@ -77,8 +77,21 @@ function primitiveMorsels(memory: Memory): bigint[] {
   });
 }
 
+/** Attempts at creating the names child's space while the primitive child makes room in a full region. */
+const SPACE_ATTEMPTS = 50;
+const SPACE_RETRY_MS = 20;
+
 function runNames(memory: Memory, cfg: ChildConfig): void {
-  const driver = new NamesDriver(memory, memory.createSpace({ levels: 5 }), cfg);
+  let space: AddressSpace | null = null;
+  for (let attempt = 0; space === null; attempt++) {
+    try {
+      space = memory.createSpace({ levels: 5 });
+    } catch (e) {
+      if (!isMorselError(e, 'ENOSPC') || attempt + 1 === SPACE_ATTEMPTS) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SPACE_RETRY_MS);
+    }
+  }
+  const driver = new NamesDriver(memory, space, cfg);
   process.stdout.write('ready\n');
   driver.run(cfg.budget ?? Number.POSITIVE_INFINITY);
   memory.close();

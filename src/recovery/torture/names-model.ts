@@ -96,14 +96,17 @@ export class NamesModel {
     }
     this.uncertain = null;
     this.tree = actual;
+    const named = new Set<string>();
     for (const [p, n] of actual.nodes) {
       if (n.kind !== 'morsel') continue;
+      named.add(`${n.id}@${n.gen}`);
       const want = this.stamps.get(`${n.id}@${n.gen}`);
       if (want === UNKNOWN) continue;
       const got = readStamp(memory, BigInt(n.id), n.gen);
       const expect = want === undefined ? new Uint8Array(STAMP_BYTES) : pattern(want, STAMP_BYTES);
       if (got !== null && !got.every((b, i) => b === expect[i])) out.push(`${p}: stamp reads [${got}], expected [${expect}]${want === undefined ? ' (never written)' : ''}`);
     }
+    for (const key of [...this.stamps.keys()]) if (!named.has(key)) this.stamps.delete(key); // destroyed by now (no users after recovery)
     return out;
   }
 }
