@@ -24,9 +24,10 @@ function summary(r: TortureReport): string {
   const missed = hits.filter(([, n]) => n === 0).map(([p]) => p);
   return [
     `seed ${r.seed}, region ${r.sizeBytes / 1048576} MiB, ${r.threads} threads, ${(r.durationMs / 1000).toFixed(1)} s`,
-    `crashes ${r.crashes} (random ${r.randomCrashes}, at crash points ${r.pointCrashes}, inside recovery ${r.recoveryCrashes}); clean runs ${r.cleanRuns}`,
+    `crashes ${r.crashes} in ${r.iterations} runs of two processes (random ${r.randomCrashes}, at crash points ${r.pointCrashes}, inside recovery ${r.recoveryCrashes}); clean runs ${r.cleanRuns}, survivor runs ${r.survivorRuns}`,
     `acked ops ${r.ackedOps} ${JSON.stringify(r.ackedByOp)}; failed (ENOSPC) ${r.failedOps}`,
-    `violations ${r.violations}, lost frames ${r.lostFrames}`,
+    `violations ${r.violations} (dangling names, orphans, overlapping reservations, stuck counts, lost names/data included), lost frames ${r.lostFrames}`,
+    `survivor reaps: ${r.survivorReaps.slots} dead slots, ${r.survivorReaps.morsels} unlinked morsels destroyed; at the end ${r.finalNames} names, ${r.finalReservations} reservations (+${r.staleReservations} stale)`,
     `recovery ${r.recoveries}x: median ${r.recoveryMs.median} ms, p95 ${r.recoveryMs.p95} ms, max ${r.recoveryMs.max} ms`,
     `crash points hit: ${hits.filter(([, n]) => n > 0).length}/${hits.length}${missed.length ? ` (never: ${missed.join(', ')})` : ''}`,
     `  ${hits.map(([p, n]) => `${p} ${n}`).join(', ')}`,

@@ -13,8 +13,8 @@
  */
 import { writeSync } from 'node:fs';
 
-/** Every crash window, named after the step that has just completed. */
-export const CRASH_POINTS = [
+/** The primitive layers' crash windows, named after the step that has just completed. */
+const PRIMITIVE_CRASH_POINTS = [
   // morsel lifecycle (src/morsel/morsels.ts)
   'create:before-register', // root allocated and zeroed, not yet in the live table
   'createMeta:before-meta-page', // data root allocated, meta page not yet
@@ -42,10 +42,9 @@ export const CRASH_POINTS = [
 ] as const;
 
 /**
- * The namespace's crash windows (src/manage/namespace.ts). Kept apart from
- * CRASH_POINTS until the torture harness drives name operations (its test
- * requires every point in CRASH_POINTS to fire); test/namespace-crash.test.ts
- * arms each of these.
+ * The namespace's crash windows (src/manage/namespace.ts), a subset of
+ * CRASH_POINTS: test/namespace-crash.test.ts arms each of these alone, the
+ * torture harness arms them in its names child.
  */
 export const NAME_CRASH_POINTS = [
   'names:before-link-table', // namespace table allocated and zeroed, not yet linked
@@ -60,8 +59,10 @@ export const NAME_CRASH_POINTS = [
   'names:free-after-seq', // record's sequence bumped (dead), its bit not yet cleared
 ] as const;
 
-export type CrashPointName = (typeof CRASH_POINTS)[number] | (typeof NAME_CRASH_POINTS)[number];
-const ARMABLE: readonly string[] = [...CRASH_POINTS, ...NAME_CRASH_POINTS];
+export type CrashPointName = (typeof PRIMITIVE_CRASH_POINTS)[number] | (typeof NAME_CRASH_POINTS)[number];
+/** Every crash window: the torture harness must see each one fire. */
+export const CRASH_POINTS: readonly CrashPointName[] = [...PRIMITIVE_CRASH_POINTS, ...NAME_CRASH_POINTS];
+const ARMABLE: readonly string[] = CRASH_POINTS;
 
 /** Points only reached while a crashed region is being recovered. */
 export const RECOVERY_CRASH_POINTS: readonly CrashPointName[] = ['recover:after-drop-spaces', 'recover:rebuild-bitfields'];

@@ -183,6 +183,9 @@ export class Memory {
     if (crashed) report = this.recover();
     else FrameAllocator.rebuildCounters(region); // tree reservations are per-process
     region.admit({ claim: true, markOpen: true, keepExclusive });
+    // A destroy claims in this process's usage registry: only with a slot. A
+    // crash in here leaves the region marked open (crashed): recovered again.
+    if (crashed) this.names.reapPending();
     return report;
   }
 
@@ -206,11 +209,11 @@ export class Memory {
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
     // Management state a crash left mid-decision: stale DYING, half-done
-    // renames/rmdirs and unpublished name records, PENDING morsels of
-    // interrupted creates/unlinks, reservation counts.
+    // renames/rmdirs and unpublished name records, reservation counts. (The
+    // PENDING morsels of interrupted creates/unlinks are reaped by admit,
+    // once this process holds a user slot.)
     this.morsels.clearDying();
     this.names.ns.collectGarbage();
-    this.names.reapPending();
     this.names.reservations.repairCounts();
     this.recoveryPending = false;
     return { crashed: true, reclaimedFrames: usedBefore - reach.frames, reapedSpaces, reapedSlots };

@@ -7,6 +7,10 @@
  *                   operations until killed (or, with a finite budget, until
  *                   done: then close cleanly). Prints "ready" once every
  *                   worker runs, so the parent's kill timer measures from there.
+ *   mode "names":   open the region next to a running "ops" child (a second
+ *                   process, joining it) and run the names driver (names.ts)
+ *                   in the main thread until killed or done. Prints "ready"
+ *                   once it runs.
  *   mode "recover": only open the region (running recovery; a crash point
  *                   armed inside recovery kills it there) and close it.
  *
@@ -18,13 +22,15 @@ import { isMorselError } from '../../errors.js';
 import { Memory } from '../../memory.js';
 import type { AddressSpace } from '../../space/address-space.js';
 import { LogWriter } from './log.js';
-import { hex } from '../../morsel/id.js';
+import { decodeIdBits, hex } from '../../morsel/id.js';
+import { W_PENDING } from '../../morsel/words.js';
+import { NamesDriver } from './names.js';
 import { newLock, Mailbox } from './sync.js';
 import { subSeed } from './prng.js';
 import type { WorkerConfig } from './worker.js';
 
 export interface ChildConfig {
-  mode: 'ops' | 'recover';
+  mode: 'ops' | 'names' | 'recover';
   region: string;
   logPath: string;
   run: number;
@@ -46,7 +52,7 @@ function spaceOrMakeRoom(memory: Memory, cfg: ChildConfig): AddressSpace {
       try {
         return memory.createSpace({ levels: 5 });
       } catch (e) {
-        const victim = memory.morsels.list()[0];
+        const victim = primitiveMorsels(memory)[0];
         if (!isMorselError(e, 'ENOSPC') || victim === undefined) throw e;
         const event = { r: cfg.run, t: cfg.threads, s, op: 'destroy' as const, id: hex(victim) };
         log.begin(event);
@@ -57,6 +63,38 @@ function spaceOrMakeRoom(memory: Memory, cfg: ChildConfig): AddressSpace {
   } finally {
     log.close();
   }
+}
+
+/**
+ * Live morsels that belong to the primitive workers: not named (the names
+ * child's, from earlier runs) and not PENDING (being named or unlinked).
+ */
+function primitiveMorsels(memory: Memory): bigint[] {
+  const named = new Set([...memory.names.namedIncarnations()].map((s) => Number(s.split('@')[0])));
+  return memory.morsels.list().filter((id) => {
+    const root = decodeIdBits(id).rootFrame;
+    return !named.has(root) && (memory.morsels.words.load(root) & W_PENDING) === 0;
+  });
+}
+
+/** Attempts at creating the names child's space while the primitive child makes room in a full region. */
+const SPACE_ATTEMPTS = 50;
+const SPACE_RETRY_MS = 20;
+
+function runNames(memory: Memory, cfg: ChildConfig): void {
+  let space: AddressSpace | null = null;
+  for (let attempt = 0; space === null; attempt++) {
+    try {
+      space = memory.createSpace({ levels: 5 });
+    } catch (e) {
+      if (!isMorselError(e, 'ENOSPC') || attempt + 1 === SPACE_ATTEMPTS) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SPACE_RETRY_MS);
+    }
+  }
+  const driver = new NamesDriver(memory, space, cfg);
+  process.stdout.write('ready\n');
+  driver.run(cfg.budget ?? Number.POSITIVE_INFINITY);
+  memory.close();
 }
 
 function fail(message: string): never {
@@ -80,8 +118,9 @@ async function main(): Promise<void> {
     memory.close();
     return;
   }
+  if (cfg.mode === 'names') return runNames(memory, cfg);
   const space = spaceOrMakeRoom(memory, cfg);
-  const ids = memory.morsels.list().map((id) => hex(id));
+  const ids = primitiveMorsels(memory).map((id) => hex(id));
   const lock = newLock();
   const mailbox = Mailbox.create();
   const workers: Promise<void>[] = [];

@@ -1,22 +1,35 @@
 /**
  * The crash-torture harness (parent side). One persistent region in a temp
  * directory lives through the whole run, so damage accumulates if recovery
- * is ever wrong. Each iteration:
+ * is ever wrong. Each iteration runs TWO processes on the region at once:
  *
- *   1. a child process (child.ts, >= 2 worker threads) runs random
- *      operations and logs each one's begin and acknowledgement;
- *   2. it dies by SIGKILL: at a random time (seeded), or at a crash point
- *      armed with MORSEL_CRASH_AT=point:k inside a multi-step update; points
- *      are armed round-robin so every window is hit, not only likely ones.
- *      Points inside recovery are armed in a second child that only opens
- *      the crashed region (so recovery itself is interrupted and redone);
- *   3. the parent reopens the region (recovery, timed), runs checkRegion
- *      (every invariant; lost frames must be 0) and verifies the region
- *      against the model replayed from the log: every acknowledged write
- *      reads back, every acknowledged destroy is gone, every acknowledged
- *      create is live, never-written bytes are zero.
+ *   1. P, the primitive child (child.ts "ops", >= 2 worker threads: morsels,
+ *      data, population races, address spaces), opens it first (alone:
+ *      recovering it if needed); then N, the names child (child.ts "names",
+ *      names.ts: mkdir/rmdir, create, fixed-address create = reservation,
+ *      unlink, rename, chmod, open/close, map/unmap of handles, stamps
+ *      written through handles, and reaping of dead peers' slots) joins it.
+ *      Both log each operation's begin and acknowledgement (fsynced);
+ *   2. they die by SIGKILL: at random times (seeded; either one first, the
+ *      other a little later), or each at a crash point armed with
+ *      MORSEL_CRASH_AT=point:k inside a multi-step update (P: the primitive
+ *      layers' points, N: the namespace's; round-robin so every window is
+ *      hit, not only likely ones). Points inside recovery are armed in a
+ *      third child that only opens the crashed region (so recovery itself is
+ *      interrupted and redone). In "survivor" runs P is killed while N runs
+ *      on, reaps P's slot (reapDeadSlots + reapPending) and closes cleanly;
+ *   3. the parent reopens the region (recovery, timed; it must be alone),
+ *      runs checkRegion (every invariant; lost frames must be 0), the
+ *      management invariants (names-model.ts checkManagement: 0 dangling
+ *      names, 0 PENDING orphans, 0 stuck usage counts, 0 overlapping or
+ *      orphaned reservations) and verifies the region against both models
+ *      replayed from the log: every acknowledged write reads back, every
+ *      acknowledged destroy is gone, every acknowledged create is live,
+ *      never-written bytes are zero; the namespace equals the acknowledged
+ *      name operations (the interrupted one: before or after), and stamps
+ *      written through handles read back.
  *
- * Every tenth iteration instead lets the child finish a small budget and
+ * Every tenth iteration instead lets both children finish a small budget and
  * close cleanly, which checks the clean path (no recovery: an error path
  * that leaked a frame would show as lost frames).
  */
@@ -29,10 +42,12 @@ import { Memory } from '../../memory.js';
 import { CHILD_FRAMES } from '../../physical/layout.js';
 import { PAGE_SIZE } from '../../units.js';
 import { checkRegion } from '../check.js';
-import { CRASH_ENV, CRASH_MARK, CRASH_POINTS, RECOVERY_CRASH_POINTS, type CrashPointName } from '../../crash-point.js';
+import { CRASH_ENV, CRASH_MARK, CRASH_POINTS, NAME_CRASH_POINTS, RECOVERY_CRASH_POINTS, type CrashPointName } from '../../crash-point.js';
 import type { ChildConfig } from './child.js';
 import { LogReader } from './log.js';
 import { Model } from './model.js';
+import { NAMES_THREAD } from './names.js';
+import { NamesModel, checkManagement } from './names-model.js';
 import { Prng, subSeed } from './prng.js';
 
 export interface TortureOptions {
@@ -57,14 +72,25 @@ export interface TortureReport {
   seed: number;
   sizeBytes: number;
   threads: number;
+  /** runs of two children each (a primitive and a names process) */
+  iterations: number;
+  /** processes SIGKILLed (either child, or a recovery child) */
   crashes: number;
   randomCrashes: number;
   pointCrashes: number;
   recoveryCrashes: number;
   cleanRuns: number;
+  /** runs where P was killed and N, the survivor, finished and closed cleanly */
+  survivorRuns: number;
   ackedOps: number;
   ackedByOp: Record<string, number>;
   failedOps: number;
+  /** dead slots the names child emptied while running (reapDeadSlots), and unlinked morsels destroyed then */
+  survivorReaps: { slots: number; morsels: number };
+  /** at the last verification: names, live reservations, stale (released lazily) reservations */
+  finalNames: number;
+  finalReservations: number;
+  staleReservations: number;
   violations: number;
   /** the first violations, verbatim */
   violationSamples: string[];
@@ -79,10 +105,21 @@ export interface TortureReport {
   durationMs: number;
 }
 
+/**
+ * One iteration. `point`: P (the primitive child) and N (the names child)
+ * each armed with their own point; a recovery point is armed in a recovery
+ * child after both died. `survivor`: P is killed, N finishes a budget (it
+ * reaps P's slot) and closes cleanly; the next open recovers.
+ */
 interface Plan {
-  kind: 'random' | 'point' | 'recovery-point' | 'clean';
-  point?: CrashPointName;
-  k?: number;
+  kind: 'random' | 'point' | 'survivor' | 'clean';
+  primitive?: Armed;
+  names?: Armed;
+}
+
+interface Armed {
+  point: CrashPointName;
+  k: number;
 }
 
 interface ChildResult {
@@ -96,6 +133,14 @@ interface ChildResult {
 const MiB = 1024 * 1024;
 const CHILD_JS = fileURLToPath(new URL('./child.js', import.meta.url));
 const MAX_SAMPLES = 20;
+/** A child never runs longer than this (a hang is a violation, not a stuck test). */
+const HARD_TIMEOUT_MS = 60_000;
+/** Operations a names child finishes in clean and survivor runs; per thread of the primitive child in clean runs. */
+const NAMES_BUDGET = 120;
+const CLEAN_BUDGET = 25;
+/** Points that can fire only once per region (the namespace header is created on first use): armed in the first run only. */
+const ONCE_POINTS: readonly CrashPointName[] = ['names:before-link-table'];
+const PRIMITIVE_POINTS = CRASH_POINTS.filter((p) => !NAME_CRASH_POINTS.includes(p as never));
 
 /** How many hits of a point a run usually reaches (k is drawn from 1..this). */
 function kMax(point: CrashPointName, children: number): number {
@@ -109,6 +154,9 @@ function kMax(point: CrashPointName, children: number): number {
     case 'create:before-register':
     case 'destroy:after-unregister':
     case 'destroy:before-free-root':
+    case 'names:after-count':
+    case 'names:after-claim':
+    case 'names:free-after-seq':
       return 8;
     case 'open:rebuild-counters':
     case 'recover:rebuild-bitfields':
@@ -118,10 +166,11 @@ function kMax(point: CrashPointName, children: number): number {
   }
 }
 
-/** Chooses what each iteration does: random kills, each crash point in turn, clean runs. */
+/** Chooses what each iteration does: random kills, each crash point in turn (both children), survivors, clean runs. */
 class Scheduler {
   private readonly rng: Prng;
-  private next = 0;
+  private nextPrimitive = 0;
+  private nextNames = 0;
   private iteration = 0;
   readonly hits: Record<string, number> = Object.fromEntries(CRASH_POINTS.map((p) => [p, 0]));
 
@@ -135,12 +184,17 @@ class Scheduler {
 
   plan(): Plan {
     const i = this.iteration++;
+    if (i === 0) return { kind: 'point', names: { point: ONCE_POINTS[0], k: 1 } };
     if (this.cleanEvery > 0 && i % this.cleanEvery === this.cleanEvery - 1) return { kind: 'clean' };
-    if (i % 4 === 3) return { kind: 'random' };
-    const point = CRASH_POINTS[this.next++ % CRASH_POINTS.length];
-    // A point never hit yet gets k = 1: the likeliest to fire.
-    const k = this.hits[point] === 0 ? 1 : 1 + this.rng.int(kMax(point, this.children));
-    return { kind: RECOVERY_CRASH_POINTS.includes(point) ? 'recovery-point' : 'point', point, k };
+    if (i % 6 === 5) return { kind: 'survivor' };
+    if (i % 6 === 3) return { kind: 'random' };
+    const names = NAME_CRASH_POINTS.filter((p) => !ONCE_POINTS.includes(p));
+    return { kind: 'point', primitive: this.arm(PRIMITIVE_POINTS[this.nextPrimitive++ % PRIMITIVE_POINTS.length]), names: this.arm(names[this.nextNames++ % names.length]) };
+  }
+
+  /** A point never hit yet gets k = 1: the likeliest to fire. */
+  private arm(point: CrashPointName): Armed {
+    return { point, k: this.hits[point] === 0 ? 1 : 1 + this.rng.int(kMax(point, this.children)) };
   }
 
   delay(maxMs: number): number {
@@ -152,32 +206,42 @@ class Scheduler {
   }
 }
 
-/** Spawns a child and kills it per `kill`; resolves when it is gone. */
-function runChild(cfg: ChildConfig, armed: string, kill: { afterSpawnMs?: number; afterReadyMs?: number; timeoutMs: number }): Promise<ChildResult> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CHILD_JS, JSON.stringify(cfg)], {
-      env: { ...process.env, [CRASH_ENV]: armed },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const timers: NodeJS.Timeout[] = [];
-    const killIn = (ms: number): void => void timers.push(setTimeout(() => child.kill('SIGKILL'), ms));
-    let stderr = '';
-    let stdout = '';
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    child.stdout.on('data', (b: Buffer) => {
-      const wasReady = stdout.includes('ready\n');
-      stdout += b.toString();
-      if (!wasReady && stdout.includes('ready\n') && kill.afterReadyMs !== undefined) killIn(kill.afterReadyMs);
-    });
-    if (kill.afterSpawnMs !== undefined) killIn(kill.afterSpawnMs);
-    killIn(kill.timeoutMs);
+/** A running child: `ready` resolves true at its "ready" line, false if it ended first. */
+interface Child {
+  ready: Promise<boolean>;
+  done: Promise<ChildResult>;
+  killIn(ms: number): void;
+}
+
+function spawnChild(cfg: ChildConfig, armed: Armed | undefined): Child {
+  const child = spawn(process.execPath, [CHILD_JS, JSON.stringify(cfg)], {
+    env: { ...process.env, [CRASH_ENV]: armed === undefined ? '' : `${armed.point}:${armed.k}` },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const timers: NodeJS.Timeout[] = [];
+  const killIn = (ms: number): void => void timers.push(setTimeout(() => child.kill('SIGKILL'), ms));
+  let stderr = '';
+  let stdout = '';
+  let isReady: (ready: boolean) => void;
+  const ready = new Promise<boolean>((res) => (isReady = res));
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  child.stdout.on('data', (b: Buffer) => {
+    stdout += b.toString();
+    if (stdout.includes('ready\n')) isReady(true);
+  });
+  killIn(HARD_TIMEOUT_MS);
+  const done = new Promise<ChildResult>((resolve) => {
     child.on('close', (code, signal) => {
       for (const t of timers) clearTimeout(t);
+      isReady(false);
       const m = new RegExp(`${CRASH_MARK} (\\S+):\\d+`).exec(stderr);
       resolve({ code, signal, fired: m ? m[1] : null, stderr });
     });
   });
+  return { ready, done, killIn };
 }
+
+const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
 
 export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   const started = performance.now();
@@ -194,9 +258,11 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   const sched = new Scheduler(opts.seed, children, opts.cleanEvery ?? 10);
   const reader = new LogReader(logPath);
   const model = new Model();
+  const namesModel = new NamesModel();
   const recoveryMs: number[] = [];
   const samples: string[] = [];
-  const r = { crashes: 0, random: 0, point: 0, recovery: 0, clean: 0, violations: 0, lost: 0, adopted: 0, completed: 0 };
+  const r = { iterations: 0, crashes: 0, random: 0, point: 0, recovery: 0, clean: 0, survivors: 0, violations: 0, lost: 0, adopted: 0, completed: 0 };
+  const last = { names: 0, reservations: 0, staleReservations: 0 };
   const violation = (v: string): void => {
     r.violations++;
     if (samples.length < MAX_SAMPLES) samples.push(v);
@@ -205,52 +271,66 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   const maxDelay = opts.maxKillDelayMs ?? 300;
   const armedTimeout = opts.armedTimeoutMs ?? 3000;
 
+  /** Counts a child's end: a SIGKILL is a crash (at a point or random), a non-zero exit a violation. */
+  const settle = (res: ChildResult, what: string): void => {
+    if (res.code !== null && res.code !== 0) violation(`run ${r.iterations}: ${what} child failed (exit ${res.code}): ${res.stderr.trim().slice(0, 2000)}`);
+    if (res.signal !== 'SIGKILL') return;
+    r.crashes++;
+    if (res.fired === null) r.random++;
+    else {
+      sched.hits[res.fired] = (sched.hits[res.fired] ?? 0) + 1;
+      r.point++;
+    }
+  };
+
   try {
     for (let run = 0; r.crashes < opts.crashes; run++) {
+      r.iterations++;
       const plan = sched.plan();
-      const cfg: ChildConfig = { mode: 'ops', region: regionPath, logPath, run, seed: subSeed(opts.seed, run), threads, budget: plan.kind === 'clean' ? 25 : null };
-      const armed = plan.kind === 'point' ? `${plan.point}:${plan.k}` : '';
-      const kill =
-        plan.kind === 'clean'
-          ? { timeoutMs: 60_000 }
-          : plan.kind === 'point'
-            ? { timeoutMs: armedTimeout }
-            : sched.chance(0.15)
-              ? { afterSpawnMs: 30 + sched.delay(200), timeoutMs: 60_000 } // sometimes during open / reaping
-              : { afterReadyMs: sched.delay(maxDelay), timeoutMs: 60_000 };
-      const res = await runChild(cfg, armed, kill);
-      model.apply(reader.next());
+      const base = { region: regionPath, logPath, run, threads };
+      const clean = plan.kind === 'clean';
+      const recoveryPoint = plan.primitive !== undefined && RECOVERY_CRASH_POINTS.includes(plan.primitive.point) ? plan.primitive : undefined;
+      // P first, alone: it lists the primitive morsels before N creates any.
+      const p = spawnChild({ ...base, mode: 'ops', seed: subSeed(opts.seed, run), budget: clean ? CLEAN_BUDGET : null }, recoveryPoint ? undefined : plan.primitive);
+      if ((plan.kind === 'random' || plan.kind === 'survivor') && sched.chance(0.2)) p.killIn(30 + sched.delay(200)); // sometimes during open / recovery
+      await p.ready;
+      const n = spawnChild({ ...base, mode: 'names', seed: subSeed(opts.seed, run + 7_000_003), budget: clean || plan.kind === 'survivor' ? NAMES_BUDGET : null }, plan.names);
+      await n.ready;
+      if (plan.kind === 'point') {
+        p.killIn(plan.primitive === undefined || recoveryPoint ? sched.delay(maxDelay) : armedTimeout);
+        n.killIn(armedTimeout);
+      } else if (plan.kind === 'random') {
+        const first = sched.delay(maxDelay);
+        const second = first + sched.delay(maxDelay);
+        (sched.chance(0.5) ? [p, n] : [n, p]).forEach((c, i) => c.killIn(i === 0 ? first : second));
+      } else if (plan.kind === 'survivor') p.killIn(sched.delay(maxDelay));
+      const [pr, nr] = await Promise.all([p.done, n.done]);
+      for (const e of reader.next()) (e.t === NAMES_THREAD ? namesModel : model).apply([e]);
       model.endRun();
-      if (res.code !== null && res.code !== 0) violation(`run ${run}: child failed (exit ${res.code}): ${res.stderr.trim().slice(0, 2000)}`);
-      if (res.signal === 'SIGKILL') {
-        r.crashes++;
-        if (res.fired !== null) {
-          sched.hits[res.fired] = (sched.hits[res.fired] ?? 0) + 1;
-          r.point++;
-        } else r.random++;
-      } else if (res.code === 0) r.clean++;
+      namesModel.endRun();
+      settle(pr, 'primitive');
+      settle(nr, 'names');
+      if (clean && pr.code === 0 && nr.code === 0) r.clean++;
+      if (plan.kind === 'survivor' && pr.signal === 'SIGKILL' && nr.code === 0) r.survivors++;
 
-      if (plan.kind === 'recovery-point' && res.signal === 'SIGKILL') {
+      if (recoveryPoint !== undefined && (pr.signal === 'SIGKILL' || nr.signal === 'SIGKILL')) {
         // The region is crashed: recover it in a child that dies inside recovery.
-        const rec = await runChild({ ...cfg, mode: 'recover' }, `${plan.point}:${plan.k}`, { timeoutMs: 60_000 });
-        if (rec.code !== null && rec.code !== 0) violation(`run ${run}: recovery child failed (exit ${rec.code}): ${rec.stderr.trim().slice(0, 2000)}`);
-        if (rec.signal === 'SIGKILL') {
-          r.crashes++;
-          r.recovery++;
-          if (rec.fired !== null) sched.hits[rec.fired] = (sched.hits[rec.fired] ?? 0) + 1;
-        }
+        const rec = spawnChild({ ...base, mode: 'recover', seed: 0, budget: null }, recoveryPoint);
+        const res = await rec.done;
+        settle(res, 'recovery');
+        if (res.signal === 'SIGKILL') r.recovery++;
       }
 
       if (!verify()) break;
-      if (r.crashes % 25 === 0 && res.signal === 'SIGKILL') {
-        opts.progress?.(`${r.crashes} crashes, ${model.acked} ops acked, ${r.violations} violations, ${r.lost} lost frames`);
+      if (r.iterations % 10 === 0) {
+        opts.progress?.(`${r.crashes} crashes in ${r.iterations} runs, ${model.acked + namesModel.acked} ops acked, ${r.violations} violations, ${r.lost} lost frames`);
       }
     }
   } finally {
     if (!opts.keep && opts.dir === undefined) fs.rmSync(dir, { recursive: true, force: true });
   }
 
-  /** Reopen (recovering), check every invariant, compare with the model. False if the region cannot be opened. */
+  /** Reopen (recovering), check every invariant, compare with the models. False if the region cannot be opened. */
   function verify(): boolean {
     const t0 = performance.now();
     let memory: Memory;
@@ -262,13 +342,22 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     }
     try {
       if (memory.report?.crashed) recoveryMs.push(performance.now() - t0);
+      if (memory.report?.joined) violation('the verifier joined live users: a child outlived its run');
       const report = checkRegion(memory);
       for (const p of report.problems) violation(`check: ${p.code}: ${p.what} (${p.where})`);
       r.lost += report.lostFrames;
-      const v = model.verify(memory);
+      const m = checkManagement(memory);
+      for (const x of m.violations) violation(x);
+      Object.assign(last, { names: m.names, reservations: m.reservations, staleReservations: m.staleReservations });
+      const v = model.verify(memory, m.namedRoots);
       for (const x of v.violations) violation(x);
+      for (const x of namesModel.verify(memory)) violation(x);
       r.adopted += v.adopted;
       r.completed += v.destroyedByCrash;
+    } catch (e) {
+      // A verifier that cannot even read the region (ECORRUPT, ...): the region is damaged.
+      violation(`verification failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      return false;
     } finally {
       memory.close();
     }
@@ -281,14 +370,20 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
     seed: opts.seed,
     sizeBytes,
     threads,
+    iterations: r.iterations,
     crashes: r.crashes,
     randomCrashes: r.random,
     pointCrashes: r.point,
     recoveryCrashes: r.recovery,
     cleanRuns: r.clean,
-    ackedOps: model.acked,
-    ackedByOp: model.ackedByOp,
-    failedOps: model.failed,
+    survivorRuns: r.survivors,
+    ackedOps: model.acked + namesModel.acked,
+    ackedByOp: { ...model.ackedByOp, ...namesModel.ackedByOp },
+    failedOps: model.failed + namesModel.failed,
+    survivorReaps: { slots: namesModel.reapedSlots, morsels: namesModel.reapedMorsels },
+    finalNames: last.names,
+    finalReservations: last.reservations,
+    staleReservations: last.staleReservations,
     violations: r.violations,
     violationSamples: samples,
     lostFrames: r.lost,

@@ -4,8 +4,9 @@
  *
  *   {"ph":"b", ...}  begin: the operation is about to start (intent)
  *   {"ph":"a", ...}  acknowledged: it returned; its effects must survive any crash
- *   {"ph":"f", ...}  failed with an expected error (ENOSPC, ...): it may have
- *                    partly happened, like an interrupted one
+ *   {"ph":"f", ...}  failed with an expected error (ENOSPC, ...): a primitive
+ *                    operation may have partly happened, like an interrupted
+ *                    one; a name operation must have changed nothing
  *
  * A begin without an ack or failure is the operation a crash interrupted; the
  * verifier allows either outcome for it (and only for it). Every line is one
@@ -14,7 +15,11 @@
  */
 import * as fs from 'node:fs';
 
-export type OpName = 'create' | 'createMeta' | 'destroy' | 'write' | 'populate' | 'cofault' | 'map' | 'unmap' | 'space';
+/** hold / drop: a primitive worker opens (and maybe maps) a morsel the names child named, or gives it back. */
+export type PrimitiveOp = 'create' | 'createMeta' | 'destroy' | 'write' | 'populate' | 'cofault' | 'map' | 'unmap' | 'space' | 'hold' | 'drop';
+/** The names child's operations (names.ts), on the management layer (memory.names). */
+export type NameOp = 'mkdir' | 'rmdir' | 'ncreate' | 'nfixed' | 'unlink' | 'rename' | 'chmod' | 'open' | 'close' | 'nmap' | 'nunmap' | 'nwrite' | 'reap';
+export type OpName = PrimitiveOp | NameOp;
 
 export interface LogEvent {
   ph: 'b' | 'a' | 'f';
@@ -33,6 +38,13 @@ export interface LogEvent {
   off?: number;
   len?: number;
   pseed?: number;
+  /** names child: the path (rename: from), rename's target, the incarnation's generation, a mode */
+  path?: string;
+  to?: string;
+  gen?: number;
+  mode?: number;
+  /** reap: dead slots emptied (and, in len, unlinked morsels destroyed) */
+  count?: number;
   /** error code of a failure */
   code?: string;
 }

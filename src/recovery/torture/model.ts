@@ -15,7 +15,7 @@
  * its unregister); an interrupted write leaves its bytes UNKNOWN.
  */
 import { isMorselError } from '../../errors.js';
-import { hex } from '../../morsel/id.js';
+import { decodeIdBits, hex } from '../../morsel/id.js';
 import type { Order } from '../../morsel/order.js';
 import { isPresent, pfnOf } from '../../paging/entry.js';
 import type { Memory } from '../../memory.js';
@@ -103,7 +103,7 @@ export class Model {
       case 'write':
         this.writeBytes(e, KNOWN);
         break;
-      default: // populate, cofault, map, unmap, space: no persistent content to remember
+      default: // populate, cofault, map, unmap, space, hold, drop: no persistent content to remember
     }
   }
 
@@ -129,8 +129,12 @@ export class Model {
     }
   }
 
-  /** Checks a recovered region against the model, then settles the interrupted outcomes. */
-  verify(memory: Memory): VerifyResult {
+  /**
+   * Checks a recovered region against the model, then settles the
+   * interrupted outcomes. Morsels rooted in `named` belong to the names
+   * child (names-model.ts checks them).
+   */
+  verify(memory: Memory, named: ReadonlySet<number>): VerifyResult {
     const r: VerifyResult = { violations: [], morsels: 0, adopted: 0, destroyedByCrash: 0 };
     const morsels = memory.morsels;
     for (const [id, m] of [...this.live]) {
@@ -160,7 +164,7 @@ export class Model {
     }
     this.recentlyDestroyed.clear();
     for (const id of morsels.list().map((x) => hex(x))) {
-      if (this.live.has(id)) continue;
+      if (this.live.has(id) || named.has(decodeIdBits(BigInt(id)).rootFrame)) continue;
       if (this.orphanAllowance === 0) {
         r.violations.push(`live morsel ${id} was never acknowledged${this.destroyed.has(id) ? ' (its destroy was)' : ''}`);
         continue;

@@ -8,6 +8,8 @@
  *   - cofault: the owner posts a morsel range in a shared mailbox and a peer
  *     faults the same pages concurrently through its own MMU (population
  *     races: lost CASes, frames given back);
+ *   - hold/drop: a thread opens (and maybe maps) morsels the names child
+ *     (another process) named, so uses of one morsel span two processes;
  *   - the lifecycle lock: create and destroy run with their log lines under a
  *     process-wide lock, so the log orders them as they happened. (A root
  *     frame freed by one thread's destroy may come back as another thread's
@@ -26,6 +28,9 @@ import type { SpaceShare } from '../../space/address-space.js';
 import { LogWriter, type LogEvent, type OpName } from './log.js';
 import { Prng, pattern } from './prng.js';
 import { Mailbox, acquire, release } from './sync.js';
+import type { MorselHandle } from '../../manage/handle.js';
+import { readTree } from './name-tree.js';
+import { STAMP_BYTES } from './names.js';
 import { PAGES_PER_WINDOW, WINDOWS, pageRange } from './shape.js';
 
 export interface WorkerConfig {
@@ -55,6 +60,8 @@ interface Owned {
   base: number | null;
 }
 
+/** Named morsels (of the names child) a thread holds open at most. */
+const MAX_HELD = 3;
 /** Morsels a thread keeps before it prefers destroying. */
 const MAX_OWN = 10;
 /** Errors an operation may end with without being a bug (logged as failures). */
@@ -69,6 +76,9 @@ class TortureWorker {
   private readonly lock: Int32Array;
   private readonly mailbox: Mailbox;
   private readonly own = new Map<string, Owned>();
+  private readonly held: { h: MorselHandle; base: number | null }[] = [];
+  /** morsel names last read from the namespace */
+  private namedPaths: string[] = [];
   private seq = 0;
   /** after ENOSPC: destroy until the thread owns half of MAX_OWN */
   private pressure = false;
@@ -99,6 +109,7 @@ class TortureWorker {
       this.step();
     }
     for (const o of this.own.values()) if (o.base !== null) this.unmap(o);
+    while (this.held.length > 0) this.drop(this.held.length - 1);
     this.memory.alloc.release();
     this.log.close();
   }
@@ -116,6 +127,7 @@ class TortureWorker {
       [8, () => this.cofault(this.pickOwned())],
       [5, () => this.toggleMapping(this.pickOwned())],
       [2, () => this.privateSpace(this.pickOwned())],
+      [4, () => this.holdOrDrop()],
     ];
     ops[this.rng.weighted(ops.map((o) => o[0]))][1]();
   }
@@ -126,7 +138,7 @@ class TortureWorker {
   }
 
   /** Runs `body` between a begin and an ack line; an expected error becomes a failure line. */
-  private logged(op: OpName, fields: Partial<LogEvent>, body: () => Partial<LogEvent> | void): boolean {
+  private logged(op: OpName, fields: Partial<LogEvent>, body: () => Partial<LogEvent> | void, expected: readonly ErrorCode[] = []): boolean {
     const e = { r: this.cfg.run, t: this.cfg.thread, s: this.seq++, op, ...fields };
     this.log.begin(e);
     try {
@@ -134,11 +146,65 @@ class TortureWorker {
       this.log.ack({ ...e, ...(more ?? {}) });
       return true;
     } catch (err) {
-      if (!isMorselError(err) || !EXPECTED.includes(err.code)) throw err;
+      if (!isMorselError(err) || !(EXPECTED.includes(err.code) || expected.includes(err.code))) throw err;
       this.log.fail({ ...e, code: err.code });
-      this.pressure = true;
+      if (err.code === 'ENOSPC') this.pressure = true;
       return false;
     }
+  }
+
+  // --- named morsels of the names child (another process) ---------------------------------
+
+  /**
+   * Opens a morsel the names child named (read-only) and sometimes maps it,
+   * or gives such a hold back: this process's uses keep an unlinked morsel
+   * alive across processes, and die with this process's slot when it is
+   * killed (the survivor or recovery then destroys the morsel).
+   */
+  private holdOrDrop(): void {
+    if (this.held.length >= MAX_HELD || (this.held.length > 0 && this.rng.int(2) === 0)) return this.drop(this.rng.int(this.held.length));
+    if (this.namedPaths.length === 0 || this.rng.int(8) === 0) this.namedPaths = this.readNamedPaths();
+    if (this.namedPaths.length === 0) return;
+    const path = this.rng.pick(this.namedPaths);
+    const mapIt = this.rng.int(2) === 0;
+    this.logged(
+      'hold',
+      { path },
+      () => {
+        const h = this.memory.names.open(path);
+        let base: number | null = null;
+        try {
+          this.memory.names.read(h, 0, STAMP_BYTES);
+          if (mapIt) base = this.memory.names.map(h, this.space);
+        } catch (e) {
+          this.memory.names.close(h);
+          throw e;
+        }
+        this.held.push({ h, base });
+        return { id: hex(h.id), gen: h.generation, address: base ?? undefined };
+      },
+      // gone meanwhile (the names child runs concurrently); its fixed range taken in our space
+      ['ENOENT', 'ESTALE', 'EEXIST'],
+    );
+  }
+
+  /** The names child's morsel names now (none if a directory went away while we listed it). */
+  private readNamedPaths(): string[] {
+    try {
+      return readTree(this.memory.names).paths('morsel');
+    } catch (e) {
+      if (isMorselError(e, 'ENOENT') || isMorselError(e, 'ENOTDIR')) return [];
+      throw e;
+    }
+  }
+
+  private drop(i: number): void {
+    const { h, base } = this.held[i];
+    this.logged('drop', { id: hex(h.id), gen: h.generation }, () => {
+      this.held.splice(i, 1);
+      if (base !== null) this.space.unmap(base);
+      this.memory.names.close(h);
+    });
   }
 
   // --- lifecycle ----------------------------------------------------------------------
