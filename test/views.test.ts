@@ -75,3 +75,70 @@ test('views never span a non-contiguous boundary; holes are EFRAGMENT for readin
   mmu.close();
   m.close();
 });
+
+/** Creates and destroys one morsel, so the registries' own tables exist before frames are counted. */
+function warmRegistries(m: Memory): void {
+  const warm = m.morsels.create(2);
+  m.morsels.write(warm, 0, new Uint8Array(1));
+  m.morsels.destroy(warm);
+}
+
+test('batch population of a whole 2 MiB table takes one run of contiguous frames: one view covers it', () => {
+  const m = Memory.volatile(32 * MiB);
+  warmRegistries(m);
+  m.createSpace().destroy(); // the spaces registry's tables, too
+  const free = m.alloc.freeFrames();
+  const space = m.createSpace({ levels: 4 });
+  const id = m.morsels.create(2); // 1 GiB morsel: tables below its root
+  const base = space.map(id);
+  assert.equal(m.morsels.populate(id, 2 * MiB, 4 * MiB), 2 * 512 + 2, 'two runs of 512 pages and their two tables');
+  const mmu = new Mmu(space);
+  mmu.enter();
+  try {
+    const v = mmu.view(base + 2 * MiB, 2 * MiB, Access.Write);
+    const f = new Float32Array(v.buffer, v.byteOffset, v.length / 4);
+    f.fill(1.25);
+    // Two runs are two allocations: one view spans them only if the allocator placed them side by side.
+    const adjacent = mmu.translate(base + 4 * MiB - 4096, Access.Read) + 1 === mmu.translate(base + 4 * MiB, Access.Read);
+    if (adjacent) assert.equal(mmu.view(base + 4 * MiB - 4096, 8192).length, 8192);
+    else assert.throws(() => mmu.view(base + 4 * MiB - 4096, 8192), code('EFRAGMENT'));
+  } finally {
+    mmu.exit();
+  }
+  const check = new Float32Array(512 * 1024);
+  mmu.read(base + 2 * MiB, new Uint8Array(check.buffer));
+  assert.ok(check.every((x) => x === 1.25));
+  mmu.close();
+  space.destroy();
+  m.morsels.destroy(id);
+  assert.equal(m.alloc.freeFrames(), free, 'destroy frees every frame of the runs one by one');
+  m.close();
+});
+
+test('a table run that loses an entry to a racing populate frees exactly that frame', () => {
+  const m = Memory.volatile(32 * MiB);
+  warmRegistries(m);
+  const before = m.alloc.freeFrames();
+  const id = m.morsels.create(1);
+  const free = m.alloc.freeFrames();
+  const region = m.region;
+  const racer = m.alloc.alloc(0);
+  region.zeroFrame(racer);
+  const realCas = region.casEntry.bind(region);
+  let calls = 0;
+  // The 8th CAS of the run finds the entry taken by another thread's page.
+  region.casEntry = (table, index, eLo, eHi, nLo, nHi) => {
+    if (++calls === 8) realCas(table, index, 0, 0, (racer * 4096) | 7, 0);
+    return realCas(table, index, eLo, eHi, nLo, nHi);
+  };
+  try {
+    assert.equal(m.morsels.populate(id, 0, 2 * MiB), 511);
+  } finally {
+    region.casEntry = realCas;
+  }
+  assert.equal(m.morsels.stats(id).dataPages, 512);
+  assert.equal(m.alloc.freeFrames(), free - 512, '511 run frames + the racer: the lost run frame is free again');
+  m.morsels.destroy(id);
+  assert.equal(m.alloc.freeFrames(), before, 'nothing leaked');
+  m.close();
+});

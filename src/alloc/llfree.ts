@@ -363,6 +363,27 @@ export class FrameAllocator {
     return frame as Frame;
   }
 
+  /**
+   * The 512 frames of one wholly free, 2 MiB-aligned child as 512 order-0
+   * frames (physically contiguous; each is freed alone with free(f, 0)).
+   * Returns the first. ENOSPC when no whole child is free.
+   *
+   * # Warning: two steps after the order-9 allocation: the huge flag goes
+   * first ({huge, 0} -> {0}: nothing shown free, all bits clear), then the
+   * 16 bitfield words are set. A crash between them leaves clear bits, i.e.
+   * free frames, which is right: nothing references them yet. A crash after
+   * leaves 512 allocated, unreachable frames for recovery, like any frame
+   * between its allocation and its link.
+   */
+  allocRun(): Frame {
+    const base = this.alloc(9);
+    const c = base >>> CHILD_SHIFT;
+    const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, 0);
+    if (old !== CHILD_HUGE) badWord('child counter of a fresh order-9 frame', old);
+    for (let w = 0; w < BITFIELD_WORDS; w++) Atomics.store(this.m.bits, c * BITFIELD_WORDS + w, -1);
+    return base;
+  }
+
   private allocSmall(): number {
     // Each failed attempt gives a tree back, and reservation only picks trees
     // showing free frames, so a handful of attempts covers every real case.
