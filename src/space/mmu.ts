@@ -18,6 +18,13 @@
  * write populates. The zero translation is never cached, so a page another
  * thread populates later is seen by the next access.
  *
+ * Bulk access (read, write, fill, view) translates per table run, not per
+ * page: one walk (or walk-cache hit) and one rights check per level-1
+ * table, then that table's entries in one loop; frames consecutive in one
+ * 1 GiB window are copied by one TypedArray call. view() hands out such a
+ * run itself (zero-copy; EFRAGMENT when the range is not one run), valid
+ * inside an access section only, like pageView.
+ *
  * Not modelled: accessed/dirty bits (a morsel never needs them), PS huge
  * leaves (not created yet), PCID.
  */
