@@ -10,6 +10,7 @@ import { registerHwcheck } from '../hwcheck/cli.js';
 import { registerCheck } from './check.js';
 import { followContract, printError } from './common.js';
 import { registerIo } from './io.js';
+import { registerKv } from './kv.js';
 import { registerMorsels } from './morsels.js';
 import { registerRegion } from './region.js';
 
@@ -35,5 +36,6 @@ export async function main(argv: string[]): Promise<void> {
   registerIo(program);
   registerCheck(program);
   registerHwcheck(program);
+  registerKv(program);
   await program.parseAsync(argv);
 }
