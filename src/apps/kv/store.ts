@@ -29,6 +29,11 @@
  *   reclaims both (it unlinks what it finds still chained, else reuses).
  *   The carve pointer is advanced BEFORE its chunk is used, and zeroed
  *   while it moves to a new page, so it never hands out a chunk twice.
+ * - free lists (chunks of deleted/replaced items, reused before anything
+ *   is evicted) are per open: each open drops them and bumps the epoch; a
+ *   chunk tagged FREE with an older epoch is on no list, and the clock
+ *   takes it. So a list cut by a crash is never followed, and no chunk is
+ *   both on a list and taken by the clock.
  * Counters in the header (items, evictions) are statistics: a crash may
  * leave them off by the one operation in flight.
  *
@@ -51,7 +56,7 @@ export const KV_ORDER = 2;
 export const SLAB_PAGE_BYTES = 1 * MiB;
 export const KEY_MAX_BYTES = 250;
 /** The largest -m the 1 GiB morsel holds with its header and hash index. */
-export const MEM_LIMIT_MAX_MIB = 960;
+export const MEM_LIMIT_MAX_MIB = 920;
 
 const MAGIC = 0x6b766d31; // "kvm1"
 const FORMAT_VERSION = 1;
@@ -82,13 +87,16 @@ const HDR_RECLAIMED = 14;
 const HDR_CURR_ITEMS = 15;
 const HDR_CREATED_SEC = 16;
 const HDR_BYTES = 17;
+/** Bumped by every open: a chunk marked FREE in an older epoch is on no list (lists are dropped at open). */
+const HDR_EPOCH = 18;
 /** Class table: CLASS_WORDS words per class from this word. */
 const HDR_CLASS_TABLE = 64;
-const CLASS_WORDS = 4;
+const CLASS_WORDS = 5;
 const CLASS_CHUNK = 0;
 const CLASS_CARVE_NEXT = 1;
 const CLASS_CARVE_END = 2;
 const CLASS_HAND = 3;
+const CLASS_FREE_HEAD = 4;
 const MAX_CLASSES = (PAGE_SIZE / 4 - HDR_CLASS_TABLE) / CLASS_WORDS;
 
 const OWNER_OFF = PAGE_SIZE;
@@ -108,15 +116,24 @@ const ITEM_META = 32;
 export const ITEM_HDR_BYTES = 36;
 const META_LINKED = 1 << 16;
 const META_REF = 1 << 17;
+/** On its class's free list, if tagged with the current epoch (bits EPOCH_SHIFT..31). */
+const META_FREE = 1 << 18;
+const EPOCH_SHIFT = 19;
+const EPOCH_MASK = (1 << (32 - EPOCH_SHIFT)) - 1;
 
 const TWO_32 = 2 ** 32;
 
-/** Sizes of a cache of `memMiB` MiB: bytes of the morsel, buckets, slab pages. */
+/**
+ * Sizes of a cache of `memMiB` MiB: bytes of the morsel, buckets, slab
+ * pages. As in memcached, a class's FIRST page may exceed the limit (so no
+ * item size is unstorable in a small cache): the arena has one spare page
+ * per class, and only a class without pages may take a page beyond memMiB.
+ */
 export function kvGeometry(memMiB: number): { sizeBytes: number; buckets: number; pages: number; arenaOff: number } {
   check(Number.isInteger(memMiB) && memMiB >= 1 && memMiB <= MEM_LIMIT_MAX_MIB, 'ERANGE', () => `-m must be 1..${MEM_LIMIT_MAX_MIB} MiB, got ${memMiB}`);
   const buckets = memMiB * BUCKETS_PER_MIB;
   const arenaOff = Math.ceil((HASH_OFF + buckets * 4) / SLAB_PAGE_BYTES) * SLAB_PAGE_BYTES;
-  const pages = memMiB;
+  const pages = memMiB + chunkSizes().length;
   return { sizeBytes: arenaOff + pages * SLAB_PAGE_BYTES, buckets, pages, arenaOff };
 }
 
@@ -167,6 +184,10 @@ export class KvStore {
   private curOff = 0;
   /** Set by find(): the item's predecessor link address (a bucket or an item's ITEM_NEXT). */
   private foundLink = 0;
+  /** This open's free-list epoch (see HDR_EPOCH). */
+  private readonly epoch: number;
+  /** Pages the -m limit allows (a class's first page may go beyond: see kvGeometry). */
+  private readonly limitPages: number;
   /** Slab pages handed out so far (a hint: re-counted from the owner table at open). */
   private pagesUsed = 0;
   /** Pages each class owns (volatile, counted from the owner table at open). */
@@ -189,11 +210,17 @@ export class KvStore {
     check(this.hdr(HDR_MAGIC) === MAGIC, 'ECORRUPT', 'the kv morsel does not hold a kv store');
     check(this.hdr(HDR_VERSION) === FORMAT_VERSION, 'EVERSION', () => `kv store format ${this.hdr(HDR_VERSION)}, this server reads ${FORMAT_VERSION}`);
     check(this.hdr(HDR_MEM_MIB) === memMiB, 'EINVAL', () => `the cache was created with -m ${this.hdr(HDR_MEM_MIB)}, not -m ${memMiB}`);
+    this.limitPages = memMiB;
     this.buckets = this.hdr(HDR_BUCKETS);
     this.arenaBase = KV_BASE + this.hdr(HDR_ARENA_OFF);
     this.pages = this.hdr(HDR_PAGES);
     this.chunk = sizes;
     check(this.hdr(HDR_CLASSES) === sizes.length, 'ECORRUPT', 'slab class count differs');
+    // Free lists do not survive a restart (a crash may have cut one): drop
+    // them, and let the clock find their chunks (tagged with an old epoch).
+    for (let c = 0; c < sizes.length; c++) this.setCls(c, CLASS_FREE_HEAD, 0);
+    this.epoch = (this.hdr(HDR_EPOCH) + 1) & EPOCH_MASK;
+    this.setHdr(HDR_EPOCH, this.epoch);
     this.ownedPages = new Int32Array(sizes.length);
     for (let p = 0; p < this.pages; p++) {
       const owner = this.ownerOf(p);
@@ -324,6 +351,7 @@ export class KvStore {
       if (this.ld(it + ITEM_HASH) === hash >>> 0 && (this.ld(it + ITEM_META) & 0xff) === len && this.keyEquals(it + ITEM_HDR_BYTES, key, off, len)) {
         if (!this.alive(it)) {
           this.unlinkAt(link, it);
+          this.release(it);
           return 0;
         }
         this.foundLink = link;
@@ -349,6 +377,31 @@ export class KvStore {
     this.st(it + ITEM_META, this.ld(it + ITEM_META) & ~META_LINKED);
     this.count(HDR_CURR_ITEMS, -1);
     this.count(HDR_BYTES, -this.ld(it + ITEM_NBYTES));
+  }
+
+  /**
+   * Puts an unlinked chunk on its class's free list: link and FREE tag
+   * first, then ONE store of the head (a crash before it leaves a chunk the
+   * clock reclaims after the next open).
+   */
+  private release(it: number): void {
+    const c = (this.ld(it + ITEM_META) >>> 8) & 0xff;
+    this.st(it + ITEM_NEXT, this.cls(c, CLASS_FREE_HEAD));
+    this.st(it + ITEM_META, (c << 8) | META_FREE | (this.epoch << EPOCH_SHIFT));
+    this.setCls(c, CLASS_FREE_HEAD, it);
+  }
+
+  /** Pops a chunk of class c off its free list (one store of the head), or 0. */
+  private popFree(c: number): number {
+    const it = this.cls(c, CLASS_FREE_HEAD);
+    if (it === 0) return 0;
+    if (!this.onFreeList(this.ld(it + ITEM_META))) throw new MorselError('ECORRUPT', `kv free list of class ${c} holds a chunk not marked free`);
+    this.setCls(c, CLASS_FREE_HEAD, this.ld(it + ITEM_NEXT));
+    return it;
+  }
+
+  private onFreeList(meta: number): boolean {
+    return (meta & META_FREE) !== 0 && meta >>> EPOCH_SHIFT === this.epoch;
   }
 
   /** Unlinks `it` if some chain still reaches it (an interrupted unlink may have left it LINKED but unreachable). */
@@ -457,8 +510,8 @@ export class KvStore {
     if (old !== 0) {
       this.st(it + ITEM_NEXT, this.ld(old + ITEM_NEXT));
       this.st(this.foundLink, it); // commit: it visible, old unreachable
-      this.st(old + ITEM_META, this.ld(old + ITEM_META) & ~META_LINKED);
       this.count(HDR_BYTES, -this.ld(old + ITEM_NBYTES));
+      this.release(old);
     } else {
       const bucket = this.bucketVa(this.ld(it + ITEM_HASH));
       this.st(it + ITEM_NEXT, this.ld(bucket));
@@ -476,15 +529,17 @@ export class KvStore {
 
   // --- allocation ---------------------------------------------------------------------
 
-  /** A chunk of class `c` no chain reaches: carved, from a fresh page, or by the CLOCK hand; 0 if none. */
+  /** A chunk of class `c` no chain reaches: from the free list, carved, from a fresh page, or by the CLOCK hand; 0 if none. */
   private allocChunk(c: number): number {
+    const free = this.popFree(c);
+    if (free !== 0) return free;
     const size = this.chunk[c];
     const next = this.cls(c, CLASS_CARVE_NEXT);
     if (next !== 0 && next + size <= this.cls(c, CLASS_CARVE_END)) {
       this.setCls(c, CLASS_CARVE_NEXT, next + size); // advance first: a crash leaks nothing the clock cannot find
       return next;
     }
-    const page = this.freePage();
+    const page = this.pagesUsed < this.limitPages || this.ownedPages[c] === 0 ? this.freePage() : -1;
     if (page >= 0) {
       const start = this.arenaBase + page * SLAB_PAGE_BYTES;
       this.setOwner(page, c + 1); // commit of the page's assignment
@@ -522,6 +577,7 @@ export class KvStore {
       hand = this.advance(c, hand, size, perPage);
       const it = hand;
       const m = this.ld(it + ITEM_META);
+      if (this.onFreeList(m)) continue; // the list owns it (the list is empty here: popFree ran first)
       if ((m & META_LINKED) === 0) return this.takeAt(c, it);
       if (!this.alive(it)) {
         this.unlinkIfChained(it);
@@ -600,6 +656,7 @@ export class KvStore {
     const it = this.find(key, kOff, kLen, hash);
     if (it === 0) return false;
     this.unlinkAt(this.foundLink, it);
+    this.release(it);
     return true;
   }
 
@@ -639,7 +696,7 @@ export class KvStore {
       totalItems: this.hdr(HDR_TOTAL_ITEMS),
       evictions: this.hdr(HDR_EVICTIONS),
       reclaimed: this.hdr(HDR_RECLAIMED),
-      limitMaxBytes: this.pages * SLAB_PAGE_BYTES,
+      limitMaxBytes: this.limitPages * SLAB_PAGE_BYTES,
       bytes: this.hdr(HDR_BYTES),
       pagesUsed: this.pagesUsed,
       pages: this.pages,
