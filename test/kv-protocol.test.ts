@@ -101,7 +101,7 @@ let mc: Served | null = null;
 before(async () => {
   const dir = tmpDir('kv-proto-');
   const region = path.join(dir, 'r.bin');
-  initRegion(region, '32MiB');
+  initRegion(region, '96MiB');
   kv = await startKv(region, ['-m', '4']);
   if (haveMemcached) mc = await startMemcached(['-m', '4']);
 });
@@ -111,12 +111,22 @@ after(async () => {
   if (mc) await mc.stop();
 });
 
-async function run(port: number, input: string): Promise<string> {
+/**
+ * The reply to `input` on a fresh connection. A trailing `mn` (answered
+ * "MN") marks the end of the reply; cases whose whole reply is empty may
+ * leave a command half-read, so they wait for quiet instead.
+ */
+async function run(port: number, input: string, expectEmpty: boolean): Promise<string> {
   const c = await RawClient.connect(port);
   try {
     c.send('flush_all\r\nset a 0 0 1\r\na\r\n');
     assert.equal((await c.until((b) => b.toString() === 'OK\r\nSTORED\r\n')).toString(), 'OK\r\nSTORED\r\n');
-    return (await c.exchange(input)).toString('latin1');
+    if (expectEmpty) return (await c.exchange(input)).toString('latin1');
+    c.send(input);
+    c.send('mn\r\n');
+    const marks = 1 + input.split('\r\n').filter((line) => line === 'mn').length; // the case's own mn answers too
+    const reply = (await c.until((b) => b.toString('latin1').split('MN\r\n').length > marks, 10_000)).toString('latin1');
+    return reply.endsWith('MN\r\n') ? reply.slice(0, -4) : reply;
   } finally {
     c.close();
   }
@@ -124,7 +134,7 @@ async function run(port: number, input: string): Promise<string> {
 
 test('every reply matches memcached 1.6.18 byte for byte', async () => {
   for (const [input, expected] of CASES) {
-    assert.equal(await run(kv.port, input), expected, `input ${JSON.stringify(input.slice(0, 80))}`);
+    assert.equal(await run(kv.port, input, expected === ''), expected, `input ${JSON.stringify(input.slice(0, 80))}`);
   }
 });
 
@@ -133,7 +143,7 @@ test('the recorded replies are what the installed memcached answers', skipNoMemc
   const version = spawnSync('memcached', ['-V'], { encoding: 'utf8' }).stdout.trim();
   if (version !== 'memcached 1.6.18') return; // other versions differ in details; the fixture is 1.6.18's
   for (const [input, expected] of CASES) {
-    assert.equal(await run(mc.port, input), expected, `memcached on ${JSON.stringify(input.slice(0, 80))}`);
+    assert.equal(await run(mc.port, input, expected === ''), expected, `memcached on ${JSON.stringify(input.slice(0, 80))}`);
   }
 });
 
