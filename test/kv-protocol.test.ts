@@ -86,6 +86,46 @@ const CASES: [string, string][] = [
   ["GET / HTTP/1.1\r\n", ""],
   ["quit\r\nget k\r\n", ""],
   ["quit extra\r\n", ""],
+  // meta commands (CAS values are masked: see normalize)
+  ["ms foo 2\r\nhi\r\nmg foo\r\nmg foo v\r\nmg foo s v t f c k O9\r\nmg nokey v\r\nmg nokey v q\r\nmg nokey v k O1\r\nmn\r\n", "HD\r\nHD\r\nVA 2\r\nhi\r\nVA 2 s2 t-1 f0 c373 kfoo O9\r\nhi\r\nEN\r\nEN knokey O1\r\nMN\r\n"],
+  ["ms foo 2 T0 F5 k O123\r\nhi\r\nmg foo f v\r\n", "HD kfoo O123\r\nVA 2 f5\r\nhi\r\n"],
+  ["ms foo 2 T100 q\r\nhi\r\nmg foo t v\r\nmn\r\n", "VA 2 t100\r\nhi\r\nMN\r\n"],
+  ["ms foo 2 MA\r\nxy\r\nms nokey 2 MA\r\nxy\r\nms a 2 MP\r\nxy\r\nmg a v\r\n", "NS\r\nNS\r\nHD\r\nVA 3\r\nxya\r\n"],
+  ["ms bar 2 ME\r\nab\r\nms bar 2 ME\r\nab\r\nms bar 2 MR\r\ncd\r\nms nob 2 MR\r\ncd\r\n", "HD\r\nNS\r\nHD\r\nNS\r\n"],
+  ["ms foo 2 C1\r\nzz\r\nms nokey 2 C1\r\nzz\r\n", "NF\r\nNF\r\n"],
+  ["ms foo S2\r\nzz\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"],
+  ["ms foo 2 Mx\r\nzz\r\n", "CLIENT_ERROR invalid mode for ms M token\r\n"],
+  ["ms foo 2 junk\r\nzz\r\n", "CLIENT_ERROR invalid flag\r\n"],
+  ["ms foo 2 F1 F2\r\nzz\r\n", "CLIENT_ERROR duplicate flag\r\n"],
+  ["ms foo 2\r\nzzz\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"],
+  ["md a\r\nmd a\r\nmd a q\r\nmn\r\n", "HD\r\nNF\r\nNF\r\nMN\r\n"],
+  ["md a q\r\nmd a k O5\r\n", "NF ka O5\r\n"],
+  ["ms n 2\r\n10\r\nma n\r\nma n v\r\nma n MD D5 v\r\nmg n v\r\nma n D100 MD v\r\n", "HD\r\nHD\r\nVA 2\r\n12\r\nVA 1\r\n7\r\nVA 2\r\n7 \r\nVA 1\r\n0\r\n"],
+  ["ma nokey\r\nma nokey N0 J7 v\r\nma nokey v k O2\r\n", "NF\r\nVA 1\r\n7\r\nVA 1 knokey O2\r\n8\r\n"],
+  ["ma a\r\n", "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"],
+  ["ma n Mx\r\n", "CLIENT_ERROR invalid mode for ma M token\r\n"],
+  ["ma n Dx\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n"],
+  ["mg\r\n", "ERROR\r\n"],
+  ["mg a v v\r\n", "CLIENT_ERROR duplicate flag\r\n"],
+  ["ms a\r\n", "CLIENT_ERROR bad command line format\r\n"],
+  ["ms a abc\r\n", "CLIENT_ERROR bad command line format\r\n"],
+  ["mg a x\r\n", "CLIENT_ERROR invalid flag\r\n"],
+  ["md\r\n", "ERROR\r\n"],
+  ["ma\r\n", "ERROR\r\n"],
+  ["mg kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk v\r\n", "CLIENT_ERROR bad command line format\r\n"],
+  ["ms a 2 c\r\nhi\r\n", "HD c438\r\n"],
+  ["mg a T30 t v\r\n", "VA 1 t30\r\na\r\n"],
+  ["mz\r\n", "ERROR\r\n"],
+  ["mgx a\r\n", "ERROR\r\n"],
+  ["ma n Jx N0\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n"],
+  ["ms a 2 Fx\r\nhi\r\n", "CLIENT_ERROR bad command line format\r\n"],
+  ["ms a 2 Tx\r\nhi\r\n", "CLIENT_ERROR bad token in command line format\r\n"],
+  ["mg a Tx v\r\n", "CLIENT_ERROR bad token in command line format\r\n"],
+  ["ms a 2 F4294967296\r\nhi\r\nmg a f v\r\n", "HD\r\nVA 2 f0\r\nhi\r\n"],
+  ["ms a 2 T-1\r\nhi\r\nmg a v\r\n", "HD\r\nEN\r\n"],
+  ["md a C1\r\n", "EX\r\n"],
+  ["ms a 2 Mx c\r\nhi\r\n", "CLIENT_ERROR invalid mode for ms M token\r\n"],
+  ["mg a s v k q O7\r\n", "VA 1 s1 ka O7\r\na\r\n"],
   ['a'.repeat(3000), ''], // an unterminated line over 2048 bytes that is not a get: connection closed
   ['get ' + 'a '.repeat(1500) + '\r\n', 'VALUE a 0 1\r\na\r\n'.repeat(1500) + 'END\r\n'], // a multi-get past 2048 bytes
   ['set big 0 0 2000000\r\n' + 'x'.repeat(2000002) + 'get big\r\n', 'SERVER_ERROR object too large for cache\r\nEND\r\n'],
@@ -116,6 +156,11 @@ after(async () => {
  * "MN") marks the end of the reply; cases whose whole reply is empty may
  * leave a command half-read, so they wait for quiet instead.
  */
+/** CAS uniques in meta replies (` c123`) depend on the server's history: compared as ` cN`. */
+function normalize(reply: string): string {
+  return reply.replace(/^((?:VA|HD)[^\r]*? c)\d+/gm, '$1N');
+}
+
 async function run(port: number, input: string, expectEmpty: boolean): Promise<string> {
   const c = await RawClient.connect(port);
   try {
@@ -134,7 +179,7 @@ async function run(port: number, input: string, expectEmpty: boolean): Promise<s
 
 test('every reply matches memcached 1.6.18 byte for byte', async () => {
   for (const [input, expected] of CASES) {
-    assert.equal(await run(kv.port, input, expected === ''), expected, `input ${JSON.stringify(input.slice(0, 80))}`);
+    assert.equal(normalize(await run(kv.port, input, expected === '')), normalize(expected), `input ${JSON.stringify(input.slice(0, 80))}`);
   }
 });
 
@@ -143,7 +188,7 @@ test('the recorded replies are what the installed memcached answers', skipNoMemc
   const version = spawnSync('memcached', ['-V'], { encoding: 'utf8' }).stdout.trim();
   if (version !== 'memcached 1.6.18') return; // other versions differ in details; the fixture is 1.6.18's
   for (const [input, expected] of CASES) {
-    assert.equal(await run(mc.port, input, expected === ''), expected, `memcached on ${JSON.stringify(input.slice(0, 80))}`);
+    assert.equal(normalize(await run(mc.port, input, expected === '')), normalize(expected), `memcached on ${JSON.stringify(input.slice(0, 80))}`);
   }
 });
 

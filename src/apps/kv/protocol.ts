@@ -4,8 +4,9 @@
  * behaviour, checked against a real memcached 1.6.18 in test/kv-protocol):
  * get/gets/gat/gats, set/add/replace/append/prepend/cas, delete, incr/decr,
  * touch, flush_all [delay], stats [items|slabs|settings], version,
- * verbosity, quit, noreply. Of the meta commands only mn is built;
- * mg/ms/md/ma/me answer ERROR, as an unknown command.
+ * verbosity, quit, noreply, and the meta commands mn, mg (flags v s t f c
+ * k O q T u), ms (F T C c k O q M), md (C k O q), ma
+ * (D M N J v k O q); not built: base64 keys (b), mg's h l N R E, ms I, ma T, me.
  *
  * Input is parsed straight from the socket's bytes (no strings on the
  * get/set path); a command line is at most LINE_MAX_BYTES (2048, like
@@ -111,6 +112,11 @@ export class Session {
   private pCas = 0;
   private pBytes = 0;
   private pNoreply = false;
+  /** The pending store is a meta `ms`: its reply flags and options. */
+  private pMeta = false;
+  private pMetaEcho = '';
+  private pReturnCas = false;
+  private pCompareCas = -1;
   private swallowBytes = 0;
   private readonly view: ItemView = { flags: 0, nbytes: 0, cas: 0 };
   private readonly scratch = new Uint8Array(64 * 1024);
@@ -389,7 +395,14 @@ export class Session {
     if (c('decr')) return n === 4 || n === 5 ? this.arith(buf, false) : this.reply(R_ERROR);
     if (c('delete')) return n >= 3 && n <= 5 ? this.del(buf) : this.reply(R_ERROR);
     if (c('touch')) return n === 4 || n === 5 ? this.touch(buf) : this.reply(R_ERROR);
-    if (c('mn')) return this.put(lit('MN\r\n')); // meta no-op: the only meta command built
+    if (first === 0x6d /* m */ && this.tokLen(0) === 2) {
+      if (c('mn')) return this.put(lit('MN\r\n'));
+      if (c('mg')) return this.metaGet(buf);
+      if (c('ms')) return this.metaSet(buf);
+      if (c('md')) return this.metaDelete(buf);
+      if (c('ma')) return this.metaArith(buf);
+      return this.reply(R_ERROR); // me (debug) is not built
+    }
     if (c('stats')) return this.stats(buf);
     if (c('flush_all')) return n >= 2 && n <= 4 ? this.flushAll(buf) : this.reply(R_ERROR);
     if (c('version')) return this.replyStr(`VERSION ${KV_VERSION}`);
@@ -515,7 +528,11 @@ export class Session {
   private completeStore(buf: Uint8Array, pos: number): void {
     this.noreply = this.pNoreply;
     const n = this.pBytes;
-    if (buf[pos + n] !== CR || buf[pos + n + 1] !== LF) return this.reply(lit('CLIENT_ERROR bad data chunk\r\n'));
+    if (buf[pos + n] !== CR || buf[pos + n + 1] !== LF) {
+      if (this.pMeta) this.noreply = false; // meta mode always reports errors
+      return this.reply(lit('CLIENT_ERROR bad data chunk\r\n'));
+    }
+    if (this.pMeta) return this.completeMetaStore(buf, pos);
     this.counters.cmdSet++;
     const key = this.pKey;
     const kLen = this.pKeyLen;
@@ -539,6 +556,266 @@ export class Session {
     if (t < 0) return 1; // long past
     if (t > REALTIME_MAXDELTA_SEC) return t <= this.counters.startedSec ? 1 : t;
     return this.store.now + t;
+  }
+
+  // --- meta commands (mg ms md ma) ----------------------------------------------------
+
+  /**
+   * Parses meta flags from token `first` on: each is one letter plus an
+   * optional token; returns false after replying to a duplicate or unknown
+   * one. `allowed` lists the letters this command takes.
+   */
+  private metaFlags(buf: Uint8Array, first: number, allowed: string): boolean {
+    this.mFlags.fill(-1);
+    for (let i = first; i < this.ntok; i++) {
+      const letter = buf[this.tokStart[i]];
+      const slot = letter - 0x40;
+      if (slot < 0 || slot >= 64 || allowed.indexOf(String.fromCharCode(letter)) < 0) {
+        this.put(lit('CLIENT_ERROR invalid flag\r\n'));
+        return false;
+      }
+      if (this.mFlags[slot] >= 0) {
+        this.put(lit('CLIENT_ERROR duplicate flag\r\n'));
+        return false;
+      }
+      this.mFlags[slot] = i;
+    }
+    return true;
+  }
+
+  private readonly mFlags = new Int32Array(64);
+
+  private has(letter: string): boolean {
+    return this.mFlags[letter.charCodeAt(0) - 0x40] >= 0;
+  }
+
+  /** The text after flag `letter` (e.g. "123" of O123). */
+  private flagText(buf: Uint8Array, letter: string): string {
+    const i = this.mFlags[letter.charCodeAt(0) - 0x40];
+    return Buffer.from(buf.buffer, buf.byteOffset + this.tokStart[i] + 1, this.tokEnd[i] - this.tokStart[i] - 1).toString('latin1');
+  }
+
+  /** The flag's number (signed up to 2^53), or NaN if absent/not a number. */
+  private flagNum(buf: Uint8Array, letter: string): number {
+    const t = this.flagText(buf, letter);
+    return /^-?\d{1,16}$/.test(t) ? Number(t) : NaN;
+  }
+
+  /** The k and O flags echoed, in the order they were given (as memcached does). */
+  private echo(buf: Uint8Array, key: string, order: string): string {
+    let s = '';
+    for (let i = 0; i < this.ntok; i++) {
+      for (let k = 0; k < order.length; k++) {
+        const letter = order[k];
+        if (this.mFlags[letter.charCodeAt(0) - 0x40] !== i) continue;
+        if (letter === 'k') s += ` k${key}`;
+        else if (letter === 'O') s += ` O${this.flagText(buf, 'O')}`;
+      }
+    }
+    return s;
+  }
+
+  /** Reads the key token of a meta command; false after replying to a bad one. */
+  private metaKey(buf: Uint8Array): boolean {
+    if (this.ntok < 2) {
+      this.put(R_ERROR);
+      return false;
+    }
+    if (this.tokLen(1) > KEY_MAX_BYTES) {
+      this.put(R_BAD_FORMAT);
+      return false;
+    }
+    return true;
+  }
+
+  /** mg <key> <flags>*: v value, s size, t ttl, f flags, c cas, k key, O opaque, q quiet miss, T ttl update, u (no LRU bump). */
+  private metaGet(buf: Uint8Array): void {
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'vstfckOqTu')) return;
+    const s = this.tokStart[1];
+    const kLen = this.tokLen(1);
+    const key = Buffer.from(buf.buffer, buf.byteOffset + s, kLen).toString('latin1');
+    const store = this.store;
+    this.counters.cmdGet++;
+    const it = store.find(buf, s, kLen, hashKey(buf, s, kLen));
+    if (it === 0) {
+      this.counters.getMisses++;
+      if (!this.has('q')) this.putStr(`EN${this.echo(buf, key, 'kO')}\r\n`);
+      return;
+    }
+    this.counters.getHits++;
+    if (this.has('T')) {
+      const t = this.flagNum(buf, 'T');
+      if (Number.isNaN(t)) return this.put(lit('CLIENT_ERROR bad token in command line format\r\n'));
+      store.setExpiry(it, this.absExpiry(t));
+    }
+    if (!this.has('u')) store.touchRef(it);
+    store.view(it, this.view);
+    const v = this.view;
+    let flags = '';
+    for (let i = 2; i < this.ntok; i++) {
+      const letter = String.fromCharCode(buf[this.tokStart[i]]);
+      if (letter === 's') flags += ` s${v.nbytes}`;
+      else if (letter === 't') {
+        const exp = store.expiryOf(it);
+        flags += ` t${exp === 0 ? -1 : Math.max(0, exp - store.now)}`;
+      } else if (letter === 'f') flags += ` f${v.flags}`;
+      else if (letter === 'c') flags += ` c${v.cas}`;
+      else if (letter === 'k') flags += ` k${key}`;
+      else if (letter === 'O') flags += ` O${this.flagText(buf, 'O')}`;
+    }
+    if (!this.has('v')) return this.putStr(`HD${flags}\r\n`);
+    this.putStr(`VA ${v.nbytes}${flags}\r\n`);
+    this.reserveOut(v.nbytes + 2);
+    store.copyOut(store.valueVa(it), this.out, this.outLen, v.nbytes);
+    this.outLen += v.nbytes;
+    this.put(R_CRLF);
+  }
+
+  /** ms <key> <datalen> <flags>*: F flags, T ttl, C compare cas, c return cas, k, O, q, M mode (E add, A append, P prepend, R replace, S set). */
+  private metaSet(buf: Uint8Array): void {
+    if (this.ntok < 3) return this.put(this.ntok < 2 ? R_ERROR : R_BAD_FORMAT);
+    const bytes = this.tokInt32(buf, 2);
+    if (Number.isNaN(bytes) || bytes < 0) return this.put(R_BAD_FORMAT);
+    const kLen = this.tokLen(1);
+    const fail = (line: string): void => {
+      this.put(lit(line));
+      this.swallow(bytes + 2);
+    };
+    if (kLen > KEY_MAX_BYTES) return fail('CLIENT_ERROR bad command line format\r\n');
+    if (!this.metaFlags(buf, 3, 'FTCckOqM')) return this.swallow(bytes + 2);
+    let mode: StoreMode = 'set';
+    if (this.has('M')) {
+      const m = this.flagText(buf, 'M');
+      const modes: Record<string, StoreMode> = { E: 'add', e: 'add', A: 'append', a: 'append', P: 'prepend', p: 'prepend', R: 'replace', r: 'replace', S: 'set', s: 'set' };
+      if (!(m in modes)) return fail('CLIENT_ERROR invalid mode for ms M token\r\n');
+      mode = modes[m];
+    }
+    // Client flags as the text protocol reads them: u64, truncated to 32 bits.
+    const flagsText = this.has('F') ? this.flagText(buf, 'F') : '0';
+    const flags64 = /^\d{1,20}$/.test(flagsText) ? BigInt(flagsText) : -1n;
+    if (flags64 < 0n || flags64 > 0xffffffffffffffffn) return fail('CLIENT_ERROR bad command line format\r\n');
+    const flags = Number(flags64 & 0xffffffffn);
+    const ttl = this.has('T') ? this.flagNum(buf, 'T') : 0;
+    const cas = this.has('C') ? this.flagNum(buf, 'C') : -1;
+    if (Number.isNaN(ttl) || Number.isNaN(cas)) return fail('CLIENT_ERROR bad token in command line format\r\n');
+    if (bytes > this.store.maxValueBytes(kLen)) return fail('SERVER_ERROR object too large for cache\r\n');
+    const key = Buffer.from(buf.buffer, buf.byteOffset + this.tokStart[1], kLen).toString('latin1');
+    this.pMode = mode;
+    this.pKey.set(buf.subarray(this.tokStart[1], this.tokEnd[1]), 0);
+    this.pKeyLen = kLen;
+    this.pFlags = flags;
+    this.pExp = this.absExpiry(ttl);
+    this.pCas = 0;
+    this.pBytes = bytes;
+    this.pNoreply = false;
+    this.pMeta = true;
+    this.pMetaEcho = this.echo(buf, key, 'kO');
+    this.pReturnCas = this.has('c');
+    this.pCompareCas = cas;
+    this.pQuiet = this.has('q');
+    this.state = State.Data;
+  }
+
+  private pQuiet = false;
+
+  private completeMetaStore(buf: Uint8Array, pos: number): void {
+    this.pMeta = false;
+    this.counters.cmdSet++;
+    const key = this.pKey;
+    const kLen = this.pKeyLen;
+    const hash = hashKey(key, 0, kLen);
+    let mode = this.pMode;
+    let casIn = 0;
+    if (this.pCompareCas >= 0) {
+      const cur = this.store.find(key, 0, kLen, hash);
+      if (cur === 0) return this.putStr(`NF${this.pMetaEcho}\r\n`);
+      this.store.view(cur, this.view);
+      if (this.view.cas !== this.pCompareCas) return this.putStr(`EX${this.pMetaEcho}\r\n`);
+      if (mode === 'set') {
+        mode = 'cas';
+        casIn = this.pCompareCas;
+      }
+    }
+    const r = this.store.store(mode, key, 0, kLen, hash, this.pFlags, this.pExp, buf, pos, this.pBytes, casIn, this.scratch);
+    if (r === 'TOO_LARGE') return this.put(lit('SERVER_ERROR object too large for cache\r\n'));
+    if (r === 'NO_MEMORY') return this.put(lit('SERVER_ERROR out of memory storing object\r\n'));
+    const code = r === 'STORED' ? 'HD' : r === 'NOT_STORED' ? 'NS' : r === 'EXISTS' ? 'EX' : 'NF';
+    if (code === 'HD' && this.pQuiet) return;
+    let extra = '';
+    if (code === 'HD' && this.pReturnCas) {
+      const it = this.store.find(key, 0, kLen, hash);
+      this.store.view(it, this.view);
+      extra = ` c${this.view.cas}`;
+    }
+    this.putStr(`${code}${extra}${this.pMetaEcho}\r\n`);
+  }
+
+  /** md <key> <flags>*: C compare cas, k, O, q (quiet HD). */
+  private metaDelete(buf: Uint8Array): void {
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOq')) return;
+    const s = this.tokStart[1];
+    const kLen = this.tokLen(1);
+    const key = Buffer.from(buf.buffer, buf.byteOffset + s, kLen).toString('latin1');
+    const echo = this.echo(buf, key, 'kO');
+    const hash = hashKey(buf, s, kLen);
+    const it = this.store.find(buf, s, kLen, hash);
+    if (it === 0) return this.putStr(`NF${echo}\r\n`);
+    if (this.has('C')) {
+      this.store.view(it, this.view);
+      if (this.view.cas !== this.flagNum(buf, 'C')) return this.putStr(`EX${echo}\r\n`);
+    }
+    this.store.remove(buf, s, kLen, hash);
+    if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
+  }
+
+  /** ma <key> <flags>*: D delta, M mode (I/+ incr, D/- decr), N ttl + J initial (create if missing), v value, k, O, q. */
+  private metaArith(buf: Uint8Array): void {
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJvkOq')) return;
+    const s = this.tokStart[1];
+    const kLen = this.tokLen(1);
+    const key = Buffer.from(buf.buffer, buf.byteOffset + s, kLen).toString('latin1');
+    const echo = this.echo(buf, key, 'kO');
+    let incr = true;
+    if (this.has('M')) {
+      const m = this.flagText(buf, 'M');
+      if (m === 'D' || m === 'd' || m === '-') incr = false;
+      else if (!(m === 'I' || m === 'i' || m === '+')) return this.put(lit('CLIENT_ERROR invalid mode for ma M token\r\n'));
+    }
+    const deltaText = this.has('D') ? this.flagText(buf, 'D') : '1';
+    const delta = /^\d{1,20}$/.test(deltaText) ? BigInt(deltaText) : null;
+    const initText = this.has('J') ? this.flagText(buf, 'J') : '0';
+    if (delta === null || delta > 0xffffffffffffffffn || !/^\d{1,20}$/.test(initText)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    const hash = hashKey(buf, s, kLen);
+    const it = this.store.find(buf, s, kLen, hash);
+    let result: bigint;
+    if (it === 0) {
+      if (!this.has('N')) return this.putStr(`NF${echo}\r\n`);
+      result = BigInt(initText);
+      const digits = Buffer.from(result.toString(), 'latin1');
+      const ttl = this.flagNum(buf, 'N');
+      const r = this.store.store('add', buf, s, kLen, hash, 0, this.absExpiry(Number.isNaN(ttl) ? 0 : ttl), digits, 0, digits.length, 0, this.scratch);
+      if (r !== 'STORED') return this.putStr(`NS${echo}\r\n`);
+    } else {
+      const r = this.applyDelta(it, buf, s, kLen, hash, incr, delta);
+      if (r === null) return this.put(lit('CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'));
+      if (r === false) return this.put(lit('SERVER_ERROR out of memory\r\n'));
+      result = r;
+    }
+    if (this.has('v')) {
+      const text = result.toString();
+      return this.putStr(`VA ${text.length}${echo}\r\n${text}\r\n`);
+    }
+    if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
+  }
+
+  /** incr/decr of a visible item: the new number, null if the value is not a number, false on no memory. */
+  private applyDelta(it: number, buf: Uint8Array, s: number, kLen: number, hash: number, incr: boolean, delta: bigint): bigint | null | false {
+    this.store.view(it, this.view);
+    const old = this.view.nbytes <= 20 ? this.numericValue(it, this.view.nbytes) : null;
+    if (old === null) return null;
+    const next = incr ? (old + delta) & 0xffffffffffffffffn : old > delta ? old - delta : 0n;
+    const digits = Buffer.from(next.toString(), 'latin1');
+    return this.store.replaceValue(it, buf, s, kLen, hash, digits, digits.length) ? next : false;
   }
 
   // --- delete, touch, incr/decr, flush_all ----------------------------------------------
@@ -596,14 +873,11 @@ export class Session {
       else this.counters.decrMisses++;
       return this.reply(lit('NOT_FOUND\r\n'));
     }
-    store.view(it, this.view);
-    const old = this.view.nbytes <= 20 ? this.numericValue(it, this.view.nbytes) : null;
-    if (old === null) return this.reply(lit('CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'));
-    const next = incr ? (old + delta) & 0xffffffffffffffffn : old > delta ? old - delta : 0n;
+    const next = this.applyDelta(it, buf, s, kLen, hash, incr, delta);
+    if (next === null) return this.reply(lit('CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'));
+    if (next === false) return this.reply(lit('SERVER_ERROR out of memory\r\n'));
     if (incr) this.counters.incrHits++;
     else this.counters.decrHits++;
-    const digits = Buffer.from(next.toString(), 'latin1');
-    if (!store.replaceValue(it, buf, s, kLen, hash, digits, digits.length)) return this.reply(lit('SERVER_ERROR out of memory\r\n'));
     this.replyStr(next.toString());
   }
 

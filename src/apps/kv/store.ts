@@ -430,6 +430,11 @@ export class KvStore {
     out.cas = this.casOf(it);
   }
 
+  /** The expiry (unix seconds, 0 = never). */
+  expiryOf(it: number): number {
+    return this.ld(it + ITEM_EXP);
+  }
+
   /** Virtual address of the value bytes. */
   valueVa(it: number): number {
     return it + ITEM_HDR_BYTES + (this.ld(it + ITEM_META) & 0xff);
