@@ -21,6 +21,8 @@ import { KEY_MAX_BYTES, hashKey, nowSec } from './store.js';
 export const LINE_MAX_BYTES = 2048;
 /** Our bound on a multi-get line (memcached's is unbounded). */
 export const GET_LINE_MAX_BYTES = 1 << 20;
+/** A feed stops executing commands once this much reply is waiting (the rest of the input waits for the next feed). */
+export const OUT_BATCH_BYTES = 1 << 20;
 /** memcached's MAX_TOKENS (the last token holds the rest of the line). */
 const MAX_TOKENS = 24;
 /** Relative expiry times are at most 30 days; larger ones are absolute unix times. */
@@ -133,6 +135,9 @@ export class Session {
     return this.state === State.Closing;
   }
 
+  /** Complete commands are still buffered (a feed stopped at OUT_BATCH_BYTES): feed(EMPTY_INPUT) once the replies are sent. */
+  moreInput = false;
+
   /**
    * Parses and executes everything complete in `chunk` (plus what was
    * buffered) and returns the replies to send (possibly empty). After a
@@ -165,6 +170,7 @@ export class Session {
       this.inBuf.set(chunk.subarray(pos, len), 0);
     }
     this.inLen = this.state === State.Closing ? 0 : rest;
+    this.moreInput = this.inLen > 0 && this.outLen >= OUT_BATCH_BYTES;
     return this.takeOutput();
   }
 
@@ -187,7 +193,7 @@ export class Session {
   /** Executes complete commands in buf[0, len); returns the bytes consumed. */
   private parse(buf: Uint8Array, len: number): number {
     let pos = 0;
-    while (pos < len && this.state !== State.Closing) {
+    while (pos < len && this.state !== State.Closing && this.outLen < OUT_BATCH_BYTES) {
       if (this.state === State.Swallow) {
         const n = Math.min(this.swallowBytes, len - pos);
         this.swallowBytes -= n;
@@ -554,7 +560,7 @@ export class Session {
   private absExpiry(t: number): number {
     if (t === 0) return 0;
     if (t < 0) return 1; // long past
-    if (t > REALTIME_MAXDELTA_SEC) return t <= this.counters.startedSec ? 1 : t;
+    if (t > REALTIME_MAXDELTA_SEC) return t <= this.store.now ? 1 : t; // absolute, maybe already past
     return this.store.now + t;
   }
 
@@ -927,6 +933,7 @@ export class Session {
 }
 
 const EMPTY = new Uint8Array(0);
+export const EMPTY_INPUT = EMPTY;
 const TWO_32 = 2 ** 32;
 const U64_MAX_DIGITS = '18446744073709551615';
 
