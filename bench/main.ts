@@ -11,6 +11,7 @@
 import { SingleBar } from 'cli-progress';
 import { runAllocBench } from './alloc.js';
 import { runCliStart } from './cli-start.js';
+import { runKv } from './kv.js';
 import { runPrimitive } from './primitive.js';
 import { fileURLToPath } from 'node:url';
 import { fileCacheParams, fileCacheRegionBytes, runFileCache } from './filecache.js';
@@ -39,6 +40,7 @@ export const SUITES: Record<string, Runner> = {
   overhead: runOverhead,
   'cli-start': runCliStart,
   names: runNames,
+  kv: runKv,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system tools `morsel hwcheck` and its tests need: QEMU (an
 # x86-64 MMU that nobody in this project wrote) and nasm (to assemble the
-# guest), from Debian/Ubuntu packages.
+# guest), and what the kv tests compare against: the real memcached,
+# libmemcached's tools (memccapable, memccp, memccat) and pymemcache, all
+# from Debian/Ubuntu packages.
 #
 #   scripts/install-system-deps.sh             install, or fail saying why not
 #   scripts/install-system-deps.sh --optional  install when possible, else say
@@ -15,16 +17,22 @@ set -euo pipefail
 
 optional=0
 if [ "${1:-}" = "--optional" ]; then optional=1; fi
-INSTALL_CMD="apt-get install -y --no-install-recommends qemu-system-x86 nasm"
+PACKAGES="qemu-system-x86 nasm memcached libmemcached-tools python3-pymemcache"
+INSTALL_CMD="apt-get install -y --no-install-recommends $PACKAGES"
 
-if command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1; then
+have_all() {
+  command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1 &&
+    command -v memcached >/dev/null 2>&1 && command -v memccapable >/dev/null 2>&1 &&
+    /usr/bin/python3 -c 'import pymemcache' >/dev/null 2>&1
+}
+if have_all; then
   exit 0
 fi
 
 cannot() {
-  echo "install-system-deps: qemu-system-x86_64/nasm missing and $1; as root run: $INSTALL_CMD" >&2
+  echo "install-system-deps: qemu-system-x86_64/nasm/memcached/libmemcached-tools/pymemcache missing and $1; as root run: $INSTALL_CMD" >&2
   if [ "$optional" = 1 ]; then
-    echo "install-system-deps: the hwcheck tests will be skipped" >&2
+    echo "install-system-deps: the hwcheck and kv client tests will be skipped" >&2
     exit 0
   fi
   exit 1
@@ -32,7 +40,7 @@ cannot() {
 if [ "$(id -u)" -ne 0 ]; then cannot "not root"; fi
 if ! command -v apt-get >/dev/null 2>&1; then cannot "no apt-get"; fi
 
-echo "install-system-deps: installing qemu-system-x86 and nasm (apt-get)" >&2
+echo "install-system-deps: installing $PACKAGES (apt-get)" >&2
 export DEBIAN_FRONTEND=noninteractive
 # --no-install-recommends keeps out the GUI/audio stack (the guest runs with
 # -display none). A failed install is a failure even with --optional: the

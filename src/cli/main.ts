@@ -9,6 +9,7 @@ import { Command } from 'commander';
 import { registerHwcheck } from '../hwcheck/cli.js';
 import { followContract, printError } from './common.js';
 import { registerIo } from './io.js';
+import { registerKv } from './kv.js';
 import { registerMorsels } from './morsels.js';
 import { registerRegion } from './region.js';
 import { registerNames } from './names.js';
@@ -43,5 +44,6 @@ export async function main(argv: string[]): Promise<void> {
   registerIo(program);
   registerHwcheck(program);
   registerNames(program);
+  registerKv(program);
   await program.parseAsync(argv);
 }

@@ -1,0 +1,718 @@
+/**
+ * The kv item store: every byte of the cache (header, hash index, slab
+ * pages, items) lives in ONE data morsel mapped at the fixed address
+ * KV_BASE, and every link between items is that item's virtual address
+ * (a u32: the morsel spans [2^30, 2^31)). A restart maps the same morsel
+ * at the same address and the structures are valid as they are: no fixup
+ * pass, no rebuild, start-up time independent of the item count.
+ *
+ * Layout (offsets from KV_BASE):
+ *   page 0    header words (HDR_*) and the slab-class table (CLASS_*)
+ *   page 1    page-owner table: one byte per slab page (class + 1, 0 = free)
+ *   page 2..  hash index: `buckets` u32 heads (0 = empty chain)
+ *   arenaOff  slab pages of SLAB_PAGE_BYTES, each cut into one class's chunks
+ * Item (chunk) layout: ITEM_* words, then the key, then the value.
+ *
+ * Commit points (a SIGKILL between any two stores leaves no torn or
+ * dangling item visible; only items reachable from a bucket are visible):
+ * - store: the new item is written completely (header, key, value, LINKED
+ *   bit) into a chunk no chain reaches, then ONE Atomics.store links it
+ *   into its chain, in the old item's place when the key existed (the same
+ *   store unlinks the old one). Only then is the reply sent.
+ * - delete/evict/expire: ONE Atomics.store of the predecessor's link
+ *   unlinks the item; its LINKED bit is cleared afterwards.
+ * - touch: one store of the expiry word. flush_all: one store of the flush
+ *   CAS or flush time in the header.
+ * - allocation never needs a commit: a chunk is in use iff it is LINKED and
+ *   reachable. A crash after taking a chunk leaves it unlinked; a crash
+ *   after an unlink leaves it LINKED but unreachable: the CLOCK sweep
+ *   reclaims both (it unlinks what it finds still chained, else reuses).
+ *   The carve pointer is advanced BEFORE its chunk is used, and zeroed
+ *   while it moves to a new page, so it never hands out a chunk twice.
+ * - free lists (chunks of deleted/replaced items, reused before anything
+ *   is evicted) are per open: each open drops them and bumps the epoch; a
+ *   chunk tagged FREE with an older epoch is on no list, and the clock
+ *   takes it. So a list cut by a crash is never followed, and no chunk is
+ *   both on a list and taken by the clock.
+ * Counters in the header (items, evictions) are statistics: a crash may
+ * leave them off by the one operation in flight.
+ *
+ * Eviction is CLOCK per slab class (an LRU approximation: a read sets the
+ * item's REF bit, the hand clears it and evicts the first unreferenced
+ * item); expired and flushed items are reclaimed first when the hand meets them.
+ *
+ * One writer process (the server is single-threaded); `--workers` would
+ * need per-bucket locks in the region (not built).
+ */
+import { MorselError, assert, check } from '../../errors.js';
+import { Access, type Mmu } from '../../space/mmu.js';
+import type { Region } from '../../physical/region.js';
+import { MiB, PAGE_SIZE, type Frame } from '../../units.js';
+
+/** The fixed virtual address of the cache morsel (order 2: 1 GiB, so every address fits a positive int32). */
+export const KV_BASE = 2 ** 30;
+export const KV_ORDER = 2;
+/** memcached's item size limit (-I 1m) and slab page size. */
+export const SLAB_PAGE_BYTES = 1 * MiB;
+export const KEY_MAX_BYTES = 250;
+/** The largest -m the 1 GiB morsel holds with its header and hash index. */
+export const MEM_LIMIT_MAX_MIB = 920;
+
+const MAGIC = 0x6b766d31; // "kvm1"
+const FORMAT_VERSION = 1;
+const SMALLEST_CHUNK_BYTES = 96;
+const GROWTH_FACTOR = 1.25;
+const CHUNK_ALIGN_BYTES = 8;
+/** Hash buckets per MiB of -m (memcached starts at 2^16 and grows; ours is fixed at creation). */
+const BUCKETS_PER_MIB = 8192;
+/** Longest hash chain walked before the index is declared corrupt. */
+const CHAIN_MAX_STEPS = 1 << 20;
+
+// Header words (page 0).
+const HDR_MAGIC = 0;
+const HDR_VERSION = 1;
+const HDR_MEM_MIB = 2;
+const HDR_BUCKETS = 3;
+const HDR_ARENA_OFF = 4;
+const HDR_PAGES = 5;
+const HDR_CLASSES = 6;
+const HDR_CAS_LO = 7;
+const HDR_CAS_HI = 8;
+const HDR_FLUSH_CAS_LO = 9;
+const HDR_FLUSH_CAS_HI = 10;
+const HDR_FLUSH_AT_SEC = 11;
+const HDR_TOTAL_ITEMS = 12;
+const HDR_EVICTIONS = 13;
+const HDR_RECLAIMED = 14;
+const HDR_CURR_ITEMS = 15;
+const HDR_CREATED_SEC = 16;
+const HDR_BYTES = 17;
+/** Bumped by every open: a chunk marked FREE in an older epoch is on no list (lists are dropped at open). */
+const HDR_EPOCH = 18;
+/** Class table: CLASS_WORDS words per class from this word. */
+const HDR_CLASS_TABLE = 64;
+const CLASS_WORDS = 5;
+const CLASS_CHUNK = 0;
+const CLASS_CARVE_NEXT = 1;
+const CLASS_CARVE_END = 2;
+const CLASS_HAND = 3;
+const CLASS_FREE_HEAD = 4;
+const MAX_CLASSES = (PAGE_SIZE / 4 - HDR_CLASS_TABLE) / CLASS_WORDS;
+
+const OWNER_OFF = PAGE_SIZE;
+const HASH_OFF = 2 * PAGE_SIZE;
+
+// Item header, byte offsets.
+const ITEM_NEXT = 0;
+const ITEM_HASH = 4;
+const ITEM_EXP = 8;
+const ITEM_TIME = 12;
+const ITEM_FLAGS = 16;
+const ITEM_NBYTES = 20;
+const ITEM_CAS_LO = 24;
+const ITEM_CAS_HI = 28;
+/** key length (bits 0-7), slab class (8-15), LINKED, REF */
+const ITEM_META = 32;
+export const ITEM_HDR_BYTES = 36;
+const META_LINKED = 1 << 16;
+const META_REF = 1 << 17;
+/** On its class's free list, if tagged with the current epoch (bits EPOCH_SHIFT..31). */
+const META_FREE = 1 << 18;
+const EPOCH_SHIFT = 19;
+const EPOCH_MASK = (1 << (32 - EPOCH_SHIFT)) - 1;
+
+const TWO_32 = 2 ** 32;
+
+/**
+ * Sizes of a cache of `memMiB` MiB: bytes of the morsel, buckets, slab
+ * pages. As in memcached, a class's FIRST page may exceed the limit (so no
+ * item size is unstorable in a small cache): the arena has one spare page
+ * per class, and only a class without pages may take a page beyond memMiB.
+ */
+export function kvGeometry(memMiB: number): { sizeBytes: number; buckets: number; pages: number; arenaOff: number } {
+  check(Number.isInteger(memMiB) && memMiB >= 1 && memMiB <= MEM_LIMIT_MAX_MIB, 'ERANGE', () => `-m must be 1..${MEM_LIMIT_MAX_MIB} MiB, got ${memMiB}`);
+  const buckets = memMiB * BUCKETS_PER_MIB;
+  const arenaOff = Math.ceil((HASH_OFF + buckets * 4) / SLAB_PAGE_BYTES) * SLAB_PAGE_BYTES;
+  const pages = memMiB + chunkSizes().length;
+  return { sizeBytes: arenaOff + pages * SLAB_PAGE_BYTES, buckets, pages, arenaOff };
+}
+
+/** memcached's slab classes: 96 bytes growing by 1.25 (8-aligned) to half a page, then one whole-page class. */
+export function chunkSizes(): number[] {
+  const sizes: number[] = [];
+  for (let s = SMALLEST_CHUNK_BYTES; s < SLAB_PAGE_BYTES / 2; s = Math.ceil((s * GROWTH_FACTOR) / CHUNK_ALIGN_BYTES) * CHUNK_ALIGN_BYTES) sizes.push(s);
+  sizes.push(SLAB_PAGE_BYTES);
+  assert(sizes.length <= MAX_CLASSES, 'slab classes fit the header');
+  return sizes;
+}
+
+/** Outcome of a lookup that may also delete or replace: set by find(). */
+export interface ItemView {
+  flags: number;
+  nbytes: number;
+  cas: number;
+}
+
+export type StoreMode = 'set' | 'add' | 'replace' | 'append' | 'prepend' | 'cas';
+export type StoreResult = 'STORED' | 'NOT_STORED' | 'EXISTS' | 'NOT_FOUND' | 'TOO_LARGE' | 'NO_MEMORY';
+
+export interface StoreStats {
+  currItems: number;
+  totalItems: number;
+  evictions: number;
+  reclaimed: number;
+  limitMaxBytes: number;
+  bytes: number;
+  pagesUsed: number;
+  pages: number;
+  buckets: number;
+}
+
+/** Unix time in whole seconds (memcached's clock resolution). */
+export function nowSec(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+export class KvStore {
+  private readonly region: Region;
+  private readonly buckets: number;
+  private readonly arenaBase: number;
+  private readonly pages: number;
+  private readonly chunk: number[];
+  /** Current page under the cursor (set by at()); bytes via bytesOf/byteOffsetInWindow. */
+  private curBytes!: Uint8Array;
+  private curOff = 0;
+  /** Set by find(): the item's predecessor link address (a bucket or an item's ITEM_NEXT). */
+  private foundLink = 0;
+  /** This open's free-list epoch (see HDR_EPOCH). */
+  private readonly epoch: number;
+  /** Pages the -m limit allows (a class's first page may go beyond: see kvGeometry). */
+  private readonly limitPages: number;
+  /** Slab pages handed out so far (a hint: re-counted from the owner table at open). */
+  private pagesUsed = 0;
+  /** Pages each class owns (volatile, counted from the owner table at open). */
+  private readonly ownedPages: Int32Array;
+  now = nowSec();
+
+  /**
+   * Opens the store mapped at KV_BASE through `mmu` (the caller holds an
+   * access section around every call), formatting it if the morsel is new
+   * (all zeros). ECORRUPT/EVERSION for a morsel that holds something else.
+   */
+  constructor(
+    private readonly mmu: Mmu,
+    memMiB: number,
+  ) {
+    this.region = mmu.space.region;
+    const geo = kvGeometry(memMiB);
+    const sizes = chunkSizes();
+    if (this.hdr(HDR_MAGIC) === 0) this.format(memMiB, geo.buckets, geo.arenaOff, geo.pages, sizes);
+    check(this.hdr(HDR_MAGIC) === MAGIC, 'ECORRUPT', 'the kv morsel does not hold a kv store');
+    check(this.hdr(HDR_VERSION) === FORMAT_VERSION, 'EVERSION', () => `kv store format ${this.hdr(HDR_VERSION)}, this server reads ${FORMAT_VERSION}`);
+    check(this.hdr(HDR_MEM_MIB) === memMiB, 'EINVAL', () => `the cache was created with -m ${this.hdr(HDR_MEM_MIB)}, not -m ${memMiB}`);
+    this.limitPages = memMiB;
+    this.buckets = this.hdr(HDR_BUCKETS);
+    this.arenaBase = KV_BASE + this.hdr(HDR_ARENA_OFF);
+    this.pages = this.hdr(HDR_PAGES);
+    this.chunk = sizes;
+    check(this.hdr(HDR_CLASSES) === sizes.length, 'ECORRUPT', 'slab class count differs');
+    // Free lists do not survive a restart (a crash may have cut one): drop
+    // them, and let the clock find their chunks (tagged with an old epoch).
+    for (let c = 0; c < sizes.length; c++) this.setCls(c, CLASS_FREE_HEAD, 0);
+    this.epoch = (this.hdr(HDR_EPOCH) + 1) & EPOCH_MASK;
+    this.setHdr(HDR_EPOCH, this.epoch);
+    this.ownedPages = new Int32Array(sizes.length);
+    for (let p = 0; p < this.pages; p++) {
+      const owner = this.ownerOf(p);
+      if (owner === 0) continue;
+      check(owner <= sizes.length, 'ECORRUPT', () => `slab page ${p} names class ${owner - 1}`);
+      this.pagesUsed++;
+      this.ownedPages[owner - 1]++;
+    }
+  }
+
+  /** Writes the header of a fresh (zeroed) morsel; the magic word last is its commit point. */
+  private format(memMiB: number, buckets: number, arenaOff: number, pages: number, sizes: number[]): void {
+    this.setHdr(HDR_VERSION, FORMAT_VERSION);
+    this.setHdr(HDR_MEM_MIB, memMiB);
+    this.setHdr(HDR_BUCKETS, buckets);
+    this.setHdr(HDR_ARENA_OFF, arenaOff);
+    this.setHdr(HDR_PAGES, pages);
+    this.setHdr(HDR_CLASSES, sizes.length);
+    this.setHdr(HDR_CREATED_SEC, this.now);
+    for (let c = 0; c < sizes.length; c++) this.setHdr(HDR_CLASS_TABLE + c * CLASS_WORDS + CLASS_CHUNK, sizes[c]);
+    this.setHdr(HDR_MAGIC, MAGIC);
+  }
+
+  // --- raw access (inside the caller's access section) ----------------------------
+
+  /** Points curBytes/curOff at `va` (its page, translated for `access`); returns the bytes left in that page. */
+  private at(va: number, access: Access): number {
+    const f = this.mmu.translate(va, access) as Frame;
+    this.curBytes = this.region.bytesOf(f);
+    const inPage = va & (PAGE_SIZE - 1);
+    this.curOff = this.region.byteOffsetInWindow(f) + inPage;
+    return PAGE_SIZE - inPage;
+  }
+
+  private ld(va: number): number {
+    const f = this.mmu.translate(va, Access.Read) as Frame;
+    return Atomics.load(this.region.words(f), this.region.wordIndex(f, (va & (PAGE_SIZE - 1)) >>> 2)) >>> 0;
+  }
+
+  /** A store that is also a commit point: Atomics (sequentially consistent, never reordered before the writes it publishes). */
+  private st(va: number, v: number): void {
+    const f = this.mmu.translate(va, Access.Write) as Frame;
+    Atomics.store(this.region.words(f), this.region.wordIndex(f, (va & (PAGE_SIZE - 1)) >>> 2), v | 0);
+  }
+
+  private hdr(word: number): number {
+    return this.ld(KV_BASE + word * 4);
+  }
+
+  private setHdr(word: number, v: number): void {
+    this.st(KV_BASE + word * 4, v);
+  }
+
+  private cls(c: number, field: number): number {
+    return this.hdr(HDR_CLASS_TABLE + c * CLASS_WORDS + field);
+  }
+
+  private setCls(c: number, field: number, v: number): void {
+    this.setHdr(HDR_CLASS_TABLE + c * CLASS_WORDS + field, v);
+  }
+
+  private ownerOf(page: number): number {
+    this.at(KV_BASE + OWNER_OFF + page, Access.Read);
+    return this.curBytes[this.curOff];
+  }
+
+  private setOwner(page: number, v: number): void {
+    this.at(KV_BASE + OWNER_OFF + page, Access.Write);
+    this.curBytes[this.curOff] = v;
+  }
+
+  /** Copies `n` bytes at `va` into dst[off..]. */
+  copyOut(va: number, dst: Uint8Array, off: number, n: number): void {
+    for (let done = 0; done < n; ) {
+      const k = Math.min(this.at(va + done, Access.Read), n - done);
+      dst.set(this.curBytes.subarray(this.curOff, this.curOff + k), off + done);
+      done += k;
+    }
+  }
+
+  /** Copies src[off, off + n) to `va`. */
+  private copyIn(va: number, src: Uint8Array, off: number, n: number): void {
+    for (let done = 0; done < n; ) {
+      const k = Math.min(this.at(va + done, Access.Write), n - done);
+      this.curBytes.set(src.subarray(off + done, off + done + k), this.curOff);
+      done += k;
+    }
+  }
+
+  /** Copies `n` bytes inside the morsel (append/prepend), page piece by page piece. */
+  private copyWithin(dstVa: number, srcVa: number, n: number, scratch: Uint8Array): void {
+    for (let done = 0; done < n; ) {
+      const k = Math.min(scratch.length, n - done);
+      this.copyOut(srcVa + done, scratch, 0, k);
+      this.copyIn(dstVa + done, scratch, 0, k);
+      done += k;
+    }
+  }
+
+  /** Does the key stored at `va` equal key[off, off + len)? */
+  private keyEquals(va: number, key: Uint8Array, off: number, len: number): boolean {
+    for (let done = 0; done < len; ) {
+      const k = Math.min(this.at(va + done, Access.Read), len - done);
+      const b = this.curBytes;
+      const o = this.curOff;
+      for (let i = 0; i < k; i++) if (b[o + i] !== key[off + done + i]) return false;
+      done += k;
+    }
+    return true;
+  }
+
+  // --- index ------------------------------------------------------------------------
+
+  private bucketVa(hash: number): number {
+    return KV_BASE + HASH_OFF + ((hash >>> 0) % this.buckets) * 4;
+  }
+
+  /**
+   * The visible item for key[off, off+len) with hash `hash`, or 0; sets
+   * foundLink to the link that points at it. An expired or flushed item is
+   * unlinked on the way (as memcached does lazily) and reported as absent.
+   */
+  find(key: Uint8Array, off: number, len: number, hash: number): number {
+    let link = this.bucketVa(hash);
+    for (let steps = 0; steps < CHAIN_MAX_STEPS; steps++) {
+      const it = this.ld(link);
+      if (it === 0) return 0;
+      if (this.ld(it + ITEM_HASH) === hash >>> 0 && (this.ld(it + ITEM_META) & 0xff) === len && this.keyEquals(it + ITEM_HDR_BYTES, key, off, len)) {
+        if (!this.alive(it)) {
+          this.unlinkAt(link, it);
+          this.release(it);
+          return 0;
+        }
+        this.foundLink = link;
+        return it;
+      }
+      link = it + ITEM_NEXT;
+    }
+    throw new MorselError('ECORRUPT', 'kv hash chain does not end');
+  }
+
+  /** Not expired and not flushed. */
+  private alive(it: number): boolean {
+    const exp = this.ld(it + ITEM_EXP);
+    if (exp !== 0 && exp <= this.now) return false;
+    if (this.casOf(it) < this.casWord(HDR_FLUSH_CAS_LO)) return false;
+    const flushAt = this.hdr(HDR_FLUSH_AT_SEC);
+    return !(flushAt !== 0 && flushAt <= this.now && this.ld(it + ITEM_TIME) < flushAt);
+  }
+
+  /** Commit point of a removal: one store of the predecessor link; then LINKED is cleared. */
+  private unlinkAt(link: number, it: number): void {
+    this.st(link, this.ld(it + ITEM_NEXT));
+    this.st(it + ITEM_META, this.ld(it + ITEM_META) & ~META_LINKED);
+    this.count(HDR_CURR_ITEMS, -1);
+    this.count(HDR_BYTES, -this.ld(it + ITEM_NBYTES));
+  }
+
+  /**
+   * Puts an unlinked chunk on its class's free list: link and FREE tag
+   * first, then ONE store of the head (a crash before it leaves a chunk the
+   * clock reclaims after the next open).
+   */
+  private release(it: number): void {
+    const c = (this.ld(it + ITEM_META) >>> 8) & 0xff;
+    this.st(it + ITEM_NEXT, this.cls(c, CLASS_FREE_HEAD));
+    this.st(it + ITEM_META, (c << 8) | META_FREE | (this.epoch << EPOCH_SHIFT));
+    this.setCls(c, CLASS_FREE_HEAD, it);
+  }
+
+  /** Pops a chunk of class c off its free list (one store of the head), or 0. */
+  private popFree(c: number): number {
+    const it = this.cls(c, CLASS_FREE_HEAD);
+    if (it === 0) return 0;
+    if (!this.onFreeList(this.ld(it + ITEM_META))) throw new MorselError('ECORRUPT', `kv free list of class ${c} holds a chunk not marked free`);
+    this.setCls(c, CLASS_FREE_HEAD, this.ld(it + ITEM_NEXT));
+    return it;
+  }
+
+  private onFreeList(meta: number): boolean {
+    return (meta & META_FREE) !== 0 && meta >>> EPOCH_SHIFT === this.epoch;
+  }
+
+  /** Unlinks `it` if some chain still reaches it (an interrupted unlink may have left it LINKED but unreachable). */
+  private unlinkIfChained(it: number): boolean {
+    let link = this.bucketVa(this.ld(it + ITEM_HASH));
+    for (let steps = 0; steps < CHAIN_MAX_STEPS; steps++) {
+      const cur = this.ld(link);
+      if (cur === 0) {
+        this.st(it + ITEM_META, this.ld(it + ITEM_META) & ~META_LINKED);
+        return false;
+      }
+      if (cur === it) {
+        this.unlinkAt(link, it);
+        return true;
+      }
+      link = cur + ITEM_NEXT;
+    }
+    throw new MorselError('ECORRUPT', 'kv hash chain does not end');
+  }
+
+  // --- items --------------------------------------------------------------------------
+
+  view(it: number, out: ItemView): void {
+    out.flags = this.ld(it + ITEM_FLAGS);
+    out.nbytes = this.ld(it + ITEM_NBYTES);
+    out.cas = this.casOf(it);
+  }
+
+  /** The expiry (unix seconds, 0 = never). */
+  expiryOf(it: number): number {
+    return this.ld(it + ITEM_EXP);
+  }
+
+  /** Virtual address of the value bytes. */
+  valueVa(it: number): number {
+    return it + ITEM_HDR_BYTES + (this.ld(it + ITEM_META) & 0xff);
+  }
+
+  /** Marks a read (CLOCK's reference bit), writing only when it changes. */
+  touchRef(it: number): void {
+    const m = this.ld(it + ITEM_META);
+    if ((m & META_REF) === 0) this.st(it + ITEM_META, m | META_REF);
+  }
+
+  /** Sets a visible item's expiry (one store: touch's commit point). */
+  setExpiry(it: number, exp: number): void {
+    this.st(it + ITEM_EXP, exp);
+  }
+
+  private casOf(it: number): number {
+    return this.ld(it + ITEM_CAS_HI) * TWO_32 + this.ld(it + ITEM_CAS_LO);
+  }
+
+  private casWord(loWord: number): number {
+    return this.hdr(loWord + 1) * TWO_32 + this.hdr(loWord);
+  }
+
+  private setCasWord(loWord: number, v: number): void {
+    this.setHdr(loWord, v % TWO_32);
+    this.setHdr(loWord + 1, Math.floor(v / TWO_32));
+  }
+
+  /** The next CAS unique (stored before any item carries it, so none repeats after a crash). */
+  private nextCas(): number {
+    const c = this.casWord(HDR_CAS_LO) + 1;
+    this.setCasWord(HDR_CAS_LO, c);
+    return c;
+  }
+
+  /** The slab class for an item of `total` bytes, or -1 if larger than the largest chunk. */
+  private classFor(total: number): number {
+    for (let c = 0; c < this.chunk.length; c++) if (this.chunk[c] >= total) return c;
+    return -1;
+  }
+
+  /** Largest value that fits with a key of `keyLen` bytes. */
+  maxValueBytes(keyLen: number): number {
+    return SLAB_PAGE_BYTES - ITEM_HDR_BYTES - keyLen;
+  }
+
+  /**
+   * Writes a complete item (not yet reachable) and returns its address, or
+   * 0 when no memory can be found. The value is NOT written: the caller
+   * fills valueVa() (copyValueIn / copyWithin) before link().
+   */
+  private allocItem(key: Uint8Array, keyOff: number, keyLen: number, hash: number, flags: number, exp: number, nbytes: number): number {
+    const c = this.classFor(ITEM_HDR_BYTES + keyLen + nbytes);
+    if (c < 0) return 0;
+    const it = this.allocChunk(c);
+    if (it === 0) return 0;
+    const cas = this.nextCas();
+    this.st(it + ITEM_HASH, hash);
+    this.st(it + ITEM_EXP, exp);
+    this.st(it + ITEM_TIME, this.now);
+    this.st(it + ITEM_FLAGS, flags);
+    this.st(it + ITEM_NBYTES, nbytes);
+    this.st(it + ITEM_CAS_LO, cas % TWO_32);
+    this.st(it + ITEM_CAS_HI, Math.floor(cas / TWO_32));
+    this.st(it + ITEM_META, keyLen | (c << 8));
+    this.copyIn(it + ITEM_HDR_BYTES, key, keyOff, keyLen);
+    return it;
+  }
+
+  /**
+   * The commit point of every store: `it` (complete) takes `old`'s place in
+   * its chain, or goes to the head of its bucket when old is 0, by ONE
+   * Atomics.store of the link that pointed at old (found by find()).
+   */
+  private link(it: number, old: number): void {
+    this.st(it + ITEM_META, this.ld(it + ITEM_META) | META_LINKED);
+    if (old !== 0) {
+      this.st(it + ITEM_NEXT, this.ld(old + ITEM_NEXT));
+      this.st(this.foundLink, it); // commit: it visible, old unreachable
+      this.count(HDR_BYTES, -this.ld(old + ITEM_NBYTES));
+      this.release(old);
+    } else {
+      const bucket = this.bucketVa(this.ld(it + ITEM_HASH));
+      this.st(it + ITEM_NEXT, this.ld(bucket));
+      this.st(bucket, it); // commit
+      this.count(HDR_CURR_ITEMS, 1);
+    }
+    this.count(HDR_BYTES, this.ld(it + ITEM_NBYTES));
+    this.count(HDR_TOTAL_ITEMS, 1);
+  }
+
+  /** Adds `delta` to a statistics word (never below 0: a crash may have lost one update). */
+  private count(word: number, delta: number): void {
+    this.setHdr(word, Math.max(0, this.hdr(word) + delta));
+  }
+
+  // --- allocation ---------------------------------------------------------------------
+
+  /** A chunk of class `c` no chain reaches: from the free list, carved, from a fresh page, or by the CLOCK hand; 0 if none. */
+  private allocChunk(c: number): number {
+    const free = this.popFree(c);
+    if (free !== 0) return free;
+    const size = this.chunk[c];
+    const next = this.cls(c, CLASS_CARVE_NEXT);
+    if (next !== 0 && next + size <= this.cls(c, CLASS_CARVE_END)) {
+      this.setCls(c, CLASS_CARVE_NEXT, next + size); // advance first: a crash leaks nothing the clock cannot find
+      return next;
+    }
+    const page = this.pagesUsed < this.limitPages || this.ownedPages[c] === 0 ? this.freePage() : -1;
+    if (page >= 0) {
+      const start = this.arenaBase + page * SLAB_PAGE_BYTES;
+      this.setOwner(page, c + 1); // commit of the page's assignment
+      this.pagesUsed++;
+      this.ownedPages[c]++;
+      this.setCls(c, CLASS_CARVE_NEXT, 0); // no carving while the bounds move
+      this.setCls(c, CLASS_CARVE_END, start + SLAB_PAGE_BYTES);
+      this.setCls(c, CLASS_CARVE_NEXT, start + size);
+      return start;
+    }
+    return this.clock(c);
+  }
+
+  private freePage(): number {
+    if (this.pagesUsed >= this.pages) return -1;
+    for (let p = 0; p < this.pages; p++) if (this.ownerOf(p) === 0) return p;
+    this.pagesUsed = this.pages;
+    return -1;
+  }
+
+  /**
+   * CLOCK over class `c`'s chunks: returns the first chunk that is free
+   * (unlinked), expired or flushed, or unreferenced (evicted); referenced
+   * ones lose their bit. Two turns of the hand at most. Runs only when the
+   * class's carve page is used up, so it never meets an uncarved chunk
+   * that carving could hand out again.
+   */
+  private clock(c: number): number {
+    const size = this.chunk[c];
+    const perPage = Math.floor(SLAB_PAGE_BYTES / size);
+    const owned = this.ownedPages[c];
+    if (owned === 0) return 0;
+    let hand = this.cls(c, CLASS_HAND);
+    for (let steps = 0; steps <= 2 * owned * perPage; steps++) {
+      hand = this.advance(c, hand, size, perPage);
+      const it = hand;
+      const m = this.ld(it + ITEM_META);
+      if (this.onFreeList(m)) continue; // the list owns it (the list is empty here: popFree ran first)
+      if ((m & META_LINKED) === 0) return this.takeAt(c, it);
+      if (!this.alive(it)) {
+        this.unlinkIfChained(it);
+        this.count(HDR_RECLAIMED, 1);
+        return this.takeAt(c, it);
+      }
+      if (m & META_REF) {
+        this.st(it + ITEM_META, m & ~META_REF);
+        continue;
+      }
+      if (this.unlinkIfChained(it)) this.count(HDR_EVICTIONS, 1);
+      return this.takeAt(c, it);
+    }
+    return 0;
+  }
+
+  private takeAt(c: number, it: number): number {
+    this.setCls(c, CLASS_HAND, it);
+    this.st(it + ITEM_META, 0);
+    return it;
+  }
+
+  /** The chunk after `hand` in class c's pages (the first chunk of its first page when hand is 0). */
+  private advance(c: number, hand: number, size: number, perPage: number): number {
+    if (hand !== 0) {
+      const page = Math.floor((hand - this.arenaBase) / SLAB_PAGE_BYTES);
+      const idx = (hand - this.arenaBase - page * SLAB_PAGE_BYTES) / size;
+      if (idx + 1 < perPage) return hand + size;
+      for (let p = page + 1; p < this.pages; p++) if (this.ownerOf(p) === c + 1) return this.arenaBase + p * SLAB_PAGE_BYTES;
+    }
+    for (let p = 0; p < this.pages; p++) if (this.ownerOf(p) === c + 1) return this.arenaBase + p * SLAB_PAGE_BYTES;
+    throw new MorselError('ECORRUPT', `slab class ${c} owns no page`);
+  }
+
+  // --- commands --------------------------------------------------------------------
+
+  /**
+   * The storage commands (set/add/replace/append/prepend/cas). The value is
+   * value[vOff, vOff + vLen). On STORED the item is linked (durable in the
+   * region) before this returns.
+   */
+  store(mode: StoreMode, key: Uint8Array, kOff: number, kLen: number, hash: number, flags: number, exp: number, value: Uint8Array, vOff: number, vLen: number, casIn: number, scratch: Uint8Array): StoreResult {
+    const old = this.find(key, kOff, kLen, hash);
+    if (mode === 'add' && old !== 0) {
+      this.touchRef(old);
+      return 'NOT_STORED';
+    }
+    if ((mode === 'replace' || mode === 'append' || mode === 'prepend') && old === 0) return 'NOT_STORED';
+    if (mode === 'cas') {
+      if (old === 0) return 'NOT_FOUND';
+      if (this.casOf(old) !== casIn) return 'EXISTS';
+    }
+    const concat = mode === 'append' || mode === 'prepend';
+    const oldBytes = concat ? this.ld(old + ITEM_NBYTES) : 0;
+    const total = oldBytes + vLen;
+    if (total > this.maxValueBytes(kLen)) return 'TOO_LARGE';
+    const it = this.allocItem(key, kOff, kLen, hash, concat ? this.ld(old + ITEM_FLAGS) : flags, concat ? this.ld(old + ITEM_EXP) : exp, total);
+    if (it === 0) return 'NO_MEMORY';
+    const dst = it + ITEM_HDR_BYTES + kLen;
+    // Allocation may have evicted old or its chain neighbours: look it up again before linking.
+    const again = this.find(key, kOff, kLen, hash);
+    if (concat && again !== old) return 'NOT_STORED'; // the old item was evicted to make room
+    if (mode === 'prepend') {
+      this.copyIn(dst, value, vOff, vLen);
+      this.copyWithin(dst + vLen, this.valueVa(old), oldBytes, scratch);
+    } else {
+      if (concat) this.copyWithin(dst, this.valueVa(old), oldBytes, scratch);
+      this.copyIn(dst + oldBytes, value, vOff, vLen);
+    }
+    this.link(it, again);
+    return 'STORED';
+  }
+
+  /** delete: true if a visible item was removed. */
+  remove(key: Uint8Array, kOff: number, kLen: number, hash: number): boolean {
+    const it = this.find(key, kOff, kLen, hash);
+    if (it === 0) return false;
+    this.unlinkAt(this.foundLink, it);
+    this.release(it);
+    return true;
+  }
+
+  /**
+   * Replaces a visible item's value with `digits` (incr/decr), keeping
+   * flags and expiry, padded with spaces to the old length when shorter (as
+   * memcached's in-place update leaves it). Returns false on no memory.
+   */
+  replaceValue(it: number, key: Uint8Array, kOff: number, kLen: number, hash: number, digits: Uint8Array, n: number): boolean {
+    const oldBytes = this.ld(it + ITEM_NBYTES);
+    const nbytes = n < oldBytes ? oldBytes : n;
+    const fresh = this.allocItem(key, kOff, kLen, hash, this.ld(it + ITEM_FLAGS), this.ld(it + ITEM_EXP), nbytes);
+    if (fresh === 0) return false;
+    const dst = fresh + ITEM_HDR_BYTES + kLen;
+    this.copyIn(dst, digits, 0, n);
+    for (let i = n; i < nbytes; i++) {
+      this.at(dst + i, Access.Write);
+      this.curBytes[this.curOff] = 0x20;
+    }
+    this.link(fresh, this.find(key, kOff, kLen, hash)); // allocation may have evicted it: look it up again
+    return true;
+  }
+
+  /** flush_all: everything stored before now (delay 0) or before now + delay becomes invisible. */
+  flushAll(delaySec: number): void {
+    if (delaySec <= 0) {
+      this.setCasWord(HDR_FLUSH_CAS_LO, this.casWord(HDR_CAS_LO) + 1);
+      this.setHdr(HDR_FLUSH_AT_SEC, 0);
+    } else {
+      this.setHdr(HDR_FLUSH_AT_SEC, this.now + delaySec);
+    }
+  }
+
+  stats(): StoreStats {
+    return {
+      currItems: this.hdr(HDR_CURR_ITEMS),
+      totalItems: this.hdr(HDR_TOTAL_ITEMS),
+      evictions: this.hdr(HDR_EVICTIONS),
+      reclaimed: this.hdr(HDR_RECLAIMED),
+      limitMaxBytes: this.limitPages * SLAB_PAGE_BYTES,
+      bytes: this.hdr(HDR_BYTES),
+      pagesUsed: this.pagesUsed,
+      pages: this.pages,
+      buckets: this.buckets,
+    };
+  }
+}
+
+/** FNV-1a over key[off, off + len) (32 bits). */
+export function hashKey(key: Uint8Array, off: number, len: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < len; i++) h = Math.imul(h ^ key[off + i], 0x01000193);
+  return h >>> 0;
+}
