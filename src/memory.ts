@@ -213,6 +213,7 @@ export class Memory {
     // PENDING morsels of interrupted creates/unlinks are reaped by admit,
     // once this process holds a user slot.)
     this.morsels.clearDying();
+    this.morsels.clearUnownedWords();
     this.names.ns.collectGarbage();
     this.names.reservations.repairCounts();
     this.recoveryPending = false;

@@ -15,7 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { INNER_FLAGS, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { INNER_FLAGS, entryToBigInt, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE, Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -407,6 +407,32 @@ export class Morsels {
       const w = this.words.load(root);
       if (w & W_DYING && this.words.cas(root, w, w & ~W_DYING)) cleared++;
     });
+    return cleared;
+  }
+
+  /**
+   * Recovery only (the region alone): a create killed between recording its
+   * live word and registering leaves a live word on a frame no morsel owns
+   * (recovery has freed the frame). It would keep that incarnation looking
+   * alive — e.g. a reservation top pointing at it would never read as stale
+   * — so every live word of a frame that is neither a registered root nor a
+   * registered meta morsel's data root is declared dead (next generation).
+   * Returns how many.
+   */
+  clearUnownedWords(): number {
+    const owned = new Set<number>();
+    this.live.forEach((root, lo, hi) => {
+      owned.add(root);
+      const d = decodeIdBits(entryToBigInt(lo, hi));
+      if (d.meta) owned.add(this.dataOf(d).rootFrame);
+    });
+    let cleared = 0;
+    for (let f = this.firstFrame; f < this.region.frameCount; f++) {
+      const w = this.words.load(f);
+      if (!wordLive(w) || owned.has(f)) continue;
+      this.words.store(f, deadWord(wordGeneration(w)));
+      cleared++;
+    }
     return cleared;
   }
 
