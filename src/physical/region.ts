@@ -64,9 +64,9 @@ export class Region {
   /** File path when persistent, null for a volatile region. */
   readonly path: string | null;
   /**
-   * Per-process count of address-space mappings per root frame (like Linux'
-   * struct page mapcount). Volatile on purpose: mappings do not survive the
-   * process; destroy() refuses while a root's count is non-zero.
+   * Per-process count of mappings per frame, for the conventional baseline
+   * only (src/conventional: Linux' struct page mapcount). Morsels count their
+   * uses region-wide in the user slots instead (src/morsel/usage.ts).
    */
   readonly mapCounts: Int32Array;
   private readonly u8w: Uint8Array[] = [];
