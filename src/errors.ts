@@ -13,7 +13,6 @@ export type ErrorCode =
   | 'EACCES' // access violates the mapping's rights
   | 'EFAULT' // address not mapped at all
   | 'ERANGE' // offset / address outside the object
-  | 'EFRAGMENT' // a zero-copy view asked for a range that is not physically contiguous
   | 'EBUSY' // object still in use (e.g. mapped)
   | 'ENOTSUP' // valid request the configuration cannot serve
   | 'EIO' // the host refused an I/O operation

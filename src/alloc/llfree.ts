@@ -50,25 +50,6 @@
  * guaranteed that a matching free resource exists (except for tree quota
  * made phantom by a thief, who goes child first; handled as above).
  *
- * Held child units (beyond LLFree, for the single-thread fast path): the
- * owner of a tree also moves up to CHILD_BATCH units of one child's counter
- * into a private `held` count (child word -= k, local -= k, one CAS for k
- * frames). An order-0 allocation paid from `held` is then one Atomics.or on
- * the bitfield, and a free into the held child (while the tree owes no
- * debt, see below) is one Atomics.and plus `held++`. Held units are backed
- * by real clear bits: every other allocator decrements the child counter
- * before it claims a bit, and the counter no longer shows the held units,
- * so no thief can take them (no phantoms at this level). The invariants
- * become
- *
- *   for every tree t:  F(t) + local(owner) + held(owner) = sum of clear bits of t
- *   for every child c: free(c) + held(c) = clear bits of c
- *
- * # Warning: held units are invisible to other threads (at most CHILD_BATCH
- * frames per allocator instance): another thread can see ENOSPC while an
- * owner holds a few frames, as it can while an owner's `local` is spread over
- * children it has not yet touched. unreserve() (release()) gives them back.
- *
  * Order 9 takes a wholly free child by CAS {512} -> {huge, 0} (own tree
  * first, then trees whose shared field shows >= 512, then trees reserved by
  * others) and then debits 512: from `local` when it is the own tree and
@@ -152,8 +133,6 @@ function checkTreeWord(word: number): void {
 const CAS_RETRIES = 10_000;
 /** Rounds over a child's 16 words when claiming a bit we hold a counter unit for. */
 const BIT_ROUNDS = 1_000;
-/** Most child-counter units an instance holds (taken in one CAS; frees into the held child add up to this). */
-const CHILD_BATCH = 32;
 /** Minimum shared free count for a partially filled tree to be preferred for reservation. */
 const PARTIAL_MIN = CHILD_FRAMES / 8;
 
@@ -246,9 +225,6 @@ export class FrameAllocator {
   private tree = -1;
   /** Free frames of the reserved tree that this instance holds (not visible to others). */
   private local = 0;
-  /** Child whose counter units this instance holds (`held` of them), or -1; always a child of `tree`. */
-  private child = -1;
-  private held = 0;
   private treeHint: number;
   private childHint = 0;
   private wordHint = 0;
@@ -350,38 +326,20 @@ export class FrameAllocator {
   /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
   alloc(order: Order = 0): Frame {
     if (!this.writable) this.region.denyWrite(); // before any store: the mapping is PROT_READ
-    if (order === 0 && this.held > 0) {
-      // Fast path: a frame of the held child, paid from `held`: one Atomics.or.
-      this.held--;
-      const frame = this.claimIn(this.child);
-      if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
-      return frame as Frame;
+    if (order === 0 && this.local > 0) {
+      // Fast path: a frame of the reserved tree, paid from `local`.
+      this.local--;
+      const frame = this.takeSmallInTree(this.tree);
+      if (frame >= 0) {
+        if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
+        return frame as Frame;
+      }
+      this.local++; // phantom quota; allocSmall sorts it out
     }
     if (order !== 0 && order !== 9) badOrder(order);
     const frame = order === 0 ? this.allocSmall() : this.allocHuge();
     if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
     return frame as Frame;
-  }
-
-  /**
-   * The 512 frames of one wholly free, 2 MiB-aligned child as 512 order-0
-   * frames (physically contiguous; each is freed alone with free(f, 0)).
-   * Returns the first. ENOSPC when no whole child is free.
-   *
-   * # Warning: two steps after the order-9 allocation: the huge flag goes
-   * first ({huge, 0} -> {0}: nothing shown free, all bits clear), then the
-   * 16 bitfield words are set. A crash between them leaves clear bits, i.e.
-   * free frames, which is right: nothing references them yet. A crash after
-   * leaves 512 allocated, unreachable frames for recovery, like any frame
-   * between its allocation and its link.
-   */
-  allocRun(): Frame {
-    const base = this.alloc(9);
-    const c = base >>> CHILD_SHIFT;
-    const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, 0);
-    if (old !== CHILD_HUGE) badWord('child counter of a fresh order-9 frame', old);
-    for (let w = 0; w < BITFIELD_WORDS; w++) Atomics.store(this.m.bits, c * BITFIELD_WORDS + w, -1);
-    return base;
   }
 
   private allocSmall(): number {
@@ -398,21 +356,14 @@ export class FrameAllocator {
     throw new MorselError('ENOSPC', 'no free 4 KiB frame');
   }
 
-  /**
-   * One frame from the reserved tree: moves up to CHILD_BATCH units of a
-   * child's counter from `local` to `held` (refilling `local` from the shared
-   * count first), then claims one. -1 if the tree has no free frame.
-   */
+  /** One frame from the reserved tree, paid from `local` (refilled from the shared count); -1 if the tree has none. */
   private allocFromReserved(): number {
-    assert(this.held === 0, 'held units are used before the tree is searched');
     if (this.local === 0 && !this.refill()) return -1;
     assert(this.local > 0, 'local reservation positive before use');
-    const c = this.takeUnitsInTree(this.tree, Math.min(this.local, CHILD_BATCH));
-    if (c < 0) return -1; // phantom quota: a thief took the frames `local` counted
-    this.local -= this.held;
-    this.child = c;
-    this.held--;
-    return this.claimIn(c);
+    this.local--;
+    const frame = this.takeSmallInTree(this.tree);
+    if (frame < 0) this.local++; // phantom quota: a thief took the frames it counted
+    return frame;
   }
 
   /**
@@ -426,71 +377,57 @@ export class FrameAllocator {
       const t = (this.treeHint + i) % this.m.trees;
       const word = Atomics.load(this.m.treeCounters, t);
       if (!treeIsReserved(word) && treeFree(word) <= 0) continue;
-      const c = this.takeUnitsInTree(t, 1);
-      if (c >= 0) {
+      const frame = this.takeSmallInTree(t);
+      if (frame >= 0) {
         Atomics.sub(this.m.treeCounters, t, 1);
-        this.held--; // the one unit just taken (no reservation: `held` is 0 otherwise)
-        return this.claimIn(c);
+        return frame;
       }
     }
     return -1;
   }
 
-  /**
-   * Takes 1..`want` units of the counter of one child of tree `t` (for a
-   * caller holding that much tree quota) into `held`; returns the child, or
-   * -1 if no child has free frames. Starts at the last child used.
-   */
-  private takeUnitsInTree(t: number, want: number): number {
-    assert(this.held === 0 && want >= 1, 'units are taken one child at a time');
+  /** Claims one frame in tree `t` for a caller holding one unit of tree quota: child counter, then bit. -1 if no child has free frames. */
+  private takeSmallInTree(t: number): number {
     const lo = childLo(t);
     const hi = childHi(this.m, t);
     // Start at the last child we allocated from (it usually has frames), wrap around once.
     let c = this.childHint >= lo && this.childHint < hi ? this.childHint : lo;
     for (let i = lo; i < hi; i++, c = c + 1 === hi ? lo : c + 1) {
-      const got = this.decrementChild(c, want);
-      if (got === 0) continue;
+      if (!this.decrementChild(c)) continue;
       crashPoint('alloc:after-counter');
-      this.held = got;
+      const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
+      if (bit < 0) {
+        Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
+        corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
+      }
       this.childHint = c;
-      return c;
+      this.wordHint = bit >>> 5;
+      return c * CHILD_FRAMES + bit;
     }
     return -1;
   }
 
-  /** Claims a bit of child `c` for a caller that holds one unit of its counter (held or just taken). */
-  private claimIn(c: number): number {
-    const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
-    if (bit < 0) {
-      Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
-      corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
-    }
-    this.wordHint = bit >>> 5;
-    return c * CHILD_FRAMES + bit;
-  }
-
   /**
-   * CAS-subtracts up to `want` from child `c`'s free count; returns how many
-   * (0 when it has none, huge children read 0, or contention persists).
-   * The first guess is a plain read (an Atomics.load costs a builtin call);
-   * the CAS validates it and returns the true value on failure, and "no free
-   * frames" is confirmed with an atomic read before giving up on the child.
+   * CAS-decrements child `c`'s free count. False when it has none (huge
+   * children read 0) or contention persists. The first guess is a plain
+   * read (an Atomics.load costs a builtin call); the CAS validates it and
+   * returns the true value on failure, and "no free frames" is confirmed
+   * with an atomic read before giving up on the child.
    */
-  private decrementChild(c: number, want: number): number {
+  private decrementChild(c: number): boolean {
     const counters = this.m.childCounters;
     let word = counters[c];
     for (let i = 0; i < CAS_RETRIES; i++) {
       if (childFree(word) === 0) {
         word = Atomics.load(counters, c);
-        if (childFree(word) === 0) return 0;
+        if (childFree(word) === 0) return false;
       }
       checkChildWord(word);
-      const k = Math.min(want, childFree(word));
-      const prev = Atomics.compareExchange(counters, c, word, word - k);
-      if (prev === word) return k;
+      const prev = Atomics.compareExchange(counters, c, word, word - 1);
+      if (prev === word) return true;
       word = prev;
     }
-    return 0;
+    return false;
   }
 
   private allocHuge(): number {
@@ -602,18 +539,10 @@ export class FrameAllocator {
     return false;
   }
 
-  /** Gives the reservation back: held units to their child's counter, then F += local and clear the reserved bit, in one CAS. */
+  /** Gives the reservation back: F += local and clear the reserved bit, in one CAS. */
   private unreserve(): void {
     if (this.tree < 0) return;
     const counters = this.m.treeCounters;
-    // Held units first (free(c) + held(c) = clear bits stays exact). Unless a
-    // rebuild dropped the reservation: it recounted them from the bitfield.
-    if (this.held > 0 && treeIsReserved(Atomics.load(counters, this.tree))) {
-      Atomics.add(this.m.childCounters, this.child, this.held);
-      this.local += this.held; // now ordinary tree quota, returned below
-    }
-    this.held = 0;
-    this.child = -1;
     // Only frees and thieves change the word meanwhile (each a finished
     // operation of someone else), so this terminates; the bound catches bugs.
     for (let i = 0; ; i++) {
@@ -650,12 +579,6 @@ export class FrameAllocator {
     // clear, so a frame inside an order-9 frame is rejected here too.)
     if (!tryClearBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1))) this.rejectSmallFree(frame);
     crashPoint('free:after-bit-clear');
-    // Into the held child, with the tree owing no debt (below): one more held
-    // unit, no shared counter touched (free(c) + held(c) = clear bits).
-    if (c === this.child && this.held < CHILD_BATCH && treeFree(this.m.treeCounters[this.tree]) >= 0) {
-      this.held++;
-      return;
-    }
     const old = Atomics.add(this.m.childCounters, c, 1);
     if (childIsHuge(old) || childFree(old) >= CHILD_FRAMES) badWord('child counter before a free', old);
     const t = treeOfChild(c);
@@ -713,7 +636,7 @@ export class FrameAllocator {
     let sum = 0;
     for (let t = 0; t < this.m.trees; t++) {
       const word = Atomics.load(this.m.treeCounters, t);
-      const free = treeFree(word) + (t === this.tree ? this.local + this.held : 0);
+      const free = treeFree(word) + (t === this.tree ? this.local : 0);
       sum += Math.max(0, free);
     }
     return sum;
@@ -729,9 +652,9 @@ export class FrameAllocator {
     return this.tree;
   }
 
-  /** Frames held in this instance's local reservation, held child units included (diagnostics and tests). */
+  /** Frames held in this instance's local reservation (diagnostics and tests). */
   get localFree(): number {
-    return this.local + this.held;
+    return this.local;
   }
 
   /**
@@ -828,12 +751,7 @@ export class AllocatorView {
           if (childFree(word) !== 0 || set !== 0) out.push({ code: 'HUGE', what: `huge child with free count ${childFree(word)} and ${set} bit(s) set`, where });
           continue;
         }
-        if (childFree(word) < CHILD_FRAMES - set && treeIsReserved(Atomics.load(m.treeCounters, t))) {
-          // The reserved tree's owner holds the difference (held child units): a reservation, not damage.
-          out.push({ code: 'TREE_RESERVED', what: `${CHILD_FRAMES - set - childFree(word)} free frame(s) held by the owner of the reserved tree`, where });
-        } else if (childFree(word) !== CHILD_FRAMES - set) {
-          out.push({ code: 'CHILD_COUNTER', what: `counter says ${childFree(word)} free, bitfield says ${CHILD_FRAMES - set}`, where });
-        }
+        if (childFree(word) !== CHILD_FRAMES - set) out.push({ code: 'CHILD_COUNTER', what: `counter says ${childFree(word)} free, bitfield says ${CHILD_FRAMES - set}`, where });
         sum += CHILD_FRAMES - set;
       }
       const word = Atomics.load(m.treeCounters, t);

@@ -10,13 +10,13 @@
  * after unregistering (it rolls forward: the whole subtree is unreachable).
  * Each window is marked with a crashPoint() for the torture harness.
  */
-import { MorselError, assert, check, isMorselError } from '../errors.js';
+import { MorselError, assert, check } from '../errors.js';
 import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { INNER_FLAGS, entryToBigInt, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import { ENTRIES_PER_TABLE, Walker } from '../paging/walk.js';
+import { entryToBigInt, pfnOf } from '../paging/entry.js';
+import { Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
@@ -525,13 +525,8 @@ export class Morsels {
     return this.walker.linkedFrames - before;
   }
 
-  /**
-   * Populates pages [first, last] (page numbers inside the table at `level`).
-   * A whole empty level-1 table takes one run of 512 contiguous frames
-   * (populateTableRun), so zero-copy views (Mmu.view) cover it.
-   */
+  /** Populates pages [first, last] (page numbers inside the table at `level`). */
   private populateRange(table: Frame, level: number, first: number, last: number): void {
-    if (level === 1 && first === 0 && last === ENTRIES_PER_TABLE - 1 && this.populateTableRun(table)) return;
     const span = entrySpan(level) / PAGE_SIZE; // pages per entry of this table
     for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
       const child = this.ensureChild(table, idx);
@@ -543,40 +538,6 @@ export class Morsels {
     }
   }
 
-
-  /**
-   * Links the 512 frames of one allocator run (FrameAllocator.allocRun),
-   * zeroed with one fill, into the empty level-1 `table`, entry i -> frame
-   * base + i, each by its own CAS as ensureChild does (a lost CAS frees that
-   * frame alone: the run's frames are order-0 frames). False, with nothing
-   * changed, if the table has an entry or no whole 2 MiB child is free.
-   * # Warning: between allocRun and the CASes the run is allocated and
-   * unreachable (crash point populate:before-link): recovery reclaims it.
-   */
-  private populateTableRun(table: Frame): boolean {
-    const region = this.region;
-    for (let i = 0; i < ENTRIES_PER_TABLE; i++) if (region.loadLo(table, i) !== 0) return false;
-    let base: Frame;
-    try {
-      base = this.alloc.allocRun();
-    } catch (e) {
-      if (isMorselError(e, 'ENOSPC')) return false; // fall back to frame-by-frame population
-      throw e;
-    }
-    const w = region.wordIndex(base, 0);
-    region.words(base).fill(0, w, w + (ENTRIES_PER_TABLE * PAGE_SIZE) / 4); // one window: a child never crosses one
-    crashPoint('populate:before-link');
-    for (let i = 0; i < ENTRIES_PER_TABLE; i++) {
-      const frame = (base + i) as Frame;
-      if (region.casEntry(table, i, 0, 0, makeLo(frame, INNER_FLAGS), makeHi(frame, 0))) {
-        this.walker.linkedFrames++;
-      } else {
-        crashPoint('populate:lost-race');
-        this.alloc.free(frame); // another thread populated this page first: its frame stands
-      }
-    }
-    return true;
-  }
 
   // --- access without a mapping ------------------------------------------------------
 

@@ -18,20 +18,13 @@
  * write populates. The zero translation is never cached, so a page another
  * thread populates later is seen by the next access.
  *
- * Bulk access (read, write, fill, view) translates per table run, not per
- * page: one walk (or walk-cache hit) and one rights check per level-1
- * table, then that table's entries in one loop; frames consecutive in one
- * 1 GiB window are copied by one TypedArray call. view() hands out such a
- * run itself (zero-copy; EFRAGMENT when the range is not one run), valid
- * inside an access section only, like pageView.
- *
  * Not modelled: accessed/dirty bits (a morsel never needs them), PS huge
  * leaves (not created yet), PCID.
  */
-import { MorselError, assert, check } from '../errors.js';
+import { MorselError, check } from '../errors.js';
 import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
-import { ENTRIES_PER_TABLE, allocatableRange, validTableFrame } from '../paging/walk.js';
+import { allocatableRange, validTableFrame } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
@@ -84,11 +77,6 @@ const TLB_MASK = TLB_SIZE - 1;
 const PERM_WRITE = 1;
 const PERM_EXEC = 2;
 const PERM_USER = 4;
-/** Bytes one level-1 table maps (2 MiB). */
-const TABLE_SPAN = ENTRIES_PER_TABLE * PAGE_SIZE;
-/** What a bulk access does with each run (no closure per call). */
-const BulkOp = { Read: 0, Write: 1, Fill: 2, View: 3 } as const;
-type BulkOp = (typeof BulkOp)[keyof typeof BulkOp];
 /** A fault is retried at most this often (another thread may unmap between fault and walk). */
 const FAULT_RETRIES = 4;
 
@@ -115,9 +103,6 @@ export class Mmu {
   private wcTable = 0;
   private wcPerm = 0;
   private wcInMorsel = false;
-  /** Where the last view() starts: its frame and byte offset in that frame's window. */
-  private viewFrame = 0;
-  private viewStart = 0;
   /** the space epoch the TLB is valid for; NaN once closed (never equal: every use takes the slow path) */
   private epoch: number;
   /** this thread's slot in the space's reader table (shared by the thread's Mmus of the space) */
@@ -365,35 +350,67 @@ export class Mmu {
     }
   }
 
+  /**
+   * One access section over [vaddr, vaddr + length), split into runs that are
+   * contiguous in physical memory: every page is translated (rights checked,
+   * faults taken), but neighbours in consecutive frames of one window are
+   * handled in one call. `fn(firstFrame, pageOffset, done, n)` handles one run
+   * of `n` bytes. (ZERO_FRAME + 1 is reserved, so holes form one-page runs.)
+   */
+  private forEachRun(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
+    this.enter();
+    try {
+      let done = 0;
+      while (done < length) {
+        const va = vaddr + done;
+        const off = va & 4095;
+        const frame = this.lookup(va, access);
+        let n = Math.min(PAGE_SIZE - off, length - done);
+        for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; next++) {
+          if (this.lookup(va + n, access) !== next) break;
+          n += Math.min(PAGE_SIZE, length - done - n);
+        }
+        fn(frame, off, done, n);
+        done += n;
+      }
+    } finally {
+      this.exit();
+    }
+  }
+
   /** Copies `dst.length` bytes from `vaddr` into `dst` (holes read as zeros, allocating nothing). */
   read(vaddr: number, dst: Uint8Array): void {
-    this.bulk(vaddr, dst.length, Access.Read, BulkOp.Read, dst, 0);
+    const region = this.space.region;
+    this.forEachRun(vaddr, dst.length, Access.Read, (frame, off, done, n) => {
+      const start = region.byteOffsetInWindow(frame) + off;
+      dst.set(region.bytesOf(frame).subarray(start, start + n), done);
+    });
   }
 
-  /** Copies `src` to `vaddr` (TypedArray.set per physically contiguous run: the V8 bulk-copy limit). */
+  /** Copies `src` to `vaddr` (TypedArray.set: the V8 bulk-copy limit). */
   write(vaddr: number, src: Uint8Array): void {
-    this.bulk(vaddr, src.length, Access.Write, BulkOp.Write, src, 0);
-  }
-
-  /** Fills `length` bytes at `vaddr` with `value` (populating missing pages). */
-  fill(vaddr: number, length: number, value: number): void {
-    this.bulk(vaddr, length, Access.Write, BulkOp.Fill, null, value);
+    const region = this.space.region;
+    this.forEachRun(vaddr, src.length, Access.Write, (frame, off, done, n) => {
+      region.bytesOf(frame).set(n === src.length ? src : src.subarray(done, done + n), region.byteOffsetInWindow(frame) + off);
+    });
   }
 
   /**
-   * Zero-copy view of [vaddr, vaddr + bytes) when its pages lie in
-   * consecutive frames of one 1 GiB window (typed arrays over it work:
-   * `new Float32Array(v.buffer, v.byteOffset, bytes / 4)`). EFRAGMENT when
-   * they do not, or (for Access.Read) when a page was never populated: a
-   * view needs frames. Access.Write populates missing pages as a write
-   * would; they stay populated if the range then proves fragmented.
-   * # Warning: like pageView, the view is safe from reuse only inside
-   * enter()/exit(), and a view asked for Access.Read must not be written.
+   * Fills `length` bytes at `vaddr` with `value`. Whole aligned words go
+   * through Int32Array.fill (~4x Uint8Array.fill on shared memory).
    */
-  view(vaddr: number, bytes: number, access: Access = Access.Read): Uint8Array {
-    check(Number.isSafeInteger(bytes) && bytes > 0, 'EINVAL', () => `view of ${bytes} bytes (a positive integer)`);
-    this.bulk(vaddr, bytes, access, BulkOp.View, null, 0);
-    return this.space.region.bytesOf(this.viewFrame as Frame).subarray(this.viewStart, this.viewStart + bytes);
+  fill(vaddr: number, length: number, value: number): void {
+    const region = this.space.region;
+    const word = ((value & 0xff) * 0x01010101) | 0;
+    this.forEachRun(vaddr, length, Access.Write, (frame, off, _done, n) => {
+      if ((off & 3) === 0 && (n & 3) === 0) {
+        const w = region.wordIndex(frame, off >>> 2);
+        region.words(frame).fill(word, w, w + (n >>> 2));
+      } else {
+        const base = region.byteOffsetInWindow(frame) + off;
+        region.bytesOf(frame).fill(value, base, base + n);
+      }
+    });
   }
 
   /**
@@ -412,155 +429,6 @@ export class Mmu {
       this.exit();
     }
   }
-
-  // --- bulk access: run-level translation -------------------------------------
-
-  /**
-   * One access section over [vaddr, vaddr + length): translates one level-1
-   * table at a time instead of one walk per page. The first page of a table
-   * walks (or hits the walk cache), which checks the rights of the path once
-   * and takes faults as translate() does; the table's other entries are then
-   * read in one loop (present: the leaf's own R/W and U/S bits and the frame
-   * range; missing inside a morsel: zeros for a read, populateFrom for a
-   * write; missing outside: the space's fault path through walk()).
-   * Neighbours in consecutive frames of one window form one run, handed to
-   * emit() once; never-populated pages form zero runs (nothing allocated).
-   * The epoch is re-checked at every table: a shootdown between two tables
-   * flushes and re-walks (inside the section, frames read before it stay
-   * allocated, quiesce.ts). Returns the number of runs emitted.
-   */
-  private bulk(vaddr: number, length: number, access: Access, op: BulkOp, buf: Uint8Array | null, value: number): number {
-    if (!(Number.isSafeInteger(vaddr) && Number.isSafeInteger(length) && vaddr >= 0 && length >= 0 && vaddr + length <= this.space.limit)) {
-      throw new MorselError('EFAULT', `range [${vaddr}, ${vaddr + length}) outside the ${this.space.levels}-level space`);
-    }
-    if (length === 0) return 0;
-    // A leaf must carry these bits itself (inner morsel entries are permissive).
-    const leafNeed = (access === Access.Write ? RW : 0) | (this.user ? US : 0);
-    const maxSteps = Math.ceil(length / PAGE_SIZE) + 1;
-    let runs = 0;
-    let runFrame = -1; // ZERO_FRAME: a zero run
-    let runOff = 0;
-    let runAt = 0;
-    let runBytes = 0;
-    let tableKey = -1; // vaddr / 2 MiB of the table being scanned, -1 before a walk
-    let table = 0;
-    let inMorsel = false;
-    this.enter();
-    try {
-      let done = 0;
-      for (let step = 0; done < length; step++) {
-        assert(step <= maxSteps, 'bulk access advances every step');
-        const va = vaddr + done;
-        const off = va & 4095;
-        let n = Math.min(PAGE_SIZE - off, length - done);
-        const vpn = Math.floor(va / PAGE_SIZE);
-        const key = Math.floor(vpn / ENTRIES_PER_TABLE);
-        let frame: number;
-        if (key !== tableKey) {
-          const epoch = Atomics.load(this.space.control, CTL_EPOCH);
-          if (epoch !== this.epoch) this.catchUp(epoch);
-          tableKey = -1;
-          if (key === this.wcKey) {
-            if (!allowed(this.wcPerm, access, this.user)) throw this.denied(va, access);
-            tableKey = key;
-            table = this.wcTable;
-            inMorsel = this.wcInMorsel;
-            frame = this.entryFrame(table, va, vpn, access, leafNeed, inMorsel);
-          } else {
-            frame = this.walk(va, vpn, vpn & TLB_MASK, access);
-            if (key === this.wcKey) {
-              tableKey = key;
-              table = this.wcTable;
-              inMorsel = this.wcInMorsel;
-            } else if (frame === ZERO_FRAME) {
-              // A hole above level 1 inside a morsel: the rest of this 2 MiB is zeros.
-              n = Math.min(TABLE_SPAN - (va % TABLE_SPAN), length - done);
-            }
-          }
-        } else {
-          frame = this.entryFrame(table, va, vpn, access, leafNeed, inMorsel);
-        }
-        const extends_ =
-          runBytes > 0 &&
-          (frame === ZERO_FRAME ? runFrame === ZERO_FRAME : runFrame !== ZERO_FRAME && frame === runFrame + ((runOff + runBytes) >>> 12) && frame >>> WINDOW_SHIFT === runFrame >>> WINDOW_SHIFT);
-        if (extends_) {
-          runBytes += n;
-        } else {
-          if (runBytes > 0) {
-            if (op === BulkOp.View) throw fragmented(vaddr, length, va);
-            this.emit(op, buf, value, runFrame, runOff, runAt, runBytes);
-            runs++;
-          }
-          runFrame = frame;
-          runOff = off;
-          runAt = done;
-          runBytes = n;
-        }
-        done += n;
-      }
-      this.emit(op, buf, value, runFrame, runOff, runAt, runBytes);
-      return runs + 1;
-    } finally {
-      this.exit();
-    }
-  }
-
-  /**
-   * The frame of `va`'s entry in the level-1 `table` whose path rights the
-   * caller checked: the leaf's own bits, the frame range, and a hole resolved
-   * as walk() resolves it (zeros, populate, or the space's fault path).
-   */
-  private entryFrame(table: number, va: number, vpn: number, access: Access, leafNeed: number, inMorsel: boolean): number {
-    const region = this.space.region;
-    const idx = vpn & (ENTRIES_PER_TABLE - 1);
-    const lo = region.loadLo(table as Frame, idx);
-    if (isPresent(lo)) {
-      if ((lo & leafNeed) !== leafNeed) throw this.denied(va, access);
-      const frame = pfnOf(lo, region.loadHi(table as Frame, idx));
-      if (!validTableFrame(frame, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx} references frame ${frame}, outside the allocatable range`);
-      return frame;
-    }
-    if (!inMorsel) return this.walk(va, vpn, vpn & TLB_MASK, access); // the space's own fault path (or EFAULT)
-    if (access !== Access.Write) {
-      this.counters.zeroReads++;
-      return ZERO_FRAME;
-    }
-    this.counters.faults++;
-    return this.space.populateFrom!(table as Frame, 1, va);
-  }
-
-  /** Applies `op` to one run: `n` bytes from byte `off` of `frame` (a window-contiguous run), at byte `at` of the operation. */
-  private emit(op: BulkOp, buf: Uint8Array | null, value: number, frame: number, off: number, at: number, n: number): void {
-    const region = this.space.region;
-    if (op === BulkOp.View) {
-      if (frame === ZERO_FRAME) throw new MorselError('EFRAGMENT', `byte ${at} of the range lies in a never-populated page: a view needs frames (ask for Access.Write, or populate first)`);
-      this.viewFrame = frame;
-      this.viewStart = region.byteOffsetInWindow(frame as Frame) + off;
-      return;
-    }
-    if (frame === ZERO_FRAME) {
-      assert(op === BulkOp.Read, 'only reads see zero runs');
-      buf!.fill(0, at, at + n);
-      return;
-    }
-    const bytes = region.bytesOf(frame as Frame);
-    const start = region.byteOffsetInWindow(frame as Frame) + off;
-    if (op === BulkOp.Read) {
-      buf!.set(bytes.subarray(start, start + n), at);
-    } else if (op === BulkOp.Write) {
-      bytes.set(n === buf!.length ? buf! : buf!.subarray(at, at + n), start);
-    } else if ((off & 3) === 0 && (n & 3) === 0) {
-      // Whole aligned words: Int32Array.fill is ~4x Uint8Array.fill on shared memory.
-      const w = region.wordIndex(frame as Frame, off >>> 2);
-      region.words(frame as Frame).fill(((value & 0xff) * 0x01010101) | 0, w, w + (n >>> 2));
-    } else {
-      bytes.fill(value, start, start + n);
-    }
-  }
-}
-
-function fragmented(vaddr: number, bytes: number, at: number): MorselError {
-  return new MorselError('EFRAGMENT', `[0x${vaddr.toString(16)}, 0x${(vaddr + bytes).toString(16)}) is not physically contiguous (break at 0x${at.toString(16)})`);
 }
 
 function closedError(): MorselError {
