@@ -150,7 +150,7 @@ export class NamesDriver {
     if (path === null) return;
     const mode = this.rng.pick(FILE_MODES);
     const order = fixed ? this.rng.pick([0, 1] as const) : 1;
-    const sizeBytes = fixed && order === 0 ? 4096 : 1 + this.rng.int(3 * 4096);
+    const sizeBytes = fixed && order === 0 ? 4096 : STAMP_BYTES + this.rng.int(3 * 4096); // room for the stamp nwrite puts at offset 0
     // Order-0 reservations land inside the order-1 slots: both kinds collide.
     const address = fixed ? FIXED_BASE + this.rng.int(FIXED_SLOTS) * orderBytes(1) + (order === 0 ? this.rng.int(4) * orderBytes(0) : 0) : undefined;
     this.logged(
