@@ -42,7 +42,8 @@ interface Server {
   exited: Promise<void>;
 }
 
-function freePort(): Promise<number> {
+/** A loopback port nobody listens on now (the tests use it too). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
