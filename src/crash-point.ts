@@ -25,6 +25,11 @@ const PRIMITIVE_CRASH_POINTS = [
   'destroy:after-unlink', // one subtree entry cleared, its frame not yet freed
   'destroy:meta-after-clear-id', // meta page's data ID cleared, data root not yet freed
   'destroy:before-free-root', // subtree freed, root not yet
+  // copy-on-write (src/morsel/cow.ts)
+  'cow:after-share', // a shared child's count raised, its entry not yet write-protected
+  'cow:before-link', // private copy built (its children's counts raised), not yet linked
+  'cow:after-link', // copy linked, the shared original's count not yet lowered
+  'clone:before-register', // clone root built (children shared), not yet in the live table
   // registry growth (src/morsel/registry.ts)
   'registry:before-link-table', // registry table allocated, not yet linked
   // address spaces (src/space/address-space.ts)

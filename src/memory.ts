@@ -83,7 +83,13 @@ export class Memory {
 
   /** Named morsels, handles, rights, reservations (src/manage/names.ts). */
   get names(): Names {
-    this.namesApi ??= new Names(this.morsels, new Namespace(this.region, this.alloc));
+    if (this.namesApi === null) {
+      this.namesApi = new Names(this.morsels, new Namespace(this.region, this.alloc));
+      this.namesApi.sharing = {
+        check: () => this.spaces.forEach((space) => space.checkNotInside('clone')),
+        wait: () => this.spaces.forEach((space) => space.waitReaders('clone')),
+      };
+    }
     return this.namesApi;
   }
 
@@ -208,6 +214,7 @@ export class Memory {
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
+    this.morsels.cow.rebuildCounts(reach.shared);
     // Management state a crash left mid-decision: stale DYING, half-done
     // renames/rmdirs and unpublished name records, reservation counts. (The
     // PENDING morsels of interrupted creates/unlinks are reaped by admit,

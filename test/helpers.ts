@@ -5,7 +5,7 @@ import { forEachUsageFrame } from '../src/morsel/usage.js';
 
 /**
  * Free frames plus the frames of the region's registries (live morsels,
- * this process's address spaces and usage counts). Registry tables grow lazily and persist, so this is the
+ * this process's address spaces and usage counts) and of the reference-count table. Registry tables grow lazily and persist, so this is the
  * number that must balance when everything a test created is gone.
  */
 export function freeFrames(m: Memory): number {
@@ -13,5 +13,6 @@ export function freeFrames(m: Memory): number {
   m.morsels.live.forEach(() => {}, () => tables++);
   new Registry(m.region, m.alloc, userSlotRoot(m.region, m.region.userSlot, SLOT_SPACES_ROOT)).forEach(() => {}, () => tables++);
   forEachUsageFrame(m.region, m.alloc, m.region.userSlot, () => tables++);
+  m.morsels.cow.refs.forEachStorageFrame(() => tables++);
   return m.alloc.freeFrames() + tables;
 }

@@ -186,6 +186,53 @@ export class Names {
   }
 
   /**
+   * Copy-on-write clone of `source` (a path, which needs read permission, an
+   * open handle with read rights, or a ref) as a new morsel named `path`, in time
+   * independent of its size (src/morsel/cow.ts). The clone is the caller's,
+   * with `mode` (default 0o600): its rights never follow the source's. A
+   * fixed-address source gives a clone without a fixed address (the
+   * address stays reserved for the source). Returns an open handle.
+   * EACCES, ESTALE, EEXIST; ENOSPC leaves everything as it was.
+   * # Warning: writes inside access sections that were open during the
+   * clone, in other processes or in threads whose spaces this Memory does
+   * not own, may land in both copies; the shootdown makes every later
+   * section write its own copy. Quiesce writers first for an exact snapshot.
+   */
+  clone(source: string | MorselRef, path: string, opts: { mode?: number } = {}): MorselHandle {
+    const mode = checkMode(opts.mode ?? DEFAULT_FILE_MODE);
+    const borrowed = source instanceof MorselHandle;
+    const src = typeof source === 'string' ? this.open(source) : borrowed ? source : this.openRef(source);
+    try {
+      check(src.open, 'EBADF', () => `handle ${formatHandle(src)} is closed`);
+      check(src.rights.read, 'EACCES', () => `clone of ${formatHandle(src)}: the handle has no read right`);
+      this.writableParent(path);
+      this.sharing.check();
+      const id = this.morsels.clone(src.id, { pending: true });
+      this.sharing.wait();
+      const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, rootOf(id), src.dataOrder, src.sizeBytes, path);
+      try {
+        const now = Date.now();
+        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: src.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null });
+      } catch (e) {
+        this.close(handle); // the last use of a PENDING morsel: destroys it, giving back its references
+        throw e;
+      }
+      this.morsels.clearPending(rootOf(id), handle.generation);
+      return handle;
+    } finally {
+      if (!borrowed) this.close(src);
+    }
+  }
+
+  /**
+   * Set by Memory for its address spaces: `check` before a clone (EBUSY if
+   * this thread is inside an access section, which the wait would wait
+   * for), `wait` after it write-protected the source: until every access
+   * section that may hold a writable translation of it has ended.
+   */
+  sharing: { check(): void; wait(): void } = { check: () => {}, wait: () => {} };
+
+  /**
    * Opens an incarnation by its handle text / ref, without a name. Raw refs
    * are the primitive's level: whoever holds one and the region file can
    * reach its bytes anyway, so no mode applies (see rights.ts).

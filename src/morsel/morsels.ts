@@ -15,7 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { entryToBigInt, pfnOf } from '../paging/entry.js';
+import { RW, entryToBigInt, pfnOf } from '../paging/entry.js';
 import { Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -25,6 +25,7 @@ import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from '
 import { crashPoint } from '../crash-point.js';
 import { MorselWords, W_DYING, W_FLAGS, W_PENDING, deadWord, liveWord, wordGeneration, wordLive, wordMeta, wordOrder, wordTag } from './words.js';
 import { Usage } from './usage.js';
+import { Cow } from './cow.js';
 
 /** Attempts of one destroy decision / one counted use before giving up (each retry means another party moved). */
 const DECISION_RETRIES = 64;
@@ -48,6 +49,10 @@ export interface MorselStats {
   tableFrames: number;
   /** data pages in the subtree (order 0: the root itself) */
   dataPages: number;
+  /** frames shared with other morsels by copy-on-write (their count, or a table's above them, is above 1) */
+  sharedFrames: number;
+  /** table frames per level (index 1..order; index 0 unused) */
+  tablesByLevel: number[];
   virtualBytes: number;
   /** for a meta morsel: its metadata and the data morsel's stats */
   metaInfo?: MetaInfo;
@@ -62,6 +67,8 @@ export class Morsels {
   readonly words: MorselWords;
   /** region-wide usage counts (usage.ts) */
   readonly usage: Usage;
+  /** copy-on-write: shared subtrees and their reference counts (cow.ts) */
+  readonly cow: Cow;
   private readonly firstFrame: number;
 
   constructor(
@@ -73,6 +80,7 @@ export class Morsels {
     this.firstFrame = firstAllocatableFrame(region.frameCount);
     this.words = new MorselWords(region);
     this.usage = new Usage(region, alloc);
+    this.cow = new Cow(region, alloc, this.walker);
   }
 
   // --- create -----------------------------------------------------------------
@@ -142,6 +150,31 @@ export class Morsels {
     crashPoint('createMeta:before-register');
     this.registerOrFree(id, opts.pending ? dataRoot : -1, dataRoot, metaPage);
     return id;
+  }
+
+  /**
+   * Copy-on-write clone (cow.ts): a new plain morsel of the data order of
+   * `id` whose root shares every child of the source's root, so the time
+   * does not depend on the size (one root table: at most 512 counts raised;
+   * order 0: one page copied). `pending` as for create(). The caller holds
+   * a use of `id` (a destroy cannot run meanwhile). Writes in access
+   * sections open during the clone may reach both copies: see Names.clone.
+   */
+  clone(id: bigint, opts: { pending?: boolean } = {}): MorselId {
+    const data = this.dataOf(this.decode(id));
+    const root = this.cow.copyOf(data.rootFrame, data.order);
+    const cloneId = encodeId(root, data.order, false);
+    this.setWord(root, data.order, false, opts.pending ? W_PENDING : 0);
+    crashPoint('clone:before-register');
+    try {
+      this.registerOrFree(cloneId, opts.pending ? root : -1);
+    } catch (e) {
+      this.cow.freeSubtree(root, data.order); // its children get their references back
+      throw e;
+    }
+    // The source's root entries lost RW: cached writable translations must go.
+    this.region.bumpShootdown();
+    return cloneId;
   }
 
   /**
@@ -494,13 +527,13 @@ export class Morsels {
    * so the table indices below the morsel's top are the same.
    */
   populateFrom(table: Frame, level: number, offset: number): Frame {
-    for (let l = level; l >= 1; l--) table = this.ensureChild(table, tableIndex(offset, l));
+    for (let l = level; l >= 1; l--) table = this.writableChild(table, tableIndex(offset, l), l);
     return table;
   }
 
-  /** Child of `table` at `idx`, created if missing (validated by the walker). */
-  private ensureChild(table: Frame, idx: number): Frame {
-    return this.walker.ensureChild(table, idx, 'populate:before-link', 'populate:lost-race');
+  /** Child of the level-`level` table `table` at `idx`, created if missing and made private if shared (cow.ts). */
+  private writableChild(table: Frame, idx: number, level: number): Frame {
+    return this.cow.writableChild(table, idx, level, 'populate:before-link', 'populate:lost-race');
   }
 
   /** The data frame for `offset` if populated, else -1. Never allocates. */
@@ -529,7 +562,7 @@ export class Morsels {
   private populateRange(table: Frame, level: number, first: number, last: number): void {
     const span = entrySpan(level) / PAGE_SIZE; // pages per entry of this table
     for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
-      const child = this.ensureChild(table, idx);
+      const child = this.writableChild(table, idx, level);
       if (level > 1) {
         const lo = Math.max(first, idx * span) - idx * span;
         const hi = Math.min(last, idx * span + span - 1) - idx * span;
@@ -592,23 +625,37 @@ export class Morsels {
     if (d.meta) {
       const metaInfo = this.metaOf(d);
       const data = this.subtreeStats(this.dataOf(d));
-      return { id: d.id, order: d.order, meta: true, rootFrame: d.rootFrame, tableFrames: data.tableFrames, dataPages: data.dataPages + 1, virtualBytes: data.virtualBytes, metaInfo, data };
+      return { ...data, id: d.id, order: d.order, meta: true, rootFrame: d.rootFrame, dataPages: data.dataPages + 1, metaInfo, data };
     }
     return this.subtreeStats(d);
   }
 
   private subtreeStats(d: DecodedId): MorselStats {
-    const counts = { tables: 0, pages: 0 };
+    const counts = { tables: 0, pages: 0, shared: 0 };
+    const tablesByLevel = new Array<number>(d.order + 1).fill(0);
     if (d.order === 0) counts.pages = 1;
-    else this.forEachFrame(d.rootFrame, d.order, (_f, level) => (level === 0 ? counts.pages++ : counts.tables++));
-    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, virtualBytes: orderBytes(d.order) };
+    else
+      this.forEachFrame(d.rootFrame, d.order, (_f, level, shared) => {
+        if (level === 0) counts.pages++;
+        else (counts.tables++, tablesByLevel[level]++);
+        if (shared) counts.shared++;
+      });
+    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, sharedFrames: counts.shared, tablesByLevel, virtualBytes: orderBytes(d.order) };
   }
 
-  /** Visits every frame of a subtree (tables with their level, pages with level 0), pre-order. Depth bounded by `level`. */
-  forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number) => void): void {
-    visit(table, level);
+  /**
+   * Visits every frame of a subtree (tables with their level, pages with
+   * level 0), pre-order; `shared`: it or a table above it is shared with
+   * another morsel (copy-on-write: reference count above 1). Depth bounded
+   * by `level`.
+   */
+  forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number, shared: boolean) => void, shared = false): void {
+    visit(table, level, shared);
     if (level === 0) return;
-    this.walker.forEachPresent(table, (idx, lo, hi) => this.forEachFrame(this.walker.follow(table, idx, lo, hi), level - 1, visit));
+    this.walker.forEachPresent(table, (idx, lo, hi) => {
+      const child = this.walker.follow(table, idx, lo, hi);
+      this.forEachFrame(child, level - 1, visit, shared || ((lo & RW) === 0 && this.cow.refs.get(child) > 1));
+    });
   }
 
   // --- destroy --------------------------------------------------------------------
@@ -695,7 +742,7 @@ export class Morsels {
     this.alloc.free(d.rootFrame);
   }
 
-  /** Frees everything below `table` (a level-`level` table), leaving the table itself. Depth bounded by `level`. */
+  /** Frees everything below `table` (a level-`level` table) that it alone references, leaving the table itself. Depth bounded by `level`. */
   private destroyChildren(table: Frame, level: number): void {
     if (level === 0) return;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
@@ -706,6 +753,13 @@ export class Morsels {
         return;
       }
       const child = pfnOf(lo, hi) as Frame;
+      if ((lo & RW) === 0) {
+        // Shared (copy-on-write): one reference fewer; the last one frees it.
+        assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+        crashPoint('destroy:after-unlink');
+        this.cow.drop(child, level - 1);
+        return;
+      }
       this.destroyChildren(child, level - 1);
       // Unlink before free: a crash in between loses at most this one frame
       // to the allocator, and recovery finds it unreachable and reclaims it.

@@ -16,6 +16,8 @@
  *                                  bits 59-62  protection key (ignored unless CR4.PKE)
  *                                  bit 63 NX   no execute (needs EFER.NXE)
  *
+ * In inner entries of a morsel, bit 11 is SHARE_TOGGLE (copy-on-write, below).
+ *
  * Invariant kept by every writer: a non-present entry is all zero, so "lo has
  * P" <=> "entry is in use" and an empty slot is exactly (0, 0).
  */
@@ -43,6 +45,20 @@ const PFN_LO_SPAN = 0x100000; // 2^20: frames addressable by lo's bits 12..31
 
 /** Permissive flags for entries inside a morsel: rights live in the top entry only. */
 export const INNER_FLAGS = P | RW | US;
+
+/**
+ * Copy-on-write (src/morsel/cow.ts). An inner entry of a morsel without RW
+ * references a child that may be shared with other morsels (its reference
+ * count says by how many tables). SHARE_TOGGLE (bit 11, ignored by the
+ * hardware) flips every time a sharer write-protects the entry, so the entry
+ * changes value even when RW was already clear: a CAS that read it earlier
+ * fails. Shared inner entries are P|US, optionally SHARE_TOGGLE.
+ */
+export const SHARE_TOGGLE = 1 << 11;
+export const SHARED_FLAGS = P | US;
+
+/** Whether an inner morsel entry's flags (lo & 0xfff) are a valid private or shared form. */
+export const isInnerFlags = (flags: number): boolean => flags === INNER_FLAGS || (flags & ~SHARE_TOGGLE) === SHARED_FLAGS;
 
 export function pfnOf(lo: number, hi: number): number {
   return (lo >>> 12) + (hi & HI_PFN_MASK) * PFN_LO_SPAN;

@@ -6,6 +6,9 @@
  *                                     48 state (u32): 0 clean, 1 open (crash if found open
  *                                        by the first user), 2 dirty (a user died while
  *                                        others stayed: the next first user recovers)
+ *                                     52 shootdown epoch (u32): bumped whenever a
+ *                                        translation of a shared (copy-on-write) morsel
+ *                                        page changes; every MMU flushes when it moves
  *  12  frame size, 4096 (u32)
  *  16  frame count (u32)              64 root slots: 16 x u64, updated atomically
  *  20  allocator metadata start frame       owned by the layers named by ROOT_SLOT_*
@@ -18,7 +21,7 @@
  * Opening checks the checksum and that the owned roots are distinct
  * allocatable frames (whether they are allocated is checked once the
  * allocator is open: src/paging/walk.ts checkRootTables). Only the state
- * word changes at run time.
+ * and shootdown words change at run time.
  */
 import { MorselError, assert } from '../errors.js';
 import { PAGE_SIZE } from '../units.js';
@@ -29,13 +32,14 @@ export const FORMAT_VERSION = 2;
 export const ROOT_SLOTS = 16;
 /** Root slot owners: each slot belongs to exactly one layer. */
 export const ROOT_SLOT_LIVE_TABLE = 0; // src/morsel: live morsels, keyed by root frame
-export const ROOT_SLOT_SPACES = 1; // legacy: an empty registry table; address spaces live per user slot (SLOT_SPACES_ROOT)
+export const ROOT_SLOT_REFCOUNTS = 1; // src/alloc/refcount: the reference-count table of shared frames (its header frame)
 export const ROOT_SLOT_NAMES = 2; // src/manage: the namespace
 export const ROOT_SLOT_RESERVATIONS = 3; // src/manage: fixed-address reservations
 /** Slots 0..OWNED_ROOT_SLOTS-1 hold a table created at format; the rest are zero. */
 export const OWNED_ROOT_SLOTS = 4;
 
 export const SB_STATE_I32 = 48 / 4;
+export const SB_SHOOTDOWN_I32 = 52 / 4;
 export const SB_ROOTS_BYTE = 64;
 const SB_CHECKSUM_BYTE = 32;
 const SB_ROOTS_CHECKSUM_BYTE = 36;

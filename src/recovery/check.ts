@@ -51,6 +51,11 @@ import { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { Memory } from '../memory.js';
 import { dropSlotRoots, scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
+import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
+import { forEachStoredCount } from '../cow/refcount/index.js';
+
+/** Reference-count mismatches listed one by one at most (a lost table would list every shared frame). */
+const MAX_COUNT_PROBLEMS = 100;
 
 export type { Problem } from './reachable.js';
 
@@ -183,7 +188,25 @@ function inspectOnce(region: Region, live: boolean): Pass {
     if (scan.used[f] && !a) problems.push({ code: 'FREE_REFERENCED', what: `frame ${f} is referenced but marked free (it could be handed out twice)`, where: `allocator child ${f >>> CHILD_SHIFT}`, repairable: true });
     if (!scan.used[f] && a && (!live || allocatedBefore[f])) lost.push(f);
   }
+  problems.push(...refCountProblems(region, scan));
   return { scan, problems, lost, allocated };
+}
+
+/**
+ * Every stored reference count must equal the references the scan found
+ * (absent = 1): a count too low would free a frame still referenced, one
+ * too high leaks it. Repair recomputes the table from the scan.
+ */
+function refCountProblems(region: Region, scan: Scan): Problem[] {
+  const problems: Problem[] = [];
+  const stored = new Map<number, number>();
+  forEachStoredCount(region, region.loadRootFrame(ROOT_SLOT_REFCOUNTS) as Frame, (frame, count) => stored.set(frame, count));
+  const mismatch = (frame: number, count: number, refs: number): void => {
+    if (problems.length < MAX_COUNT_PROBLEMS) problems.push({ code: 'REFCOUNT', what: `frame ${frame} has reference count ${count} but ${refs} reference(s)`, where: `reference counts (frame ${frame})`, repairable: true });
+  };
+  for (const [frame, refs] of scan.shared) if ((stored.get(frame) ?? 1) !== refs) mismatch(frame, stored.get(frame) ?? 1, refs);
+  for (const [frame, count] of stored) if (!scan.shared.has(frame)) mismatch(frame, count, scan.used[frame] ? 1 : 0);
+  return problems;
 }
 
 /**
@@ -281,6 +304,10 @@ function repair(memory: Memory): Problem[] {
     scan = scanRegion(region, { spaces: true });
   }
   done.push(rebuildAllocator(region, scan));
+  if (refCountProblems(region, scan).length > 0) {
+    memory.morsels.cow.rebuildCounts(scan.shared);
+    done.push({ code: 'REFCOUNT', what: `recomputed the reference counts from the live trees (${scan.shared.size} shared frame(s))`, where: 'reference counts', repairable: true });
+  }
   memory.recoveryPending = false; // the allocator is consistent: nothing referenced is free
   return done;
 }

@@ -14,9 +14,10 @@
  * What is reachable:
  *   root slot 0  the live-morsel registry; each value is a morsel ID whose
  *                subtree (and, for a meta morsel, its data morsel's
- *                subtree) is reachable
- *   root slot 1  the address-space registry and each space's tables (spaces
- *                only when `spaces` is set: recovery drops spaces instead)
+ *                subtree) is reachable; a child shared by copy-on-write
+ *                (write-protected entries) is walked once, its other
+ *                references counted (Scan.shared: the true reference counts)
+ *   root slot 1  the reference-count table: header and storage frames
  *   root slots 2, 3  owned by src/manage (namespace, reservations): walked
  *                by the visitor registered for the slot, else the top table
  *                alone (opaque)
@@ -30,17 +31,18 @@
  */
 import { MorselError } from '../errors.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
-import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE, ROOT_SLOT_NAMES, ROOT_SLOT_RESERVATIONS, ROOT_SLOTS } from '../physical/superblock.js';
+import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE, ROOT_SLOT_NAMES, ROOT_SLOT_REFCOUNTS, ROOT_SLOT_RESERVATIONS, ROOT_SLOTS } from '../physical/superblock.js';
 import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
 import { ENTRIES_PER_TABLE } from '../paging/walk.js';
 import { levelKeySpan, registryDepth } from '../morsel/registry.js';
 import type { Region } from '../physical/region.js';
-import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, entryToBigInt, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, RW, entryToBigInt, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
 import { orderBytes } from '../morsel/order.js';
 import type { Morsels } from '../morsel/morsels.js';
-import { ROOT_SLOT_SPACES, SPACE_LEVELS5 } from '../space/address-space.js';
+import { SPACE_LEVELS5 } from '../space/address-space.js';
+import { forEachRefCountStorageFrame } from '../cow/refcount/index.js';
 import type { Frame } from '../units.js';
 
 export type ProblemCode =
@@ -96,6 +98,8 @@ export interface Finding {
 export interface Scan {
   /** 1 for every frame some live structure references */
   used: Uint8Array;
+  /** frames shared by copy-on-write (referenced by 2 or more write-protected morsel entries) -> references */
+  shared: Map<number, number>;
   frames: number;
   morsels: number;
   spaces: number;
@@ -155,6 +159,8 @@ class Scanner implements ScanContext {
   private readonly path: number[] = [];
   /** Data-morsel roots (frame -> order), to validate space mappings. */
   private readonly roots = new Map<number, number>();
+  /** Frames referenced by write-protected morsel entries (copy-on-write) -> how many such entries. */
+  readonly sharedRefs = new Map<number, number>();
 
   constructor(readonly region: Region) {
     this.used = new Uint8Array(region.frameCount);
@@ -212,7 +218,7 @@ class Scanner implements ScanContext {
    * flag problems are reported but the child is still followed, so the
    * reachable set stays a superset of what anything might use.
    */
-  inner(table: number, idx: number, lo: number, hi: number, where: string): number | null {
+  inner(table: number, idx: number, lo: number, hi: number, where: string, inMorsel = false): number | null {
     const fix = { table, index: idx, lo, hi };
     if (!isPresent(lo)) {
       // Writers keep non-present entries all zero; a 32-bit CAS of lo would keep a stray hi.
@@ -222,8 +228,8 @@ class Scanner implements ScanContext {
     if (lo & PS) {
       // The MMU would read a huge leaf here: frames beyond the one the scan follows could be in use.
       this.find('ENTRY_PS', `entry ${entryHex(lo, hi)} has the page-size bit`, where, null, false);
-    } else if ((lo & 0xfff) !== INNER_FLAGS || (hi & ~HI_PFN_MASK) !== 0) {
-      this.find('ENTRY_FLAGS', `entry ${entryHex(lo, hi)} has flags other than P|RW|US`, where, null);
+    } else if (!(inMorsel ? isInnerFlags(lo & 0xfff) : (lo & 0xfff) === INNER_FLAGS) || (hi & ~HI_PFN_MASK) !== 0) {
+      this.find('ENTRY_FLAGS', `entry ${entryHex(lo, hi)} has flags other than P|RW|US${inMorsel ? ' (or P|US, shared)' : ''}`, where, null);
     }
     return pfnOf(lo, hi);
   }
@@ -332,6 +338,24 @@ class Scanner implements ScanContext {
     this.subtree(data, `data morsel ${hex(data.id)} of ${what}`);
   }
 
+  /**
+   * A reference from inside a morsel subtree. A write-protected entry may
+   * share its child with other write-protected entries (copy-on-write): the
+   * first such reference descends, the others only count. A frame that is
+   * also referenced by a writable entry is a DUPLICATE (ref() reports it).
+   */
+  private morselRef(child: number, lo: number, where: string, fix: EntryFix): boolean {
+    const shared = (lo & RW) === 0;
+    const seen = shared ? this.sharedRefs.get(child) : undefined;
+    if (seen !== undefined && !this.path.includes(child)) {
+      this.sharedRefs.set(child, seen + 1);
+      return false;
+    }
+    if (!this.ref(child, where, fix)) return false;
+    if (shared) this.sharedRefs.set(child, 1);
+    return true;
+  }
+
   /** The tables and pages below an already-referenced morsel root. */
   private subtree(d: DecodedId, what: string): void {
     this.roots.set(d.rootFrame, d.order);
@@ -342,8 +366,8 @@ class Scanner implements ScanContext {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
         const where = `${what}: level-${level} table ${table}[${idx}]`;
-        const child = this.inner(table, idx, lo, hi, where);
-        if (child !== null && this.ref(child, where, { table, index: idx, lo, hi }) && level > 1) walk(child, level - 1);
+        const child = this.inner(table, idx, lo, hi, where, true);
+        if (child !== null && this.morselRef(child, lo, where, { table, index: idx, lo, hi }) && level > 1) walk(child, level - 1);
       }
       this.path.pop();
     };
@@ -351,11 +375,6 @@ class Scanner implements ScanContext {
   }
 
   // --- address spaces ------------------------------------------------------------------
-
-  /** Spaces left registered in root slot 1 (reaped on the next open). Call after liveMorsels. */
-  addressSpaces(): void {
-    this.within('space', null, () => this.registry(ROOT_SLOT_SPACES, 'space registry', (key, lo, hi, table, idx) => this.spaceValue('space registry', key, lo, hi, table, idx)));
-  }
 
   /** A space-registry value: the space's root entry, levels in bit 26 of hi. */
   private spaceValue(name: string, key: number, lo: number, hi: number, table: number, idx: number): void {
@@ -439,6 +458,13 @@ class Scanner implements ScanContext {
     walk(root, levels);
   }
 
+  /** Root slot 1: the reference-count table's header frame and its storage (src/cow/refcount). */
+  refCounts(): void {
+    const top = this.rootTable(ROOT_SLOT_REFCOUNTS, 'reference counts');
+    if (top === null) return;
+    this.within('other', null, () => forEachRefCountStorageFrame(this.region, top as Frame, (frame) => void this.ref(frame, `reference-count storage of header ${top}`, null)));
+  }
+
   /** Root slots past the owned ones are reserved and must be zero. */
   otherRoots(): void {
     for (let slot = OWNED_ROOT_SLOTS; slot < ROOT_SLOTS; slot++) {
@@ -455,19 +481,21 @@ export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   const s = new Scanner(region);
   s.liveMorsels();
   if (opts.spaces) {
-    s.addressSpaces();
     s.userSlotRegistries();
-  } else {
-    s.rootTableOnly(ROOT_SLOT_SPACES, 'space registry'); // recovery empties it (dropSpaces)
   }
+  s.refCounts();
   s.visitors(!opts.spaces);
   s.otherRoots();
-  return { used: s.used, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+  const shared = new Map<number, number>();
+  for (const [frame, refs] of s.sharedRefs) if (refs > 1) shared.set(frame, refs);
+  return { used: s.used, shared, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
 }
 
 export interface Reachable {
   /** 1 for every reachable frame */
   used: Uint8Array;
+  /** copy-on-write frames with 2 or more references -> references (the true reference counts) */
+  shared: Map<number, number>;
   morsels: number;
   frames: number;
 }
@@ -486,7 +514,7 @@ export function collectReachable(morsels: Morsels): Reachable {
     const more = scan.findings.length > 1 ? ` (and ${scan.findings.length - 1} more problem(s))` : '';
     throw new MorselError('ECORRUPT', `${p.where}: ${p.what}${more}; run \`morsel check --region <file>\` (--repair to fix)`);
   }
-  return { used: scan.used, morsels: scan.morsels, frames: scan.frames };
+  return { used: scan.used, shared: scan.shared, morsels: scan.morsels, frames: scan.frames };
 }
 
 /**

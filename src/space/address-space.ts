@@ -6,9 +6,9 @@
  *
  * Ownership: the tables above a morsel belong to the space; the entry marked
  * MORSEL_TOP points into a morsel, which the space never frees. Spaces are
- * registered in root slot 1 so their tables are accounted for; mappings do
- * not outlive the process (like Linux): each process registers its spaces
- * in its own user slot (SLOT_SPACES_ROOT), close() destroys them, and a
+ * registered so their tables are accounted for; mappings do not outlive
+ * the process (like Linux): each process registers its spaces in its own
+ * user slot (SLOT_SPACES_ROOT), close() destroys them, and a
  * dead process's are torn down by whoever reaps its slot (user-slots.ts).
  *
  * Addresses are JS numbers (see VAddr): 4-level spaces span [0, 2^47),
@@ -30,7 +30,6 @@ import { CTL_EPOCH } from './mmu.js';
 import { QUIESCE_TIMEOUT_MS, READER_TABLE_BYTES, checkLive, insideSection, markDead, readerTable, waitQuiescent } from './quiesce.js';
 import { describeRights, rightsHi, rightsLo, READ_WRITE, type Rights } from './rights.js';
 
-export { ROOT_SLOT_SPACES } from '../physical/superblock.js';
 export type Levels = 4 | 5;
 
 /** Space-registry value: bit 26 of hi (a PFN-free bit) set for a 5-level space. */
@@ -321,6 +320,20 @@ export class AddressSpace {
   private shootdown(): number {
     Atomics.add(this.control, CTL_EPOCH, 1);
     return waitQuiescent(this.readers, this.quiesceTimeoutMs);
+  }
+
+  /** EBUSY if this thread is inside an access section of the space (waiting for readers would wait for itself). */
+  checkNotInside(what: string): void {
+    check(!insideSection(this.readers), 'EBUSY', () => `${what} inside an Mmu access section of this thread: it would wait for itself`);
+  }
+
+  /**
+   * After a region-wide shootdown (copy-on-write): waits until every access
+   * section open now has ended. ETIMEDOUT after quiesceTimeoutMs.
+   */
+  waitReaders(what: string): void {
+    const slot = waitQuiescent(this.readers, this.quiesceTimeoutMs);
+    if (slot >= 0) throw this.timedOut(slot, `${what}: writes of an open access section may reach both copies`);
   }
 
   private timedOut(slot: number, consequence: string): MorselError {

@@ -13,6 +13,15 @@
  * for such sections to end before the morsel's frames may be freed. Cost:
  * two atomic adds and one load per access, none per page.
  *
+ * Copy-on-write (src/morsel/cow.ts): a write that meets an entry without RW
+ * below a morsel's top is a COW fault, resolved by the same fault handler,
+ * which copies (or reuses) the path down to the page. A copy moves the
+ * region-wide shootdown epoch (superblock), which every Mmu also compares at
+ * enter(): one more atomic load per access section.
+ * # Warning: an access section that began before another thread's (or
+ * process's) COW copy may keep reading the original page until it ends, as
+ * a CPU may use a stale TLB entry until the shootdown IPI arrives.
+ *
  * Reads of never-populated morsel pages return the shared zero frame
  * (ZERO_FRAME) and allocate nothing, as Linux maps its zero page; only a
  * write populates. The zero translation is never cached, so a page another
@@ -87,6 +96,8 @@ export interface MmuCounters {
   flushes: number;
   /** reads of never-populated morsel pages answered by the zero frame */
   zeroReads: number;
+  /** writes that met a write-protected (shared) entry inside a morsel */
+  cowFaults: number;
 }
 
 export class Mmu {
@@ -105,6 +116,8 @@ export class Mmu {
   private wcInMorsel = false;
   /** the space epoch the TLB is valid for; NaN once closed (never equal: every use takes the slow path) */
   private epoch: number;
+  /** the region's shootdown epoch the TLB is valid for (copy-on-write copies move it) */
+  private shootdown: number;
   /** this thread's slot in the space's reader table (shared by the thread's Mmus of the space) */
   private readonly reader: ReaderSlot;
   private closed = false;
@@ -113,7 +126,7 @@ export class Mmu {
   private readonly endFrame: number;
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
-  readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0, zeroReads: 0 };
+  readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0, zeroReads: 0, cowFaults: 0 };
 
   /** EBADF if the space is already destroyed; EBUSY if READER_SLOTS other threads use it. */
   constructor(
@@ -126,6 +139,7 @@ export class Mmu {
     // Epoch before liveness: a destroy marks the space dead before it bumps
     // the epoch, so if the space is live now, the bump is still ahead of us.
     this.epoch = space.epoch;
+    this.shootdown = space.region.loadShootdown();
     if (!isLive(table)) throw spaceGone();
     this.reader = joinReaders(table);
   }
@@ -164,7 +178,7 @@ export class Mmu {
     // Publish first, then read the epoch (the order quiesce.ts relies on).
     enterSection(this.reader);
     const epoch = Atomics.load(this.space.control, CTL_EPOCH);
-    if (epoch !== this.epoch) {
+    if (epoch !== this.epoch || this.space.region.loadShootdown() !== this.shootdown) {
       try {
         this.catchUp(epoch);
       } catch (e) {
@@ -186,7 +200,7 @@ export class Mmu {
    */
   translate(vaddr: number, access: Access): Frame {
     const epoch = Atomics.load(this.space.control, CTL_EPOCH);
-    if (epoch !== this.epoch) this.catchUp(epoch);
+    if (epoch !== this.epoch || this.space.region.loadShootdown() !== this.shootdown) this.catchUp(epoch);
     return this.lookup(vaddr, access);
   }
 
@@ -195,12 +209,13 @@ export class Mmu {
     this.catchUp(Atomics.load(this.space.control, CTL_EPOCH));
   }
 
-  /** The epoch moved (or the Mmu is closed): EBADF if closed or the space was destroyed, else flush. */
+  /** An epoch moved (or the Mmu is closed): EBADF if closed or the space was destroyed, else flush. */
   private catchUp(epoch: number): void {
     if (this.closed) throw closedError();
     // A destroy marks the space dead before bumping the epoch, so seeing the
     // new epoch and then a live space means the destroy has not started.
     if (!isLive(this.reader.table)) throw spaceGone();
+    this.shootdown = this.space.region.loadShootdown(); // before the flush: a later move flushes again
     this.tlbVpn.fill(-1);
     this.wcKey = -1;
     this.epoch = epoch;
@@ -230,7 +245,8 @@ export class Mmu {
     let perm: number;
     /** below an entry marked MORSEL_TOP: a missing entry is the morsel fault handler's */
     let inMorsel: boolean;
-    if (key === this.wcKey) {
+    // A write may not start below a write-protected entry the cache skips: it must see it to copy it.
+    if (key === this.wcKey && (access !== Access.Write || (this.wcPerm & PERM_WRITE) !== 0 || !this.wcInMorsel)) {
       level = 1;
       table = this.wcTable;
       perm = this.wcPerm;
@@ -279,6 +295,16 @@ export class Mmu {
         // Populate from this table down and take the data frame it returns:
         // entries inside a morsel are permissive, so `perm` is already final.
         table = this.space.populateFrom!(table as Frame, level, vaddr);
+        break;
+      }
+      if (inMorsel && (lo & RW) === 0 && access === Access.Write) {
+        // Copy-on-write: the entry may reference a shared child. The handler
+        // copies (or reuses) the path from here down and returns the private page.
+        if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
+        this.counters.faults++;
+        this.counters.cowFaults++;
+        table = this.space.populateFrom!(table as Frame, level, vaddr);
+        this.wcKey = -1; // the cached level-1 table may be the shared original
         break;
       }
       const hi = region.loadHi(table as Frame, idx);

@@ -1,0 +1,189 @@
+/**
+ * Copy-on-write of morsel subtrees (table-level COW, as On-demand-fork):
+ * a clone shares the source's children; a write through either copy copies
+ * only the path it writes, one table per level, then the 4 KiB page. A table
+ * or page whose count dropped to 1 is reused in place, never copied.
+ *
+ * Representation: an inner entry without RW references a child that may be
+ * shared (src/paging/entry.ts: SHARED_FLAGS, SHARE_TOGGLE); how many tables
+ * share a frame is its reference count (src/cow/refcount: absent = 1, so
+ * unshared frames cost nothing). An entry WITH RW references a child only
+ * this table references: the invariant every fast path relies on.
+ *
+ *   clone:     root R -> fresh R' with R's entries; per child: count+1, then
+ *              write-protect the entry in R (and store it in R')
+ *   write:     top-down; at an entry without RW: count 1 -> set RW in place;
+ *              count >= 2 -> copy the child (its children: count+1 and
+ *              write-protected in the original), CAS the entry to the copy,
+ *              then count-1 on the original (freeing it if that was the last)
+ *   destroy:   an entry with RW: free the child's subtree; without: count-1,
+ *              descend and free only when it reaches 0
+ *
+ * Crash consistency: counts are raised BEFORE a second reference becomes
+ * visible and lowered AFTER one is gone, so a crash leaves counts too high
+ * (a leak), never too low (a frame freed while referenced). Recovery
+ * recomputes every count from the live trees (src/recovery).
+ *
+ * # Warning (the in-place race): "count is 1, so set RW" reads two words.
+ * A clone raises the count BEFORE it write-protects the entry, and its
+ * write-protect always changes the entry's value (SHARE_TOGGLE), so a
+ * reuser's CAS made with the value read before the count fails. A reuser
+ * whose CAS won before the clone's write-protect is a write that happened
+ * before the clone (the clone then waits for access sections: Names.clone).
+ */
+import { MorselError } from '../errors.js';
+import type { FrameAllocator } from '../alloc/llfree.js';
+import { INNER_FLAGS, P, RW, SHARE_TOGGLE, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
+import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
+import type { Region } from '../physical/region.js';
+import { openRefCounts, type RefCountTable } from '../cow/refcount/index.js';
+import { crashPoint, type CrashPointName } from '../crash-point.js';
+import type { Frame } from '../units.js';
+
+/** Attempts at making one entry writable; each failure means another thread changed the entry. */
+const COW_RETRIES = 64;
+
+/** The write-protected form of a present inner entry's low half (RW cleared, toggle flipped). */
+const protectedLo = (lo: number): number => ((lo & ~RW) ^ SHARE_TOGGLE) | 0;
+
+export class Cow {
+  private table: RefCountTable | null = null;
+
+  constructor(
+    readonly region: Region,
+    readonly alloc: FrameAllocator,
+    readonly walker: Walker,
+  ) {}
+
+  /** The region's reference-count table (root slot 1), opened on first use. */
+  get refs(): RefCountTable {
+    this.table ??= openRefCounts(this.region, this.alloc, this.region.loadRootFrame(ROOT_SLOT_REFCOUNTS) as Frame);
+    return this.table;
+  }
+
+  /**
+   * The child of `table[idx]` (a level-`level` table; level 1: the child is a
+   * data page), writable through this entry: created if missing, reused if
+   * this entry is its only reference, else copied. Precondition: `table`
+   * itself is private to the caller's morsel (callers go top-down).
+   */
+  writableChild(table: Frame, idx: number, level: number, point: CrashPointName | null, lostPoint: CrashPointName | null): Frame {
+    const region = this.region;
+    for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
+      const lo = region.loadLo(table, idx);
+      if ((lo & (P | RW)) === (P | RW)) return this.walker.follow(table, idx, lo, region.loadHi(table, idx));
+      if (!isPresent(lo)) return this.walker.ensureChild(table, idx, point, lostPoint);
+      const hi = region.loadHi(table, idx);
+      const child = this.walker.follow(table, idx, lo, hi);
+      if (this.refs.get(child) <= 1) {
+        // Ours alone: reuse in place. The CAS fails if a clone write-protected it since `lo` was read.
+        if (region.casEntry(table, idx, lo, hi, (lo | RW) & ~SHARE_TOGGLE, hi)) return child;
+        continue;
+      }
+      const copy = this.copyOf(child, level - 1);
+      crashPoint('cow:before-link');
+      if (region.casEntry(table, idx, lo, hi, makeLo(copy, INNER_FLAGS), makeHi(copy, 0))) {
+        crashPoint('cow:after-link');
+        // Other threads and processes may hold translations through the original: they flush.
+        region.bumpShootdown();
+        this.drop(child, level - 1);
+        return copy;
+      }
+      this.drop(copy, level - 1); // lost to another writer or a clone: undo the copy's counts, free it
+    }
+    throw new MorselError('EBUSY', `table frame ${table} entry ${idx} kept changing during a copy-on-write fault`);
+  }
+
+  /**
+   * A fresh private copy of `frame` (a level-`level` table, or a data page
+   * at level 0). A table's present children become shared between `frame`
+   * and the copy: count+1, then write-protected in `frame`, before the copy
+   * is visible to anyone. ENOSPC leaves every count and entry as it was.
+   */
+  copyOf(frame: Frame, level: number): Frame {
+    const region = this.region;
+    const copy = this.alloc.alloc(0);
+    if (level === 0) {
+      region.bytesOf(copy).set(region.frame(frame), region.byteOffsetInWindow(copy));
+      return copy;
+    }
+    region.zeroFrame(copy);
+    let idx = 0;
+    try {
+      for (; idx < ENTRIES_PER_TABLE; idx++) this.shareEntry(frame, copy, idx, level - 1);
+    } catch (e) {
+      for (let i = 0; i < idx; i++) {
+        const lo = region.loadLo(copy, i);
+        if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1);
+      }
+      this.alloc.free(copy);
+      throw e;
+    }
+    return copy;
+  }
+
+  /**
+   * Shares `from[idx]`'s child with `to[idx]` (a fresh, private table): the
+   * child's count goes up, then the entry in `from` is write-protected (see
+   * the warning at the top: count first) and its protected value stored in
+   * `to`. An empty entry stays empty in `to`. `childLevel`: the child's level.
+   */
+  private shareEntry(from: Frame, to: Frame, idx: number, childLevel: number): void {
+    const region = this.region;
+    for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
+      const lo = region.loadLo(from, idx);
+      if (!isPresent(lo)) return;
+      const hi = region.loadHi(from, idx);
+      const child = this.walker.follow(from, idx, lo, hi);
+      this.refs.increment(child);
+      crashPoint('cow:after-share');
+      const shared = protectedLo(lo);
+      if (region.casEntry(from, idx, lo, hi, shared, hi)) {
+        region.storeEntry(to, idx, shared, hi);
+        return;
+      }
+      // The entry moved (its owner copied or reused it): give the count back
+      // (the last one if the owner replaced the child meanwhile) and look again.
+      this.drop(child, childLevel);
+    }
+    throw new MorselError('EBUSY', `table frame ${from} entry ${idx} kept changing while being shared`);
+  }
+
+  /**
+   * Gives up one reference to `frame` (a level-`level` table or a level-0
+   * page) that is no longer linked from where it was counted. The last
+   * reference frees it, and a table's children lose one reference each.
+   */
+  drop(frame: Frame, level: number): void {
+    if (this.refs.decrement(frame) > 0) return;
+    this.freeSubtree(frame, level);
+  }
+
+  /**
+   * Frees `frame` and what only it references: children behind RW entries
+   * are private (freed), the others lose one reference. Nothing references
+   * `frame` any more, so its entries need no unlinking: after a crash
+   * recovery only follows what live trees reach.
+   */
+  freeSubtree(frame: Frame, level: number): void {
+    if (level > 0) {
+      this.walker.forEachPresent(frame, (idx, lo, hi) => {
+        const child = this.walker.follow(frame, idx, lo, hi);
+        if (lo & RW) this.freeSubtree(child, level - 1);
+        else this.drop(child, level - 1);
+      });
+    }
+    this.alloc.free(frame);
+  }
+
+  /**
+   * Recovery (exclusive): replaces every stored count with `shared` (frame ->
+   * references, as a scan of the live trees found them); counts a crash left
+   * too high go. Storage is reallocated from the rebuilt allocator.
+   */
+  rebuildCounts(shared: Map<number, number>): void {
+    this.refs.reset();
+    for (const [frame, refs] of shared) for (let n = 1; n < refs; n++) this.refs.increment(frame);
+  }
+}
