@@ -73,7 +73,10 @@ export function registerMorsels(program: Command): void {
               meta: s.meta,
               rootFrame: s.rootFrame,
               tableFrames: s.tableFrames,
+              tablesByLevel: s.tablesByLevel.slice(1).join('/') || '-',
               dataPages: s.dataPages,
+              sharedFrames: s.sharedFrames,
+              privateFrames: s.tableFrames + s.dataPages - s.sharedFrames,
               virtualBytes: s.virtualBytes,
               users: m.morsels.usage.total(h.dataRoot) - 1, // without this command's own handle
               ...(s.metaInfo ? { metadata: describeMeta(s.metaInfo), dataRootFrame: s.data!.rootFrame } : {}),

@@ -7,6 +7,7 @@
  *   rm <path>                      remove a name; the morsel goes when its last user does
  *   mkdir [--mode 0755] <path>     rmdir <path>      mv <from> <to>
  *   chmod <mode> <path>            chown <uid[:gid]> <path>   (root only)
+ *   clone [--mode 0600] <source> <path>   copy-on-write clone (source: a path or a handle)
  */
 import type { Command } from 'commander';
 import type { Memory } from '../memory.js';
@@ -52,6 +53,17 @@ export function registerNames(program: Command): void {
     m.names.chmod(path, parseMode(mode));
     return { path, mode };
   });
+  nameCommand(program, 'clone <source> <path>', 'copy-on-write clone of <source> (a path or a 0x…@generation handle) as <path>, in constant time', async (m, [source, path], o) => {
+    const { parseMode } = await import('../manage/rights.js');
+    const { parseHandle } = await import('../manage/handle.js');
+    const from = source.startsWith('/') ? source : parseHandle(source);
+    const t0 = performance.now();
+    const h = m.names.clone(from, path, { mode: o.mode === undefined ? undefined : parseMode(o.mode) });
+    const micros = Math.round((performance.now() - t0) * 1000);
+    m.names.close(h);
+    const st = m.names.stat(path);
+    return { source, path, handle: h.toString(), sizeBytes: st.sizeBytes, sharedFrames: st.sharedFrames, micros };
+  }, (r) => `cloned ${r.source} as ${r.path} (${r.handle}) in ${r.micros} µs; ${r.sharedFrames} frame(s) shared`).option('--mode <octal>', 'permission bits of the clone (default 0600)');
   nameCommand(program, 'chown <owner> <path>', 'change owner to uid[:gid] (root only)', (m, [owner, path]) => {
     const [u, g] = owner.split(':');
     const uid = parseOwnerId(u, 'uid');

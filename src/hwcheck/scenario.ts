@@ -159,6 +159,26 @@ export function buildScenario(mem: Memory, space: AddressSpace, morsels: MorselI
     add(`meta morsel at fixed address read +${hex(off)}`, Kind.Read, fixed + off, pattern(300, off));
   }
 
+  // Copy-on-write: a clone shares the source's tables (write-protected
+  // entries). The software MMU copies the clone's first page on a write;
+  // the hardware must read shared and copied pages through both, and fault
+  // (P|W) on a write through a write-protected entry.
+  const cowSrc = mem.morsels.create(2);
+  morsels.push(cowSrc);
+  const src = space.map(cowSrc, { rights: { write: true } });
+  const deep = deepOffset(2);
+  put(src, pattern(400, 0));
+  put(src + deep, pattern(400, deep));
+  const cowDst = mem.morsels.clone(cowSrc);
+  morsels.push(cowDst);
+  const dst = space.map(cowDst, { rights: { write: true } });
+  put(dst, pattern(401, 0)); // a COW fault in the software MMU: the clone's path to page 0 is private now
+  add('COW clone: shared page read', Kind.Read, dst + deep, pattern(400, deep));
+  add('COW source: shared page read', Kind.Read, src + deep, pattern(400, deep));
+  add('COW clone: copied page read', Kind.Read, dst, pattern(401, 0));
+  add('COW source: keeps its page', Kind.Read, src, pattern(400, 0));
+  add('COW: write through a shared entry #PF (P|W)', Kind.PfWrite, src + deep, 1n, PF_P | PF_W);
+
   if (checks.length > MAX_CHECKS) throw new MorselError('ERANGE', `${checks.length} checks exceed the parameter block (${MAX_CHECKS})`);
   return { checks, byOrder };
 }

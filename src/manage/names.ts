@@ -77,6 +77,9 @@ export interface NameStat {
   pagingLevels?: Levels;
   dataPages?: number;
   tableFrames?: number;
+  /** frames shared with other morsels by copy-on-write, and the table frames per level (index 1..order) */
+  sharedFrames?: number;
+  tablesByLevel?: number[];
   /** open handles + mappings in all live processes */
   users?: number;
   /** the name points at a destroyed incarnation */
@@ -268,7 +271,7 @@ export class Names {
       const d = this.morsels.decodeHandle(rec.id, rec.generation);
       const s = this.morsels.stats(d.id);
       const data = s.data ?? s;
-      return { ...out, order: data.order, pagingLevels: levelsFor(rec.fixedAddress, data.order), dataPages: s.dataPages, tableFrames: s.tableFrames, users: this.morsels.usage.total(data.rootFrame), stale: false };
+      return { ...out, order: data.order, pagingLevels: levelsFor(rec.fixedAddress, data.order), dataPages: s.dataPages, tableFrames: s.tableFrames, sharedFrames: s.sharedFrames, tablesByLevel: s.tablesByLevel, users: this.morsels.usage.total(data.rootFrame), stale: false };
     } catch (e) {
       if (e instanceof MorselError && e.code === 'ESTALE') return { ...out, stale: true };
       throw e;
