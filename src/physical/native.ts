@@ -24,6 +24,7 @@ interface Addon {
   reserve(fd: number, byteLength: number): void;
   futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
   futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
+  forkCost(bytes: number): number;
 }
 
 /** OFD lock kinds (values shared with mmap.cc). */
@@ -155,4 +156,14 @@ export function futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: 
 /** futex(FUTEX_WAKE): wakes up to `count` waiters on the int32 at `byteOffset`; returns how many woke. */
 export function futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number {
   return call((a) => a.futexWake(sab, byteOffset, count));
+}
+
+/**
+ * Nanoseconds of one fork() of this process while it holds `bytes` of
+ * populated private anonymous memory (the child exits at once): the host
+ * kernel's copy-on-write fork, for the `cow` benchmark. Linux copies every
+ * page-table entry of the private memory and raises each page's count.
+ */
+export function forkCostNs(bytes: number): number {
+  return call((a) => a.forkCost(bytes));
 }
