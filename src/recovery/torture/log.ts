@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 
 /** hold / drop: a primitive worker opens (and maybe maps) a morsel the names child named, or gives it back. */
-export type PrimitiveOp = 'create' | 'createMeta' | 'destroy' | 'write' | 'populate' | 'cofault' | 'map' | 'unmap' | 'space' | 'hold' | 'drop';
+export type PrimitiveOp = 'create' | 'createMeta' | 'clone' | 'destroy' | 'write' | 'populate' | 'cofault' | 'map' | 'unmap' | 'space' | 'hold' | 'drop';
 /** The names child's operations (names.ts), on the management layer (memory.names). */
 export type NameOp = 'mkdir' | 'rmdir' | 'ncreate' | 'nfixed' | 'unlink' | 'rename' | 'chmod' | 'open' | 'close' | 'nmap' | 'nunmap' | 'nwrite' | 'reap';
 export type OpName = PrimitiveOp | NameOp;
@@ -28,8 +28,10 @@ export interface LogEvent {
   t: number;
   s: number;
   op: OpName;
-  /** morsel ID as 0x... hex (for create: in the ack) */
+  /** morsel ID as 0x... hex (for create: in the ack; for clone: the source) */
   id?: string;
+  /** clone: the new morsel's ID (in the ack) */
+  clone?: string;
   /** data order, meta flag and fixed address (creates) */
   order?: number;
   meta?: boolean;

@@ -12,7 +12,9 @@
  * registered its morsel (an "orphan" the log never named; allowed once per
  * interrupted create and then adopted, all zero); an interrupted destroy may
  * be complete (ID gone) or not started (morsel intact: destroy commits at
- * its unregister); an interrupted write leaves its bytes UNKNOWN.
+ * its unregister); an interrupted write leaves its bytes UNKNOWN. A clone
+ * starts as a copy of its source's model; an interrupted clone may leave an
+ * orphan whose bytes are its source's (allowed once, like a create's).
  */
 import { isMorselError } from '../../errors.js';
 import { decodeIdBits, hex } from '../../morsel/id.js';
@@ -55,6 +57,8 @@ export class Model {
   /** state of the run being replayed */
   private pending = new Map<string, LogEvent>();
   private orphanAllowance = 0;
+  /** sources of interrupted clones: an orphan may be a copy of one of them */
+  private orphanSources: ModelMorsel[] = [];
   private readonly maybeDestroyed = new Set<string>();
   /** destroys acknowledged since the last verify: each must decode to EINVAL */
   private readonly recentlyDestroyed = new Set<string>();
@@ -95,6 +99,12 @@ export class Model {
         this.live.set(e.id!, { meta: e.op === 'createMeta', address: e.address ?? null, pages: new Map() });
         this.destroyed.delete(e.id!);
         break;
+      case 'clone': {
+        const src = this.live.get(e.id!);
+        if (src !== undefined) this.live.set(e.clone!, { meta: false, address: null, pages: copyPages(src.pages) });
+        this.destroyed.delete(e.clone!);
+        break;
+      }
       case 'destroy':
         this.live.delete(e.id!);
         this.destroyed.add(e.id!);
@@ -109,6 +119,10 @@ export class Model {
 
   private interrupted(e: LogEvent): void {
     if (e.op === 'create' || e.op === 'createMeta') this.orphanAllowance++;
+    else if (e.op === 'clone') {
+      const src = this.live.get(e.id!);
+      if (src !== undefined) this.orphanSources.push({ meta: false, address: null, pages: copyPages(src.pages) });
+    }
     else if (e.op === 'destroy') this.maybeDestroyed.add(e.id!);
     else if (e.op === 'write') this.writeBytes(e, UNKNOWN);
   }
@@ -165,21 +179,38 @@ export class Model {
     this.recentlyDestroyed.clear();
     for (const id of morsels.list().map((x) => hex(x))) {
       if (this.live.has(id) || named.has(decodeIdBits(BigInt(id)).rootFrame)) continue;
-      if (this.orphanAllowance === 0) {
+      const m = this.adoptOrphan(memory, id, r.violations);
+      if (m === null) {
         r.violations.push(`live morsel ${id} was never acknowledged${this.destroyed.has(id) ? ' (its destroy was)' : ''}`);
         continue;
       }
-      this.orphanAllowance--;
-      const d = morsels.decode(BigInt(id));
-      const m: ModelMorsel = { meta: d.meta, address: d.meta ? morsels.metaOf(d).address : null, pages: new Map() };
-      this.verifyMorsel(memory, id, m, r.violations); // a fresh morsel is all zero
       this.live.set(id, m);
       this.destroyed.delete(id);
       r.adopted++;
     }
     this.orphanAllowance = 0;
+    this.orphanSources = [];
     this.maybeDestroyed.clear();
     return r;
+  }
+
+  /**
+   * An unacknowledged live morsel an interrupted operation may have left:
+   * the copy of an interrupted clone's source (the first that matches), or
+   * a fresh all-zero create. Null when no interrupted operation explains it.
+   */
+  private adoptOrphan(memory: Memory, id: string, out: string[]): ModelMorsel | null {
+    const d = memory.morsels.decode(BigInt(id));
+    for (let i = 0; i < this.orphanSources.length && !d.meta; i++) {
+      const probe: string[] = [];
+      this.verifyMorsel(memory, id, this.orphanSources[i], probe);
+      if (probe.length === 0) return this.orphanSources.splice(i, 1)[0];
+    }
+    if (this.orphanAllowance === 0) return null;
+    this.orphanAllowance--;
+    const m: ModelMorsel = { meta: d.meta, address: d.meta ? memory.morsels.metaOf(d).address : null, pages: new Map() };
+    this.verifyMorsel(memory, id, m, out); // a fresh morsel is all zero
+    return m;
   }
 
   private verifyMorsel(memory: Memory, id: string, m: ModelMorsel, out: string[]): void {
@@ -198,6 +229,13 @@ export class Model {
       if (!seen.has(pageNo)) comparePage(null, page, `${id} page ${pageNo} (unpopulated)`, out);
     }
   }
+}
+
+/** A deep copy of a morsel's page models (a clone starts with its source's bytes). */
+function copyPages(pages: Map<number, Page>): Map<number, Page> {
+  const out = new Map<number, Page>();
+  for (const [n, p] of pages) out.set(n, { state: p.state.slice(), data: p.data.slice() });
+  return out;
 }
 
 /** First mismatch of a page (null = unpopulated, reads zero) against its model. */

@@ -2,9 +2,11 @@
  * One worker thread of a torture child: a random mix of operations on the
  * shared region, each logged (begin, then ack) in the acknowledgement log.
  *
- * Ownership keeps the log unambiguous: a thread writes to, maps and destroys
- * only morsels it owns (ones it created, or was handed at start), so no
- * write races a destroy of the same morsel. Threads meet in two places:
+ * Ownership keeps the log unambiguous: a thread writes to, maps, clones and
+ * destroys only morsels it owns (ones it created or cloned, or was handed at
+ * start), so no write races a destroy or a clone of the same morsel. Clones
+ * share pages across owners' morsels until written (copy-on-write). Threads
+ * meet in two places:
  *   - cofault: the owner posts a morsel range in a shared mailbox and a peer
  *     faults the same pages concurrently through its own MMU (population
  *     races: lost CASes, frames given back);
@@ -121,6 +123,7 @@ class TortureWorker {
     const ops: [number, () => void][] = [
       [10, () => this.create()],
       [4, () => this.createMeta()],
+      [4, () => this.clone(this.pickOwned())],
       [8, () => this.destroy(this.pickOwned())],
       [30, () => this.write(this.pickOwned())],
       [6, () => this.populate(this.pickOwned())],
@@ -229,6 +232,22 @@ class TortureWorker {
         const id = this.memory.morsels.createMeta(order, { address });
         this.adopt(id);
         return { id: hex(id) };
+      }),
+    );
+  }
+
+  /**
+   * A copy-on-write clone of an owned morsel: it shares the source's pages
+   * until either is written (the writes above then copy, the destroys give
+   * back references), so crashes land in COW faults and count updates.
+   */
+  private clone(o: Owned): void {
+    this.locked(() =>
+      this.logged('clone', { id: hex(o.id) }, () => {
+        const id = this.memory.morsels.clone(o.id);
+        const c = this.adopt(id);
+        c.size = Math.min(c.size, o.size); // writes stay where the model compares both
+        return { clone: hex(id) };
       }),
     );
   }
