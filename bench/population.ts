@@ -8,6 +8,7 @@
  * cost of persistence (issue 5).
  */
 import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
+import { hostMapCosts } from '../src/physical/native.js';
 import type { Memory } from '../src/memory.js';
 import type { Order } from '../src/morsel/order.js';
 import { GiB, MiB, formatBytes, type Frame } from '../src/units.js';
@@ -49,6 +50,8 @@ export async function runPopulation(opts: RunOptions & { params?: PopulationPara
   const vol = volatileMemory(populationRegionBytes(p));
   results.push(...(await measureRegion(vol, p.bytes, 'volatile', p.reps, tick)));
   notes.push(`volatile region pre-faulted on the host in ${(sharedPrefaultNs() / 1e9).toFixed(2)} s before measuring`);
+  // The host kernel's own page faults (addon): first touch of a fresh memfd mapped MAP_SHARED, one thread.
+  results.push(variant('kernel-first-touch', 'populate_volatile_ns', hostMapCosts(p.bytes, 'first-touch', p.reps).access, 1));
 
   const file = persistentMemory(populationRegionBytes({ ...p, bytes: p.persistentBytes }));
   try {
@@ -68,6 +71,9 @@ export async function runPopulation(opts: RunOptions & { params?: PopulationPara
     }),
     claim('population: conventional lazy / morsel batch populate time, 1 worker', m('conventional-lazy', 'volatile', 1) / m('morsel-batch', 'volatile', 1)),
     claim('population: conventional lazy / morsel batch populate time, 2 workers', m('conventional-lazy', 'volatile', 2) / m('morsel-batch', 'volatile', 2)),
+    claim('population: host kernel first-touch faults / morsel lazy time, 1 worker', m('kernel-first-touch', 'volatile', 1) / m('morsel-lazy', 'volatile', 1), {
+      note: "the host kernel's figure (addon): one byte written per page of a fresh memfd mapped MAP_SHARED; it allocates, zeroes and maps each page in a fault",
+    }),
     claim('population: zero-fill limit / morsel lazy time (fraction of the limit reached), 1 worker', m('limit', 'volatile', 1) / m('morsel-lazy', 'volatile', 1)),
     claim('machine scaling: zero-fill limit speed-up from 1 to 2 workers', m('limit', 'volatile', 1) / m('limit', 'volatile', 2), {
       note: 'informational: near 1 means memory bandwidth or a busy second core caps every 2-worker result on this machine',

@@ -25,6 +25,7 @@ interface Addon {
   futexWait(sab: SharedArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): WaitResult;
   futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
   forkCost(bytes: number): number;
+  hostMapCost(bytes: number, mode: number, reps: number): Float64Array;
 }
 
 /** OFD lock kinds (values shared with mmap.cc). */
@@ -166,4 +167,20 @@ export function futexWake(sab: SharedArrayBuffer, byteOffset: number, count: num
  */
 export function forkCostNs(bytes: number): number {
   return call((a) => a.forkCost(bytes));
+}
+
+/** What hostMapCosts measures: lazy mmap of a filled object, MAP_POPULATE, or first touch of a fresh one. */
+export type HostMapMode = 'lazy' | 'populate' | 'first-touch';
+
+/**
+ * The host kernel's figures for the map, file-cache and population
+ * benchmarks: `reps` times mmap(MAP_SHARED) of a memfd of `bytes`, one byte
+ * per page read (first-touch: written, into a fresh object each time), and
+ * munmap; nanoseconds of each phase per repetition.
+ */
+export function hostMapCosts(bytes: number, mode: HostMapMode, reps: number): { map: number[]; access: number[]; unmap: number[] } {
+  const t = call((a) => a.hostMapCost(bytes, ['lazy', 'populate', 'first-touch'].indexOf(mode), reps));
+  const out = { map: [] as number[], access: [] as number[], unmap: [] as number[] };
+  for (let r = 0; r < reps; r++) (out.map.push(t[3 * r]), out.access.push(t[3 * r + 1]), out.unmap.push(t[3 * r + 2]));
+  return out;
 }

@@ -446,6 +446,69 @@ void ForkCost(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec));
 }
 
+static double NsBetween(const struct timespec& a, const struct timespec& b) {
+  return (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+}
+
+// hostMapCost(bytes, mode, reps) -> Float64Array of reps x [map, access,
+// unmap] ns: the host kernel's mmap of a shared-memory object (memfd) of
+// `bytes`, one byte read per 4 KiB page, munmap. Modes: 0 lazy mmap of a
+// filled object (faults on access, with the kernel's fault-around), 1
+// MAP_POPULATE of a filled object, 2 first touch: a fresh object each rep,
+// one byte written per page (the kernel allocates and zeroes each page).
+void HostMapCost(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  uint64_t bytes, mode, reps;
+  if (args.Length() < 3 || !ToU64(iso, args[0], "bytes", &bytes) || !ToU64(iso, args[1], "mode", &mode) ||
+      !ToU64(iso, args[2], "reps", &reps))
+    return;
+  if (bytes == 0 || bytes % 4096 != 0 || mode > 2 || reps == 0 || reps > 1000)
+    return Throw(iso, EINVAL, "hostMapCost", "bytes must be a positive multiple of 4096, mode 0..2, reps 1..1000");
+  Local<v8::ArrayBuffer> out = v8::ArrayBuffer::New(iso, reps * 3 * sizeof(double));
+  double* t = static_cast<double*>(out->GetBackingStore()->Data());
+  int fd = -1;
+  for (uint64_t r = 0; r < reps; r++) {
+    if (fd < 0) {
+      fd = static_cast<int>(syscall(SYS_memfd_create, "morsel-bench", 0));
+      if (fd < 0) return Throw(iso, errno, "memfd_create", nullptr);
+      if (ftruncate(fd, static_cast<off_t>(bytes)) != 0 || (mode != 2 && posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0)) {
+        int err = errno;
+        close(fd);
+        return Throw(iso, err, "ftruncate", nullptr);
+      }
+    }
+    struct timespec t0, t1, t2, t3;
+    int flags = MAP_SHARED | (mode == 1 ? MAP_POPULATE : 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (p == MAP_FAILED) {
+      int err = errno;
+      close(fd);
+      return Throw(iso, err, "mmap", nullptr);
+    }
+    volatile char* c = static_cast<volatile char*>(p);
+    char sink = 0;
+    if (mode == 2)
+      for (uint64_t off = 0; off < bytes; off += 4096) c[off] = 1;
+    else
+      for (uint64_t off = 0; off < bytes; off += 4096) sink ^= c[off];
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    munmap(p, bytes);
+    clock_gettime(CLOCK_MONOTONIC, &t3);
+    (void)sink;
+    t[3 * r] = NsBetween(t0, t1);
+    t[3 * r + 1] = NsBetween(t1, t2);
+    t[3 * r + 2] = NsBetween(t2, t3);
+    if (mode == 2) {
+      close(fd);  // the next repetition touches a fresh object
+      fd = -1;
+    }
+  }
+  if (fd >= 0) close(fd);
+  args.GetReturnValue().Set(v8::Float64Array::New(out, 0, reps * 3));
+}
+
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(g_live.load()));
 }
@@ -475,4 +538,5 @@ NODE_MODULE_INIT() {
   Export(context, exports, "futexWait", FutexWait);
   Export(context, exports, "futexWake", FutexWake);
   Export(context, exports, "forkCost", ForkCost);
+  Export(context, exports, "hostMapCost", HostMapCost);
 }
