@@ -2,7 +2,8 @@
 import type { Order } from '../../src/morsel/order.js';
 
 export type Stage = 'datasource' | 'checksum' | 'sender';
-export type PipelineVariant = 'morsel' | 'conventional';
+/** transferable: a plain ArrayBuffer per buffer, moved between stage threads by postMessage transfer (V8's zero-copy hand-off). */
+export type PipelineVariant = 'morsel' | 'conventional' | 'transferable';
 export const COMPONENTS = ['alloc', 'map', 'faults', 'work', 'unmap'] as const;
 export type Component = (typeof COMPONENTS)[number];
 
