@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Memory } from '../src/memory.js';
@@ -192,4 +193,41 @@ test('fast-check: clone / write / read / destroy on several copies against a mod
     { numRuns: 60 },
   );
   assert.ok(orderBytes(2) > 1023 * 2 * PAGE_SIZE);
+});
+
+test('two workers write-faulting the same shared pages at once: one copy wins per table and page, no frame leaked', async () => {
+  const m = Memory.volatile(64 * MiB);
+  const start = freeFrames(m);
+  const pages = 2048; // 4 level-1 tables
+  const src = m.morsels.create(2);
+  for (let p = 0; p < pages; p++) m.morsels.write(src, p * PAGE_SIZE + 100, Uint8Array.of(p & 0xff));
+  const c = m.morsels.clone(src);
+  const space = m.createSpace({ levels: 4 });
+  const base = space.map(c);
+  const barrier = new SharedArrayBuffer(8);
+  const workers = [0, 1].map(
+    (worker) => new Worker(new URL('./workers/cow-writer.js', import.meta.url), { workerData: { region: m.share(), space: space.share(), base, pages, barrier, worker } }),
+  );
+  const gate = new Int32Array(barrier);
+  while (Atomics.load(gate, 0) < workers.length) await new Promise((r) => setTimeout(r, 1));
+  Atomics.store(gate, 1, 1);
+  Atomics.notify(gate, 1);
+  const results = await Promise.all(workers.map((w) => new Promise<{ cowFaults: number }>((res, rej) => w.once('message', res).once('error', rej))));
+  assert.ok(results.reduce((n, r) => n + r.cowFaults, 0) >= pages / 512, 'the writes took copy-on-write faults');
+  for (let p = 0; p < pages; p++) {
+    const got = bytesAt(m, c, p * PAGE_SIZE, 101);
+    assert.deepEqual([got[0], got[1], got[100]], [1, 2, p & 0xff], `page ${p}: both writes and the old byte, in one copy`);
+    assert.deepEqual(bytesAt(m, src, p * PAGE_SIZE, 2), Uint8Array.of(0, 0), `page ${p}: the source never sees them`);
+  }
+  const s = m.morsels.stats(c);
+  assert.equal(s.dataPages, pages);
+  assert.equal(s.sharedFrames, 0, 'every table and page of the clone is private now');
+  assert.equal(m.morsels.stats(src).sharedFrames, 0);
+  const report = checkRegion(m);
+  assert.ok(report.ok, JSON.stringify(report.problems.slice(0, 3)));
+  space.unmap(base);
+  space.destroy();
+  m.morsels.destroy(c);
+  m.morsels.destroy(src);
+  assert.equal(freeFrames(m), start, 'losing copies were freed');
 });
