@@ -93,9 +93,23 @@ export interface Finding {
   reachTrusted: boolean;
 }
 
+/**
+ * What a reached frame holds (Scan.kinds): registry tables and other
+ * metadata of the layers (live table, names, reservations, usage counts),
+ * page tables (of morsels and address spaces), data pages (a morsel's pages;
+ * an order-0 morsel's root and a meta morsel's page count as data, as
+ * Morsels.stats counts them). KIND_NONE: not reached.
+ */
+export const KIND_NONE = 0;
+export const KIND_REGISTRY = 1;
+export const KIND_TABLE = 2;
+export const KIND_DATA = 3;
+
 export interface Scan {
   /** 1 for every frame some live structure references */
   used: Uint8Array;
+  /** KIND_* of every frame (KIND_NONE where used is 0) */
+  kinds: Uint8Array;
   frames: number;
   morsels: number;
   spaces: number;
@@ -144,6 +158,7 @@ export interface ScanContext {
 
 class Scanner implements ScanContext {
   readonly used: Uint8Array;
+  readonly kinds: Uint8Array;
   readonly findings: Finding[] = [];
   frames = 0;
   morsels = 0;
@@ -158,6 +173,7 @@ class Scanner implements ScanContext {
 
   constructor(readonly region: Region) {
     this.used = new Uint8Array(region.frameCount);
+    this.kinds = new Uint8Array(region.frameCount);
     this.first = firstAllocatableFrame(region.frameCount);
   }
 
@@ -202,6 +218,7 @@ class Scanner implements ScanContext {
       return false;
     }
     this.used[frame] = 1;
+    this.kinds[frame] = KIND_REGISTRY; // page tables and data pages are re-marked by their walks
     this.frames++;
     return true;
   }
@@ -308,6 +325,7 @@ class Scanner implements ScanContext {
       this.find('META_NO_DATA', `${what} has no data morsel (interrupted destroy)`, where, unregister);
       return;
     }
+    this.kinds[page] = KIND_DATA;
     let data: DecodedId;
     let address: number;
     let size: number;
@@ -335,6 +353,7 @@ class Scanner implements ScanContext {
   /** The tables and pages below an already-referenced morsel root. */
   private subtree(d: DecodedId, what: string): void {
     this.roots.set(d.rootFrame, d.order);
+    this.kinds[d.rootFrame] = d.order === 0 ? KIND_DATA : KIND_TABLE;
     if (d.order === 0) return;
     const walk = (table: number, level: number): void => {
       this.path.push(table);
@@ -343,7 +362,9 @@ class Scanner implements ScanContext {
         const hi = this.region.loadHi(table as Frame, idx);
         const where = `${what}: level-${level} table ${table}[${idx}]`;
         const child = this.inner(table, idx, lo, hi, where);
-        if (child !== null && this.ref(child, where, { table, index: idx, lo, hi }) && level > 1) walk(child, level - 1);
+        if (child === null || !this.ref(child, where, { table, index: idx, lo, hi })) continue;
+        this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;
+        if (level > 1) walk(child, level - 1);
       }
       this.path.pop();
     };
@@ -366,7 +387,10 @@ class Scanner implements ScanContext {
       return;
     }
     this.spaces++;
-    if (this.ref(key, where, { table, index: idx, lo, hi })) this.space(key, levels);
+    if (this.ref(key, where, { table, index: idx, lo, hi })) {
+      this.kinds[key] = KIND_TABLE;
+      this.space(key, levels);
+    }
   }
 
   /**
@@ -432,7 +456,10 @@ class Scanner implements ScanContext {
           continue;
         }
         const child = this.inner(table, idx, lo, hi, where);
-        if (child !== null && this.ref(child, where, fix)) walk(child, level - 1);
+        if (child !== null && this.ref(child, where, fix)) {
+          this.kinds[child] = KIND_TABLE;
+          walk(child, level - 1);
+        }
       }
       this.path.pop();
     };
@@ -462,7 +489,7 @@ export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   }
   s.visitors(!opts.spaces);
   s.otherRoots();
-  return { used: s.used, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+  return { used: s.used, kinds: s.kinds, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
 }
 
 export interface Reachable {
