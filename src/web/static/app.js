@@ -166,7 +166,7 @@ function renderMorsel(tables) {
 
 /** One table as a 32 x 16 grid: shade = how full the child is (leaf tables: a data page is present). */
 function levelGrid(t, depth, current) {
-  const cell = current ? 12 : 5;
+  const cell = current ? 12 : 7;
   const grid = svg('svg', { width: GRID_COLUMNS * cell, height: GRID_ROWS * cell, class: 'table-grid', 'data-level': t.level, 'data-present': t.present });
   const byIndex = new Map(t.entries.map((e) => [e.index, e]));
   const chosen = state.path[depth];
@@ -244,11 +244,11 @@ function renderFrames(f) {
     const y = Math.floor(c / columns) * size;
     let total = 0;
     for (let j = 0; j < k; j++) total += f.counts[c * k + j];
-    let top = y + size;
+    let top = y + size - 1;
     for (let j = 0; j < k; j++) { // stacked: each class's share of the cell, free on top
-      const h = total === 0 ? 0 : (size * f.counts[c * k + (k - 1 - j)]) / total;
+      const h = total === 0 ? 0 : ((size - 1) * f.counts[c * k + (k - 1 - j)]) / total;
       ctx.fillStyle = CLASS_COLOURS[f.classes[k - 1 - j]];
-      ctx.fillRect(x, top - h, size, h + 0.5);
+      ctx.fillRect(x, top - h, size - 1, h + 0.5); // a 1-pixel gap between cells
       top -= h;
     }
   }
