@@ -8,7 +8,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as path from 'node:path';
+import { Memory } from '../src/memory.js';
+import { namesTree } from '../src/web/inspect.js';
 import { startWeb, MAX_SSE_CLIENTS, MAX_URL_BYTES, EVENT_INTERVAL_MS, type WebServer } from '../src/web/server.js';
 import { ENTRIES_PER_TABLE } from '../src/paging/walk.js';
 import { PAGE_SIZE } from '../src/units.js';
@@ -223,4 +227,40 @@ test('the server never writes the region: bytes and mtime unchanged, check passe
   const check = morsel(['check', '--region', built.region, '--json']);
   assert.equal(check.status, 0, check.out + check.err);
   assert.equal(check.json.ok, true);
+});
+
+test('the names tree is cut at its bound and says so', () => {
+  const m = Memory.open(built.region, { mode: 'readonly' });
+  try {
+    const all = namesTree(m, { deep: true });
+    assert.equal(all.truncated, false);
+    const cut = namesTree(m, { deep: true, maxNodes: 3 });
+    assert.equal(cut.truncated, true);
+    assert.equal(cut.nodes, 3);
+    assert.ok(all.nodes > 3);
+  } finally {
+    m.close();
+  }
+});
+
+test('the evaluation report is linked and served read-only when it exists', async () => {
+  const dir = tmpDir('morsel-web-report-');
+  fs.writeFileSync(path.join(dir, 'index.html'), '<h1>the report</h1>');
+  fs.writeFileSync(path.join(dir, 'results.json'), '{"suites":[]}');
+  fs.writeFileSync(path.join(dir, 'secret.txt'), 'not served');
+  const withReport = await startWeb({ regionPath: built.region, port: 0, reportDir: dir });
+  try {
+    const get2 = (t: string) => request(withReport.port, t);
+    assert.equal((await get('/api/region')).json.report, null, 'no report: no link');
+    assert.equal((await get('/report/')).status, 404);
+    assert.equal((await get2('/api/region')).json.report, '/report/');
+    const page = await get2('/report/');
+    assert.equal(page.status, 200);
+    assert.equal(page.body, '<h1>the report</h1>');
+    assert.deepEqual((await get2('/report/results.json')).json, { suites: [] });
+    for (const t of ['/report/secret.txt', '/report/../secret.txt', '/report/%2e%2e/web.region']) assert.equal((await get2(t)).status, 404, t);
+    assert.equal((await request(withReport.port, '/report/', { method: 'PUT', body: 'x' })).status, 405);
+  } finally {
+    await withReport.close();
+  }
 });

@@ -99,17 +99,18 @@ const octal = (mode: number): string => '0' + mode.toString(8).padStart(3, '0');
 const childPath = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
 
 /**
- * The namespace from `/` as a tree, depth first, at most MAX_TREE_NODES
- * names (then `truncated`). `deep`: each morsel is also walked for its
+ * The namespace from `/` as a tree, depth first, at most `maxNodes`
+ * (default MAX_TREE_NODES) names (then `truncated`). `deep`: each morsel is also walked for its
  * populated pages and table frames (O(its frames)); without, only the
  * records and usage counts are read (the change summary).
  */
-export function namesTree(m: Memory, opts: { deep: boolean }): { root: NameNode; nodes: number; truncated: boolean } {
-  const budget = { left: MAX_TREE_NODES, truncated: false };
+export function namesTree(m: Memory, opts: { deep: boolean; maxNodes?: number }): { root: NameNode; nodes: number; truncated: boolean } {
+  const maxNodes = opts.maxNodes ?? MAX_TREE_NODES;
+  const budget = { left: maxNodes, truncated: false };
   const rootStat = m.names.stat('/');
   const root: NameNode = { name: '/', path: '/', kind: 'dir', mode: octal(rootStat.mode), uid: rootStat.uid, gid: rootStat.gid, sizeBytes: 0 };
   fillDir(m, root, opts.deep, budget, MAX_TREE_DEPTH);
-  return { root, nodes: MAX_TREE_NODES - budget.left, truncated: budget.truncated };
+  return { root, nodes: maxNodes - budget.left, truncated: budget.truncated };
 }
 
 function fillDir(m: Memory, dir: NameNode, deep: boolean, budget: { left: number; truncated: boolean }, depthLeft: number): void {
