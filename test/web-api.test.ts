@@ -264,3 +264,15 @@ test('the evaluation report is linked and served read-only when it exists', asyn
     await withReport.close();
   }
 });
+
+test('morsel web: typed errors and exit statuses before it serves', () => {
+  const missing = morsel(['web', '--region', path.join(tmpDir('morsel-web-none-'), 'nope.region'), '--port', '0', '--json']);
+  assert.equal(missing.status, 3, missing.out + missing.err);
+  assert.equal(missing.json.error.code, 'ENOENT');
+  const badPort = morsel(['web', '--region', built.region, '--port', '99999', '--json']);
+  assert.equal(badPort.status, 2);
+  assert.equal(badPort.json.error.code, 'EINVAL');
+  const busy = morsel(['web', '--region', built.region, '--port', String(web.port), '--json']);
+  assert.equal(busy.status, 7, busy.out + busy.err);
+  assert.equal(busy.json.error.code, 'EBUSY');
+});
