@@ -52,7 +52,7 @@ test('npm pack: a consumer installs the tarball, type-checks under NodeNext, run
     assert.ok(fs.existsSync(path.join(root, 'dist', 'src', 'index.d.ts')), 'built before packing (npm test builds first)');
     const packed = JSON.parse(sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], root)) as { filename: string; files: { path: string }[] }[];
     const files = packed[0].files.map((f) => f.path);
-    for (const want of ['package.json', 'README.md', 'bin/morsel.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'binding.gyp', 'src/physical/native/mmap.cc', 'guest/hwcheck.asm']) {
+    for (const want of ['package.json', 'README.md', 'bin/morsel.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'binding.gyp', 'src/physical/native/mmap.cc', 'guest/hwcheck.asm', 'src/web/static/index.html', 'src/web/static/app.js', 'src/web/static/style.css']) {
       assert.ok(files.includes(want), `tarball has ${want}`);
     }
     const stray = files.filter((f) => /^(bench|test|dist\/(bench|test))\/|\.map$|^src\/.*\.ts$|^build\//.test(f));

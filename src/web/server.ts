@@ -298,10 +298,19 @@ class WebApp {
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Content-Type-Options': 'nosniff' });
     const stream: Stream = { res };
     this.streams.add(stream);
-    req.on('close', () => this.streams.delete(stream));
+    req.on('close', () => this.dropStream(stream));
     this.write(stream, `retry: 1000\nid: ${this.eventId}\nevent: summary\ndata: ${this.summaryText()}\n\n`);
     this.ticker ??= setTimeout(() => this.tick(), EVENT_INTERVAL_MS);
     this.heartbeat ??= setInterval(() => this.broadcast(': heartbeat\n\n'), HEARTBEAT_MS);
+  }
+
+  /** Forgets a closed stream; the last one stops the heartbeat (the ticker stops by itself). */
+  private dropStream(s: Stream): void {
+    this.streams.delete(s);
+    if (this.streams.size === 0 && this.heartbeat !== null) {
+      clearInterval(this.heartbeat);
+      this.heartbeat = null;
+    }
   }
 
   /** One round: sends the summary to every stream if it changed, then schedules the next round while any stream is open. */
@@ -328,7 +337,7 @@ class WebApp {
   /** Writes to one stream; a client that stopped reading is dropped. */
   private write(s: Stream, chunk: string): void {
     if (s.res.writableLength > MAX_SSE_BACKLOG_BYTES) {
-      this.streams.delete(s);
+      this.dropStream(s);
       s.res.destroy();
       return;
     }
