@@ -52,7 +52,7 @@ test('npm pack: a consumer installs the tarball, type-checks under NodeNext, run
     assert.ok(fs.existsSync(path.join(root, 'dist', 'src', 'index.d.ts')), 'built before packing (npm test builds first)');
     const packed = JSON.parse(sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], root)) as { filename: string; files: { path: string }[] }[];
     const files = packed[0].files.map((f) => f.path);
-    for (const want of ['package.json', 'README.md', 'bin/morsel.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'binding.gyp', 'src/physical/native/mmap.cc', 'guest/hwcheck.asm']) {
+    for (const want of ['package.json', 'README.md', 'bin/morsel.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli/main.js', 'binding.gyp', 'src/physical/native/mmap.cc', 'guest/hwcheck.asm', 'src/web/static/index.html', 'src/web/static/app.js', 'src/web/static/style.css']) {
       assert.ok(files.includes(want), `tarball has ${want}`);
     }
     const stray = files.filter((f) => /^(bench|test|dist\/(bench|test))\/|\.map$|^src\/.*\.ts$|^build\//.test(f));
@@ -62,8 +62,13 @@ test('npm pack: a consumer installs the tarball, type-checks under NodeNext, run
     fs.mkdirSync(app);
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     sh('npm', ['install', '--no-save', '--prefer-offline', path.join(dir, packed[0].filename)], app);
-    const installed = fs.readdirSync(path.join(app, 'node_modules')).filter((n) => !n.startsWith('.'));
-    assert.deepEqual(installed.sort(), ['morsel', ...Object.keys(pkg.dependencies)].sort(), 'only the runtime dependencies are installed');
+    const top = fs.readdirSync(path.join(app, 'node_modules')).filter((n) => !n.startsWith('.'));
+    // Scoped packages sit one level down (@scope/name); a native dependency brings its platform build (name-linux-x64-gnu).
+    const installed = top.flatMap((n) => (n.startsWith('@') ? fs.readdirSync(path.join(app, 'node_modules', n)).map((c) => `${n}/${c}`) : [n]));
+    const deps = ['morsel', ...Object.keys(pkg.dependencies)];
+    const extra = installed.filter((n) => !deps.includes(n) && !deps.some((d) => n.startsWith(`${d}-`)));
+    assert.deepEqual(extra, [], 'only the runtime dependencies (and their platform builds) are installed');
+    for (const d of deps) assert.ok(installed.includes(d), `${d} is installed`);
 
     fs.writeFileSync(path.join(app, 'main.ts'), CONSUMER_TS);
     const types = path.join(root, 'node_modules', '@types'); // a consumer brings its own @types/node

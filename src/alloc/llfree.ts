@@ -720,6 +720,31 @@ export class AllocatorView {
     return (this.m.bits[(frame >>> CHILD_SHIFT) * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
   }
 
+  /** Children (2 MiB areas of CHILD_FRAMES frames) the bitfields cover. */
+  get children(): number {
+    return this.m.children;
+  }
+
+  /**
+   * Allocated frames of child `c` (0 <= c < children) by its bitfield, all
+   * of them when it is huge. Plain reads: a snapshot, as isAllocated.
+   */
+  allocatedInChild(c: number): number {
+    if (childIsHuge(this.m.childCounters[c])) return CHILD_FRAMES;
+    return countSet(this.m.bits, c * BITFIELD_WORDS);
+  }
+
+  /**
+   * Sum of the child counters' free fields: every order-0 allocation and
+   * free changes it, also those inside another thread's or process's
+   * reservation (which the tree counters do not show). Plain reads, O(children).
+   */
+  childFreeSum(): number {
+    let sum = 0;
+    for (let c = 0; c < this.m.children; c++) sum += childFree(this.m.childCounters[c]);
+    return sum;
+  }
+
   /** Children marked huge (allocated whole as order-9 frames). */
   hugeChildren(): number[] {
     const out: number[] = [];

@@ -95,11 +95,25 @@ export interface Finding {
   reachTrusted: boolean;
 }
 
+/**
+ * What a reached frame holds (Scan.kinds): registry tables and other
+ * metadata of the layers (live table, names, reservations, usage counts),
+ * page tables (of morsels and address spaces), data pages (a morsel's pages;
+ * an order-0 morsel's root and a meta morsel's page count as data, as
+ * Morsels.stats counts them). KIND_NONE: not reached.
+ */
+export const KIND_NONE = 0;
+export const KIND_REGISTRY = 1;
+export const KIND_TABLE = 2;
+export const KIND_DATA = 3;
+
 export interface Scan {
   /** 1 for every frame some live structure references */
   used: Uint8Array;
   /** frames shared by copy-on-write (referenced by 2 or more write-protected morsel entries) -> references */
   shared: Map<number, number>;
+  /** KIND_* of every frame (KIND_NONE where used is 0) */
+  kinds: Uint8Array;
   frames: number;
   morsels: number;
   spaces: number;
@@ -148,6 +162,7 @@ export interface ScanContext {
 
 class Scanner implements ScanContext {
   readonly used: Uint8Array;
+  readonly kinds: Uint8Array;
   readonly findings: Finding[] = [];
   frames = 0;
   morsels = 0;
@@ -164,6 +179,7 @@ class Scanner implements ScanContext {
 
   constructor(readonly region: Region) {
     this.used = new Uint8Array(region.frameCount);
+    this.kinds = new Uint8Array(region.frameCount);
     this.first = firstAllocatableFrame(region.frameCount);
   }
 
@@ -208,6 +224,7 @@ class Scanner implements ScanContext {
       return false;
     }
     this.used[frame] = 1;
+    this.kinds[frame] = KIND_REGISTRY; // page tables and data pages are re-marked by their walks
     this.frames++;
     return true;
   }
@@ -314,6 +331,7 @@ class Scanner implements ScanContext {
       this.find('META_NO_DATA', `${what} has no data morsel (interrupted destroy)`, where, unregister);
       return;
     }
+    this.kinds[page] = KIND_DATA;
     let data: DecodedId;
     let address: number;
     let size: number;
@@ -359,6 +377,7 @@ class Scanner implements ScanContext {
   /** The tables and pages below an already-referenced morsel root. */
   private subtree(d: DecodedId, what: string): void {
     this.roots.set(d.rootFrame, d.order);
+    this.kinds[d.rootFrame] = d.order === 0 ? KIND_DATA : KIND_TABLE;
     if (d.order === 0) return;
     const walk = (table: number, level: number): void => {
       this.path.push(table);
@@ -367,7 +386,9 @@ class Scanner implements ScanContext {
         const hi = this.region.loadHi(table as Frame, idx);
         const where = `${what}: level-${level} table ${table}[${idx}]`;
         const child = this.inner(table, idx, lo, hi, where, true);
-        if (child !== null && this.morselRef(child, lo, where, { table, index: idx, lo, hi }) && level > 1) walk(child, level - 1);
+        if (child === null || !this.morselRef(child, lo, where, { table, index: idx, lo, hi })) continue;
+        this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;
+        if (level > 1) walk(child, level - 1);
       }
       this.path.pop();
     };
@@ -385,7 +406,10 @@ class Scanner implements ScanContext {
       return;
     }
     this.spaces++;
-    if (this.ref(key, where, { table, index: idx, lo, hi })) this.space(key, levels);
+    if (this.ref(key, where, { table, index: idx, lo, hi })) {
+      this.kinds[key] = KIND_TABLE;
+      this.space(key, levels);
+    }
   }
 
   /**
@@ -451,7 +475,10 @@ class Scanner implements ScanContext {
           continue;
         }
         const child = this.inner(table, idx, lo, hi, where);
-        if (child !== null && this.ref(child, where, fix)) walk(child, level - 1);
+        if (child !== null && this.ref(child, where, fix)) {
+          this.kinds[child] = KIND_TABLE;
+          walk(child, level - 1);
+        }
       }
       this.path.pop();
     };
@@ -488,7 +515,7 @@ export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   s.otherRoots();
   const shared = new Map<number, number>();
   for (const [frame, refs] of s.sharedRefs) if (refs > 1) shared.set(frame, refs);
-  return { used: s.used, shared, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+  return { used: s.used, shared, kinds: s.kinds, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
 }
 
 export interface Reachable {
