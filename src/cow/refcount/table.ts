@@ -417,7 +417,7 @@ export abstract class TableBase implements RefCountTable {
       const s = this.snapshot();
       if (stateLog2(s) === 0) {
         if (delta < 0) return 0;
-        this.initialize();
+        this.unguarded(() => this.initialize());
         continue;
       }
       const arr = this.home(h);
@@ -465,15 +465,23 @@ export abstract class TableBase implements RefCountTable {
   private makeRoom(s: number): void {
     if (stateResizing(s)) {
       for (let b = 0; b < this.old!.buckets; b++) this.migrateOld(b);
-      this.exit(); // finishing waits for writers: not as one of them
-      try {
-        this.finishResize(s);
-      } finally {
-        this.enter();
-      }
+      this.unguarded(() => this.finishResize(s));
       return;
     }
-    if (!this.startResize(s, true)) throw new MorselError('ENOSPC', `no frames left to grow the ${this.kind} reference-count table`);
+    if (!this.unguarded(() => this.startResize(s, true))) throw new MorselError('ENOSPC', `no frames left to grow the ${this.kind} reference-count table`);
+  }
+
+  /**
+   * Runs `fn` outside this thread's write guard: whoever holds the resize
+   * lock may wait for the guards, so no writer waits for that lock inside one.
+   */
+  private unguarded<T>(fn: () => T): T {
+    this.exit();
+    try {
+      return fn();
+    } finally {
+      this.enter();
+    }
   }
 
   // --- resize ---------------------------------------------------------------------
