@@ -295,5 +295,9 @@ export class ChainedTable extends TableBase {
   protected overloaded(entries: number, arr: BucketArray): boolean {
     return entries > MAX_LOAD * arr.buckets;
   }
+
+  protected load(entries: number, arr: BucketArray): number {
+    return entries / (arr.buckets);
+  }
 }
 

@@ -179,4 +179,8 @@ export class RosebushTable extends TableBase {
   protected overloaded(entries: number, arr: BucketArray): boolean {
     return entries > MAX_LOAD * SLOTS * arr.buckets;
   }
+
+  protected load(entries: number, arr: BucketArray): number {
+    return entries / (SLOTS * arr.buckets);
+  }
 }

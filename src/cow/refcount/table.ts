@@ -61,8 +61,22 @@ export interface RefCountStats {
   storageBytes: number;
   bytesPerEntry: number;
   resizing: boolean;
+  /** cache-line-distinct reads on this instance's lookup path (directory, buckets, chain steps) */
   probes: number;
+  /** get() calls on this instance */
   lookups: number;
+  /** entries per slot (rosebush) or per bucket (chained) of the current array */
+  loadFactor: number;
+  /** fraction of the old array's buckets handed out for migration (1 when not resizing) */
+  resizeProgress: number;
+}
+
+/** Largest key: frame + 1 must stay a positive int32. */
+export const MAX_FRAME = 2 ** 31 - 2;
+
+/** EINVAL unless `frame` is a frame number the tables can key (an integer in 0..MAX_FRAME). */
+export function checkKey(frame: number): void {
+  check(Number.isInteger(frame) && frame >= 0 && frame <= MAX_FRAME, 'EINVAL', () => `frame ${frame} is not a frame number (0..${MAX_FRAME})`);
 }
 
 export interface RefCountTable {
@@ -180,6 +194,8 @@ export abstract class TableBase implements RefCountTable {
   protected abstract forEachIn(arr: BucketArray, visit: (key: number, count: number) => void, skipMigrated: boolean): void;
   /** Whether `entries` warrant doubling `arr`. */
   protected abstract overloaded(entries: number, arr: BucketArray): boolean;
+  /** Entries per slot (or per bucket) of `arr`. */
+  protected abstract load(entries: number, arr: BucketArray): number;
   /** Storage besides the bucket arrays (pool segments): frames and orders. */
   protected forEachExtraSegment(_visit: (frame: number, order: 0 | 9) => void): void {}
   /** Called with the resize lock held on a new table (allocate the pool); ENOSPC leaves nothing allocated. */
@@ -301,7 +317,7 @@ export abstract class TableBase implements RefCountTable {
   // --- the interface ------------------------------------------------------------------
 
   get(frame: number): number {
-    this.region.checkFrame(frame);
+    checkKey(frame);
     this.lookups++;
     const key = (frame + 1) | 0;
     const h = hashFrame(frame);
@@ -358,7 +374,7 @@ export abstract class TableBase implements RefCountTable {
   }
 
   increment(frame: number): number {
-    this.region.checkFrame(frame);
+    checkKey(frame);
     this.enter();
     let r: number;
     try {
@@ -371,7 +387,7 @@ export abstract class TableBase implements RefCountTable {
   }
 
   decrement(frame: number): number {
-    this.region.checkFrame(frame);
+    checkKey(frame);
     this.enter();
     let r: number;
     try {
@@ -385,7 +401,7 @@ export abstract class TableBase implements RefCountTable {
 
   incrementMany(frames: ArrayLike<number>, count: number): void {
     check(Number.isInteger(count) && count >= 0 && count <= frames.length, 'EINVAL', () => `count ${count} outside 0..${frames.length}`);
-    for (let i = 0; i < count; i++) this.region.checkFrame(frames[i]);
+    for (let i = 0; i < count; i++) checkKey(frames[i]);
     let done = 0;
     try {
       for (; done < count; done++) this.increment(frames[done]);
@@ -397,7 +413,7 @@ export abstract class TableBase implements RefCountTable {
 
   decrementMany(frames: ArrayLike<number>, count: number, onZero: (frame: number) => void): void {
     check(Number.isInteger(count) && count >= 0 && count <= frames.length, 'EINVAL', () => `count ${count} outside 0..${frames.length}`);
-    for (let i = 0; i < count; i++) this.region.checkFrame(frames[i]);
+    for (let i = 0; i < count; i++) checkKey(frames[i]);
     for (let i = 0; i < count; i++) if (this.decrement(frames[i]) === 0) onZero(frames[i]);
   }
 
@@ -647,7 +663,17 @@ export abstract class TableBase implements RefCountTable {
     const entries = this.aload(W_COUNT);
     let storageBytes = 0;
     if (stateLog2(s) !== 0) this.forEachStorageSegment((_f, order) => (storageBytes += order === 9 ? HUGE_BYTES : PAGE_SIZE));
-    return { entries, storageBytes, bytesPerEntry: entries === 0 ? 0 : storageBytes / entries, resizing: stateResizing(s), probes: this.probes, lookups: this.lookups };
+    const progress = this.old === null ? 1 : Math.min(1, this.aload(W_CURSOR) / this.old.buckets);
+    return {
+      entries,
+      storageBytes,
+      bytesPerEntry: entries === 0 ? 0 : storageBytes / entries,
+      resizing: stateResizing(s),
+      probes: this.probes,
+      lookups: this.lookups,
+      loadFactor: this.cur === null ? 0 : this.load(entries, this.cur),
+      resizeProgress: progress,
+    };
   }
 
   /** Resizes started over the table's life (diagnostics, bench). */
