@@ -37,13 +37,14 @@ const E_KEY = 1;
 const E_COUNT = 2;
 const SLOT_SHIFT = 17;
 const SLOT_MASK = (1 << SLOT_SHIFT) - 1;
-const SMALL_POOL_SEGS = 16;
+const SMALL_POOL_SEGS = 64;
 /** Double the bucket array beyond this many entries per bucket (rhashtable: 75%). */
 const MAX_LOAD = 0.75;
 /** Bound on a chain walk; a longer chain seen lock-free is a torn read, under the lock corruption. */
 const MAX_CHAIN = 1 << 16;
 
 interface PoolSeg {
+  frame: number;
   order: 0 | 9;
   words: Int32Array;
   base: number;
@@ -77,7 +78,7 @@ export class ChainedTable extends TableBase {
     for (let s = this.pool.length; s < n; s++) {
       const f = this.aload(dirWord(POOL_GROUP, s)) as Frame;
       const g = poolGeometry(s);
-      this.pool.push({ order: g.order, words: this.region.words(f), base: this.region.wordIndex(f, 0), entries: g.entries, bitmapWords: g.bitmapWords });
+      this.pool.push({ frame: f, order: g.order, words: this.region.words(f), base: this.region.wordIndex(f, 0), entries: g.entries, bitmapWords: g.bitmapWords });
     }
   }
 
@@ -149,6 +150,18 @@ export class ChainedTable extends TableBase {
       this.astore(W_POOL_SEGS, n + 1);
     } finally {
       this.aunlock(W_POOL_LOCK, lock);
+    }
+  }
+
+  /** A reset elsewhere may have freed and replaced the pool: keep only the cached segments the directory still names. */
+  protected override shapeChanged(): void {
+    const n = Math.min(this.pool.length, this.aload(W_POOL_SEGS));
+    let keep = 0;
+    while (keep < n && this.pool[keep].frame === this.aload(dirWord(POOL_GROUP, keep)) >>> 0) keep++;
+    this.pool.length = keep;
+    if (this.segHint >= keep) {
+      this.segHint = 0;
+      this.wordHint = 0;
     }
   }
 

@@ -76,7 +76,11 @@ export const MAX_FRAME = 2 ** 31 - 2;
 
 /** EINVAL unless `frame` is a frame number the tables can key (an integer in 0..MAX_FRAME). */
 export function checkKey(frame: number): void {
-  check(Number.isInteger(frame) && frame >= 0 && frame <= MAX_FRAME, 'EINVAL', () => `frame ${frame} is not a frame number (0..${MAX_FRAME})`);
+  if (!(frame >= 0 && frame <= MAX_FRAME && Math.floor(frame) === frame)) badKey(frame); // no closure on the hot path
+}
+
+function badKey(frame: number): never {
+  throw new MorselError('EINVAL', `frame ${frame} is not a frame number (0..${MAX_FRAME})`);
 }
 
 export interface RefCountTable {
@@ -95,7 +99,7 @@ export interface RefCountTable {
   forEach(visit: (frame: number, count: number) => void): void;
   /** Every 4 KiB frame the table's storage occupies (not the anchor), for recovery reachability. */
   forEachStorageFrame(visit: (frame: number) => void): void;
-  /** Drops all entries and frees all storage; the caller guarantees exclusive use. */
+  /** Drops all entries and frees all storage; the caller guarantees exclusive use (other instances may stay open, idle). */
   reset(): void;
   stats(): RefCountStats;
 }
@@ -202,6 +206,8 @@ export abstract class TableBase implements RefCountTable {
   protected initExtra(): void {}
   /** Frees extra storage (reset). */
   protected resetExtra(): void {}
+  /** The state changed (a resize, or a reset by another instance): drop cached views of extra storage that may be stale. */
+  protected shapeChanged(): void {}
 
   // --- anchor words --------------------------------------------------------------
 
@@ -271,6 +277,7 @@ export abstract class TableBase implements RefCountTable {
       const group = stateGroup(s);
       this.cur = log2 === 0 ? null : this.buildArray(log2, group);
       this.old = log2 !== 0 && stateResizing(s) ? this.buildArray(log2 - 1, 1 - group) : null;
+      this.shapeChanged();
       if (log2 !== 0) this.checkMagic();
       if (this.aload(W_STATE) === s) {
         this.cachedState = s;
@@ -321,6 +328,27 @@ export abstract class TableBase implements RefCountTable {
     this.lookups++;
     const key = (frame + 1) | 0;
     const h = hashFrame(frame);
+    // Fast path: a stable table whose shape this instance has cached.
+    const s = Atomics.load(this.anchorWords, this.anchorBase + W_STATE);
+    const arr = this.cur;
+    if (s === this.cachedState && this.old === null && arr !== null) {
+      const b = homeOf(h, arr.log2);
+      this.locate(arr, b);
+      const words = this.bw;
+      const i = this.bi;
+      const w = Atomics.load(words, i);
+      if (!isLocked(w)) {
+        const c = this.find(arr, b, key);
+        if (c !== RACY && Atomics.load(words, i) === w && Atomics.load(this.anchorWords, this.anchorBase + W_STATE) === s) {
+          this.probes++; // the state word and directory
+          return c === 0 ? 1 : c;
+        }
+      }
+    }
+    return this.getSlow(frame, h, key);
+  }
+
+  private getSlow(frame: number, h: number, key: number): number {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const s = this.snapshot();
       this.probes++; // the state word and directory
