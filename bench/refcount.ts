@@ -350,11 +350,16 @@ function conclusion(p: RefcountParams, results: VariantResult[]): string {
   const cpus = (kind: string): number => med(`${kind} 2 threads`, 'effective_cpus', faultN);
   const small = Math.min(...p.sizes);
   const smallR = med('chained', 'lookup_ns', small) / med('rosebush', 'lookup_ns', small);
+  const atFault = med('chained', 'lookup_ns', faultN) / med('rosebush', 'lookup_ns', faultN);
   return (
     `Conclusion (from this run's medians): at ${fmtN(faultN)} entries ${wins(faultN)}; at ${fmtN(maxN)} ${wins(maxN)}. ` +
     `Why: a rosebush lookup reads ${pr.toFixed(2)} cache lines on average at ${fmtN(maxN)} (state word, then the home bucket whose 7 inline keys are scanned in one line; a second bucket only for keys that overflowed), a chained lookup ${pc.toFixed(2)} (state word, bucket head, then one dependent line per chain step), ` +
     `and stores ${br.toFixed(1)} vs ${bc.toFixed(1)} bytes per counter (8-byte slots in shared lines vs a 16-byte node plus an 8-byte bucket). ` +
-    `The gap ${smallR >= 1 ? 'is smaller' : 'reverses'} when the table fits in cache (${fmtN(small)}: ${smallR.toFixed(2)}x), where dependent accesses hit L1/L2. ` +
+    (smallR < 1
+      ? `With the table in cache (${fmtN(small)}) the order reverses (chained ${(1 / smallR).toFixed(2)}x): dependent accesses then hit L1/L2 and rosebush's longer bucket scan costs more. `
+      : smallR < atFault
+        ? `The gap narrows with the table in cache (${fmtN(small)}: ${smallR.toFixed(2)}x), where dependent accesses hit L1/L2. `
+        : `The gap stays with the table in cache (${fmtN(small)}: ${smallR.toFixed(2)}x): each chain step is a dependent load even from L1/L2. `) +
     `Two threads scale lookups ${two('rosebush').toFixed(2)}x (rosebush) and ${two('chained').toFixed(2)}x (chained) with ${cpus('rosebush').toFixed(2)} and ${cpus('chained').toFixed(2)} effective CPUs` +
     (Math.min(cpus('rosebush'), cpus('chained')) < 1.5 ? ' (below 1.5: the threads were time-sliced by other load, so the 2-thread figures understate both tables)' : ': lookups take no lock and write nothing shared') +
     '.'

@@ -6,9 +6,10 @@
  *
  * int32 words (16 words = one 64-byte cache line):
  *
- *   line 0     magic (kind), state, migration cursor, resize lock, pool lock,
- *              pool segment count, resize count
- *   line 1     entry count (own line: every insert and removal adds to it)
+ *   line 0     magic (kind), state, resize lock, pool lock, pool segment
+ *              count, resize count (read by every lookup, written rarely)
+ *   line 1     entry count and migration cursor (written by inserts,
+ *              removals and migrating updates)
  *   lines 2-15 write guards: one counter per shard of writer threads
  *   256..511   directory of bucket-array group 0 (segment base frames)
  *   512..767   directory of bucket-array group 1
@@ -25,7 +26,7 @@
  */
 export const W_MAGIC = 0;
 export const W_STATE = 1;
-export const W_CURSOR = 2;
+export const W_CURSOR = 17;
 export const W_RESIZE_LOCK = 3;
 export const W_POOL_LOCK = 4;
 export const W_POOL_SEGS = 5;
