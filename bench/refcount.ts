@@ -209,7 +209,7 @@ function resizeRep(t: RefCountTable, faultN: number, keys: Int32Array, random: I
   t.reset();
 }
 
-const resizesOf = (t: RefCountTable): number => (t as unknown as { resizes: number }).resizes;
+const resizesOf = (t: RefCountTable): number => t.stats().resizes;
 
 export async function runRefcount(opts: RunOptions, p: RefcountParams = refcountParams(opts.quick)): Promise<ExperimentResult> {
   const faultN = p.faultN;

@@ -69,6 +69,8 @@ export interface RefCountStats {
   loadFactor: number;
   /** fraction of the old array's buckets handed out for migration (1 when not resizing) */
   resizeProgress: number;
+  /** resizes started since the table was created (or reset) */
+  resizes: number;
 }
 
 /** Largest key: frame + 1 must stay a positive int32. */
@@ -99,6 +101,8 @@ export interface RefCountTable {
   forEach(visit: (frame: number, count: number) => void): void;
   /** Every 4 KiB frame the table's storage occupies (not the anchor), for recovery reachability. */
   forEachStorageFrame(visit: (frame: number) => void): void;
+  /** Every storage allocation as the allocator sees it: base frame and order (recovery passes order-9 ones as huge children). */
+  forEachStorageSegment(visit: (frame: number, order: 0 | 9) => void): void;
   /** Drops all entries and frees all storage; the caller guarantees exclusive use (other instances may stay open, idle). */
   reset(): void;
   stats(): RefCountStats;
@@ -361,7 +365,7 @@ export abstract class TableBase implements RefCountTable {
 
   /** One lock-free read of key's count (0 absent, RACY to retry). */
   private readOnce(h: number, key: number): number {
-    let arr = this.cur!;
+    const arr = this.cur!;
     if (this.old !== null) {
       const ob = homeOf(h, this.old.log2);
       this.locate(this.old, ob);
@@ -701,12 +705,8 @@ export abstract class TableBase implements RefCountTable {
       lookups: this.lookups,
       loadFactor: this.cur === null ? 0 : this.load(entries, this.cur),
       resizeProgress: progress,
+      resizes: this.aload(W_RESIZES),
     };
-  }
-
-  /** Resizes started over the table's life (diagnostics, bench). */
-  get resizes(): number {
-    return this.aload(W_RESIZES);
   }
 }
 
