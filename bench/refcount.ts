@@ -299,6 +299,7 @@ function conclude(quick: boolean, p: RefcountParams, results: VariantResult[], u
   const rosebushBytes = (n: number): number => med('rosebush', 'bytes_per_counter', n);
   const bytesAtMax = rosebushBytes(Math.max(...p.sizes));
   const bytesRange = p.sizes.map(rosebushBytes);
+  const slotBytes = bytesAtMax * med('rosebush', 'load_factor', Math.max(...p.sizes)); // storage / slots, from the measured stats
   const claims = [
     claim(`rosebush vs chained, fault-path lookups (random present keys) at ${big.map(fmtN).join(', ')} entries (worst case)`, worstRatio, {
       goal: 1.5,
@@ -312,7 +313,7 @@ function conclude(quick: boolean, p: RefcountParams, results: VariantResult[], u
     claim(`rosebush bytes per shared counter at ${fmtN(Math.max(...p.sizes))} entries (lower is better)`, bytesAtMax, {
       goal: 12,
       met: bytesAtMax <= 12,
-      note: `over sizes ${p.sizes.map(fmtN).join(', ')}: ${bytesRange.map((b) => b.toFixed(1)).join(', ')} B (it depends on where N falls in the doubling cycle; a slot is 64/7 = 9.1 B); chained: ${p.sizes.map((n) => med('chained', 'bytes_per_counter', n).toFixed(1)).join(', ')} B`,
+      note: `over sizes ${p.sizes.map(fmtN).join(', ')}: ${bytesRange.map((b) => b.toFixed(1)).join(', ')} B, at load factors ${p.sizes.map((n) => med('rosebush', 'load_factor', n).toFixed(2)).join(', ')} (bytes per counter = bytes per slot / load factor; the load halves at every doubling); bytes per slot ${slotBytes.toFixed(1)}; chained: ${p.sizes.map((n) => med('chained', 'bytes_per_counter', n).toFixed(1)).join(', ')} B`,
     }),
     claim('storage for unshared frames (bytes; absent = count 1)', unsharedBytes, { goal: 0, met: unsharedBytes === 0, note: 'storage of a table after 1000 lookups of absent frames' }),
   ];

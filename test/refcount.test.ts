@@ -10,6 +10,7 @@ import type { HammerPlan } from './workers/refcount-worker.js';
 import { Memory } from '../src/memory.js';
 import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/cow/refcount/index.js';
 import { isMorselError } from '../src/errors.js';
+import { LOCK_TIMEOUT_MS } from '../src/cow/refcount/lock.js';
 import { MiB, type Frame } from '../src/units.js';
 
 const KINDS: RefTableKind[] = ['chained', 'rosebush'];
@@ -228,3 +229,23 @@ for (const kind of KINDS) {
     }
   });
 }
+
+test('a live holder keeping a bucket lock too long: ETIMEDOUT, then the lock works again', async () => {
+  const { m, anchor } = fresh();
+  const t = openRefCounts(m.region, m.alloc, anchor, { kind: 'rosebush' });
+  const target = 4000;
+  t.increment(target + 1); // storage exists
+  const w = new Worker(workerUrl, { workerData: { share: m.share(), anchor, kind: 'rosebush', hold: { frame: target, ms: LOCK_TIMEOUT_MS + 1500 } } });
+  const messages: unknown[] = [];
+  const done = new Promise((res, rej) => w.on('message', (msg) => (messages.push(msg), (msg as { done?: boolean }).done && res(msg))).once('error', rej));
+  while (messages.length === 0) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(messages[0], { locked: true });
+  const started = performance.now();
+  assert.throws(() => t.increment(target), (e) => isMorselError(e, 'ETIMEDOUT'));
+  assert.ok(performance.now() - started >= LOCK_TIMEOUT_MS, 'waited the bound out');
+  assert.equal(t.get(target + 1), 2, 'other buckets stay usable');
+  await done;
+  await w.terminate();
+  assert.equal(t.get(target), 2, "the holder's increment landed once it let go");
+  assert.equal(t.increment(target), 3);
+});

@@ -37,11 +37,24 @@ function gate(m: Memory, gateFrame: number): void {
 }
 
 if (!isMainThread) {
-  const { share, anchor, kind, plan, gateFrame } = workerData as { share: never; anchor: number; kind: RefTableKind; plan: HammerPlan; gateFrame: number };
+  const { share, anchor, kind, plan, gateFrame, hold } = workerData as { share: never; anchor: number; kind: RefTableKind; plan: HammerPlan; gateFrame: number; hold?: { frame: number; ms: number } };
   const m = Memory.attach(share);
-  const t = openRefCounts(m.region, m.alloc, anchor as Frame, { kind });
-  gate(m, gateFrame);
-  hammer(t, plan);
+  if (hold !== undefined) {
+    // A live holder: keeps the bucket lock of `frame` for `ms`, then finishes its increment.
+    const t = openRefCounts(m.region, m.alloc, anchor as Frame, {
+      kind,
+      onLocked: (f) => {
+        if (f !== hold.frame) return;
+        parentPort!.postMessage({ locked: true });
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, hold.ms);
+      },
+    });
+    t.increment(hold.frame);
+  } else {
+    const t = openRefCounts(m.region, m.alloc, anchor as Frame, { kind });
+    gate(m, gateFrame);
+    hammer(t, plan);
+  }
   m.alloc.release();
   parentPort!.postMessage({ done: true });
 } else if (process.send !== undefined) {
