@@ -26,6 +26,8 @@ export interface RefRun {
   keys: SharedArrayBuffer;
   from: number;
   to: number;
+  /** passes over keys[from..to) (lookup / increment / decrement: long enough runs for both threads to overlap) */
+  loops: number;
   /** [0] arrivals, [1] go generation */
   ctrl: SharedArrayBuffer;
   gen: number;
@@ -64,7 +66,8 @@ parentPort?.on('message', (msg: RefSetup | RefRun | { cmd: 'release' }) => {
   } else if (msg.cmd === 'run') {
     waitForGo(new Int32Array(msg.ctrl), msg.gen);
     const t0 = nowNs();
-    applyOp(table!, msg.op, new Int32Array(msg.keys), msg.from, msg.to);
+    const keys = new Int32Array(msg.keys);
+    for (let l = 0; l < msg.loops; l++) applyOp(table!, msg.op, keys, msg.from, msg.to);
     parentPort!.postMessage({ t0, t1: nowNs() } satisfies RefRunResult);
   } else {
     memory?.alloc.release();

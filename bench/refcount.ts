@@ -17,6 +17,7 @@
  * (stats().probes: the state/directory word, each bucket line, each chain
  * step); bytes per counter is storage bytes / entries.
  */
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/cow/refcount/index.js';
 import type { Memory } from '../src/memory.js';
@@ -29,6 +30,8 @@ import { nowNs, type ExperimentResult, type VariantResult } from './stats.js';
 const KINDS: readonly RefTableKind[] = ['rosebush', 'chained'];
 const WORKER = new URL('./refcount-worker.js', import.meta.url);
 const KEY_MULTIPLIER = 0x2545f491;
+/** Passes over the random keys per thread run: ~50 ms, so the two threads' runs overlap despite start skew. */
+const THREAD_LOOPS = 4;
 const KEY_MASK = 0x3fffffff;
 
 export interface RefcountParams {
@@ -91,6 +94,7 @@ function singleThreadRep(t: RefCountTable, n: number, keys: Int32Array, random: 
   push(s, `${k}/insert`, timed(t, 'insert', keys, n));
   const st = t.stats();
   push(s, `${k}/bytes`, st.bytesPerEntry);
+  push(s, `${k}/storage`, st.storageBytes);
   push(s, `${k}/load`, st.loadFactor);
   const before = t.stats();
   push(s, `${k}/lookup`, timed(t, 'lookup', random));
@@ -121,15 +125,15 @@ class Pair {
   /** Effective CPUs (process CPU time / wall time) of each run, to tell a two-CPU measurement from a time-sliced one. */
   readonly cpus: number[] = [];
 
-  /** Both threads apply `op`, each to its half of keys (or, `whole`, each to all of them); returns aggregate ops/s. */
-  async run(op: RefOp, keys: Int32Array, whole: boolean): Promise<number> {
+  /** Both threads apply `op`, each to its half of keys (or, `whole`, each to all of them, `loops` times); returns aggregate ops/s. */
+  async run(op: RefOp, keys: Int32Array, whole: boolean, loops: number): Promise<number> {
     const cpu0 = process.cpuUsage();
     const ctrl = new Int32Array(this.ctrl);
     const gen = ++this.gen;
     Atomics.store(ctrl, CTRL_ARRIVED, 0);
     const half = keys.length >>> 1;
     const ranges = whole ? [[0, keys.length], [0, keys.length]] : [[0, half], [half, keys.length]];
-    const done = this.workers.map((w, i) => request(w, { cmd: 'run', op, keys: keys.buffer, from: ranges[i][0], to: ranges[i][1], ctrl: this.ctrl, gen }));
+    const done = this.workers.map((w, i) => request(w, { cmd: 'run', op, keys: keys.buffer, from: ranges[i][0], to: ranges[i][1], loops, ctrl: this.ctrl, gen }));
     for (let spins = 0; Atomics.load(ctrl, CTRL_ARRIVED) < 2; spins++) {
       if (spins > 100_000) throw new Error('refcount bench: workers did not reach the barrier');
       await new Promise((r) => setTimeout(r, 1));
@@ -138,7 +142,7 @@ class Pair {
     Atomics.notify(ctrl, CTRL_GO);
     const rs = (await Promise.all(done)) as RefRunResult[];
     const cpu = process.cpuUsage(cpu0);
-    const ops = ranges.reduce((a, [from, to]) => a + to - from, 0);
+    const ops = loops * ranges.reduce((a, [from, to]) => a + to - from, 0);
     const wallNs = Math.max(...rs.map((r) => r.t1)) - Math.min(...rs.map((r) => r.t0));
     this.cpus.push(((cpu.user + cpu.system) * 1e3) / wallNs);
     return (ops * 1e9) / wallNs;
@@ -168,16 +172,20 @@ function request(w: Worker, msg: unknown): Promise<unknown> {
 
 /** 1 thread (this one) vs 2 workers at N = faultN: insert, lookup, increment, decrement, remove in ops/s. */
 async function threadRep(t: RefCountTable, pair: Pair, keys: Int32Array, random: Int32Array, s: Samples): Promise<void> {
-  const phases: [RefOp, Int32Array, boolean][] = [
-    ['insert', keys, false],
-    ['lookup', random, true],
-    ['increment', random, true],
-    ['decrement', random, true],
-    ['remove', keys, false],
+  const phases: [RefOp, Int32Array, boolean, number][] = [
+    ['insert', keys, false, 1],
+    ['lookup', random, true, THREAD_LOOPS],
+    ['increment', random, true, THREAD_LOOPS],
+    ['decrement', random, true, THREAD_LOOPS],
+    ['remove', keys, false, 1],
   ];
-  for (const [op, ks] of phases) push(s, `${t.kind}/1t/${op}`, 1e9 / timed(t, op, ks));
+  for (const [op, ks, , loops] of phases) {
+    const t0 = nowNs();
+    for (let l = 0; l < loops; l++) applyOp(t, op, ks, 0, ks.length);
+    push(s, `${t.kind}/1t/${op}`, (loops * ks.length * 1e9) / (nowNs() - t0));
+  }
   t.reset();
-  for (const [op, ks, whole] of phases) push(s, `${t.kind}/2t/${op}`, await pair.run(op, ks, whole));
+  for (const [op, ks, whole, loops] of phases) push(s, `${t.kind}/2t/${op}`, await pair.run(op, ks, whole, loops));
   if (t.stats().entries !== 0) throw new Error(`refcount bench: ${t.kind} kept entries after the 2-thread run`);
   t.reset();
 }
@@ -245,6 +253,7 @@ export async function runRefcount(opts: RunOptions, p: RefcountParams = refcount
       for (const kind of KINDS) {
         for (const op of ['insert', 'lookup', 'increment', 'decrement', 'remove']) results.push(variant(kind, `${op}_ns`, s.get(`${kind}/${n}/${op}`)!, n));
         results.push(variant(kind, 'bytes_per_counter', s.get(`${kind}/${n}/bytes`)!, n));
+        results.push(variant(kind, 'storage_bytes', s.get(`${kind}/${n}/storage`)!, n));
         results.push(variant(kind, 'load_factor', s.get(`${kind}/${n}/load`)!, n));
         results.push(variant(kind, 'accesses_per_lookup', s.get(`${kind}/${n}/probes`)!, n));
       }
@@ -367,6 +376,19 @@ function conclusion(p: RefcountParams, results: VariantResult[]): string {
   );
 }
 
+/** Which table sizes fit in this machine's last-level cache (sysfs), from the measured storage. */
+function cacheNote(results: VariantResult[]): string {
+  let l3 = 'unknown';
+  try {
+    l3 = readFileSync('/sys/devices/system/cpu/cpu0/cache/index3/size', 'utf8').trim();
+  } catch {
+    // no sysfs cache information (not Linux, or a container hiding it)
+  }
+  const sizes = [...new Set(results.filter((r) => r.metric === 'storage_bytes').map((r) => r.x!))];
+  const mib = (kind: RefTableKind, n: number): string => (medianOf(results, kind, 'storage_bytes', n) / MiB).toFixed(2);
+  return `last-level cache: ${l3} (sysfs); table storage in MiB, rosebush / chained: ${sizes.map((n) => `${fmtN(n)}: ${mib('rosebush', n)} / ${mib('chained', n)}`).join(', ')}. A table that fits in that cache pays for dependent accesses in cache latency, not DRAM latency, which narrows the gap`;
+}
+
 function detailNotes(faultN: number, results: VariantResult[]): string[] {
   const med = (kind: string, metric: string): number => medianOf(results, kind, metric, faultN);
   const notes: string[] = [];
@@ -376,6 +398,7 @@ function detailNotes(faultN: number, results: VariantResult[]): string[] {
         `increments ${med(`${kind} during resize`, 'increment_ns').toFixed(0)} ns (each migrates its own old bucket and 4 more) vs ${med(`${kind} after resize`, 'increment_ns').toFixed(0)} ns after`,
     );
   }
+  notes.push(cacheNote(results));
   notes.push('accesses per lookup = the tables\' own count of cache-line-distinct reads on the lookup path (the state word with the directory, each bucket line, each chain node); bytes per counter = storage frames / entries, so it includes the empty part of the bucket array at the measured load factor');
   notes.push('2 threads: both threads look up / increment / decrement the same random keys (whole list each), and insert / remove disjoint halves; ops/s is the aggregate over the wall time from the first start to the last end');
   return notes;
