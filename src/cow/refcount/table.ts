@@ -30,7 +30,7 @@
  */
 import { threadId } from 'node:worker_threads';
 import type { FrameAllocator } from '../../alloc/llfree.js';
-import { MorselError, assert, check } from '../../errors.js';
+import { MorselError, assert, check, isMorselError } from '../../errors.js';
 import type { Region } from '../../physical/region.js';
 import { CHILD_FRAMES } from '../../physical/layout.js';
 import { MiB, PAGE_SIZE, type Frame } from '../../units.js';
@@ -498,8 +498,21 @@ export abstract class TableBase implements RefCountTable {
     Atomics.add(this.anchorWords, this.anchorBase + W_COUNT, d);
   }
 
-  /** After an update (outside the guard): start a resize when overloaded, finish one when all is migrated. */
+  /**
+   * After an update (outside the guard): start a resize when overloaded,
+   * finish one when all is migrated. Never throws a MorselError: the update
+   * has happened, and a resize step that cannot proceed now (ENOSPC, a live
+   * holder's ETIMEDOUT) is retried by later updates.
+   */
   private afterUpdate(): void {
+    try {
+      this.resizeStep();
+    } catch (e) {
+      if (!isMorselError(e)) throw e;
+    }
+  }
+
+  private resizeStep(): void {
     const s = this.aload(W_STATE);
     if (stateLog2(s) === 0) return;
     if (stateResizing(s)) {
@@ -556,12 +569,20 @@ export abstract class TableBase implements RefCountTable {
     this.releaseMigrated(old, b); // once: only the migrator gets here
   }
 
-  /** Migrates the next MIGRATE_BATCH old buckets from the shared cursor. */
+  /**
+   * Migrates the next MIGRATE_BATCH old buckets from the shared cursor. A
+   * bucket that cannot be migrated now (ENOSPC, ETIMEDOUT) is left to the
+   * finisher's sweep: the caller's own update does not fail for it.
+   */
   private helpMigrate(): void {
     const old = this.old!;
     if (this.aload(W_CURSOR) >= old.buckets) return;
     const first = Atomics.add(this.anchorWords, this.anchorBase + W_CURSOR, MIGRATE_BATCH);
-    for (let b = first; b < Math.min(old.buckets, first + MIGRATE_BATCH); b++) this.migrateOld(b);
+    try {
+      for (let b = first; b < Math.min(old.buckets, first + MIGRATE_BATCH); b++) this.migrateOld(b);
+    } catch (e) {
+      if (!isMorselError(e)) throw e;
+    }
   }
 
   /** Creates the first array (state 0 -> a table); ENOSPC when the allocator cannot. */
