@@ -82,7 +82,9 @@ export class RosebushTable extends TableBase {
   }
 
   protected find(arr: BucketArray, b: number, key: number): number {
-    return this.seek(arr, b, key, true) ? this.countAt() : 0;
+    if (!this.seek(arr, b, key, true)) return 0;
+    const c = this.sw[this.si + 1]; // plain: the caller's closing lock-word read validates it
+    return c < 2 ? 2 : c;
   }
 
   protected apply(arr: BucketArray, b: number, key: number, delta: number): number {

@@ -332,15 +332,20 @@ export abstract class TableBase implements RefCountTable {
     this.lookups++;
     const key = (frame + 1) | 0;
     const h = hashFrame(frame);
-    // Fast path: a stable table whose shape this instance has cached.
-    const s = Atomics.load(this.anchorWords, this.anchorBase + W_STATE);
+    // Fast path: a stable table whose shape this instance has cached. A
+    // seqlock read: the opening reads of the state and lock words are plain
+    // loads (in V8 an Atomics.load costs as much as a read-modify-write, ~5 ns
+    // here; loads stay in program order on the effect chain and on x86), the
+    // closing reads are atomic, so they can be neither elided nor hoisted
+    // above the bucket reads they validate.
+    const s = this.anchorWords[this.anchorBase + W_STATE];
     const arr = this.cur;
     if (s === this.cachedState && this.old === null && arr !== null) {
       const b = homeOf(h, arr.log2);
       this.locate(arr, b);
       const words = this.bw;
       const i = this.bi;
-      const w = Atomics.load(words, i);
+      const w = words[i];
       if (!isLocked(w)) {
         const c = this.find(arr, b, key);
         if (c !== RACY && Atomics.load(words, i) === w && Atomics.load(this.anchorWords, this.anchorBase + W_STATE) === s) {
