@@ -26,6 +26,7 @@ import type { ExperimentResult } from './stats.js';
 import { runTransfer, transferParams, transferRegionBytes } from './transfer.js';
 import { runNames } from './names.js';
 import { cowParams, cowRegionBytes, runCow } from './cow.js';
+import { refcountParams, refcountRegionBytes, runRefcount } from './refcount.js';
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
@@ -43,6 +44,7 @@ export const SUITES: Record<string, Runner> = {
   names: runNames,
   kv: runKv,
   cow: runCow,
+  refcount: runRefcount,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
@@ -58,6 +60,7 @@ export function regionBytesFor(suites: string[], quick: boolean): number {
     filecache: () => fileCacheRegionBytes(fileCacheParams(quick)),
     overhead: () => overheadRegionBytes(overheadParams(quick)),
     cow: () => cowRegionBytes(cowParams(quick)),
+    refcount: () => refcountRegionBytes(refcountParams(quick)),
   };
   return Math.max(0, ...suites.filter((s) => s in need).map((s) => need[s]()));
 }

@@ -212,6 +212,7 @@ export class Memory {
     const reapedSlots = this.region.clearAllSlots();
     crashPoint('recover:after-drop-spaces');
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
+    this.morsels.cow.forgetCounts(); // its storage is freed by the rebuild, its counts recomputed after it
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
     this.alloc.release();
     this.morsels.cow.rebuildCounts(reach.shared);

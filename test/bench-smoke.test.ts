@@ -21,6 +21,7 @@ import { runPopulation } from '../bench/population.js';
 import { machineInfo, summaryTable, writeReport, type RunReport } from '../bench/report.js';
 import type { ExperimentResult } from '../bench/stats.js';
 import { runTransfer } from '../bench/transfer.js';
+import { runRefcount } from '../bench/refcount.js';
 
 const experiments: ExperimentResult[] = [];
 after(() => releaseShared());
@@ -106,6 +107,16 @@ test('cli-start: interleaved process starts', async () => {
   const e = await runCliStart({ quick: true, params: { reps: 5 } });
   checkShape(e, 'cli-start');
   assert.deepEqual(e.results.map((r) => r.variant), ['node', 'morsel --version', 'morsel stat --json']);
+});
+
+test('refcount: both tables, sizes, 2 threads, during a resize', async () => {
+  const e = await runRefcount({ quick: true }, { sizes: [1000, 4000], reps: 5, ops: 2000, faultN: 4000 });
+  checkShape(e, 'refcount');
+  for (const kind of ['rosebush', 'chained']) {
+    assert.ok(e.results.some((r) => r.variant === kind && r.metric === 'accesses_per_lookup' && r.summary.median >= 2), `${kind}: a lookup reads at least the state word and a bucket`);
+    assert.ok(e.results.some((r) => r.variant === `${kind} during resize` && r.metric === 'lookup_ns'));
+  }
+  assert.match(e.notes[0], /^Conclusion/);
 });
 
 test('every not-performed exemption matched a result', () => {

@@ -178,12 +178,24 @@ export class Cow {
   }
 
   /**
-   * Recovery (exclusive): replaces every stored count with `shared` (frame ->
-   * references, as a scan of the live trees found them); counts a crash left
-   * too high go. Storage is reallocated from the rebuilt allocator.
+   * Recovery and repair (exclusive: no other user, this process's only
+   * instance), step 1, before the allocator is rebuilt from reachability
+   * (which frees the storage: the scan marks it USED_REBUILT): the table is
+   * forgotten (its header zeroed). A crash after this leaves an empty table
+   * and unreferenced storage, which the next recovery frees.
+   */
+  forgetCounts(): void {
+    this.region.zeroFrame(this.region.loadRootFrame(ROOT_SLOT_REFCOUNTS) as Frame);
+    this.table = null;
+  }
+
+  /**
+   * Step 2, after the allocator rebuild: stores `shared` (frame ->
+   * references, as the scan of the live trees found them) into the empty
+   * table. Counts a crash left too high, and a table torn mid-update, are
+   * gone.
    */
   rebuildCounts(shared: Map<number, number>): void {
-    this.refs.reset();
     for (const [frame, refs] of shared) for (let n = 1; n < refs; n++) this.refs.increment(frame);
   }
 }

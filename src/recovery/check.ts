@@ -303,11 +303,12 @@ function repair(memory: Memory): Problem[] {
     for (const f of scan.findings) if (losesNothing(f)) applyFix(region, f, done);
     scan = scanRegion(region, { spaces: true });
   }
+  // The allocator rebuild frees the reference-count table's storage (or, keeping what is allocated, turns its 2 MiB segments into 4 KiB frames): the table is recomputed from the live trees.
+  const countsWrong = refCountProblems(region, scan).length > 0;
+  memory.morsels.cow.forgetCounts();
   done.push(rebuildAllocator(region, scan));
-  if (refCountProblems(region, scan).length > 0) {
-    memory.morsels.cow.rebuildCounts(scan.shared);
-    done.push({ code: 'REFCOUNT', what: `recomputed the reference counts from the live trees (${scan.shared.size} shared frame(s))`, where: 'reference counts', repairable: true });
-  }
+  memory.morsels.cow.rebuildCounts(scan.shared);
+  if (countsWrong) done.push({ code: 'REFCOUNT', what: `recomputed the reference counts from the live trees (${scan.shared.size} shared frame(s))`, where: 'reference counts', repairable: true });
   memory.recoveryPending = false; // the allocator is consistent: nothing referenced is free
   return done;
 }

@@ -60,7 +60,8 @@ export type ProblemCode =
   | 'SPACE_VALUE' // an address-space registry value is malformed
   | 'SPACE_MAPPING' // a space maps something that is not a live morsel of that order
   | 'VISITOR' // a registered visitor failed (its frames may be unaccounted)
-  | 'USER_SLOT_ROOT'; // a user-slot record's registry root is not an allocatable frame
+  | 'USER_SLOT_ROOT' // a user-slot record's registry root is not an allocatable frame
+  | 'REFCOUNT_TABLE'; // the reference-count table's header or directory cannot be read (recovery recomputes it)
 
 export interface Problem {
   code: ProblemCode | string;
@@ -108,7 +109,7 @@ export const KIND_TABLE = 2;
 export const KIND_DATA = 3;
 
 export interface Scan {
-  /** 1 for every frame some live structure references */
+  /** 1 for every frame some live structure references (USED_REBUILT: the reference-count table's storage) */
   used: Uint8Array;
   /** frames shared by copy-on-write (referenced by 2 or more write-protected morsel entries) -> references */
   shared: Map<number, number>;
@@ -485,11 +486,24 @@ class Scanner implements ScanContext {
     walk(root, levels);
   }
 
-  /** Root slot 1: the reference-count table's header frame and its storage (src/cow/refcount). */
+  /**
+   * Root slot 1: the reference-count table's header frame and its storage
+   * (src/cow/refcount). Storage frames are marked STORAGE (2) in `used`:
+   * referenced for `check`, but recovery and repair rebuild the table from
+   * the live trees (Cow.rebuildCounts), so they free the old storage.
+   */
   refCounts(): void {
     const top = this.rootTable(ROOT_SLOT_REFCOUNTS, 'reference counts');
     if (top === null) return;
-    this.within('other', null, () => forEachRefCountStorageFrame(this.region, top as Frame, (frame) => void this.ref(frame, `reference-count storage of header ${top}`, null)));
+    this.within('other', null, () => {
+      try {
+        forEachRefCountStorageFrame(this.region, top as Frame, (frame) => {
+          if (this.ref(frame, `reference-count storage of header ${top}`, null)) this.used[frame] = USED_REBUILT;
+        });
+      } catch (e) {
+        this.find('REFCOUNT_TABLE', `the reference-count table cannot be read: ${(e as Error).message}`, `root slot ${ROOT_SLOT_REFCOUNTS}`, null);
+      }
+    });
   }
 
   /** Root slots past the owned ones are reserved and must be zero. */
@@ -518,8 +532,11 @@ export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   return { used: s.used, shared, kinds: s.kinds, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
 }
 
+/** `used` value of a frame referenced only by a structure recovery rebuilds from scratch (the reference-count table's storage). */
+export const USED_REBUILT = 2;
+
 export interface Reachable {
-  /** 1 for every reachable frame */
+  /** 1 for every reachable frame (USED_REBUILT: referenced, but freed by recovery's rebuild) */
   used: Uint8Array;
   /** copy-on-write frames with 2 or more references -> references (the true reference counts) */
   shared: Map<number, number>;

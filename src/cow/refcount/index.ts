@@ -1,62 +1,56 @@
 /**
- * INTERIM: the reference-count table interface, with a volatile Map-backed
- * stand-in until the region-resident tables land (single process only).
+ * Reference counts keyed by frame, in the shared region (issue 13, part 2):
+ * absent = 1, only counts >= 2 stored. Two tables behind one interface:
+ * 'chained' (rhashtable-like, chained.ts) and 'rosebush' (inline buckets,
+ * rosebush.ts); the shared machinery is in table.ts.
  */
-import type { FrameAllocator } from '../../alloc/llfree.js';
+import { FrameAllocator } from '../../alloc/llfree.js';
+import { check } from '../../errors.js';
 import type { Region } from '../../physical/region.js';
 import type { Frame } from '../../units.js';
 
-export type RefTableKind = 'chained' | 'rosebush';
-export interface RefCountTable {
-  readonly kind: RefTableKind;
-  get(frame: number): number;
-  increment(frame: number): number;
-  decrement(frame: number): number;
-  incrementMany(frames: ArrayLike<number>, count: number): void;
-  decrementMany(frames: ArrayLike<number>, count: number, onZero: (frame: number) => void): void;
-  forEach(visit: (frame: number, count: number) => void): void;
-  forEachStorageFrame(visit: (frame: number) => void): void;
-  reset(): void;
-  stats(): { entries: number; storageBytes: number; bytesPerEntry: number; resizing: boolean; probes: number; lookups: number };
+/** 4 KiB frames in an order-9 storage segment. */
+const HUGE_FRAMES = 512;
+import { W_MAGIC } from './anchor.js';
+import { ChainedTable } from './chained.js';
+import { RosebushTable } from './rosebush.js';
+import { kindOfMagic, type RefCountTable, type RefTableKind, type RefTableOptions } from './table.js';
+
+export type { RefCountStats, RefCountTable, RefTableKind, RefTableOptions } from './table.js';
+
+/** The default table: the faster one on the fault path (see the refcount bench). */
+export const DEFAULT_REF_TABLE: RefTableKind = 'rosebush';
+
+/**
+ * Opens the reference-count table anchored at `anchor` (a zeroed 4 KiB frame
+ * owned by the caller; all zero = empty). The kind is the anchor's when the
+ * table holds storage (EINVAL if `opts.kind` names another), else
+ * `opts.kind` (default rosebush). One instance per thread.
+ */
+export function openRefCounts(region: Region, alloc: FrameAllocator, anchor: Frame, opts: RefTableOptions = {}): RefCountTable {
+  region.checkFrame(anchor);
+  const magic = Atomics.load(region.words(anchor), region.wordIndex(anchor, W_MAGIC));
+  const stored = kindOfMagic(magic);
+  check(magic === 0 || stored !== null, 'ECORRUPT', () => `anchor frame ${anchor} does not hold a reference-count table (magic 0x${(magic >>> 0).toString(16)})`);
+  check(opts.kind === undefined || stored === null || stored === opts.kind, 'EINVAL', () => `anchor frame ${anchor} holds a ${stored} reference-count table, not a ${opts.kind} one`);
+  const kind = stored ?? opts.kind ?? DEFAULT_REF_TABLE;
+  check(kind === 'chained' || kind === 'rosebush', 'EINVAL', () => `unknown reference-count table kind ${String(kind)}`);
+  return kind === 'chained' ? new ChainedTable(region, alloc, anchor, opts.onLocked) : new RosebushTable(region, alloc, anchor, opts.onLocked);
 }
 
-const tables = new WeakMap<Region, Map<number, number>>();
-
-export function openRefCounts(region: Region, _alloc: FrameAllocator, _anchor: Frame, _opts: { kind?: RefTableKind } = {}): RefCountTable {
-  let m = tables.get(region);
-  if (!m) tables.set(region, (m = new Map()));
-  const map = m;
-  return {
-    kind: 'rosebush',
-    get: (f) => map.get(f) ?? 1,
-    increment(f) {
-      const n = (map.get(f) ?? 1) + 1;
-      map.set(f, n);
-      return n;
-    },
-    decrement(f) {
-      const n = (map.get(f) ?? 1) - 1;
-      if (n <= 1) map.delete(f);
-      else map.set(f, n);
-      return n;
-    },
-    incrementMany(fs, count) {
-      for (let i = 0; i < count; i++) this.increment(fs[i]);
-    },
-    decrementMany(fs, count, onZero) {
-      for (let i = 0; i < count; i++) if (this.decrement(fs[i]) === 0) onZero(fs[i]);
-    },
-    forEach: (visit) => map.forEach((c, f) => visit(f, c)),
-    forEachStorageFrame: () => {},
-    reset: () => map.clear(),
-    stats: () => ({ entries: map.size, storageBytes: 0, bytesPerEntry: 0, resizing: false, probes: 0, lookups: 0 }),
-  };
+/**
+ * Every 4 KiB storage frame of the table anchored at `anchor`, read-only
+ * (reachability scans; `order` 9 for frames inside an order-9 segment).
+ * Nothing when the anchor holds no table.
+ */
+export function forEachRefCountStorageFrame(region: Region, anchor: Frame, visit: (frame: number, order: 0 | 9) => void): void {
+  const table = openRefCounts(region, new FrameAllocator(region), anchor);
+  table.forEachStorageSegment((first, order) => {
+    for (let f = first; f < first + (order === 9 ? HUGE_FRAMES : 1); f++) visit(f, order);
+  });
 }
 
-/** Every storage frame of the table whose header is `anchor` (read-only; for reachability scans). */
-export function forEachRefCountStorageFrame(_region: Region, _anchor: Frame, _visit: (frame: number) => void): void {}
-
-/** Every stored (frame, count) of the table whose header is `anchor`, read-only (for `check`). */
-export function forEachStoredCount(region: Region, _anchor: Frame, visit: (frame: number, count: number) => void): void {
-  tables.get(region)?.forEach((c, f) => visit(f, c));
+/** Every stored (frame, count) of the table anchored at `anchor`, read-only (for `check`). */
+export function forEachStoredCount(region: Region, anchor: Frame, visit: (frame: number, count: number) => void): void {
+  openRefCounts(region, new FrameAllocator(region), anchor).forEach(visit);
 }
