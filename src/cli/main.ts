@@ -13,6 +13,7 @@ import { registerKv } from './kv.js';
 import { registerMorsels } from './morsels.js';
 import { registerRegion } from './region.js';
 import { registerNames } from './names.js';
+import { registerSerial } from './serial.js';
 
 /** The package version, read from package.json (dist/src/cli -> package root). */
 function packageVersion(): string {
@@ -45,5 +46,6 @@ export async function main(argv: string[]): Promise<void> {
   registerHwcheck(program);
   registerNames(program);
   registerKv(program);
+  registerSerial(program);
   await program.parseAsync(argv);
 }

@@ -1,0 +1,178 @@
+/**
+ * save: one morsel to an image (format.ts) in large sequential writes.
+ *
+ * Consistency: the bytes come from a SnapshotSource. Until copy-on-write
+ * snapshots exist, the only source is quiescedSource: it holds the morsel
+ * open and refuses (EBUSY) when any other handle or mapping in any process
+ * uses it, at the start and again after the last byte (then the image is
+ * dropped, the previous file stays). A COW snapshot source can replace it
+ * without touching the writer below.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { check } from '../errors.js';
+import type { Memory } from '../memory.js';
+import type { MorselHandle, MorselRef } from '../manage/handle.js';
+import type { Region } from '../physical/region.js';
+import { levelSpan, type Walker } from '../paging/walk.js';
+import type { Order } from '../morsel/order.js';
+import { PAGE_SIZE, type Frame } from '../units.js';
+import { CRC_BYTES, DEFAULT_CHUNK_PAGES, chunkCountOf, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { hostError, type ImageSink } from './streams.js';
+
+/** A consistent view of one morsel's populated pages for as long as it is open. */
+export interface SnapshotSource {
+  readonly region: Region;
+  /** what the image header says about the morsel (page counts are the writer's) */
+  readonly morsel: Pick<ImageHeader, 'order' | 'sizeBytes' | 'fixedAddress' | 'name'>;
+  /** populated page numbers in virtual order, and the frame holding each */
+  readonly pages: number[];
+  readonly frames: number[];
+  /** After the last byte was read: EBUSY if the view may not have been consistent. */
+  finish(): void;
+  close(): void;
+}
+
+/** The populated pages of the subtree at `root` (a morsel of `order`), in virtual order, through the walker. */
+export function collectPages(walker: Walker, root: Frame, order: Order): { pages: number[]; frames: number[] } {
+  const pages: number[] = [];
+  const frames: number[] = [];
+  if (order === 0) return { pages: [0], frames: [root] };
+  const visit = (table: Frame, level: number, firstPage: number): void => {
+    const pagesPerEntry = levelSpan(level) / PAGE_SIZE;
+    walker.forEachPresent(table, (idx, lo, hi) => {
+      const child = walker.follow(table, idx, lo, hi);
+      const page = firstPage + idx * pagesPerEntry;
+      if (level === 1) {
+        pages.push(page);
+        frames.push(child);
+      } else visit(child, level - 1, page); // depth bounded by `order`
+    });
+  };
+  visit(root, order, 0);
+  return { pages, frames };
+}
+
+/** Runs of consecutive page numbers. */
+export function runsOf(pages: readonly number[]): PageRun[] {
+  const runs: PageRun[] = [];
+  for (const page of pages) {
+    const last = runs[runs.length - 1];
+    if (last !== undefined && last.firstPage + last.pageCount === page) last.pageCount++;
+    else runs.push({ firstPage: page, pageCount: 1 });
+  }
+  return runs;
+}
+
+/**
+ * The quiesced source: opens `target` (a path: read permission checked; or
+ * a handle) and holds it; EBUSY while anyone else has it open or mapped.
+ */
+export function quiescedSource(memory: Memory, target: string | MorselRef): SnapshotSource {
+  const names = memory.names;
+  const h: MorselHandle = typeof target === 'string' ? names.open(target) : names.openRef(target);
+  try {
+    const others = (): number => memory.morsels.usage.total(h.dataRoot) - 1;
+    const busy = (when: string): void => {
+      const n = others();
+      check(n === 0, 'EBUSY', () => `${h.path ?? h.toString()} is open or mapped by ${n} other user(s) ${when}; save needs it quiet (close them, or save a clone)`);
+    };
+    busy('');
+    const d = memory.morsels.decodeHandle(h.id, h.generation);
+    const fixedAddress = d.meta ? memory.morsels.metaOf(d).address : null;
+    const st = typeof target === 'string' ? names.stat(target) : null;
+    const name = st === null ? null : { path: st.path, mode: st.mode, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs };
+    const { pages, frames } = collectPages(memory.morsels.walker, h.dataRoot as Frame, h.dataOrder);
+    return {
+      region: memory.region,
+      morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name },
+      pages,
+      frames,
+      finish: () => busy('(it was opened during the save; the image was dropped)'),
+      close: () => names.close(h),
+    };
+  } catch (e) {
+    names.close(h);
+    throw e;
+  }
+}
+
+export interface SerialResult {
+  bytes: number;
+  pages: number;
+  seconds: number;
+  bytesPerSecond: number;
+}
+
+export interface SaveOptions {
+  chunkPages?: number;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** Saves the morsel `target` (a path or a handle) to `sink`; the sink is committed only after the whole image and the consistency re-check. */
+export async function save(memory: Memory, target: string | MorselRef, sink: ImageSink, opts: SaveOptions = {}): Promise<SerialResult> {
+  const started = performance.now();
+  let src: SnapshotSource | null = null;
+  try {
+    src = quiescedSource(memory, target);
+    const bytes = await writeImage(src, sink, opts.chunkPages ?? DEFAULT_CHUNK_PAGES, opts.onProgress);
+    src.finish();
+    await sink.commit();
+    const seconds = (performance.now() - started) / 1000;
+    return { bytes, pages: src.pages.length, seconds, bytesPerSecond: bytes / seconds };
+  } catch (e) {
+    sink.abort();
+    throw hostError(e, 'save failed');
+  } finally {
+    src?.close();
+  }
+}
+
+/**
+ * Writes the whole image of `src`: header and map in one write, then the
+ * chunks, each gathered into one of two buffers while the other is being
+ * written. Returns the image's byte count.
+ */
+async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: number, onProgress?: (done: number, total: number) => void): Promise<number> {
+  const runs = runsOf(src.pages);
+  const header = encodeHeader({ ...src.morsel, populatedPages: src.pages.length, runCount: runs.length, chunkPages });
+  const map = encodeMap(runs);
+  const head = new Uint8Array(header.length + map.length);
+  head.set(header);
+  head.set(map, header.length);
+  await sink.write(head);
+  const chunkCount = chunkCountOf({ populatedPages: src.pages.length, chunkPages });
+  const dataBytes = src.pages.length * PAGE_SIZE;
+  const buffers = [new Uint8Array(chunkPages * PAGE_SIZE + CRC_BYTES), new Uint8Array(chunkPages * PAGE_SIZE + CRC_BYTES)];
+  let inFlight: Promise<void> = Promise.resolve();
+  let chunksCrc = 0;
+  for (let c = 0; c < chunkCount; c++) {
+    const first = c * chunkPages;
+    const n = Math.min(chunkPages, src.pages.length - first);
+    const buf = buffers[c % 2]; // the other one may still be in flight
+    gather(src, first, n, buf);
+    const crc = crc32c(buf.subarray(0, n * PAGE_SIZE));
+    new DataView(buf.buffer, buf.byteOffset).setUint32(n * PAGE_SIZE, crc, true);
+    chunksCrc = foldCrc(chunksCrc, crc);
+    await inFlight;
+    inFlight = sink.write(buf.subarray(0, n * PAGE_SIZE + CRC_BYTES));
+    onProgress?.(Math.min(dataBytes, (first + n) * PAGE_SIZE), dataBytes);
+  }
+  await inFlight;
+  const trailer = encodeTrailer({ populatedPages: src.pages.length, chunkCount, headerCrc: storedCrc(header), mapCrc: storedCrc(map), chunksCrc });
+  await sink.write(trailer);
+  return head.length + dataBytes + chunkCount * CRC_BYTES + trailer.length;
+}
+
+/** Copies pages [first, first + n) of `src` into `buf`, one copy per run of consecutive frames in one window. */
+function gather(src: SnapshotSource, first: number, n: number, buf: Uint8Array): void {
+  const region = src.region;
+  for (let i = 0; i < n; ) {
+    const frame = src.frames[first + i] as Frame;
+    const window = region.bytesOf(frame);
+    let run = 1;
+    while (i + run < n && src.frames[first + i + run] === frame + run && region.bytesOf((frame + run) as Frame) === window) run++;
+    const at = region.byteOffsetInWindow(frame);
+    buf.set(window.subarray(at, at + run * PAGE_SIZE), i * PAGE_SIZE);
+    i += run;
+  }
+}
