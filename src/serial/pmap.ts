@@ -72,7 +72,7 @@ export class PMap {
     check(heapStart + ENTRY_HEADER_BYTES < opts.address + opts.sizeBytes, 'ERANGE', () => `${opts.sizeBytes} bytes cannot hold ${buckets} buckets`);
     const h = memory.names.create(path, { sizeBytes: opts.sizeBytes, fixedAddress: opts.address, mode: opts.mode });
     memory.names.close(h);
-    const map = PMap.open(memory, path);
+    const map = PMap.attach(memory, path, true);
     map.within(() => {
       const mmu = map.mmu;
       for (let i = 0; i < MAGIC.length; i++) mmu.write8(opts.address + i, MAGIC.charCodeAt(i));
@@ -91,7 +91,18 @@ export class PMap {
    * constant work (the header is checked, nothing else is read).
    */
   static open(memory: Memory, path: string, opts: { write?: boolean } = {}): PMap {
-    const write = opts.write ?? true;
+    const map = PMap.attach(memory, path, opts.write ?? true);
+    try {
+      map.within(() => map.checkHeader(path));
+    } catch (e) {
+      map.close();
+      throw e;
+    }
+    return map;
+  }
+
+  /** Opens and maps the fixed-address morsel `path` (its contents unchecked). */
+  private static attach(memory: Memory, path: string, write: boolean): PMap {
     const h = memory.names.open(path, { write });
     let space: AddressSpace | null = null;
     try {
@@ -99,9 +110,7 @@ export class PMap {
       check(st.fixedAddress !== null && st.fixedAddress !== undefined, 'EINVAL', () => `${path} has no fixed address: not a pmap`);
       space = memory.createSpace();
       const base = memory.names.map(h, space, { write });
-      const map = new PMap(memory, h, space, new Mmu(space), base);
-      map.within(() => map.checkHeader(path));
-      return map;
+      return new PMap(memory, h, space, new Mmu(space), base);
     } catch (e) {
       space?.destroy();
       memory.names.close(h);

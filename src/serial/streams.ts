@@ -169,3 +169,29 @@ export function streamSource(input: NodeJS.ReadableStream): ImageSource {
     },
   };
 }
+
+/** A source over bytes in memory (tests, benchmarks, images already read). */
+export function bytesSource(bytes: Uint8Array): ImageSource {
+  let position = 0;
+  return {
+    read: async (n) => {
+      const out = bytes.subarray(position, Math.min(bytes.length, position + n));
+      position += out.length;
+      return out;
+    },
+    close: () => {},
+  };
+}
+
+/** A sink collecting the image in memory; `bytes()` after commit. */
+export function memorySink(): ImageSink & { bytes(): Uint8Array } {
+  const parts: Uint8Array[] = [];
+  return {
+    write: async (bytes) => {
+      parts.push(bytes.slice());
+    },
+    commit: async () => {},
+    abort: () => (parts.length = 0),
+    bytes: () => new Uint8Array(Buffer.concat(parts)),
+  };
+}
