@@ -248,7 +248,7 @@ test('fuzz: truncations and bit flips anywhere give ECORRUPT/EVERSION and return
       await rejectsWith(load(m, bytesSource(bytes), { name: '/fz' }), ['ECORRUPT', 'EVERSION']);
       assert.equal(freeFrames(m), free);
     }),
-    { numRuns: 300 },
+    { numRuns: 1000 },
   );
   assert.throws(() => m.names.stat('/fz'));
   await load(m, bytesSource(image), { name: '/fz' }); // the unmutated image still loads
