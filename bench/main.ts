@@ -25,6 +25,7 @@ import { collectGarbage, releaseShared, totalPrefaultNs, volatileMemory } from '
 import type { ExperimentResult } from './stats.js';
 import { runTransfer, transferParams, transferRegionBytes } from './transfer.js';
 import { runNames } from './names.js';
+import { runSerial, serialParams, serialRegionBytes } from './serial.js';
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
@@ -41,6 +42,7 @@ export const SUITES: Record<string, Runner> = {
   'cli-start': runCliStart,
   names: runNames,
   kv: runKv,
+  serial: runSerial,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
@@ -55,6 +57,7 @@ export function regionBytesFor(suites: string[], quick: boolean): number {
     pipeline: () => pipelineRegionBytes(pipelineParams(quick)),
     filecache: () => fileCacheRegionBytes(fileCacheParams(quick)),
     overhead: () => overheadRegionBytes(overheadParams(quick)),
+    serial: () => serialRegionBytes(serialParams(quick)),
   };
   return Math.max(0, ...suites.filter((s) => s in need).map((s) => need[s]()));
 }

@@ -25,7 +25,7 @@ import type { Region } from '../physical/region.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { CRC_BYTES, FIXED_HEADER_BYTES, RUN_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, storedCrc, type ImageHeader, type PageRun } from './format.js';
-import type { SerialResult } from './save.js';
+import { frameViews, type SerialResult } from './save.js';
 import { hostError, type ImageSource } from './streams.js';
 
 export interface LoadOptions {
@@ -54,13 +54,6 @@ async function readExact(source: ImageSource, n: number, what: string): Promise<
   const bytes = await source.read(n);
   check(bytes.length === n, 'ECORRUPT', () => `truncated image: ${what} ends after ${bytes.length} of ${n} bytes`);
   return bytes;
-}
-
-/** A read started now and awaited later: a rejection is never unhandled meanwhile. */
-function startRead(source: ImageSource, n: number, what: string): Promise<Uint8Array> {
-  const p = readExact(source, n, what);
-  p.catch(() => {});
-  return p;
 }
 
 /** Reads and verifies the header and map. */
@@ -97,20 +90,21 @@ export function framesNeeded(h: ImageHeader, runs: readonly PageRun[]): number {
 /**
  * Builds the tables of a fresh private morsel from pages in virtual order:
  * keeps the path of tables to the current page, so each table is created by
- * one ensureChild and each page costs one alloc, one copy and one CAS.
+ * one ensureChild and each page costs one alloc and one CAS (plus one copy
+ * when the source cannot read into frames).
  */
 class TreeBuilder {
   private readonly tables: Frame[] = [];
   private readonly keys: number[] = [];
-  /** allocated for the current chunk and not linked yet: freed by abandon() */
-  private unlinked: Frame[] = [];
+  /** allocated for chunks and not linked yet: freed by abandon() */
+  private readonly unlinked = new Set<Frame>();
   private run = 0;
   private inRun = 0;
 
   constructor(
     private readonly walker: Walker,
     private readonly alloc: FrameAllocator,
-    private readonly region: Region,
+    readonly region: Region,
     private readonly root: Frame,
     private readonly order: Order,
     private readonly runs: readonly PageRun[],
@@ -118,32 +112,40 @@ class TreeBuilder {
     this.tables[order] = root;
   }
 
-  /** Links the `n` pages held in `data` (the next `n` pages of the map). */
-  addChunk(data: Uint8Array, n: number): void {
+  /** Frames for the next `n` pages: fresh ones (held until linked), or the root itself for order 0. */
+  allocate(n: number): Frame[] {
     if (this.order === 0) {
       assert(n === 1, 'an order-0 image holds its one page');
-      this.copy(this.root, data, 0);
-      return;
+      return [this.root];
     }
-    for (let i = 0; i < n; i++) this.unlinked.push(this.alloc.alloc(0));
+    const frames: Frame[] = [];
     for (let i = 0; i < n; i++) {
-      const page = this.nextPage();
-      const frame = this.unlinked[i];
-      this.copy(frame, data, i);
-      assert(this.walker.link(this.leafTable(page), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
-      this.unlinked[i] = -1 as Frame;
+      const f = this.alloc.alloc(0);
+      this.unlinked.add(f);
+      frames.push(f);
     }
-    this.unlinked = [];
+    return frames;
   }
 
-  /** Frees the frames allocated and not linked (the linked ones go with the morsel). */
+  /** Copies page i of `data` into frames[i], for every frame. */
+  fill(frames: readonly Frame[], data: Uint8Array): void {
+    frames.forEach((frame, i) => this.region.bytesOf(frame).set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), this.region.byteOffsetInWindow(frame)));
+  }
+
+  /** Links filled `frames` as the next pages of the map. */
+  link(frames: readonly Frame[]): void {
+    if (this.order === 0) return; // the root is the page
+    for (const frame of frames) {
+      const page = this.nextPage();
+      assert(this.walker.link(this.leafTable(page), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
+      this.unlinked.delete(frame);
+    }
+  }
+
+  /** Frees the frames allocated and not linked (the linked ones go with the morsel). No read may still be filling them. */
   abandon(): void {
-    for (const f of this.unlinked) if (f >= 0) this.alloc.free(f);
-    this.unlinked = [];
-  }
-
-  private copy(frame: Frame, data: Uint8Array, i: number): void {
-    this.region.bytesOf(frame).set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), this.region.byteOffsetInWindow(frame));
+    for (const f of this.unlinked) this.alloc.free(f);
+    this.unlinked.clear();
   }
 
   private nextPage(): number {
@@ -215,27 +217,70 @@ function checkNameFree(memory: Memory, path: string): void {
   throw new MorselError('EEXIST', `${path} exists`);
 }
 
+/** One chunk on its way in: its frames, where its checksum lands, and the read. */
+interface Incoming {
+  frames: Frame[];
+  crcBytes: Uint8Array;
+  /** resolves when the chunk's bytes are in `frames` (readInto) or in the returned copy */
+  done: Promise<Uint8Array | null>;
+}
+
+/**
+ * Starts reading chunk `c`: straight into freshly allocated frames when the
+ * source can scatter (files), else into a buffer copied in later.
+ */
+function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: number): Incoming {
+  const frames = builder.allocate(n);
+  const crcBytes = new Uint8Array(CRC_BYTES);
+  let done: Promise<Uint8Array | null>;
+  if (source.readInto !== undefined) {
+    const parts = frameViews(builder.region, frames, 0, n);
+    parts.push(crcBytes);
+    done = source.readInto(parts).then((got) => {
+      check(got === n * PAGE_SIZE + CRC_BYTES, 'ECORRUPT', () => `truncated image: chunk ${c} ends after ${got} bytes`);
+      return null;
+    });
+  } else {
+    done = readExact(source, n * PAGE_SIZE + CRC_BYTES, `chunk ${c}`);
+  }
+  done.catch(() => {}); // awaited later; never an unhandled rejection meanwhile
+  return { frames, crcBytes, done };
+}
+
 /**
  * Reads the chunks (the next one while the current one is linked), checks
  * each checksum before linking, then the trailer and the end of the input.
- * Returns the bytes read.
+ * Returns the bytes read. On failure no read is left filling a frame.
  */
 async function readData(source: ImageSource, head: Head, builder: TreeBuilder, onProgress?: (done: number, total: number) => void): Promise<number> {
   const h = head.header;
   const chunkCount = chunkCountOf(h);
   const pagesIn = (c: number): number => Math.min(h.chunkPages, h.populatedPages - c * h.chunkPages);
   const total = h.populatedPages * PAGE_SIZE;
-  let next = chunkCount > 0 ? startRead(source, pagesIn(0) * PAGE_SIZE + CRC_BYTES, 'chunk 0') : null;
+  let next: Incoming | null = null;
   let chunksCrc = 0;
-  for (let c = 0; c < chunkCount; c++) {
-    const chunk = await next!;
-    next = c + 1 < chunkCount ? startRead(source, pagesIn(c + 1) * PAGE_SIZE + CRC_BYTES, `chunk ${c + 1}`) : null;
-    const n = pagesIn(c);
-    const crc = crc32c(chunk.subarray(0, n * PAGE_SIZE));
-    check(crc === storedCrc(chunk), 'ECORRUPT', () => `chunk ${c} checksum mismatch`);
-    builder.addChunk(chunk, n);
-    chunksCrc = foldCrc(chunksCrc, crc);
-    onProgress?.(Math.min(total, (c * h.chunkPages + n) * PAGE_SIZE), total);
+  try {
+    next = chunkCount > 0 ? startChunk(source, builder, pagesIn(0), 0) : null;
+    for (let c = 0; c < chunkCount; c++) {
+      const cur: Incoming = next!;
+      const copy = await cur.done;
+      next = null;
+      next = c + 1 < chunkCount ? startChunk(source, builder, pagesIn(c + 1), c + 1) : null;
+      const n = pagesIn(c);
+      if (copy !== null) {
+        builder.fill(cur.frames, copy);
+        cur.crcBytes.set(copy.subarray(n * PAGE_SIZE));
+      }
+      let crc = 0;
+      for (const part of frameViews(builder.region, cur.frames, 0, n)) crc = crc32c(part, crc);
+      check(crc === storedCrc(cur.crcBytes), 'ECORRUPT', () => `chunk ${c} checksum mismatch`);
+      builder.link(cur.frames);
+      chunksCrc = foldCrc(chunksCrc, crc);
+      onProgress?.(Math.min(total, (c * h.chunkPages + n) * PAGE_SIZE), total);
+    }
+  } catch (e) {
+    await next?.done.catch(() => {}); // its frames are freed next: no read may still fill them
+    throw e;
   }
   const trailer = await readExact(source, TRAILER_BYTES, 'the trailer');
   checkTrailer(trailer, { populatedPages: h.populatedPages, chunkCount, headerCrc: head.headerCrc, mapCrc: head.mapCrc, chunksCrc });

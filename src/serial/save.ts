@@ -128,51 +128,52 @@ export async function save(memory: Memory, target: string | MorselRef, sink: Ima
 }
 
 /**
- * Writes the whole image of `src`: header and map in one write, then the
- * chunks, each gathered into one of two buffers while the other is being
- * written. Returns the image's byte count.
+ * Writes the whole image of `src`: header and map in one write, then per
+ * chunk one gather write of the frames themselves (views of the region, no
+ * copy) and its checksum; the next chunk is checksummed while the current
+ * one is being written. Returns the image's byte count.
  */
 async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: number, onProgress?: (done: number, total: number) => void): Promise<number> {
   const runs = runsOf(src.pages);
   const header = encodeHeader({ ...src.morsel, populatedPages: src.pages.length, runCount: runs.length, chunkPages });
   const map = encodeMap(runs);
-  const head = new Uint8Array(header.length + map.length);
-  head.set(header);
-  head.set(map, header.length);
-  await sink.write(head);
+  await sink.write([header, map]);
   const chunkCount = chunkCountOf({ populatedPages: src.pages.length, chunkPages });
   const dataBytes = src.pages.length * PAGE_SIZE;
-  const buffers = [new Uint8Array(chunkPages * PAGE_SIZE + CRC_BYTES), new Uint8Array(chunkPages * PAGE_SIZE + CRC_BYTES)];
   let inFlight: Promise<void> = Promise.resolve();
   let chunksCrc = 0;
   for (let c = 0; c < chunkCount; c++) {
     const first = c * chunkPages;
     const n = Math.min(chunkPages, src.pages.length - first);
-    const buf = buffers[c % 2]; // the other one may still be in flight
-    gather(src, first, n, buf);
-    const crc = crc32c(buf.subarray(0, n * PAGE_SIZE));
-    new DataView(buf.buffer, buf.byteOffset).setUint32(n * PAGE_SIZE, crc, true);
+    const parts = frameViews(src.region, src.frames, first, n);
+    let crc = 0;
+    for (const part of parts) crc = crc32c(part, crc);
+    const crcBytes = new Uint8Array(CRC_BYTES);
+    new DataView(crcBytes.buffer).setUint32(0, crc, true);
+    parts.push(crcBytes);
     chunksCrc = foldCrc(chunksCrc, crc);
     await inFlight;
-    inFlight = sink.write(buf.subarray(0, n * PAGE_SIZE + CRC_BYTES));
+    inFlight = sink.write(parts);
+    inFlight.catch(() => {}); // awaited on the next turn or below
     onProgress?.(Math.min(dataBytes, (first + n) * PAGE_SIZE), dataBytes);
   }
   await inFlight;
   const trailer = encodeTrailer({ populatedPages: src.pages.length, chunkCount, headerCrc: storedCrc(header), mapCrc: storedCrc(map), chunksCrc });
-  await sink.write(trailer);
-  return head.length + dataBytes + chunkCount * CRC_BYTES + trailer.length;
+  await sink.write([trailer]);
+  return header.length + map.length + dataBytes + chunkCount * CRC_BYTES + trailer.length;
 }
 
-/** Copies pages [first, first + n) of `src` into `buf`, one copy per run of consecutive frames in one window. */
-function gather(src: SnapshotSource, first: number, n: number, buf: Uint8Array): void {
-  const region = src.region;
+/** Views of frames[first, first + n) in the region, one per run of consecutive frames in one window. */
+export function frameViews(region: Region, frames: readonly number[], first: number, n: number): Uint8Array[] {
+  const views: Uint8Array[] = [];
   for (let i = 0; i < n; ) {
-    const frame = src.frames[first + i] as Frame;
+    const frame = frames[first + i] as Frame;
     const window = region.bytesOf(frame);
     let run = 1;
-    while (i + run < n && src.frames[first + i + run] === frame + run && region.bytesOf((frame + run) as Frame) === window) run++;
+    while (i + run < n && frames[first + i + run] === frame + run && region.bytesOf((frame + run) as Frame) === window) run++;
     const at = region.byteOffsetInWindow(frame);
-    buf.set(window.subarray(at, at + run * PAGE_SIZE), i * PAGE_SIZE);
+    views.push(window.subarray(at, at + run * PAGE_SIZE));
     i += run;
   }
+  return views;
 }

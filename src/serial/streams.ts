@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MorselError, isMorselError, type ErrorCode } from '../errors.js';
+import { MorselError, assert, isMorselError, type ErrorCode } from '../errors.js';
 
 /** Host errno codes that keep their name; anything else is EIO. */
 const KEPT: ReadonlySet<string> = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EBUSY']);
@@ -20,8 +20,8 @@ export function hostError(e: unknown, what: string): MorselError {
 }
 
 export interface ImageSink {
-  /** Writes `bytes`; the caller may reuse the buffer once the promise resolves. */
-  write(bytes: Uint8Array): Promise<void>;
+  /** Writes `parts` in order (a gather list: views of region frames need no copy); the caller may reuse them once the promise resolves. */
+  write(parts: readonly Uint8Array[]): Promise<void>;
   /** Makes the image durable and visible (file: fsync, rename, fsync dir). */
   commit(): Promise<void>;
   /** Drops a partial image (file: the temporary file goes, the previous image stays). */
@@ -31,6 +31,12 @@ export interface ImageSink {
 export interface ImageSource {
   /** Exactly `n` bytes, or fewer at the end of the input (never more); valid until at least two more reads. */
   read(n: number): Promise<Uint8Array>;
+  /**
+   * Optional scatter read (files): fills `parts` in order straight from the
+   * input, returns the bytes read (fewer only at its end). The loader reads
+   * chunks into the frames it allocated with it, with no copy.
+   */
+  readInto?(parts: readonly Uint8Array[]): Promise<number>;
   close(): void;
 }
 
@@ -49,7 +55,7 @@ export function fileSink(file: string): ImageSink {
     closed = true;
   };
   return {
-    write: (bytes) => writeAll(fd, bytes, tmp),
+    write: (parts) => writeAll(fd, parts, tmp),
     commit: async () => {
       try {
         fs.fsyncSync(fd);
@@ -71,12 +77,28 @@ export function fileSink(file: string): ImageSink {
   };
 }
 
-/** fs.write until every byte is written (writes can be short). */
-async function writeAll(fd: number, bytes: Uint8Array, what: string): Promise<void> {
-  for (let done = 0; done < bytes.length; ) {
-    const n = await new Promise<number>((res, rej) => fs.write(fd, bytes, done, bytes.length - done, null, (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
-    done += n;
+/** fs.writev until every byte of `parts` is written (writes can be short). */
+async function writeAll(fd: number, parts: readonly Uint8Array[], what: string): Promise<void> {
+  let rest = parts.filter((p) => p.length > 0);
+  for (let attempt = 0; rest.length > 0; attempt++) {
+    const n = await new Promise<number>((res, rej) => fs.writev(fd, rest as Uint8Array[], (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
+    if (n === 0 && attempt > rest.length) throw new MorselError('EIO', `cannot write ${what}: no progress`);
+    rest = skipBytes(rest, n);
   }
+}
+
+/** `parts` without their first `n` bytes. */
+function skipBytes(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = n;
+  for (const p of parts) {
+    if (skip >= p.length) skip -= p.length;
+    else {
+      out.push(p.subarray(skip));
+      skip = 0;
+    }
+  }
+  return out;
 }
 
 function syncDir(dir: string): void {
@@ -91,7 +113,7 @@ function syncDir(dir: string): void {
 /** A sink on a writable stream (stdout): each write resolves once the stream took the bytes. */
 export function streamSink(out: NodeJS.WritableStream): ImageSink {
   return {
-    write: (bytes) => new Promise<void>((res, rej) => out.write(Buffer.from(bytes), (e) => (e ? rej(hostError(e, 'cannot write the image stream')) : res()))),
+    write: (parts) => new Promise<void>((res, rej) => out.write(Buffer.concat(parts), (e) => (e ? rej(hostError(e, 'cannot write the image stream')) : res()))),
     commit: async () => {},
     abort: () => {},
   };
@@ -131,6 +153,19 @@ export function fileSource(file: string): ImageSource {
       }
       position += got;
       return out.subarray(0, got);
+    },
+    readInto: async (parts) => {
+      const total = parts.reduce((n, p) => n + p.length, 0);
+      let got = 0;
+      for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
+        const r = await new Promise<number>((res, rej) => fs.readv(fd, rest as Uint8Array[], position + got, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
+        if (r === 0) break;
+        got += r;
+        rest = skipBytes(rest, r);
+      }
+      position += got;
+      assert(got <= total, 'readv reads at most what it was given');
+      return got;
     },
     close: () => fs.closeSync(fd),
   };
@@ -187,8 +222,8 @@ export function bytesSource(bytes: Uint8Array): ImageSource {
 export function memorySink(): ImageSink & { bytes(): Uint8Array } {
   const parts: Uint8Array[] = [];
   return {
-    write: async (bytes) => {
-      parts.push(bytes.slice());
+    write: async (more) => {
+      for (const p of more) parts.push(p.slice());
     },
     commit: async () => {},
     abort: () => (parts.length = 0),
