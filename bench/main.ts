@@ -46,7 +46,7 @@ export const SUITES: Record<string, Runner> = {
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
-export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'cli-start'];
+export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'serial', 'cli-start'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
 export function regionBytesFor(suites: string[], quick: boolean): number {

@@ -106,8 +106,9 @@ export class PMap {
     const h = memory.names.open(path, { write });
     let space: AddressSpace | null = null;
     try {
-      const st = memory.names.stat(path);
-      check(st.fixedAddress !== null && st.fixedAddress !== undefined, 'EINVAL', () => `${path} has no fixed address: not a pmap`);
+      // The record, not stat(): stat walks the whole morsel to count its frames, and opening must not depend on the size.
+      const rec = memory.names.ns.lookup(path);
+      check(rec.fixedAddress !== null, 'EINVAL', () => `${path} has no fixed address: not a pmap`);
       space = memory.createSpace();
       const base = memory.names.map(h, space, { write });
       return new PMap(memory, h, space, new Mmu(space), base);

@@ -79,8 +79,9 @@ export function quiescedSource(memory: Memory, target: string | MorselRef): Snap
     busy('');
     const d = memory.morsels.decodeHandle(h.id, h.generation);
     const fixedAddress = d.meta ? memory.morsels.metaOf(d).address : null;
-    const st = typeof target === 'string' ? names.stat(target) : null;
-    const name = st === null ? null : { path: st.path, mode: st.mode, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs };
+    // The record, not stat(): stat counts the subtree's frames (a walk of the whole morsel).
+    const rec = typeof target === 'string' ? names.ns.lookup(target) : null;
+    const name = rec === null ? null : { path: target as string, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
     const { pages, frames } = collectPages(memory.morsels.walker, h.dataRoot as Frame, h.dataOrder);
     return {
       region: memory.region,
