@@ -288,3 +288,63 @@ test('CLI: save - | load - between processes, --json results, typed exit codes',
   assert.equal(check.status, 0, String(check.stdout));
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('ENOSPC in the middle of a load (another user took the frames): every frame of the load returned', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const h = m.names.create('/mid', { sizeBytes: 2 * MiB });
+  m.names.write(h, 0, pattern(40 * PAGE_SIZE, 6));
+  m.names.close(h);
+  const image = await saveBytes(m, '/mid', 4);
+  const free = freeFrames(m);
+  const hog: number[] = [];
+  const inner = bytesSource(image);
+  let reads = 0;
+  const source = {
+    read: async (n: number) => {
+      if (++reads === 5) {
+        // chunk 1 is being read: take every free frame, as a concurrent user could
+        for (let i = 0; i < 1e6; i++) {
+          try {
+            hog.push(m.alloc.alloc(0));
+          } catch {
+            break;
+          }
+        }
+      }
+      return inner.read(n);
+    },
+    close: () => {},
+  };
+  await rejectsWith(load(m, source, { name: '/mid2' }), ['ENOSPC']);
+  assert.ok(hog.length > 0);
+  for (const f of hog) m.alloc.free(f as never);
+  assert.equal(freeFrames(m), free);
+  assert.throws(() => m.names.stat('/mid2'));
+  m.close();
+});
+
+test('file sources (reads straight into frames): truncated or flipped images are ECORRUPT, frames returned', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const dir = tmpDir();
+  const h = m.names.create('/file', { sizeBytes: 2 * MiB });
+  m.names.write(h, 0, pattern(20 * PAGE_SIZE, 8));
+  m.names.close(h);
+  const image = await saveBytes(m, '/file', 4);
+  const free = freeFrames(m);
+  const variants: Uint8Array[] = [image.subarray(0, image.length - 100), image.subarray(0, 300), image.subarray(0, image.length - 2)];
+  for (const at of [200, 5000, 9 * PAGE_SIZE, image.length - 40, image.length - 3]) {
+    const bad = image.slice();
+    bad[at] ^= 0x10;
+    variants.push(bad);
+  }
+  for (const [i, bytes] of variants.entries()) {
+    const file = path.join(dir, `bad${i}.img`);
+    fs.writeFileSync(file, bytes);
+    const src = fileSource(file);
+    await rejectsWith(load(m, src, { name: '/file2' }), ['ECORRUPT']);
+    src.close();
+    assert.equal(freeFrames(m), free, `variant ${i}`);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.close();
+});

@@ -11,11 +11,16 @@ import { MorselError, assert, isMorselError, type ErrorCode } from '../errors.js
 /** Host errno codes that keep their name; anything else is EIO. */
 const KEPT: ReadonlySet<string> = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EBUSY']);
 
-/** Any error as a typed MorselError (host errors keep their errno where it has a remedy). */
-export function hostError(e: unknown, what: string): MorselError {
+/**
+ * A host error (errno + syscall) as a typed MorselError: its errno where it
+ * has a remedy, else EIO. MorselErrors and anything else (a bug: the CLI
+ * reports it as EINTERNAL) pass through unchanged.
+ */
+export function hostError(e: unknown, what: string): unknown {
   if (isMorselError(e)) return e;
   const code = (e as { code?: unknown } | null)?.code;
-  const kept = typeof code === 'string' && KEPT.has(code) ? (code as ErrorCode) : 'EIO';
+  if (typeof code !== 'string' || (e as { syscall?: unknown }).syscall === undefined) return e;
+  const kept = KEPT.has(code) ? (code as ErrorCode) : 'EIO';
   return new MorselError(kept, `${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }
 
