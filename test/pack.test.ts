@@ -62,8 +62,12 @@ test('npm pack: a consumer installs the tarball, type-checks under NodeNext, run
     fs.mkdirSync(app);
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     sh('npm', ['install', '--no-save', '--prefer-offline', path.join(dir, packed[0].filename)], app);
-    const installed = fs.readdirSync(path.join(app, 'node_modules')).filter((n) => !n.startsWith('.'));
-    assert.deepEqual(installed.sort(), ['morsel', ...Object.keys(pkg.dependencies)].sort(), 'only the runtime dependencies are installed');
+    // Scoped packages are one directory per scope; a native dependency brings its platform build (`<dep>-<platform>`) too.
+    const top = fs.readdirSync(path.join(app, 'node_modules')).filter((n) => !n.startsWith('.'));
+    const installed = top.flatMap((n) => (n.startsWith('@') ? fs.readdirSync(path.join(app, 'node_modules', n)).map((m) => `${n}/${m}`) : [n]));
+    const deps = Object.keys(pkg.dependencies);
+    const platformBuild = (n: string): boolean => deps.some((d) => n.startsWith(`${d}-`));
+    assert.deepEqual(installed.filter((n) => !platformBuild(n)).sort(), ['morsel', ...deps].sort(), 'only the runtime dependencies are installed');
 
     fs.writeFileSync(path.join(app, 'main.ts'), CONSUMER_TS);
     const types = path.join(root, 'node_modules', '@types'); // a consumer brings its own @types/node
