@@ -10,7 +10,7 @@
  * `save … -` on stderr, as are its errors: stdout is the image).
  */
 import type { Command } from 'commander';
-import { formatBytes } from '../units.js';
+import { MiB, formatBytes } from '../units.js';
 import { TARGET_HELP, jsonOption, regionOption, run, withRegion, type Out } from './common.js';
 
 type ProgressFn = (doneBytes: number, totalBytes: number) => void;
@@ -23,9 +23,10 @@ async function progressBar(json: boolean | undefined, what: string): Promise<{ o
   let started = false;
   return {
     onProgress: (done, total) => {
-      if (!started) bar.start(Math.ceil(total / 2 ** 20), 0);
+      const totalMiB = Math.ceil(total / MiB);
+      if (!started) bar.start(totalMiB, 0);
       started = true;
-      bar.update(Math.floor(done / 2 ** 20));
+      bar.update(done >= total ? totalMiB : Math.floor(done / MiB));
     },
     stop: () => started && bar.stop(),
   };
