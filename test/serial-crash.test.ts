@@ -17,8 +17,8 @@ const child = new URL('./workers/serial-load-child.js', import.meta.url);
 const IMAGE_BYTES = 24 * MiB;
 
 /** Runs the loader child; SIGKILLs it `killAfterMs` after it is ready (null: let it finish or die at its armed point). */
-async function runChild(region: string, image: string, name: string, killAfterMs: number | null, env: Record<string, string> = {}): Promise<{ finished: boolean; crashedAt: string | null }> {
-  const p = fork(child, [region, image, name], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...env } });
+async function runChild(region: string, op: 'load' | 'save', image: string, name: string, killAfterMs: number | null, env: Record<string, string> = {}): Promise<{ finished: boolean; crashedAt: string | null }> {
+  const p = fork(child, [region, op, image, name], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...env } });
   let stderr = '';
   p.stderr!.on('data', (d) => (stderr += String(d)));
   let finished = false;
@@ -74,7 +74,7 @@ test('a load killed at any moment leaks nothing after recovery: the morsel is wh
   let absent = 0;
   let whole = 0;
   for (const run of runs) {
-    const r = await runChild(region, image, '/dst', run.killAfterMs, run.env);
+    const r = await runChild(region, 'load', image, '/dst', run.killAfterMs, run.env);
     const m = Memory.open(region, { mode: 'exclusive' }); // recovers when the child was killed
     try {
       const what = `kill after ${run.killAfterMs} ms (${r.crashedAt ?? (r.finished ? 'finished' : 'killed')})`;
@@ -103,5 +103,48 @@ test('a load killed at any moment leaks nothing after recovery: the morsel is wh
   assert.ok(absent >= 1, 'at least one load died before its commit (the armed crash point)');
   assert.ok(absent + whole === runs.length);
   t.diagnostic(`${absent} loads died before their commit, ${whole} were whole`);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('a save killed at any moment leaves the previous image intact (or the complete new one)', { timeout: 120_000 }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serial-save-crash-'));
+  const region = path.join(dir, 'r.region');
+  const image = path.join(dir, 'src.img');
+  const m = Memory.create(region, 128 * MiB);
+  const h = m.names.create('/src', { sizeBytes: IMAGE_BYTES });
+  const old = new Uint8Array(IMAGE_BYTES).fill(1);
+  const fresh = new Uint8Array(IMAGE_BYTES).fill(2);
+  m.names.write(h, 0, old);
+  m.names.close(h);
+  await save(m, '/src', fileSink(image));
+  const oldImage = fs.readFileSync(image);
+  const w = m.names.open('/src', { write: true });
+  m.names.write(w, 0, fresh);
+  m.names.close(w);
+  m.close();
+  let intact = 0;
+  for (const ms of [0, 3, 10, 30, 60, 120]) {
+    const r = await runChild(region, 'save', image, '/src', ms);
+    const now = fs.readFileSync(image);
+    const m2 = Memory.open(region);
+    try {
+      const src = fileSource(image);
+      await load(m2, src, { name: '/check' });
+      src.close();
+      const got = bytesOf(m2, '/check');
+      m2.names.unlink('/check');
+      if (Buffer.compare(now, oldImage) === 0) {
+        intact++;
+        assert.deepEqual(got, old, `kill after ${ms} ms: the previous image, whole`);
+      } else {
+        assert.deepEqual(got, fresh, `kill after ${ms} ms (${r.finished ? 'finished' : 'killed'}): the complete new image`);
+      }
+    } finally {
+      m2.close();
+    }
+    fs.writeFileSync(image, oldImage); // the next run starts from the previous image again
+  }
+  t.diagnostic(`${intact} saves died before their rename (previous image intact)`);
+  assert.ok(intact >= 1, 'at least one save was killed before its rename');
   fs.rmSync(dir, { recursive: true, force: true });
 });

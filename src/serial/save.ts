@@ -74,7 +74,7 @@ export function quiescedSource(memory: Memory, target: string | MorselRef): Snap
     const others = (): number => memory.morsels.usage.total(h.dataRoot) - 1;
     const busy = (when: string): void => {
       const n = others();
-      check(n === 0, 'EBUSY', () => `${h.path ?? h.toString()} is open or mapped by ${n} other user(s) ${when}; save needs it quiet (close them, or save a clone)`);
+      check(n === 0, 'EBUSY', () => `${h.path ?? h.toString()} is open or mapped by ${n} other user(s)${when}; save needs it quiet (close them, or save a clone)`);
     };
     busy('');
     const d = memory.morsels.decodeHandle(h.id, h.generation);
@@ -88,7 +88,7 @@ export function quiescedSource(memory: Memory, target: string | MorselRef): Snap
       morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name },
       pages,
       frames,
-      finish: () => busy('(it was opened during the save; the image was dropped)'),
+      finish: () => busy(' (it was opened during the save; the image was dropped)'),
       close: () => names.close(h),
     };
   } catch (e) {
