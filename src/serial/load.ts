@@ -186,7 +186,7 @@ export async function load(memory: Memory, source: ImageSource, opts: LoadOption
     const need = framesNeeded(header, head.runs);
     const free = memory.alloc.freeFrames();
     check(need <= free, 'ENOSPC', () => `the image needs ${need} frames, the region has ${free} free`);
-    const createOpts: CreateOptions = { sizeBytes: header.sizeBytes, order: header.order, mode: opts.mode ?? header.name?.mode ?? 0o600, fixedAddress: header.fixedAddress ?? undefined };
+    const createOpts: CreateOptions = { sizeBytes: header.sizeBytes, order: header.order, mode: opts.mode ?? header.name?.mode, fixedAddress: header.fixedAddress ?? undefined };
     const names = memory.names;
     const h = names.beginCreate(path, createOpts);
     const builder = new TreeBuilder(memory.morsels.walker, memory.alloc, memory.region, h.dataRoot as Frame, h.dataOrder, head.runs);
