@@ -27,6 +27,7 @@ import { runTransfer, transferParams, transferRegionBytes } from './transfer.js'
 import { runNames } from './names.js';
 import { cowParams, cowRegionBytes, runCow } from './cow.js';
 import { refcountParams, refcountRegionBytes, runRefcount } from './refcount.js';
+import { runSerial, serialParams, serialRegionBytes } from './serial.js';
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
@@ -45,10 +46,11 @@ export const SUITES: Record<string, Runner> = {
   kv: runKv,
   cow: runCow,
   refcount: runRefcount,
+  serial: runSerial,
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
-export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'cli-start'];
+export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'serial', 'cli-start'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
 export function regionBytesFor(suites: string[], quick: boolean): number {
@@ -61,6 +63,7 @@ export function regionBytesFor(suites: string[], quick: boolean): number {
     overhead: () => overheadRegionBytes(overheadParams(quick)),
     cow: () => cowRegionBytes(cowParams(quick)),
     refcount: () => refcountRegionBytes(refcountParams(quick)),
+    serial: () => serialRegionBytes(serialParams(quick)),
   };
   return Math.max(0, ...suites.filter((s) => s in need).map((s) => need[s]()));
 }

@@ -22,6 +22,7 @@ import { machineInfo, summaryTable, writeReport, type RunReport } from '../bench
 import type { ExperimentResult } from '../bench/stats.js';
 import { runTransfer } from '../bench/transfer.js';
 import { runRefcount } from '../bench/refcount.js';
+import { runSerial } from '../bench/serial.js';
 
 const experiments: ExperimentResult[] = [];
 after(() => releaseShared());
@@ -101,6 +102,14 @@ test('overhead: tiny sweep, table overhead and root sizes', async () => {
   const roots = e.results.filter((r) => r.variant === 'morsel' && r.metric === 'root_bytes');
   assert.equal(roots.length, 5);
   for (const r of roots) assert.equal(r.summary.median, 4096, 'every root is one frame');
+});
+
+test('serial: tiny save/load, naive serializer, pmap vs v8 and JSON', async () => {
+  const e = await runSerial({ quick: true, params: { sizeBytes: 4 * MiB, sparseFraction: 0.01, reps: 5, uncachedReps: 5, valueBytes: 100, uncached: false } });
+  checkShape(e, 'serial');
+  for (const v of ['save', 'load (cached)', 'naive save', 'naive load (cached)', 'disk write (limit)', 'disk read (limit, cached)']) {
+    assert.ok(e.results.some((r) => r.variant === v && r.summary.median > 0), `${v} measured`);
+  }
 });
 
 test('cli-start: interleaved process starts', async () => {

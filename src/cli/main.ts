@@ -14,6 +14,7 @@ import { registerMorsels } from './morsels.js';
 import { registerRegion } from './region.js';
 import { registerNames } from './names.js';
 import { registerWeb } from './web.js';
+import { registerSerial } from './serial.js';
 
 /** The package version, read from package.json (dist/src/cli -> package root). */
 function packageVersion(): string {
@@ -47,5 +48,6 @@ export async function main(argv: string[]): Promise<void> {
   registerNames(program);
   registerKv(program);
   registerWeb(program);
+  registerSerial(program);
   await program.parseAsync(argv);
 }

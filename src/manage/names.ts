@@ -26,7 +26,7 @@
  *             A crash in between leaves PENDING on a named morsel: cleared.
  *   fixed   = the reservation's CAS (reservations.ts), before the name.
  */
-import { MorselError, check } from '../errors.js';
+import { MorselError, assert, check } from '../errors.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
 import type { MorselId } from '../morsel/id.js';
@@ -151,6 +151,17 @@ export class Names {
    * open with O_CREAT: the creator may write whatever mode it sets).
    */
   create(path: string, opts: CreateOptions): MorselHandle {
+    return this.commitCreate(this.beginCreate(path, opts), opts);
+  }
+
+  /**
+   * The first half of create: checks everything create checks, then makes
+   * the morsel PENDING and unnamed, counted only by the returned handle.
+   * Fill it, then commitCreate names it; close(handle) instead destroys it
+   * with every frame it holds. A crash in between leaves a PENDING morsel
+   * whose only use died with this process: recovery reaps it.
+   */
+  beginCreate(path: string, opts: CreateOptions): MorselHandle {
     const sizeBytes = opts.sizeBytes;
     const order = opts.order ?? orderForSize(sizeBytes);
     check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0 && sizeBytes <= orderBytes(order), 'ERANGE', () => `size ${sizeBytes} does not fit an order-${order} morsel (${orderBytes(order)} bytes)`);
@@ -161,12 +172,27 @@ export class Names {
     const id = fixed === null ? this.morsels.create(order, { pending: true }) : this.morsels.createMeta(order, { address: fixed, sizeBytes, pending: true });
     // A pending create counted our use already (see Morsels.create).
     const data = this.morsels.dataOf(this.morsels.decode(id));
-    const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, sizeBytes, path);
+    return new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, sizeBytes, path);
+  }
+
+  /**
+   * The commit of create for a handle from beginCreate with the same `opts`:
+   * reserves the fixed address, publishes the name (the commit point), clears
+   * PENDING. On failure (EEXIST...) the handle is closed, which destroys the
+   * morsel, and the error is thrown.
+   */
+  commitCreate(handle: MorselHandle, opts: CreateOptions): MorselHandle {
+    const path = handle.path;
+    assert(path !== undefined && handle.open, 'commitCreate of an open handle from beginCreate');
+    const id = handle.id;
+    const order = handle.dataOrder;
+    const mode = checkMode(opts.mode ?? DEFAULT_FILE_MODE);
+    const fixed = opts.fixedAddress ?? null;
     try {
       if (fixed !== null) this.reservations.reserve({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
       try {
         const now = Date.now();
-        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: fixed });
+        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: handle.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: fixed });
       } catch (e) {
         if (fixed !== null) this.reservations.release({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
         throw e;

@@ -162,6 +162,18 @@ export class Walker {
     return this.follow(table, index, lo, region.loadHi(table, index));
   }
 
+  /**
+   * Links `frame`, allocated and already filled by the caller, into the
+   * empty entry `table[index]` by one CAS. False when the entry is taken
+   * (the caller still owns `frame`). For builders of private trees (the
+   * image loader): no zeroing of a frame about to be overwritten.
+   */
+  link(table: Frame, index: number, frame: Frame): boolean {
+    if (!this.region.casEntry(table, index, 0, 0, makeLo(frame, INNER_FLAGS), makeHi(frame, 0))) return false;
+    this.linkedFrames++;
+    return true;
+  }
+
   /** A fresh zeroed frame from the allocator (ENOSPC when none is left). */
   zeroedFrame(): Frame {
     const frame = this.alloc.alloc(0);

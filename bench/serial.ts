@@ -1,0 +1,398 @@
+/**
+ * Serialization (issue 14): save and load whole morsels against the disk's
+ * own sequential bandwidth, against a page-by-page serializer, and the
+ * pointer-based map (src/serial/pmap.ts) against v8.deserialize and JSON.
+ * Everything in one run on the same bytes, in one scratch directory.
+ *
+ *   limit      plain 4 MiB fs writes (+ fsync + rename, as save does) and
+ *              reads of a file of the image's size
+ *   cached /   load and read with the file in the page cache, and after
+ *   uncached   `sync; echo 3 > /proc/sys/vm/drop_caches` (root only: the
+ *              results say which ran)
+ *   naive      one write per populated page with a per-page header (found
+ *              by a walk from the root per page); load: one read and one
+ *              names.write per page
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { dirname, join } from 'node:path';
+import * as v8 from 'node:v8';
+import type { Memory } from '../src/memory.js';
+import { MiB, GiB, PAGE_SIZE, type Frame } from '../src/units.js';
+import { save } from '../src/serial/save.js';
+import { load } from '../src/serial/load.js';
+import { PMap } from '../src/serial/pmap.js';
+import { fileSink, fileSource, type ImageSink } from '../src/serial/streams.js';
+import { balance, checkNoLeak, collectGarbage, tempDir, volatileMemory } from './env.js';
+import { MIN_REPS, REPS, claim, gibPerS, medianOf, ticker, variant, type RunOptions } from './measure.js';
+import { nowNs, type ExperimentResult, type VariantResult } from './stats.js';
+
+export interface SerialParams {
+  sizeBytes: number;
+  /** fraction of pages populated in the sparse morsel */
+  sparseFraction: number;
+  reps: number;
+  /** repetitions of the runs that wait for the disk (fsync'd saves, uncached loads) */
+  uncachedReps: number;
+  /** bytes of each pmap value */
+  valueBytes: number;
+  /** also measure with the page cache dropped (root only; off in smoke tests: it slows every other process) */
+  uncached: boolean;
+}
+
+export function serialParams(quick: boolean): SerialParams {
+  return { sizeBytes: quick ? 64 * MiB : 1 * GiB, sparseFraction: 0.01, reps: REPS, uncachedReps: MIN_REPS, valueBytes: 1000, uncached: true };
+}
+
+/** Source + loaded copy (dense), the sparse pair, the two pmaps, slack for tables. */
+export function serialRegionBytes(p: SerialParams): number {
+  return Math.ceil(3.3 * p.sizeBytes) + 64 * MiB;
+}
+
+const IO_BYTES = 4 * MiB;
+const NAIVE_HEADER_BYTES = 8;
+const PMAP_SMALL_DIVISOR = 16;
+/** pmaps live here and at +1 TiB (fixed addresses, away from anything else a suite reserves). */
+const PMAP_BASE = 2 ** 44;
+const PMAP_SMALL_BASE = PMAP_BASE + 2 ** 40;
+/** JSON strings have a hard length limit in V8 (~2^29 characters): JSON runs only up to this much data. */
+const JSON_MAX_BYTES = 256 * MiB;
+
+/** Tries to drop the page cache (root); false when not permitted. */
+function dropCaches(): boolean {
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Flushes dirty pages everywhere first, so a drop really empties the cache. */
+function syncAll(): void {
+  spawnSync('sync');
+}
+
+/** The durability protocol every writer here ends with, as save does: fsync, rename, fsync the directory. */
+function commitFile(fd: number, tmp: string, file: string): void {
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+  const dirFd = fs.openSync(dirname(file), 'r');
+  fs.fsyncSync(dirFd);
+  fs.closeSync(dirFd);
+}
+
+/** Plain large writes of `bytes` to `file`. */
+function diskWrite(file: string, bytes: number, buf: Uint8Array, durable: boolean): void {
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  for (let done = 0; done < bytes; done += IO_BYTES) fs.writeSync(fd, buf, 0, Math.min(IO_BYTES, bytes - done));
+  if (durable) commitFile(fd, tmp, file);
+  else fs.closeSync(fd);
+}
+
+/** A sink into the page cache only (no fsync, no rename): the serializer's own cost, without the disk's. */
+function pageCacheSink(file: string): ImageSink {
+  const fd = fs.openSync(file, 'w');
+  return {
+    write: (parts) =>
+      new Promise<void>((res, rej) => {
+        const bytes = parts.reduce((n, x) => n + x.length, 0);
+        fs.writev(fd, parts as Uint8Array[], (e, n) => (e ? rej(e) : n !== bytes ? rej(new Error('short write')) : res()));
+      }),
+    commit: async () => fs.closeSync(fd),
+    abort: () => fs.closeSync(fd),
+  };
+}
+
+/** Plain large reads of `file` into `dest` (as big as the file: the bytes land in memory, as a load's do). */
+function diskRead(file: string, dest: Uint8Array): number {
+  const fd = fs.openSync(file, 'r');
+  let total = 0;
+  for (let n = 1, i = 0; n > 0 && total < dest.length && i < 2 ** 31; i++) {
+    n = fs.readSync(fd, dest, total, Math.min(IO_BYTES, dest.length - total), null);
+    total += n;
+  }
+  fs.closeSync(fd);
+  return total;
+}
+
+/** The naive serializer: per page of the virtual range a walk from the root; per populated page one write of header + page. */
+function naiveSave(m: Memory, name: string, file: string, durable: boolean): void {
+  const h = m.names.open(name);
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  const rec = new Uint8Array(NAIVE_HEADER_BYTES + PAGE_SIZE);
+  const view = new DataView(rec.buffer);
+  try {
+    for (let page = 0; page < h.sizeBytes / PAGE_SIZE; page++) {
+      const frame = m.morsels.lookupPage(h.dataRoot as Frame, h.dataOrder, page * PAGE_SIZE);
+      if (frame < 0) continue;
+      view.setFloat64(0, page, true);
+      rec.set(m.region.frame(frame as Frame), NAIVE_HEADER_BYTES);
+      fs.writeSync(fd, rec);
+    }
+    if (durable) commitFile(fd, tmp, file);
+    else fs.closeSync(fd);
+  } finally {
+    m.names.close(h);
+  }
+}
+
+/** The naive loader: one read and one names.write (walk + populate) per page. */
+function naiveLoad(m: Memory, file: string, name: string, sizeBytes: number): void {
+  const h = m.names.create(name, { sizeBytes });
+  const fd = fs.openSync(file, 'r');
+  const rec = new Uint8Array(NAIVE_HEADER_BYTES + PAGE_SIZE);
+  const view = new DataView(rec.buffer);
+  try {
+    for (let i = 0; i < sizeBytes / PAGE_SIZE && fs.readSync(fd, rec, 0, rec.length, null) === rec.length; i++) {
+      m.names.write(h, view.getFloat64(0, true) * PAGE_SIZE, rec.subarray(NAIVE_HEADER_BYTES));
+    }
+  } finally {
+    fs.closeSync(fd);
+    m.names.close(h);
+  }
+}
+
+/** Fills `name` (already created) with a deterministic pattern on `fraction` of its pages (spread evenly). */
+function fill(m: Memory, name: string, sizeBytes: number, fraction: number): number {
+  const h = m.names.open(name, { write: true });
+  const page = new Uint8Array(PAGE_SIZE);
+  const stride = Math.round(1 / fraction);
+  let pages = 0;
+  for (let p = 0; p < sizeBytes / PAGE_SIZE; p += stride) {
+    page.fill(p & 255);
+    m.names.write(h, p * PAGE_SIZE, page);
+    pages++;
+  }
+  m.names.close(h);
+  return pages;
+}
+
+interface Timed {
+  ns: number[];
+  cpuNs: number[];
+}
+
+/** `reps` timed runs of `fn` after one warm-up; `before` runs untimed ahead of each. */
+async function timed(reps: number, fn: () => unknown, before: () => unknown = () => {}): Promise<Timed> {
+  const out: Timed = { ns: [], cpuNs: [] };
+  for (let i = -1; i < reps; i++) {
+    await before();
+    const cpu = process.cpuUsage();
+    const t = nowNs();
+    await fn();
+    const ns = nowNs() - t;
+    const used = process.cpuUsage(cpu);
+    if (i >= 0) {
+      out.ns.push(ns);
+      out.cpuNs.push((used.user + used.system) * 1000);
+    }
+  }
+  return out;
+}
+
+/** Save/load of one morsel (dense or sparse) against the disk and the naive serializer. */
+async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: number, suffix: string, tick: () => void): Promise<{ results: VariantResult[]; uncached: boolean }> {
+  const name = `/serial-src${suffix}`;
+  m.names.close(m.names.create(name, { sizeBytes: p.sizeBytes }));
+  const pages = fill(m, name, p.sizeBytes, fraction);
+  const data = pages * PAGE_SIZE;
+  const image = join(dir, `image${suffix}.img`);
+  const plain = join(dir, `plain${suffix}.bin`);
+  const naive = join(dir, `naive${suffix}.bin`);
+  const buf = new Uint8Array(IO_BYTES).fill(7);
+  const results: VariantResult[] = [];
+  const rate = (v: string, t: Timed): void => void results.push(variant(v + suffix, 'GiB_per_s', t.ns.map((ns) => gibPerS(data, ns))));
+  const loadOnce = async (): Promise<void> => {
+    const src = fileSource(image);
+    try {
+      await load(m, src, { name: '/serial-copy' });
+    } finally {
+      src.close();
+    }
+  };
+  const unlinkCopy = (): void => {
+    try {
+      m.names.unlink('/serial-copy');
+    } catch {
+      // absent before the first run
+    }
+  };
+  rate('save', await timed(p.uncachedReps, () => save(m, name, fileSink(image))));
+  const imageBytes = fs.statSync(image).size;
+  rate('disk write (limit)', await timed(p.uncachedReps, () => diskWrite(plain, imageBytes, buf, true)));
+  rate('save (page cache)', await timed(p.reps, () => save(m, name, pageCacheSink(`${image}.pc`))));
+  rate('disk write (limit, page cache)', await timed(p.reps, () => diskWrite(`${plain}.pc`, imageBytes, buf, false)));
+  rate('naive save (page cache)', await timed(p.reps, () => naiveSave(m, name, `${naive}.pc`, false)));
+  const dest = new Uint8Array(imageBytes).fill(1); // touched once: the reads below do not pay first-touch faults
+  rate('naive save', await timed(p.uncachedReps, () => naiveSave(m, name, naive, true)));
+  tick();
+  const loadRun = await timed(p.reps, loadOnce, unlinkCopy);
+  rate('load (cached)', loadRun);
+  results.push(variant('load CPU' + suffix, 'cpu_s_per_GB', loadRun.cpuNs.map((ns) => ns / 1e9 / (data / 1e9))));
+  rate('disk read (limit, cached)', await timed(p.reps, () => diskRead(plain, dest)));
+  rate('naive load (cached)', await timed(p.reps, () => naiveLoad(m, naive, '/serial-copy', p.sizeBytes), unlinkCopy));
+  unlinkCopy();
+  tick();
+  const uncached = p.uncached && dropCaches();
+  if (uncached) {
+    const drop = (): void => {
+      syncAll();
+      dropCaches();
+    };
+    rate('load (uncached)', await timed(p.uncachedReps, loadOnce, () => (unlinkCopy(), drop())));
+    rate('disk read (limit, uncached)', await timed(p.uncachedReps, () => diskRead(plain, dest), drop));
+    unlinkCopy();
+  }
+  tick();
+  m.names.unlink(name);
+  for (const f of [image, plain, naive]) for (const g of [f, `${f}.pc`, `${f}.pc.tmp`]) fs.rmSync(g, { force: true });
+  return { results, uncached };
+}
+
+/** Entries that fill about 90% of a pmap of `sizeBytes`. */
+function pmapShape(sizeBytes: number, valueBytes: number): { entries: number; buckets: number } {
+  const entryBytes = 24 + 8 + Math.ceil(valueBytes / 8) * 8;
+  const entries = Math.floor((0.9 * sizeBytes) / (entryBytes + 8));
+  return { entries, buckets: 2 ** Math.ceil(Math.log2(entries)) };
+}
+
+const valueOf = (i: number, bytes: number): Uint8Array => new Uint8Array(bytes).fill(i & 255);
+
+/** Time to the first lookup after a load, for a pmap of `sizeBytes` at `address`. */
+async function pmapFirstLookup(m: Memory, dir: string, p: SerialParams, sizeBytes: number, address: number): Promise<number[]> {
+  const { entries, buckets } = pmapShape(sizeBytes, p.valueBytes);
+  const map = PMap.create(m, '/serial-pmap', { address, sizeBytes, buckets });
+  for (let i = 0; i < entries; i++) map.set(`k${i}`, valueOf(i, p.valueBytes));
+  map.close();
+  const image = join(dir, 'pmap.img');
+  await save(m, '/serial-pmap', fileSink(image));
+  const key = `k${entries >> 1}`;
+  let opened: PMap | null = null; // closed outside the timed part (unmap and space teardown are not the lookup's cost)
+  const reload = async (): Promise<void> => {
+    opened?.close();
+    opened = null;
+    m.names.unlink('/serial-pmap');
+    const src = fileSource(image);
+    await load(m, src);
+    src.close();
+    collectGarbage(); // the load's garbage is not collected inside the timed open
+  };
+  const t = await timed(p.reps, () => {
+    opened = PMap.open(m, '/serial-pmap', { write: false });
+    const v = opened.get(key);
+    if (v === undefined || v.length !== p.valueBytes) throw new Error('pmap lost its entry');
+  }, reload);
+  (opened as PMap | null)?.close();
+  m.names.unlink('/serial-pmap');
+  fs.rmSync(image, { force: true });
+  return t.ns;
+}
+
+/** The same data as a Map through v8.deserialize and as an object through JSON.parse; ns to the first lookup. */
+async function heapFirstLookup(p: SerialParams): Promise<{ v8: number[]; json: number[] | null }> {
+  const { entries } = pmapShape(p.sizeBytes, p.valueBytes);
+  const key = `k${entries >> 1}`;
+  let blob: Buffer;
+  {
+    const map = new Map<string, Uint8Array>();
+    for (let i = 0; i < entries; i++) map.set(`k${i}`, valueOf(i, p.valueBytes));
+    blob = v8.serialize(map);
+  }
+  const v8t = await timed(p.reps, () => {
+    if ((v8.deserialize(blob) as Map<string, Uint8Array>).get(key)?.length !== p.valueBytes) throw new Error('v8 lost its entry');
+  });
+  if (p.sizeBytes > JSON_MAX_BYTES) return { v8: v8t.ns, json: null };
+  let text: string;
+  {
+    const obj: Record<string, string> = {};
+    for (let i = 0; i < entries; i++) obj[`k${i}`] = Buffer.from(valueOf(i, p.valueBytes)).toString('base64');
+    text = JSON.stringify(obj);
+  }
+  const jsont = await timed(p.reps, () => {
+    if ((JSON.parse(text) as Record<string, string>)[key] === undefined) throw new Error('JSON lost its entry');
+  });
+  return { v8: v8t.ns, json: jsont.ns };
+}
+
+/**
+ * Creates and unlinks every name and fixed address the suite uses once: the
+ * namespace and reservation tables they need grow lazily and stay, so the
+ * leak check's baseline is taken after them.
+ */
+function warmRegistries(m: Memory, p: SerialParams): void {
+  for (const name of ['/serial-src', '/serial-src (1% sparse)', '/serial-copy']) {
+    m.names.close(m.names.create(name, { sizeBytes: PAGE_SIZE }));
+    m.names.unlink(name);
+  }
+  for (const [address, sizeBytes] of [[PMAP_BASE, p.sizeBytes], [PMAP_SMALL_BASE, p.sizeBytes / PMAP_SMALL_DIVISOR]]) {
+    m.names.close(m.names.create('/serial-pmap', { sizeBytes, fixedAddress: address }));
+    m.names.unlink('/serial-pmap');
+  }
+}
+
+export async function runSerial(opts: RunOptions & { params?: SerialParams }): Promise<ExperimentResult> {
+  const p = opts.params ?? serialParams(opts.quick);
+  const tick = ticker(8, opts.progress);
+  const m = volatileMemory(serialRegionBytes(p));
+  warmRegistries(m, p);
+  const before = balance(m);
+  const scratch = tempDir('morsel-serial-');
+  const results: VariantResult[] = [];
+  let uncached = false;
+  try {
+    const dense = await saveLoad(m, scratch.dir, p, 1, '', tick);
+    uncached = dense.uncached;
+    results.push(...dense.results);
+    results.push(...(await saveLoad(m, scratch.dir, p, p.sparseFraction, ' (1% sparse)', tick)).results);
+    const ms = (ns: number[]): number[] => ns.map((n) => n / 1e6);
+    results.push(variant('pmap open + first lookup after load', 'ms', ms(await pmapFirstLookup(m, scratch.dir, p, p.sizeBytes, PMAP_BASE))));
+    results.push(variant(`pmap open + first lookup after load (1/${PMAP_SMALL_DIVISOR} size)`, 'ms', ms(await pmapFirstLookup(m, scratch.dir, p, p.sizeBytes / PMAP_SMALL_DIVISOR, PMAP_SMALL_BASE))));
+    const heap = await heapFirstLookup(p);
+    results.push(variant('v8.deserialize + first lookup', 'ms', ms(heap.v8)));
+    if (heap.json !== null) results.push(variant('JSON.parse + first lookup', 'ms', ms(heap.json)));
+    tick();
+  } finally {
+    scratch.dispose();
+  }
+  checkNoLeak(m, before, 'serial');
+  const g = (v: string): number => medianOf(results, v, 'GiB_per_s');
+  const t = (v: string): number => medianOf(results, v, 'ms');
+  const cpu = medianOf(results, 'load CPU', 'cpu_s_per_GB');
+  const pmapRatio = t('pmap open + first lookup after load') / t(`pmap open + first lookup after load (1/${PMAP_SMALL_DIVISOR} size)`);
+  return {
+    id: 'serial',
+    title: 'Serialization: save/load whole morsels (issue 14)',
+    anchor: 'CRIU image streamer: 0.1 CPU-s/GB to capture, 1.4 CPU-s/GB to restore; memcached warm restart rewrites every pointer',
+    params: { ...p, pageCache: uncached ? 'cached and uncached (drop_caches as root)' : p.uncached ? 'cached only (drop_caches not permitted)' : 'cached only (uncached runs off)', ioBytes: IO_BYTES },
+    results,
+    claims: [
+      claim('serial: save / disk write limit (dense)', g('save') / g('disk write (limit)'), { goal: 0.85 }),
+      claim('serial: load / disk read limit (dense, cached)', g('load (cached)') / g('disk read (limit, cached)'), { goal: 0.85 }),
+      ...(uncached ? [claim('serial: load / disk read limit (dense, uncached)', g('load (uncached)') / g('disk read (limit, uncached)'), { goal: 0.85 })] : []),
+      claim('serial: save / page-by-page save (dense, both fsync\'d)', g('save') / g('naive save'), { goal: 3 }),
+      claim('serial: save / page-by-page save (dense, page cache: no fsync)', g('save (page cache)') / g('naive save (page cache)'), { goal: 3 }),
+      claim('serial: save (page cache) / plain writes (page cache)', g('save (page cache)') / g('disk write (limit, page cache)'), { goal: 0.85 }),
+      claim('serial: load / page-by-page load (dense, cached)', g('load (cached)') / g('naive load (cached)'), { goal: 3 }),
+      claim('serial: save / page-by-page save (1% sparse, both fsync\'d)', g('save (1% sparse)') / g('naive save (1% sparse)'), { goal: 3 }),
+      claim('serial: save / page-by-page save (1% sparse, page cache)', g('save (page cache) (1% sparse)') / g('naive save (page cache) (1% sparse)'), { goal: 3 }),
+      claim('serial: load / page-by-page load (1% sparse, cached)', g('load (cached) (1% sparse)') / g('naive load (cached) (1% sparse)'), { goal: 3 }),
+      claim('serial: load CPU-seconds per GB (dense; lower is better)', cpu, { anchor: 1.4, goal: 0.5, met: cpu <= 0.5 }),
+      claim('serial: pmap first lookup, v8.deserialize / pmap time', t('v8.deserialize + first lookup') / t('pmap open + first lookup after load'), { goal: 100 }),
+      claim(`serial: pmap first lookup, full / 1/${PMAP_SMALL_DIVISOR}-size time (size independence: ~1)`, pmapRatio, { goal: 2, met: pmapRatio <= 2 }),
+    ],
+    notes: [
+      `Throughput = populated bytes / time, medians of ${p.reps} runs (${p.uncachedReps} for fsync\'d saves and uncached loads) after one warm-up; the image adds a header, map and 4 bytes per 4 MiB chunk.`,
+      'save = per 4 MiB chunk one async fs.writev straight from the region frames (no copy; crc32c of the next chunk while one is written) + fsync + rename + dir fsync; the disk write limit = the same byte count in 4 MiB writeSync from one buffer + the same fsync, rename, dir fsync (naive save too).',
+      'load = header/map checks, per chunk one async fs.readv straight into freshly allocated frames (the next chunk in flight while the current is checked and linked), crc32c per chunk, one ensureChild per table and one CAS per page, then the name. The disk read limit = 4 MiB readSync into one pre-touched buffer of the image size.',
+      uncached ? 'uncached: sync + echo 3 > /proc/sys/vm/drop_caches before each run (the file then comes from the disk).' : 'uncached runs skipped (off, or dropping the page cache is not permitted: not root).',
+      'page cache variants: the same writers without fsync, rename or directory fsync (the file stays in the page cache): the serializer\'s own cost without the disk\'s, which dominates small fsync\'d saves on this shared disk.',
+      'naive = one 4104-byte write per populated page (8-byte page number + page) after a walk from the root per virtual page; naive load = one read and one names.write per page.',
+      'load CPU = process.cpuUsage (user + system, all threads incl. the libuv read threads) per GB of populated bytes.',
+      `pmap: ${pmapShape(p.sizeBytes, p.valueBytes).entries} entries of ${p.valueBytes} bytes (~90% of the morsel); timed = PMap.open (name, map at its fixed address, header check) + one get, right after a load (its close, i.e. unmap and space teardown, is not timed). v8/JSON: the same entries as a Map / an object of base64 strings${p.sizeBytes > JSON_MAX_BYTES ? ' (JSON skipped above 256 MiB: V8 string limit)' : ''}.`,
+    ],
+  };
+}

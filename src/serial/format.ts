@@ -1,0 +1,235 @@
+/**
+ * The morsel image format (docs/image-format.md): one morsel, its fixed
+ * address and name attributes, and only its populated pages. All integers
+ * little-endian; addresses, sizes and page counts are f64 (exact below
+ * 2^53, as everywhere in morsel). Layout:
+ *
+ *   header   FIXED_HEADER_BYTES fields, the name (UTF-8), crc32c of all before
+ *   map      runCount x (firstPage f64, pageCount f64), crc32c of the runs
+ *   data     the populated pages in virtual order, in chunks of chunkPages
+ *            pages, each chunk followed by the crc32c of its bytes
+ *   trailer  TRAILER_MAGIC, populatedPages, chunkCount, the crc32c of the
+ *            header, of the map and of all chunk checksums, crc32c of the trailer
+ *
+ * Decoding validates every field before anything is allocated: ECORRUPT for
+ * damage, EVERSION for a version (or flag) this code does not know.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { MorselError, check } from '../errors.js';
+import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
+import { MiB, PAGE_SIZE } from '../units.js';
+
+export const IMAGE_MAGIC = 'MORSELIM';
+export const TRAILER_MAGIC = 'MORSLEND';
+export const IMAGE_VERSION = 1;
+const MAGIC_BYTES = 8;
+/** Bytes of the header's fixed fields (the name and the checksum follow). */
+export const FIXED_HEADER_BYTES = 88;
+export const CRC_BYTES = 4;
+export const RUN_BYTES = 16;
+export const TRAILER_BYTES = 36;
+/** The longest name an image carries (the namespace's own path limit). */
+export const MAX_NAME_BYTES = 4096;
+/** Pages per data chunk: the unit of checksums, of gathering on save and of reads on load. */
+export const DEFAULT_CHUNK_PAGES = (4 * MiB) / PAGE_SIZE;
+/** The largest chunk a reader accepts (bounds its buffers whatever the header says). */
+export const MAX_CHUNK_PAGES = (64 * MiB) / PAGE_SIZE;
+
+/** Header flags. */
+export const FLAG_FIXED = 1; // a fixed-address (meta) morsel: fixedAddress is valid
+export const FLAG_NAMED = 2; // saved from a name: name, mode, uid, gid, mtime are valid
+const KNOWN_FLAGS = FLAG_FIXED | FLAG_NAMED;
+
+export interface ImageHeader {
+  order: Order;
+  /** logical byte size (a name's or meta morsel's size, else the order's span) */
+  sizeBytes: number;
+  fixedAddress: number | null;
+  /** name attributes, null when saved from a bare handle */
+  name: { path: string; mode: number; uid: number; gid: number; mtimeMs: number } | null;
+  populatedPages: number;
+  runCount: number;
+  chunkPages: number;
+}
+
+/** A run of populated pages [firstPage, firstPage + pageCount). */
+export interface PageRun {
+  firstPage: number;
+  pageCount: number;
+}
+
+export const chunkCountOf = (h: { populatedPages: number; chunkPages: number }): number => Math.ceil(h.populatedPages / h.chunkPages);
+export const pagesOfOrder = (order: Order): number => orderBytes(order) / PAGE_SIZE;
+
+/** Total image bytes for a header (what a file of this image must measure). */
+export function imageBytes(h: ImageHeader, headerBytes: number): number {
+  return headerBytes + h.runCount * RUN_BYTES + CRC_BYTES + h.populatedPages * PAGE_SIZE + chunkCountOf(h) * CRC_BYTES + TRAILER_BYTES;
+}
+
+function putMagic(bytes: Uint8Array, at: number, magic: string): void {
+  for (let i = 0; i < MAGIC_BYTES; i++) bytes[at + i] = magic.charCodeAt(i);
+}
+
+function hasMagic(bytes: Uint8Array, at: number, magic: string): boolean {
+  for (let i = 0; i < MAGIC_BYTES; i++) if (bytes[at + i] !== magic.charCodeAt(i)) return false;
+  return true;
+}
+
+const viewOf = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
+/** The header bytes (with their checksum) for `h`. */
+export function encodeHeader(h: ImageHeader): Uint8Array {
+  const name = new TextEncoder().encode(h.name?.path ?? '');
+  check(name.length <= MAX_NAME_BYTES, 'ENAMETOOLONG', () => `name of ${name.length} bytes is longer than ${MAX_NAME_BYTES}`);
+  const bytes = new Uint8Array(FIXED_HEADER_BYTES + name.length + CRC_BYTES);
+  const v = viewOf(bytes);
+  putMagic(bytes, 0, IMAGE_MAGIC);
+  v.setUint32(8, IMAGE_VERSION, true);
+  v.setUint32(12, bytes.length, true);
+  v.setUint8(16, h.order);
+  v.setUint8(17, (h.fixedAddress !== null ? FLAG_FIXED : 0) | (h.name !== null ? FLAG_NAMED : 0));
+  v.setUint32(20, h.name?.mode ?? 0, true);
+  v.setUint32(24, h.name?.uid ?? 0, true);
+  v.setUint32(28, h.name?.gid ?? 0, true);
+  v.setFloat64(32, h.fixedAddress ?? 0, true);
+  v.setFloat64(40, h.sizeBytes, true);
+  v.setFloat64(48, h.populatedPages, true);
+  v.setFloat64(56, h.populatedPages * PAGE_SIZE, true);
+  v.setUint32(64, h.runCount, true);
+  v.setUint32(68, h.chunkPages, true);
+  v.setFloat64(72, h.name?.mtimeMs ?? 0, true);
+  v.setUint32(80, name.length, true);
+  bytes.set(name, FIXED_HEADER_BYTES);
+  v.setUint32(bytes.length - CRC_BYTES, crc32c(bytes.subarray(0, bytes.length - CRC_BYTES)), true);
+  return bytes;
+}
+
+/**
+ * From the first FIXED_HEADER_BYTES of an image: the total header length
+ * (magic and version checked first: ECORRUPT for anything that is not an
+ * image, EVERSION for another version).
+ */
+export function headerLength(fixed: Uint8Array): number {
+  check(fixed.length >= FIXED_HEADER_BYTES && hasMagic(fixed, 0, IMAGE_MAGIC), 'ECORRUPT', 'not a morsel image (bad magic or shorter than a header)');
+  const v = viewOf(fixed);
+  const version = v.getUint32(8, true);
+  check(version === IMAGE_VERSION, 'EVERSION', () => `image format version ${version}; this morsel reads version ${IMAGE_VERSION}`);
+  const length = v.getUint32(12, true);
+  check(length >= FIXED_HEADER_BYTES + CRC_BYTES && length <= FIXED_HEADER_BYTES + MAX_NAME_BYTES + CRC_BYTES, 'ECORRUPT', () => `header length ${length} out of range`);
+  return length;
+}
+
+/** Decodes and validates a whole header (its checksum first). */
+export function decodeHeader(bytes: Uint8Array): ImageHeader {
+  const length = headerLength(bytes);
+  check(bytes.length === length, 'ECORRUPT', 'truncated header');
+  const v = viewOf(bytes);
+  check(crc32c(bytes.subarray(0, length - CRC_BYTES)) === v.getUint32(length - CRC_BYTES, true), 'ECORRUPT', 'header checksum mismatch');
+  const order = v.getUint8(16);
+  const flags = v.getUint8(17);
+  check((flags & ~KNOWN_FLAGS) === 0, 'EVERSION', () => `header flags 0x${flags.toString(16)} this morsel does not know`);
+  check(order <= MAX_ORDER, 'ECORRUPT', () => `order ${order} out of range`);
+  const sizeBytes = v.getFloat64(40, true);
+  const populatedPages = v.getFloat64(48, true);
+  const runCount = v.getUint32(64, true);
+  const chunkPages = v.getUint32(68, true);
+  const nameBytes = v.getUint32(80, true);
+  const maxPages = pagesOfOrder(order as Order);
+  check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0 && sizeBytes <= orderBytes(order as Order), 'ECORRUPT', () => `size ${sizeBytes} does not fit order ${order}`);
+  check(Number.isSafeInteger(populatedPages) && populatedPages >= (order === 0 ? 1 : 0) && populatedPages <= maxPages, 'ECORRUPT', () => `populated page count ${populatedPages} out of range`);
+  check(v.getFloat64(56, true) === populatedPages * PAGE_SIZE, 'ECORRUPT', 'data byte count disagrees with the page count');
+  check(runCount <= populatedPages && (populatedPages === 0) === (runCount === 0), 'ECORRUPT', () => `run count ${runCount} disagrees with ${populatedPages} pages`);
+  check(chunkPages >= 1 && chunkPages <= MAX_CHUNK_PAGES, 'ECORRUPT', () => `chunk of ${chunkPages} pages out of range`);
+  check(FIXED_HEADER_BYTES + nameBytes + CRC_BYTES === length, 'ECORRUPT', 'name length disagrees with the header length');
+  const fixed = (flags & FLAG_FIXED) !== 0 ? v.getFloat64(32, true) : null;
+  check(fixed === null || (Number.isSafeInteger(fixed) && fixed >= 0), 'ECORRUPT', () => `fixed address ${fixed} is not an address`);
+  let name: ImageHeader['name'] = null;
+  if ((flags & FLAG_NAMED) !== 0) {
+    const path = decodeName(bytes.subarray(FIXED_HEADER_BYTES, FIXED_HEADER_BYTES + nameBytes));
+    name = { path, mode: v.getUint32(20, true), uid: v.getUint32(24, true), gid: v.getUint32(28, true), mtimeMs: v.getFloat64(72, true) };
+  }
+  return { order: order as Order, sizeBytes, fixedAddress: fixed, name, populatedPages, runCount, chunkPages };
+}
+
+function decodeName(bytes: Uint8Array): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new MorselError('ECORRUPT', 'the name in the header is not UTF-8');
+  }
+}
+
+/** The map bytes (runs + checksum). */
+export function encodeMap(runs: readonly PageRun[]): Uint8Array {
+  const bytes = new Uint8Array(runs.length * RUN_BYTES + CRC_BYTES);
+  const v = viewOf(bytes);
+  runs.forEach((r, i) => {
+    v.setFloat64(i * RUN_BYTES, r.firstPage, true);
+    v.setFloat64(i * RUN_BYTES + 8, r.pageCount, true);
+  });
+  v.setUint32(runs.length * RUN_BYTES, crc32c(bytes.subarray(0, runs.length * RUN_BYTES)), true);
+  return bytes;
+}
+
+/** Decodes the map: checksum, then runs ascending, disjoint, non-adjacent, inside the order, summing to the page count. */
+export function decodeMap(bytes: Uint8Array, h: ImageHeader): PageRun[] {
+  const body = h.runCount * RUN_BYTES;
+  check(bytes.length === body + CRC_BYTES, 'ECORRUPT', 'truncated page map');
+  const v = viewOf(bytes);
+  check(crc32c(bytes.subarray(0, body)) === v.getUint32(body, true), 'ECORRUPT', 'page map checksum mismatch');
+  const runs: PageRun[] = [];
+  const maxPages = pagesOfOrder(h.order);
+  let end = -1; // first page after the previous run
+  let pages = 0;
+  for (let i = 0; i < h.runCount; i++) {
+    const firstPage = v.getFloat64(i * RUN_BYTES, true);
+    const pageCount = v.getFloat64(i * RUN_BYTES + 8, true);
+    const ok = Number.isSafeInteger(firstPage) && Number.isSafeInteger(pageCount) && pageCount >= 1 && firstPage > end && firstPage + pageCount <= maxPages;
+    check(ok, 'ECORRUPT', () => `page map run ${i} [${firstPage}, +${pageCount}) is out of order or outside the morsel`);
+    runs.push({ firstPage, pageCount });
+    end = firstPage + pageCount;
+    pages += pageCount;
+  }
+  check(pages === h.populatedPages, 'ECORRUPT', () => `page map holds ${pages} pages, the header says ${h.populatedPages}`);
+  return runs;
+}
+
+export interface Trailer {
+  populatedPages: number;
+  chunkCount: number;
+  headerCrc: number;
+  mapCrc: number;
+  chunksCrc: number;
+}
+
+export function encodeTrailer(t: Trailer): Uint8Array {
+  const bytes = new Uint8Array(TRAILER_BYTES);
+  const v = viewOf(bytes);
+  putMagic(bytes, 0, TRAILER_MAGIC);
+  v.setFloat64(8, t.populatedPages, true);
+  v.setUint32(16, t.chunkCount, true);
+  v.setUint32(20, t.headerCrc, true);
+  v.setUint32(24, t.mapCrc, true);
+  v.setUint32(28, t.chunksCrc, true);
+  v.setUint32(32, crc32c(bytes.subarray(0, 32)), true);
+  return bytes;
+}
+
+/** Checks the trailer against what the reader computed (`expect`). */
+export function checkTrailer(bytes: Uint8Array, expect: Trailer): void {
+  check(bytes.length === TRAILER_BYTES && hasMagic(bytes, 0, TRAILER_MAGIC), 'ECORRUPT', 'truncated image or bad trailer magic');
+  const v = viewOf(bytes);
+  check(crc32c(bytes.subarray(0, 32)) === v.getUint32(32, true), 'ECORRUPT', 'trailer checksum mismatch');
+  const same = v.getFloat64(8, true) === expect.populatedPages && v.getUint32(16, true) === expect.chunkCount && v.getUint32(20, true) === expect.headerCrc && v.getUint32(24, true) === expect.mapCrc && v.getUint32(28, true) === expect.chunksCrc;
+  check(same, 'ECORRUPT', 'trailer totals disagree with the header, map or data');
+}
+
+/** The checksum stored in the last 4 bytes of a header or map. */
+export const storedCrc = (bytes: Uint8Array): number => viewOf(bytes).getUint32(bytes.length - CRC_BYTES, true);
+
+/** Running checksum of the chunk checksums (the trailer's chunksCrc). */
+export function foldCrc(running: number, chunkCrc: number): number {
+  const b = new Uint8Array(CRC_BYTES);
+  viewOf(b).setUint32(0, chunkCrc, true);
+  return crc32c(b, running);
+}

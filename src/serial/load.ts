@@ -1,0 +1,289 @@
+/**
+ * load: an image (format.ts) back into a new named morsel, on new frames.
+ *
+ * Everything the image says is verified before it is used: the header and
+ * map before anything is allocated, each chunk's checksum before its pages
+ * are linked, the trailer before the name is published. The morsel is
+ * built PENDING and unnamed (Names.beginCreate): its tables directly, one
+ * ensureChild per table, its pages allocated in batches of one chunk,
+ * filled, then linked by one CAS each (no zeroing, no walk from the root
+ * per page). The next chunk is read while the current one is linked.
+ *
+ * Failure: every frame of the failed load is returned (the unlinked batch
+ * here, the PENDING morsel by closing its only handle) and nothing else
+ * changed. Crash: the PENDING morsel's use dies with the process, so
+ * recovery destroys it; unlinked frames are reclaimed by the rebuild.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { MorselError, assert, check } from '../errors.js';
+import type { Memory } from '../memory.js';
+import type { CreateOptions } from '../manage/names.js';
+import { formatHandle } from '../manage/handle.js';
+import { ENTRIES_PER_TABLE, levelSpan, type Walker } from '../paging/walk.js';
+import type { FrameAllocator } from '../alloc/llfree.js';
+import type { Region } from '../physical/region.js';
+import type { Order } from '../morsel/order.js';
+import { PAGE_SIZE, type Frame } from '../units.js';
+import { CRC_BYTES, FIXED_HEADER_BYTES, RUN_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { frameViews, type SerialResult } from './save.js';
+import { hostError, type ImageSource } from './streams.js';
+
+export interface LoadOptions {
+  /** the name to create (default: the name saved in the image) */
+  name?: string;
+  /** permission bits (default: the image's, else 0600) */
+  mode?: number;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+export interface LoadResult extends SerialResult {
+  name: string;
+  handle: string;
+}
+
+interface Head {
+  header: ImageHeader;
+  runs: PageRun[];
+  headerCrc: number;
+  mapCrc: number;
+  headBytes: number;
+}
+
+/** Reads exactly `n` bytes; ECORRUPT when the image ends first. */
+async function readExact(source: ImageSource, n: number, what: string): Promise<Uint8Array> {
+  const bytes = await source.read(n);
+  check(bytes.length === n, 'ECORRUPT', () => `truncated image: ${what} ends after ${bytes.length} of ${n} bytes`);
+  return bytes;
+}
+
+/** Reads and verifies the header and map. */
+async function readHead(source: ImageSource): Promise<Head> {
+  const fixed = await source.read(FIXED_HEADER_BYTES);
+  const length = headerLength(fixed);
+  const rest = await readExact(source, length - FIXED_HEADER_BYTES, 'the header');
+  const headerBytes = new Uint8Array(length);
+  headerBytes.set(fixed);
+  headerBytes.set(rest, FIXED_HEADER_BYTES);
+  const header = decodeHeader(headerBytes);
+  const mapBytes = await readExact(source, header.runCount * RUN_BYTES + CRC_BYTES, 'the page map');
+  const runs = decodeMap(mapBytes, header);
+  return { header, runs, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapBytes), headBytes: length + mapBytes.length };
+}
+
+/** Frames a load of `h` allocates: root (and meta page), inner tables, pages. Exact, from the map. */
+export function framesNeeded(h: ImageHeader, runs: readonly PageRun[]): number {
+  if (h.order === 0) return 1 + (h.fixedAddress !== null ? 1 : 0);
+  let frames = 1 + (h.fixedAddress !== null ? 1 : 0) + h.populatedPages;
+  for (let level = 1; level < h.order; level++) {
+    const span = levelSpan(level + 1) / PAGE_SIZE; // pages under one level-`level` table
+    let lastKey = -1;
+    for (const r of runs) {
+      const firstKey = Math.floor(r.firstPage / span);
+      const endKey = Math.floor((r.firstPage + r.pageCount - 1) / span);
+      frames += endKey - Math.max(firstKey, lastKey + 1) + 1;
+      lastKey = endKey;
+    }
+  }
+  return frames;
+}
+
+/**
+ * Builds the tables of a fresh private morsel from pages in virtual order:
+ * keeps the path of tables to the current page, so each table is created by
+ * one ensureChild and each page costs one alloc and one CAS (plus one copy
+ * when the source cannot read into frames).
+ */
+class TreeBuilder {
+  private readonly tables: Frame[] = [];
+  private readonly keys: number[] = [];
+  /** allocated for chunks and not linked yet: freed by abandon() */
+  private readonly unlinked = new Set<Frame>();
+  private run = 0;
+  private inRun = 0;
+
+  constructor(
+    private readonly walker: Walker,
+    private readonly alloc: FrameAllocator,
+    readonly region: Region,
+    private readonly root: Frame,
+    private readonly order: Order,
+    private readonly runs: readonly PageRun[],
+  ) {
+    this.tables[order] = root;
+  }
+
+  /** Frames for the next `n` pages: fresh ones (held until linked), or the root itself for order 0. */
+  allocate(n: number): Frame[] {
+    if (this.order === 0) {
+      assert(n === 1, 'an order-0 image holds its one page');
+      return [this.root];
+    }
+    const frames: Frame[] = [];
+    for (let i = 0; i < n; i++) {
+      const f = this.alloc.alloc(0);
+      this.unlinked.add(f);
+      frames.push(f);
+    }
+    return frames;
+  }
+
+  /** Copies page i of `data` into frames[i], for every frame. */
+  fill(frames: readonly Frame[], data: Uint8Array): void {
+    frames.forEach((frame, i) => this.region.bytesOf(frame).set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), this.region.byteOffsetInWindow(frame)));
+  }
+
+  /** Links filled `frames` as the next pages of the map. */
+  link(frames: readonly Frame[]): void {
+    if (this.order === 0) return; // the root is the page
+    for (const frame of frames) {
+      const page = this.nextPage();
+      assert(this.walker.link(this.leafTable(page), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
+      this.unlinked.delete(frame);
+    }
+  }
+
+  /** Frees the frames allocated and not linked (the linked ones go with the morsel). No read may still be filling them. */
+  abandon(): void {
+    for (const f of this.unlinked) this.alloc.free(f);
+    this.unlinked.clear();
+  }
+
+  private nextPage(): number {
+    const r = this.runs[this.run];
+    const page = r.firstPage + this.inRun;
+    if (++this.inRun === r.pageCount) {
+      this.run++;
+      this.inRun = 0;
+    }
+    return page;
+  }
+
+  /** The level-1 table holding `page`, creating the tables above it that changed since the last page. */
+  private leafTable(page: number): Frame {
+    for (let level = this.order - 1; level >= 1; level--) {
+      const key = Math.floor(page / (levelSpan(level + 1) / PAGE_SIZE));
+      if (this.keys[level] === key) continue;
+      this.tables[level] = this.walker.ensureChild(this.tables[level + 1], key % ENTRIES_PER_TABLE, 'populate:before-link', 'populate:lost-race');
+      this.keys[level] = key;
+    }
+    return this.tables[1];
+  }
+}
+
+/**
+ * Loads the image from `source` into a new morsel named `opts.name` (or the
+ * image's name). Typed errors: ECORRUPT, EVERSION, ENOSPC, EEXIST, ERANGE
+ * (an address no space can map), EINVAL (no name); every frame returned.
+ */
+export async function load(memory: Memory, source: ImageSource, opts: LoadOptions = {}): Promise<LoadResult> {
+  const started = performance.now();
+  try {
+    const head = await readHead(source);
+    const { header } = head;
+    const path = opts.name ?? header.name?.path;
+    check(path !== undefined, 'EINVAL', 'the image carries no name (saved from a handle): give one with --name');
+    checkNameFree(memory, path);
+    const need = framesNeeded(header, head.runs);
+    const free = memory.alloc.freeFrames();
+    check(need <= free, 'ENOSPC', () => `the image needs ${need} frames, the region has ${free} free`);
+    const createOpts: CreateOptions = { sizeBytes: header.sizeBytes, order: header.order, mode: opts.mode ?? header.name?.mode, fixedAddress: header.fixedAddress ?? undefined };
+    const names = memory.names;
+    const h = names.beginCreate(path, createOpts);
+    const builder = new TreeBuilder(memory.morsels.walker, memory.alloc, memory.region, h.dataRoot as Frame, h.dataOrder, head.runs);
+    let bytes: number;
+    try {
+      bytes = head.headBytes + (await readData(source, head, builder, opts.onProgress));
+    } catch (e) {
+      builder.abandon();
+      names.close(h); // the only use of a PENDING morsel: destroys it
+      throw e;
+    }
+    names.commitCreate(h, createOpts); // EEXIST (a name or reservation taken meanwhile) destroys it
+    names.close(h);
+    const seconds = (performance.now() - started) / 1000;
+    return { name: path, handle: formatHandle(h), bytes, pages: header.populatedPages, seconds, bytesPerSecond: bytes / seconds };
+  } catch (e) {
+    throw hostError(e, 'load failed');
+  }
+}
+
+function checkNameFree(memory: Memory, path: string): void {
+  try {
+    memory.names.ns.lookup(path);
+  } catch (e) {
+    if (e instanceof MorselError && e.code === 'ENOENT') return;
+    throw e;
+  }
+  throw new MorselError('EEXIST', `${path} exists`);
+}
+
+/** One chunk on its way in: its frames, where its checksum lands, and the read. */
+interface Incoming {
+  frames: Frame[];
+  crcBytes: Uint8Array;
+  /** resolves when the chunk's bytes are in `frames` (readInto) or in the returned copy */
+  done: Promise<Uint8Array | null>;
+}
+
+/**
+ * Starts reading chunk `c`: straight into freshly allocated frames when the
+ * source can scatter (files), else into a buffer copied in later.
+ */
+function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: number): Incoming {
+  const frames = builder.allocate(n);
+  const crcBytes = new Uint8Array(CRC_BYTES);
+  let done: Promise<Uint8Array | null>;
+  if (source.readInto !== undefined) {
+    const parts = frameViews(builder.region, frames, 0, n);
+    parts.push(crcBytes);
+    done = source.readInto(parts).then((got) => {
+      check(got === n * PAGE_SIZE + CRC_BYTES, 'ECORRUPT', () => `truncated image: chunk ${c} ends after ${got} bytes`);
+      return null;
+    });
+  } else {
+    done = readExact(source, n * PAGE_SIZE + CRC_BYTES, `chunk ${c}`);
+  }
+  done.catch(() => {}); // awaited later; never an unhandled rejection meanwhile
+  return { frames, crcBytes, done };
+}
+
+/**
+ * Reads the chunks (the next one while the current one is linked), checks
+ * each checksum before linking, then the trailer and the end of the input.
+ * Returns the bytes read. On failure no read is left filling a frame.
+ */
+async function readData(source: ImageSource, head: Head, builder: TreeBuilder, onProgress?: (done: number, total: number) => void): Promise<number> {
+  const h = head.header;
+  const chunkCount = chunkCountOf(h);
+  const pagesIn = (c: number): number => Math.min(h.chunkPages, h.populatedPages - c * h.chunkPages);
+  const total = h.populatedPages * PAGE_SIZE;
+  let next: Incoming | null = null;
+  let chunksCrc = 0;
+  try {
+    next = chunkCount > 0 ? startChunk(source, builder, pagesIn(0), 0) : null;
+    for (let c = 0; c < chunkCount; c++) {
+      const cur: Incoming = next!;
+      const copy = await cur.done;
+      next = null;
+      next = c + 1 < chunkCount ? startChunk(source, builder, pagesIn(c + 1), c + 1) : null;
+      const n = pagesIn(c);
+      if (copy !== null) {
+        builder.fill(cur.frames, copy);
+        cur.crcBytes.set(copy.subarray(n * PAGE_SIZE));
+      }
+      let crc = 0;
+      for (const part of frameViews(builder.region, cur.frames, 0, n)) crc = crc32c(part, crc);
+      check(crc === storedCrc(cur.crcBytes), 'ECORRUPT', () => `chunk ${c} checksum mismatch`);
+      builder.link(cur.frames);
+      chunksCrc = foldCrc(chunksCrc, crc);
+      onProgress?.(Math.min(total, (c * h.chunkPages + n) * PAGE_SIZE), total);
+    }
+  } catch (e) {
+    await next?.done.catch(() => {}); // its frames are freed next: no read may still fill them
+    throw e;
+  }
+  const trailer = await readExact(source, TRAILER_BYTES, 'the trailer');
+  checkTrailer(trailer, { populatedPages: h.populatedPages, chunkCount, headerCrc: head.headerCrc, mapCrc: head.mapCrc, chunksCrc });
+  check((await source.read(1)).length === 0, 'ECORRUPT', 'bytes after the trailer: not one image');
+  return total + chunkCount * CRC_BYTES + TRAILER_BYTES;
+}

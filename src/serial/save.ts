@@ -1,0 +1,180 @@
+/**
+ * save: one morsel to an image (format.ts) in large sequential writes.
+ *
+ * Consistency: the bytes come from a SnapshotSource. Until copy-on-write
+ * snapshots exist, the only source is quiescedSource: it holds the morsel
+ * open and refuses (EBUSY) when any other handle or mapping in any process
+ * uses it, at the start and again after the last byte (then the image is
+ * dropped, the previous file stays). A COW snapshot source can replace it
+ * without touching the writer below.
+ */
+import { crc32c } from '@node-rs/crc32';
+import { check } from '../errors.js';
+import type { Memory } from '../memory.js';
+import type { MorselHandle, MorselRef } from '../manage/handle.js';
+import type { Region } from '../physical/region.js';
+import { levelSpan, type Walker } from '../paging/walk.js';
+import type { Order } from '../morsel/order.js';
+import { PAGE_SIZE, type Frame } from '../units.js';
+import { CRC_BYTES, DEFAULT_CHUNK_PAGES, chunkCountOf, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { hostError, type ImageSink } from './streams.js';
+
+/** A consistent view of one morsel's populated pages for as long as it is open. */
+export interface SnapshotSource {
+  readonly region: Region;
+  /** what the image header says about the morsel (page counts are the writer's) */
+  readonly morsel: Pick<ImageHeader, 'order' | 'sizeBytes' | 'fixedAddress' | 'name'>;
+  /** populated page numbers in virtual order, and the frame holding each */
+  readonly pages: number[];
+  readonly frames: number[];
+  /** After the last byte was read: EBUSY if the view may not have been consistent. */
+  finish(): void;
+  close(): void;
+}
+
+/** The populated pages of the subtree at `root` (a morsel of `order`), in virtual order, through the walker. */
+export function collectPages(walker: Walker, root: Frame, order: Order): { pages: number[]; frames: number[] } {
+  const pages: number[] = [];
+  const frames: number[] = [];
+  if (order === 0) return { pages: [0], frames: [root] };
+  const visit = (table: Frame, level: number, firstPage: number): void => {
+    const pagesPerEntry = levelSpan(level) / PAGE_SIZE;
+    walker.forEachPresent(table, (idx, lo, hi) => {
+      const child = walker.follow(table, idx, lo, hi);
+      const page = firstPage + idx * pagesPerEntry;
+      if (level === 1) {
+        pages.push(page);
+        frames.push(child);
+      } else visit(child, level - 1, page); // depth bounded by `order`
+    });
+  };
+  visit(root, order, 0);
+  return { pages, frames };
+}
+
+/** Runs of consecutive page numbers. */
+export function runsOf(pages: readonly number[]): PageRun[] {
+  const runs: PageRun[] = [];
+  for (const page of pages) {
+    const last = runs[runs.length - 1];
+    if (last !== undefined && last.firstPage + last.pageCount === page) last.pageCount++;
+    else runs.push({ firstPage: page, pageCount: 1 });
+  }
+  return runs;
+}
+
+/**
+ * The quiesced source: opens `target` (a path: read permission checked; or
+ * a handle) and holds it; EBUSY while anyone else has it open or mapped.
+ */
+export function quiescedSource(memory: Memory, target: string | MorselRef): SnapshotSource {
+  const names = memory.names;
+  const h: MorselHandle = typeof target === 'string' ? names.open(target) : names.openRef(target);
+  try {
+    const others = (): number => memory.morsels.usage.total(h.dataRoot) - 1;
+    const busy = (when: string): void => {
+      const n = others();
+      check(n === 0, 'EBUSY', () => `${h.path ?? h.toString()} is open or mapped by ${n} other user(s)${when}; save needs it quiet (close them, or save a clone)`);
+    };
+    busy('');
+    const d = memory.morsels.decodeHandle(h.id, h.generation);
+    const fixedAddress = d.meta ? memory.morsels.metaOf(d).address : null;
+    // The record, not stat(): stat counts the subtree's frames (a walk of the whole morsel).
+    const rec = typeof target === 'string' ? names.ns.lookup(target) : null;
+    const name = rec === null ? null : { path: target as string, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+    const { pages, frames } = collectPages(memory.morsels.walker, h.dataRoot as Frame, h.dataOrder);
+    return {
+      region: memory.region,
+      morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name },
+      pages,
+      frames,
+      finish: () => busy(' (it was opened during the save; the image was dropped)'),
+      close: () => names.close(h),
+    };
+  } catch (e) {
+    names.close(h);
+    throw e;
+  }
+}
+
+export interface SerialResult {
+  bytes: number;
+  pages: number;
+  seconds: number;
+  bytesPerSecond: number;
+}
+
+export interface SaveOptions {
+  chunkPages?: number;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** Saves the morsel `target` (a path or a handle) to `sink`; the sink is committed only after the whole image and the consistency re-check. */
+export async function save(memory: Memory, target: string | MorselRef, sink: ImageSink, opts: SaveOptions = {}): Promise<SerialResult> {
+  const started = performance.now();
+  let src: SnapshotSource | null = null;
+  try {
+    src = quiescedSource(memory, target);
+    const bytes = await writeImage(src, sink, opts.chunkPages ?? DEFAULT_CHUNK_PAGES, opts.onProgress);
+    src.finish();
+    await sink.commit();
+    const seconds = (performance.now() - started) / 1000;
+    return { bytes, pages: src.pages.length, seconds, bytesPerSecond: bytes / seconds };
+  } catch (e) {
+    sink.abort();
+    throw hostError(e, 'save failed');
+  } finally {
+    src?.close();
+  }
+}
+
+/**
+ * Writes the whole image of `src`: header and map in one write, then per
+ * chunk one gather write of the frames themselves (views of the region, no
+ * copy) and its checksum; the next chunk is checksummed while the current
+ * one is being written. Returns the image's byte count.
+ */
+async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: number, onProgress?: (done: number, total: number) => void): Promise<number> {
+  const runs = runsOf(src.pages);
+  const header = encodeHeader({ ...src.morsel, populatedPages: src.pages.length, runCount: runs.length, chunkPages });
+  const map = encodeMap(runs);
+  await sink.write([header, map]);
+  const chunkCount = chunkCountOf({ populatedPages: src.pages.length, chunkPages });
+  const dataBytes = src.pages.length * PAGE_SIZE;
+  let inFlight: Promise<void> = Promise.resolve();
+  let chunksCrc = 0;
+  for (let c = 0; c < chunkCount; c++) {
+    const first = c * chunkPages;
+    const n = Math.min(chunkPages, src.pages.length - first);
+    const parts = frameViews(src.region, src.frames, first, n);
+    let crc = 0;
+    for (const part of parts) crc = crc32c(part, crc);
+    const crcBytes = new Uint8Array(CRC_BYTES);
+    new DataView(crcBytes.buffer).setUint32(0, crc, true);
+    parts.push(crcBytes);
+    chunksCrc = foldCrc(chunksCrc, crc);
+    await inFlight;
+    inFlight = sink.write(parts);
+    inFlight.catch(() => {}); // awaited on the next turn or below
+    onProgress?.(Math.min(dataBytes, (first + n) * PAGE_SIZE), dataBytes);
+  }
+  await inFlight;
+  const trailer = encodeTrailer({ populatedPages: src.pages.length, chunkCount, headerCrc: storedCrc(header), mapCrc: storedCrc(map), chunksCrc });
+  await sink.write([trailer]);
+  return header.length + map.length + dataBytes + chunkCount * CRC_BYTES + trailer.length;
+}
+
+/** Views of frames[first, first + n) in the region, one per run of consecutive frames in one window. */
+export function frameViews(region: Region, frames: readonly number[], first: number, n: number): Uint8Array[] {
+  const views: Uint8Array[] = [];
+  for (let i = 0; i < n; ) {
+    const frame = frames[first + i] as Frame;
+    const window = region.bytesOf(frame);
+    let run = 1;
+    while (i + run < n && frames[first + i + run] === frame + run && region.bytesOf((frame + run) as Frame) === window) run++;
+    const at = region.byteOffsetInWindow(frame);
+    views.push(window.subarray(at, at + run * PAGE_SIZE));
+    i += run;
+  }
+  return views;
+}

@@ -1,0 +1,237 @@
+/**
+ * Where images go and come from: a file (written to `<file>.tmp-<pid>`,
+ * fsync'd, renamed, directory fsync'd: a crash leaves the previous image
+ * intact) or a stream (stdout / stdin, `-` on the command line). Host
+ * errors become typed MorselErrors (hostError).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { MorselError, assert, isMorselError, type ErrorCode } from '../errors.js';
+
+/** Host errno codes that keep their name; anything else is EIO. */
+const KEPT: ReadonlySet<string> = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EBUSY']);
+
+/**
+ * A host error (errno + syscall) as a typed MorselError: its errno where it
+ * has a remedy, else EIO. MorselErrors and anything else (a bug: the CLI
+ * reports it as EINTERNAL) pass through unchanged.
+ */
+export function hostError(e: unknown, what: string): unknown {
+  if (isMorselError(e)) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || (e as { syscall?: unknown }).syscall === undefined) return e;
+  const kept = KEPT.has(code) ? (code as ErrorCode) : 'EIO';
+  return new MorselError(kept, `${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+}
+
+export interface ImageSink {
+  /** Writes `parts` in order (a gather list: views of region frames need no copy); the caller may reuse them once the promise resolves. */
+  write(parts: readonly Uint8Array[]): Promise<void>;
+  /** Makes the image durable and visible (file: fsync, rename, fsync dir). */
+  commit(): Promise<void>;
+  /** Drops a partial image (file: the temporary file goes, the previous image stays). */
+  abort(): void;
+}
+
+export interface ImageSource {
+  /** Exactly `n` bytes, or fewer at the end of the input (never more); valid until at least two more reads. */
+  read(n: number): Promise<Uint8Array>;
+  /**
+   * Optional scatter read (files): fills `parts` in order straight from the
+   * input, returns the bytes read (fewer only at its end). The loader reads
+   * chunks into the frames it allocated with it, with no copy.
+   */
+  readInto?(parts: readonly Uint8Array[]): Promise<number>;
+  close(): void;
+}
+
+/** A sink writing `file` crash-safely through a temporary file next to it. */
+export function fileSink(file: string): ImageSink {
+  const tmp = `${file}.tmp-${process.pid}`;
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'w', 0o644);
+  } catch (e) {
+    throw hostError(e, `cannot create ${tmp}`);
+  }
+  let closed = false;
+  const close = (): void => {
+    if (!closed) fs.closeSync(fd);
+    closed = true;
+  };
+  return {
+    write: (parts) => writeAll(fd, parts, tmp),
+    commit: async () => {
+      try {
+        fs.fsyncSync(fd);
+        close();
+        fs.renameSync(tmp, file);
+        syncDir(path.dirname(path.resolve(file)));
+      } catch (e) {
+        throw hostError(e, `cannot commit ${file}`);
+      }
+    },
+    abort: () => {
+      try {
+        close();
+        fs.rmSync(tmp, { force: true });
+      } catch {
+        // best effort: the temporary file is named by pid and replaced by the next save
+      }
+    },
+  };
+}
+
+/** fs.writev until every byte of `parts` is written (writes can be short). */
+async function writeAll(fd: number, parts: readonly Uint8Array[], what: string): Promise<void> {
+  let rest = parts.filter((p) => p.length > 0);
+  for (let attempt = 0; rest.length > 0; attempt++) {
+    const n = await new Promise<number>((res, rej) => fs.writev(fd, rest as Uint8Array[], (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
+    if (n === 0 && attempt > rest.length) throw new MorselError('EIO', `cannot write ${what}: no progress`);
+    rest = skipBytes(rest, n);
+  }
+}
+
+/** `parts` without their first `n` bytes. */
+function skipBytes(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = n;
+  for (const p of parts) {
+    if (skip >= p.length) skip -= p.length;
+    else {
+      out.push(p.subarray(skip));
+      skip = 0;
+    }
+  }
+  return out;
+}
+
+function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A sink on a writable stream (stdout): each write resolves once the stream took the bytes. */
+export function streamSink(out: NodeJS.WritableStream): ImageSink {
+  return {
+    write: (parts) => new Promise<void>((res, rej) => out.write(Buffer.concat(parts), (e) => (e ? rej(hostError(e, 'cannot write the image stream')) : res()))),
+    commit: async () => {},
+    abort: () => {},
+  };
+}
+
+/** Buffers a file source rotates through: a read's bytes stay valid until the READ_BUFFERS-th read after it. */
+const READ_BUFFERS = 3;
+
+/**
+ * A source reading `file` sequentially (short reads only at its end). The
+ * returned bytes live in a small ring of reused buffers (no fresh memory to
+ * fault in per chunk): valid until READ_BUFFERS more reads.
+ */
+export function fileSource(file: string): ImageSource {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw hostError(e, `cannot open ${file}`);
+  }
+  let position = 0;
+  const ring: Buffer[] = [];
+  let turn = 0;
+  const bufferFor = (n: number): Buffer => {
+    const i = turn++ % READ_BUFFERS;
+    if (ring[i] === undefined || ring[i].length < n) ring[i] = Buffer.allocUnsafeSlow(n);
+    return ring[i];
+  };
+  return {
+    read: async (n) => {
+      const out = bufferFor(n);
+      let got = 0;
+      for (let attempt = 0; attempt <= n; attempt++) {
+        const r = await readAt(fd, out, got, n - got, position + got, file);
+        got += r;
+        if (r === 0 || got === n) break;
+      }
+      position += got;
+      return out.subarray(0, got);
+    },
+    readInto: async (parts) => {
+      const total = parts.reduce((n, p) => n + p.length, 0);
+      let got = 0;
+      for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
+        const r = await new Promise<number>((res, rej) => fs.readv(fd, rest as Uint8Array[], position + got, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
+        if (r === 0) break;
+        got += r;
+        rest = skipBytes(rest, r);
+      }
+      position += got;
+      assert(got <= total, 'readv reads at most what it was given');
+      return got;
+    },
+    close: () => fs.closeSync(fd),
+  };
+}
+
+function readAt(fd: number, out: Uint8Array, at: number, n: number, position: number, what: string): Promise<number> {
+  return new Promise<number>((res, rej) => fs.read(fd, out, at, n, position, (e, got) => (e ? rej(hostError(e, `cannot read ${what}`)) : res(got))));
+}
+
+/** A source on a readable stream (stdin): buffers its chunks into exact reads. */
+export function streamSource(input: NodeJS.ReadableStream): ImageSource {
+  const it = (input as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let ended = false;
+  return {
+    read: async (n) => {
+      while (pendingBytes < n && !ended) {
+        const r = await it.next().catch((e: unknown) => Promise.reject(hostError(e, 'cannot read the image stream')));
+        if (r.done) ended = true;
+        else {
+          const chunk = typeof r.value === 'string' ? Buffer.from(r.value, 'latin1') : r.value;
+          pending.push(chunk);
+          pendingBytes += chunk.length;
+        }
+      }
+      const all = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+      const take = Math.min(n, pendingBytes);
+      const out = all.subarray(0, take);
+      pending = take < all.length ? [all.subarray(take)] : [];
+      pendingBytes -= take;
+      return out;
+    },
+    close: () => {
+      void it.return?.();
+    },
+  };
+}
+
+/** A source over bytes in memory (tests, benchmarks, images already read). */
+export function bytesSource(bytes: Uint8Array): ImageSource {
+  let position = 0;
+  return {
+    read: async (n) => {
+      const out = bytes.subarray(position, Math.min(bytes.length, position + n));
+      position += out.length;
+      return out;
+    },
+    close: () => {},
+  };
+}
+
+/** A sink collecting the image in memory; `bytes()` after commit. */
+export function memorySink(): ImageSink & { bytes(): Uint8Array } {
+  const parts: Uint8Array[] = [];
+  return {
+    write: async (more) => {
+      for (const p of more) parts.push(p.slice());
+    },
+    commit: async () => {},
+    abort: () => (parts.length = 0),
+    bytes: () => new Uint8Array(Buffer.concat(parts)),
+  };
+}

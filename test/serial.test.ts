@@ -1,0 +1,350 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import fc from 'fast-check';
+import { Memory } from '../src/memory.js';
+import { MorselError } from '../src/errors.js';
+import { MiB, PAGE_SIZE } from '../src/units.js';
+import { save } from '../src/serial/save.js';
+import { load } from '../src/serial/load.js';
+import { PMap } from '../src/serial/pmap.js';
+import { bytesSource, fileSink, fileSource, memorySink } from '../src/serial/streams.js';
+import { CRC_BYTES, FIXED_HEADER_BYTES, TRAILER_BYTES, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader } from '../src/serial/format.js';
+import { crc32c } from '@node-rs/crc32';
+import { freeFrames } from './helpers.js';
+
+const MORSEL = fileURLToPathSafe(new URL('../../bin/morsel.js', import.meta.url));
+
+function fileURLToPathSafe(u: URL): string {
+  return decodeURIComponent(u.pathname);
+}
+
+function tmpDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'serial-test-'));
+}
+
+/** Deterministic bytes (a cheap LCG), different per seed. */
+function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s >>> 24;
+  }
+  return out;
+}
+
+async function saveBytes(m: Memory, target: string, chunkPages?: number): Promise<Uint8Array> {
+  const sink = memorySink();
+  await save(m, target, sink, { chunkPages });
+  return sink.bytes();
+}
+
+function readAll(m: Memory, p: string): Uint8Array {
+  const h = m.names.open(p);
+  try {
+    return m.names.read(h, 0, h.sizeBytes);
+  } finally {
+    m.names.close(h);
+  }
+}
+
+/** Expects a MorselError with one of `codes`. */
+async function rejectsWith(p: Promise<unknown>, codes: string[]): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof MorselError, `a MorselError, got ${String(e)}`);
+    assert.ok(codes.includes(e.code), `code ${e.code} (${e.message}) is one of ${codes.join(', ')}`);
+    return e.code;
+  }
+  assert.fail('expected a rejection');
+}
+
+test('dense roundtrip through a file: same bytes, same pages, saved name and mode', async () => {
+  const m = Memory.volatile(64 * MiB);
+  const dir = tmpDir();
+  const data = pattern(3 * MiB + 123, 1);
+  const h = m.names.create('/dense', { sizeBytes: data.length, mode: 0o640 });
+  m.names.write(h, 0, data);
+  m.names.close(h);
+  const file = path.join(dir, 'dense.img');
+  const r = await save(m, '/dense', fileSink(file));
+  assert.equal(r.pages, Math.ceil(data.length / PAGE_SIZE));
+  assert.equal(fs.statSync(file).size, r.bytes);
+  assert.deepEqual(fs.readdirSync(dir), ['dense.img'], 'the temporary file was renamed');
+  m.names.unlink('/dense');
+  const src = fileSource(file);
+  const l = await load(m, src); // the saved name
+  src.close();
+  assert.equal(l.name, '/dense');
+  assert.deepEqual(readAll(m, '/dense').subarray(0, data.length), data);
+  const st = m.names.stat('/dense');
+  assert.equal(st.mode, 0o640);
+  assert.equal(st.sizeBytes, data.length);
+  assert.equal(st.dataPages, r.pages);
+  m.close();
+});
+
+test('sparse roundtrip: the image holds only populated pages; tables rebuilt alike', async () => {
+  const m = Memory.volatile(64 * MiB);
+  const h = m.names.create('/sparse', { sizeBytes: 2 ** 30 }); // order 2
+  const offsets = [0, 5 * PAGE_SIZE, 6 * PAGE_SIZE, 300 * MiB + 17, 1023 * MiB];
+  offsets.forEach((o, i) => m.names.write(h, o, pattern(100, i + 7)));
+  m.names.close(h);
+  const image = await saveBytes(m, '/sparse', 2);
+  const before = m.names.stat('/sparse');
+  assert.ok(image.length < 8 * PAGE_SIZE, `${image.length} bytes for ${before.dataPages} pages`);
+  await load(m, bytesSource(image), { name: '/sparse2' });
+  const after = m.names.stat('/sparse2');
+  assert.equal(after.dataPages, before.dataPages);
+  assert.equal(after.tableFrames, before.tableFrames);
+  const g = m.names.open('/sparse2');
+  offsets.forEach((o, i) => assert.deepEqual(m.names.read(g, o, 100), pattern(100, i + 7)));
+  assert.deepEqual(m.names.read(g, 100 * MiB, 8), new Uint8Array(8), 'holes read as zeros');
+  m.names.close(g);
+  m.close();
+});
+
+test('order-0 and empty morsels roundtrip', async () => {
+  const m = Memory.volatile(32 * MiB);
+  const h = m.names.create('/tiny', { sizeBytes: 100 });
+  m.names.write(h, 0, pattern(100, 3));
+  m.names.close(h);
+  await load(m, bytesSource(await saveBytes(m, '/tiny')), { name: '/tiny2' });
+  assert.deepEqual(readAll(m, '/tiny2'), pattern(100, 3));
+  m.names.close(m.names.create('/empty', { sizeBytes: 4 * MiB }));
+  await load(m, bytesSource(await saveBytes(m, '/empty')), { name: '/empty2' });
+  assert.equal(m.names.stat('/empty2').dataPages, 0);
+  m.close();
+});
+
+test('fixed-address morsel: loaded at the same address; its reservation is EEXIST while the original lives, nothing leaks', async () => {
+  const m = Memory.volatile(64 * MiB);
+  const address = 2 ** 40;
+  const h = m.names.create('/fixed', { sizeBytes: 4 * MiB, fixedAddress: address });
+  m.names.write(h, 4 * PAGE_SIZE, pattern(5000, 9));
+  m.names.close(h);
+  const image = await saveBytes(m, '/fixed');
+  const free = freeFrames(m);
+  await rejectsWith(load(m, bytesSource(image), { name: '/other' }), ['EEXIST']);
+  assert.equal(freeFrames(m), free, 'every frame of the failed load returned');
+  assert.throws(() => m.names.stat('/other'), /ENOENT|no such/i);
+  m.names.unlink('/fixed');
+  await load(m, bytesSource(image));
+  const st = m.names.stat('/fixed');
+  assert.equal(st.fixedAddress, address);
+  assert.deepEqual(readAll(m, '/fixed').subarray(4 * PAGE_SIZE, 4 * PAGE_SIZE + 5000), pattern(5000, 9));
+  m.close();
+});
+
+test('pmap: saved, unlinked, loaded at its address and looked up at once, no fixup', async () => {
+  const m = Memory.volatile(64 * MiB);
+  const address = 2 ** 36;
+  const map = PMap.create(m, '/pm', { address, sizeBytes: 8 * MiB, buckets: 256 });
+  for (let i = 0; i < 2000; i++) map.set(`key-${i}`, pattern(10 + (i % 50), i));
+  map.set('key-7', pattern(3, 99)); // replace
+  assert.equal(map.size, 2000);
+  map.close();
+  const image = await saveBytes(m, '/pm');
+  m.names.unlink('/pm');
+  await load(m, bytesSource(image));
+  const back = PMap.open(m, '/pm', { write: false });
+  assert.equal(back.base, address);
+  assert.equal(back.size, 2000);
+  assert.deepEqual(back.get('key-1234'), pattern(10 + (1234 % 50), 1234));
+  assert.deepEqual(back.get('key-7'), pattern(3, 99));
+  assert.equal(back.get('absent'), undefined);
+  back.close();
+  m.close();
+});
+
+test('names: --name overrides, an existing name is EEXIST, a handle image needs a name, a busy morsel is EBUSY', async () => {
+  const m = Memory.volatile(32 * MiB);
+  const h = m.names.create('/n', { sizeBytes: 64 * 1024 });
+  m.names.write(h, 0, pattern(64 * 1024, 5));
+  await rejectsWith(save(m, '/n', memorySink()), ['EBUSY']); // our own open handle counts as another user
+  const image = await (async () => {
+    m.names.close(h);
+    return saveBytes(m, '/n');
+  })();
+  const free = freeFrames(m);
+  await rejectsWith(load(m, bytesSource(image)), ['EEXIST']);
+  assert.equal(freeFrames(m), free);
+  const r = await load(m, bytesSource(image), { name: '/n2', mode: 0o600 });
+  assert.equal(r.name, '/n2');
+  const ref = m.names.open('/n2');
+  m.names.close(ref);
+  const fromHandle = memorySink();
+  await save(m, ref, fromHandle);
+  await rejectsWith(load(m, bytesSource(fromHandle.bytes())), ['EINVAL']);
+  await load(m, bytesSource(fromHandle.bytes()), { name: '/n3' });
+  assert.equal(m.names.stat('/n3').sizeBytes, 2 * MiB, 'a handle carries no logical size: the order span');
+  assert.deepEqual(readAll(m, '/n3').subarray(0, 64 * 1024), pattern(64 * 1024, 5));
+  m.close();
+});
+
+/** A well-formed image of `header` with one chunk holding `pages` (the first header.populatedPages pages). */
+function craft(header: ImageHeader, pages: Uint8Array): Uint8Array {
+  const h = { ...header, runCount: header.populatedPages === 0 ? 0 : 1, chunkPages: Math.max(1, header.populatedPages) };
+  const head = encodeHeader(h);
+  const map = encodeMap(h.runCount === 0 ? [] : [{ firstPage: 0, pageCount: h.populatedPages }]);
+  const crc = new Uint8Array(CRC_BYTES);
+  new DataView(crc.buffer).setUint32(0, crc32c(pages), true);
+  const chunks = h.populatedPages === 0 ? 0 : 1;
+  const trailer = encodeTrailer({ populatedPages: h.populatedPages, chunkCount: chunks, headerCrc: storedCrc(head), mapCrc: storedCrc(map), chunksCrc: chunks === 0 ? 0 : foldCrc(0, crc32c(pages)) });
+  return Buffer.concat(chunks === 0 ? [head, map, trailer] : [head, map, pages, crc, trailer]);
+}
+
+test('bad input: not an image, other version, truncated, trailing bytes, no room, unmappable address: typed errors, allocator unchanged', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const h = m.names.create('/src', { sizeBytes: 256 * 1024 });
+  m.names.write(h, 0, pattern(256 * 1024, 11));
+  m.names.close(h);
+  const image = await saveBytes(m, '/src', 8);
+  const expectFail = async (bytes: Uint8Array, codes: string[]): Promise<void> => {
+    const free = freeFrames(m);
+    await rejectsWith(load(m, bytesSource(bytes), { name: '/x' }), codes);
+    assert.equal(freeFrames(m), free, `frames returned after ${codes.join('/')}`);
+    assert.throws(() => m.names.stat('/x'), /ENOENT|no such/i);
+  };
+  await expectFail(new TextEncoder().encode('#!/bin/sh\necho this is not an image\n'.repeat(10)), ['ECORRUPT']);
+  await expectFail(new Uint8Array(0), ['ECORRUPT']);
+  const other = image.slice();
+  new DataView(other.buffer, other.byteOffset).setUint32(8, 2, true);
+  await expectFail(other, ['EVERSION']);
+  await expectFail(image.subarray(0, image.length - 1), ['ECORRUPT']);
+  await expectFail(Buffer.concat([image, new Uint8Array(1)]), ['ECORRUPT']);
+  const base = { order: 1 as const, sizeBytes: 2 * MiB, fixedAddress: null, name: null, populatedPages: 1, runCount: 1, chunkPages: 1 };
+  assert.equal((await load(m, bytesSource(craft(base, pattern(PAGE_SIZE, 2))), { name: '/crafted' })).pages, 1, 'the crafted image is valid');
+  m.names.unlink('/crafted');
+  const pages = 5000; // 20 MiB of pages: more than the 16 MiB region holds
+  await expectFail(craft({ ...base, order: 2, sizeBytes: 2 ** 30, populatedPages: pages }, new Uint8Array(pages * PAGE_SIZE)), ['ENOSPC']);
+  await expectFail(craft({ ...base, fixedAddress: 2 ** 53 }, pattern(PAGE_SIZE, 2)), ['ECORRUPT']); // beyond every address space (and JS numbers)
+  await expectFail(craft({ ...base, fixedAddress: 2 ** 30 + PAGE_SIZE }, pattern(PAGE_SIZE, 2)), ['EMISALIGNED']);
+  m.close();
+});
+
+test('fuzz: truncations and bit flips anywhere give ECORRUPT/EVERSION and return every frame', async () => {
+  const m = Memory.volatile(32 * MiB);
+  const h = m.names.create('/f', { sizeBytes: 2 * MiB, mode: 0o644 });
+  for (const o of [0, PAGE_SIZE, 2 * PAGE_SIZE, 40 * PAGE_SIZE, 41 * PAGE_SIZE, 300 * PAGE_SIZE]) m.names.write(h, o, pattern(PAGE_SIZE, o));
+  m.names.close(h);
+  const image = await saveBytes(m, '/f', 2); // 3 runs, 3 chunks
+  const headerEnd = FIXED_HEADER_BYTES + '/f'.length + CRC_BYTES;
+  const free = freeFrames(m);
+  const regions = { header: [0, headerEnd], map: [headerEnd, headerEnd + 3 * 16 + CRC_BYTES], data: [headerEnd + 3 * 16 + CRC_BYTES, image.length - TRAILER_BYTES], trailer: [image.length - TRAILER_BYTES, image.length] };
+  const flip = fc.tuple(fc.constantFrom(...Object.values(regions)), fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }), fc.integer({ min: 0, max: 7 })).map(([[a, b], at, bit]) => {
+    const bytes = image.slice();
+    bytes[a + Math.floor(at * (b - a))] ^= 1 << bit;
+    return bytes;
+  });
+  const truncate = fc.integer({ min: 0, max: image.length - 1 }).map((n) => image.subarray(0, n));
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(flip, truncate), async (bytes) => {
+      await rejectsWith(load(m, bytesSource(bytes), { name: '/fz' }), ['ECORRUPT', 'EVERSION']);
+      assert.equal(freeFrames(m), free);
+    }),
+    { numRuns: 1000 },
+  );
+  assert.throws(() => m.names.stat('/fz'));
+  await load(m, bytesSource(image), { name: '/fz' }); // the unmutated image still loads
+  assert.deepEqual(readAll(m, '/fz'), readAll(m, '/f'));
+  m.close();
+});
+
+test('CLI: save - | load - between processes, --json results, typed exit codes', () => {
+  const dir = tmpDir();
+  const region = path.join(dir, 'r.region');
+  const env = { ...process.env, MORSEL_REGION: region };
+  const cli = (args: string[], input?: Buffer) => spawnSync(process.execPath, [MORSEL, ...args], { env, input, maxBuffer: 64 * MiB });
+  assert.equal(cli(['init', region, '--size', '64MiB']).status, 0);
+  assert.equal(cli(['create', '/a', '--size', '1MiB']).status, 0);
+  const data = Buffer.from(pattern(300 * 1024, 4));
+  assert.equal(cli(['write', '/a'], data).status, 0);
+  const saved = cli(['save', '/a', '-', '--json']);
+  assert.equal(saved.status, 0, String(saved.stderr));
+  const result = JSON.parse(String(saved.stderr)) as { bytes: number; pages: number; seconds: number; bytesPerSecond: number };
+  assert.equal(result.bytes, saved.stdout.length);
+  assert.equal(result.pages, 75);
+  const loaded = cli(['load', '-', '--name', '/b', '--json'], saved.stdout);
+  assert.equal(loaded.status, 0, String(loaded.stderr));
+  const lr = JSON.parse(String(loaded.stdout)) as { name: string; bytes: number; pages: number };
+  assert.deepEqual([lr.name, lr.bytes, lr.pages], ['/b', result.bytes, 75]);
+  const back = cli(['read', '/b', '--length', String(data.length)]);
+  assert.deepEqual(back.stdout, data);
+  const file = path.join(dir, 'a.img');
+  assert.equal(cli(['save', '/a', file]).status, 0);
+  assert.deepEqual(fs.readFileSync(file), saved.stdout, 'file and stream images are the same bytes');
+  const again = cli(['load', file, '--json']);
+  assert.equal(again.status, 3, 'EEXIST exits 3');
+  assert.equal((JSON.parse(String(again.stdout)) as { error: { code: string } }).error.code, 'EEXIST');
+  const junk = cli(['load', '-', '--name', '/c', '--json'], Buffer.from('not an image'));
+  assert.equal(junk.status, 6, 'ECORRUPT exits 6');
+  const check = cli(['check', '--json']);
+  assert.equal(check.status, 0, String(check.stdout));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('ENOSPC in the middle of a load (another user took the frames): every frame of the load returned', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const h = m.names.create('/mid', { sizeBytes: 2 * MiB });
+  m.names.write(h, 0, pattern(40 * PAGE_SIZE, 6));
+  m.names.close(h);
+  const image = await saveBytes(m, '/mid', 4);
+  const free = freeFrames(m);
+  const hog: number[] = [];
+  const inner = bytesSource(image);
+  let reads = 0;
+  const source = {
+    read: async (n: number) => {
+      if (++reads === 5) {
+        // chunk 1 is being read: take every free frame, as a concurrent user could
+        for (let i = 0; i < 1e6; i++) {
+          try {
+            hog.push(m.alloc.alloc(0));
+          } catch {
+            break;
+          }
+        }
+      }
+      return inner.read(n);
+    },
+    close: () => {},
+  };
+  await rejectsWith(load(m, source, { name: '/mid2' }), ['ENOSPC']);
+  assert.ok(hog.length > 0);
+  for (const f of hog) m.alloc.free(f as never);
+  assert.equal(freeFrames(m), free);
+  assert.throws(() => m.names.stat('/mid2'));
+  m.close();
+});
+
+test('file sources (reads straight into frames): truncated or flipped images are ECORRUPT, frames returned', async () => {
+  const m = Memory.volatile(16 * MiB);
+  const dir = tmpDir();
+  const h = m.names.create('/file', { sizeBytes: 2 * MiB });
+  m.names.write(h, 0, pattern(20 * PAGE_SIZE, 8));
+  m.names.close(h);
+  const image = await saveBytes(m, '/file', 4);
+  const free = freeFrames(m);
+  const variants: Uint8Array[] = [image.subarray(0, image.length - 100), image.subarray(0, 300), image.subarray(0, image.length - 2)];
+  for (const at of [200, 5000, 9 * PAGE_SIZE, image.length - 40, image.length - 3]) {
+    const bad = image.slice();
+    bad[at] ^= 0x10;
+    variants.push(bad);
+  }
+  for (const [i, bytes] of variants.entries()) {
+    const file = path.join(dir, `bad${i}.img`);
+    fs.writeFileSync(file, bytes);
+    const src = fileSource(file);
+    await rejectsWith(load(m, src, { name: '/file2' }), ['ECORRUPT']);
+    src.close();
+    assert.equal(freeFrames(m), free, `variant ${i}`);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  m.close();
+});
