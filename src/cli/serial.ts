@@ -40,7 +40,7 @@ export function registerSerial(program: Command): void {
     .command('save')
     .argument('<target>', TARGET_HELP)
     .argument('<file>', 'image file (written to <file>.tmp-<pid>, fsync\'d, renamed), or - for stdout')
-    .description('save a morsel (only its populated pages) to an image; EBUSY while others have it open or mapped')
+    .description('save a morsel (only its populated pages) to an image, from a copy-on-write snapshot taken at the start (others may keep writing)')
     .addOption(regionOption())
     .addOption(jsonOption())
     .action((text: string, file: string, o: { region: string; json?: boolean }) => {

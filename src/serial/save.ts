@@ -1,15 +1,12 @@
 /**
  * save: one morsel to an image (format.ts) in large sequential writes.
  *
- * Consistency: the bytes come from a SnapshotSource. Until copy-on-write
- * snapshots exist, the only source is quiescedSource: it holds the morsel
- * open and refuses (EBUSY) when any other handle or mapping in any process
- * uses it, at the start and again after the last byte (then the image is
- * dropped, the previous file stays). A COW snapshot source can replace it
- * without touching the writer below.
+ * Consistency: the bytes come from a SnapshotSource, a copy-on-write clone
+ * taken at the start (snapshotSource): other users keep reading and writing
+ * the morsel while it is saved, and the image is the morsel as it was when
+ * the save began.
  */
 import { crc32c } from '@node-rs/crc32';
-import { check } from '../errors.js';
 import type { Memory } from '../memory.js';
 import type { MorselHandle, MorselRef } from '../manage/handle.js';
 import type { Region } from '../physical/region.js';
@@ -27,8 +24,6 @@ export interface SnapshotSource {
   /** populated page numbers in virtual order, and the frame holding each */
   readonly pages: number[];
   readonly frames: number[];
-  /** After the last byte was read: EBUSY if the view may not have been consistent. */
-  finish(): void;
   close(): void;
 }
 
@@ -64,36 +59,44 @@ export function runsOf(pages: readonly number[]): PageRun[] {
 }
 
 /**
- * The quiesced source: opens `target` (a path: read permission checked; or
- * a handle) and holds it; EBUSY while anyone else has it open or mapped.
+ * The snapshot source: opens `target` (a path: read permission checked; or
+ * a handle), takes a copy-on-write clone of it (src/morsel/cow.ts: O(1),
+ * unnamed and PENDING, so a crash leaves nothing recovery does not reap)
+ * and reads the clone: writers keep writing the source meanwhile and never
+ * reach the image. Access sections of this Memory's spaces that were open
+ * during the clone are waited for (Names.sharing); see Names.clone for
+ * writers elsewhere. close() gives the clone's only use back: it is
+ * destroyed, returning the references it held.
  */
-export function quiescedSource(memory: Memory, target: string | MorselRef): SnapshotSource {
+export function snapshotSource(memory: Memory, target: string | MorselRef): SnapshotSource {
   const names = memory.names;
+  const morsels = memory.morsels;
   const h: MorselHandle = typeof target === 'string' ? names.open(target) : names.openRef(target);
   try {
-    const others = (): number => memory.morsels.usage.total(h.dataRoot) - 1;
-    const busy = (when: string): void => {
-      const n = others();
-      check(n === 0, 'EBUSY', () => `${h.path ?? h.toString()} is open or mapped by ${n} other user(s)${when}; save needs it quiet (close them, or save a clone)`);
-    };
-    busy('');
-    const d = memory.morsels.decodeHandle(h.id, h.generation);
-    const fixedAddress = d.meta ? memory.morsels.metaOf(d).address : null;
+    const d = morsels.decodeHandle(h.id, h.generation);
+    const fixedAddress = d.meta ? morsels.metaOf(d).address : null;
     // The record, not stat(): stat counts the subtree's frames (a walk of the whole morsel).
     const rec = typeof target === 'string' ? names.ns.lookup(target) : null;
     const name = rec === null ? null : { path: target as string, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
-    const { pages, frames } = collectPages(memory.morsels.walker, h.dataRoot as Frame, h.dataOrder);
-    return {
-      region: memory.region,
-      morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name },
-      pages,
-      frames,
-      finish: () => busy(' (it was opened during the save; the image was dropped)'),
-      close: () => names.close(h),
-    };
-  } catch (e) {
-    names.close(h);
-    throw e;
+    names.sharing.check();
+    const snapshot = morsels.clone(h.id, { pending: true });
+    const snapRoot = morsels.decode(snapshot).rootFrame;
+    try {
+      names.sharing.wait();
+      const { pages, frames } = collectPages(morsels.walker, snapRoot as Frame, h.dataOrder);
+      return {
+        region: memory.region,
+        morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name },
+        pages,
+        frames,
+        close: () => morsels.release(snapRoot),
+      };
+    } catch (e) {
+      morsels.release(snapRoot);
+      throw e;
+    }
+  } finally {
+    names.close(h); // the snapshot stands alone
   }
 }
 
@@ -114,9 +117,8 @@ export async function save(memory: Memory, target: string | MorselRef, sink: Ima
   const started = performance.now();
   let src: SnapshotSource | null = null;
   try {
-    src = quiescedSource(memory, target);
+    src = snapshotSource(memory, target);
     const bytes = await writeImage(src, sink, opts.chunkPages ?? DEFAULT_CHUNK_PAGES, opts.onProgress);
-    src.finish();
     await sink.commit();
     const seconds = (performance.now() - started) / 1000;
     return { bytes, pages: src.pages.length, seconds, bytesPerSecond: bytes / seconds };
