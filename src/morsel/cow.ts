@@ -109,18 +109,56 @@ export class Cow {
       return copy;
     }
     region.zeroFrame(copy);
-    let idx = 0;
+    // Raise every present child's count in one batch (all or nothing: ENOSPC changes nothing) ...
+    const n = this.presentChildren(frame);
     try {
-      for (; idx < ENTRIES_PER_TABLE; idx++) this.shareEntry(frame, copy, idx, level - 1);
+      this.refs.incrementMany(this.children, n);
     } catch (e) {
-      for (let i = 0; i < idx; i++) {
+      this.alloc.free(copy);
+      throw e;
+    }
+    crashPoint('cow:after-share');
+    // ... then write-protect each entry and copy it; an entry that moved meanwhile is shared one by one.
+    let k = 0;
+    try {
+      for (; k < n; k++) {
+        const idx = this.indices[k];
+        const lo = this.los[k];
+        const hi = region.loadHi(frame, idx);
+        const shared = protectedLo(lo);
+        if (region.casEntry(frame, idx, lo, hi, shared, hi)) region.storeEntry(copy, idx, shared, hi);
+        else {
+          this.drop(this.children[k] as Frame, level - 1);
+          this.shareEntry(frame, copy, idx, level - 1);
+        }
+      }
+    } catch (e) {
+      // ENOSPC in shareEntry: give back what the copy holds and the counts raised for entries not reached yet.
+      for (let i = 0; i < ENTRIES_PER_TABLE; i++) {
         const lo = region.loadLo(copy, i);
         if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1);
       }
+      for (let j = k + 1; j < n; j++) this.drop(this.children[j] as Frame, level - 1);
       this.alloc.free(copy);
       throw e;
     }
     return copy;
+  }
+
+  /** Scratch of presentChildren: one table's present entries (bounded by ENTRIES_PER_TABLE). */
+  private readonly children = new Int32Array(ENTRIES_PER_TABLE);
+  private readonly indices = new Int32Array(ENTRIES_PER_TABLE);
+  private readonly los = new Int32Array(ENTRIES_PER_TABLE);
+
+  /** Fills children/indices/los with `table`'s present entries (children validated by the walker); returns how many. */
+  private presentChildren(table: Frame): number {
+    let n = 0;
+    this.walker.forEachPresent(table, (idx, lo, hi) => {
+      this.children[n] = this.walker.follow(table, idx, lo, hi);
+      this.indices[n] = idx;
+      this.los[n++] = lo;
+    });
+    return n;
   }
 
   /**

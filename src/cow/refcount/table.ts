@@ -140,6 +140,8 @@ const HUGE_BYTES = 2 * MiB;
 const MIGRATE_BATCH = 4;
 /** Bound on the retries of one operation (each retry follows a state transition or a racing writer). */
 const MAX_ATTEMPTS = 10_000;
+/** Updates of one batch (incrementMany/decrementMany) under one write guard: bounds how long a resize finisher waits. */
+const BATCH_UPDATES = 64;
 /** Lock-free read attempts before a lookup takes the bucket lock. */
 const READ_ATTEMPTS = 8;
 /** How long a finishing resizer waits for writers still inside the old array before leaking it. */
@@ -164,6 +166,8 @@ export abstract class TableBase implements RefCountTable {
   protected readonly anchorBase: number;
   protected readonly me: number;
   private readonly guardWord: number;
+  /** progress of the running incrementMany/decrementMany (updateBatch) */
+  private batchDone = 0;
   /** the state the cached arrays were built for (0: none) */
   private cachedState = 0;
   protected cur: BucketArray | null = null;
@@ -439,11 +443,11 @@ export abstract class TableBase implements RefCountTable {
   incrementMany(frames: ArrayLike<number>, count: number): void {
     check(Number.isInteger(count) && count >= 0 && count <= frames.length, 'EINVAL', () => `count ${count} outside 0..${frames.length}`);
     for (let i = 0; i < count; i++) checkKey(frames[i]);
-    let done = 0;
+    this.batchDone = 0;
     try {
-      for (; done < count; done++) this.increment(frames[done]);
+      while (this.batchDone < count) this.updateBatch(frames, count, 1, null);
     } catch (e) {
-      for (let i = done - 1; i >= 0; i--) this.decrement(frames[i]); // undo: the batch is all or nothing
+      for (let i = this.batchDone - 1; i >= 0; i--) this.decrement(frames[i]); // undo: the batch is all or nothing
       throw e;
     }
   }
@@ -451,7 +455,27 @@ export abstract class TableBase implements RefCountTable {
   decrementMany(frames: ArrayLike<number>, count: number, onZero: (frame: number) => void): void {
     check(Number.isInteger(count) && count >= 0 && count <= frames.length, 'EINVAL', () => `count ${count} outside 0..${frames.length}`);
     for (let i = 0; i < count; i++) checkKey(frames[i]);
-    for (let i = 0; i < count; i++) if (this.decrement(frames[i]) === 0) onZero(frames[i]);
+    this.batchDone = 0;
+    while (this.batchDone < count) this.updateBatch(frames, count, -1, onZero);
+  }
+
+  /**
+   * Applies `delta` to frames[batchDone..count), at most BATCH_UPDATES of
+   * them under one write guard (a resize finisher waits for the guard), then
+   * one resize step. batchDone always counts the frames updated, also when
+   * an update throws.
+   */
+  private updateBatch(frames: ArrayLike<number>, count: number, delta: number, onZero: ((frame: number) => void) | null): void {
+    const end = Math.min(count, this.batchDone + BATCH_UPDATES);
+    const zeros: number[] = [];
+    this.enter();
+    try {
+      for (; this.batchDone < end; this.batchDone++) if (this.update(frames[this.batchDone], delta) === 0) zeros.push(frames[this.batchDone]);
+    } finally {
+      this.exit();
+    }
+    this.afterUpdate();
+    if (onZero !== null) for (const f of zeros) onZero(f);
   }
 
   /** The array an update of hash h works in, after migrating h's old bucket during a resize. */
