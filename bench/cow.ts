@@ -9,14 +9,16 @@
  * write to a private page, and a fork-heavy workload (snapshot, write random
  * pages in both copies, drop the old snapshot).
  */
-import type { Memory } from '../src/memory.js';
+import { Memory } from '../src/memory.js';
+import { openRefCounts, type RefTableKind } from '../src/cow/refcount/index.js';
+import { ROOT_SLOT_REFCOUNTS } from '../src/physical/superblock.js';
 import { type MorselId } from '../src/morsel/id.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
 import { ENTRIES_PER_TABLE } from '../src/paging/walk.js';
 import { RW, isPresent, pfnOf } from '../src/paging/entry.js';
 import { forkCostNs } from '../src/physical/native.js';
 import { GiB, MiB, PAGE_SIZE, formatBytes, type Frame } from '../src/units.js';
-import { balance, checkNoLeak, volatileMemory } from './env.js';
+import { balance, checkNoLeak, prefault, volatileMemory } from './env.js';
 import { REPS, claim, medianOf, ticker, variant, type RunOptions } from './measure.js';
 import { repeat } from './stats.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
@@ -62,7 +64,7 @@ export async function runCow(opts: RunOptions & { params?: CowParams }): Promise
   }
   results.push(...(await faultLatency(memory, p)));
   tick();
-  results.push(...(await forkHeavy(memory, p)));
+  for (const kind of REF_KINDS) results.push(...(await forkHeavy(kind, p)));
   tick();
   checkNoLeak(memory, before, 'cow');
   return {
@@ -218,9 +220,27 @@ async function faultLatency(memory: Memory, p: CowParams): Promise<VariantResult
   ];
 }
 
-/** Snapshot repeatedly; each round writes random pages in the live copy and the snapshot, then drops the older snapshot. */
-async function forkHeavy(memory: Memory, p: CowParams): Promise<VariantResult[]> {
+const REF_KINDS: RefTableKind[] = ['rosebush', 'chained'];
+
+/** A fresh pre-faulted region whose reference-count table is of `kind` (set before anything counts). */
+function regionWithTable(bytes: number, kind: RefTableKind): Memory {
+  const memory = Memory.volatile(bytes);
+  prefault(memory.region);
+  const table = openRefCounts(memory.region, memory.alloc, memory.region.loadRootFrame(ROOT_SLOT_REFCOUNTS) as Frame, { kind });
+  table.increment(1); // creates the table's storage and records its kind in the header
+  table.decrement(1);
+  if (memory.morsels.cow.refs.kind !== kind) throw new Error(`cow bench: the region's table is ${memory.morsels.cow.refs.kind}, not ${kind}`);
+  return memory;
+}
+
+/**
+ * Snapshot repeatedly, on a region of its own whose count table is `kind`;
+ * each round writes random pages in the live copy and the snapshot, then
+ * drops the older snapshot.
+ */
+async function forkHeavy(kind: RefTableKind, p: CowParams): Promise<VariantResult[]> {
   const bytes = 64 * MiB;
+  const memory = regionWithTable(3 * bytes + 32 * MiB, kind);
   const pages = bytes / PAGE_SIZE;
   const live = populatedSource(memory, bytes);
   let seed = 12345;
@@ -244,8 +264,9 @@ async function forkHeavy(memory: Memory, p: CowParams): Promise<VariantResult[]>
   } finally {
     if (snapshot !== null) memory.morsels.destroy(snapshot);
     memory.morsels.destroy(live);
+    memory.close();
   }
-  return [variant('morsel-clone', 'fork_heavy_round_ns', perRound)];
+  return [variant(`morsel-clone-${kind}`, 'fork_heavy_round_ns', perRound)];
 }
 
 function median(xs: number[]): number {
@@ -277,7 +298,7 @@ function cowNotes(results: VariantResult[], p: CowParams, memory: Memory): strin
   );
   notes.push(
     `First write after a clone: ${us(m('morsel-clone', 'first_write_table_ns'))} when it copies the level-1 table (512 counts raised) and the page; ${us(m('morsel-clone', 'first_write_page_ns'))} for another page of that table (page copy); ${us(m('morsel-clone', 'private_write_ns'))} for a private page.`,
-    `Fork-heavy workload (64 MiB, snapshot + ${2 * p.writesPerRound} random page writes + drop of the old snapshot per round): ${ms(m('morsel-clone', 'fork_heavy_round_ns'))} per round with the ${memory.morsels.cow.refs.kind} count table.`,
+    `Fork-heavy workload (64 MiB, snapshot + ${2 * p.writesPerRound} random page writes + drop of the old snapshot per round): ${REF_KINDS.map((k) => `${ms(m(`morsel-clone-${k}`, 'fork_heavy_round_ns'))} per round with the ${k} count table`).join(', ')} (chained / rosebush: ${(m('morsel-clone-chained', 'fork_heavy_round_ns') / m('morsel-clone-rosebush', 'fork_heavy_round_ns')).toFixed(2)}).`,
   );
   return notes;
 }

@@ -117,13 +117,15 @@ export function freeFramesNow(memory: Memory): number {
 
 /**
  * Free frames plus the frames of the region's registries (live morsels,
- * this process's address spaces and usage counts), which grow lazily and stay: the number that must balance
- * when everything a suite created is gone.
+ * this process's address spaces and usage counts) and of the reference-count
+ * table, which grow lazily and stay: the number that must balance when
+ * everything a suite created is gone.
  */
 export function balance(memory: Memory): number {
   let tables = 0;
   memory.morsels.live.forEach(() => {}, () => tables++);
   forEachSlotFrame(memory.morsels, () => tables++); // per-process registries: address spaces and usage counts
+  memory.morsels.cow.refs.forEachStorageFrame(() => tables++);
   return freeFramesNow(memory) + tables;
 }
 
