@@ -10,7 +10,7 @@
  * pages in both copies, drop the old snapshot).
  */
 import { Memory } from '../src/memory.js';
-import { openRefCounts, type RefTableKind } from '../src/cow/refcount/index.js';
+import { openRefCounts, type RefTableKind } from '../src/alloc/refcount/index.js';
 import { ROOT_SLOT_REFCOUNTS } from '../src/physical/superblock.js';
 import { type MorselId } from '../src/morsel/id.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';

@@ -5,7 +5,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { Memory } from '../src/memory.js';
-import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/cow/refcount/index.js';
+import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/alloc/refcount/index.js';
 import type { RegionShare } from '../src/physical/region.js';
 import type { Frame } from '../src/units.js';
 import { nowNs } from './stats.js';

@@ -1,7 +1,7 @@
 /**
  * Reference counts in a hash table (issue 13, the study's step 1): the
  * chained, rhashtable-like table against the Rosebush-style one
- * (src/cow/refcount), in the same run.
+ * (src/alloc/refcount), in the same run.
  *
  * For each table size N (10^3 .. 10^6; 10^7 with --full) and each table,
  * one repetition on an empty table: insert N keys (absent -> 2, resizes
@@ -19,7 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/cow/refcount/index.js';
+import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/alloc/refcount/index.js';
 import type { Memory } from '../src/memory.js';
 import { GiB, MiB, type Frame } from '../src/units.js';
 import { volatileMemory } from './env.js';

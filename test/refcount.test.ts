@@ -8,9 +8,9 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { HammerPlan } from './workers/refcount-worker.js';
 import { Memory } from '../src/memory.js';
-import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/cow/refcount/index.js';
+import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/alloc/refcount/index.js';
 import { isMorselError } from '../src/errors.js';
-import { LOCK_TIMEOUT_MS } from '../src/cow/refcount/lock.js';
+import { LOCK_TIMEOUT_MS } from '../src/alloc/refcount/lock.js';
 import { MiB, type Frame } from '../src/units.js';
 
 const KINDS: RefTableKind[] = ['chained', 'rosebush'];

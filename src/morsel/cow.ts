@@ -6,7 +6,7 @@
  *
  * Representation: an inner entry without RW references a child that may be
  * shared (src/paging/entry.ts: SHARED_FLAGS, SHARE_TOGGLE); how many tables
- * share a frame is its reference count (src/cow/refcount: absent = 1, so
+ * share a frame is its reference count (src/alloc/refcount: absent = 1, so
  * unshared frames cost nothing). An entry WITH RW references a child only
  * this table references: the invariant every fast path relies on.
  *
@@ -37,7 +37,7 @@ import { INNER_FLAGS, P, RW, SHARE_TOGGLE, isPresent, makeHi, makeLo, pfnOf } fr
 import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
 import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { openRefCounts, type RefCountTable } from '../cow/refcount/index.js';
+import { openRefCounts, type RefCountTable } from '../alloc/refcount/index.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
 import type { Frame } from '../units.js';
 

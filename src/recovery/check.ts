@@ -52,7 +52,7 @@ import type { Frame } from '../units.js';
 import { Memory } from '../memory.js';
 import { dropSlotRoots, scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
 import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
-import { forEachStoredCount } from '../cow/refcount/index.js';
+import { forEachStoredCount } from '../alloc/refcount/index.js';
 
 /** Reference-count mismatches listed one by one at most (a lost table would list every shared frame). */
 const MAX_COUNT_PROBLEMS = 100;

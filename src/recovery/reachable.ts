@@ -42,7 +42,7 @@ import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
 import { orderBytes } from '../morsel/order.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { SPACE_LEVELS5 } from '../space/address-space.js';
-import { forEachRefCountStorageFrame } from '../cow/refcount/index.js';
+import { forEachRefCountStorageFrame } from '../alloc/refcount/index.js';
 import type { Frame } from '../units.js';
 
 export type ProblemCode =
@@ -488,7 +488,7 @@ class Scanner implements ScanContext {
 
   /**
    * Root slot 1: the reference-count table's header frame and its storage
-   * (src/cow/refcount). Storage frames are marked STORAGE (2) in `used`:
+   * (src/alloc/refcount). Storage frames are marked STORAGE (2) in `used`:
    * referenced for `check`, but recovery and repair rebuild the table from
    * the live trees (Cow.rebuildCounts), so they free the old storage.
    */

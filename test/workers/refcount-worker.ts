@@ -3,7 +3,7 @@
 // process in 'hold' mode) stalls inside a bucket lock until it is killed.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Memory } from '../../src/memory.js';
-import { openRefCounts, type RefCountTable, type RefTableKind } from '../../src/cow/refcount/index.js';
+import { openRefCounts, type RefCountTable, type RefTableKind } from '../../src/alloc/refcount/index.js';
 import type { Frame } from '../../src/units.js';
 
 export interface HammerPlan {

@@ -4,7 +4,7 @@
  * 'chained' (rhashtable-like, chained.ts) and 'rosebush' (inline buckets,
  * rosebush.ts); the shared machinery is in table.ts.
  */
-import { FrameAllocator } from '../../alloc/llfree.js';
+import { FrameAllocator } from '../llfree.js';
 import { check } from '../../errors.js';
 import type { Region } from '../../physical/region.js';
 import type { Frame } from '../../units.js';

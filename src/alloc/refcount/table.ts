@@ -29,7 +29,7 @@
  * storage frames that forEachStorageFrame does not name.
  */
 import { threadId } from 'node:worker_threads';
-import type { FrameAllocator } from '../../alloc/llfree.js';
+import type { FrameAllocator } from '../llfree.js';
 import { MorselError, assert, check, isMorselError } from '../../errors.js';
 import type { Region } from '../../physical/region.js';
 import { CHILD_FRAMES } from '../../physical/layout.js';
