@@ -69,7 +69,8 @@ export async function runPipeline(opts: RunOptions & { params?: PipelineParams }
       results.push(variant(v, 'runtime_ns', walls));
       const busy = walls.map((_, i) => Object.values(parts).reduce((sum, arr) => sum + arr[i], 0));
       results.push(variant(v, 'busy_ns', busy));
-      for (const [key, samples] of Object.entries(parts)) results.push(variant(v, `${key}_ns`, samples));
+      // A component a variant does not have (the transferable buffers are never mapped) is left out, not reported as 0.
+      for (const [key, samples] of Object.entries(parts)) if (v !== 'transferable' || samples.some((x) => x > 0)) results.push(variant(v, `${key}_ns`, samples));
       tick();
     }
   } finally {
@@ -80,7 +81,7 @@ export async function runPipeline(opts: RunOptions & { params?: PipelineParams }
   // Components normalized to the conventional stage totals (the talk's bar chart).
   for (const s of STAGES) {
     const convTotal = COMPONENTS.reduce((sum, k) => sum + medianOf(results, 'conventional', `${s}.${k}_ns`), 0);
-    for (const v of VARIANTS) for (const k of COMPONENTS) results.push(variant(v, `${s}.${k}_normalized`, raw[v][`${s}.${k}`].map((x) => x / convTotal)));
+    for (const v of VARIANTS) for (const k of COMPONENTS) if (v !== 'transferable' || raw[v][`${s}.${k}`].some((x) => x > 0)) results.push(variant(v, `${s}.${k}_normalized`, raw[v][`${s}.${k}`].map((x) => x / convTotal)));
   }
   const m = (v: string, metric: string): number => medianOf(results, v, metric);
   const stageTotal = (v: string, s: Stage): number => COMPONENTS.reduce((sum, k) => sum + m(v, `${s}.${k}_ns`), 0);

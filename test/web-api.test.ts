@@ -276,3 +276,28 @@ test('morsel web: typed errors and exit statuses before it serves', () => {
   assert.equal(busy.status, 7, busy.out + busy.err);
   assert.equal(busy.json.error.code, 'EBUSY');
 });
+
+test('copy-on-write: shared entries are marked with their reference counts, private ones are not', async () => {
+  const dir = tmpDir('morsel-web-cow-');
+  const region = path.join(dir, 'cow.region');
+  const m = Memory.create(region, 32 * 1024 * 1024);
+  const h = m.names.create('/src', { sizeBytes: 8 * 1024 * 1024 });
+  m.names.write(h, 0, Uint8Array.of(1));
+  m.names.write(h, 2 * 1024 * 1024, Uint8Array.of(2));
+  m.names.close(h);
+  const c = m.names.clone('/src', '/copy');
+  m.names.write(c, 0, Uint8Array.of(3)); // the copy's path to page 0 becomes private
+  m.names.close(c);
+  m.close();
+  const cow = await startWeb({ regionPath: region, port: 0, reportDir: tmpDir('morsel-web-noreport-') });
+  try {
+    const top = (await request(cow.port, '/api/morsel?name=/copy')).json.table;
+    assert.deepEqual(top.entries.map((e: any) => [e.index, e.shared, e.refs]), [[0, false, 1], [1, true, 2]]);
+    assert.equal(top.shared, 1);
+    const src = (await request(cow.port, '/api/morsel?name=/src')).json.table;
+    assert.deepEqual(src.entries.map((e: any) => [e.index, e.shared]), [[0, false], [1, true]], 'the source shares the same child');
+    assert.equal(src.entries[1].frame, top.entries[1].frame);
+  } finally {
+    await cow.close();
+  }
+});

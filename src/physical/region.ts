@@ -576,11 +576,11 @@ export class Region {
     return Atomics.load(this.i64w[0], SB_ROOTS_BYTE / 8 + slot);
   }
 
-  /** A root slot holding a frame number (< 2^32): one int32 load, no BigInt. */
+  /** A root slot holding a frame number (< 2^32): one int32 load, no BigInt. ECORRUPT when its high half is not zero (a damaged superblock). */
   loadRootFrame(slot: number): number {
     assert(slot >= 0 && slot < ROOT_SLOTS, 'root slot in range');
     const i = SB_ROOTS_BYTE / 4 + 2 * slot;
-    assert(Atomics.load(this.i32w[0], i + 1) === 0, 'frame-valued root slot has a zero high half');
+    check(Atomics.load(this.i32w[0], i + 1) === 0, 'ECORRUPT', () => `superblock root slot ${slot} holds more than a frame number`);
     return Atomics.load(this.i32w[0], i) >>> 0;
   }
 

@@ -194,8 +194,10 @@ function resolveMorsel(m: Memory, q: TableQuery): { ref: MorselRef; d: DecodedId
  * One page table of a morsel: the data morsel's root table, or the table
  * `q.path` leads to (each index must name a present entry: ENOENT
  * otherwise; deeper than the leaf tables: ERANGE). Per present entry: the
- * frame it references, for tables above the leaves how many of the child's
- * entries are present, and with `q.bits` the entry's bits decoded.
+ * frame it references, whether it is shared with other morsels by
+ * copy-on-write (its reference count), for tables above the leaves how many
+ * of the child's entries are present, and with `q.bits` the entry's bits
+ * decoded.
  */
 export function morselTable(m: Memory, q: TableQuery): Json {
   const { ref, d, name, sizeBytes } = resolveMorsel(m, q);
@@ -219,12 +221,15 @@ export function morselTable(m: Memory, q: TableQuery): Json {
   const entries: Json[] = [];
   walker.forEachPresent(table, (index, lo, hi) => {
     const frame = walker.follow(table, index, lo, hi);
-    const entry: Json = { index, frame };
+    // Copy-on-write: a write-protected entry whose child more than one table references.
+    const refs = (lo & RW) === 0 ? m.morsels.cow.refs.get(frame) : 1;
+    const entry: Json = { index, frame, shared: refs > 1, refs };
     if (level > 1) entry.childPresent = presentIn(m, frame);
     if (q.bits) entry.bits = decodeEntry(lo, hi);
     entries.push(entry);
   });
-  return { morsel, table: { frame: table, level, path: q.path, entrySpanBytes: levelSpan(level), entriesPerTable: ENTRIES_PER_TABLE, present: entries.length, entries } };
+  const shared = entries.filter((e) => e.shared === true).length;
+  return { morsel, table: { frame: table, level, path: q.path, entrySpanBytes: levelSpan(level), entriesPerTable: ENTRIES_PER_TABLE, present: entries.length, shared, entries } };
 }
 
 function presentIn(m: Memory, table: Frame): number {

@@ -174,14 +174,14 @@ function levelGrid(t, depth, current) {
     const e = byIndex.get(i);
     if (!e && i !== chosen) continue;
     const frac = e ? (t.level > 1 ? e.childPresent / t.entriesPerTable : 1) : 0;
-    const rect = svg('rect', { x: (i % GRID_COLUMNS) * cell, y: Math.floor(i / GRID_COLUMNS) * cell, width: cell - 1, height: cell - 1, class: 'cell' + (i === chosen ? ' chosen' : ''), fill: e ? shade(frac, t.level) : '#fff', 'data-index': i });
+    const rect = svg('rect', { x: (i % GRID_COLUMNS) * cell, y: Math.floor(i / GRID_COLUMNS) * cell, width: cell - 1, height: cell - 1, class: 'cell' + (i === chosen ? ' chosen' : '') + (e && e.shared ? ' shared' : ''), fill: e ? shade(frac, t.level) : '#fff', 'data-index': i, 'data-shared': e && e.shared ? 'true' : 'false' });
     const title = svg('title', {});
-    title.textContent = 'entry ' + i + (e ? ' → frame ' + e.frame + (t.level > 1 ? ', ' + e.childPresent + '/512 present' : ', data page') : '');
+    title.textContent = 'entry ' + i + (e ? ' → frame ' + e.frame + (t.level > 1 ? ', ' + e.childPresent + '/512 present' : ', data page') + (e.shared ? ', shared by ' + e.refs + ' (copy-on-write)' : '') : '');
     rect.append(title);
     if (e && t.level > 1) rect.addEventListener('click', () => zoom(depth, i));
     grid.append(rect);
   }
-  const caption = 'level ' + t.level + ' · frame ' + t.frame + ' · ' + t.present + '/' + t.entriesPerTable + ' present · ' + bytes(t.entrySpanBytes) + ' per entry';
+  const caption = 'level ' + t.level + ' · frame ' + t.frame + ' · ' + t.present + '/' + t.entriesPerTable + ' present' + (t.shared ? ' · ' + t.shared + ' shared (outlined)' : '') + ' · ' + bytes(t.entrySpanBytes) + ' per entry';
   const box = el('div', { class: 'level' + (current ? ' current' : ''), 'data-level': t.level }, el('div', {}, caption), grid);
   if (!current) box.prepend(el('a', { href: '#', class: 'zoom-out', onclick: (ev) => { ev.preventDefault(); zoomOut(depth); } }, 'zoom out to level ' + t.level));
   return box;
@@ -206,10 +206,10 @@ function zoomOut(depth) {
 function renderEntries(t) {
   const table = document.getElementById('entries');
   const flags = ['P', 'RW', 'US', 'A', 'D', 'PS', 'NX'];
-  const head = ['index', 'frame', t.level > 1 ? 'child present' : 'holds'].concat(state.bits ? ['raw'].concat(flags, ['PFN', 'tag', 'meta']) : []);
+  const head = ['index', 'frame', t.level > 1 ? 'child present' : 'holds', 'shared'].concat(state.bits ? ['raw'].concat(flags, ['PFN', 'tag', 'meta']) : []);
   table.replaceChildren(el('tr', {}, ...head.map((h) => el('th', {}, h))));
   for (const e of t.entries) {
-    const cells = [e.index, e.frame, t.level > 1 ? e.childPresent + '/512' : 'data page'];
+    const cells = [e.index, e.frame, t.level > 1 ? e.childPresent + '/512' : 'data page', e.shared ? 'by ' + e.refs : 'private'];
     const tr = el('tr', { 'data-index': e.index }, ...cells.map((c) => el('td', {}, c)));
     if (state.bits && e.bits) {
       tr.append(el('td', { class: 'raw' }, e.bits.raw));
