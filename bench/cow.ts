@@ -31,6 +31,8 @@ export interface CowParams {
   /** pages written per copy in one round of the fork-heavy workload */
   writesPerRound: number;
   rounds: number;
+  /** the morsel of the fault-latency and fork-heavy runs */
+  workloadBytes: number;
 }
 
 export function cowParams(quick: boolean): CowParams {
@@ -40,12 +42,13 @@ export function cowParams(quick: boolean): CowParams {
     inner: 50,
     writesPerRound: 256,
     rounds: quick ? 20 : 100,
+    workloadBytes: 64 * MiB,
   };
 }
 
 /** The largest source populated, a full copy of it, and their tables. */
 export function cowRegionBytes(p: CowParams): number {
-  return 2.02 * Math.max(...p.sizesBytes) + 64 * MiB;
+  return 2.02 * Math.max(...p.sizesBytes, p.workloadBytes) + 64 * MiB;
 }
 
 const orderFor = (bytes: number): Order => ([1, 2, 3] as Order[]).find((o) => orderBytes(o) >= bytes)!;
@@ -182,7 +185,7 @@ function fullCopyNs(memory: Memory, src: MorselId, bytes: number): number {
 
 /** First-write latency: COW of a shared table + page, of a page in an already private table, and a write to a private page. */
 async function faultLatency(memory: Memory, p: CowParams): Promise<VariantResult[]> {
-  const bytes = 64 * MiB;
+  const bytes = p.workloadBytes;
   const src = populatedSource(memory, bytes);
   const one = Uint8Array.of(1);
   const tables = bytes / (ENTRIES_PER_TABLE * PAGE_SIZE);
@@ -239,7 +242,7 @@ function regionWithTable(bytes: number, kind: RefTableKind): Memory {
  * drops the older snapshot.
  */
 async function forkHeavy(kind: RefTableKind, p: CowParams): Promise<VariantResult[]> {
-  const bytes = 64 * MiB;
+  const bytes = p.workloadBytes;
   const memory = regionWithTable(3 * bytes + 32 * MiB, kind);
   const pages = bytes / PAGE_SIZE;
   const live = populatedSource(memory, bytes);
@@ -298,7 +301,7 @@ function cowNotes(results: VariantResult[], p: CowParams, memory: Memory): strin
   );
   notes.push(
     `First write after a clone: ${us(m('morsel-clone', 'first_write_table_ns'))} when it copies the level-1 table (512 counts raised) and the page; ${us(m('morsel-clone', 'first_write_page_ns'))} for another page of that table (page copy); ${us(m('morsel-clone', 'private_write_ns'))} for a private page.`,
-    `Fork-heavy workload (64 MiB, snapshot + ${2 * p.writesPerRound} random page writes + drop of the old snapshot per round): ${REF_KINDS.map((k) => `${ms(m(`morsel-clone-${k}`, 'fork_heavy_round_ns'))} per round with the ${k} count table`).join(', ')} (chained / rosebush: ${(m('morsel-clone-chained', 'fork_heavy_round_ns') / m('morsel-clone-rosebush', 'fork_heavy_round_ns')).toFixed(2)}).`,
+    `Fork-heavy workload (${formatBytes(p.workloadBytes)}, snapshot + ${2 * p.writesPerRound} random page writes + drop of the old snapshot per round): ${REF_KINDS.map((k) => `${ms(m(`morsel-clone-${k}`, 'fork_heavy_round_ns'))} per round with the ${k} count table`).join(', ')} (chained / rosebush: ${(m('morsel-clone-chained', 'fork_heavy_round_ns') / m('morsel-clone-rosebush', 'fork_heavy_round_ns')).toFixed(2)}).`,
   );
   return notes;
 }

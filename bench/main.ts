@@ -50,7 +50,7 @@ export const SUITES: Record<string, Runner> = {
 };
 
 /** Suites `npm start` runs (the quick profile must stay under 4 minutes on 2 cores). */
-export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'serial', 'cli-start'];
+export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'serial', 'cow', 'refcount', 'cli-start'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
 export function regionBytesFor(suites: string[], quick: boolean): number {

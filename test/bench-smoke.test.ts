@@ -23,6 +23,7 @@ import type { ExperimentResult } from '../bench/stats.js';
 import { runTransfer } from '../bench/transfer.js';
 import { runRefcount } from '../bench/refcount.js';
 import { runSerial } from '../bench/serial.js';
+import { runCow } from '../bench/cow.js';
 
 const experiments: ExperimentResult[] = [];
 after(() => releaseShared());
@@ -110,6 +111,13 @@ test('serial: tiny save/load, naive serializer, pmap vs v8 and JSON', async () =
   for (const v of ['save', 'load (cached)', 'naive save', 'naive load (cached)', 'disk write (limit)', 'disk read (limit, cached)']) {
     assert.ok(e.results.some((r) => r.variant === v && r.summary.median > 0), `${v} measured`);
   }
+});
+
+test('cow: clone vs full copy, fork model and host fork; fault latency; fork-heavy on both tables', async () => {
+  const e = await runCow({ quick: true, params: { sizesBytes: [4 * MiB, 16 * MiB], reps: 5, inner: 5, writesPerRound: 8, rounds: 2, workloadBytes: 4 * MiB } });
+  checkShape(e, 'cow');
+  for (const v of ['morsel-clone', 'conventional-fork-model', 'full-copy', 'host-fork']) assert.ok(e.results.some((r) => r.variant === v && r.metric === 'clone_ns'), `${v} measured`);
+  for (const k of ['rosebush', 'chained']) assert.ok(e.results.some((r) => r.variant === `morsel-clone-${k}`), `fork-heavy on ${k}`);
 });
 
 test('cli-start: interleaved process starts', async () => {
