@@ -13,7 +13,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { MiB } from '../src/units.js';
 import { balance, checkNoLeak, volatileMemory } from './env.js';
 import { orderFor } from './map.js';
-import { REPS, claim, medianOf, reduction, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
+import { REPS, claim, medianOf, reduction, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
 import { WorkerClient } from './workers/rpc.js';
 import { COMPONENTS, type PipelineRun, type PipelineVariant, type Stage, type StageReply } from './workers/pipeline-protocol.js';
@@ -51,26 +51,30 @@ export async function runPipeline(opts: RunOptions & { params?: PipelineParams }
   const results: VariantResult[] = [];
   const raw: Record<string, Record<string, number[]>> = {};
   try {
-    for (const v of VARIANTS) {
-      const req: PipelineRun = { op: 'run', variant: v, count: p.count, bufBytes: p.bufBytes, order: orderFor(p.bufBytes) };
-      const parts: Record<string, number[]> = {};
-      const checks = new Set<number>();
-      const walls = await repeatMeasured(p.reps, async (rep) => {
+    // Variants interleaved within every repetition (these VMs drift).
+    const parts: Record<string, Record<string, number[]>> = Object.fromEntries(VARIANTS.map((v) => [v, {}]));
+    const walls: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v, []]));
+    const checks: Record<string, Set<number>> = Object.fromEntries(VARIANTS.map((v) => [v, new Set<number>()]));
+    for (let rep = -1; rep < p.reps; rep++) {
+      for (const v of VARIANTS) {
+        const req: PipelineRun = { op: 'run', variant: v, count: p.count, bufBytes: p.bufBytes, order: orderFor(p.bufBytes) };
         const replies = await Promise.all(workers.map((w) => w.call<StageReply>(req)));
+        checks[v].add(replies[1].checksum);
+        if (rep < 0) continue; // warm-up round
         replies.forEach((r, s) => {
-          if (rep < 0) return;
-          for (const k of COMPONENTS) (parts[`${STAGES[s]}.${k}`] ??= []).push(r.components[k]);
+          for (const k of COMPONENTS) (parts[v][`${STAGES[s]}.${k}`] ??= []).push(r.components[k]);
         });
-        checks.add(replies[1].checksum);
-        return replies[2].end - replies[0].start;
-      });
-      if (checks.size !== 1) throw new Error(`pipeline ${v}: checksums differ between repetitions`);
-      raw[v] = parts;
-      results.push(variant(v, 'runtime_ns', walls));
-      const busy = walls.map((_, i) => Object.values(parts).reduce((sum, arr) => sum + arr[i], 0));
+        walls[v].push(replies[2].end - replies[0].start);
+      }
+    }
+    for (const v of VARIANTS) {
+      if (checks[v].size !== 1) throw new Error(`pipeline ${v}: checksums differ between repetitions`);
+      raw[v] = parts[v];
+      results.push(variant(v, 'runtime_ns', walls[v]));
+      const busy = walls[v].map((_, i) => Object.values(parts[v]).reduce((sum, arr) => sum + arr[i], 0));
       results.push(variant(v, 'busy_ns', busy));
       // A component a variant does not have (the transferable buffers are never mapped) is left out, not reported as 0.
-      for (const [key, samples] of Object.entries(parts)) if (v !== 'transferable' || samples.some((x) => x > 0)) results.push(variant(v, `${key}_ns`, samples));
+      for (const [key, samples] of Object.entries(parts[v])) if (v !== 'transferable' || samples.some((x) => x > 0)) results.push(variant(v, `${key}_ns`, samples));
       tick();
     }
   } finally {

@@ -4,7 +4,8 @@
  * one mapped object. Morsel lazy faults and morsel batch `populate` against
  * conventional lazy faults (shmem: index lock + per-page PTEs); the limit is
  * zero-filling N bytes in 2 MiB blocks (every populate zeroes every page).
- * Run on the volatile region and on a file-backed one: the ratio is the
+ * Variants are interleaved within every repetition. Run on the volatile
+ * region and on a file-backed one: the ratio is the
  * cost of persistence (issue 5).
  */
 import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
@@ -13,7 +14,7 @@ import type { Memory } from '../src/memory.js';
 import type { Order } from '../src/morsel/order.js';
 import { GiB, MiB, formatBytes, type Frame } from '../src/units.js';
 import { balance, checkNoLeak, persistentMemory, sharedPrefaultNs, volatileMemory } from './env.js';
-import { REPS, claim, medianOf, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
+import { REPS, claim, medianOf, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
 import { Barrier, WorkerClient } from './workers/rpc.js';
 import type { PopulateKind, PopulateReply, PopulateRequest } from './workers/populate.js';
@@ -106,52 +107,64 @@ async function measureRegion(memory: Memory, bytes: number, region: string, reps
   const pages = bytes / 4096;
   const order: Order = bytes <= GiB ? 2 : 3;
   const out: VariantResult[] = [];
+  // Variants interleaved within every repetition (these VMs drift): one run of each kind and thread count per round.
+  const once = async (kind: PopulateKind, threads: number): Promise<number> => {
+    const barrier = new Barrier(threads);
+    const base: Omit<PopulateRequest, 'firstPage' | 'pages'> = { op: 'run', kind, barrier: barrier.sab, parties: threads, addr: 0 };
+    let teardown: () => void;
+    let blocks: number[] = [];
+    if (kind === 'morsel-lazy' || kind === 'morsel-batch') {
+      const id = memory.morsels.create(order);
+      base.addr = space.map(id);
+      base.space = space.share();
+      base.id = id;
+      teardown = () => {
+        space.unmap(base.addr);
+        memory.morsels.destroy(id);
+      };
+    } else if (kind === 'conventional-lazy') {
+      const obj = ShmObject.create(memory, pages);
+      base.addr = convSpace.mmap(obj);
+      base.convSpace = convSpace.share();
+      base.obj = obj.share();
+      teardown = () => {
+        convSpace.munmap(base.addr);
+        obj.destroy();
+      };
+    } else {
+      for (let i = 0; i < pages / 512; i++) blocks.push(memory.alloc.alloc(9));
+      teardown = () => blocks.forEach((b) => memory.alloc.free(b as Frame, 9));
+    }
+    try {
+      const replies = await Promise.all(
+        workers.slice(0, threads).map((w, i) => {
+          const first = Math.floor((pages * i) / threads);
+          const last = Math.floor((pages * (i + 1)) / threads);
+          const req: PopulateRequest = { ...base, firstPage: first, pages: last - first };
+          if (kind === 'limit') req.blocks = blocks.slice(first / 512, last / 512);
+          return w.call<PopulateReply>(req);
+        }),
+      );
+      return Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
+    } finally {
+      teardown();
+    }
+  };
+  const samples = new Map<string, number[]>();
   try {
+    for (let rep = -1; rep < reps; rep++) {
+      for (const kind of KINDS) {
+        for (const threads of THREADS) {
+          const ns = await once(kind, threads);
+          if (rep < 0) continue; // warm-up round
+          const key = `${kind}/${threads}`;
+          samples.set(key, [...(samples.get(key) ?? []), ns]);
+        }
+      }
+    }
     for (const kind of KINDS) {
       for (const threads of THREADS) {
-        const samples = await repeatMeasured(reps, async () => {
-          const barrier = new Barrier(threads);
-          const base: Omit<PopulateRequest, 'firstPage' | 'pages'> = { op: 'run', kind, barrier: barrier.sab, parties: threads, addr: 0 };
-          let teardown: () => void;
-          let blocks: number[] = [];
-          if (kind === 'morsel-lazy' || kind === 'morsel-batch') {
-            const id = memory.morsels.create(order);
-            base.addr = space.map(id);
-            base.space = space.share();
-            base.id = id;
-            teardown = () => {
-              space.unmap(base.addr);
-              memory.morsels.destroy(id);
-            };
-          } else if (kind === 'conventional-lazy') {
-            const obj = ShmObject.create(memory, pages);
-            base.addr = convSpace.mmap(obj);
-            base.convSpace = convSpace.share();
-            base.obj = obj.share();
-            teardown = () => {
-              convSpace.munmap(base.addr);
-              obj.destroy();
-            };
-          } else {
-            for (let i = 0; i < pages / 512; i++) blocks.push(memory.alloc.alloc(9));
-            teardown = () => blocks.forEach((b) => memory.alloc.free(b as Frame, 9));
-          }
-          try {
-            const replies = await Promise.all(
-              workers.slice(0, threads).map((w, i) => {
-                const first = Math.floor((pages * i) / threads);
-                const last = Math.floor((pages * (i + 1)) / threads);
-                const req: PopulateRequest = { ...base, firstPage: first, pages: last - first };
-                if (kind === 'limit') req.blocks = blocks.slice(first / 512, last / 512);
-                return w.call<PopulateReply>(req);
-              }),
-            );
-            return Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
-          } finally {
-            teardown();
-          }
-        });
-        out.push(variant(kind, `populate_${region}_ns`, samples, threads));
+        out.push(variant(kind, `populate_${region}_ns`, samples.get(`${kind}/${threads}`)!, threads));
         tick();
       }
     }
