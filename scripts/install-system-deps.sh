@@ -2,8 +2,9 @@
 # Installs the system tools `morsel hwcheck` and its tests need: QEMU (an
 # x86-64 MMU that nobody in this project wrote) and nasm (to assemble the
 # guest), and what the kv tests compare against: the real memcached,
-# libmemcached's tools (memccapable, memccp, memccat) and pymemcache, all
-# from Debian/Ubuntu packages.
+# libmemcached's tools (memccapable, memccp, memccat), pymemcache and
+# twemproxy (Debian's nutcracker, for the kv sharding test), all from
+# Debian/Ubuntu packages.
 #
 #   scripts/install-system-deps.sh             install, or fail saying why not
 #   scripts/install-system-deps.sh --optional  install when possible, else say
@@ -17,12 +18,13 @@ set -euo pipefail
 
 optional=0
 if [ "${1:-}" = "--optional" ]; then optional=1; fi
-PACKAGES="qemu-system-x86 nasm memcached libmemcached-tools python3-pymemcache"
+PACKAGES="qemu-system-x86 nasm memcached libmemcached-tools python3-pymemcache nutcracker"
 INSTALL_CMD="apt-get install -y --no-install-recommends $PACKAGES"
 
 have_all() {
   command -v qemu-system-x86_64 >/dev/null 2>&1 && command -v nasm >/dev/null 2>&1 &&
     command -v memcached >/dev/null 2>&1 && command -v memccapable >/dev/null 2>&1 &&
+    command -v nutcracker >/dev/null 2>&1 &&
     /usr/bin/python3 -c 'import pymemcache' >/dev/null 2>&1
 }
 if have_all; then
@@ -30,7 +32,7 @@ if have_all; then
 fi
 
 cannot() {
-  echo "install-system-deps: qemu-system-x86_64/nasm/memcached/libmemcached-tools/pymemcache missing and $1; as root run: $INSTALL_CMD" >&2
+  echo "install-system-deps: qemu-system-x86_64/nasm/memcached/libmemcached-tools/pymemcache/nutcracker missing and $1; as root run: $INSTALL_CMD" >&2
   if [ "$optional" = 1 ]; then
     echo "install-system-deps: the hwcheck and kv client tests will be skipped" >&2
     exit 0
