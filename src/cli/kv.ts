@@ -149,7 +149,6 @@ async function servePrimary(mods: Mods, o: KvOptions, memMiB: number, port: numb
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
   for (let i = 0; i < workers; i++) fork();
-  if (port === 0) log('port 0: the workers share one free port');
 }
 
 export function registerKv(program: Command): void {
