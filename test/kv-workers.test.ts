@@ -4,17 +4,29 @@
  * cluster's round robin) hammer overlapping keys: a shared counter's incr
  * must lose no update (the stripe lock makes find + replace atomic across
  * processes), values of shared keys are never torn, and each client's own
- * keys read back what it last stored. The second test SIGKILLs workers in
- * the middle of that load: the other worker keeps serving (a lock the dead
+ * keys read back what it last stored. The second test SIGKILLs a worker
+ * (while another is known to serve) in the middle of that load, three
+ * times: the other worker keeps serving (a lock the dead
  * one held is broken), and no acknowledged item is lost or corrupted.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Memory } from '../src/memory.js';
+import { openCache } from '../src/apps/kv/open.js';
+import { hashKey } from '../src/apps/kv/store.js';
 import { RawClient, endsGet, initRegion, oneLine, parseGet, startKv, tmpDir } from './kv-helpers.js';
 
 const CLIENTS = 6;
 const OPS_PER_CLIENT = 500;
+/** The kill run: longer, so the primary's replacement workers start and serve between kills. */
+const OPS_PER_CLIENT_KILLED = 2500;
+const KILL_ROUNDS_MAX = 100;
+/** Clients open a fresh connection this often, so the round robin also reaches replacement workers. */
+const RECONNECT_EVERY_OPS = 150;
 const SHARED_KEYS = 16;
 const OWN_KEYS = 24;
 const KILLS = 3;
@@ -67,12 +79,16 @@ async function connect(port: number): Promise<{ c: RawClient; pid: number }> {
 }
 
 /** One client: OPS_PER_CLIENT operations; reconnects when its worker dies (the request in flight becomes "unsure"). */
-async function client(port: number, id: number, seed: number, tally: Tally): Promise<void> {
+async function client(port: number, id: number, seed: number, ops: number, tally: Tally): Promise<void> {
   const rand = rng(seed);
   let { c, pid } = await connect(port);
   let ver = 0;
   try {
-    for (let i = 0; i < OPS_PER_CLIENT; i++) {
+    for (let i = 0; i < ops; i++) {
+      if (i > 0 && i % RECONNECT_EVERY_OPS === 0) {
+        c.close();
+        ({ c, pid } = await connect(port));
+      }
       const r = rand();
       let req: string;
       let check: (reply: string) => void;
@@ -171,14 +187,17 @@ async function run(kill: boolean): Promise<void> {
     first.close();
     const tally: Tally = { incrAcked: 0, incrUnsure: 0, own: new Map(), opsByPid: new Map(), reconnects: 0 };
     const seed = Number(process.env.KV_WORKERS_SEED ?? Date.now() % 1e9);
-    const load = Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(kv.port, i, seed + i, tally)));
+    const ops = kill ? OPS_PER_CLIENT_KILLED : OPS_PER_CLIENT;
+    let loadDone = false;
+    const load = Promise.all(Array.from({ length: CLIENTS }, (_, i) => client(kv.port, i, seed + i, ops, tally))).finally(() => void (loadDone = true));
     let killed = 0;
     if (kill) {
       const rand = rng(seed);
-      for (let k = 0; k < KILLS; k++) {
-        await new Promise((r) => setTimeout(r, 150 + Math.floor(rand() * 250)));
+      for (let k = 0; k < KILL_ROUNDS_MAX && killed < KILLS && !loadDone; k++) {
+        await new Promise((r) => setTimeout(r, 100 + Math.floor(rand() * 200)));
+        // Only while another worker is known to serve: "the others keep serving" is what is tested.
         const live = [...tally.opsByPid.keys()].filter((p) => alive(p));
-        if (live.length === 0) continue;
+        if (live.length < 2) continue;
         process.kill(live[Math.floor(rand() * live.length)], 'SIGKILL');
         killed++;
       }
@@ -188,7 +207,7 @@ async function run(kill: boolean): Promise<void> {
     const servedBy = [...tally.opsByPid.entries()].filter(([, n]) => n > 0).length;
     assert.ok(servedBy >= 2, `both workers served requests: ${JSON.stringify([...tally.opsByPid])}`);
     if (kill) assert.ok(tally.reconnects > 0 && killed > 0, `kills cut connections (${killed} kills, ${tally.reconnects} reconnects)`);
-    console.log(`# seed ${seed}: ${CLIENTS} clients x ${OPS_PER_CLIENT} ops over ${tally.opsByPid.size} worker pids, counter ${ctr} (${tally.incrUnsure} unsure), ${killed} kills, ${tally.reconnects} reconnects`);
+    console.log(`# seed ${seed}: ${CLIENTS} clients x ${ops} ops over ${tally.opsByPid.size} worker pids, counter ${ctr} (${tally.incrUnsure} unsure), ${killed} kills, ${tally.reconnects} reconnects`);
     assert.equal(await kv.stop(), 0, 'clean exit on SIGTERM');
   } catch (e) {
     await kv.kill9();
@@ -199,3 +218,53 @@ async function run(kill: boolean): Promise<void> {
 test('two workers hammering overlapping keys lose no update and tear no value', { timeout: 120_000 }, () => run(false));
 
 test('SIGKILL of workers mid-load: the others keep serving, no acknowledged item lost or corrupted', { timeout: 120_000 }, () => run(true));
+
+/** A child that opens the cache, takes the stripe lock of `key` (find holds it) and reports, then waits to be killed. */
+const LOCK_HOLDER = `
+const [memoryJs, openJs, storeJs, region, key] = process.argv.slice(2);
+const { Memory } = await import(memoryJs);
+const { openCache } = await import(openJs);
+const { hashKey } = await import(storeJs);
+const m = Memory.open(region, { mode: 'shared' });
+const c = openCache(m, '/kv/default', 8);
+c.mmu.enter();
+const k = Buffer.from(key);
+c.store.find(k, 0, k.length, hashKey(k, 0, k.length));
+process.stdout.write('locked\\n');
+setInterval(() => {}, 1000);
+`;
+
+test('a stripe lock held by a SIGKILLed process is broken by the next process that needs it', { timeout: 60_000 }, async () => {
+  const dir = tmpDir('kv-lockbreak-');
+  const region = path.join(dir, 'r.bin');
+  initRegion(region, '64MiB');
+  const m = Memory.open(region, { mode: 'shared' });
+  const cache = openCache(m, '/kv/default', 8);
+  try {
+    const script = path.join(dir, 'holder.mjs');
+    fs.writeFileSync(script, LOCK_HOLDER);
+    const mod = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
+    const child = spawn(process.execPath, [script, mod('../src/memory.js'), mod('../src/apps/kv/open.js'), mod('../src/apps/kv/store.js'), region, 'contended'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (d: Buffer) => d.toString().includes('locked') && resolve());
+      child.once('exit', (code) => reject(new Error(`lock holder exited (${code}) before taking the lock`)));
+    });
+    child.kill('SIGKILL');
+    await exited;
+    const k = Buffer.from('contended');
+    const v = Buffer.from('value');
+    cache.mmu.enter();
+    try {
+      const r = cache.store.store('set', k, 0, k.length, hashKey(k, 0, k.length), 0, 0, v, 0, v.length, 0, new Uint8Array(4096));
+      assert.equal(r, 'STORED');
+      assert.equal(cache.store.brokenLocks, 1, 'the dead holder\'s lock was broken, once');
+    } finally {
+      cache.store.unlockAll();
+      cache.mmu.exit();
+    }
+  } finally {
+    cache.close();
+    m.close();
+  }
+});

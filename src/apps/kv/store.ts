@@ -53,7 +53,7 @@
  * # Warning: a broken lock's holder died anywhere in its critical section.
  * That is safe because every update has ONE commit store and the states
  * between stores are the states a SIGKILL-restart already handles: a chunk
- * taken but not linked carries BUSY + the taker's tag (the clock reclaims
+ * taken but not linked carries BUSY + the taker's tag in ITEM_NEXT (the clock reclaims
  * it once that owner is dead), a half-pushed free chunk is not on the list
  * (the head store is the push), a carve pointer moves before its chunk is
  * used, and counters may be off by the one operation in flight.
@@ -125,11 +125,11 @@ const LOCK_STRIPES = 1023;
 const ALLOC_LOCK_VA = KV_BASE + LOCK_OFF;
 /** Lock word: HELD | owner tag << 1 | WAITERS (someone sleeps on the futex: notify at unlock). */
 const LOCK_HELD = 1;
-const LOCK_WAITERS = 1 << 16;
-/** Owner tag: user slot (6 bits) | low 7 bits of the pid << 6; fits the 13 bits above EPOCH_SHIFT. */
+const LOCK_WAITERS = 1 << 30;
+/** Owner tag: user slot (6 bits) | pid << 6 (22 bits: Linux's largest pid_max is 2^22), so a re-used slot never passes for its dead owner. */
 const TAG_SLOT_BITS = 6;
-const TAG_PID_MASK = 0x7f;
-const TAG_MASK = 0x1fff;
+const TAG_PID_BITS = 22;
+const TAG_MASK = (1 << (TAG_SLOT_BITS + TAG_PID_BITS)) - 1;
 /** CAS attempts before a waiter starts checking the holder and sleeping. */
 const LOCK_TIGHT_SPINS = 64;
 /** One futex sleep (woken early by the unlock's notify); the bound on sleeps makes a stuck lock EBUSY after ~30 s. */
@@ -145,11 +145,11 @@ const ITEM_FLAGS = 16;
 const ITEM_NBYTES = 20;
 const ITEM_CAS_LO = 24;
 const ITEM_CAS_HI = 28;
-/** key length (bits 0-7), slab class (8-13), BUSY, LINKED, REF, FREE, epoch or owner tag (19-31) */
+/** key length (bits 0-7), slab class (8-13), BUSY, LINKED, REF, FREE, epoch (19-31, FREE chunks) */
 const ITEM_META = 32;
 export const ITEM_HDR_BYTES = 36;
 const META_KEY_CLASS = 0x3fff;
-/** Taken by the allocator and being filled by the owner in bits EPOCH_SHIFT.. (not on a list, not linked yet). */
+/** Taken by the allocator and being filled by the owner whose tag is in ITEM_NEXT (not on a list, not linked yet). */
 const META_BUSY = 1 << 14;
 const META_LINKED = 1 << 16;
 const META_REF = 1 << 17;
@@ -249,7 +249,8 @@ export class KvStore {
   ) {
     this.region = mmu.space.region;
     check(this.region.userSlot >= 0, 'EACCES', 'the kv store needs a writable region (a user slot)');
-    this.tag = ((process.pid & TAG_PID_MASK) << TAG_SLOT_BITS) | this.region.userSlot;
+    check(process.pid < 2 ** TAG_PID_BITS, 'ERANGE', () => `pid ${process.pid} does not fit the kv lock tag (${TAG_PID_BITS} bits)`);
+    this.tag = (process.pid << TAG_SLOT_BITS) | this.region.userSlot;
     this.lockWord = LOCK_HELD | (this.tag << 1);
     const geo = kvGeometry(memMiB);
     const sizes = chunkSizes();
@@ -314,7 +315,7 @@ export class KvStore {
   private tagDead(tag: number): boolean {
     if (tag === this.tag) return false;
     const slot = tag & ((1 << TAG_SLOT_BITS) - 1);
-    return !this.region.slotAlive(slot) || (this.region.slotPid(slot) & TAG_PID_MASK) !== tag >>> TAG_SLOT_BITS;
+    return !this.region.slotAlive(slot) || this.region.slotPid(slot) !== tag >>> TAG_SLOT_BITS;
   }
 
   /**
@@ -681,8 +682,9 @@ export class KvStore {
     try {
       it = this.allocChunk(c);
       if (it === 0) return 0;
-      // BUSY with our tag before the allocator lock goes: no list, no carve and no clock hands it out again while we fill it.
-      this.st(it + ITEM_META, (c << 8) | META_BUSY | (this.tag << EPOCH_SHIFT));
+      // BUSY with our tag (in ITEM_NEXT, unused until link) before the allocator lock goes: no list, no carve and no clock hands it out again while we fill it.
+      this.st(it + ITEM_NEXT, this.tag);
+      this.st(it + ITEM_META, (c << 8) | META_BUSY);
       cas = this.nextCas();
     } finally {
       this.unlockAlloc();
@@ -694,7 +696,7 @@ export class KvStore {
     this.st(it + ITEM_NBYTES, nbytes);
     this.st(it + ITEM_CAS_LO, cas % TWO_32);
     this.st(it + ITEM_CAS_HI, Math.floor(cas / TWO_32));
-    this.st(it + ITEM_META, keyLen | (c << 8) | META_BUSY | (this.tag << EPOCH_SHIFT));
+    this.st(it + ITEM_META, keyLen | (c << 8) | META_BUSY);
     this.copyIn(it + ITEM_HDR_BYTES, key, keyOff, keyLen);
     return it;
   }
@@ -785,7 +787,7 @@ export class KvStore {
       const m = this.ld(it + ITEM_META);
       if (this.onFreeList(m)) continue; // the list owns it (the list is empty here: popFree ran first)
       if (m & META_BUSY) {
-        if (this.tagDead(m >>> EPOCH_SHIFT)) return this.takeAt(c, it); // its filler died before linking it
+        if (this.tagDead(this.ld(it + ITEM_NEXT) & TAG_MASK)) return this.takeAt(c, it); // its filler died before linking it
         continue;
       }
       if (m & META_LINKED && m & META_REF && this.alive(it)) {
