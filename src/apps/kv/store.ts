@@ -622,6 +622,16 @@ export class KvStore {
     return this.ld(it + ITEM_EXP);
   }
 
+  /** When the item was stored (unix seconds). */
+  storedAt(it: number): number {
+    return this.ld(it + ITEM_TIME);
+  }
+
+  /** Whether the item was read since it was stored (or since the clock's last pass cleared the bit). */
+  referenced(it: number): boolean {
+    return (this.ld(it + ITEM_META) & META_REF) !== 0;
+  }
+
   /** Virtual address of the value bytes. */
   valueVa(it: number): number {
     return it + ITEM_HDR_BYTES + (this.ld(it + ITEM_META) & 0xff);
@@ -657,8 +667,8 @@ export class KvStore {
     return c;
   }
 
-  /** The slab class for an item of `total` bytes, or -1 if larger than the largest chunk. */
-  private classFor(total: number): number {
+  /** The slab class for an item of `total` bytes (the classes are memcached's), or -1 if larger than the largest chunk. */
+  classFor(total: number): number {
     for (let c = 0; c < this.chunk.length; c++) if (this.chunk[c] >= total) return c;
     return -1;
   }
