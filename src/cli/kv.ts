@@ -15,7 +15,7 @@ import { check } from '../errors.js';
 import type { Memory } from '../memory.js';
 import type { OpenCache } from '../apps/kv/open.js';
 import type { KvServer } from '../apps/kv/server.js';
-import { printError, regionOption } from './common.js';
+import { EXIT_PROBLEMS, printError, regionOption } from './common.js';
 
 /** The most worker processes (each holds a user slot of the region's 64). */
 const WORKERS_MAX = 32;
@@ -135,6 +135,12 @@ async function servePrimary(mods: Mods, o: KvOptions, memMiB: number, port: numb
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
       return;
+    }
+    if (listening < workers) {
+      // A worker that dies before all listen would die again (bad region, rights, port): no restart loop.
+      log(`worker ${w.process.pid} exited (${signal ?? code}) before listening: stopping`);
+      for (const x of Object.values(cluster.workers ?? {})) x?.process.kill('SIGKILL');
+      process.exit(EXIT_PROBLEMS);
     }
     log(`worker ${w.process.pid} exited (${signal ?? code}); starting another`);
     fork();
