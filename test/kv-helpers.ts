@@ -13,7 +13,7 @@ import { freePort } from '../bench/kv.js';
 export const MORSEL_BIN = fileURLToPath(new URL('../../bin/morsel.js', import.meta.url));
 
 /** The apt packages the kv tests use, and how to get them. */
-export const KV_INSTALL = 'apt-get install -y memcached libmemcached-tools python3-pymemcache (or scripts/install-system-deps.sh as root)';
+export const KV_INSTALL = 'apt-get install -y memcached libmemcached-tools python3-pymemcache nutcracker (or scripts/install-system-deps.sh as root)';
 
 export function hasCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
@@ -57,6 +57,18 @@ export async function startMemcached(args: string[] = []): Promise<Served> {
   return s;
 }
 
+/** Starts twemproxy (`nutcracker -c conf`) with its stats on `statsPort`, and waits until `port` (its listen port) accepts. */
+export async function startNutcracker(conf: string, port: number, statsPort: number): Promise<Served> {
+  const s = await startChild('nutcracker', ['-c', conf, '-s', String(statsPort), '-a', '127.0.0.1'], null, 5000);
+  try {
+    await waitForPort(port, 5000);
+  } catch (e) {
+    await s.kill9();
+    throw new Error(`${(e as Error).message}; nutcracker: ${s.stderr()}`);
+  }
+  s.port = port;
+  return s;
+}
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

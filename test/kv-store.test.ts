@@ -42,7 +42,15 @@ function harness(): Harness {
   const h: Harness = {
     store: open(),
     mmu,
-    reopen: () => void (h.store = open()),
+    reopen: () => {
+      mmu.enter();
+      try {
+        h.store.unlockAll(); // a restart: the old store's stripe lock goes with it
+      } finally {
+        mmu.exit();
+      }
+      h.store = open();
+    },
     close: () => {
       mmu.close();
       m.close();

@@ -407,7 +407,8 @@ export class Session {
       if (c('ms')) return this.metaSet(buf);
       if (c('md')) return this.metaDelete(buf);
       if (c('ma')) return this.metaArith(buf);
-      return this.reply(R_ERROR); // me (debug) is not built
+      if (c('me')) return this.metaDebug(buf);
+      return this.reply(R_ERROR);
     }
     if (c('stats')) return this.stats(buf);
     if (c('flush_all')) return n >= 2 && n <= 4 ? this.flushAll(buf) : this.reply(R_ERROR);
@@ -634,15 +635,50 @@ export class Session {
     return true;
   }
 
-  /** mg <key> <flags>*: v value, s size, t ttl, f flags, c cas, k key, O opaque, q quiet miss, T ttl update, u (no LRU bump). */
-  private metaGet(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'vstfckOqTu')) return;
+  /** A meta command's key, set by metaKeyOf(): bytes kBuf[kOff, kOff + kLen), and its echo text (base64 + " b" with flag b). */
+  private kBuf: Uint8Array = EMPTY_INPUT;
+  private kOff = 0;
+  private kLen = 0;
+  private kEcho = '';
+  private readonly bKey = Buffer.allocUnsafe(KEY_MAX_BYTES);
+
+  /**
+   * Sets kBuf/kOff/kLen/kEcho from token 1, decoding it as base64 when flag
+   * b was given (parse the flags first). False, with nothing replied, when
+   * a b key is not canonical padded base64.
+   * Unlike memcached, a hit's echoed key follows the request's b flag, not
+   * how the item was stored.
+   */
+  private metaKeyOf(buf: Uint8Array): boolean {
     const s = this.tokStart[1];
-    const kLen = this.tokLen(1);
-    const key = Buffer.from(buf.buffer, buf.byteOffset + s, kLen).toString('latin1');
+    const len = this.tokLen(1);
+    const text = Buffer.from(buf.buffer, buf.byteOffset + s, len).toString('latin1');
+    if (!this.has('b')) {
+      this.kBuf = buf;
+      this.kOff = s;
+      this.kLen = len;
+      this.kEcho = text;
+      return true;
+    }
+    if (len % 4 !== 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(text)) return false;
+    const n = this.bKey.write(text, 'base64');
+    if (n === 0) return false;
+    this.kBuf = this.bKey;
+    this.kOff = 0;
+    this.kLen = n;
+    this.kEcho = `${text} b`;
+    return true;
+  }
+
+  /** mg <key> <flags>*: v value, s size, t ttl, f flags, c cas, k key, O opaque, q quiet miss, T ttl update, u (no LRU bump), b (base64 key). */
+  private metaGet(buf: Uint8Array): void {
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'vstfckOqTub')) return;
+    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR error decoding key\r\n'));
+    const { kBuf, kOff, kLen } = this;
+    const key = this.kEcho;
     const store = this.store;
     this.counters.cmdGet++;
-    const it = store.find(buf, s, kLen, hashKey(buf, s, kLen));
+    const it = store.find(kBuf, kOff, kLen, hashKey(kBuf, kOff, kLen));
     if (it === 0) {
       this.counters.getMisses++;
       if (!this.has('q')) this.putStr(`EN${this.echo(buf, key, 'kO')}\r\n`);
@@ -688,7 +724,8 @@ export class Session {
       this.swallow(bytes + 2);
     };
     if (kLen > KEY_MAX_BYTES) return fail('CLIENT_ERROR bad command line format\r\n');
-    if (!this.metaFlags(buf, 3, 'FTCckOqM')) return this.swallow(bytes + 2);
+    if (!this.metaFlags(buf, 3, 'FTCckOqMb')) return this.swallow(bytes + 2);
+    if (!this.metaKeyOf(buf)) return fail('CLIENT_ERROR error decoding key\r\n');
     let mode: StoreMode = 'set';
     if (this.has('M')) {
       const m = this.flagText(buf, 'M');
@@ -705,10 +742,10 @@ export class Session {
     const cas = this.has('C') ? this.flagNum(buf, 'C') : -1;
     if (Number.isNaN(ttl) || Number.isNaN(cas)) return fail('CLIENT_ERROR bad token in command line format\r\n');
     if (bytes > this.store.maxValueBytes(kLen)) return fail('SERVER_ERROR object too large for cache\r\n');
-    const key = Buffer.from(buf.buffer, buf.byteOffset + this.tokStart[1], kLen).toString('latin1');
+    const key = this.kEcho;
     this.pMode = mode;
-    this.pKey.set(buf.subarray(this.tokStart[1], this.tokEnd[1]), 0);
-    this.pKeyLen = kLen;
+    this.pKey.set(this.kBuf.subarray(this.kOff, this.kOff + this.kLen), 0);
+    this.pKeyLen = this.kLen;
     this.pFlags = flags;
     this.pExp = this.absExpiry(ttl);
     this.pCas = 0;
@@ -758,29 +795,27 @@ export class Session {
 
   /** md <key> <flags>*: C compare cas, k, O, q (quiet HD). */
   private metaDelete(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOq')) return;
-    const s = this.tokStart[1];
-    const kLen = this.tokLen(1);
-    const key = Buffer.from(buf.buffer, buf.byteOffset + s, kLen).toString('latin1');
-    const echo = this.echo(buf, key, 'kO');
-    const hash = hashKey(buf, s, kLen);
-    const it = this.store.find(buf, s, kLen, hash);
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOqb')) return;
+    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    const { kBuf, kOff: s, kLen } = this;
+    const echo = this.echo(buf, this.kEcho, 'kO');
+    const hash = hashKey(kBuf, s, kLen);
+    const it = this.store.find(kBuf, s, kLen, hash);
     if (it === 0) return this.putStr(`NF${echo}\r\n`);
     if (this.has('C')) {
       this.store.view(it, this.view);
       if (this.view.cas !== this.flagNum(buf, 'C')) return this.putStr(`EX${echo}\r\n`);
     }
-    this.store.remove(buf, s, kLen, hash);
+    this.store.remove(kBuf, s, kLen, hash);
     if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
   }
 
   /** ma <key> <flags>*: D delta, M mode (I/+ incr, D/- decr), N ttl + J initial (create if missing), v value, k, O, q. */
   private metaArith(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJvkOq')) return;
-    const s = this.tokStart[1];
-    const kLen = this.tokLen(1);
-    const key = Buffer.from(buf.buffer, buf.byteOffset + s, kLen).toString('latin1');
-    const echo = this.echo(buf, key, 'kO');
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJvkOqb')) return;
+    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    const { kBuf, kOff: s, kLen } = this;
+    const echo = this.echo(buf, this.kEcho, 'kO');
     let incr = true;
     if (this.has('M')) {
       const m = this.flagText(buf, 'M');
@@ -791,18 +826,18 @@ export class Session {
     const delta = /^\d{1,20}$/.test(deltaText) ? BigInt(deltaText) : null;
     const initText = this.has('J') ? this.flagText(buf, 'J') : '0';
     if (delta === null || delta > 0xffffffffffffffffn || !/^\d{1,20}$/.test(initText)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
-    const hash = hashKey(buf, s, kLen);
-    const it = this.store.find(buf, s, kLen, hash);
+    const hash = hashKey(kBuf, s, kLen);
+    const it = this.store.find(kBuf, s, kLen, hash);
     let result: bigint;
     if (it === 0) {
       if (!this.has('N')) return this.putStr(`NF${echo}\r\n`);
       result = BigInt(initText);
       const digits = Buffer.from(result.toString(), 'latin1');
       const ttl = this.flagNum(buf, 'N');
-      const r = this.store.store('add', buf, s, kLen, hash, 0, this.absExpiry(Number.isNaN(ttl) ? 0 : ttl), digits, 0, digits.length, 0, this.scratch);
+      const r = this.store.store('add', kBuf, s, kLen, hash, 0, this.absExpiry(Number.isNaN(ttl) ? 0 : ttl), digits, 0, digits.length, 0, this.scratch);
       if (r !== 'STORED') return this.putStr(`NS${echo}\r\n`);
     } else {
-      const r = this.applyDelta(it, buf, s, kLen, hash, incr, delta);
+      const r = this.applyDelta(it, kBuf, s, kLen, hash, incr, delta);
       if (r === null) return this.put(lit('CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'));
       if (r === false) return this.put(lit('SERVER_ERROR out of memory\r\n'));
       result = r;
@@ -812,6 +847,31 @@ export class Session {
       return this.putStr(`VA ${text.length}${echo}\r\n${text}\r\n`);
     }
     if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
+  }
+
+  /**
+   * me <key> [b]: memcached's debug line `ME key exp= la= cas= fetch= cls=
+   * size=`, in memcached's terms: exp as 1.6.18 prints it (now - expiry, -1
+   * without one), la = seconds since stored, fetch = read since stored (or
+   * since the clock's last pass), size = memcached's item size for the key
+   * and value, cls = the slab class of that size (the classes are
+   * memcached's). EN on a miss. It does not count as a read.
+   */
+  private metaDebug(buf: Uint8Array): void {
+    if (this.ntok < 2 || this.ntok > 3 || this.tokLen(1) > KEY_MAX_BYTES || (this.ntok === 3 && !this.tokIs(buf, 2, 'b'))) return this.put(R_BAD_FORMAT);
+    this.mFlags.fill(-1);
+    if (this.ntok === 3) this.mFlags['b'.charCodeAt(0) - 0x40] = 2;
+    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR error decoding key\r\n'));
+    const { kBuf, kOff, kLen } = this;
+    const store = this.store;
+    const it = store.find(kBuf, kOff, kLen, hashKey(kBuf, kOff, kLen));
+    if (it === 0) return this.put(lit('EN\r\n'));
+    store.view(it, this.view);
+    const v = this.view;
+    const exp = store.expiryOf(it);
+    const size = MEMCACHED_ITEM_HDR_BYTES + kLen + 1 + v.nbytes + 2 + (v.flags !== 0 ? MEMCACHED_FLAGS_BYTES : 0);
+    const key = Buffer.from(kBuf.buffer, kBuf.byteOffset + kOff, kLen).toString('latin1');
+    this.putStr(`ME ${key} exp=${exp === 0 ? -1 : store.now - exp} la=${Math.max(0, store.now - store.storedAt(it))} cas=${v.cas} fetch=${store.referenced(it) ? 'yes' : 'no'} cls=${store.classFor(size) + 1} size=${size}\r\n`);
   }
 
   /** incr/decr of a visible item: the new number, null if the value is not a number, false on no memory. */
@@ -933,6 +993,10 @@ export class Session {
 }
 
 const EMPTY = new Uint8Array(0);
+/** memcached 1.6's item header with its CAS (64-bit build), and the client flags word it adds when they are not 0 (for `me`'s size). */
+const MEMCACHED_ITEM_HDR_BYTES = 56;
+const MEMCACHED_FLAGS_BYTES = 4;
+
 export const EMPTY_INPUT = EMPTY;
 const TWO_32 = 2 ** 32;
 const U64_MAX_DIGITS = '18446744073709551615';

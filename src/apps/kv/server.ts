@@ -1,6 +1,7 @@
 /**
  * The kv TCP server: one Session per connection over one KvStore, all on
- * the event loop of one process (so the store has one writer). Each socket
+ * the event loop of one process (other worker processes may serve the same
+ * store: see the locks in store.ts). Each socket
  * read is parsed and executed inside one access section of the store's
  * Mmu; its replies go out in one write. A reply is written only after the
  * commands it answers have reached the region (see store.ts: commit points).
@@ -37,6 +38,7 @@ export function startKvServer(cache: OpenCache, settings: KvSettings, log: (msg:
     try {
       fn();
     } finally {
+      cache.store.unlockAll(); // the stripe lock the section's last key took
       mmu.exit();
     }
   };

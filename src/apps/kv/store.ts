@@ -9,7 +9,8 @@
  * Layout (offsets from KV_BASE):
  *   page 0    header words (HDR_*) and the slab-class table (CLASS_*)
  *   page 1    page-owner table: one byte per slab page (class + 1, 0 = free)
- *   page 2..  hash index: `buckets` u32 heads (0 = empty chain)
+ *   page 2    lock words: the allocator lock, then LOCK_STRIPES bucket locks
+ *   page 3..  hash index: `buckets` u32 heads (0 = empty chain)
  *   arenaOff  slab pages of SLAB_PAGE_BYTES, each cut into one class's chunks
  * Item (chunk) layout: ITEM_* words, then the key, then the value.
  *
@@ -41,8 +42,21 @@
  * item's REF bit, the hand clears it and evicts the first unreferenced
  * item); expired and flushed items are reclaimed first when the hand meets them.
  *
- * One writer process (the server is single-threaded); `--workers` would
- * need per-bucket locks in the region (not built).
+ * Several processes (`--workers N`) share one store through lock words in
+ * the region: a stripe lock per group of buckets (held while a key's chain
+ * or its item is read or changed) and one allocator lock (free lists, carve
+ * pointers, clock hands, page owners, the CAS counter). Order: a stripe,
+ * then the allocator; the clock only TRIES the stripe of a victim (and
+ * skips it when busy), so no cycle can form. A lock word holds its
+ * holder's owner tag (user slot + pid bits); a waiter that finds the
+ * holder's slot dead (region.slotAlive) breaks the lock.
+ * # Warning: a broken lock's holder died anywhere in its critical section.
+ * That is safe because every update has ONE commit store and the states
+ * between stores are the states a SIGKILL-restart already handles: a chunk
+ * taken but not linked carries BUSY + the taker's tag in ITEM_NEXT (the clock reclaims
+ * it once that owner is dead), a half-pushed free chunk is not on the list
+ * (the head store is the push), a carve pointer moves before its chunk is
+ * used, and counters may be off by the one operation in flight.
  */
 import { MorselError, assert, check } from '../../errors.js';
 import { Access, type Mmu } from '../../space/mmu.js';
@@ -59,7 +73,7 @@ export const KEY_MAX_BYTES = 250;
 export const MEM_LIMIT_MAX_MIB = 920;
 
 const MAGIC = 0x6b766d31; // "kvm1"
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
 const SMALLEST_CHUNK_BYTES = 96;
 const GROWTH_FACTOR = 1.25;
 const CHUNK_ALIGN_BYTES = 8;
@@ -89,18 +103,38 @@ const HDR_CREATED_SEC = 16;
 const HDR_BYTES = 17;
 /** Bumped by every open: a chunk marked FREE in an older epoch is on no list (lists are dropped at open). */
 const HDR_EPOCH = 18;
+/** Slab pages owned by some class (a statistic the allocator keeps under its lock; recounted at open). */
+const HDR_PAGES_USED = 19;
 /** Class table: CLASS_WORDS words per class from this word. */
 const HDR_CLASS_TABLE = 64;
-const CLASS_WORDS = 5;
+const CLASS_WORDS = 6;
 const CLASS_CHUNK = 0;
 const CLASS_CARVE_NEXT = 1;
 const CLASS_CARVE_END = 2;
 const CLASS_HAND = 3;
 const CLASS_FREE_HEAD = 4;
+/** Pages the class owns (under the allocator lock; recounted at open). */
+const CLASS_PAGES = 5;
 const MAX_CLASSES = (PAGE_SIZE / 4 - HDR_CLASS_TABLE) / CLASS_WORDS;
 
 const OWNER_OFF = PAGE_SIZE;
-const HASH_OFF = 2 * PAGE_SIZE;
+const LOCK_OFF = 2 * PAGE_SIZE;
+const HASH_OFF = 3 * PAGE_SIZE;
+/** Bucket locks: bucket b is guarded by stripe b % LOCK_STRIPES (word 1 + stripe of the lock page; word 0 is the allocator's). */
+const LOCK_STRIPES = 1023;
+const ALLOC_LOCK_VA = KV_BASE + LOCK_OFF;
+/** Lock word: HELD | owner tag << 1 | WAITERS (someone sleeps on the futex: notify at unlock). */
+const LOCK_HELD = 1;
+const LOCK_WAITERS = 1 << 30;
+/** Owner tag: user slot (6 bits) | pid << 6 (22 bits: Linux's largest pid_max is 2^22), so a re-used slot never passes for its dead owner. */
+const TAG_SLOT_BITS = 6;
+const TAG_PID_BITS = 22;
+const TAG_MASK = (1 << (TAG_SLOT_BITS + TAG_PID_BITS)) - 1;
+/** CAS attempts before a waiter starts checking the holder and sleeping. */
+const LOCK_TIGHT_SPINS = 64;
+/** One futex sleep (woken early by the unlock's notify); the bound on sleeps makes a stuck lock EBUSY after ~30 s. */
+const LOCK_SLEEP_MS = 2;
+const LOCK_SLEEPS_MAX = 15_000;
 
 // Item header, byte offsets.
 const ITEM_NEXT = 0;
@@ -111,15 +145,19 @@ const ITEM_FLAGS = 16;
 const ITEM_NBYTES = 20;
 const ITEM_CAS_LO = 24;
 const ITEM_CAS_HI = 28;
-/** key length (bits 0-7), slab class (8-15), LINKED, REF */
+/** key length (bits 0-7), slab class (8-13), BUSY, LINKED, REF, FREE, epoch (19-31, FREE chunks) */
 const ITEM_META = 32;
 export const ITEM_HDR_BYTES = 36;
+const META_KEY_CLASS = 0x3fff;
+/** Taken by the allocator and being filled by the owner whose tag is in ITEM_NEXT (not on a list, not linked yet). */
+const META_BUSY = 1 << 14;
 const META_LINKED = 1 << 16;
 const META_REF = 1 << 17;
 /** On its class's free list, if tagged with the current epoch (bits EPOCH_SHIFT..31). */
 const META_FREE = 1 << 18;
 const EPOCH_SHIFT = 19;
 const EPOCH_MASK = (1 << (32 - EPOCH_SHIFT)) - 1;
+const CLASS_MASK = 0x3f;
 
 const TWO_32 = 2 ** 32;
 
@@ -184,14 +222,20 @@ export class KvStore {
   private curOff = 0;
   /** Set by find(): the item's predecessor link address (a bucket or an item's ITEM_NEXT). */
   private foundLink = 0;
-  /** This open's free-list epoch (see HDR_EPOCH). */
-  private readonly epoch: number;
   /** Pages the -m limit allows (a class's first page may go beyond: see kvGeometry). */
   private readonly limitPages: number;
-  /** Slab pages handed out so far (a hint: re-counted from the owner table at open). */
-  private pagesUsed = 0;
-  /** Pages each class owns (volatile, counted from the owner table at open). */
-  private readonly ownedPages: Int32Array;
+  /** This process's owner tag (lock words, BUSY chunks). */
+  private readonly tag: number;
+  private readonly lockWord: number;
+  /** The stripe whose lock this process holds (-1: none); find() takes it, unlockAll() gives it back. */
+  private heldStripe = -1;
+  private allocHeld = false;
+  /** Set by wordAt(): the words and index of a translated word, and its byte offset in the region (futex). */
+  private curWords!: Int32Array;
+  private curIdx = 0;
+  private curRegionOff = 0;
+  /** Locks this process broke because their holder was dead. */
+  brokenLocks = 0;
   now = nowSec();
 
   /**
@@ -204,31 +248,156 @@ export class KvStore {
     memMiB: number,
   ) {
     this.region = mmu.space.region;
+    check(this.region.userSlot >= 0, 'EACCES', 'the kv store needs a writable region (a user slot)');
+    check(process.pid < 2 ** TAG_PID_BITS, 'ERANGE', () => `pid ${process.pid} does not fit the kv lock tag (${TAG_PID_BITS} bits)`);
+    this.tag = (process.pid << TAG_SLOT_BITS) | this.region.userSlot;
+    this.lockWord = LOCK_HELD | (this.tag << 1);
     const geo = kvGeometry(memMiB);
     const sizes = chunkSizes();
-    if (this.hdr(HDR_MAGIC) === 0) this.format(memMiB, geo.buckets, geo.arenaOff, geo.pages, sizes);
+    this.chunk = sizes;
+    this.limitPages = memMiB;
+    this.buckets = geo.buckets;
+    this.arenaBase = KV_BASE + geo.arenaOff;
+    this.pages = geo.pages;
+    // Checked before taking a lock: another format's page 2 is not a lock page.
+    if (this.hdr(HDR_MAGIC) !== 0) this.checkFormat(memMiB, sizes);
+    this.lockAlloc();
+    try {
+      if (this.hdr(HDR_MAGIC) === 0) this.format(memMiB, geo.buckets, geo.arenaOff, geo.pages, sizes);
+      this.checkFormat(memMiB, sizes);
+      this.startEpoch();
+    } finally {
+      this.unlockAlloc();
+    }
+  }
+
+  private checkFormat(memMiB: number, sizes: number[]): void {
     check(this.hdr(HDR_MAGIC) === MAGIC, 'ECORRUPT', 'the kv morsel does not hold a kv store');
     check(this.hdr(HDR_VERSION) === FORMAT_VERSION, 'EVERSION', () => `kv store format ${this.hdr(HDR_VERSION)}, this server reads ${FORMAT_VERSION}`);
     check(this.hdr(HDR_MEM_MIB) === memMiB, 'EINVAL', () => `the cache was created with -m ${this.hdr(HDR_MEM_MIB)}, not -m ${memMiB}`);
-    this.limitPages = memMiB;
-    this.buckets = this.hdr(HDR_BUCKETS);
-    this.arenaBase = KV_BASE + this.hdr(HDR_ARENA_OFF);
-    this.pages = this.hdr(HDR_PAGES);
-    this.chunk = sizes;
     check(this.hdr(HDR_CLASSES) === sizes.length, 'ECORRUPT', 'slab class count differs');
-    // Free lists do not survive a restart (a crash may have cut one): drop
-    // them, and let the clock find their chunks (tagged with an old epoch).
-    for (let c = 0; c < sizes.length; c++) this.setCls(c, CLASS_FREE_HEAD, 0);
-    this.epoch = (this.hdr(HDR_EPOCH) + 1) & EPOCH_MASK;
-    this.setHdr(HDR_EPOCH, this.epoch);
-    this.ownedPages = new Int32Array(sizes.length);
+    check(this.hdr(HDR_BUCKETS) === this.buckets && this.hdr(HDR_PAGES) === this.pages && KV_BASE + this.hdr(HDR_ARENA_OFF) === this.arenaBase, 'ECORRUPT', 'kv store geometry differs from its -m');
+  }
+
+  /**
+   * Under the allocator lock, at every open: drops the free lists (a crash
+   * may have cut one; their chunks, tagged with an old epoch, go to the
+   * clock), bumps the epoch, and recounts the page statistics.
+   */
+  private startEpoch(): void {
+    for (let c = 0; c < this.chunk.length; c++) this.setCls(c, CLASS_FREE_HEAD, 0);
+    this.setHdr(HDR_EPOCH, (this.hdr(HDR_EPOCH) + 1) & EPOCH_MASK);
+    const owned = new Int32Array(this.chunk.length);
+    let used = 0;
     for (let p = 0; p < this.pages; p++) {
       const owner = this.ownerOf(p);
       if (owner === 0) continue;
-      check(owner <= sizes.length, 'ECORRUPT', () => `slab page ${p} names class ${owner - 1}`);
-      this.pagesUsed++;
-      this.ownedPages[owner - 1]++;
+      check(owner <= this.chunk.length, 'ECORRUPT', () => `slab page ${p} names class ${owner - 1}`);
+      used++;
+      owned[owner - 1]++;
     }
+    for (let c = 0; c < this.chunk.length; c++) this.setCls(c, CLASS_PAGES, owned[c]);
+    this.setHdr(HDR_PAGES_USED, used);
+  }
+
+  // --- locks (lock words in the region, shared by every worker process) ------------
+
+  /** Points curWords/curIdx/curRegionOff at the word at `va`. */
+  private wordAt(va: number, access: Access): void {
+    const f = this.mmu.translate(va, access) as Frame;
+    const w = (va & (PAGE_SIZE - 1)) >>> 2;
+    this.curWords = this.region.words(f);
+    this.curIdx = this.region.wordIndex(f, w);
+    this.curRegionOff = f * PAGE_SIZE + w * 4;
+  }
+
+  /** Whether the process tagged `tag` is gone (its slot is dead, or now belongs to another pid). */
+  private tagDead(tag: number): boolean {
+    if (tag === this.tag) return false;
+    const slot = tag & ((1 << TAG_SLOT_BITS) - 1);
+    return !this.region.slotAlive(slot) || this.region.slotPid(slot) !== tag >>> TAG_SLOT_BITS;
+  }
+
+  /**
+   * Takes the lock word at `va`: CAS 0 -> our word; after LOCK_TIGHT_SPINS
+   * tries, breaks the lock of a dead holder, else sleeps on the futex
+   * (bounded). EBUSY after LOCK_SLEEPS_MAX sleeps (a live holder stuck).
+   */
+  private lock(va: number): void {
+    this.wordAt(va, Access.Write);
+    const words = this.curWords;
+    const idx = this.curIdx;
+    const off = this.curRegionOff;
+    for (let tries = 0; tries < LOCK_TIGHT_SPINS + LOCK_SLEEPS_MAX; tries++) {
+      const cur = Atomics.compareExchange(words, idx, 0, this.lockWord);
+      if (cur === 0) return;
+      if (tries < LOCK_TIGHT_SPINS) continue;
+      if (this.tagDead((cur >>> 1) & TAG_MASK)) {
+        if (Atomics.compareExchange(words, idx, cur, this.lockWord) === cur) {
+          this.brokenLocks++;
+          return;
+        }
+        continue;
+      }
+      const sleeping = cur | LOCK_WAITERS;
+      if (cur === sleeping || Atomics.compareExchange(words, idx, cur, sleeping) === cur) this.region.wait(off, sleeping, LOCK_SLEEP_MS);
+    }
+    throw new MorselError('EBUSY', `kv lock at 0x${va.toString(16)} held too long by a live process`);
+  }
+
+  /** One try at the lock word at `va` (or breaking a dead holder's); true if taken. */
+  private tryLock(va: number): boolean {
+    this.wordAt(va, Access.Write);
+    const cur = Atomics.compareExchange(this.curWords, this.curIdx, 0, this.lockWord);
+    if (cur === 0) return true;
+    if (!this.tagDead((cur >>> 1) & TAG_MASK)) return false;
+    const taken = Atomics.compareExchange(this.curWords, this.curIdx, cur, this.lockWord) === cur;
+    if (taken) this.brokenLocks++;
+    return taken;
+  }
+
+  private unlock(va: number): void {
+    this.wordAt(va, Access.Write);
+    const old = Atomics.exchange(this.curWords, this.curIdx, 0);
+    assert((old & ~LOCK_WAITERS) === this.lockWord, 'kv: unlocking a lock this process does not hold');
+    if (old & LOCK_WAITERS) this.region.notify(this.curRegionOff, Number.MAX_SAFE_INTEGER);
+  }
+
+  private stripeVa(stripe: number): number {
+    return ALLOC_LOCK_VA + 4 + stripe * 4;
+  }
+
+  private stripeOf(hash: number): number {
+    return ((hash >>> 0) % this.buckets) % LOCK_STRIPES;
+  }
+
+  /** Holds the stripe lock of `hash`'s bucket (giving back another one first: one stripe at a time, so no cycle). */
+  private lockStripeOf(hash: number): void {
+    const s = this.stripeOf(hash);
+    if (s === this.heldStripe) return;
+    this.unlockAll();
+    this.lock(this.stripeVa(s));
+    this.heldStripe = s;
+  }
+
+  /** Gives back the stripe lock find() took. The server calls it at the end of every access section. */
+  unlockAll(): void {
+    assert(!this.allocHeld, 'kv: allocator lock held across a section');
+    if (this.heldStripe < 0) return;
+    const s = this.heldStripe;
+    this.heldStripe = -1;
+    this.unlock(this.stripeVa(s));
+  }
+
+  private lockAlloc(): void {
+    assert(!this.allocHeld, 'kv: allocator lock is not reentrant');
+    this.lock(ALLOC_LOCK_VA);
+    this.allocHeld = true;
+  }
+
+  private unlockAlloc(): void {
+    this.allocHeld = false;
+    this.unlock(ALLOC_LOCK_VA);
   }
 
   /** Writes the header of a fresh (zeroed) morsel; the magic word last is its commit point. */
@@ -344,6 +513,7 @@ export class KvStore {
    * unlinked on the way (as memcached does lazily) and reported as absent.
    */
   find(key: Uint8Array, off: number, len: number, hash: number): number {
+    this.lockStripeOf(hash); // held until another key's find or unlockAll(): the caller reads the item under it
     let link = this.bucketVa(hash);
     for (let steps = 0; steps < CHAIN_MAX_STEPS; steps++) {
       const it = this.ld(link);
@@ -374,7 +544,7 @@ export class KvStore {
   /** Commit point of a removal: one store of the predecessor link; then LINKED is cleared. */
   private unlinkAt(link: number, it: number): void {
     this.st(link, this.ld(it + ITEM_NEXT));
-    this.st(it + ITEM_META, this.ld(it + ITEM_META) & ~META_LINKED);
+    this.metaAnd(it, ~META_LINKED);
     this.count(HDR_CURR_ITEMS, -1);
     this.count(HDR_BYTES, -this.ld(it + ITEM_NBYTES));
   }
@@ -382,16 +552,22 @@ export class KvStore {
   /**
    * Puts an unlinked chunk on its class's free list: link and FREE tag
    * first, then ONE store of the head (a crash before it leaves a chunk the
-   * clock reclaims after the next open).
+   * clock reclaims after the next open). The caller holds the item's
+   * stripe (so the clock cannot take the unlinked chunk meanwhile).
    */
   private release(it: number): void {
-    const c = (this.ld(it + ITEM_META) >>> 8) & 0xff;
-    this.st(it + ITEM_NEXT, this.cls(c, CLASS_FREE_HEAD));
-    this.st(it + ITEM_META, (c << 8) | META_FREE | (this.epoch << EPOCH_SHIFT));
-    this.setCls(c, CLASS_FREE_HEAD, it);
+    const c = (this.ld(it + ITEM_META) >>> 8) & CLASS_MASK;
+    this.lockAlloc();
+    try {
+      this.st(it + ITEM_NEXT, this.cls(c, CLASS_FREE_HEAD));
+      this.st(it + ITEM_META, (c << 8) | META_FREE | (this.hdr(HDR_EPOCH) << EPOCH_SHIFT));
+      this.setCls(c, CLASS_FREE_HEAD, it);
+    } finally {
+      this.unlockAlloc();
+    }
   }
 
-  /** Pops a chunk of class c off its free list (one store of the head), or 0. */
+  /** Pops a chunk of class c off its free list (one store of the head), or 0. Under the allocator lock. */
   private popFree(c: number): number {
     const it = this.cls(c, CLASS_FREE_HEAD);
     if (it === 0) return 0;
@@ -401,16 +577,27 @@ export class KvStore {
   }
 
   private onFreeList(meta: number): boolean {
-    return (meta & META_FREE) !== 0 && meta >>> EPOCH_SHIFT === this.epoch;
+    return (meta & META_FREE) !== 0 && meta >>> EPOCH_SHIFT === this.hdr(HDR_EPOCH);
   }
 
-  /** Unlinks `it` if some chain still reaches it (an interrupted unlink may have left it LINKED but unreachable). */
+  /** Atomic AND / OR on an item's meta word (bits change under different locks: REF by readers, LINKED by the stripe). */
+  private metaAnd(it: number, mask: number): void {
+    this.wordAt(it + ITEM_META, Access.Write);
+    Atomics.and(this.curWords, this.curIdx, mask);
+  }
+
+  private metaOr(it: number, bits: number): void {
+    this.wordAt(it + ITEM_META, Access.Write);
+    Atomics.or(this.curWords, this.curIdx, bits);
+  }
+
+  /** Unlinks `it` if some chain still reaches it (an interrupted unlink may have left it LINKED but unreachable). The caller holds its stripe. */
   private unlinkIfChained(it: number): boolean {
     let link = this.bucketVa(this.ld(it + ITEM_HASH));
     for (let steps = 0; steps < CHAIN_MAX_STEPS; steps++) {
       const cur = this.ld(link);
       if (cur === 0) {
-        this.st(it + ITEM_META, this.ld(it + ITEM_META) & ~META_LINKED);
+        this.metaAnd(it, ~META_LINKED);
         return false;
       }
       if (cur === it) {
@@ -435,6 +622,16 @@ export class KvStore {
     return this.ld(it + ITEM_EXP);
   }
 
+  /** When the item was stored (unix seconds). */
+  storedAt(it: number): number {
+    return this.ld(it + ITEM_TIME);
+  }
+
+  /** Whether the item was read since it was stored (or since the clock's last pass cleared the bit). */
+  referenced(it: number): boolean {
+    return (this.ld(it + ITEM_META) & META_REF) !== 0;
+  }
+
   /** Virtual address of the value bytes. */
   valueVa(it: number): number {
     return it + ITEM_HDR_BYTES + (this.ld(it + ITEM_META) & 0xff);
@@ -442,8 +639,7 @@ export class KvStore {
 
   /** Marks a read (CLOCK's reference bit), writing only when it changes. */
   touchRef(it: number): void {
-    const m = this.ld(it + ITEM_META);
-    if ((m & META_REF) === 0) this.st(it + ITEM_META, m | META_REF);
+    if ((this.ld(it + ITEM_META) & META_REF) === 0) this.metaOr(it, META_REF);
   }
 
   /** Sets a visible item's expiry (one store: touch's commit point). */
@@ -464,15 +660,15 @@ export class KvStore {
     this.setHdr(loWord + 1, Math.floor(v / TWO_32));
   }
 
-  /** The next CAS unique (stored before any item carries it, so none repeats after a crash). */
+  /** The next CAS unique (stored before any item carries it, so none repeats after a crash). Under the allocator lock. */
   private nextCas(): number {
     const c = this.casWord(HDR_CAS_LO) + 1;
     this.setCasWord(HDR_CAS_LO, c);
     return c;
   }
 
-  /** The slab class for an item of `total` bytes, or -1 if larger than the largest chunk. */
-  private classFor(total: number): number {
+  /** The slab class for an item of `total` bytes (the classes are memcached's), or -1 if larger than the largest chunk. */
+  classFor(total: number): number {
     for (let c = 0; c < this.chunk.length; c++) if (this.chunk[c] >= total) return c;
     return -1;
   }
@@ -490,9 +686,19 @@ export class KvStore {
   private allocItem(key: Uint8Array, keyOff: number, keyLen: number, hash: number, flags: number, exp: number, nbytes: number): number {
     const c = this.classFor(ITEM_HDR_BYTES + keyLen + nbytes);
     if (c < 0) return 0;
-    const it = this.allocChunk(c);
-    if (it === 0) return 0;
-    const cas = this.nextCas();
+    let it: number;
+    let cas: number;
+    this.lockAlloc();
+    try {
+      it = this.allocChunk(c);
+      if (it === 0) return 0;
+      // BUSY with our tag (in ITEM_NEXT, unused until link) before the allocator lock goes: no list, no carve and no clock hands it out again while we fill it.
+      this.st(it + ITEM_NEXT, this.tag);
+      this.st(it + ITEM_META, (c << 8) | META_BUSY);
+      cas = this.nextCas();
+    } finally {
+      this.unlockAlloc();
+    }
     this.st(it + ITEM_HASH, hash);
     this.st(it + ITEM_EXP, exp);
     this.st(it + ITEM_TIME, this.now);
@@ -500,7 +706,7 @@ export class KvStore {
     this.st(it + ITEM_NBYTES, nbytes);
     this.st(it + ITEM_CAS_LO, cas % TWO_32);
     this.st(it + ITEM_CAS_HI, Math.floor(cas / TWO_32));
-    this.st(it + ITEM_META, keyLen | (c << 8));
+    this.st(it + ITEM_META, keyLen | (c << 8) | META_BUSY);
     this.copyIn(it + ITEM_HDR_BYTES, key, keyOff, keyLen);
     return it;
   }
@@ -511,7 +717,7 @@ export class KvStore {
    * Atomics.store of the link that pointed at old (found by find()).
    */
   private link(it: number, old: number): void {
-    this.st(it + ITEM_META, this.ld(it + ITEM_META) | META_LINKED);
+    this.st(it + ITEM_META, (this.ld(it + ITEM_META) & META_KEY_CLASS & ~META_BUSY) | META_LINKED);
     if (old !== 0) {
       this.st(it + ITEM_NEXT, this.ld(old + ITEM_NEXT));
       this.st(this.foundLink, it); // commit: it visible, old unreachable
@@ -527,14 +733,20 @@ export class KvStore {
     this.count(HDR_TOTAL_ITEMS, 1);
   }
 
-  /** Adds `delta` to a statistics word (never below 0: a crash may have lost one update). */
+  /** Adds `delta` to a statistics word atomically (workers count concurrently; read through stat()). */
   private count(word: number, delta: number): void {
-    this.setHdr(word, Math.max(0, this.hdr(word) + delta));
+    this.wordAt(KV_BASE + word * 4, Access.Write);
+    Atomics.add(this.curWords, this.curIdx, delta);
+  }
+
+  /** A statistics word (never below 0: a crash may have lost one update of the one operation in flight). */
+  private stat(word: number): number {
+    return Math.max(0, this.hdr(word) | 0);
   }
 
   // --- allocation ---------------------------------------------------------------------
 
-  /** A chunk of class `c` no chain reaches: from the free list, carved, from a fresh page, or by the CLOCK hand; 0 if none. */
+  /** A chunk of class `c` no chain reaches: from the free list, carved, from a fresh page, or by the CLOCK hand; 0 if none. Under the allocator lock. */
   private allocChunk(c: number): number {
     const free = this.popFree(c);
     if (free !== 0) return free;
@@ -544,12 +756,12 @@ export class KvStore {
       this.setCls(c, CLASS_CARVE_NEXT, next + size); // advance first: a crash leaks nothing the clock cannot find
       return next;
     }
-    const page = this.pagesUsed < this.limitPages || this.ownedPages[c] === 0 ? this.freePage() : -1;
+    const page = this.hdr(HDR_PAGES_USED) < this.limitPages || this.cls(c, CLASS_PAGES) === 0 ? this.freePage() : -1;
     if (page >= 0) {
       const start = this.arenaBase + page * SLAB_PAGE_BYTES;
       this.setOwner(page, c + 1); // commit of the page's assignment
-      this.pagesUsed++;
-      this.ownedPages[c]++;
+      this.setHdr(HDR_PAGES_USED, this.hdr(HDR_PAGES_USED) + 1);
+      this.setCls(c, CLASS_PAGES, this.cls(c, CLASS_PAGES) + 1);
       this.setCls(c, CLASS_CARVE_NEXT, 0); // no carving while the bounds move
       this.setCls(c, CLASS_CARVE_END, start + SLAB_PAGE_BYTES);
       this.setCls(c, CLASS_CARVE_NEXT, start + size);
@@ -559,9 +771,8 @@ export class KvStore {
   }
 
   private freePage(): number {
-    if (this.pagesUsed >= this.pages) return -1;
+    if (this.hdr(HDR_PAGES_USED) >= this.pages) return -1;
     for (let p = 0; p < this.pages; p++) if (this.ownerOf(p) === 0) return p;
-    this.pagesUsed = this.pages;
     return -1;
   }
 
@@ -570,12 +781,14 @@ export class KvStore {
    * (unlinked), expired or flushed, or unreferenced (evicted); referenced
    * ones lose their bit. Two turns of the hand at most. Runs only when the
    * class's carve page is used up, so it never meets an uncarved chunk
-   * that carving could hand out again.
+   * that carving could hand out again. Under the allocator lock; a chunk
+   * is judged and taken under its stripe's lock, which is only TRIED (a
+   * busy stripe is skipped: its holder may be unlinking that very chunk).
    */
   private clock(c: number): number {
     const size = this.chunk[c];
     const perPage = Math.floor(SLAB_PAGE_BYTES / size);
-    const owned = this.ownedPages[c];
+    const owned = this.cls(c, CLASS_PAGES);
     if (owned === 0) return 0;
     let hand = this.cls(c, CLASS_HAND);
     for (let steps = 0; steps <= 2 * owned * perPage; steps++) {
@@ -583,20 +796,43 @@ export class KvStore {
       const it = hand;
       const m = this.ld(it + ITEM_META);
       if (this.onFreeList(m)) continue; // the list owns it (the list is empty here: popFree ran first)
-      if ((m & META_LINKED) === 0) return this.takeAt(c, it);
-      if (!this.alive(it)) {
-        this.unlinkIfChained(it);
-        this.count(HDR_RECLAIMED, 1);
-        return this.takeAt(c, it);
-      }
-      if (m & META_REF) {
-        this.st(it + ITEM_META, m & ~META_REF);
+      if (m & META_BUSY) {
+        if (this.tagDead(this.ld(it + ITEM_NEXT) & TAG_MASK)) return this.takeAt(c, it); // its filler died before linking it
         continue;
       }
-      if (this.unlinkIfChained(it)) this.count(HDR_EVICTIONS, 1);
-      return this.takeAt(c, it);
+      if (m & META_LINKED && m & META_REF && this.alive(it)) {
+        this.metaAnd(it, ~META_REF);
+        continue;
+      }
+      const stripe = this.stripeOf(this.ld(it + ITEM_HASH));
+      const ours = stripe === this.heldStripe;
+      if (!ours && !this.tryLock(this.stripeVa(stripe))) continue;
+      try {
+        const r = this.judge(it);
+        if (r) return this.takeAt(c, it);
+      } finally {
+        if (!ours) this.unlock(this.stripeVa(stripe));
+      }
     }
     return 0;
+  }
+
+  /** Under the chunk's stripe lock: whether the clock may take it, unlinking it when it is a victim. */
+  private judge(it: number): boolean {
+    const m = this.ld(it + ITEM_META);
+    if (m & META_BUSY || this.onFreeList(m)) return false; // changed before we got the stripe
+    if ((m & META_LINKED) === 0) return true;
+    if (!this.alive(it)) {
+      this.unlinkIfChained(it);
+      this.count(HDR_RECLAIMED, 1);
+      return true;
+    }
+    if (m & META_REF) {
+      this.metaAnd(it, ~META_REF);
+      return false;
+    }
+    if (this.unlinkIfChained(it)) this.count(HDR_EVICTIONS, 1);
+    return true;
   }
 
   private takeAt(c: number, it: number): number {
@@ -687,23 +923,28 @@ export class KvStore {
 
   /** flush_all: everything stored before now (delay 0) or before now + delay becomes invisible. */
   flushAll(delaySec: number): void {
-    if (delaySec <= 0) {
-      this.setCasWord(HDR_FLUSH_CAS_LO, this.casWord(HDR_CAS_LO) + 1);
-      this.setHdr(HDR_FLUSH_AT_SEC, 0);
-    } else {
-      this.setHdr(HDR_FLUSH_AT_SEC, this.now + delaySec);
+    this.lockAlloc(); // the CAS counter's lock
+    try {
+      if (delaySec <= 0) {
+        this.setCasWord(HDR_FLUSH_CAS_LO, this.casWord(HDR_CAS_LO) + 1);
+        this.setHdr(HDR_FLUSH_AT_SEC, 0);
+      } else {
+        this.setHdr(HDR_FLUSH_AT_SEC, this.now + delaySec);
+      }
+    } finally {
+      this.unlockAlloc();
     }
   }
 
   stats(): StoreStats {
     return {
-      currItems: this.hdr(HDR_CURR_ITEMS),
-      totalItems: this.hdr(HDR_TOTAL_ITEMS),
-      evictions: this.hdr(HDR_EVICTIONS),
-      reclaimed: this.hdr(HDR_RECLAIMED),
+      currItems: this.stat(HDR_CURR_ITEMS),
+      totalItems: this.stat(HDR_TOTAL_ITEMS),
+      evictions: this.stat(HDR_EVICTIONS),
+      reclaimed: this.stat(HDR_RECLAIMED),
       limitMaxBytes: this.limitPages * SLAB_PAGE_BYTES,
-      bytes: this.hdr(HDR_BYTES),
-      pagesUsed: this.pagesUsed,
+      bytes: this.stat(HDR_BYTES),
+      pagesUsed: this.stat(HDR_PAGES_USED),
       pages: this.pages,
       buckets: this.buckets,
     };
