@@ -72,9 +72,10 @@ export class ChainedTable extends TableBase {
 
   // --- pool -----------------------------------------------------------------------
 
-  /** Rereads the pool directory (segments are only ever appended). */
+  /** Rereads the pool directory (segments are only ever appended, except by a reset: a longer cached pool is stale). */
   private refreshPool(): void {
     const n = this.aload(W_POOL_SEGS);
+    if (this.pool.length > n) this.shapeChanged();
     for (let s = this.pool.length; s < n; s++) {
       const f = this.aload(dirWord(POOL_GROUP, s)) as Frame;
       const g = poolGeometry(s);
