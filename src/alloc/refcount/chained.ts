@@ -94,9 +94,15 @@ export class ChainedTable extends TableBase {
     return true;
   }
 
-  /** Claims a free entry; grows the pool when every segment is full (ENOSPC when it cannot, nothing changed). */
+  /**
+   * Claims a free entry; grows the pool when every segment is full (ENOSPC
+   * when it cannot, nothing changed). Every round without a claim appends a
+   * segment (ours or another thread's), so the rounds are bounded by the
+   * directory's DIR_SLOTS; a fixed small bound failed spuriously when another
+   * thread filled each new segment while this one was descheduled.
+   */
   private claimEntry(): number {
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round <= DIR_SLOTS; round++) {
       this.refreshPool();
       const n = this.pool.length;
       for (let i = 0; i < n; i++) {
