@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'ENOTEMPTY' // directory not empty
   | 'ENAMETOOLONG' // name or path too long
   | 'ETIMEDOUT' // a bounded wait ran out (e.g. a reader stuck inside an access)
+  | 'EFRAGMENT' // a zero-copy view was asked for a range that is not physically contiguous
   | 'EINTERNAL'; // a bug in morsel: an invariant failed or an engine error escaped
 
 /**

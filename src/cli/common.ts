@@ -9,7 +9,7 @@
  *
  * Exit statuses (the README's "Command line" section lists the same table):
  *   0 ok                      1 ran and found problems (check, hwcheck)
- *   2 usage: EINVAL, ERANGE, EMISALIGNED, EFAULT, ENAMETOOLONG, bad options
+ *   2 usage: EINVAL, ERANGE, EMISALIGNED, EFAULT, ENAMETOOLONG, EFRAGMENT, bad options
  *   3 ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY  (names and files)
  *   4 EACCES, EPERM           5 ENOSPC            6 ECORRUPT, EVERSION
  *   7 EBUSY                   8 ESTALE, EBADF     9 EIO, ENOTSUP
@@ -34,7 +34,7 @@ export const EXIT_USAGE = 2;
 
 /** Exit status per error code: one class per kind of remedy (see the table above). */
 const EXIT_BY_CODE: Record<ErrorCode, number> = {
-  EINVAL: EXIT_USAGE, ERANGE: EXIT_USAGE, EMISALIGNED: EXIT_USAGE, EFAULT: EXIT_USAGE, ENAMETOOLONG: EXIT_USAGE,
+  EINVAL: EXIT_USAGE, ERANGE: EXIT_USAGE, EMISALIGNED: EXIT_USAGE, EFAULT: EXIT_USAGE, ENAMETOOLONG: EXIT_USAGE, EFRAGMENT: EXIT_USAGE,
   ENOENT: 3, EEXIST: 3, ENOTDIR: 3, EISDIR: 3, ENOTEMPTY: 3,
   EACCES: 4, EPERM: 4,
   ENOSPC: 5,

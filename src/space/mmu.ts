@@ -440,6 +440,38 @@ export class Mmu {
   }
 
   /**
+   * Zero-copy view of [vaddr, vaddr + bytes) over the region itself, when the
+   * range is physically contiguous: consecutive frames of one region window
+   * (e.g. what one batch `populate` usually gets). A Float32Array can then
+   * live inside a morsel: `new Float32Array(v.buffer, v.byteOffset, n)`.
+   * Every page is translated for `access` (rights checked; Access.Write
+   * populates holes and copies shared pages first). EFRAGMENT when two
+   * neighbouring pages are not neighbouring frames, and for a read of a
+   * never-populated page (the shared zero frame must never be written).
+   * # Warning: the frames are safe from reuse (and, for a write view, from a
+   * concurrent clone sharing them) only while the caller holds an access
+   * section: call enter() first, use the view, then exit().
+   */
+  view(vaddr: number, bytes: number, access: Access = Access.Read): Uint8Array {
+    check(Number.isSafeInteger(bytes) && bytes > 0, 'EINVAL', () => `a view needs a positive byte count, got ${bytes}`);
+    this.enter();
+    try {
+      const first = this.lookup(vaddr, access);
+      const pages = Math.ceil(((vaddr & 4095) + bytes) / PAGE_SIZE);
+      for (let i = 0; i < pages; i++) {
+        const frame = i === 0 ? first : this.lookup(vaddr - (vaddr & 4095) + i * PAGE_SIZE, access);
+        const contiguous = frame === first + i && frame >>> WINDOW_SHIFT === first >>> WINDOW_SHIFT && frame !== ZERO_FRAME;
+        if (!contiguous) throw new MorselError('EFRAGMENT', `0x${vaddr.toString(16)} + ${bytes} bytes: page ${i} is ${frame === ZERO_FRAME ? 'not populated' : `in frame ${frame}, not ${first + i}`}; copy with read()/write() instead`);
+      }
+      const region = this.space.region;
+      const at = region.byteOffsetInWindow(first) + (vaddr & 4095);
+      return region.bytesOf(first).subarray(at, at + bytes);
+    } finally {
+      this.exit();
+    }
+  }
+
+  /**
    * Zero-copy view of the page containing `vaddr` (for bulk processing in
    * place). Reading a never-populated page returns a fresh private zero page
    * instead (never the shared zero frame): writes to it reach nothing; ask

@@ -1,0 +1,79 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Memory } from '../src/memory.js';
+import { Access, Mmu } from '../src/space/mmu.js';
+import { MiB, PAGE_SIZE } from '../src/units.js';
+
+const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
+
+/** The frames behind [addr, addr + pages * 4 KiB), as translate() sees them. */
+function framesOf(mmu: Mmu, addr: number, pages: number): number[] {
+  return Array.from({ length: pages }, (_, i) => mmu.translate(addr + i * PAGE_SIZE, Access.Read));
+}
+
+test('view: a contiguous range is the region itself; a Float32Array lives inside the morsel', () => {
+  const m = Memory.volatile(32 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const mmu = new Mmu(space);
+  const id = m.morsels.create(1);
+  m.morsels.populate(id, 0, 64 * PAGE_SIZE); // one batch: consecutive frames of this thread's tree
+  const base = space.map(id);
+  const frames = framesOf(mmu, base, 64);
+  assert.ok(frames.every((f, i) => f === frames[0] + i), 'batch population got consecutive frames');
+  mmu.enter();
+  try {
+    const v = mmu.view(base + 8, 64 * PAGE_SIZE - 8, Access.Write);
+    const f32 = new Float32Array(v.buffer, v.byteOffset, (64 * PAGE_SIZE - 8) / 4);
+    f32[0] = 1.5;
+    f32[f32.length - 1] = -2.25;
+  } finally {
+    mmu.exit();
+  }
+  const out = new Uint8Array(4);
+  mmu.read(base + 8, out);
+  assert.equal(new Float32Array(out.buffer)[0], 1.5, 'written in place: the MMU reads it back');
+  mmu.read(base + 64 * PAGE_SIZE - 4, out);
+  assert.equal(new Float32Array(out.buffer)[0], -2.25);
+});
+
+test('view: never spans a non-contiguous boundary, never hands out the zero frame', () => {
+  const m = Memory.volatile(32 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const mmu = new Mmu(space);
+  const id = m.morsels.create(1);
+  const base = space.map(id);
+  mmu.write8(base, 1); // page 0
+  const other = m.morsels.create(0); // takes the next frame
+  mmu.write8(base + PAGE_SIZE, 2); // page 1: not page 0's neighbour
+  const [f0, f1] = framesOf(mmu, base, 2);
+  assert.notEqual(f1, f0 + 1);
+  assert.throws(() => mmu.view(base + PAGE_SIZE - 4, 8), code('EFRAGMENT'));
+  assert.equal(mmu.view(base + 4, PAGE_SIZE - 4)[0], 0, 'one page is always contiguous');
+  const free = m.alloc.freeFrames();
+  assert.throws(() => mmu.view(base + 5 * PAGE_SIZE, 16), code('EFRAGMENT'), 'a read view of a hole');
+  assert.equal(m.alloc.freeFrames(), free, 'a read view allocates nothing');
+  assert.equal(mmu.view(base + 5 * PAGE_SIZE, 16, Access.Write).length, 16, 'a write view populates the page');
+  assert.throws(() => mmu.view(base, 0), code('EINVAL'));
+  m.morsels.destroy(other);
+});
+
+test('view: a write view of a shared (cloned) page copies it first; the clone keeps its bytes', () => {
+  const m = Memory.volatile(32 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const mmu = new Mmu(space);
+  const src = m.morsels.create(1);
+  m.morsels.write(src, 0, Uint8Array.of(7));
+  const copy = m.morsels.clone(src);
+  const a = space.map(src);
+  mmu.enter();
+  try {
+    mmu.view(a, 1, Access.Write)[0] = 9;
+  } finally {
+    mmu.exit();
+  }
+  const out = new Uint8Array(1);
+  m.morsels.read(copy, 0, out);
+  assert.equal(out[0], 7, 'the clone still has the old byte');
+  m.morsels.read(src, 0, out);
+  assert.equal(out[0], 9);
+});
