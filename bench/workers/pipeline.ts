@@ -14,7 +14,8 @@ import type { RegionShare } from '../../src/physical/region.js';
 import { Access, Mmu } from '../../src/space/mmu.js';
 import { READ_ONLY } from '../../src/space/rights.js';
 import { nowNs } from '../stats.js';
-import { checksumPages, copyOutPages, fillPages, sumWords, touchPages } from '../access.js';
+import { checksumPages, copyOutPages, fillPages, touchPages } from '../access.js';
+import { sumInt32 } from '../../src/physical/native.js';
 import { Inbox, serve } from './rpc.js';
 import { COMPONENTS, type Component, type PipelineRun, type Stage, type StageReply } from './pipeline-protocol.js';
 
@@ -75,7 +76,7 @@ async function runTransferable(req: PipelineRun): Promise<StageReply> {
       t = nowNs();
       if (i === 0) start = t;
       const words = new Int32Array(buf);
-      if (stage === 'checksum') checksum = (checksum + sumWords(words, 0, words.length)) | 0;
+      if (stage === 'checksum') checksum = (checksum + sumInt32(words)) | 0;
       else for (let off = 0; off < n; off += socket.length) socket.set(new Uint8Array(buf, off, Math.min(socket.length, n - off)));
     }
     c.work += nowNs() - t;

@@ -26,6 +26,7 @@ interface Addon {
   futexWake(sab: SharedArrayBuffer, byteOffset: number, count: number): number;
   forkCost(bytes: number): number;
   hostMapCost(bytes: number, mode: number, reps: number): Float64Array;
+  sumInt32(view: ArrayBufferView): number;
 }
 
 /** OFD lock kinds (values shared with mmap.cc). */
@@ -183,4 +184,13 @@ export function hostMapCosts(bytes: number, mode: HostMapMode, reps: number): { 
   const out = { map: [] as number[], access: [] as number[], unmap: [] as number[] };
   for (let r = 0; r < reps; r++) (out.map.push(t[3 * r]), out.access.push(t[3 * r + 1]), out.unmap.push(t[3 * r + 2]));
   return out;
+}
+
+/**
+ * The wrapping sum of a view's int32 words (four lanes), natively: the
+ * pipeline's checksum work at memory speed, on every variant alike. Byte
+ * length a multiple of 16.
+ */
+export function sumInt32(view: ArrayBufferView): number {
+  return call((a) => a.sumInt32(view));
 }

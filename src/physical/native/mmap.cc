@@ -509,6 +509,29 @@ void HostMapCost(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(v8::Float64Array::New(out, 0, reps * 3));
 }
 
+// sumInt32(view) -> the wrapping sum of the int32 words of a typed-array
+// view (of a SharedArrayBuffer or an ArrayBuffer; its byte length a multiple
+// of 16), in four lanes: the benchmarks' checksum work (bench/access.ts) at
+// memory speed on every side alike.
+void SumInt32(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  if (args.Length() < 1 || !args[0]->IsArrayBufferView())
+    return Throw(iso, EINVAL, "sumInt32", "expects a typed-array view");
+  Local<v8::ArrayBufferView> view = args[0].As<v8::ArrayBufferView>();
+  size_t len = view->ByteLength();
+  if (len % 16 != 0) return Throw(iso, EINVAL, "sumInt32", "byte length must be a multiple of 16");
+  std::shared_ptr<v8::BackingStore> store = view->Buffer()->GetBackingStore();
+  const int32_t* w = reinterpret_cast<const int32_t*>(static_cast<const char*>(store->Data()) + view->ByteOffset());
+  uint32_t a = 0, b = 0, c = 0, d = 0;
+  for (size_t i = 0; i < len / 4; i += 4) {
+    a += static_cast<uint32_t>(w[i]);
+    b += static_cast<uint32_t>(w[i + 1]);
+    c += static_cast<uint32_t>(w[i + 2]);
+    d += static_cast<uint32_t>(w[i + 3]);
+  }
+  args.GetReturnValue().Set(static_cast<int32_t>(a + b + c + d));
+}
+
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(g_live.load()));
 }
@@ -539,4 +562,5 @@ NODE_MODULE_INIT() {
   Export(context, exports, "futexWake", FutexWake);
   Export(context, exports, "forkCost", ForkCost);
   Export(context, exports, "hostMapCost", HostMapCost);
+  Export(context, exports, "sumInt32", SumInt32);
 }
