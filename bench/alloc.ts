@@ -13,6 +13,7 @@
  */
 import { cpus } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { request } from './workers/rpc.js';
 import { FrameAllocator, type Order } from '../src/alloc/llfree.js';
 import { LockedAllocator } from '../src/alloc/locked.js';
 import { Region } from '../src/physical/region.js';
@@ -65,22 +66,6 @@ class Pool {
     await Promise.all(this.workers.map((w) => request(w, { cmd: 'release' })));
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
-}
-
-function request(w: Worker, msg: unknown): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const onError = (e: Error): void => {
-      w.off('message', onMessage);
-      reject(e);
-    };
-    const onMessage = (m: unknown): void => {
-      w.off('error', onError);
-      resolve(m);
-    };
-    w.once('message', onMessage);
-    w.once('error', onError);
-    w.postMessage(msg);
-  });
 }
 
 interface Measured {

@@ -19,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { request } from './workers/rpc.js';
 import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/alloc/refcount/index.js';
 import type { Memory } from '../src/memory.js';
 import { GiB, MiB, type Frame } from '../src/units.js';
@@ -152,22 +153,6 @@ class Pair {
     await Promise.all(this.workers.filter((w) => !this.exited.has(w)).map((w) => request(w, { cmd: 'release' })));
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
-}
-
-function request(w: Worker, msg: unknown): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const onError = (e: Error): void => {
-      w.off('message', onMessage);
-      reject(e);
-    };
-    const onMessage = (m: unknown): void => {
-      w.off('error', onError);
-      resolve(m);
-    };
-    w.once('message', onMessage);
-    w.once('error', onError);
-    w.postMessage(msg);
-  });
 }
 
 /** 1 thread (this one) vs 2 workers at N = faultN: insert, lookup, increment, decrement, remove in ops/s. */

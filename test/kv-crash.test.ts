@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { MORSEL_BIN, RawClient, endsGet, initRegion, parseGet, startKv, tmpDir } from './kv-helpers.js';
+import { MORSEL_BIN, RawClient, endsGet, initRegion, parseGet, rng, startKv, tmpDir, valueOf } from './kv-helpers.js';
 
 const CYCLES = Number(process.env.KV_CRASH_CYCLES ?? 8);
 
@@ -28,24 +28,6 @@ interface Shape {
 }
 const STRICT: Shape = { memMiB: 48, keys: 300, maxLen: 300, strict: true };
 const EVICTING: Shape = { memMiB: 2, keys: 4000, maxLen: 3000, strict: false };
-
-/** A deterministic pseudo-random generator (xorshift32), so a failure names its seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
-
-/** The value of version `ver` of `key`: self-describing, so a torn value cannot pass for another. */
-function valueOf(key: string, ver: number, len: number): string {
-  const head = `${key}:${ver}:`;
-  const fill = String.fromCharCode(97 + (ver % 26));
-  return (head + fill.repeat(Math.max(0, len - head.length))).slice(0, Math.max(len, head.length));
-}
 
 /** The states a key may be in after a restart: acknowledged state, plus the in-flight request's result. */
 interface Model {

@@ -220,3 +220,21 @@ export function parseGet(reply: Buffer): Map<string, string> | null {
 }
 
 export const endsGet = (b: Buffer): boolean => b.length >= 5 && b.toString('latin1', b.length - 5) === 'END\r\n';
+
+/** A deterministic pseudo-random generator (xorshift32), so a failure names its seed. */
+export function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+/** The value of version `ver` of `key`: self-describing, so a torn value cannot pass for another. */
+export function valueOf(key: string, ver: number, len: number): string {
+  const head = `${key}:${ver}:`;
+  const fill = String.fromCharCode(97 + (ver % 26));
+  return (head + fill.repeat(Math.max(0, len - head.length))).slice(0, Math.max(len, head.length));
+}

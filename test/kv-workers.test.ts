@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
 import { openCache } from '../src/apps/kv/open.js';
 import { hashKey } from '../src/apps/kv/store.js';
-import { RawClient, endsGet, initRegion, oneLine, parseGet, startKv, tmpDir } from './kv-helpers.js';
+import { RawClient, endsGet, initRegion, oneLine, parseGet, rng, startKv, tmpDir, valueOf } from './kv-helpers.js';
 
 const CLIENTS = 6;
 const OPS_PER_CLIENT = 500;
@@ -30,23 +30,6 @@ const RECONNECT_EVERY_OPS = 150;
 const SHARED_KEYS = 16;
 const OWN_KEYS = 24;
 const KILLS = 3;
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
-
-/** Self-describing value: a torn or mixed value cannot pass for a well-formed one. */
-function valueOf(key: string, ver: number, len: number): string {
-  const head = `${key}:${ver}:`;
-  const fill = String.fromCharCode(97 + (ver % 26));
-  return (head + fill.repeat(Math.max(0, len - head.length))).slice(0, Math.max(len, head.length));
-}
 
 function wellFormed(key: string, v: string): boolean {
   const m = /^([^:]+):(\d+):/.exec(v);

@@ -121,3 +121,20 @@ export class Inbox {
     return this.queue.shift();
   }
 }
+
+/** Posts `msg` to a raw Worker and resolves with its next message (rejects on its error). */
+export function request(w: Worker, msg: unknown): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error): void => {
+      w.off('message', onMessage);
+      reject(e);
+    };
+    const onMessage = (m: unknown): void => {
+      w.off('error', onError);
+      resolve(m);
+    };
+    w.once('message', onMessage);
+    w.once('error', onError);
+    w.postMessage(msg);
+  });
+}
