@@ -460,12 +460,11 @@ export class Morsels {
       if (d.meta) owned.add(this.dataOf(d).rootFrame);
     });
     let cleared = 0;
-    for (let f = this.firstFrame; f < this.region.frameCount; f++) {
-      const w = this.words.load(f);
-      if (!wordLive(w) || owned.has(f)) continue;
+    this.words.forEachLive(this.firstFrame, this.region.frameCount, (f, w) => {
+      if (owned.has(f)) return;
       this.words.store(f, deadWord(wordGeneration(w)));
       cleared++;
-    }
+    });
     return cleared;
   }
 

@@ -65,6 +65,25 @@ export class MorselWords {
     return [this.region.words(frame), this.region.wordIndex(frame, f % MORSEL_WORDS_PER_FRAME)];
   }
 
+  /**
+   * Calls `visit(f, w)` for every frame f in [first, end) whose word is
+   * tagged live, reading the word frames directly (recovery scans every
+   * frame of the region: no per-frame lookup). Atomic loads; bounded by end.
+   */
+  forEachLive(first: number, end: number, visit: (f: number, w: number) => void): void {
+    assert(Number.isInteger(first) && first >= 0 && end <= this.region.frameCount, 'frame range in the region');
+    for (let f = first; f < end; ) {
+      const frame = (this.firstFrame + Math.floor(f / MORSEL_WORDS_PER_FRAME)) as Frame;
+      const words = this.region.words(frame);
+      const base = this.region.wordIndex(frame, 0);
+      const stop = Math.min(end, (Math.floor(f / MORSEL_WORDS_PER_FRAME) + 1) * MORSEL_WORDS_PER_FRAME);
+      for (; f < stop; f++) {
+        const w = Atomics.load(words, base + (f % MORSEL_WORDS_PER_FRAME));
+        if (wordLive(w)) visit(f, w);
+      }
+    }
+  }
+
   load(f: number): number {
     const [words, i] = this.at(f);
     return Atomics.load(words, i);
