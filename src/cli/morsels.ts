@@ -54,7 +54,7 @@ export function registerMorsels(program: Command): void {
   program
     .command('inspect')
     .argument('<target>', TARGET_HELP)
-    .description('order, root frame, frames, generation and users of a morsel')
+    .description('order, root frame, frames (shared by copy-on-write or private, tables per level), generation and users of a morsel')
     .addOption(regionOption())
     .addOption(jsonOption())
     .action((text: string, o: { region: string; json?: boolean }) =>
