@@ -160,23 +160,34 @@ async function measureSize(memory: Memory, pages: number, reps: number, inner: n
   let sink = 0;
   const out = {} as Phases;
   try {
-    out.morsel = await repeatPhases(reps, (lap) => {
+    // Variants interleaved within every repetition (these VMs drift): one morsel, one lazy and one populated map per round.
+    const morselRun = (lap: (phase: string) => void): void => {
       const a = space.map(id);
       lap('map');
       for (let va = a, end = a + bytes; va < end; va += 4096) sink += mmu.read8(va);
       lap('access');
       space.unmap(a);
       lap('unmap');
-    }) as Phases['morsel'];
-    for (const populate of [false, true]) {
-      out[populate ? 'conventional-populate' : 'conventional-lazy'] = await repeatPhases(reps, (lap) => {
-        const a = conv.mmap(obj, { populate });
-        lap('map');
-        for (let va = a, end = a + bytes; va < end; va += 4096) sink += cmmu.read8(va);
-        lap('access');
-        conv.munmap(a);
-        lap('unmap');
-      }) as Phases['morsel'];
+    };
+    const conventionalRun = (populate: boolean) => (lap: (phase: string) => void): void => {
+      const a = conv.mmap(obj, { populate });
+      lap('map');
+      for (let va = a, end = a + bytes; va < end; va += 4096) sink += cmmu.read8(va);
+      lap('access');
+      conv.munmap(a);
+      lap('unmap');
+    };
+    const runs: [MapVariant, (lap: (phase: string) => void) => void][] = [
+      ['morsel', morselRun],
+      ['conventional-lazy', conventionalRun(false)],
+      ['conventional-populate', conventionalRun(true)],
+    ];
+    for (const [v] of runs) out[v] = { map: [], access: [], unmap: [] };
+    for (let rep = -1; rep < reps; rep++) {
+      for (const [v, run] of runs) {
+        const one = await repeatPhases(1, run, rep < 0 ? 1 : 0); // the first round only warms up
+        if (rep >= 0) for (const ph of PHASES) out[v][ph].push(...one[ph]);
+      }
     }
     // Warm: back-to-back map+unmap pairs, caches hot (the single-shot map above follows a full access pass).
     out.warm = await perOp(reps, inner, () => space.unmap(space.map(id)));
