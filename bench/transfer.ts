@@ -14,7 +14,7 @@ import { ShmObject } from '../src/conventional/index.js';
 import { MiB } from '../src/units.js';
 import { balance, checkNoLeak, persistentMemory, volatileMemory } from './env.js';
 import type { Memory } from '../src/memory.js';
-import { REPS, claim, gibPerS, medianOf, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
+import { REPS, claim, gibPerS, medianOf, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
 import { WorkerClient } from './workers/rpc.js';
 import type { TransferRun, TransferVariant } from './workers/transfer.js';
@@ -75,19 +75,28 @@ async function measureOn(memory: Memory, p: TransferParams, variants: TransferVa
   const sender = WorkerClient.start(url, { share: memory.share(), role: 'sender', port: port1 }, [port1]);
   const receiver = WorkerClient.start(url, { share: memory.share(), role: 'receiver', port: port2 }, [port2]);
   const results: VariantResult[] = [];
+  const countOf = (v: TransferVariant): number => (v === 'fresh-sab' ? p.freshCount : p.count);
   try {
+    /** One run of `v`: the time from the first to the last packet, as the receiver (or the sender alone) saw it. */
+    const once = async (v: TransferVariant): Promise<number> => {
+      const req: TransferRun = { op: 'run', variant: v, count: countOf(v), packetBytes: p.packetBytes, refs: refs[v] };
+      const [recv, sent] = await Promise.all([
+        v === 'limit' || v === 'morsel-sender-only' ? Promise.resolve(null) : receiver.call<number[]>({ ...req, refs: undefined }),
+        sender.call<number[]>(req),
+      ]);
+      const times = recv ?? sent;
+      return times[times.length - 1] - times[0];
+    };
+    // Variants interleaved within every repetition (these VMs drift); the first round warms up.
+    const durations = new Map<TransferVariant, number[]>(variants.map((v) => [v, []]));
+    for (let rep = -1; rep < p.reps; rep++) {
+      for (const v of variants) {
+        const ns = await once(v);
+        if (rep >= 0) durations.get(v)!.push(ns);
+      }
+    }
     for (const v of variants) {
-      const count = v === 'fresh-sab' ? p.freshCount : p.count;
-      const req: TransferRun = { op: 'run', variant: v, count, packetBytes: p.packetBytes, refs: refs[v] };
-      const durations = await repeatMeasured(p.reps, async () => {
-        const [recv, sent] = await Promise.all([
-          v === 'limit' || v === 'morsel-sender-only' ? Promise.resolve(null) : receiver.call<number[]>({ ...req, refs: undefined }),
-          sender.call<number[]>(req),
-        ]);
-        const times = recv ?? sent;
-        return times[times.length - 1] - times[0];
-      });
-      results.push(variant(v + suffix, 'GiB_per_s', durations.map((ns) => gibPerS((count - 1) * p.packetBytes, ns))));
+      results.push(variant(v + suffix, 'GiB_per_s', durations.get(v)!.map((ns) => gibPerS((countOf(v) - 1) * p.packetBytes, ns))));
       tick();
     }
   } finally {
