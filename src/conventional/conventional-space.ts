@@ -33,7 +33,7 @@ import type { Rights } from '../space/rights.js';
 import { Access, CTL_EPOCH, type PagedSpace } from '../space/mmu.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
-import { Mutex, mutexLock, mutexUnlock } from '../sync/mutex.js';
+import { Mutex, spinLock, spinUnlock } from '../sync/mutex.js';
 import { ShmObject, type PhysMem } from './shm-object.js';
 
 export const CONV_LEVELS = 4;
@@ -312,13 +312,13 @@ export class ConventionalSpace implements PagedSpace {
 
   // --- page tables --------------------------------------------------------------------
 
-  /** The split page-table lock of `pt` (striped over PTL_STRIPES words). */
+  /** The split page-table lock of `pt` (striped over PTL_STRIPES words): a spinlock, as in Linux. */
   private ptlLock(pt: number): void {
-    mutexLock(this.control, C_HEADER + (pt % PTL_STRIPES));
+    spinLock(this.control, C_HEADER + (pt % PTL_STRIPES));
   }
 
   private ptlUnlock(pt: number): void {
-    mutexUnlock(this.control, C_HEADER + (pt % PTL_STRIPES));
+    spinUnlock(this.control, C_HEADER + (pt % PTL_STRIPES));
   }
 
   /** The table of `level` covering `vaddr` (level 4 = root), or -1 if a table on the way is missing. */

@@ -23,7 +23,7 @@ import { check } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
-import { Mutex } from '../sync/mutex.js';
+import { spinLock, spinUnlock } from '../sync/mutex.js';
 
 /** What an object needs from the memory system: the region and this thread's allocator. */
 export interface PhysMem {
@@ -53,7 +53,6 @@ export class ShmObject {
   private readonly header: Int32Array;
   /** page offset -> frame (0 = not present) */
   private readonly index: Uint32Array;
-  private readonly mutex: Mutex;
 
   private constructor(
     readonly mem: PhysMem,
@@ -63,7 +62,6 @@ export class ShmObject {
     this.pages = this.header[H_PAGES];
     this.id = this.header[H_ID];
     this.index = new Uint32Array(sab, HEADER_WORDS * 4, this.pages);
-    this.mutex = new Mutex(this.header, H_LOCK);
   }
 
   /** memfd_create + ftruncate: an empty object of `pages` pages. */
@@ -121,13 +119,13 @@ export class ShmObject {
     if (found !== 0) return found as Frame;
     const fresh = this.mem.alloc.alloc(0);
     this.mem.region.zeroFrame(fresh);
-    this.mutex.lock();
+    spinLock(this.header, H_LOCK); // the i_pages lock: a spinlock, as in Linux
     const cur = this.index[pgoff];
     if (cur === 0) {
       Atomics.store(this.index, pgoff, fresh);
       this.header[H_POPULATED]++;
     }
-    this.mutex.unlock();
+    spinUnlock(this.header, H_LOCK);
     if (cur === 0) return fresh;
     this.mem.alloc.free(fresh); // lost the race (-EEXIST): use the winner's page
     return cur as Frame;
@@ -139,7 +137,7 @@ export class ShmObject {
    */
   destroy(): void {
     const borrowed = this.borrowed;
-    this.mutex.lock();
+    spinLock(this.header, H_LOCK);
     for (let i = 0; i < this.pages; i++) {
       const f = this.index[i];
       if (f === 0) continue;
@@ -148,6 +146,6 @@ export class ShmObject {
     }
     this.header[H_POPULATED] = 0;
     this.header[H_FLAGS] |= F_DESTROYED;
-    this.mutex.unlock();
+    spinUnlock(this.header, H_LOCK);
   }
 }

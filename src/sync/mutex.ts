@@ -7,6 +7,12 @@
  * mutex wait is unbounded by nature; holders keep critical sections short.
  *
  * Atomics.wait is allowed on Node's main thread, so every thread may lock.
+ *
+ * The spinlock below stands in for the kernel's spinlocks (the page-table
+ * lock, the i_pages lock): waiters spin instead of sleeping. A JavaScript
+ * thread cannot disable preemption as a kernel holder does, so after
+ * SPINLOCK_SPINS reads a waiter yields for SPINLOCK_YIELD_MS and spins again
+ * (a descheduled holder would otherwise burn the waiter's whole time slice).
  */
 const FREE = 0;
 const LOCKED = 1;
@@ -35,6 +41,25 @@ export function mutexUnlock(w: Int32Array, i: number): void {
     Atomics.store(w, i, FREE);
     Atomics.notify(w, i, 1);
   }
+}
+
+/** Reads of the lock word a spinlock waiter makes before it yields once. */
+const SPINLOCK_SPINS = 1 << 14;
+/** How long a spinlock waiter yields after SPINLOCK_SPINS reads (then it spins again). */
+const SPINLOCK_YIELD_MS = 0.05;
+
+/** Acquires the spinlock in word `i` of `w` (0 free, 1 held): test-and-test-and-set, spinning. */
+export function spinLock(w: Int32Array, i: number): void {
+  for (;;) {
+    if (Atomics.compareExchange(w, i, FREE, LOCKED) === FREE) return;
+    for (let spin = 0; spin < SPINLOCK_SPINS && Atomics.load(w, i) !== FREE; spin++);
+    if (Atomics.load(w, i) !== FREE) Atomics.wait(w, i, LOCKED, SPINLOCK_YIELD_MS);
+  }
+}
+
+/** Releases the spinlock in word `i` of `w` (no waiter sleeps on it for long: a timed yield at most). */
+export function spinUnlock(w: Int32Array, i: number): void {
+  Atomics.store(w, i, FREE);
 }
 
 /** The mutex in word `index` of `words`. */
