@@ -150,12 +150,20 @@ export function registerReachVisitor(v: ReachVisitor): () => void {
 }
 
 /** What a visitor gets: the scanner's tolerant reference tracking. */
+/**
+ * Where a reference or finding is, for the report: a string, or a function
+ * that builds it (hot walks pass one closure per table, so the text is only
+ * built when there is a finding).
+ */
+export type Where = string | (() => string);
+const whereText = (w: Where): string => (typeof w === 'string' ? w : w());
+
 export interface ScanContext {
   readonly region: Region;
   /** Records a reference to `frame` from `where`; whether to descend (false: out of range, cycle or second reference, already reported). */
-  ref(frame: number, where: string, fix: EntryFix | null): boolean;
+  ref(frame: number, where: Where, fix: EntryFix | null): boolean;
   /** Validates a present-or-not inner entry; the child frame, or null if not present. */
-  inner(table: number, idx: number, lo: number, hi: number, where: string): number | null;
+  inner(table: number, idx: number, lo: number, hi: number, where: Where): number | null;
   /** Walks a registry-shaped radix tree (src/morsel/registry.ts) whose top table is `top` (already referenced). */
   registryTree(top: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void;
   report(code: string, what: string, where: string, fix: EntryFix | null, reachTrusted?: boolean): void;
@@ -184,8 +192,8 @@ class Scanner implements ScanContext {
     this.first = firstAllocatableFrame(region.frameCount);
   }
 
-  private find(code: ProblemCode, what: string, where: string, fix: EntryFix | null, reachTrusted = true): void {
-    this.report(code, what, where, fix, reachTrusted);
+  private find(code: ProblemCode, what: string, where: Where, fix: EntryFix | null, reachTrusted = true): void {
+    this.report(code, what, whereText(where), fix, reachTrusted);
   }
 
   report(code: string, what: string, where: string, fix: EntryFix | null, reachTrusted = true): void {
@@ -209,7 +217,7 @@ class Scanner implements ScanContext {
    * reference must go). Returns whether the caller should descend: false for
    * out-of-range frames, cycles and second references.
    */
-  ref(frame: number, where: string, fix: EntryFix | null): boolean {
+  ref(frame: number, where: Where, fix: EntryFix | null): boolean {
     if (!(frame >= this.first && frame < this.region.frameCount)) {
       this.find('ENTRY_RANGE', `references frame ${frame}, outside the allocatable range [${this.first}, ${this.region.frameCount})`, where, fix);
       return false;
@@ -236,11 +244,10 @@ class Scanner implements ScanContext {
    * flag problems are reported but the child is still followed, so the
    * reachable set stays a superset of what anything might use.
    */
-  inner(table: number, idx: number, lo: number, hi: number, where: string, inMorsel = false): number | null {
-    const fix = { table, index: idx, lo, hi };
+  inner(table: number, idx: number, lo: number, hi: number, where: Where, inMorsel = false): number | null {
     if (!isPresent(lo)) {
       // Writers keep non-present entries all zero; a 32-bit CAS of lo would keep a stray hi.
-      if (lo !== 0 || hi !== 0) this.find('ENTRY_NOT_ZERO', `non-present entry ${entryHex(lo, hi)} is not zero`, where, fix);
+      if (lo !== 0 || hi !== 0) this.find('ENTRY_NOT_ZERO', `non-present entry ${entryHex(lo, hi)} is not zero`, where, { table, index: idx, lo, hi });
       return null;
     }
     if (lo & PS) {
@@ -281,11 +288,12 @@ class Scanner implements ScanContext {
   registryTree(top: number, name: string, value: (key: number, lo: number, hi: number, table: number, idx: number) => void): void {
     const walk = (table: number, level: number, base: number): void => {
       this.path.push(table);
-      for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
+      let idx = 0;
+      const where = (): string => `${name} table ${table}[${idx}]`; // built only for a finding
+      for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
         const key = base + idx * levelKeySpan(level);
-        const where = `${name} table ${table}[${idx}]`;
         if (level === 1) {
           if (isPresent(lo)) value(key, lo, hi, table, idx);
           else if (lo !== 0 || hi !== 0) this.find('ENTRY_NOT_ZERO', `non-present entry ${entryHex(lo, hi)} is not zero`, where, { table, index: idx, lo, hi });
@@ -363,7 +371,7 @@ class Scanner implements ScanContext {
    * first such reference descends, the others only count. A frame that is
    * also referenced by a writable entry is a DUPLICATE (ref() reports it).
    */
-  private morselRef(child: number, lo: number, where: string, fix: EntryFix): boolean {
+  private morselRef(child: number, lo: number, where: Where, fix: EntryFix): boolean {
     const shared = (lo & RW) === 0;
     const seen = shared ? this.sharedRefs.get(child) : undefined;
     if (seen !== undefined && !this.path.includes(child)) {
@@ -382,10 +390,11 @@ class Scanner implements ScanContext {
     if (d.order === 0) return;
     const walk = (table: number, level: number): void => {
       this.path.push(table);
-      for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
+      let idx = 0;
+      const where = (): string => `${what}: level-${level} table ${table}[${idx}]`; // built only for a finding
+      for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
-        const where = `${what}: level-${level} table ${table}[${idx}]`;
         const child = this.inner(table, idx, lo, hi, where, true);
         if (child === null || !this.morselRef(child, lo, where, { table, index: idx, lo, hi })) continue;
         this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;
@@ -462,10 +471,11 @@ class Scanner implements ScanContext {
   private space(root: number, levels: number): void {
     const walk = (table: number, level: number): void => {
       this.path.push(table);
-      for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) {
+      let idx = 0;
+      const where = (): string => `space ${root}: level-${level} table ${table}[${idx}]`; // built only for a finding
+      for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
-        const where = `space ${root}: level-${level} table ${table}[${idx}]`;
         const fix = { table, index: idx, lo, hi };
         if (isPresent(lo) && (hi & HI_MORSEL_TOP || level === 1)) {
           // A mapping: rights flags vary; its target must be a live morsel of the level's order.
