@@ -96,8 +96,10 @@ export function framesNeeded(h: ImageHeader, runs: readonly PageRun[]): number {
 class TreeBuilder {
   private readonly tables: Frame[] = [];
   private readonly keys: number[] = [];
-  /** allocated for chunks and not linked yet: freed by abandon() */
-  private readonly unlinked = new Set<Frame>();
+  /** chunks allocated and not linked yet, oldest first (at most the current and the next): abandon() frees them */
+  private readonly pending: Frame[][] = [];
+  /** frames of pending[0] already linked (link() is under way or was interrupted) */
+  private linkedInOldest = 0;
   private run = 0;
   private inRun = 0;
 
@@ -119,11 +121,8 @@ class TreeBuilder {
       return [this.root];
     }
     const frames: Frame[] = [];
-    for (let i = 0; i < n; i++) {
-      const f = this.alloc.alloc(0);
-      this.unlinked.add(f);
-      frames.push(f);
-    }
+    this.pending.push(frames); // before the first alloc: an ENOSPC part-way leaves them to abandon()
+    for (let i = 0; i < n; i++) frames.push(this.alloc.alloc(0));
     return frames;
   }
 
@@ -135,17 +134,25 @@ class TreeBuilder {
   /** Links filled `frames` as the next pages of the map. */
   link(frames: readonly Frame[]): void {
     if (this.order === 0) return; // the root is the page
+    assert(this.pending[0] === frames, 'chunks are linked in the order they were allocated');
+    this.linkedInOldest = 0;
     for (const frame of frames) {
       const page = this.nextPage();
       assert(this.walker.link(this.leafTable(page), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
-      this.unlinked.delete(frame);
+      this.linkedInOldest++;
     }
+    this.pending.shift();
+    this.linkedInOldest = 0;
   }
 
   /** Frees the frames allocated and not linked (the linked ones go with the morsel). No read may still be filling them. */
   abandon(): void {
-    for (const f of this.unlinked) this.alloc.free(f);
-    this.unlinked.clear();
+    if (this.order === 0) return; // the root is freed with the morsel
+    this.pending.forEach((chunk, c) => {
+      for (let i = c === 0 ? this.linkedInOldest : 0; i < chunk.length; i++) this.alloc.free(chunk[i]);
+    });
+    this.pending.length = 0;
+    this.linkedInOldest = 0;
   }
 
   private nextPage(): number {
