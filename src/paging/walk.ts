@@ -183,10 +183,12 @@ export class Walker {
 
   /** Calls `visit(index, lo, hi)` for each present entry of `table`, in index order. Frames are not validated: use follow() on what you descend into. */
   forEachPresent(table: Frame, visit: EntryVisitor): void {
-    const region = this.region;
+    // The table's window and first word once, then one atomic load per entry (entry i = words 2i, 2i+1).
+    const words = this.region.words(table);
+    const base = this.region.wordIndex(table, 0);
     for (let index = 0; index < ENTRIES_PER_TABLE; index++) {
-      const lo = region.loadLo(table, index);
-      if (isPresent(lo)) visit(index, lo, region.loadHi(table, index));
+      const lo = Atomics.load(words, base + 2 * index);
+      if (isPresent(lo)) visit(index, lo, Atomics.load(words, base + 2 * index + 1));
     }
   }
 
