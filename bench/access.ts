@@ -39,12 +39,16 @@ export function fillPages(region: Region, translate: (va: number) => number, add
   });
 }
 
-/** Copies `src` (whole pages) to `addr`, writing through `translate`: TypedArray.set per contiguous run. */
-export function copyInPages(region: Region, translate: (va: number) => number, addr: number, src: Uint8Array): void {
+/**
+ * Copies `src` (whole pages) to `addr`, writing through `translate`: TypedArray.set per contiguous run;
+ * `afterRun` (if given) runs after each run is copied (the durable transfer msyncs it there).
+ */
+export function copyInPages(region: Region, translate: (va: number) => number, addr: number, src: Uint8Array, afterRun?: (first: Frame, frames: number) => void): void {
   let done = 0;
   forEachRun(translate, addr, src.length, (first, frames) => {
     region.bytesOf(first).set(src.subarray(done, done + frames * 4096), region.byteOffsetInWindow(first));
     done += frames * 4096;
+    afterRun?.(first, frames);
   });
 }
 

@@ -6,7 +6,8 @@
  * zero-filling N bytes in 2 MiB blocks (every populate zeroes every page).
  * Variants are interleaved within every repetition. Run on the volatile
  * region and on a file-backed one: the ratio is the
- * cost of persistence (issue 5).
+ * cost of persistence (issue 5). On the file-backed region,
+ * morsel-lazy-durable adds one msync of the region after the workers finish.
  */
 import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
 import { hostMapCosts } from '../src/physical/native.js';
@@ -15,11 +16,15 @@ import type { Order } from '../src/morsel/order.js';
 import { GiB, MiB, formatBytes, type Frame } from '../src/units.js';
 import { balance, checkNoLeak, persistentMemory, sharedPrefaultNs, volatileMemory } from './env.js';
 import { REPS, claim, medianOf, ticker, variant, type RunOptions } from './measure.js';
-import type { ExperimentResult, VariantResult } from './stats.js';
+import { nowNs, type ExperimentResult, type VariantResult } from './stats.js';
+import { tmpdir } from 'node:os';
 import { Barrier, WorkerClient } from './workers/rpc.js';
 import type { PopulateKind, PopulateReply, PopulateRequest } from './workers/populate.js';
 
-const KINDS: PopulateKind[] = ['morsel-lazy', 'morsel-batch', 'conventional-lazy', 'limit'];
+/** A worker kind, or morsel-lazy followed by an msync of the region (file-backed region only). */
+type PopulationVariant = PopulateKind | 'morsel-lazy-durable';
+const KINDS: PopulationVariant[] = ['morsel-lazy', 'morsel-batch', 'conventional-lazy', 'limit'];
+const FILE_KINDS: PopulationVariant[] = [...KINDS, 'morsel-lazy-durable'];
 const THREADS = [1, 2];
 
 export interface PopulationParams {
@@ -44,19 +49,19 @@ export function populationRegionBytes(p: PopulationParams): number {
 
 export async function runPopulation(opts: RunOptions & { params?: PopulationParams }): Promise<ExperimentResult> {
   const p = opts.params ?? populationParams(opts.quick);
-  const tick = ticker(2 * KINDS.length * THREADS.length, opts.progress);
+  const tick = ticker((KINDS.length + FILE_KINDS.length) * THREADS.length, opts.progress);
   const results: VariantResult[] = [];
   const notes: string[] = [];
 
   const vol = volatileMemory(populationRegionBytes(p));
-  results.push(...(await measureRegion(vol, p.bytes, 'volatile', p.reps, tick)));
+  results.push(...(await measureRegion(vol, p.bytes, 'volatile', KINDS, p.reps, tick)));
   notes.push(`volatile region pre-faulted on the host in ${(sharedPrefaultNs() / 1e9).toFixed(2)} s before measuring`);
   // The host kernel's own page faults (addon): first touch of a fresh memfd mapped MAP_SHARED, one thread.
   results.push(variant('kernel-first-touch', 'populate_volatile_ns', hostMapCosts(p.bytes, 'first-touch', p.reps).access, 1));
 
   const file = persistentMemory(populationRegionBytes({ ...p, bytes: p.persistentBytes }));
   try {
-    results.push(...(await measureRegion(file.memory, p.persistentBytes, 'file', p.reps, tick)));
+    results.push(...(await measureRegion(file.memory, p.persistentBytes, 'file', FILE_KINDS, p.reps, tick)));
     notes.push(`file-backed region (${file.path}, MAP_SHARED) pre-faulted in ${(file.prefaultNs / 1e9).toFixed(2)} s`);
   } finally {
     file.dispose();
@@ -84,6 +89,11 @@ export async function runPopulation(opts: RunOptions & { params?: PopulationPara
     claim('cost of persistence: file-backed / volatile time, morsel lazy, 1 worker (>1 = file slower)', (m('morsel-lazy', 'file', 1) / m('morsel-lazy', 'volatile', 1)) * (p.bytes / p.persistentBytes), {
       note: 'informational (issue 5); normalized per byte when the file size differs',
     }),
+    ...THREADS.map((t) =>
+      claim(`durability: morsel-lazy-durable / morsel-lazy time, file-backed region, ${t} worker${t > 1 ? 's' : ''} (>1 = msync slower)`, m('morsel-lazy-durable', 'file', t) / m('morsel-lazy', 'file', t), {
+        note: 'informational: one msync (MS_SYNC) of the whole region file after the workers finish; the kernel writes back only dirty pages: the populated frames, their page tables and allocator state (the region is msynced outside the timing before each durable run)',
+      }),
+    ),
     claim('cost of persistence: file-backed / volatile time, conventional lazy, 1 worker', (m('conventional-lazy', 'file', 1) / m('conventional-lazy', 'volatile', 1)) * (p.bytes / p.persistentBytes), {
       note: 'informational',
     }),
@@ -91,6 +101,7 @@ export async function runPopulation(opts: RunOptions & { params?: PopulationPara
   notes.push(
     'Each worker writes one byte to every page of its slice of one mapped object; the time is from a shared start barrier to the last worker finishing.',
     'morsel-batch = Morsels.populate of the slice, then the same writes (no faults).',
+    `morsel-lazy-durable (file-backed region only) = morsel-lazy, then one msync of the whole region file, timed (the region is msynced untimed before, so only this run's dirty pages are written back); the file is in ${tmpdir()}.`,
     'conventional-lazy = shmem model: lock-free index lookup, page allocated + zeroed outside the object lock, inserted under it; PTE installed under the page-table lock, mapcount incremented.',
     'limit = zeroing the same bytes in 2 MiB blocks with TypedArray.set from a zero buffer (the fastest bulk zeroing here, the primitive Region.zeroFrame uses per page): the floor every populate pays.',
     `quick profile: ${formatBytes(p.bytes)} (thesis: 32 GiB on 48 cores); 2 workers saturate this 2-core machine.`,
@@ -98,7 +109,7 @@ export async function runPopulation(opts: RunOptions & { params?: PopulationPara
   return { id: 'population', title: 'Population speed (thesis Fig 5.1)', anchor: 'morsel ≈1.3x faster with 1 thread, ≈2x with many threads', params: { ...p, threads: THREADS }, results, claims, notes };
 }
 
-async function measureRegion(memory: Memory, bytes: number, region: string, reps: number, tick: () => void): Promise<VariantResult[]> {
+async function measureRegion(memory: Memory, bytes: number, region: string, kinds: PopulationVariant[], reps: number, tick: () => void): Promise<VariantResult[]> {
   const before = balance(memory);
   const url = new URL('./workers/populate.js', import.meta.url);
   const workers = THREADS.map(() => WorkerClient.start(url, { share: memory.share() }));
@@ -108,11 +119,14 @@ async function measureRegion(memory: Memory, bytes: number, region: string, reps
   const order: Order = bytes <= GiB ? 2 : 3;
   const out: VariantResult[] = [];
   // Variants interleaved within every repetition (these VMs drift): one run of each kind and thread count per round.
-  const once = async (kind: PopulateKind, threads: number): Promise<number> => {
+  const once = async (variantKind: PopulationVariant, threads: number): Promise<number> => {
+    const durable = variantKind === 'morsel-lazy-durable';
+    const kind: PopulateKind = durable ? 'morsel-lazy' : variantKind;
     const barrier = new Barrier(threads);
     const base: Omit<PopulateRequest, 'firstPage' | 'pages'> = { op: 'run', kind, barrier: barrier.sab, parties: threads, addr: 0 };
     let teardown: () => void;
     let blocks: number[] = [];
+    if (durable) memory.region.sync(); // untimed: earlier runs' dirty pages are not this run's cost
     if (kind === 'morsel-lazy' || kind === 'morsel-batch') {
       const id = memory.morsels.create(order);
       base.addr = space.map(id);
@@ -145,7 +159,11 @@ async function measureRegion(memory: Memory, bytes: number, region: string, reps
           return w.call<PopulateReply>(req);
         }),
       );
-      return Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
+      const populateNs = Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
+      if (!durable) return populateNs;
+      const t0 = nowNs();
+      memory.region.sync();
+      return populateNs + (nowNs() - t0);
     } finally {
       teardown();
     }
@@ -153,7 +171,7 @@ async function measureRegion(memory: Memory, bytes: number, region: string, reps
   const samples = new Map<string, number[]>();
   try {
     for (let rep = -1; rep < reps; rep++) {
-      for (const kind of KINDS) {
+      for (const kind of kinds) {
         for (const threads of THREADS) {
           const ns = await once(kind, threads);
           if (rep < 0) continue; // warm-up round
@@ -162,7 +180,7 @@ async function measureRegion(memory: Memory, bytes: number, region: string, reps
         }
       }
     }
-    for (const kind of KINDS) {
+    for (const kind of kinds) {
       for (const threads of THREADS) {
         out.push(variant(kind, `populate_${region}_ns`, samples.get(`${kind}/${threads}`)!, threads));
         tick();

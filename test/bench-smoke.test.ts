@@ -68,7 +68,10 @@ function checkShape(e: ExperimentResult, id: string): void {
 }
 
 test('population: tiny run on a volatile and a file-backed region', async () => {
-  checkShape(await runPopulation({ quick: true, params: { bytes: 8 * MiB, persistentBytes: 4 * MiB, reps: 5 } }), 'population');
+  const e = await runPopulation({ quick: true, params: { bytes: 8 * MiB, persistentBytes: 4 * MiB, reps: 5 } });
+  checkShape(e, 'population');
+  const durable = e.results.filter((r) => r.variant === 'morsel-lazy-durable');
+  assert.deepEqual(durable.map((r) => `${r.metric} ${r.x}`), ['populate_file_ns 1', 'populate_file_ns 2'], 'durable population on the file-backed region only, 1 and 2 workers');
 });
 
 test('map: tiny size sweep and map+unmap per order', async () => {
@@ -81,9 +84,12 @@ test('map: tiny size sweep and map+unmap per order', async () => {
 });
 
 test('transfer: tiny packets through every mechanism', async () => {
-  const e = await runTransfer({ quick: true, params: { packetBytes: 2 * MiB, count: 4, freshCount: 3, reps: 5 } });
+  const e = await runTransfer({ quick: true, params: { packetBytes: 4 * MiB, count: 4, freshCount: 3, durableCount: 3, reps: 5 } });
   checkShape(e, 'transfer');
-  assert.deepEqual(new Set(e.results.map((r) => r.variant)), new Set(['limit', 'morsel-sender-only', 'morsel', 'conventional', 'structured-clone', 'transferable', 'fresh-sab', 'morsel (file-backed)']));
+  assert.deepEqual(
+    new Set(e.results.map((r) => r.variant)),
+    new Set(['limit', 'limit-2threads', 'morsel-sender-only', 'morsel', 'conventional', 'structured-clone', 'transferable', 'fresh-sab', 'morsel (file-backed)', 'morsel-durable (file-backed)']),
+  );
   for (const r of e.results) assert.ok(r.summary.median > 0, `${r.variant} throughput positive`);
 });
 

@@ -9,7 +9,11 @@
  * References per variant: a morsel ID (bigint); a shm object (its index
  * buffer, like a name to shm_open); for the Node mechanisms a copied
  * Uint8Array (structured clone), a transferred ArrayBuffer, or a fresh
- * SharedArrayBuffer. The limit variant only copies, never sends.
+ * SharedArrayBuffer. The limit variants only copy, never send: 'limit'
+ * in the sender alone, 'limit-2threads' in the sender and the receiver at
+ * once (each into its own half of the blocks, started by a shared barrier).
+ * morsel-durable msyncs every contiguous run of the packet's frames (on a
+ * file-backed region) before sending it.
  */
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
@@ -21,17 +25,21 @@ import type { Frame } from '../../src/units.js';
 import { nowNs } from '../stats.js';
 import { copyInPages } from '../access.js';
 import { Access } from '../../src/space/mmu.js';
-import { Inbox, serve } from './rpc.js';
+import { assert } from '../../src/errors.js';
+import { PAGE_SIZE } from '../../src/units.js';
+import { Barrier, Inbox, serve } from './rpc.js';
 
-export type TransferVariant = 'morsel' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit' | 'morsel-sender-only';
+export type TransferVariant = 'morsel' | 'morsel-durable' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit' | 'limit-2threads' | 'morsel-sender-only';
 
 export interface TransferRun {
   op: 'run';
   variant: TransferVariant;
   count: number;
   packetBytes: number;
-  /** sender: the circulating packets (IDs, object shares, or block lists for the limit) */
+  /** sender: the circulating packets (IDs, object shares, or block lists for the limits; both sides for limit-2threads) */
   refs?: unknown[];
+  /** limit-2threads: a Barrier both copying threads arrive at before the first copy */
+  barrier?: SharedArrayBuffer;
 }
 
 const { share, role, port } = workerData as { share: RegionShare; role: 'sender' | 'receiver'; port: MessagePort };
@@ -49,6 +57,8 @@ let sink = 0;
 const BLOCK = 2 * 1024 * 1024;
 const writeMorsel = (va: number): number => mmu.translate(va, Access.Write);
 const writeConv = (va: number): number => cmmu.translate(va, Access.Write);
+/** msync of one contiguous run of frames (a no-op on a volatile region). */
+const syncRun = (first: Frame, frames: number): void => memory.region.sync(first * PAGE_SIZE, frames * PAGE_SIZE);
 
 /** The data a sender produces: copied into every packet with TypedArray.set (the fastest bulk write into a SharedArrayBuffer). */
 function makePayload(n: number): Uint8Array {
@@ -62,6 +72,21 @@ function touch(bytes: Uint8Array): void {
   for (let i = 0; i < bytes.length; i += 4096) sink += bytes[i];
 }
 
+/** Copies the payload into 2 MiB region blocks, one block list per packet (the copy limits): nothing mapped, nothing sent. */
+function copyLimit(req: TransferRun): number[] {
+  const times: number[] = [];
+  const payload = makePayload(req.packetBytes);
+  const lists = req.refs as number[][];
+  if (req.barrier !== undefined) new Barrier(2, req.barrier).arrive();
+  for (let i = 0; i < req.count; i++) {
+    lists[i % lists.length].forEach((f, j) => {
+      memory.region.bytesOf(f as Frame).set(payload.subarray(j * BLOCK, (j + 1) * BLOCK), memory.region.byteOffsetInWindow(f as Frame));
+    });
+    times.push(nowNs());
+  }
+  return times;
+}
+
 // --- sender ---------------------------------------------------------------------
 
 async function send(req: TransferRun): Promise<number[]> {
@@ -71,7 +96,7 @@ async function send(req: TransferRun): Promise<number[]> {
   if (req.variant === 'structured-clone') free.push(...[0, 1, 2, 3, 4]);
   if (req.variant === 'transferable') for (let i = 0; i < 5; i++) free.push(new ArrayBuffer(n));
   if (req.variant === 'fresh-sab') free.push(...[0, 1, 2, 3, 4]);
-  const sendsNothing = req.variant === 'limit' || req.variant === 'morsel-sender-only';
+  const sendsNothing = req.variant === 'morsel-sender-only';
   const circulating = sendsNothing ? 0 : free.length;
   const local = req.variant === 'structured-clone' ? new Uint8Array(n) : null;
   const payload = makePayload(n);
@@ -79,11 +104,12 @@ async function send(req: TransferRun): Promise<number[]> {
     const ref = sendsNothing ? req.refs![i % req.refs!.length] : free.length > 0 ? free.pop() : await next();
     switch (req.variant) {
       case 'morsel':
+      case 'morsel-durable':
       case 'morsel-sender-only': {
         const a = space.map(ref as bigint);
-        copyInPages(memory.region, writeMorsel, a, payload);
+        copyInPages(memory.region, writeMorsel, a, payload, req.variant === 'morsel-durable' ? syncRun : undefined);
         space.unmap(a);
-        if (req.variant === 'morsel') port.postMessage(ref);
+        if (req.variant !== 'morsel-sender-only') port.postMessage(ref);
         break;
       }
       case 'conventional': {
@@ -108,11 +134,8 @@ async function send(req: TransferRun): Promise<number[]> {
         port.postMessage({ token: ref, data: sab });
         break;
       }
-      case 'limit':
-        (ref as number[]).forEach((f, j) => {
-          memory.region.bytesOf(f as Frame).set(payload.subarray(j * BLOCK, (j + 1) * BLOCK), memory.region.byteOffsetInWindow(f as Frame));
-        });
-        break;
+      default:
+        assert(false, `transfer sender: ${req.variant} is not a sending variant`);
     }
     times.push(nowNs());
   }
@@ -129,7 +152,8 @@ async function receive(req: TransferRun): Promise<number[]> {
   for (let i = 0; i < req.count; i++) {
     const ref = await next();
     switch (req.variant) {
-      case 'morsel': {
+      case 'morsel':
+      case 'morsel-durable': {
         const a = space.map(ref as bigint, { rights: READ_ONLY });
         for (let va = a; va < a + n; va += 4096) sink += mmu.read8(va);
         space.unmap(a);
@@ -172,5 +196,6 @@ serve(async (msg) => {
     return sink;
   }
   const req = msg as unknown as TransferRun;
+  if (req.variant === 'limit' || req.variant === 'limit-2threads') return copyLimit(req);
   return role === 'sender' ? send(req) : receive(req);
 });
