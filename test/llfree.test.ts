@@ -88,6 +88,21 @@ test('order-0 alloc and free', () => {
   assert.deepEqual(FrameAllocator.verify(region), []);
 });
 
+test('a damaged child counter on the order-0 fast path is ECORRUPT and is not decremented', () => {
+  const { region, a } = fresh(8 * MiB);
+  const c = a.alloc(0) >>> 9; // the hinted child: the next order-0 allocation tries it first
+  const child = counters(region).child;
+  const good = child[c];
+  // Stray bits, a free count above CHILD_FRAMES, and a huge flag with a free count: none may pass as a count.
+  for (const bad of [good | 0x1000, CHILD_FRAMES + 1, CHILD_HUGE | 1]) {
+    child[c] = bad;
+    throwsCode(() => a.alloc(0), 'ECORRUPT');
+    assert.equal(child[c], bad, `word 0x${bad.toString(16)} left as it was`);
+  }
+  child[c] = good;
+  assert.ok(a.alloc(0) >>> 9 === c, 'the repaired child serves the next allocation');
+});
+
 test('order-9 alloc and free', () => {
   const { region, a } = fresh(24 * MiB);
   const total = a.totalAllocatable();

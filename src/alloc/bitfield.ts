@@ -71,6 +71,19 @@ export function tryClearBit(bits: Int32Array, base: number, index: number): bool
  * that a word is full cannot hide a clear bit for long.
  */
 export function claimClearBit(bits: Int32Array, base: number, startWord: number, maxRounds: number): number {
+  // Fast path: the start word usually has a clear bit. The scan is a separate
+  // function so that this path stays small enough for V8 to inline.
+  const w0 = startWord & (BITFIELD_WORDS - 1);
+  const guess = bits[base + w0];
+  if (guess !== -1) {
+    const mask = lowestClearBit(guess);
+    if ((Atomics.or(bits, base + w0, mask) & mask) === 0) return w0 * 32 + 31 - Math.clz32(mask);
+  }
+  return scanClearBit(bits, base, startWord, maxRounds);
+}
+
+/** claimClearBit's bounded scan over all words (a lost race on the start word lands here too). */
+function scanClearBit(bits: Int32Array, base: number, startWord: number, maxRounds: number): number {
   for (let round = 0; round < maxRounds; round++) {
     for (let i = 0; i < BITFIELD_WORDS; i++) {
       const w = (startWord + i) & (BITFIELD_WORDS - 1);

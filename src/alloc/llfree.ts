@@ -178,9 +178,12 @@ function allocatedIn(m: Meta, frame: number): boolean {
   return childIsHuge(Atomics.load(m.childCounters, c)) || testBit(m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1));
 }
 
+/** log2(TREE_CHILDREN): child index -> tree index. */
+const TREE_SHIFT = 5;
 const childLo = (tree: number): number => tree * TREE_CHILDREN;
 const childHi = (m: Meta, tree: number): number => Math.min((tree + 1) * TREE_CHILDREN, m.children);
-const treeOfChild = (child: number): number => Math.floor(child / TREE_CHILDREN);
+const treeOfChild = (child: number): number => child >>> TREE_SHIFT;
+assert(1 << TREE_SHIFT === TREE_CHILDREN, 'TREE_SHIFT matches TREE_CHILDREN');
 
 /** Whether frame `frame` (possibly past the region's end) is never handed out. */
 const isFixedFrame = (m: Meta, frame: number): boolean => frame < m.first || frame >= m.frameCount;
@@ -325,9 +328,9 @@ export class FrameAllocator {
 
   /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
   alloc(order: Order = 0): Frame {
-    if (!this.writable) this.region.denyWrite(); // before any store: the mapping is PROT_READ
-    if (order === 0 && this.local > 0) {
-      // Fast path: a frame of the reserved tree, paid from `local`.
+    if (order === 0 && this.local > 0 && this.writable) {
+      // Fast path: a frame of the reserved tree, paid from `local`. Everything
+      // else is in allocSlow, so that this stays small enough for V8 to inline.
       this.local--;
       const frame = this.takeSmallInTree(this.tree);
       if (frame >= 0) {
@@ -336,6 +339,12 @@ export class FrameAllocator {
       }
       this.local++; // phantom quota; allocSmall sorts it out
     }
+    return this.allocSlow(order);
+  }
+
+  /** alloc without the fast path: write access and order checks, then a reservation or a steal (order 0) or an order-9 frame. */
+  private allocSlow(order: Order): Frame {
+    if (!this.writable) this.region.denyWrite(); // before any store: the mapping is PROT_READ
     if (order !== 0 && order !== 9) badOrder(order);
     const frame = order === 0 ? this.allocSmall() : this.allocHuge();
     if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
@@ -388,23 +397,34 @@ export class FrameAllocator {
 
   /** Claims one frame in tree `t` for a caller holding one unit of tree quota: child counter, then bit. -1 if no child has free frames. */
   private takeSmallInTree(t: number): number {
+    // Fast path: the last child we allocated from usually has frames.
+    const hint = this.childHint;
+    if (treeOfChild(hint) === t && this.decrementChild(hint)) return this.claimInChild(hint);
+    return this.scanTree(t);
+  }
+
+  /** takeSmallInTree's scan over the children of tree `t`, from the hinted child, wrapping around once. */
+  private scanTree(t: number): number {
     const lo = childLo(t);
     const hi = childHi(this.m, t);
-    // Start at the last child we allocated from (it usually has frames), wrap around once.
     let c = this.childHint >= lo && this.childHint < hi ? this.childHint : lo;
     for (let i = lo; i < hi; i++, c = c + 1 === hi ? lo : c + 1) {
-      if (!this.decrementChild(c)) continue;
-      crashPoint('alloc:after-counter');
-      const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
-      if (bit < 0) {
-        Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
-        corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
-      }
-      this.childHint = c;
-      this.wordHint = bit >>> 5;
-      return c * CHILD_FRAMES + bit;
+      if (this.decrementChild(c)) return this.claimInChild(c);
     }
     return -1;
+  }
+
+  /** Claims a clear bit of child `c` for a caller that has decremented its counter; returns the frame. */
+  private claimInChild(c: number): number {
+    crashPoint('alloc:after-counter');
+    const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
+    if (bit < 0) {
+      Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
+      corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
+    }
+    this.childHint = c;
+    this.wordHint = bit >>> 5;
+    return c * CHILD_FRAMES + bit;
   }
 
   /**
@@ -415,6 +435,16 @@ export class FrameAllocator {
    * with an atomic read before giving up on the child.
    */
   private decrementChild(c: number): boolean {
+    const counters = this.m.childCounters;
+    const word = counters[c];
+    // Fast path: a count of 1..CHILD_FRAMES with no other bits passes
+    // checkChildWord and has a frame to take, so one CAS decides.
+    if (word > 0 && word <= CHILD_FRAMES && Atomics.compareExchange(counters, c, word, word - 1) === word) return true;
+    return this.decrementChildRetry(c);
+  }
+
+  /** decrementChild's bounded CAS loop (contention, an empty or huge child, a damaged word). */
+  private decrementChildRetry(c: number): boolean {
     const counters = this.m.childCounters;
     let word = counters[c];
     for (let i = 0; i < CAS_RETRIES; i++) {
@@ -564,6 +594,13 @@ export class FrameAllocator {
 
   /** Frees a frame of `order`. EINVAL, before anything changes, for a frame outside the allocatable range, a misaligned order-9 frame, or a double free. */
   free(frame: Frame, order: Order = 0): void {
+    // Fast path: an order-0 frame that passes every check of freeChecked.
+    if (order === 0 && this.writable && frame >= this.m.first && frame < this.m.frameCount && Number.isInteger(frame)) this.freeSmall(frame);
+    else this.freeChecked(frame, order);
+  }
+
+  /** free without the fast path: the checks in order (write access, order, range), then the free. */
+  private freeChecked(frame: number, order: Order): void {
     if (!this.writable) this.region.denyWrite();
     if (order !== 0 && order !== 9) badOrder(order);
     if (!(Number.isInteger(frame) && frame >= this.m.first && frame < this.m.frameCount)) this.rejectRange(frame);
