@@ -246,6 +246,37 @@ test('the recorded replies are what the installed memcached answers', skipNoMemc
   }
 });
 
+/**
+ * mg l after ~2 s of quiet, as `set; sleep; mg l; mg l; mg l` answers: reads
+ * refresh the access time only when it is over 60 s old (memcached's
+ * ITEM_UPDATE_INTERVAL; its LRU maintainer has moved the item to COLD by then).
+ */
+async function accessAges(port: number): Promise<number[]> {
+  const c = await RawClient.connect(port);
+  try {
+    assert.equal(await oneLine(c, 'set lkey 0 0 1\r\nz\r\n'), 'STORED\r\n');
+    await new Promise((r) => setTimeout(r, 2100));
+    c.send('mg lkey l h\r\nmg lkey l h\r\nmg lkey l h\r\n');
+    const reply = (await c.until((b) => b.toString().split('\r\n').length > 3)).toString();
+    const m = /^HD l(\d+) h0\r\nHD l(\d+) h1\r\nHD l(\d+) h1\r\n$/.exec(reply);
+    assert.ok(m, reply);
+    return [Number(m[1]), Number(m[2]), Number(m[3])];
+  } finally {
+    c.close();
+  }
+}
+
+test('mg l counts seconds since the last access as memcached does (reads within 60 s do not refresh it)', async () => {
+  const servers = mc ? [kv, mc] : [kv];
+  const ages = await Promise.all(servers.map((s) => accessAges(s.port)));
+  for (const [i, [first, second, third]] of ages.entries()) {
+    const who = i === 0 ? 'morsel kv' : 'memcached';
+    assert.ok(first >= 2 && first <= 3, `${who}: l after 2.1 s of quiet is ${first}`);
+    assert.ok(second >= first && second <= 3, `${who}: the first read does not refresh the access time (l ${second})`);
+    assert.ok(third >= first && third <= 3, `${who}: nor does the second (l ${third})`);
+  }
+});
+
 test('bad input leaves the connection working and items intact', async () => {
   const c = await RawClient.connect(kv.port);
   try {

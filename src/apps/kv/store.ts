@@ -168,7 +168,7 @@ const META_WON = 1 << 19;
 const META_STALE = 1 << 20;
 /** The bits an item keeps through link(). */
 const META_KEPT = META_KEY_CLASS | META_WON | META_STALE;
-/** memcached refreshes an item's access time at most this often on a first fetch (ITEM_UPDATE_INTERVAL). */
+/** A read refreshes an item's access time only when it is older than this (memcached's ITEM_UPDATE_INTERVAL). */
 const ATIME_UPDATE_SEC = 60;
 const CLASS_MASK = 0x3f;
 
@@ -671,15 +671,15 @@ export class KvStore {
   }
 
   /**
-   * Marks a read: the reference and fetched bits, and the access time as
-   * memcached's bump sets it (on a repeated fetch, or when older than
-   * ATIME_UPDATE_SEC). Writes only what changes.
+   * Marks a read: the reference and fetched bits, and the access time when
+   * it is over ATIME_UPDATE_SEC old (memcached's do_item_update; memcached
+   * also refreshes it on the second read of an item still in its HOT or
+   * WARM LRU, which a CLOCK has not). Writes only what changes.
    */
   fetch(it: number): void {
     const m = this.ld(it + ITEM_META);
     if ((m & (META_REF | META_FETCHED)) !== (META_REF | META_FETCHED)) this.metaOr(it, META_REF | META_FETCHED);
-    const atime = this.ld(it + ITEM_ATIME);
-    if (atime !== this.now && (m & META_FETCHED || atime < this.now - ATIME_UPDATE_SEC)) this.st(it + ITEM_ATIME, this.now);
+    if (this.ld(it + ITEM_ATIME) < this.now - ATIME_UPDATE_SEC) this.st(it + ITEM_ATIME, this.now);
   }
 
   /** Sets a visible item's expiry (one store: touch's commit point). */
