@@ -5,8 +5,8 @@
  * get/gets/gat/gats, set/add/replace/append/prepend/cas, delete, incr/decr,
  * touch, flush_all [delay], stats [items|slabs|settings], version,
  * verbosity, quit, noreply, and the meta commands mn, mg (flags v s t f c
- * k O q T u), ms (F T C c k O q M), md (C k O q), ma
- * (D M N J v k O q); not built: base64 keys (b), mg's h l N R E, ms I, ma T, me.
+ * k O q T u b h l N R), ms (F T C c k O q M b I), md (C k O q b), ma
+ * (D M N J T v t c k O q b), me; not built: md I T, ma C (docs/kv.md).
  *
  * Input is parsed straight from the socket's bytes (no strings on the
  * get/set path); a command line is at most LINE_MAX_BYTES (2048, like
