@@ -173,6 +173,12 @@ const CASES: [string, string][] = [
   ["ms s 1 C1 I c\r\nz\r\nms s 1 C1 I\r\nz\r\n", "NF c0\r\nNF\r\n"],
   // ms c: c0 unless stored, in request order with k and O
   ["ms a 1 C999 c\r\nz\r\nms miss 1 c MR\r\nz\r\nms miss 1 C1 k c\r\nz\r\nms a 1 O1 c MA\r\nz\r\n", "EX c0\r\nNS c0\r\nNF kmiss c0\r\nHD O1 c1\r\n"],
+  // md I: mark stale (new CAS, win token cleared: the next reader wins) instead of deleting, T its new ttl; md/ma flag errors
+  ["md a q q\r\nma a v v\r\nma a z\r\nmd a z\r\nmd b Tx I\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n".repeat(5)],
+  ["md a I\r\nmg a t v\r\nmd a I\r\nmg a t h\r\nmd a C1 I\r\nmd a T40\r\nmg a t\r\n", "HD\r\nVA 1 t-1 X W\r\na\r\nHD\r\nHD t-1 h1 X W\r\nEX\r\nHD\r\nEN\r\n"],
+  ["md a I C999999\r\nmd nob I T4\r\nmd a I k O3 q\r\nmg a v\r\nmd a I T30 k O1\r\nmg a t\r\nme a\r\n", "EX\r\nNF\r\nVA 1 X W\r\na\r\nHD ka O1\r\nHD t30 X W\r\nME a exp=-30 la=N cas=N fetch=yes cls=1 size=61\r\n"],
+  // ma C: compare cas (a match: see the test below)
+  ["set n 0 0 1\r\n1\r\nma miss C1\r\nma miss C1 N0 J4 v\r\nma n C1 v k\r\nma n Cx\r\n", "STORED\r\nNF\r\nVA 1\r\n4\r\nEX kn\r\nCLIENT_ERROR invalid or duplicate flag\r\n"],
   // ma T (new ttl) and t c: in request order, T and N taking effect where they stand
   ["ma zz N0 J1 T50\r\nmg zz t\r\n", "HD\r\nHD t50\r\n"],
   ["set x 0 0 2\r\n10\r\nma x T70 v t\r\nmg x t\r\n", "STORED\r\nVA 2 t70\r\n11\r\nHD t70\r\n"],
@@ -275,6 +281,29 @@ test('mg l counts seconds since the last access as memcached does (reads within 
     assert.ok(second >= first && second <= 3, `${who}: the first read does not refresh the access time (l ${second})`);
     assert.ok(third >= first && third <= 3, `${who}: nor does the second (l ${third})`);
   }
+});
+
+/** `mg key c`, then `cmds` with CAS standing for the CAS it answered: the replies (normalized). */
+async function withCas(port: number, key: string, cmds: string): Promise<string> {
+  const c = await RawClient.connect(port);
+  try {
+    c.send('flush_all\r\nset ' + key + ' 0 0 1\r\n5\r\n');
+    await c.until((b) => b.toString() === 'OK\r\nSTORED\r\n');
+    const m = /^HD c(\d+)\r\n$/.exec(await oneLine(c, `mg ${key} c\r\n`));
+    assert.ok(m);
+    c.send(cmds.replaceAll('CAS', m[1]) + 'mn\r\n');
+    const reply = (await c.until((b) => b.toString().endsWith('MN\r\n'))).toString('latin1');
+    return normalize(reply);
+  } finally {
+    c.close();
+  }
+}
+
+test('ma C with the current CAS acts, with an older one answers EX (and md C too), as memcached does', async () => {
+  const cmds = 'ma k C1 v\r\nma k CCAS v c\r\nma k CCAS v\r\nmd k CCAS\r\nmg k v\r\n';
+  const ours = await withCas(kv.port, 'k', cmds);
+  assert.equal(ours, 'EX\r\nVA 1 cN\r\n6\r\nEX\r\nEX\r\nVA 1\r\n6\r\nMN\r\n');
+  if (mc) assert.equal(await withCas(mc.port, 'k', cmds), ours);
 });
 
 test('bad input leaves the connection working and items intact', async () => {

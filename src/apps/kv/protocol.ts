@@ -5,8 +5,8 @@
  * get/gets/gat/gats, set/add/replace/append/prepend/cas, delete, incr/decr,
  * touch, flush_all [delay], stats [items|slabs|settings], version,
  * verbosity, quit, noreply, and the meta commands mn, mg (flags v s t f c
- * k O q T u b h l N R), ms (F T C c k O q M b I), md (C k O q b), ma
- * (D M N J T v t c k O q b), me; not built: md I T, ma C (docs/kv.md).
+ * k O q T u b h l N R), ms (F T C c k O q M b I), md (C k O q b I T), ma
+ * (D M N J T C v t c k O q b), me (docs/kv.md).
  *
  * Input is parsed straight from the socket's bytes (no strings on the
  * get/set path); a command line is at most LINE_MAX_BYTES (2048, like
@@ -96,6 +96,8 @@ const R_BAD_FORMAT = lit('CLIENT_ERROR bad command line format\r\n');
 const R_END = lit('END\r\n');
 const R_VALUE = lit('VALUE ');
 const R_CRLF = lit('\r\n');
+/** md's and ma's answer to a bad, unknown or duplicate flag. */
+const R_BAD_META_FLAG = lit('CLIENT_ERROR invalid or duplicate flag\r\n');
 
 export class Session {
   private state = State.Line;
@@ -573,19 +575,20 @@ export class Session {
   /**
    * Parses meta flags from token `first` on: each is one letter plus an
    * optional token; returns false after replying to a duplicate or unknown
-   * one. `allowed` lists the letters this command takes.
+   * one. `allowed` lists the letters this command takes; `oneError`: md
+   * and ma answer both with R_BAD_META_FLAG (as memcached does).
    */
-  private metaFlags(buf: Uint8Array, first: number, allowed: string): boolean {
+  private metaFlags(buf: Uint8Array, first: number, allowed: string, oneError = false): boolean {
     this.mFlags.fill(-1);
     for (let i = first; i < this.ntok; i++) {
       const letter = buf[this.tokStart[i]];
       const slot = letter - 0x40;
       if (slot < 0 || slot >= 64 || allowed.indexOf(String.fromCharCode(letter)) < 0) {
-        this.put(lit('CLIENT_ERROR invalid flag\r\n'));
+        this.put(oneError ? R_BAD_META_FLAG : lit('CLIENT_ERROR invalid flag\r\n'));
         return false;
       }
       if (this.mFlags[slot] >= 0) {
-        this.put(lit('CLIENT_ERROR duplicate flag\r\n'));
+        this.put(oneError ? R_BAD_META_FLAG : lit('CLIENT_ERROR duplicate flag\r\n'));
         return false;
       }
       this.mFlags[slot] = i;
@@ -860,10 +863,11 @@ export class Session {
     this.putStr(`${code}${this.pMetaEcho.replace(CAS_SLOT, String(cas))}\r\n`);
   }
 
-  /** md <key> <flags>*: C compare cas, k, O, q (quiet HD). */
+  /** md <key> <flags>*: C compare cas, k, O, q (quiet HD), I (invalidate: mark stale instead of deleting) with T ttl. */
   private metaDelete(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOqb')) return;
-    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOqbIT', true)) return;
+    const tExp = this.metaTtl(buf, 'T');
+    if (Number.isNaN(tExp) || !this.metaKeyOf(buf)) return this.put(R_BAD_META_FLAG);
     const { kBuf, kOff: s, kLen } = this;
     const echo = this.echo(buf, this.kEcho, 'kO');
     const hash = hashKey(kBuf, s, kLen);
@@ -873,21 +877,22 @@ export class Session {
       this.store.view(it, this.view);
       if (this.view.cas !== this.flagNum(buf, 'C')) return this.putStr(`EX${echo}\r\n`);
     }
-    this.store.remove(kBuf, s, kLen, hash);
+    if (!this.has('I')) this.store.remove(kBuf, s, kLen, hash);
+    else if (!this.store.invalidate(it, kBuf, s, kLen, hash, this.has('T') ? tExp : this.store.expiryOf(it), this.scratch)) return this.put(lit('SERVER_ERROR out of memory\r\n'));
     if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
   }
 
   /**
    * ma <key> <flags>*: D delta, M mode (I/+ incr, D/- decr), N ttl + J
-   * initial (create if missing), T ttl update, v value, t ttl, c cas, k, O,
-   * q. Flags answer in their order, T and N taking effect where they stand.
+   * initial (create if missing), T ttl update, C compare cas, v value, t
+   * ttl, c cas, k, O, q. Flags answer in their order, T and N taking effect where they stand.
    * Unlike memcached, T always sticks: memcached applies it to the item it
    * read, which is replaced (losing the T) when the number cannot change in
    * place.
    */
   private metaArith(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJTtcvkOqb')) return;
-    const badFlag = lit('CLIENT_ERROR invalid or duplicate flag\r\n');
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJTtcvkOqbC', true)) return;
+    const badFlag = R_BAD_META_FLAG;
     if (!this.metaKeyOf(buf)) return this.put(badFlag);
     const { kBuf, kOff: s, kLen } = this;
     let incr = true;
@@ -901,9 +906,14 @@ export class Session {
     const initText = this.has('J') ? this.flagText(buf, 'J') : '0';
     const tExp = this.metaTtl(buf, 'T');
     const nExp = this.metaTtl(buf, 'N');
-    if (delta === null || delta > 0xffffffffffffffffn || !/^\d{1,20}$/.test(initText) || Number.isNaN(tExp + nExp)) return this.put(badFlag);
+    const casIn = this.has('C') ? this.flagNum(buf, 'C') : 0;
+    if (delta === null || delta > 0xffffffffffffffffn || !/^\d{1,20}$/.test(initText) || Number.isNaN(tExp + nExp + casIn)) return this.put(badFlag);
     const hash = hashKey(kBuf, s, kLen);
     const it = this.store.find(kBuf, s, kLen, hash);
+    if (it !== 0 && this.has('C')) {
+      this.store.view(it, this.view);
+      if (this.view.cas !== casIn) return this.putStr(`EX${this.echo(buf, this.kEcho, 'kO')}\r\n`);
+    }
     let result: bigint;
     const created = it === 0;
     if (created) {

@@ -167,7 +167,7 @@ const META_WON = 1 << 19;
 /** Marked stale by `ms I` with an older CAS: mg answers X (and W to the first reader). Only without META_FREE. */
 const META_STALE = 1 << 20;
 /** The bits an item keeps through link(). */
-const META_KEPT = META_KEY_CLASS | META_WON | META_STALE;
+const META_KEPT = META_KEY_CLASS | META_FETCHED | META_WON | META_STALE;
 /** A read refreshes an item's access time only when it is older than this (memcached's ITEM_UPDATE_INTERVAL). */
 const ATIME_UPDATE_SEC = 60;
 const CLASS_MASK = 0x3f;
@@ -967,6 +967,26 @@ export class KvStore {
       this.curBytes[this.curOff] = 0x20;
     }
     this.link(fresh, this.find(key, kOff, kLen, hash)); // allocation may have evicted it: look it up again
+    return true;
+  }
+
+  /**
+   * md I: replaces visible item `it` by a copy marked stale, with a fresh
+   * CAS, expiry `exp`, no win token (the next reader wins), and the old
+   * fetched bit and times (memcached changes the item in place; a copy
+   * keeps the one-store commit). False on no memory.
+   */
+  invalidate(it: number, key: Uint8Array, kOff: number, kLen: number, hash: number, exp: number, scratch: Uint8Array): boolean {
+    const nbytes = this.ld(it + ITEM_NBYTES);
+    const fresh = this.allocItem(key, kOff, kLen, hash, this.ld(it + ITEM_FLAGS), exp, nbytes);
+    if (fresh === 0) return false;
+    const old = this.find(key, kOff, kLen, hash); // allocation may have evicted it
+    if (old === 0) return false;
+    this.copyWithin(fresh + ITEM_HDR_BYTES + kLen, this.valueVa(old), nbytes, scratch);
+    this.st(fresh + ITEM_TIME, this.ld(old + ITEM_TIME));
+    this.st(fresh + ITEM_ATIME, this.ld(old + ITEM_ATIME));
+    this.metaOr(fresh, META_STALE | (this.ld(old + ITEM_META) & META_FETCHED));
+    this.link(fresh, old);
     return true;
   }
 
