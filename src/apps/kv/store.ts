@@ -981,7 +981,10 @@ export class KvStore {
     const fresh = this.allocItem(key, kOff, kLen, hash, this.ld(it + ITEM_FLAGS), exp, nbytes);
     if (fresh === 0) return false;
     const old = this.find(key, kOff, kLen, hash); // allocation may have evicted it
-    if (old === 0) return false;
+    if (old === 0) {
+      this.release(fresh); // BUSY with our live tag: the clock would not take it back
+      return false;
+    }
     this.copyWithin(fresh + ITEM_HDR_BYTES + kLen, this.valueVa(old), nbytes, scratch);
     this.st(fresh + ITEM_TIME, this.ld(old + ITEM_TIME));
     this.st(fresh + ITEM_ATIME, this.ld(old + ITEM_ATIME));
