@@ -22,8 +22,12 @@
  *   store unlinks the old one). Only then is the reply sent.
  * - delete/evict/expire: ONE Atomics.store of the predecessor's link
  *   unlinks the item; its LINKED bit is cleared afterwards.
- * - touch: one store of the expiry word. flush_all: one store of the flush
- *   CAS or flush time in the header.
+ * - touch (and mg/ma T, mg N): one store of the expiry word. flush_all:
+ *   one store of the flush CAS or flush time in the header.
+ * - mg's reader state: the win token (W/Z) is one atomic OR of the meta
+ *   word; the fetched bit (h) and the access time (l) are hints like REF
+ *   (a crash may lose the one read in flight). A stale mark (ms I, md I)
+ *   is written into the new item before its link, like its value.
  * - allocation never needs a commit: a chunk is in use iff it is LINKED and
  *   reachable. A crash after taking a chunk leaves it unlinked; a crash
  *   after an unlink leaves it LINKED but unreachable: the CLOCK sweep
