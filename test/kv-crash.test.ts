@@ -146,3 +146,32 @@ async function crashCycles(shape: Shape): Promise<void> {
   assert.equal(check.status, 0, `morsel check: ${check.stdout}${check.stderr}`);
   console.log(`# -m ${shape.memMiB}, seed ${seed}: ${CYCLES} SIGKILL cycles, ${totalAcked} acknowledged writes, ${final.present} items present, ${totalEvicted} evicted`);
 }
+
+/** Sends `cmds` and waits for `lines` reply lines. */
+async function lines(c: RawClient, cmds: string, n: number): Promise<string> {
+  c.send(cmds);
+  return (await c.until((b) => b.toString('latin1').split('\r\n').length > n)).toString('latin1');
+}
+
+test('meta item state (fetched bit, win token, stale mark, ttls) survives SIGKILL: it lives in the item header', async () => {
+  const dir = tmpDir('kv-crash-meta-');
+  const region = path.join(dir, 'r.bin');
+  initRegion(region, '96MiB');
+  let kv = await startKv(region, ['-m', '4']);
+  let c = await RawClient.connect(kv.port);
+  assert.equal(
+    await lines(c, 'set seen 0 0 1\r\ns\r\nmg seen h\r\nmg viv N100 t\r\nset old 0 0 1\r\no\r\nms old 1 C1 I\r\nn\r\nset r 0 100 1\r\nr\r\nmg r R200\r\nma cnt N0 J7 T300\r\n', 8),
+    'STORED\r\nHD h0\r\nHD t100 W\r\nSTORED\r\nHD\r\nSTORED\r\nHD W\r\nHD\r\n',
+  );
+  c.close();
+  await kv.kill9();
+  kv = await startKv(region, ['-m', '4']);
+  c = await RawClient.connect(kv.port);
+  try {
+    const reply = await lines(c, 'mg seen h\r\nmg viv h\r\nmg old v h\r\nmg r R200 h\r\nmg cnt v t\r\n', 7);
+    assert.match(reply, /^HD h1\r\nHD h1 Z\r\nVA 1 h0 X W\r\nn\r\nHD h1 Z\r\nVA 1 t(299|300)\r\n7\r\n$/);
+  } finally {
+    c.close();
+    assert.equal(await kv.stop(), 0);
+  }
+});

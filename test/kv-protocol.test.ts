@@ -147,6 +147,43 @@ const CASES: [string, string][] = [
   ["me nokey\r\n", "EN\r\n"],
   ["me YQ== b\r\n", "ME a exp=-1 la=N cas=N fetch=no cls=1 size=61\r\n"],
   ["me a b c\r\n", "CLIENT_ERROR bad command line format\r\n"],
+  // mg h (hit before) and l (seconds since last access: see the timed test below); u reads without marking a fetch
+  ["mg a h l t v\r\nmg a h l\r\nmg a h l u\r\n", "VA 1 h0 l0 t-1\r\na\r\nHD h1 l0\r\nHD h1 l0\r\n"],
+  ["mg a u h\r\nmg a h\r\n", "HD h0\r\nHD h0\r\n"],
+  ["get a\r\nmg a h\r\n", "VALUE a 0 1\r\na\r\nEND\r\nHD h1\r\n"],
+  ["mg a v\r\nme a\r\n", "VA 1\r\na\r\nME a exp=-1 la=N cas=N fetch=yes cls=1 size=61\r\n"],
+  // mg N: a miss creates an empty item with that ttl and wins (W); later readers see Z; flags before N see the item as created (t-1)
+  ["mg nv N30 s t v c\r\nmg nv N30 s t v\r\nmg nv t N30\r\nmg nv2 t N30 q\r\n", "VA 0 s0 t30 c1 W\r\n\r\nVA 0 s0 t30 Z\r\n\r\nHD t30 Z\r\nHD t-1 W\r\n"],
+  ["mg viv N30 h l\r\nmg viv h l v\r\n", "HD h0 l0 W\r\nVA 0 h1 l0 Z\r\n\r\n"],
+  ["md a q\r\nmg a N10 k O5 q s f\r\nmg a k O5 s f\r\n", "HD ka O5 s0 f0 W\r\nHD ka O5 s0 f0 Z\r\n"],
+  ["mg vv2 T60 t N30 v q k\r\nmg vv2 t\r\nmg vv3 N30 T60 t\r\nmg vv3 t\r\n", "VA 0 t60 kvv2 W\r\n\r\nHD t30 Z\r\nHD t60 W\r\nHD t60 Z\r\n"],
+  ["mg a R30 N30 h\r\n", "HD h0\r\n"],
+  // mg R: a win when the ttl left is below the token, once (then Z); never for an item without a ttl
+  ["set r 0 100 1\r\nr\r\nmg r R30 v t\r\nmg r R200 v t\r\nmg r R200 v t\r\n", "STORED\r\nVA 1 t100\r\nr\r\nVA 1 t100 W\r\nr\r\nVA 1 t100 Z\r\nr\r\n"],
+  ["mg a R200 t\r\nmg a T30 R60 t\r\nmg a R60 t\r\n", "HD t-1\r\nHD t30 W\r\nHD t30 Z\r\n"],
+  ["mg a N\r\nmg a Nx\r\nmg a R\r\nmg a Rz v\r\nmg a Tq\r\nmg zz1 N\r\n", "CLIENT_ERROR bad token in command line format\r\n".repeat(6)],
+  ["mg vv N30 h l k t T60 t\r\n", "CLIENT_ERROR duplicate flag\r\n"],
+  // E (a client-chosen CAS) is not in 1.6.18
+  ["mg e1 N30 E999 c\r\nmg e1 c\r\nms s1 1 E77\r\nx\r\nmg s1 c\r\n", "CLIENT_ERROR invalid flag\r\nEN\r\nCLIENT_ERROR invalid flag\r\nEN\r\n"],
+  // ms I: a set whose C is older than the item's stores anyway, marked stale (X), keeping the ttl and win bit; the first reader wins
+  ["mg a c\r\nms a 1 C1 I\r\nx\r\nmg a v t\r\nmg a v\r\nset a 0 0 1\r\nm\r\nmg a v\r\n", "HD c1\r\nHD\r\nVA 1 t-1 X W\r\nx\r\nVA 1 Z X\r\nx\r\nSTORED\r\nVA 1\r\nm\r\n"],
+  ["ms a 1 C999 I\r\nz\r\nmg a v\r\nms a 1 C1 I q\r\nz\r\nmg a v\r\n", "EX\r\nVA 1\r\na\r\nVA 1 X W\r\nz\r\n"],
+  ["mg a T30 R60 t\r\nms a 1 C1 I T90\r\nq\r\nmg a t v\r\nmg a t v\r\n", "HD t30 W\r\nHD\r\nVA 1 t30 Z X\r\nq\r\nVA 1 t30 Z X\r\nq\r\n"],
+  ["ms a 1 C1 I\r\nz\r\nms a 1 C1 I\r\ny\r\nmg a v\r\nms a 1 I\r\nq\r\nmg a v\r\nms a 1 C1 I MA\r\nq\r\n", "HD\r\nHD\r\nVA 1 X W\r\ny\r\nHD\r\nVA 1\r\nq\r\nEX\r\n"],
+  ["ms s 1 C1 I c\r\nz\r\nms s 1 C1 I\r\nz\r\n", "NF c0\r\nNF\r\n"],
+  // ms c: c0 unless stored, in request order with k and O
+  ["ms a 1 C999 c\r\nz\r\nms miss 1 c MR\r\nz\r\nms miss 1 C1 k c\r\nz\r\nms a 1 O1 c MA\r\nz\r\n", "EX c0\r\nNS c0\r\nNF kmiss c0\r\nHD O1 c1\r\n"],
+  // md I: mark stale (new CAS, win token cleared: the next reader wins) instead of deleting, T its new ttl; md/ma flag errors
+  ["md a q q\r\nma a v v\r\nma a z\r\nmd a z\r\nmd b Tx I\r\n", "CLIENT_ERROR invalid or duplicate flag\r\n".repeat(5)],
+  ["md a I\r\nmg a t v\r\nmd a I\r\nmg a t h\r\nmd a C1 I\r\nmd a T40\r\nmg a t\r\n", "HD\r\nVA 1 t-1 X W\r\na\r\nHD\r\nHD t-1 h1 X W\r\nEX\r\nHD\r\nEN\r\n"],
+  ["md a I C999999\r\nmd nob I T4\r\nmd a I k O3 q\r\nmg a v\r\nmd a I T30 k O1\r\nmg a t\r\nme a\r\n", "EX\r\nNF\r\nVA 1 X W\r\na\r\nHD ka O1\r\nHD t30 X W\r\nME a exp=-30 la=N cas=N fetch=yes cls=1 size=61\r\n"],
+  // ma C: compare cas (a match: see the test below)
+  ["set n 0 0 1\r\n1\r\nma miss C1\r\nma miss C1 N0 J4 v\r\nma n C1 v k\r\nma n Cx\r\n", "STORED\r\nNF\r\nVA 1\r\n4\r\nEX kn\r\nCLIENT_ERROR invalid or duplicate flag\r\n"],
+  // ma T (new ttl) and t c: in request order, T and N taking effect where they stand
+  ["ma zz N0 J1 T50\r\nmg zz t\r\n", "HD\r\nHD t50\r\n"],
+  ["set x 0 0 2\r\n10\r\nma x T70 v t\r\nmg x t\r\n", "STORED\r\nVA 2 t70\r\n11\r\nHD t70\r\n"],
+  ["ma nn N0 J1 T50 t\r\nmg nn t\r\nma nn2 T50 N0 J1 t\r\nmg nn2 t\r\nma nn3 T50 t\r\n", "HD t50\r\nHD t50\r\nHD t-1\r\nHD t-1\r\nNF\r\n"],
+  ["set n 0 0 1\r\n5\r\nma n Tx\r\nma n Nx\r\nma n t c v k O9 T30\r\nma nomiss t N20 J3 T40 c\r\nmg nomiss t v\r\nma n q T5\r\n", "STORED\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nVA 1 t-1 c1 kn O9\r\n6\r\nHD t-1 c1\r\nVA 1 t40\r\n3\r\n"],
   ['a'.repeat(3000), ''], // an unterminated line over 2048 bytes that is not a get: connection closed
   ['get ' + 'a '.repeat(1500) + '\r\n', 'VALUE a 0 1\r\na\r\n'.repeat(1500) + 'END\r\n'], // a multi-get past 2048 bytes
   ['set big 0 0 2000000\r\n' + 'x'.repeat(2000002) + 'get big\r\n', 'SERVER_ERROR object too large for cache\r\nEND\r\n'],
@@ -179,7 +216,9 @@ after(async () => {
  */
 /** CAS uniques in meta replies (` c123`) depend on the server's history: compared as ` cN`. */
 function normalize(reply: string): string {
-  return reply.replace(/^((?:VA|HD)[^\r]*? c)\d+/gm, '$1N').replace(/^(ME [^\r]*? la=)\d+( cas=)\d+/gm, '$1N$2N');
+  return reply
+    .replace(/^((?:VA|HD)[^\r]*? c)\d+/gm, '$1N')
+    .replace(/^(ME [^\r]*? la=)\d+( cas=)\d+/gm, '$1N$2N');
 }
 
 async function run(port: number, input: string, expectEmpty: boolean): Promise<string> {
@@ -211,6 +250,60 @@ test('the recorded replies are what the installed memcached answers', skipNoMemc
   for (const [input, expected] of CASES) {
     assert.equal(normalize(await run(mc.port, input, expected === '')), normalize(expected), `memcached on ${JSON.stringify(input.slice(0, 80))}`);
   }
+});
+
+/**
+ * mg l after ~2 s of quiet, as `set; sleep; mg l; mg l; mg l` answers: reads
+ * refresh the access time only when it is over 60 s old (memcached's
+ * ITEM_UPDATE_INTERVAL; its LRU maintainer has moved the item to COLD by then).
+ */
+async function accessAges(port: number): Promise<number[]> {
+  const c = await RawClient.connect(port);
+  try {
+    assert.equal(await oneLine(c, 'set lkey 0 0 1\r\nz\r\n'), 'STORED\r\n');
+    await new Promise((r) => setTimeout(r, 2100));
+    c.send('mg lkey l h\r\nmg lkey l h\r\nmg lkey l h\r\n');
+    const reply = (await c.until((b) => b.toString().split('\r\n').length > 3)).toString();
+    const m = /^HD l(\d+) h0\r\nHD l(\d+) h1\r\nHD l(\d+) h1\r\n$/.exec(reply);
+    assert.ok(m, reply);
+    return [Number(m[1]), Number(m[2]), Number(m[3])];
+  } finally {
+    c.close();
+  }
+}
+
+test('mg l counts seconds since the last access as memcached does (reads within 60 s do not refresh it)', async () => {
+  const servers = mc ? [kv, mc] : [kv];
+  const ages = await Promise.all(servers.map((s) => accessAges(s.port)));
+  for (const [i, [first, second, third]] of ages.entries()) {
+    const who = i === 0 ? 'morsel kv' : 'memcached';
+    assert.ok(first >= 2 && first <= 3, `${who}: l after 2.1 s of quiet is ${first}`);
+    assert.ok(second >= first && second <= 3, `${who}: the first read does not refresh the access time (l ${second})`);
+    assert.ok(third >= first && third <= 3, `${who}: nor does the second (l ${third})`);
+  }
+});
+
+/** `mg key c`, then `cmds` with CAS standing for the CAS it answered: the replies (normalized). */
+async function withCas(port: number, key: string, cmds: string): Promise<string> {
+  const c = await RawClient.connect(port);
+  try {
+    c.send('flush_all\r\nset ' + key + ' 0 0 1\r\n5\r\n');
+    await c.until((b) => b.toString() === 'OK\r\nSTORED\r\n');
+    const m = /^HD c(\d+)\r\n$/.exec(await oneLine(c, `mg ${key} c\r\n`));
+    assert.ok(m);
+    c.send(cmds.replaceAll('CAS', m[1]) + 'mn\r\n');
+    const reply = (await c.until((b) => b.toString().endsWith('MN\r\n'))).toString('latin1');
+    return normalize(reply);
+  } finally {
+    c.close();
+  }
+}
+
+test('ma C with the current CAS acts, with an older one answers EX (and md C too), as memcached does', async () => {
+  const cmds = 'ma k C1 v\r\nma k CCAS v c\r\nma k CCAS v\r\nmd k CCAS\r\nmg k v\r\n';
+  const ours = await withCas(kv.port, 'k', cmds);
+  assert.equal(ours, 'EX\r\nVA 1 cN\r\n6\r\nEX\r\nEX\r\nVA 1\r\n6\r\nMN\r\n');
+  if (mc) assert.equal(await withCas(mc.port, 'k', cmds), ours);
 });
 
 test('bad input leaves the connection working and items intact', async () => {

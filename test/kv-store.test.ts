@@ -2,8 +2,8 @@
  * The kv item store in-process (a volatile region): random operation
  * sequences against a Map model (fast-check), with "restarts" (a fresh
  * KvStore over the same mapped morsel: free lists dropped, epoch bumped)
- * in between. Without memory pressure the store must equal the model;
- * under pressure (tiny -m, large values) keys may be evicted, but a present
+ * in between, and md I (invalidate: a stale copy). Without memory
+ * pressure the store must equal the model (stale marks included); under pressure (tiny -m, large values) keys may be evicted, but a present
  * key must hold exactly its last stored value.
  */
 import { test } from 'node:test';
@@ -73,17 +73,20 @@ function read(h: Harness, key: string): string | null {
   return out.toString('latin1');
 }
 
-type Op = { kind: 'set' | 'append' | 'delete' | 'reopen'; key: number; len: number; fill: number };
+type Op = { kind: 'set' | 'append' | 'delete' | 'invalidate' | 'reopen'; key: number; len: number; fill: number };
 
 const opArb = (keys: number, minLen: number, maxLen: number): fc.Arbitrary<Op> =>
   fc.record({
-    kind: fc.constantFrom('set', 'set', 'set', 'append', 'delete', 'reopen') as fc.Arbitrary<Op['kind']>,
+    kind: fc.constantFrom('set', 'set', 'set', 'append', 'delete', 'invalidate', 'reopen') as fc.Arbitrary<Op['kind']>,
     key: fc.integer({ min: 0, max: keys - 1 }),
     len: fc.integer({ min: minLen, max: maxLen }),
     fill: fc.integer({ min: 97, max: 122 }),
   });
 
-/** Each of `keys` reads as the model says; absent is allowed (and learnt) unless strict. */
+/** Keys the model expects marked stale (md I; a store clears it). */
+const staleKeys = new Set<string>();
+
+/** Each of `keys` reads as the model says, stale mark included; absent is allowed (and learnt) unless strict. */
 function checkKeys(h: Harness, model: Map<string, string>, strict: boolean, keys: string[]): void {
   for (const key of keys) {
     const want = model.get(key) ?? null;
@@ -93,6 +96,9 @@ function checkKeys(h: Harness, model: Map<string, string>, strict: boolean, keys
       continue;
     }
     assert.equal(got, want, `key ${key}`);
+    if (got === null) continue;
+    const k = enc(key);
+    assert.equal(h.store.stale(h.store.find(k, 0, k.length, hashKey(k, 0, k.length))), staleKeys.has(key), `stale mark of ${key}`);
   }
 }
 
@@ -103,6 +109,7 @@ function checkKeys(h: Harness, model: Map<string, string>, strict: boolean, keys
 function runOps(ops: Op[], strict: boolean): number {
   const h = harness();
   const model = new Map<string, string>();
+  staleKeys.clear();
   try {
     for (const op of ops) {
       if (op.kind === 'reopen') {
@@ -120,12 +127,21 @@ function runOps(ops: Op[], strict: boolean): number {
       const hash = hashKey(k, 0, k.length);
       h.mmu.enter();
       try {
-        if (op.kind === 'delete') {
+        if (op.kind === 'invalidate') {
+          const it = h.store.find(k, 0, k.length, hash);
+          if (strict) assert.equal(it !== 0, model.has(key), `find ${key}`);
+          const marked = it !== 0 && h.store.invalidate(it, k, 0, k.length, hash, 0, scratch);
+          if (strict) assert.equal(marked, it !== 0, `md I ${key}`);
+          if (marked) staleKeys.add(key);
+          else if (h.store.find(k, 0, k.length, hash) === 0) model.delete(key); // absent, or evicted to make room for the copy
+        } else if (op.kind === 'delete') {
           const removed = h.store.remove(k, 0, k.length, hash);
           if (strict) assert.equal(removed, model.has(key), `delete ${key}`);
           else if (removed) assert.ok(model.has(key), `deleted ${key}, which the model does not hold`);
           model.delete(key);
+          staleKeys.delete(key);
         } else {
+          staleKeys.delete(key); // a store replaces the item: a fresh one is not stale
           const v = String.fromCharCode(op.fill).repeat(op.len);
           const r = h.store.store(op.kind, k, 0, k.length, hash, 7, 0, enc(v), 0, v.length, 0, scratch);
           if (op.kind === 'set') {

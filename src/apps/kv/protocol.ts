@@ -5,8 +5,8 @@
  * get/gets/gat/gats, set/add/replace/append/prepend/cas, delete, incr/decr,
  * touch, flush_all [delay], stats [items|slabs|settings], version,
  * verbosity, quit, noreply, and the meta commands mn, mg (flags v s t f c
- * k O q T u), ms (F T C c k O q M), md (C k O q), ma
- * (D M N J v k O q); not built: base64 keys (b), mg's h l N R E, ms I, ma T, me.
+ * k O q T u b h l N R), ms (F T C c k O q M b I), md (C k O q b I T), ma
+ * (D M N J T C v t c k O q b), me (docs/kv.md).
  *
  * Input is parsed straight from the socket's bytes (no strings on the
  * get/set path); a command line is at most LINE_MAX_BYTES (2048, like
@@ -77,6 +77,9 @@ const enum State {
   Closing,
 }
 
+/** Stands for the CAS in a reply built before the store (ms c). */
+const CAS_SLOT = '\u0000';
+
 const ASCII = new Map<string, Uint8Array>();
 /** Bytes of an ASCII literal (cached: replies are a handful of constants). */
 function lit(s: string): Uint8Array {
@@ -93,6 +96,8 @@ const R_BAD_FORMAT = lit('CLIENT_ERROR bad command line format\r\n');
 const R_END = lit('END\r\n');
 const R_VALUE = lit('VALUE ');
 const R_CRLF = lit('\r\n');
+/** md's and ma's answer to a bad, unknown or duplicate flag. */
+const R_BAD_META_FLAG = lit('CLIENT_ERROR invalid or duplicate flag\r\n');
 
 export class Session {
   private state = State.Line;
@@ -116,8 +121,8 @@ export class Session {
   private pNoreply = false;
   /** The pending store is a meta `ms`: its reply flags and options. */
   private pMeta = false;
+  /** The k, O and c flags of the reply in request order; c's value is CAS_SLOT until the store is done. */
   private pMetaEcho = '';
-  private pReturnCas = false;
   private pCompareCas = -1;
   private swallowBytes = 0;
   private readonly view: ItemView = { flags: 0, nbytes: 0, cas: 0 };
@@ -480,7 +485,7 @@ export class Session {
       counters.touchHits++;
       store.setExpiry(it, exp);
     }
-    store.touchRef(it);
+    store.fetch(it);
     store.view(it, this.view);
     const v = this.view;
     this.put(R_VALUE);
@@ -570,19 +575,20 @@ export class Session {
   /**
    * Parses meta flags from token `first` on: each is one letter plus an
    * optional token; returns false after replying to a duplicate or unknown
-   * one. `allowed` lists the letters this command takes.
+   * one. `allowed` lists the letters this command takes; `oneError`: md
+   * and ma answer both with R_BAD_META_FLAG (as memcached does).
    */
-  private metaFlags(buf: Uint8Array, first: number, allowed: string): boolean {
+  private metaFlags(buf: Uint8Array, first: number, allowed: string, oneError = false): boolean {
     this.mFlags.fill(-1);
     for (let i = first; i < this.ntok; i++) {
       const letter = buf[this.tokStart[i]];
       const slot = letter - 0x40;
       if (slot < 0 || slot >= 64 || allowed.indexOf(String.fromCharCode(letter)) < 0) {
-        this.put(lit('CLIENT_ERROR invalid flag\r\n'));
+        this.put(oneError ? R_BAD_META_FLAG : lit('CLIENT_ERROR invalid flag\r\n'));
         return false;
       }
       if (this.mFlags[slot] >= 0) {
-        this.put(lit('CLIENT_ERROR duplicate flag\r\n'));
+        this.put(oneError ? R_BAD_META_FLAG : lit('CLIENT_ERROR duplicate flag\r\n'));
         return false;
       }
       this.mFlags[slot] = i;
@@ -608,7 +614,7 @@ export class Session {
     return /^-?\d{1,16}$/.test(t) ? Number(t) : NaN;
   }
 
-  /** The k and O flags echoed, in the order they were given (as memcached does). */
+  /** The k and O flags echoed (and c as ` c` + CAS_SLOT when `order` has it), in the order they were given (as memcached does). */
   private echo(buf: Uint8Array, key: string, order: string): string {
     let s = '';
     for (let i = 0; i < this.ntok; i++) {
@@ -617,6 +623,7 @@ export class Session {
         if (this.mFlags[letter.charCodeAt(0) - 0x40] !== i) continue;
         if (letter === 'k') s += ` k${key}`;
         else if (letter === 'O') s += ` O${this.flagText(buf, 'O')}`;
+        else if (letter === 'c') s += ` c${CAS_SLOT}`;
       }
     }
     return s;
@@ -670,50 +677,112 @@ export class Session {
     return true;
   }
 
-  /** mg <key> <flags>*: v value, s size, t ttl, f flags, c cas, k key, O opaque, q quiet miss, T ttl update, u (no LRU bump), b (base64 key). */
+  /**
+   * mg <key> <flags>*: v value, s size, t ttl, f flags, c cas, k key, O
+   * opaque, q quiet miss, T ttl update, u (no LRU bump), b (base64 key), h
+   * hit before (0/1), l seconds since last access, N ttl (vivify: a miss
+   * creates an empty item and wins), R ttl (recache: win when the ttl left
+   * is below it). Flags answer in their order, T and N taking effect where
+   * they stand (as memcached's loop); then Z (a win token went out before),
+   * X (stale: ms I) and W (this reader won: later ones get Z).
+   */
   private metaGet(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'vstfckOqTub')) return;
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'vstfckOqTubhlNR')) return;
+    const tExp = this.metaTtl(buf, 'T');
+    const nExp = this.metaTtl(buf, 'N');
+    const rExp = this.metaTtl(buf, 'R');
+    if (Number.isNaN(tExp + nExp + rExp)) return this.put(lit('CLIENT_ERROR bad token in command line format\r\n'));
     if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR error decoding key\r\n'));
     const { kBuf, kOff, kLen } = this;
-    const key = this.kEcho;
     const store = this.store;
     this.counters.cmdGet++;
-    const it = store.find(kBuf, kOff, kLen, hashKey(kBuf, kOff, kLen));
+    const hash = hashKey(kBuf, kOff, kLen);
+    let it = store.find(kBuf, kOff, kLen, hash);
+    const created = it === 0 && this.has('N') && this.vivify(hash, this.lastOf('T', 'N') === 'T' ? tExp : nExp);
+    if (created) it = store.find(kBuf, kOff, kLen, hash);
     if (it === 0) {
       this.counters.getMisses++;
-      if (!this.has('q')) this.putStr(`EN${this.echo(buf, key, 'kO')}\r\n`);
+      if (!this.has('q')) this.putStr(`EN${this.echo(buf, this.kEcho, 'kO')}\r\n`);
       return;
     }
-    this.counters.getHits++;
-    if (this.has('T')) {
-      const t = this.flagNum(buf, 'T');
-      if (Number.isNaN(t)) return this.put(lit('CLIENT_ERROR bad token in command line format\r\n'));
-      store.setExpiry(it, this.absExpiry(t));
+    if (created) this.counters.getMisses++;
+    else this.counters.getHits++;
+    const wonBefore = store.wonBefore(it);
+    let exp = created ? 0 : store.expiryOf(it);
+    let won = false;
+    const flags = this.metaGetFlags(buf, it, (letter) => {
+      if (letter === 'T') exp = tExp;
+      else if (letter === 'N' && created) {
+        exp = nExp;
+        won = true;
+      } else if (letter === 'R' && !wonBefore && !created && exp !== 0 && exp < rExp) won = true;
+      return exp;
+    });
+    let tail = wonBefore ? ' Z' : '';
+    if (store.stale(it)) {
+      tail += ' X';
+      won ||= !wonBefore; // the first reader of a stale item gets the token
     }
-    if (!this.has('u')) store.touchRef(it);
-    store.view(it, this.view);
+    if (won) {
+      tail += ' W';
+      store.markWon(it);
+    }
+    if (exp !== store.expiryOf(it)) store.setExpiry(it, exp);
+    if (!this.has('u')) store.fetch(it);
     const v = this.view;
-    let flags = '';
-    for (let i = 2; i < this.ntok; i++) {
-      const letter = String.fromCharCode(buf[this.tokStart[i]]);
-      if (letter === 's') flags += ` s${v.nbytes}`;
-      else if (letter === 't') {
-        const exp = store.expiryOf(it);
-        flags += ` t${exp === 0 ? -1 : Math.max(0, exp - store.now)}`;
-      } else if (letter === 'f') flags += ` f${v.flags}`;
-      else if (letter === 'c') flags += ` c${v.cas}`;
-      else if (letter === 'k') flags += ` k${key}`;
-      else if (letter === 'O') flags += ` O${this.flagText(buf, 'O')}`;
-    }
-    if (!this.has('v')) return this.putStr(`HD${flags}\r\n`);
-    this.putStr(`VA ${v.nbytes}${flags}\r\n`);
+    if (!this.has('v')) return this.putStr(`HD${flags}${tail}\r\n`);
+    this.putStr(`VA ${v.nbytes}${flags}${tail}\r\n`);
     this.reserveOut(v.nbytes + 2);
     store.copyOut(store.valueVa(it), this.out, this.outLen, v.nbytes);
     this.outLen += v.nbytes;
     this.put(R_CRLF);
   }
 
-  /** ms <key> <datalen> <flags>*: F flags, T ttl, C compare cas, c return cas, k, O, q, M mode (E add, A append, P prepend, R replace, S set). */
+  /**
+   * mg's reply flags in request order (fills this.view). `step` sees each
+   * letter first (T N R change the ttl there) and returns the expiry `t`
+   * reports; h and l report the state before this read.
+   */
+  private metaGetFlags(buf: Uint8Array, it: number, step: (letter: string) => number): string {
+    const store = this.store;
+    store.view(it, this.view);
+    const v = this.view;
+    let flags = '';
+    for (let i = 2; i < this.ntok; i++) {
+      const letter = String.fromCharCode(buf[this.tokStart[i]]);
+      const exp = step(letter);
+      if (letter === 's') flags += ` s${v.nbytes}`;
+      else if (letter === 't') flags += ` t${exp === 0 ? -1 : Math.max(0, exp - store.now)}`;
+      else if (letter === 'f') flags += ` f${v.flags}`;
+      else if (letter === 'c') flags += ` c${v.cas}`;
+      else if (letter === 'k') flags += ` k${this.kEcho}`;
+      else if (letter === 'O') flags += ` O${this.flagText(buf, 'O')}`;
+      else if (letter === 'h') flags += store.fetchedBefore(it) ? ' h1' : ' h0';
+      else if (letter === 'l') flags += ` l${Math.max(0, store.now - store.lastAccess(it))}`;
+    }
+    return flags;
+  }
+
+  /** The absolute expiry of meta flag `letter`'s ttl token (0 when absent), NaN when the token is not a number. */
+  private metaTtl(buf: Uint8Array, letter: string): number {
+    if (!this.has(letter)) return 0;
+    const t = this.flagNum(buf, letter);
+    return Number.isNaN(t) ? NaN : this.absExpiry(t);
+  }
+
+  /** Which of two given flags comes later on the line ('' if neither is given). */
+  private lastOf(a: string, b: string): string {
+    const ia = this.mFlags[a.charCodeAt(0) - 0x40];
+    const ib = this.mFlags[b.charCodeAt(0) - 0x40];
+    return ia < 0 && ib < 0 ? '' : ia > ib ? a : b;
+  }
+
+  /** mg N on a miss: stores an empty item (flags 0) with expiry `exp` under the current key; false if it could not. */
+  private vivify(hash: number, exp: number): boolean {
+    return this.store.store('add', this.kBuf, this.kOff, this.kLen, hash, 0, exp, EMPTY_INPUT, 0, 0, 0, this.scratch) === 'STORED';
+  }
+
+  /** ms <key> <datalen> <flags>*: F flags, T ttl, C compare cas, c return cas, k, O, q, M mode (E add, A append, P prepend, R replace, S set), I invalidate (a set with a C older than the item's stores it marked stale). */
   private metaSet(buf: Uint8Array): void {
     if (this.ntok < 3) return this.put(this.ntok < 2 ? R_ERROR : R_BAD_FORMAT);
     const bytes = this.tokInt32(buf, 2);
@@ -724,7 +793,7 @@ export class Session {
       this.swallow(bytes + 2);
     };
     if (kLen > KEY_MAX_BYTES) return fail('CLIENT_ERROR bad command line format\r\n');
-    if (!this.metaFlags(buf, 3, 'FTCckOqMb')) return this.swallow(bytes + 2);
+    if (!this.metaFlags(buf, 3, 'FTCckOqMbI')) return this.swallow(bytes + 2);
     if (!this.metaKeyOf(buf)) return fail('CLIENT_ERROR error decoding key\r\n');
     let mode: StoreMode = 'set';
     if (this.has('M')) {
@@ -752,14 +821,15 @@ export class Session {
     this.pBytes = bytes;
     this.pNoreply = false;
     this.pMeta = true;
-    this.pMetaEcho = this.echo(buf, key, 'kO');
-    this.pReturnCas = this.has('c');
+    this.pMetaEcho = this.echo(buf, key, 'kOc');
     this.pCompareCas = cas;
     this.pQuiet = this.has('q');
+    this.pInvalidate = this.has('I');
     this.state = State.Data;
   }
 
   private pQuiet = false;
+  private pInvalidate = false;
 
   private completeMetaStore(buf: Uint8Array, pos: number): void {
     this.pMeta = false;
@@ -771,32 +841,33 @@ export class Session {
     let casIn = 0;
     if (this.pCompareCas >= 0) {
       const cur = this.store.find(key, 0, kLen, hash);
-      if (cur === 0) return this.putStr(`NF${this.pMetaEcho}\r\n`);
+      if (cur === 0) return this.putStr(`NF${this.pMetaEcho.replace(CAS_SLOT, '0')}\r\n`);
       this.store.view(cur, this.view);
-      if (this.view.cas !== this.pCompareCas) return this.putStr(`EX${this.pMetaEcho}\r\n`);
+      const stale = mode === 'set' && this.pInvalidate && this.pCompareCas < this.view.cas; // stored, marked stale (only a set: memcached's NREAD_CAS)
+      if (this.view.cas !== this.pCompareCas && !stale) return this.putStr(`EX${this.pMetaEcho.replace(CAS_SLOT, '0')}\r\n`);
       if (mode === 'set') {
         mode = 'cas';
         casIn = this.pCompareCas;
       }
     }
-    const r = this.store.store(mode, key, 0, kLen, hash, this.pFlags, this.pExp, buf, pos, this.pBytes, casIn, this.scratch);
+    const r = this.store.store(mode, key, 0, kLen, hash, this.pFlags, this.pExp, buf, pos, this.pBytes, casIn, this.scratch, this.pInvalidate);
     if (r === 'TOO_LARGE') return this.put(lit('SERVER_ERROR object too large for cache\r\n'));
     if (r === 'NO_MEMORY') return this.put(lit('SERVER_ERROR out of memory storing object\r\n'));
     const code = r === 'STORED' ? 'HD' : r === 'NOT_STORED' ? 'NS' : r === 'EXISTS' ? 'EX' : 'NF';
     if (code === 'HD' && this.pQuiet) return;
-    let extra = '';
-    if (code === 'HD' && this.pReturnCas) {
-      const it = this.store.find(key, 0, kLen, hash);
-      this.store.view(it, this.view);
-      extra = ` c${this.view.cas}`;
+    let cas = 0; // memcached answers c0 when nothing was stored
+    if (code === 'HD' && this.pMetaEcho.includes(CAS_SLOT)) {
+      this.store.view(this.store.find(key, 0, kLen, hash), this.view);
+      cas = this.view.cas;
     }
-    this.putStr(`${code}${extra}${this.pMetaEcho}\r\n`);
+    this.putStr(`${code}${this.pMetaEcho.replace(CAS_SLOT, String(cas))}\r\n`);
   }
 
-  /** md <key> <flags>*: C compare cas, k, O, q (quiet HD). */
+  /** md <key> <flags>*: C compare cas, k, O, q (quiet HD), I (invalidate: mark stale instead of deleting) with T ttl. */
   private metaDelete(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOqb')) return;
-    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'CkOqbIT', true)) return;
+    const tExp = this.metaTtl(buf, 'T');
+    if (Number.isNaN(tExp) || !this.metaKeyOf(buf)) return this.put(R_BAD_META_FLAG);
     const { kBuf, kOff: s, kLen } = this;
     const echo = this.echo(buf, this.kEcho, 'kO');
     const hash = hashKey(kBuf, s, kLen);
@@ -806,16 +877,24 @@ export class Session {
       this.store.view(it, this.view);
       if (this.view.cas !== this.flagNum(buf, 'C')) return this.putStr(`EX${echo}\r\n`);
     }
-    this.store.remove(kBuf, s, kLen, hash);
+    if (!this.has('I')) this.store.remove(kBuf, s, kLen, hash);
+    else if (!this.store.invalidate(it, kBuf, s, kLen, hash, this.has('T') ? tExp : this.store.expiryOf(it), this.scratch)) return this.put(lit('SERVER_ERROR out of memory\r\n'));
     if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
   }
 
-  /** ma <key> <flags>*: D delta, M mode (I/+ incr, D/- decr), N ttl + J initial (create if missing), v value, k, O, q. */
+  /**
+   * ma <key> <flags>*: D delta, M mode (I/+ incr, D/- decr), N ttl + J
+   * initial (create if missing), T ttl update, C compare cas, v value, t
+   * ttl, c cas, k, O, q. Flags answer in their order, T and N taking effect where they stand.
+   * Unlike memcached, T always sticks: memcached applies it to the item it
+   * read, which is replaced (losing the T) when the number cannot change in
+   * place.
+   */
   private metaArith(buf: Uint8Array): void {
-    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJvkOqb')) return;
-    if (!this.metaKeyOf(buf)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    if (!this.metaKey(buf) || !this.metaFlags(buf, 2, 'DMNJTtcvkOqbC', true)) return;
+    const badFlag = R_BAD_META_FLAG;
+    if (!this.metaKeyOf(buf)) return this.put(badFlag);
     const { kBuf, kOff: s, kLen } = this;
-    const echo = this.echo(buf, this.kEcho, 'kO');
     let incr = true;
     if (this.has('M')) {
       const m = this.flagText(buf, 'M');
@@ -825,35 +904,63 @@ export class Session {
     const deltaText = this.has('D') ? this.flagText(buf, 'D') : '1';
     const delta = /^\d{1,20}$/.test(deltaText) ? BigInt(deltaText) : null;
     const initText = this.has('J') ? this.flagText(buf, 'J') : '0';
-    if (delta === null || delta > 0xffffffffffffffffn || !/^\d{1,20}$/.test(initText)) return this.put(lit('CLIENT_ERROR invalid or duplicate flag\r\n'));
+    const tExp = this.metaTtl(buf, 'T');
+    const nExp = this.metaTtl(buf, 'N');
+    const casIn = this.has('C') ? this.flagNum(buf, 'C') : 0;
+    if (delta === null || delta > 0xffffffffffffffffn || !/^\d{1,20}$/.test(initText) || Number.isNaN(tExp + nExp + casIn)) return this.put(badFlag);
     const hash = hashKey(kBuf, s, kLen);
     const it = this.store.find(kBuf, s, kLen, hash);
+    if (it !== 0 && this.has('C')) {
+      this.store.view(it, this.view);
+      if (this.view.cas !== casIn) return this.putStr(`EX${this.echo(buf, this.kEcho, 'kO')}\r\n`);
+    }
     let result: bigint;
-    if (it === 0) {
-      if (!this.has('N')) return this.putStr(`NF${echo}\r\n`);
+    const created = it === 0;
+    if (created) {
+      if (!this.has('N')) return this.putStr(`NF${this.echo(buf, this.kEcho, 'kO')}\r\n`);
       result = BigInt(initText);
       const digits = Buffer.from(result.toString(), 'latin1');
-      const ttl = this.flagNum(buf, 'N');
-      const r = this.store.store('add', kBuf, s, kLen, hash, 0, this.absExpiry(Number.isNaN(ttl) ? 0 : ttl), digits, 0, digits.length, 0, this.scratch);
-      if (r !== 'STORED') return this.putStr(`NS${echo}\r\n`);
+      const r = this.store.store('add', kBuf, s, kLen, hash, 0, this.lastOf('T', 'N') === 'T' ? tExp : nExp, digits, 0, digits.length, 0, this.scratch);
+      if (r !== 'STORED') return this.putStr(`NS${this.echo(buf, this.kEcho, 'kO')}\r\n`);
     } else {
       const r = this.applyDelta(it, kBuf, s, kLen, hash, incr, delta);
       if (r === null) return this.put(lit('CLIENT_ERROR cannot increment or decrement non-numeric value\r\n'));
       if (r === false) return this.put(lit('SERVER_ERROR out of memory\r\n'));
       result = r;
     }
+    const flags = this.metaArithFlags(buf, this.store.find(kBuf, s, kLen, hash), created, tExp, nExp);
     if (this.has('v')) {
       const text = result.toString();
-      return this.putStr(`VA ${text.length}${echo}\r\n${text}\r\n`);
+      return this.putStr(`VA ${text.length}${flags}\r\n${text}\r\n`);
     }
-    if (!this.has('q')) this.putStr(`HD${echo}\r\n`);
+    if (!this.has('q')) this.putStr(`HD${flags}\r\n`);
+  }
+
+  /** ma's reply flags (t c k O) in request order for the item `it` it left, applying T (and N on a created item) where they stand. */
+  private metaArithFlags(buf: Uint8Array, it: number, created: boolean, tExp: number, nExp: number): string {
+    const store = this.store;
+    if (it === 0) return this.echo(buf, this.kEcho, 'kO'); // evicted at once (a tiny cache): nothing left to report on
+    store.view(it, this.view);
+    let exp = created ? 0 : store.expiryOf(it);
+    let flags = '';
+    for (let i = 2; i < this.ntok; i++) {
+      const letter = String.fromCharCode(buf[this.tokStart[i]]);
+      if (letter === 'T') exp = tExp;
+      else if (letter === 'N' && created) exp = nExp;
+      else if (letter === 't') flags += ` t${exp === 0 ? -1 : Math.max(0, exp - store.now)}`;
+      else if (letter === 'c') flags += ` c${this.view.cas}`;
+      else if (letter === 'k') flags += ` k${this.kEcho}`;
+      else if (letter === 'O') flags += ` O${this.flagText(buf, 'O')}`;
+    }
+    if (exp !== store.expiryOf(it)) store.setExpiry(it, exp);
+    return flags;
   }
 
   /**
    * me <key> [b]: memcached's debug line `ME key exp= la= cas= fetch= cls=
    * size=`, in memcached's terms: exp as 1.6.18 prints it (now - expiry, -1
-   * without one), la = seconds since stored, fetch = read since stored (or
-   * since the clock's last pass), size = memcached's item size for the key
+   * without one), la = seconds since last access (as mg l), fetch = read
+   * since stored (as mg h), size = memcached's item size for the key
    * and value, cls = the slab class of that size (the classes are
    * memcached's). EN on a miss. It does not count as a read.
    */
@@ -871,7 +978,7 @@ export class Session {
     const exp = store.expiryOf(it);
     const size = MEMCACHED_ITEM_HDR_BYTES + kLen + 1 + v.nbytes + 2 + (v.flags !== 0 ? MEMCACHED_FLAGS_BYTES : 0);
     const key = Buffer.from(kBuf.buffer, kBuf.byteOffset + kOff, kLen).toString('latin1');
-    this.putStr(`ME ${key} exp=${exp === 0 ? -1 : store.now - exp} la=${Math.max(0, store.now - store.storedAt(it))} cas=${v.cas} fetch=${store.referenced(it) ? 'yes' : 'no'} cls=${store.classFor(size) + 1} size=${size}\r\n`);
+    this.putStr(`ME ${key} exp=${exp === 0 ? -1 : store.now - exp} la=${Math.max(0, store.now - store.lastAccess(it))} cas=${v.cas} fetch=${store.fetchedBefore(it) ? 'yes' : 'no'} cls=${store.classFor(size) + 1} size=${size}\r\n`);
   }
 
   /** incr/decr of a visible item: the new number, null if the value is not a number, false on no memory. */

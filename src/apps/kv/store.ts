@@ -22,8 +22,12 @@
  *   store unlinks the old one). Only then is the reply sent.
  * - delete/evict/expire: ONE Atomics.store of the predecessor's link
  *   unlinks the item; its LINKED bit is cleared afterwards.
- * - touch: one store of the expiry word. flush_all: one store of the flush
- *   CAS or flush time in the header.
+ * - touch (and mg/ma T, mg N): one store of the expiry word. flush_all:
+ *   one store of the flush CAS or flush time in the header.
+ * - mg's reader state: the win token (W/Z) is one atomic OR of the meta
+ *   word; the fetched bit (h) and the access time (l) are hints like REF
+ *   (a crash may lose the one read in flight). A stale mark (ms I, md I)
+ *   is written into the new item before its link, like its value.
  * - allocation never needs a commit: a chunk is in use iff it is LINKED and
  *   reachable. A crash after taking a chunk leaves it unlinked; a crash
  *   after an unlink leaves it LINKED but unreachable: the CLOCK sweep
@@ -73,7 +77,8 @@ export const KEY_MAX_BYTES = 250;
 export const MEM_LIMIT_MAX_MIB = 920;
 
 const MAGIC = 0x6b766d31; // "kvm1"
-const FORMAT_VERSION = 2;
+/** 3: items carry a last-access word and the fetched/win/stale bits (meta mg h l N R, ms I). */
+const FORMAT_VERSION = 3;
 const SMALLEST_CHUNK_BYTES = 96;
 const GROWTH_FACTOR = 1.25;
 const CHUNK_ALIGN_BYTES = 8;
@@ -145,18 +150,30 @@ const ITEM_FLAGS = 16;
 const ITEM_NBYTES = 20;
 const ITEM_CAS_LO = 24;
 const ITEM_CAS_HI = 28;
-/** key length (bits 0-7), slab class (8-13), BUSY, LINKED, REF, FREE, epoch (19-31, FREE chunks) */
+/** key length (bits 0-7), slab class (8-13), BUSY, FETCHED, LINKED, REF, FREE, then WON, STALE (linked items) or the epoch (19-31, FREE chunks) */
 const ITEM_META = 32;
-export const ITEM_HDR_BYTES = 36;
+/** Last access (unix seconds; memcached's it->time): mg l, me la. */
+const ITEM_ATIME = 36;
+export const ITEM_HDR_BYTES = 40;
 const META_KEY_CLASS = 0x3fff;
 /** Taken by the allocator and being filled by the owner whose tag is in ITEM_NEXT (not on a list, not linked yet). */
 const META_BUSY = 1 << 14;
+/** Read at least once since stored (memcached's ITEM_FETCHED: mg h). Unlike REF, the clock never clears it. */
+const META_FETCHED = 1 << 15;
 const META_LINKED = 1 << 16;
 const META_REF = 1 << 17;
 /** On its class's free list, if tagged with the current epoch (bits EPOCH_SHIFT..31). */
 const META_FREE = 1 << 18;
 const EPOCH_SHIFT = 19;
 const EPOCH_MASK = (1 << (32 - EPOCH_SHIFT)) - 1;
+/** A recache/vivify win token (mg W) was sent for this item: later readers get Z (memcached's ITEM_TOKEN_SENT). Only without META_FREE (FREE chunks hold the epoch here). */
+const META_WON = 1 << 19;
+/** Marked stale by `ms I` with an older CAS: mg answers X (and W to the first reader). Only without META_FREE. */
+const META_STALE = 1 << 20;
+/** The bits an item keeps through link(). */
+const META_KEPT = META_KEY_CLASS | META_FETCHED | META_WON | META_STALE;
+/** A read refreshes an item's access time only when it is older than this (memcached's ITEM_UPDATE_INTERVAL). */
+const ATIME_UPDATE_SEC = 60;
 const CLASS_MASK = 0x3f;
 
 const TWO_32 = 2 ** 32;
@@ -622,14 +639,29 @@ export class KvStore {
     return this.ld(it + ITEM_EXP);
   }
 
-  /** When the item was stored (unix seconds). */
-  storedAt(it: number): number {
-    return this.ld(it + ITEM_TIME);
+  /** When the item was last accessed (unix seconds; see fetch()). */
+  lastAccess(it: number): number {
+    return this.ld(it + ITEM_ATIME);
   }
 
-  /** Whether the item was read since it was stored (or since the clock's last pass cleared the bit). */
-  referenced(it: number): boolean {
-    return (this.ld(it + ITEM_META) & META_REF) !== 0;
+  /** Whether the item was read since it was stored (memcached's fetched bit: mg h, me fetch). */
+  fetchedBefore(it: number): boolean {
+    return (this.ld(it + ITEM_META) & META_FETCHED) !== 0;
+  }
+
+  /** A win token was sent for the item (mg Z). */
+  wonBefore(it: number): boolean {
+    return (this.ld(it + ITEM_META) & META_WON) !== 0;
+  }
+
+  /** The item was marked stale by `ms I` (mg X). */
+  stale(it: number): boolean {
+    return (this.ld(it + ITEM_META) & META_STALE) !== 0;
+  }
+
+  /** Records that a win token (mg W) went out for the item. The caller holds its stripe (find). */
+  markWon(it: number): void {
+    this.metaOr(it, META_WON);
   }
 
   /** Virtual address of the value bytes. */
@@ -637,9 +669,21 @@ export class KvStore {
     return it + ITEM_HDR_BYTES + (this.ld(it + ITEM_META) & 0xff);
   }
 
-  /** Marks a read (CLOCK's reference bit), writing only when it changes. */
+  /** Marks a use that is not a read (add on an existing key): CLOCK's reference bit, writing only when it changes. */
   touchRef(it: number): void {
     if ((this.ld(it + ITEM_META) & META_REF) === 0) this.metaOr(it, META_REF);
+  }
+
+  /**
+   * Marks a read: the reference and fetched bits, and the access time when
+   * it is over ATIME_UPDATE_SEC old (memcached's do_item_update; memcached
+   * also refreshes it on the second read of an item still in its HOT or
+   * WARM LRU, which a CLOCK has not). Writes only what changes.
+   */
+  fetch(it: number): void {
+    const m = this.ld(it + ITEM_META);
+    if ((m & (META_REF | META_FETCHED)) !== (META_REF | META_FETCHED)) this.metaOr(it, META_REF | META_FETCHED);
+    if (this.ld(it + ITEM_ATIME) < this.now - ATIME_UPDATE_SEC) this.st(it + ITEM_ATIME, this.now);
   }
 
   /** Sets a visible item's expiry (one store: touch's commit point). */
@@ -702,6 +746,7 @@ export class KvStore {
     this.st(it + ITEM_HASH, hash);
     this.st(it + ITEM_EXP, exp);
     this.st(it + ITEM_TIME, this.now);
+    this.st(it + ITEM_ATIME, this.now);
     this.st(it + ITEM_FLAGS, flags);
     this.st(it + ITEM_NBYTES, nbytes);
     this.st(it + ITEM_CAS_LO, cas % TWO_32);
@@ -717,7 +762,7 @@ export class KvStore {
    * Atomics.store of the link that pointed at old (found by find()).
    */
   private link(it: number, old: number): void {
-    this.st(it + ITEM_META, (this.ld(it + ITEM_META) & META_KEY_CLASS & ~META_BUSY) | META_LINKED);
+    this.st(it + ITEM_META, (this.ld(it + ITEM_META) & META_KEPT) | META_LINKED);
     if (old !== 0) {
       this.st(it + ITEM_NEXT, this.ld(old + ITEM_NEXT));
       this.st(this.foundLink, it); // commit: it visible, old unreachable
@@ -858,18 +903,25 @@ export class KvStore {
   /**
    * The storage commands (set/add/replace/append/prepend/cas). The value is
    * value[vOff, vOff + vLen). On STORED the item is linked (durable in the
-   * region) before this returns.
+   * region) before this returns. `invalidate` (ms I): a cas older than the
+   * item's stores anyway, marked stale, keeping the old expiry and win bit.
    */
-  store(mode: StoreMode, key: Uint8Array, kOff: number, kLen: number, hash: number, flags: number, exp: number, value: Uint8Array, vOff: number, vLen: number, casIn: number, scratch: Uint8Array): StoreResult {
+  store(mode: StoreMode, key: Uint8Array, kOff: number, kLen: number, hash: number, flags: number, exp: number, value: Uint8Array, vOff: number, vLen: number, casIn: number, scratch: Uint8Array, invalidate = false): StoreResult {
     const old = this.find(key, kOff, kLen, hash);
     if (mode === 'add' && old !== 0) {
       this.touchRef(old);
       return 'NOT_STORED';
     }
     if ((mode === 'replace' || mode === 'append' || mode === 'prepend') && old === 0) return 'NOT_STORED';
+    let staleBits = 0;
     if (mode === 'cas') {
       if (old === 0) return 'NOT_FOUND';
-      if (this.casOf(old) !== casIn) return 'EXISTS';
+      const cur = this.casOf(old);
+      if (cur !== casIn && !(invalidate && casIn < cur)) return 'EXISTS';
+      if (cur !== casIn) {
+        staleBits = META_STALE | (this.ld(old + ITEM_META) & META_WON);
+        exp = this.ld(old + ITEM_EXP);
+      }
     }
     const concat = mode === 'append' || mode === 'prepend';
     const oldBytes = concat ? this.ld(old + ITEM_NBYTES) : 0;
@@ -888,6 +940,7 @@ export class KvStore {
       if (concat) this.copyWithin(dst, this.valueVa(old), oldBytes, scratch);
       this.copyIn(dst + oldBytes, value, vOff, vLen);
     }
+    if (staleBits !== 0) this.metaOr(it, staleBits); // still BUSY: link() keeps these bits
     this.link(it, again);
     return 'STORED';
   }
@@ -918,6 +971,29 @@ export class KvStore {
       this.curBytes[this.curOff] = 0x20;
     }
     this.link(fresh, this.find(key, kOff, kLen, hash)); // allocation may have evicted it: look it up again
+    return true;
+  }
+
+  /**
+   * md I: replaces visible item `it` by a copy marked stale, with a fresh
+   * CAS, expiry `exp`, no win token (the next reader wins), and the old
+   * fetched bit and times (memcached changes the item in place; a copy
+   * keeps the one-store commit). False on no memory.
+   */
+  invalidate(it: number, key: Uint8Array, kOff: number, kLen: number, hash: number, exp: number, scratch: Uint8Array): boolean {
+    const nbytes = this.ld(it + ITEM_NBYTES);
+    const fresh = this.allocItem(key, kOff, kLen, hash, this.ld(it + ITEM_FLAGS), exp, nbytes);
+    if (fresh === 0) return false;
+    const old = this.find(key, kOff, kLen, hash); // allocation may have evicted it
+    if (old === 0) {
+      this.release(fresh); // BUSY with our live tag: the clock would not take it back
+      return false;
+    }
+    this.copyWithin(fresh + ITEM_HDR_BYTES + kLen, this.valueVa(old), nbytes, scratch);
+    this.st(fresh + ITEM_TIME, this.ld(old + ITEM_TIME));
+    this.st(fresh + ITEM_ATIME, this.ld(old + ITEM_ATIME));
+    this.metaOr(fresh, META_STALE | (this.ld(old + ITEM_META) & META_FETCHED));
+    this.link(fresh, old);
     return true;
   }
 
