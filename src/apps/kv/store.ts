@@ -932,7 +932,10 @@ export class KvStore {
     const dst = it + ITEM_HDR_BYTES + kLen;
     // Allocation may have evicted old or its chain neighbours: look it up again before linking.
     const again = this.find(key, kOff, kLen, hash);
-    if (concat && again !== old) return 'NOT_STORED'; // the old item was evicted to make room
+    if (concat && again !== old) {
+      this.release(it); // the old item was evicted to make room: give the fresh chunk back
+      return 'NOT_STORED';
+    }
     if (mode === 'prepend') {
       this.copyIn(dst, value, vOff, vLen);
       this.copyWithin(dst + vLen, this.valueVa(old), oldBytes, scratch);
