@@ -5,32 +5,22 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { MorselError } from '../src/errors.js';
 import { toMorselError } from '../src/cli/common.js';
 import { FORMAT_VERSION } from '../src/physical/superblock.js';
 import { SLOT_CLAIMS, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../src/physical/layout.js';
+import { MORSEL, runMorsel, type CliRun } from './helpers.js';
 
 /** The README's exit-status table, written out again: the CLI must match the documentation. */
 const EXIT: Record<string, number> = {
   EINVAL: 2, ERANGE: 2, EMISALIGNED: 2, ENOENT: 3, EEXIST: 3, EISDIR: 3, EACCES: 4, ENOSPC: 5, ECORRUPT: 6, EVERSION: 6, ENOTSUP: 9,
 };
 
-const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/morsel.js');
+const bin = MORSEL;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-cli-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
-function morsel(args: string[], input?: Buffer): { status: number | null; out: string; err: string; json: any; raw: Buffer } {
-  const r = spawnSync(process.execPath, [bin, ...args], { input, maxBuffer: 64 << 20 });
-  const out = r.stdout.toString();
-  let json: any = null;
-  try {
-    json = JSON.parse(out);
-  } catch {
-    /* not JSON */
-  }
-  return { status: r.status, out, err: r.stderr.toString(), json, raw: r.stdout };
-}
+const morsel = (args: string[], input?: Buffer): CliRun => runMorsel(args, { input });
 
 const sha = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 

@@ -1,3 +1,6 @@
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Memory } from '../src/memory.js';
 import { Registry, userSlotRoot } from '../src/morsel/registry.js';
 import { SLOT_SPACES_ROOT } from '../src/physical/layout.js';
@@ -15,4 +18,29 @@ export function freeFrames(m: Memory): number {
   forEachUsageFrame(m.region, m.alloc, m.region.userSlot, () => tables++);
   m.morsels.cow.refs.forEachStorageFrame(() => tables++);
   return m.alloc.freeFrames() + tables;
+}
+
+/** The `morsel` command of this checkout (dist/test -> bin/morsel.js). */
+export const MORSEL = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/morsel.js');
+
+export interface CliRun {
+  status: number | null;
+  out: string;
+  err: string;
+  /** stdout parsed as JSON, or null when it is not JSON */
+  json: any;
+  raw: Buffer;
+}
+
+/** Runs `morsel ...args` to completion (stdin `input`, extra `env`, an optional time bound). */
+export function runMorsel(args: string[], opts: { input?: Buffer; env?: Record<string, string>; timeoutMs?: number } = {}): CliRun {
+  const r = spawnSync(process.execPath, [MORSEL, ...args], { input: opts.input, maxBuffer: 64 << 20, env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs });
+  const out = r.stdout.toString();
+  let json: any = null;
+  try {
+    json = JSON.parse(out);
+  } catch {
+    /* not JSON */
+  }
+  return { status: r.status, out, err: r.stderr.toString(), json, raw: r.stdout };
 }

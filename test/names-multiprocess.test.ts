@@ -9,23 +9,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
+import { MORSEL, runMorsel, type CliRun } from './helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const bin = path.resolve(here, '../../bin/morsel.js');
+const bin = MORSEL;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
-function morsel(args: string[], opts: { input?: Buffer; env?: Record<string, string> } = {}): { status: number | null; out: string; err: string; json: any; raw: Buffer } {
-  const r = spawnSync(process.execPath, [bin, ...args], { input: opts.input, maxBuffer: 64 << 20, env: { ...process.env, ...opts.env } });
-  const out = r.stdout.toString();
-  let json: any = null;
-  try {
-    json = JSON.parse(out);
-  } catch {
-    /* not JSON */
-  }
-  return { status: r.status, out, err: r.stderr.toString(), json, raw: r.stdout };
-}
+const morsel = runMorsel;
 
 const errCode = (r: { json: any }) => r.json?.error?.code;
 

@@ -3,7 +3,7 @@
  * CLI as a child process, plain HTTP requests, and the region file's
  * fingerprint (to prove the server never writes it).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -12,8 +12,9 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
 import { MiB, PAGE_SIZE } from '../src/units.js';
+import { MORSEL, runMorsel, type CliRun } from './helpers.js';
 
-export const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/morsel.js');
+export const bin = MORSEL;
 export const ARTIFACTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test-artifacts');
 
 export function tmpDir(prefix: string): string {
@@ -62,18 +63,8 @@ export function makeRegion(dir: string): Built {
   }
 }
 
-/** Runs the CLI; `json` is its stdout parsed (null if it is not JSON). */
-export function morsel(args: string[], input?: Buffer): { status: number | null; json: any; out: string; err: string } {
-  const r = spawnSync(process.execPath, [bin, ...args], { input, encoding: 'buffer', timeout: 30_000 });
-  const out = r.stdout.toString();
-  let json: any = null;
-  try {
-    json = JSON.parse(out);
-  } catch {
-    /* not JSON */
-  }
-  return { status: r.status, json, out, err: r.stderr.toString() };
-}
+/** Runs the CLI, bounded to 30 s; `json` is its stdout parsed (null if it is not JSON). */
+export const morsel = (args: string[], input?: Buffer): CliRun => runMorsel(args, { input, timeoutMs: 30_000 });
 
 /** Writes `bytes` into a named morsel from another process (the CLI), asynchronously. */
 export function writeFromChild(region: string, name: string, offset: number, bytes: Buffer): Promise<number | null> {
