@@ -20,7 +20,7 @@ import { forkCostNs } from '../src/physical/native.js';
 import { GiB, MiB, PAGE_SIZE, formatBytes, type Frame } from '../src/units.js';
 import { balance, checkNoLeak, prefault, volatileMemory } from './env.js';
 import { REPS, claim, medianOf, ticker, variant, type RunOptions } from './measure.js';
-import { repeat } from './stats.js';
+import { repeat, summarize } from './stats.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
 
 export interface CowParams {
@@ -211,7 +211,7 @@ async function faultLatency(memory: Memory, p: CowParams): Promise<VariantResult
         w.push(Number(process.hrtime.bigint() - t0));
       }
       memory.morsels.destroy(c);
-      if (rep >= 0) (firstInTable.push(median(a)), laterInTable.push(median(b)), privateWrite.push(median(w)));
+      if (rep >= 0) (firstInTable.push(summarize(a).median), laterInTable.push(summarize(b).median), privateWrite.push(summarize(w).median));
     }
   } finally {
     memory.morsels.destroy(src);
@@ -270,11 +270,6 @@ async function forkHeavy(kind: RefTableKind, p: CowParams): Promise<VariantResul
     memory.close();
   }
   return [variant(`morsel-clone-${kind}`, 'fork_heavy_round_ns', perRound)];
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 function cowClaims(results: VariantResult[], p: CowParams): ReturnType<typeof claim>[] {

@@ -44,3 +44,13 @@ export function runMorsel(args: string[], opts: { input?: Buffer; env?: Record<s
   }
   return { status: r.status, out, err: r.stderr.toString(), json, raw: r.stdout };
 }
+
+/** "ok", or the error code (else the message) an operation fails with: for outcome tables. */
+export function outcome(fn: () => void): string {
+  try {
+    fn();
+    return 'ok';
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+}

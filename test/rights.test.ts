@@ -9,6 +9,7 @@ import { Memory } from '../src/memory.js';
 import { Names } from '../src/manage/names.js';
 import type { Credentials } from '../src/manage/rights.js';
 import { MiB } from '../src/units.js';
+import { outcome } from './helpers.js';
 
 const ROOT: Credentials = { uid: 0, gid: 0, groups: [0] };
 const OWNER: Credentials = { uid: 1000, gid: 1000, groups: [1000] };
@@ -28,14 +29,6 @@ const MATRIX: Record<number, Record<keyof typeof ACTORS, string>> = {
   0o066: { owner: '', group: 'rw', other: 'rw', root: 'rw' },
 };
 
-const outcome = (fn: () => void): string => {
-  try {
-    fn();
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 
 test('rights matrix: open for read/write per owner, group, other and root; chmod owner-only, chown root-only', () => {
   const m = Memory.volatile(32 * MiB);

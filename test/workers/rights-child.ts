@@ -4,15 +4,8 @@
 import { Memory } from '../../src/memory.js';
 import { Names } from '../../src/manage/names.js';
 import { MiB } from '../../src/units.js';
+import { outcome } from '../helpers.js';
 
-const outcome = (fn: () => void): string => {
-  try {
-    fn();
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 const m = Memory.volatile(16 * MiB);
 const root = new Names(m.morsels, m.names.ns, { cred: { uid: 0, gid: 0, groups: [0] } });
 for (const mode of [0o600, 0o644, 0o666]) root.close(root.create(`/m${mode.toString(8)}`, { sizeBytes: 4096, mode }));

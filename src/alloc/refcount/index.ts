@@ -8,9 +8,6 @@ import { FrameAllocator } from '../llfree.js';
 import { check } from '../../errors.js';
 import type { Region } from '../../physical/region.js';
 import type { Frame } from '../../units.js';
-
-/** 4 KiB frames in an order-9 storage segment. */
-const HUGE_FRAMES = 512;
 import { W_MAGIC } from './anchor.js';
 import { ChainedTable } from './chained.js';
 import { RosebushTable } from './rosebush.js';
@@ -40,14 +37,10 @@ export function openRefCounts(region: Region, alloc: FrameAllocator, anchor: Fra
 
 /**
  * Every 4 KiB storage frame of the table anchored at `anchor`, read-only
- * (reachability scans; `order` 9 for frames inside an order-9 segment).
- * Nothing when the anchor holds no table.
+ * (reachability scans). Nothing when the anchor holds no table.
  */
-export function forEachRefCountStorageFrame(region: Region, anchor: Frame, visit: (frame: number, order: 0 | 9) => void): void {
-  const table = openRefCounts(region, new FrameAllocator(region), anchor);
-  table.forEachStorageSegment((first, order) => {
-    for (let f = first; f < first + (order === 9 ? HUGE_FRAMES : 1); f++) visit(f, order);
-  });
+export function forEachRefCountStorageFrame(region: Region, anchor: Frame, visit: (frame: number) => void): void {
+  openRefCounts(region, new FrameAllocator(region), anchor).forEachStorageFrame(visit);
 }
 
 /** Every stored (frame, count) of the table anchored at `anchor`, read-only (for `check`). */
