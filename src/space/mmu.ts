@@ -178,7 +178,7 @@ export class Mmu {
     // Publish first, then read the epoch (the order quiesce.ts relies on).
     enterSection(this.reader);
     const epoch = Atomics.load(this.space.control, CTL_EPOCH);
-    if (epoch !== this.epoch || this.space.region.loadShootdown() !== this.shootdown) {
+    if (this.stale(epoch)) {
       try {
         this.catchUp(epoch);
       } catch (e) {
@@ -200,13 +200,18 @@ export class Mmu {
    */
   translate(vaddr: number, access: Access): Frame {
     const epoch = Atomics.load(this.space.control, CTL_EPOCH);
-    if (epoch !== this.epoch || this.space.region.loadShootdown() !== this.shootdown) this.catchUp(epoch);
+    if (this.stale(epoch)) this.catchUp(epoch);
     return this.lookup(vaddr, access);
   }
 
   /** Drops every cached translation (EBADF when closed or the space is gone). */
   flush(): void {
     this.catchUp(Atomics.load(this.space.control, CTL_EPOCH));
+  }
+
+  /** Whether the TLB must be flushed: the space's epoch (`epoch`, just read) or the region's shootdown epoch moved. */
+  private stale(epoch: number): boolean {
+    return epoch !== this.epoch || this.space.region.loadShootdown() !== this.shootdown;
   }
 
   /** An epoch moved (or the Mmu is closed): EBADF if closed or the space was destroyed, else flush. */
