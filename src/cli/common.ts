@@ -168,3 +168,13 @@ export function followContract(program: Command, argv: readonly string[]): void 
       process.exit(EXIT_USAGE);
     });
 }
+
+/** The largest TCP port. */
+const MAX_PORT = 65535;
+
+/** A --port value: 0..65535 (0: any free port); EINVAL otherwise. */
+export function parsePort(text: string): number {
+  const port = /^\d{1,5}$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!(port <= MAX_PORT)) throw new MorselError('EINVAL', `--port must be 0..${MAX_PORT} (0: any free port), got ${JSON.stringify(text)}`);
+  return port;
+}

@@ -15,7 +15,7 @@ import { check } from '../errors.js';
 import type { Memory } from '../memory.js';
 import type { OpenCache } from '../apps/kv/open.js';
 import type { KvServer } from '../apps/kv/server.js';
-import { EXIT_PROBLEMS, printError, regionOption } from './common.js';
+import { EXIT_PROBLEMS, parsePort, printError, regionOption } from './common.js';
 
 /** The most worker processes (each holds a user slot of the region's 64). */
 const WORKERS_MAX = 32;
@@ -84,7 +84,7 @@ function stopOnSignals(s: Served, verbose: boolean, log: (msg: string) => void):
 }
 
 async function serve(o: KvOptions): Promise<void> {
-  const port = intOption(o.port, '--port', 0, 65535);
+  const port = parsePort(o.port);
   const memMiB = intOption(o.memoryLimit, '-m', 1, 1 << 20);
   const workers = intOption(o.workers, '--workers', 1, WORKERS_MAX);
   const maxConnections = intOption(o.maxConns, '-c', 1, 1 << 20);

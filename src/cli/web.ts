@@ -5,16 +5,8 @@
  * then serves until SIGINT or SIGTERM, which close it cleanly (exit 0).
  */
 import type { Command } from 'commander';
-import { MorselError } from '../errors.js';
-import { jsonOption, printError, printResult, regionOption } from './common.js';
+import { jsonOption, parsePort, printError, printResult, regionOption } from './common.js';
 
-const MAX_PORT = 65535;
-
-function parsePort(text: string): number {
-  const port = /^\d{1,5}$/.test(text.trim()) ? Number(text.trim()) : NaN;
-  if (!(port <= MAX_PORT)) throw new MorselError('EINVAL', `--port must be 0..${MAX_PORT} (0: any free port), got ${JSON.stringify(text)}`);
-  return port;
-}
 
 export function registerWeb(program: Command): void {
   program
