@@ -59,7 +59,6 @@ export function mapRegionBytes(p: MapParams): number {
 
 export async function runMap(opts: RunOptions & { params?: MapParams }): Promise<ExperimentResult> {
   const p = opts.params ?? mapParams(opts.quick);
-  const largest = p.pages[p.pages.length - 1];
   const memory = volatileMemory(mapRegionBytes(p));
   const before = balance(memory);
   const tick = ticker(p.pages.length + 5, opts.progress);

@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { Memory } from '../src/memory.js';
 import { checkRegion } from '../src/recovery/check.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
-import { Access, Mmu } from '../src/space/mmu.js';
+import { Mmu } from '../src/space/mmu.js';
 import { MiB, PAGE_SIZE } from '../src/units.js';
 import { freeFrames } from './helpers.js';
 

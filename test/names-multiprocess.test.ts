@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
-import { MORSEL, runMorsel, type CliRun } from './helpers.js';
+import { MORSEL, runMorsel } from './helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const bin = MORSEL;

@@ -13,7 +13,7 @@ import { Registry, userSlotRoot } from '../src/morsel/registry.js';
 import { INNER_FLAGS, makeHi, makeLo } from '../src/paging/entry.js';
 import { ENTRIES_PER_TABLE, Walker, allocatableRange, indexAt, levelSpan, validTableFrame } from '../src/paging/walk.js';
 import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, firstAllocatableFrame } from '../src/physical/layout.js';
-import { OWNED_ROOT_SLOTS, ROOT_SLOT_NAMES, sealRoots } from '../src/physical/superblock.js';
+import { OWNED_ROOT_SLOTS, sealRoots } from '../src/physical/superblock.js';
 import { checkRegion } from '../src/recovery/check.js';
 import { registerReachVisitor } from '../src/recovery/reachable.js';
 import { runCheck } from '../src/cli/check.js';

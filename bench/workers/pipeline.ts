@@ -17,7 +17,7 @@ import { nowNs } from '../stats.js';
 import { checksumPages, copyOutPages, fillPages, touchPages } from '../access.js';
 import { sumInt32 } from '../../src/physical/native.js';
 import { Inbox, serve } from './rpc.js';
-import { COMPONENTS, type Component, type PipelineRun, type Stage, type StageReply } from './pipeline-protocol.js';
+import { type Component, type PipelineRun, type Stage, type StageReply } from './pipeline-protocol.js';
 
 interface Wired {
   share: RegionShare;

@@ -45,7 +45,7 @@
  *     child); otherwise every allocated frame stays allocated.
  */
 import { AllocatorView, FrameAllocator } from '../alloc/llfree.js';
-import { MorselError, isMorselError } from '../errors.js';
+import { MorselError } from '../errors.js';
 import { CHILD_SHIFT, firstAllocatableFrame } from '../physical/layout.js';
 import { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';

@@ -358,10 +358,6 @@ export class Session {
     this.outLen += e - s;
   }
 
-  private putNum(n: number | bigint): void {
-    this.putStr(String(n));
-  }
-
   private putStr(s: string): void {
     this.reserveOut(s.length);
     this.outLen += this.out.write(s, this.outLen, 'latin1');

@@ -241,8 +241,6 @@ function spawnChild(cfg: ChildConfig, armed: Armed | undefined): Child {
   return { ready, done, killIn };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
-
 export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   const started = performance.now();
   const sizeBytes = opts.sizeBytes ?? 32 * MiB;
