@@ -21,6 +21,7 @@ const PRIMITIVE_CRASH_POINTS = [
   'createMeta:before-register', // meta page written, not yet in the live table
   'populate:before-link', // table/page allocated and zeroed, CAS not yet done
   'populate:lost-race', // CAS lost to another thread, own frame not yet freed
+  'huge:before-link', // order-9 frame of a 2 MiB leaf allocated and zeroed, CAS not yet done
   'destroy:after-unregister', // gone from the live table, nothing freed yet
   'destroy:after-unlink', // one subtree entry cleared, its frame not yet freed
   'destroy:meta-after-clear-id', // meta page's data ID cleared, data root not yet freed

@@ -22,7 +22,7 @@ import { NO_SLOT, Region, type OpenMode, type RegionShare, type WaitResult } fro
 import { AddressSpace, type Levels } from './space/address-space.js';
 import { countSlotSpaces, emptyOwnSlot, reapDeadSlots } from './space/user-slots.js';
 import { checkRootTables, formatRootTables } from './paging/walk.js';
-import { collectReachable } from './recovery/reachable.js';
+import { collectReachable, hugeChildrenOf } from './recovery/reachable.js';
 import { crashPoint } from './crash-point.js';
 import { Names } from './manage/names.js';
 import { Namespace } from './manage/namespace.js';
@@ -213,7 +213,7 @@ export class Memory {
     crashPoint('recover:after-drop-spaces');
     // Idempotent: a crash from here on leaves the region marked open, and the next open recovers again.
     this.morsels.cow.forgetCounts(); // its storage is freed by the rebuild, its counts recomputed after it
-    FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1);
+    FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1, hugeChildrenOf(reach.hugeLeaves));
     this.alloc.release();
     this.morsels.cow.rebuildCounts(reach.shared);
     // Management state a crash left mid-decision: stale DYING, half-done

@@ -752,6 +752,11 @@ export class AllocatorView {
     return (this.m.childCounters[c] & CHILD_HUGE) !== 0 || (this.m.bits[c * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;
   }
 
+  /** Whether `frame` is the first frame of an allocated order-9 block (2 MiB-aligned, its child marked huge). Plain read, as isAllocated. */
+  isHugeBlock(frame: number): boolean {
+    return (frame & (CHILD_FRAMES - 1)) === 0 && (this.m.childCounters[frame >>> CHILD_SHIFT] & CHILD_HUGE) !== 0;
+  }
+
   /** Whether `frame` is allocated as an order-0 frame (its bit is set; a frame inside an order-9 block is not). Plain read, as isAllocated. */
   isSmallAllocated(frame: number): boolean {
     return (this.m.bits[(frame >>> CHILD_SHIFT) * BITFIELD_WORDS + ((frame & (CHILD_FRAMES - 1)) >>> 5)] & (1 << (frame & 31))) !== 0;

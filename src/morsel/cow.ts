@@ -30,11 +30,16 @@
  * reuser's CAS made with the value read before the count fails. A reuser
  * whose CAS won before the clone's write-protect is a write that happened
  * before the clone (the clone then waits for access sections: Names.clone).
+ *
+ * 2 MiB leaves (PS entries of level-2 tables, order-9 frames) are shared,
+ * reused and copied like 4 KiB pages, 2 MiB at a time; a leaf's count is
+ * keyed by its first frame. A copy needs a free order-9 frame (ENOSPC
+ * otherwise: a leaf is never split).
  */
-import { MorselError } from '../errors.js';
+import { MorselError, isMorselError } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
-import { INNER_FLAGS, P, RW, SHARE_TOGGLE, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
+import { HUGE_LEAF_FLAGS, INNER_FLAGS, P, RW, SHARE_TOGGLE, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, type Walker } from '../paging/walk.js';
 import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import { openRefCounts, type RefCountTable } from '../alloc/refcount/index.js';
@@ -47,8 +52,13 @@ const COW_RETRIES = 64;
 /** The write-protected form of a present inner entry's low half (RW cleared, toggle flipped). */
 const protectedLo = (lo: number): number => ((lo & ~RW) ^ SHARE_TOGGLE) | 0;
 
+/** createHuge's answer when no order-9 frame is free: the caller builds 4 KiB leaves instead. */
+const NO_HUGE_FRAME = -2;
+
 export class Cow {
   private table: RefCountTable | null = null;
+  /** Set by writableChild: the frame it returned is a 2 MiB leaf's order-9 frame, not a table. */
+  leafHuge = false;
 
   constructor(
     readonly region: Region,
@@ -68,12 +78,29 @@ export class Cow {
    * this entry is its only reference, else copied. Precondition: `table`
    * itself is private to the caller's morsel (callers go top-down).
    */
-  writableChild(table: Frame, idx: number, level: number, point: CrashPointName | null, lostPoint: CrashPointName | null): Frame {
+  writableChild(table: Frame, idx: number, level: number, point: CrashPointName | null, lostPoint: CrashPointName | null, huge = false): Frame {
     const region = this.region;
+    this.leafHuge = false;
     for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
       const lo = region.loadLo(table, idx);
+      if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+        const leaf = this.writableHuge(table, idx, lo);
+        if (leaf < 0) continue;
+        this.leafHuge = true;
+        return leaf as Frame;
+      }
       if ((lo & (P | RW)) === (P | RW)) return this.walker.follow(table, idx, lo, region.loadHi(table, idx));
-      if (!isPresent(lo)) return this.walker.ensureChild(table, idx, point, lostPoint);
+      if (!isPresent(lo)) {
+        const leaf = huge && level === HUGE_LEVEL ? this.createHuge(table, idx, lostPoint) : NO_HUGE_FRAME;
+        if (leaf >= 0) this.leafHuge = true;
+        if (leaf !== NO_HUGE_FRAME) {
+          if (leaf >= 0) return leaf as Frame;
+          continue; // lost the CAS: read the winner's entry
+        }
+        const made = this.walker.createChild(table, idx, point, lostPoint);
+        if (made >= 0) return made as Frame;
+        continue;
+      }
       const hi = region.loadHi(table, idx);
       const child = this.walker.follow(table, idx, lo, hi);
       if (this.refs.get(child) <= 1) {
@@ -96,21 +123,71 @@ export class Cow {
   }
 
   /**
+   * A 2 MiB leaf in the empty entry `table[idx]` (level 2): an order-9
+   * frame, zeroed, linked by one CAS. Returns it, -1 when another writer
+   * filled the entry first (the frame is freed), or NO_HUGE_FRAME when no
+   * order-9 frame is free.
+   * # Warning: between alloc and the CAS the block is allocated and
+   * unreachable; a crash there leaves it to recovery, as for any frame.
+   */
+  private createHuge(table: Frame, idx: number, lostPoint: CrashPointName | null): number {
+    let leaf: Frame;
+    try {
+      leaf = this.alloc.alloc(HUGE_ALLOC_ORDER);
+    } catch (e) {
+      if (isMorselError(e, 'ENOSPC')) return NO_HUGE_FRAME;
+      throw e;
+    }
+    this.region.zeroFrames(leaf, HUGE_FRAMES);
+    crashPoint('huge:before-link');
+    if (this.region.casEntry(table, idx, 0, 0, makeLo(leaf, HUGE_LEAF_FLAGS), makeHi(leaf, 0))) {
+      this.walker.linkedFrames += HUGE_FRAMES;
+      return leaf;
+    }
+    if (lostPoint !== null) crashPoint(lostPoint);
+    this.alloc.free(leaf, HUGE_ALLOC_ORDER);
+    return -1;
+  }
+
+  /**
+   * The existing 2 MiB leaf `lo` at `table[idx]`, writable through this
+   * entry: as it is (RW), reused in place (count 1) or copied whole.
+   * Returns its frame, or -1 when the entry changed meanwhile (retry).
+   */
+  private writableHuge(table: Frame, idx: number, lo: number): number {
+    const region = this.region;
+    const hi = region.loadHi(table, idx);
+    const leaf = this.walker.followHuge(table, idx, lo, hi);
+    if (lo & RW) return leaf;
+    if (this.refs.get(leaf) <= 1) return region.casEntry(table, idx, lo, hi, (lo | RW) & ~SHARE_TOGGLE, hi) ? leaf : -1;
+    const copy = this.copyOf(leaf, 0, true);
+    crashPoint('cow:before-link');
+    if (!region.casEntry(table, idx, lo, hi, makeLo(copy, HUGE_LEAF_FLAGS), makeHi(copy, 0))) {
+      this.alloc.free(copy, HUGE_ALLOC_ORDER);
+      return -1;
+    }
+    crashPoint('cow:after-link');
+    region.bumpShootdown();
+    this.drop(leaf, 0, true);
+    return copy;
+  }
+
+  /**
    * A fresh private copy of `frame` (a level-`level` table, or a data page
-   * at level 0). A table's present children become shared between `frame`
+   * at level 0; with `huge`, a 2 MiB leaf's order-9 frame). A table's present children become shared between `frame`
    * and the copy: count+1, then write-protected in `frame`, before the copy
    * is visible to anyone. ENOSPC leaves every count and entry as it was.
    */
-  copyOf(frame: Frame, level: number): Frame {
+  copyOf(frame: Frame, level: number, huge = false): Frame {
     const region = this.region;
-    const copy = this.alloc.alloc(0);
+    const copy = this.alloc.alloc(huge ? HUGE_ALLOC_ORDER : 0);
     if (level === 0) {
-      region.bytesOf(copy).set(region.frame(frame), region.byteOffsetInWindow(copy));
+      region.copyFrames(frame, copy, huge ? HUGE_FRAMES : 1);
       return copy;
     }
     region.zeroFrame(copy);
     // Raise every present child's count in one batch (all or nothing: ENOSPC changes nothing) ...
-    const n = this.presentChildren(frame);
+    const n = this.presentChildren(frame, level);
     try {
       this.refs.incrementMany(this.children, n);
     } catch (e) {
@@ -128,17 +205,17 @@ export class Cow {
         const shared = protectedLo(lo);
         if (region.casEntry(frame, idx, lo, hi, shared, hi)) region.storeEntry(copy, idx, shared, hi);
         else {
-          this.drop(this.children[k] as Frame, level - 1);
-          this.shareEntry(frame, copy, idx, level - 1);
+          this.drop(this.children[k] as Frame, level - 1, this.isLeaf(level, lo));
+          this.shareEntry(frame, copy, idx, level);
         }
       }
     } catch (e) {
       // ENOSPC in shareEntry: give back what the copy holds and the counts raised for entries not reached yet.
       for (let i = 0; i < ENTRIES_PER_TABLE; i++) {
         const lo = region.loadLo(copy, i);
-        if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1);
+        if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1, this.isLeaf(level, lo));
       }
-      for (let j = k + 1; j < n; j++) this.drop(this.children[j] as Frame, level - 1);
+      for (let j = k + 1; j < n; j++) this.drop(this.children[j] as Frame, level - 1, this.isLeaf(level, this.los[j]));
       this.alloc.free(copy);
       throw e;
     }
@@ -150,11 +227,21 @@ export class Cow {
   private readonly indices = new Int32Array(ENTRIES_PER_TABLE);
   private readonly los = new Int32Array(ENTRIES_PER_TABLE);
 
-  /** Fills children/indices/los with `table`'s present entries (children validated by the walker); returns how many. */
-  private presentChildren(table: Frame): number {
+  /** Whether entry `lo` of a level-`level` table is a 2 MiB leaf (not a table). */
+  private isLeaf(level: number, lo: number): boolean {
+    return level === HUGE_LEVEL && isHugeLeaf(lo);
+  }
+
+  /** The child of present entry (lo, hi) at `table[idx]` (a level-`level` table), validated as a table, page or 2 MiB leaf. */
+  private childOf(table: Frame, idx: number, lo: number, hi: number, level: number): Frame {
+    return this.isLeaf(level, lo) ? this.walker.followHuge(table, idx, lo, hi) : this.walker.follow(table, idx, lo, hi);
+  }
+
+  /** Fills children/indices/los with `table`'s (a level-`level` table) present entries (children validated by the walker); returns how many. */
+  private presentChildren(table: Frame, level: number): number {
     let n = 0;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
-      this.children[n] = this.walker.follow(table, idx, lo, hi);
+      this.children[n] = this.childOf(table, idx, lo, hi, level);
       this.indices[n] = idx;
       this.los[n++] = lo;
     });
@@ -165,15 +252,15 @@ export class Cow {
    * Shares `from[idx]`'s child with `to[idx]` (a fresh, private table): the
    * child's count goes up, then the entry in `from` is write-protected (see
    * the warning at the top: count first) and its protected value stored in
-   * `to`. An empty entry stays empty in `to`. `childLevel`: the child's level.
+   * `to`. An empty entry stays empty in `to`. `level`: the tables' level.
    */
-  private shareEntry(from: Frame, to: Frame, idx: number, childLevel: number): void {
+  private shareEntry(from: Frame, to: Frame, idx: number, level: number): void {
     const region = this.region;
     for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
       const lo = region.loadLo(from, idx);
       if (!isPresent(lo)) return;
       const hi = region.loadHi(from, idx);
-      const child = this.walker.follow(from, idx, lo, hi);
+      const child = this.childOf(from, idx, lo, hi, level);
       this.refs.increment(child);
       crashPoint('cow:after-share');
       const shared = protectedLo(lo);
@@ -183,19 +270,21 @@ export class Cow {
       }
       // The entry moved (its owner copied or reused it): give the count back
       // (the last one if the owner replaced the child meanwhile) and look again.
-      this.drop(child, childLevel);
+      this.drop(child, level - 1, this.isLeaf(level, lo));
     }
     throw new MorselError('EBUSY', `table frame ${from} entry ${idx} kept changing while being shared`);
   }
 
   /**
-   * Gives up one reference to `frame` (a level-`level` table or a level-0
-   * page) that is no longer linked from where it was counted. The last
-   * reference frees it, and a table's children lose one reference each.
+   * Gives up one reference to `frame` (a level-`level` table, a level-0
+   * page, or with `huge` a 2 MiB leaf) that is no longer linked from where
+   * it was counted. The last reference frees it, and a table's children
+   * lose one reference each.
    */
-  drop(frame: Frame, level: number): void {
+  drop(frame: Frame, level: number, huge = false): void {
     if (this.refs.decrement(frame) > 0) return;
-    this.freeSubtree(frame, level);
+    if (huge) this.alloc.free(frame, HUGE_ALLOC_ORDER);
+    else this.freeSubtree(frame, level);
   }
 
   /**
@@ -207,9 +296,11 @@ export class Cow {
   freeSubtree(frame: Frame, level: number): void {
     if (level > 0) {
       this.walker.forEachPresent(frame, (idx, lo, hi) => {
-        const child = this.walker.follow(frame, idx, lo, hi);
-        if (lo & RW) this.freeSubtree(child, level - 1);
-        else this.drop(child, level - 1);
+        const child = this.childOf(frame, idx, lo, hi, level);
+        const leaf = this.isLeaf(level, lo);
+        if ((lo & RW) === 0) this.drop(child, level - 1, leaf);
+        else if (leaf) this.alloc.free(child, HUGE_ALLOC_ORDER);
+        else this.freeSubtree(child, level - 1);
       });
     }
     this.alloc.free(frame);

@@ -15,10 +15,10 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { RW, entryToBigInt, pfnOf } from '../paging/entry.js';
-import { Walker } from '../paging/walk.js';
+import { RW, entryToBigInt, isHugeLeaf, pfnOf } from '../paging/entry.js';
+import { HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
+import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
 import { Registry, superblockRoot } from './registry.js';
 import { META_DATA_ID_ENTRY, readMetaPage, writeMetaPage, type MetaInfo } from './meta.js';
@@ -47,8 +47,10 @@ export interface MorselStats {
   rootFrame: number;
   /** page-table frames in the subtree, including the root table */
   tableFrames: number;
-  /** data pages in the subtree (order 0: the root itself) */
+  /** data pages in the subtree, 4 KiB each (order 0: the root itself; a 2 MiB leaf counts 512) */
   dataPages: number;
+  /** 2 MiB leaves among them */
+  hugeLeaves: number;
   /** frames shared with other morsels by copy-on-write (their count, or a table's above them, is above 1) */
   sharedFrames: number;
   /** table frames per level (index 1..order; index 0 unused) */
@@ -97,9 +99,10 @@ export class Morsels {
    * (see unuse), so counting after registering would let a stranger
    * destroy it before its creator ever used it.
    */
-  create(order: Order, opts: { pending?: boolean } = {}): MorselId {
+  create(order: Order, opts: { pending?: boolean; huge?: boolean } = {}): MorselId {
+    checkHuge(order, !!opts.huge);
     const root = this.zeroedFrame();
-    const id = encodeId(root, order, false);
+    const id = encodeId(root, order, false, opts.huge);
     this.setWord(root, order, false, opts.pending ? W_PENDING : 0);
     crashPoint('create:before-register');
     this.registerOrFree(id, opts.pending ? root : -1, root);
@@ -127,7 +130,8 @@ export class Morsels {
    * Creates a meta morsel (an order-0 page of metadata) for a fresh data
    * morsel of `order` that always maps at `address`.
    */
-  createMeta(order: Order, opts: { address: number; sizeBytes?: number; pending?: boolean }): MorselId {
+  createMeta(order: Order, opts: { address: number; sizeBytes?: number; pending?: boolean; huge?: boolean }): MorselId {
+    checkHuge(order, !!opts.huge);
     // `pending`: as for create(); the use counts the data morsel (the usage key).
     const size = opts.sizeBytes ?? orderBytes(order);
     check(Number.isSafeInteger(opts.address) && opts.address >= 0, 'EINVAL', () => `meta address must be a non-negative integer, got ${opts.address}`);
@@ -143,7 +147,7 @@ export class Morsels {
       this.alloc.free(dataRoot); // ENOSPC: an error path must not leak the data root
       throw e;
     }
-    const dataId = encodeId(dataRoot, order, false);
+    const dataId = encodeId(dataRoot, order, false, opts.huge);
     writeMetaPage(this.region, metaPage, { address: opts.address, sizeBytes: size, createdMs: Date.now(), dataId });
     const id = encodeId(metaPage, 0, true);
     this.setWord(metaPage, 0, true, opts.pending ? W_PENDING : 0);
@@ -163,7 +167,7 @@ export class Morsels {
   clone(id: bigint, opts: { pending?: boolean } = {}): MorselId {
     const data = this.dataOf(this.decode(id));
     const root = this.cow.copyOf(data.rootFrame, data.order);
-    const cloneId = encodeId(root, data.order, false);
+    const cloneId = encodeId(root, data.order, false, data.huge);
     this.setWord(root, data.order, false, opts.pending ? W_PENDING : 0);
     crashPoint('clone:before-register');
     try {
@@ -525,14 +529,21 @@ export class Morsels {
    * may also be the faulting virtual address: morsels are naturally aligned,
    * so the table indices below the morsel's top are the same.
    */
-  populateFrom(table: Frame, level: number, offset: number): Frame {
-    for (let l = level; l >= 1; l--) table = this.writableChild(table, tableIndex(offset, l), l);
+  populateFrom(table: Frame, level: number, offset: number, huge = false): Frame {
+    for (let l = level; l >= 1; l--) {
+      table = this.writableChild(table, tableIndex(offset, l), l, huge);
+      if (this.cow.leafHuge) return (table + tableIndex(offset, 1)) as Frame; // inside a 2 MiB leaf
+    }
     return table;
   }
 
-  /** Child of the level-`level` table `table` at `idx`, created if missing and made private if shared (cow.ts). */
-  private writableChild(table: Frame, idx: number, level: number): Frame {
-    return this.cow.writableChild(table, idx, level, 'populate:before-link', 'populate:lost-race');
+  /**
+   * Child of the level-`level` table `table` at `idx`, created if missing
+   * (a 2 MiB leaf at level 2 with `huge` while order-9 frames last) and made
+   * private if shared (cow.ts). cow.leafHuge tells whether it is a leaf.
+   */
+  private writableChild(table: Frame, idx: number, level: number, huge: boolean): Frame {
+    return this.cow.writableChild(table, idx, level, 'populate:before-link', 'populate:lost-race', huge);
   }
 
   /** The data frame for `offset` if populated, else -1. Never allocates. */
@@ -553,19 +564,19 @@ export class Morsels {
     const first = Math.floor(offset / PAGE_SIZE);
     const last = Math.floor((offset + length - 1) / PAGE_SIZE);
     const before = this.walker.linkedFrames;
-    this.populateRange(d.rootFrame, d.order, first, last);
+    this.populateRange(d.rootFrame, d.order, first, last, d.huge);
     return this.walker.linkedFrames - before;
   }
 
-  /** Populates pages [first, last] (page numbers inside the table at `level`). */
-  private populateRange(table: Frame, level: number, first: number, last: number): void {
+  /** Populates pages [first, last] (page numbers inside the table at `level`); `huge`: 2 MiB leaves where they fit. */
+  private populateRange(table: Frame, level: number, first: number, last: number, huge: boolean): void {
     const span = entrySpan(level) / PAGE_SIZE; // pages per entry of this table
     for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
-      const child = this.writableChild(table, idx, level);
-      if (level > 1) {
+      const child = this.writableChild(table, idx, level, huge);
+      if (level > 1 && !this.cow.leafHuge) {
         const lo = Math.max(first, idx * span) - idx * span;
         const hi = Math.min(last, idx * span + span - 1) - idx * span;
-        this.populateRange(child, level - 1, lo, hi);
+        this.populateRange(child, level - 1, lo, hi, huge);
       }
     }
   }
@@ -611,7 +622,7 @@ export class Morsels {
       const pos = offset + at;
       const inPage = pos % PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - inPage, length - at);
-      const frame = d.order === 0 ? d.rootFrame : populate ? this.populateFrom(d.rootFrame, d.order, pos) : this.lookupPage(d.rootFrame, d.order, pos);
+      const frame = d.order === 0 ? d.rootFrame : populate ? this.populateFrom(d.rootFrame, d.order, pos, d.huge) : this.lookupPage(d.rootFrame, d.order, pos);
       visit(frame, inPage, at, n);
       at += n;
     }
@@ -630,28 +641,34 @@ export class Morsels {
   }
 
   private subtreeStats(d: DecodedId): MorselStats {
-    const counts = { tables: 0, pages: 0, shared: 0 };
+    const counts = { tables: 0, pages: 0, huge: 0, shared: 0 };
     const tablesByLevel = new Array<number>(d.order + 1).fill(0);
     if (d.order === 0) counts.pages = 1;
     else
-      this.forEachFrame(d.rootFrame, d.order, (_f, level, shared) => {
-        if (level === 0) counts.pages++;
+      this.forEachFrame(d.rootFrame, d.order, (_f, level, shared, huge) => {
+        const frames = huge ? HUGE_FRAMES : 1;
+        if (level === 0) (counts.pages += frames, (counts.huge += huge ? 1 : 0));
         else (counts.tables++, tablesByLevel[level]++);
-        if (shared) counts.shared++;
+        if (shared) counts.shared += frames;
       });
-    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, sharedFrames: counts.shared, tablesByLevel, virtualBytes: orderBytes(d.order) };
+    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, hugeLeaves: counts.huge, sharedFrames: counts.shared, tablesByLevel, virtualBytes: orderBytes(d.order) };
   }
 
   /**
    * Visits every frame of a subtree (tables with their level, pages with
-   * level 0), pre-order; `shared`: it or a table above it is shared with
-   * another morsel (copy-on-write: reference count above 1). Depth bounded
-   * by `level`.
+   * level 0; a 2 MiB leaf once, by its first frame, with `huge`), pre-order;
+   * `shared`: it or a table above it is shared with another morsel
+   * (copy-on-write: reference count above 1). Depth bounded by `level`.
    */
-  forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number, shared: boolean) => void, shared = false): void {
-    visit(table, level, shared);
+  forEachFrame(table: Frame, level: number, visit: (frame: Frame, level: number, shared: boolean, huge: boolean) => void, shared = false): void {
+    visit(table, level, shared, false);
     if (level === 0) return;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
+      if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+        const leaf = this.walker.followHuge(table, idx, lo, hi);
+        visit(leaf, 0, shared || ((lo & RW) === 0 && this.cow.refs.get(leaf) > 1), true);
+        return;
+      }
       const child = this.walker.follow(table, idx, lo, hi);
       this.forEachFrame(child, level - 1, visit, shared || ((lo & RW) === 0 && this.cow.refs.get(child) > 1));
     });
@@ -745,7 +762,8 @@ export class Morsels {
   private destroyChildren(table: Frame, level: number): void {
     if (level === 0) return;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
-      if (!this.walker.trusted(pfnOf(lo, hi))) {
+      const leaf = level === HUGE_LEVEL && isHugeLeaf(lo);
+      if (!(leaf ? this.walker.trustedHuge(pfnOf(lo, hi)) : this.walker.trusted(pfnOf(lo, hi)))) {
         // Damage (the walker refuses the frame): cleared, never followed or freed. Whatever the
         // entry once named stays allocated and unreachable: `morsel check --repair` reclaims it.
         assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
@@ -756,15 +774,15 @@ export class Morsels {
         // Shared (copy-on-write): one reference fewer; the last one frees it.
         assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
         crashPoint('destroy:after-unlink');
-        this.cow.drop(child, level - 1);
+        this.cow.drop(child, level - 1, leaf);
         return;
       }
-      this.destroyChildren(child, level - 1);
+      if (!leaf) this.destroyChildren(child, level - 1);
       // Unlink before free: a crash in between loses at most this one frame
       // to the allocator, and recovery finds it unreachable and reclaims it.
       assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
       crashPoint('destroy:after-unlink');
-      this.alloc.free(child);
+      this.alloc.free(child, leaf ? HUGE_ALLOC_ORDER : 0);
     });
   }
 
@@ -774,4 +792,9 @@ export class Morsels {
     this.live.forEach((_k, lo, hi) => out.push(((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)) as MorselId));
     return out;
   }
+}
+
+/** EINVAL unless a huge policy (2 MiB leaves) fits `order` (order >= MIN_HUGE_ORDER). */
+function checkHuge(order: Order, huge: boolean): void {
+  check(!huge || order >= MIN_HUGE_ORDER, 'EINVAL', () => `2 MiB leaves need a morsel of order >= ${MIN_HUGE_ORDER} (1 GiB); order ${order} has no level-2 table`);
 }

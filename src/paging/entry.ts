@@ -12,7 +12,10 @@
  *   bit  4 PCD  cache disable      bit 52      software: meta-morsel flag
  *   bit  5 A    accessed           bit 53      software: morsel top (set in an
  *   bit  6 D    dirty                          address space where a morsel is mapped)
- *                                  bits 54-58  software, free for later layers
+ *                                  bit 54      software: huge policy (IDs and a
+ *                                              morsel's top entry: populate
+ *                                              2 MiB leaves, src/morsel/huge.ts)
+ *                                  bits 55-58  software, free for later layers
  *                                  bits 59-62  protection key (ignored unless CR4.PKE)
  *                                  bit 63 NX   no execute (needs EFER.NXE)
  *
@@ -36,6 +39,7 @@ export const TAG_MASK = 0b111 << TAG_SHIFT;
 /** Flags in the high half (bit n of the entry = bit n-32 of `hi`). */
 export const HI_META = 1 << (52 - 32);
 export const HI_MORSEL_TOP = 1 << (53 - 32);
+export const HI_HUGE = 1 << (54 - 32);
 export const HI_NX = 1 << (63 - 32);
 export const HI_PFN_MASK = 0xfffff;
 
@@ -59,6 +63,17 @@ export const SHARED_FLAGS = P | US;
 
 /** Whether an inner morsel entry's flags (lo & 0xfff) are a valid private or shared form. */
 export const isInnerFlags = (flags: number): boolean => flags === INNER_FLAGS || (flags & ~SHARE_TOGGLE) === SHARED_FLAGS;
+
+/**
+ * A 2 MiB leaf (huge page) inside a morsel: an entry of a level-2 table with
+ * PS set, referencing an order-9 frame (512 contiguous, 2 MiB-aligned
+ * frames). Private leaves are P|RW|US|PS, shared ones (copy-on-write) P|US|PS,
+ * optionally SHARE_TOGGLE, exactly as inner entries.
+ */
+export const HUGE_LEAF_FLAGS = INNER_FLAGS | PS;
+export const isHugeLeaf = (lo: number): boolean => (lo & (P | PS)) === (P | PS);
+/** Whether a level-2 morsel entry's flags are a valid private or shared 2 MiB leaf. */
+export const isHugeLeafFlags = (flags: number): boolean => (flags & PS) !== 0 && isInnerFlags(flags & ~PS);
 
 export function pfnOf(lo: number, hi: number): number {
   return (lo >>> 12) + (hi & HI_PFN_MASK) * PFN_LO_SPAN;

@@ -8,12 +8,14 @@
  *   ensureChild(table, index, point)       the child, created if missing:
  *                                          allocate, zero, CAS, free on loss
  *   forEachPresent(table, visit)           every present entry, once
+ *   followHuge(table, index, lo, hi)       a 2 MiB leaf's order-9 frame
  *
  * Trust rule: a frame number read from the region is validated before it is
  * followed. It must lie in [firstAllocatableFrame, frameCount) (never the
  * superblock, boot scratch, allocator metadata, user slots or morsel words,
  * never past the end) and be allocated as an order-0 frame (a free frame is
- * tomorrow's someone else's; an order-9 block is never a table or page). A
+ * tomorrow's someone else's; an order-9 block is never a table or 4 KiB
+ * page, only a 2 MiB leaf, and a 2 MiB leaf is always one: followHuge). A
  * violation throws ECORRUPT naming the table frame and index; nothing is
  * followed, nothing is written. Every loop is bounded by ENTRIES_PER_TABLE
  * and the level count. Hot walks with their own loop (the MMU) use
@@ -30,13 +32,20 @@ import { OWNED_ROOT_SLOTS, sealRoots } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
-import { INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
+import { INNER_FLAGS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
 
 /** The address bits one level indexes, and so the entries of one 4 KiB table. */
 export const INDEX_BITS = 9;
 export const ENTRIES_PER_TABLE = 1 << INDEX_BITS;
 /** The most paging levels a walk crosses (5-level paging). */
 export const MAX_LEVELS = 5;
+/**
+ * 2 MiB leaves (huge pages): entries of a level-2 table with PS set, each
+ * an order-9 frame of HUGE_FRAMES 4 KiB frames (src/morsel/huge.ts).
+ */
+export const HUGE_LEVEL = 2;
+export const HUGE_FRAMES = ENTRIES_PER_TABLE;
+export const HUGE_ALLOC_ORDER = 9;
 
 /**
  * Bytes covered by one entry of a level-L table (L = 1..5), index L; index 0
@@ -102,6 +111,18 @@ export class Walker {
     return frame as Frame;
   }
 
+  /** Whether `frame` may be a 2 MiB leaf: the first frame of an allocated order-9 block inside the allocatable range. */
+  trustedHuge(frame: number): boolean {
+    return frame >= this.first && frame + HUGE_FRAMES <= this.end && this.view.isHugeBlock(frame);
+  }
+
+  /** The order-9 frame a 2 MiB leaf (lo, hi) at `table[index]` references, validated. */
+  followHuge(table: Frame, index: number, lo: number, hi: number): Frame {
+    const frame = pfnOf(lo, hi);
+    if (!this.trustedHuge(frame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${index} is a 2 MiB leaf of frame ${frame}, ${this.whyHuge(frame)}`);
+    return frame as Frame;
+  }
+
   /** A root frame read from a root cell, validated like an entry; `what` names the cell (built only on failure). */
   root(frame: number, what: () => string): Frame {
     if (!this.trusted(frame)) {
@@ -126,8 +147,15 @@ export class Walker {
     assert(level <= MAX_LEVELS && stopLevel >= 0 && stopLevel <= level, 'descend levels in range');
     let table: number = root;
     for (let l = level; l > stopLevel; l--) {
-      table = this.child(table as Frame, indexAt(addr, l));
-      if (table < 0) return -1;
+      const index = indexAt(addr, l);
+      const lo = this.region.loadLo(table as Frame, index);
+      if (!isPresent(lo)) return -1;
+      const hi = this.region.loadHi(table as Frame, index);
+      if (l === HUGE_LEVEL && isHugeLeaf(lo)) {
+        // A 2 MiB leaf: the data frame lies inside it; there is no table below.
+        return stopLevel === 0 ? this.followHuge(table as Frame, index, lo, hi) + indexAt(addr, 1) : -1;
+      }
+      table = this.follow(table as Frame, index, lo, hi);
     }
     return table;
   }
@@ -147,8 +175,23 @@ export class Walker {
     const region = this.region;
     let lo = region.loadLo(table, index);
     if (isPresent(lo)) return this.follow(table, index, lo, region.loadHi(table, index));
+    const fresh = this.createChild(table, index, point, lostPoint);
+    if (fresh >= 0) return fresh as Frame;
+    lo = region.loadLo(table, index);
+    if (!isPresent(lo)) this.notZero(table, index); // lost to a writer that left garbage, not a child
+    return this.follow(table, index, lo, region.loadHi(table, index));
+  }
+
+  /**
+   * The creating half of ensureChild for the empty entry `table[index]`:
+   * allocate, zero, CAS; returns the new child, or -1 when another writer
+   * filled the entry first (the fresh frame is freed; the caller reads the
+   * entry again, which may be a table or a 2 MiB leaf).
+   */
+  createChild(table: Frame, index: number, point: CrashPointName | null, lostPoint: CrashPointName | null = null): number {
+    const region = this.region;
     // Writers keep a non-present entry all zero: anything else is damage the CAS below could never replace.
-    if (lo !== 0 || region.loadHi(table, index) !== 0) this.notZero(table, index);
+    if (region.loadLo(table, index) !== 0 || region.loadHi(table, index) !== 0) this.notZero(table, index);
     const fresh = this.zeroedFrame();
     if (point !== null) crashPoint(point);
     if (region.casEntry(table, index, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
@@ -157,9 +200,7 @@ export class Walker {
     }
     if (lostPoint !== null) crashPoint(lostPoint);
     this.alloc.free(fresh); // another thread was faster: its child stands
-    lo = region.loadLo(table, index);
-    if (!isPresent(lo)) this.notZero(table, index); // lost to a writer that left garbage, not a child
-    return this.follow(table, index, lo, region.loadHi(table, index));
+    return -1;
   }
 
   /**
@@ -195,6 +236,11 @@ export class Walker {
   private why(frame: number): string {
     if (!(frame >= this.first && frame < this.end)) return `outside the allocatable range [${this.first}, ${this.end})`;
     return this.view.isAllocated(frame) ? 'which lies in an order-9 block' : 'which the allocator has free';
+  }
+
+  private whyHuge(frame: number): string {
+    if (!(frame >= this.first && frame + HUGE_FRAMES <= this.end)) return `outside the allocatable range [${this.first}, ${this.end})`;
+    return 'which is not an allocated order-9 block';
   }
 
   private notZero(table: Frame, index: number): never {

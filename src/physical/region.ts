@@ -405,6 +405,23 @@ export class Region {
     this.u8w[frame >>> WINDOW_FRAME_SHIFT].set(ZERO_PAGE, (frame & WINDOW_FRAME_MASK) * PAGE_SIZE);
   }
 
+  /**
+   * Zeroes frames [frame, frame + count), which must lie in one window (an
+   * order-9 block always does: windows are 2^WINDOW_FRAME_SHIFT frames).
+   */
+  zeroFrames(frame: Frame, count: number): void {
+    assert(count >= 1 && (frame & WINDOW_FRAME_MASK) + count <= WINDOW_FRAME_MASK + 1, 'zeroFrames: a run inside one window');
+    for (let i = 0; i < count; i++) this.zeroFrame((frame + i) as Frame);
+  }
+
+  /** Copies frames [from, from + count) onto [to, to + count); each run lies in one window (as zeroFrames). */
+  copyFrames(from: Frame, to: Frame, count: number): void {
+    if (!this.writable) this.denyWrite();
+    assert(count >= 1 && (from & WINDOW_FRAME_MASK) + count <= WINDOW_FRAME_MASK + 1 && (to & WINDOW_FRAME_MASK) + count <= WINDOW_FRAME_MASK + 1, 'copyFrames: runs inside one window');
+    const src = (from & WINDOW_FRAME_MASK) * PAGE_SIZE;
+    this.u8w[to >>> WINDOW_FRAME_SHIFT].set(this.u8w[from >>> WINDOW_FRAME_SHIFT].subarray(src, src + count * PAGE_SIZE), (to & WINDOW_FRAME_MASK) * PAGE_SIZE);
+  }
+
   // --- shootdown epoch ----------------------------------------------------
 
   /** The region-wide shootdown epoch (superblock byte 52): every Mmu flushes its TLB when it moves. */

@@ -50,7 +50,7 @@ import { CHILD_SHIFT, firstAllocatableFrame } from '../physical/layout.js';
 import { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { Memory } from '../memory.js';
-import { dropSlotRoots, scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
+import { dropSlotRoots, hugeChildrenOf, scanRegion, type Finding, type Problem, type Scan } from './reachable.js';
 import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
 import { forEachStoredCount } from '../alloc/refcount/index.js';
 
@@ -334,11 +334,11 @@ function rebuildAllocator(region: Region, scan: Scan): Problem {
   for (let f = view.first; f < view.frameCount; f++) if (!scan.used[f] && view.isAllocated(f)) lost++;
   const reclaim = scan.findings.every((f) => f.reachTrusted) && quarantine(scan.findings).length === 0;
   if (reclaim) {
-    FrameAllocator.rebuildFrom(region, (f) => scan.used[f] === 1);
+    FrameAllocator.rebuildFrom(region, (f) => scan.used[f] === 1, hugeChildrenOf(scan.hugeLeaves));
     return { code: 'ALLOCATOR', what: `rebuilt the allocator from reachability; reclaimed ${lost} lost frame(s) (their contents are discarded)`, where: 'allocator', repairable: true };
   }
   const keep = new Uint8Array(region.frameCount);
   for (let f = 0; f < region.frameCount; f++) keep[f] = scan.used[f] || view.isAllocated(f) ? 1 : 0;
-  FrameAllocator.rebuildFrom(region, (f) => keep[f] === 1, view.hugeChildren());
+  FrameAllocator.rebuildFrom(region, (f) => keep[f] === 1, new Set([...view.hugeChildren(), ...hugeChildrenOf(scan.hugeLeaves)]));
   return { code: 'ALLOCATOR', what: `rebuilt the allocator counters and allocated every referenced frame; ${lost} lost frame(s) kept (some references could not be followed or a morsel is quarantined)`, where: 'allocator', repairable: true };
 }

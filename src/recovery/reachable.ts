@@ -29,14 +29,14 @@
  * Tables are read through the walker's geometry (src/paging/walk.ts); the
  * scanner keeps its own tolerant loop because it must report, not throw.
  */
-import { MorselError } from '../errors.js';
+import { MorselError, assert } from '../errors.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE, ROOT_SLOT_NAMES, ROOT_SLOT_REFCOUNTS, ROOT_SLOT_RESERVATIONS, ROOT_SLOTS } from '../physical/superblock.js';
-import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
-import { ENTRIES_PER_TABLE } from '../paging/walk.js';
+import { CHILD_FRAMES, CHILD_SHIFT, SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
+import { ENTRIES_PER_TABLE, HUGE_FRAMES, HUGE_LEVEL } from '../paging/walk.js';
 import { levelKeySpan, registryDepth } from '../morsel/registry.js';
 import type { Region } from '../physical/region.js';
-import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, RW, entryToBigInt, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, RW, entryToBigInt, isHugeLeaf, isHugeLeafFlags, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
 import { orderBytes } from '../morsel/order.js';
@@ -49,7 +49,7 @@ export type ProblemCode =
   | 'ROOT_SLOT' // a superblock root slot holds no valid table frame
   | 'ENTRY_RANGE' // an entry references a frame outside the allocatable range
   | 'ENTRY_FLAGS' // an inner entry has other flags than P|RW|US or stray high bits
-  | 'ENTRY_PS' // an inner entry has the page-size bit (morsels have no huge leaves)
+  | 'ENTRY_PS' // the page-size bit outside a morsel's level-2 table, or a 2 MiB leaf that is not a valid, aligned order-9 block
   | 'ENTRY_NOT_ZERO' // a non-present entry is not all zero
   | 'CYCLE' // an entry references a table on its own path (an ancestor)
   | 'DUPLICATE' // a frame is referenced from two places
@@ -115,6 +115,8 @@ export interface Scan {
   shared: Map<number, number>;
   /** KIND_* of every frame (KIND_NONE where used is 0) */
   kinds: Uint8Array;
+  /** first frames of the 2 MiB leaves (order-9 blocks) live morsels reference */
+  hugeLeaves: number[];
   frames: number;
   morsels: number;
   spaces: number;
@@ -185,6 +187,7 @@ class Scanner implements ScanContext {
   private readonly roots = new Map<number, number>();
   /** Frames referenced by write-protected morsel entries (copy-on-write) -> how many such entries. */
   readonly sharedRefs = new Map<number, number>();
+  readonly hugeLeaves: number[] = [];
 
   constructor(readonly region: Region) {
     this.used = new Uint8Array(region.frameCount);
@@ -383,6 +386,25 @@ class Scanner implements ScanContext {
     return true;
   }
 
+  /**
+   * A 2 MiB leaf (PS entry of a morsel's level-2 table): valid flags, a
+   * 2 MiB-aligned block inside the allocatable range; the first reference
+   * marks all its frames (a shared leaf counts its references by its first
+   * frame, like any shared child).
+   */
+  private hugeLeaf(lo: number, hi: number, where: Where, fix: EntryFix): void {
+    const base = pfnOf(lo, hi);
+    if (!isHugeLeafFlags(lo & 0xfff) || (hi & ~HI_PFN_MASK) !== 0) this.find('ENTRY_FLAGS', `2 MiB leaf ${entryHex(lo, hi)} has flags other than P|RW|US|PS (or P|US|PS, shared)`, where, null);
+    if (base % HUGE_FRAMES !== 0 || !(base >= this.first && base + HUGE_FRAMES <= this.region.frameCount)) {
+      this.find('ENTRY_PS', `2 MiB leaf ${entryHex(lo, hi)} is not an aligned block of ${HUGE_FRAMES} allocatable frames`, where, fix);
+      return;
+    }
+    if (!this.morselRef(base, lo, where, fix)) return;
+    this.kinds[base] = KIND_DATA;
+    for (let f = base + 1; f < base + HUGE_FRAMES; f++) if (this.ref(f, where, null)) this.kinds[f] = KIND_DATA;
+    this.hugeLeaves.push(base);
+  }
+
   /** The tables and pages below an already-referenced morsel root. */
   private subtree(d: DecodedId, what: string): void {
     this.roots.set(d.rootFrame, d.order);
@@ -395,6 +417,10 @@ class Scanner implements ScanContext {
       for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
+        if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+          this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi });
+          continue;
+        }
         const child = this.inner(table, idx, lo, hi, where, true);
         if (child === null || !this.morselRef(child, lo, where, { table, index: idx, lo, hi })) continue;
         this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;
@@ -539,7 +565,13 @@ export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   s.otherRoots();
   const shared = new Map<number, number>();
   for (const [frame, refs] of s.sharedRefs) if (refs > 1) shared.set(frame, refs);
-  return { used: s.used, shared, kinds: s.kinds, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+  return { used: s.used, shared, kinds: s.kinds, hugeLeaves: s.hugeLeaves, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+}
+
+/** The allocator children (src/alloc/llfree.ts) that are the order-9 blocks of 2 MiB leaves `leaves` (first frames). */
+export function hugeChildrenOf(leaves: readonly number[]): number[] {
+  assert(HUGE_FRAMES === CHILD_FRAMES, 'a 2 MiB leaf is exactly one allocator child');
+  return leaves.map((f) => f >>> CHILD_SHIFT);
 }
 
 /** `used` value of a frame referenced only by a structure recovery rebuilds from scratch (the reference-count table's storage). */
@@ -550,6 +582,8 @@ export interface Reachable {
   used: Uint8Array;
   /** copy-on-write frames with 2 or more references -> references (the true reference counts) */
   shared: Map<number, number>;
+  /** first frames of live 2 MiB leaves: rebuilt as allocated order-9 blocks */
+  hugeLeaves: number[];
   morsels: number;
   frames: number;
 }
@@ -568,7 +602,7 @@ export function collectReachable(morsels: Morsels): Reachable {
     const more = scan.findings.length > 1 ? ` (and ${scan.findings.length - 1} more problem(s))` : '';
     throw new MorselError('ECORRUPT', `${p.where}: ${p.what}${more}; run \`morsel check --region <file>\` (--repair to fix)`);
   }
-  return { used: scan.used, shared: scan.shared, morsels: scan.morsels, frames: scan.frames };
+  return { used: scan.used, shared: scan.shared, hugeLeaves: scan.hugeLeaves, morsels: scan.morsels, frames: scan.frames };
 }
 
 /**

@@ -15,7 +15,7 @@
  * 5-level spaces [0, 2^53) of their 2^56-byte lower half.
  */
 import { MorselError, assert, check } from '../errors.js';
-import { HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, HI_MORSEL_TOP, INNER_FLAGS, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE, type Walker } from '../paging/walk.js';
 import { hex, type DecodedId } from '../morsel/id.js';
 import type { Morsels } from '../morsel/morsels.js';
@@ -128,9 +128,9 @@ export class AddressSpace {
     return this.morsels.region;
   }
 
-  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel) to the page of `vaddr`. */
-  populateFrom(table: Frame, level: number, vaddr: number): Frame {
-    return this.morsels.populateFrom(table, level, vaddr);
+  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel) to the page of `vaddr`; `huge`: the morsel's policy (2 MiB leaves). */
+  populateFrom(table: Frame, level: number, vaddr: number, huge: boolean): Frame {
+    return this.morsels.populateFrom(table, level, vaddr, huge);
   }
 
   share(): SpaceShare {
@@ -174,7 +174,8 @@ export class AddressSpace {
     check(level <= this.levels, 'ENOTSUP', () => `an order-${data.order} morsel needs ${level}-level paging; this space has ${this.levels}`);
     const rights = opts.rights ?? READ_WRITE;
     const lo = makeLo(data.rootFrame, rightsLo(rights));
-    const hi = makeHi(data.rootFrame, rightsHi(rights) | HI_MORSEL_TOP);
+    // The huge policy rides on the mapping entry: the MMU's fault path reads it on the way down.
+    const hi = makeHi(data.rootFrame, rightsHi(rights) | HI_MORSEL_TOP | (data.huge ? HI_HUGE : 0));
     if (address !== undefined) {
       const at = address;
       this.checkAddress(at, data.order);

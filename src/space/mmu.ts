@@ -27,13 +27,18 @@
  * write populates. The zero translation is never cached, so a page another
  * thread populates later is seen by the next access.
  *
- * Not modelled: accessed/dirty bits (a morsel never needs them), PS huge
- * leaves (not created yet), PCID.
+ * 2 MiB leaves (PS entries of level-2 tables inside morsels): the walk stops
+ * there, the data frame is the leaf's frame + the level-1 index; the walk
+ * cache then holds the leaf, so the other 511 pages of it miss the TLB into
+ * one compare instead of a walk. A write fault on a missing level-2 entry of
+ * a morsel whose mapping entry carries HI_HUGE populates a whole leaf.
+ *
+ * Not modelled: accessed/dirty bits (a morsel never needs them), PCID.
  */
 import { MorselError, check } from '../errors.js';
-import { HI_MORSEL_TOP, HI_NX, RW, US, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, HI_MORSEL_TOP, HI_NX, RW, US, isHugeLeaf, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
-import { allocatableRange, validTableFrame } from '../paging/walk.js';
+import { HUGE_FRAMES, HUGE_LEVEL, allocatableRange, validTableFrame } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
@@ -67,9 +72,10 @@ export interface PagedSpace {
    * The morsel fault handler: populate the path below the morsel's
    * level-`level` table `table` to the page of `vaddr`; returns the data
    * frame. (Morsels are naturally aligned, so the indices of `vaddr` below
-   * the morsel's top are its offset's.)
+   * the morsel's top are its offset's.) `huge`: the mapping entry carries
+   * the morsel's 2 MiB-leaf policy.
    */
-  populateFrom?(table: Frame, level: number, vaddr: number): Frame;
+  populateFrom?(table: Frame, level: number, vaddr: number, huge: boolean): Frame;
   /** a fault outside any morsel: map the page or throw EFAULT/EACCES */
   handleFault?(vaddr: number, access: Access): void;
 }
@@ -108,12 +114,14 @@ export class Mmu {
    * Walk cache (like x86's paging-structure caches): the last level-1 table
    * used, keyed by vaddr / 2 MiB, with the rights accumulated above it and
    * the morsel it belongs to. Streaming over more pages than the TLB holds
-   * then costs one entry load per page instead of a full walk.
+   * then costs one entry load per page instead of a full walk. With wcHuge
+   * it holds a 2 MiB leaf's first frame instead: no load at all.
    */
   private wcKey = -1;
   private wcTable = 0;
   private wcPerm = 0;
   private wcInMorsel = false;
+  private wcHuge = false;
   /** the space epoch the TLB is valid for; NaN once closed (never equal: every use takes the slow path) */
   private epoch: number;
   /** the region's shootdown epoch the TLB is valid for (copy-on-write copies move it) */
@@ -250,8 +258,11 @@ export class Mmu {
     let perm: number;
     /** below an entry marked MORSEL_TOP: a missing entry is the morsel fault handler's */
     let inMorsel: boolean;
+    /** the morsel's 2 MiB-leaf policy (its mapping entry's HI_HUGE), for faults above level 1 */
+    let huge = false;
     // A write may not start below a write-protected entry the cache skips: it must see it to copy it.
     if (key === this.wcKey && (access !== Access.Write || (this.wcPerm & PERM_WRITE) !== 0 || !this.wcInMorsel)) {
+      if (this.wcHuge) return this.fillTlb(vaddr, vpn, slot, access, this.wcTable + (vpn % HUGE_FRAMES), this.wcPerm);
       level = 1;
       table = this.wcTable;
       perm = this.wcPerm;
@@ -263,12 +274,7 @@ export class Mmu {
       inMorsel = false;
     }
     for (let faults = 0; level >= 1; level--) {
-      if (level === 1 && key !== this.wcKey) {
-        this.wcKey = key;
-        this.wcTable = table;
-        this.wcPerm = perm;
-        this.wcInMorsel = inMorsel;
-      }
+      if (level === 1 && key !== this.wcKey) this.cacheWalk(key, table, perm, inMorsel, false);
       const idx = tableIndex(vaddr, level);
       const lo = region.loadLo(table as Frame, idx);
       if (!isPresent(lo)) {
@@ -299,7 +305,7 @@ export class Mmu {
         this.counters.faults++;
         // Populate from this table down and take the data frame it returns:
         // entries inside a morsel are permissive, so `perm` is already final.
-        table = this.space.populateFrom!(table as Frame, level, vaddr);
+        table = this.space.populateFrom!(table as Frame, level, vaddr, huge);
         break;
       }
       if (inMorsel && (lo & RW) === 0 && access === Access.Write) {
@@ -308,7 +314,7 @@ export class Mmu {
         if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
         this.counters.faults++;
         this.counters.cowFaults++;
-        table = this.space.populateFrom!(table as Frame, level, vaddr);
+        table = this.space.populateFrom!(table as Frame, level, vaddr, huge);
         this.wcKey = -1; // the cached level-1 table may be the shared original
         break;
       }
@@ -319,14 +325,38 @@ export class Mmu {
       const next = pfnOf(lo, hi);
       // Every frame a walk follows must be allocatable (src/paging/walk.ts): damaged metadata is ECORRUPT, never access to reserved frames.
       if (!validTableFrame(next, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx} references frame ${next}, outside the allocatable range`);
+      if (inMorsel && level === HUGE_LEVEL && isHugeLeaf(lo)) {
+        // A 2 MiB leaf: the data frame lies inside it (the whole block must be allocatable too).
+        if (!validTableFrame(next + HUGE_FRAMES - 1, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx}: 2 MiB leaf of frame ${next} reaches outside the allocatable range`);
+        this.cacheWalk(key, next, perm, true, true);
+        table = next + (vpn % HUGE_FRAMES);
+        break;
+      }
       table = next;
-      if (hi & HI_MORSEL_TOP) inMorsel = true;
+      if (hi & HI_MORSEL_TOP) {
+        inMorsel = true;
+        huge = (hi & HI_HUGE) !== 0;
+      }
     }
+    return this.fillTlb(vaddr, vpn, slot, access, table, perm);
+  }
+
+  /** Remembers the level-1 table (or, `huge`, the 2 MiB leaf) for vaddr / 2 MiB = `key` in the walk cache. */
+  private cacheWalk(key: number, table: number, perm: number, inMorsel: boolean, huge: boolean): void {
+    this.wcKey = key;
+    this.wcTable = table;
+    this.wcPerm = perm;
+    this.wcInMorsel = inMorsel;
+    this.wcHuge = huge;
+  }
+
+  /** Checks the rights `perm` of a finished walk and enters its translation into TLB slot `slot`. */
+  private fillTlb(vaddr: number, vpn: number, slot: number, access: Access, frame: number, perm: number): Frame {
     if (!allowed(perm, access, this.user)) throw this.denied(vaddr, access);
     this.tlbVpn[slot] = vpn;
-    this.tlbFrame[slot] = table;
+    this.tlbFrame[slot] = frame;
     this.tlbPerm[slot] = perm;
-    return table as Frame;
+    return frame as Frame;
   }
 
   private denied(vaddr: number, access: Access): MorselError {
