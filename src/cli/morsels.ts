@@ -1,9 +1,9 @@
 /**
  * `morsel create | inspect | destroy | ls`: morsels by name, handle or raw ID.
  *
- *   create <path> --size S [--order N] [--mode 0600] [--fixed ADDR [--levels 4|5]]
+ *   create <path> --size S [--order N] [--mode 0600] [--fixed ADDR [--levels 4|5]] [--huge]
  *                                  a named morsel (prints its handle 0x…@generation)
- *   create --order N [--meta --address A [--size S]]
+ *   create --order N [--meta --address A [--size S]] [--huge]
  *                                  a raw, unnamed morsel: the primitive (prints its ID 0x…)
  *   inspect <target>               order, frames, generation, users
  *   destroy <target>               now; EBUSY while open or mapped anywhere
@@ -27,6 +27,7 @@ interface CreateFlags {
   levels?: string;
   meta?: boolean;
   address?: string;
+  huge?: boolean;
   json?: boolean;
 }
 
@@ -43,6 +44,7 @@ export function registerMorsels(program: Command): void {
     .option('--levels <n>', 'named --fixed: paging levels the address must be mappable with, 4 or 5 (default 5)')
     .option('--meta', 'raw: a meta morsel with a fixed mapping address (--address)')
     .option('--address <addr>', 'raw --meta: its fixed mapping address')
+    .option('--huge', 'populate 2 MiB leaves (huge pages) instead of 4 KiB pages where order-9 frames are free; order >= 2 (1 GiB)')
     .addOption(jsonOption())
     .action((path: string | undefined, o: CreateFlags) =>
       run(o.json, async () => {
@@ -74,6 +76,8 @@ export function registerMorsels(program: Command): void {
               rootFrame: s.rootFrame,
               tableFrames: s.tableFrames,
               dataPages: s.dataPages,
+              huge: s.huge,
+              hugeLeaves: s.hugeLeaves,
               tablesByLevel: s.tablesByLevel.slice(1).join('/') || '-',
               sharedFrames: s.sharedFrames,
               privateFrames: s.tableFrames + s.dataPages - s.sharedFrames,
@@ -148,6 +152,7 @@ async function namedCreate(path: string, o: CreateFlags): Promise<(m: Memory) =>
     mode: o.mode === undefined ? undefined : parseMode(o.mode),
     fixedAddress: o.fixed === undefined ? undefined : parseBytes(o.fixed, '--fixed'),
     levels: o.levels === '4' ? (4 as const) : (5 as const),
+    huge: !!o.huge,
   };
   return (m) => {
     const h = m.names.create(path, opts);
@@ -168,7 +173,8 @@ async function rawCreate(o: CreateFlags): Promise<(m: Memory) => Out> {
   const [{ toOrder }, { hex, decodeIdBits }, { formatHandle }] = await Promise.all([import('../morsel/order.js'), import('../morsel/id.js'), import('../manage/handle.js')]);
   const order = toOrder(o.order);
   return (m) => {
-    const id = address !== undefined ? m.morsels.createMeta(order, { address, sizeBytes }) : m.morsels.create(order);
+    const huge = !!o.huge;
+    const id = address !== undefined ? m.morsels.createMeta(order, { address, sizeBytes, huge }) : m.morsels.create(order, { huge });
     const d = decodeIdBits(id);
     return { id: hex(id), handle: formatHandle({ id: d.id, generation: m.morsels.generationOf(d.rootFrame) }) };
   };

@@ -29,7 +29,7 @@
 import { MorselError, assert, check } from '../errors.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
-import type { MorselId } from '../morsel/id.js';
+import { MIN_HUGE_ORDER, type MorselId } from '../morsel/id.js';
 import type { AddressSpace, Levels } from '../space/address-space.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MorselHandle, formatHandle, type MorselRef } from './handle.js';
@@ -51,6 +51,8 @@ export interface CreateOptions {
   fixedAddress?: number;
   /** the paging levels of the spaces it must map into (default 5); 4 refuses what only 5-level paging can map */
   levels?: Levels;
+  /** populate 2 MiB leaves (huge pages) where order-9 frames are free; the order is then at least 2 (1 GiB) */
+  huge?: boolean;
 }
 
 export interface MapRights {
@@ -76,6 +78,9 @@ export interface NameStat {
   /** paging levels an address space needs to map it */
   pagingLevels?: Levels;
   dataPages?: number;
+  /** the 2 MiB-leaf policy (create's `huge`), and the 2 MiB leaves among the data pages (each counts 512 of them) */
+  huge?: boolean;
+  hugeLeaves?: number;
   tableFrames?: number;
   /** frames shared with other morsels by copy-on-write, and the table frames per level (index 1..order) */
   sharedFrames?: number;
@@ -163,13 +168,14 @@ export class Names {
    */
   beginCreate(path: string, opts: CreateOptions): MorselHandle {
     const sizeBytes = opts.sizeBytes;
-    const order = opts.order ?? orderForSize(sizeBytes);
+    const order = opts.order ?? Math.max(orderForSize(sizeBytes), opts.huge ? MIN_HUGE_ORDER : 0) as Order;
     check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0 && sizeBytes <= orderBytes(order), 'ERANGE', () => `size ${sizeBytes} does not fit an order-${order} morsel (${orderBytes(order)} bytes)`);
     const mode = checkMode(opts.mode ?? DEFAULT_FILE_MODE);
     const fixed = opts.fixedAddress ?? null;
     if (fixed !== null) checkMappable(fixed, order, opts.levels ?? 5);
     this.writableParent(path);
-    const id = fixed === null ? this.morsels.create(order, { pending: true }) : this.morsels.createMeta(order, { address: fixed, sizeBytes, pending: true });
+    const huge = !!opts.huge;
+    const id = fixed === null ? this.morsels.create(order, { pending: true, huge }) : this.morsels.createMeta(order, { address: fixed, sizeBytes, pending: true, huge });
     // A pending create counted our use already (see Morsels.create).
     const data = this.morsels.dataOf(this.morsels.decode(id));
     return new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, sizeBytes, path);
@@ -297,7 +303,7 @@ export class Names {
       const d = this.morsels.decodeHandle(rec.id, rec.generation);
       const s = this.morsels.stats(d.id);
       const data = s.data ?? s;
-      return { ...out, order: data.order, pagingLevels: levelsFor(rec.fixedAddress, data.order), dataPages: s.dataPages, tableFrames: s.tableFrames, sharedFrames: s.sharedFrames, tablesByLevel: s.tablesByLevel, users: this.morsels.usage.total(data.rootFrame), stale: false };
+      return { ...out, order: data.order, pagingLevels: levelsFor(rec.fixedAddress, data.order), dataPages: s.dataPages, huge: data.huge, hugeLeaves: s.hugeLeaves, tableFrames: s.tableFrames, sharedFrames: s.sharedFrames, tablesByLevel: s.tablesByLevel, users: this.morsels.usage.total(data.rootFrame), stale: false };
     } catch (e) {
       if (e instanceof MorselError && e.code === 'ESTALE') return { ...out, stale: true };
       throw e;

@@ -49,8 +49,9 @@ export interface MorselStats {
   tableFrames: number;
   /** data pages in the subtree, 4 KiB each (order 0: the root itself; a 2 MiB leaf counts 512) */
   dataPages: number;
-  /** 2 MiB leaves among them */
+  /** 2 MiB leaves among them, and the policy that builds them (create's `huge`) */
   hugeLeaves: number;
+  huge: boolean;
   /** frames shared with other morsels by copy-on-write (their count, or a table's above them, is above 1) */
   sharedFrames: number;
   /** table frames per level (index 1..order; index 0 unused) */
@@ -651,7 +652,7 @@ export class Morsels {
         else (counts.tables++, tablesByLevel[level]++);
         if (shared) counts.shared += frames;
       });
-    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, hugeLeaves: counts.huge, sharedFrames: counts.shared, tablesByLevel, virtualBytes: orderBytes(d.order) };
+    return { id: d.id, order: d.order, meta: false, rootFrame: d.rootFrame, tableFrames: counts.tables, dataPages: counts.pages, hugeLeaves: counts.huge, huge: d.huge, sharedFrames: counts.shared, tablesByLevel, virtualBytes: orderBytes(d.order) };
   }
 
   /**

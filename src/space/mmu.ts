@@ -417,6 +417,9 @@ export class Mmu {
    * faults taken), but neighbours in consecutive frames of one window are
    * handled in one call. `fn(firstFrame, pageOffset, done, n)` handles one run
    * of `n` bytes. (ZERO_FRAME + 1 is reserved, so holes form one-page runs.)
+   * Run-level translation: the pages after the first come from the walk
+   * cache (runFrame) where it covers them, one entry load per page (none
+   * inside a 2 MiB leaf) instead of a lookup each.
    */
   private forEachRun(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
     this.enter();
@@ -427,9 +430,15 @@ export class Mmu {
         const off = va & 4095;
         const frame = this.lookup(va, access);
         let n = Math.min(PAGE_SIZE - off, length - done);
-        for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; next++) {
-          if (this.lookup(va + n, access) !== next) break;
-          n += Math.min(PAGE_SIZE, length - done - n);
+        for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; ) {
+          const at = va - off + n; // page-aligned
+          let f = this.runFrame(at, access);
+          if (f < 0) f = this.lookup(at, access);
+          if (f !== next) break;
+          // Inside a cached 2 MiB leaf the rest of it follows at once (one window holds a whole leaf).
+          const pages = this.wcHuge && Math.floor(at / PAGE_SIZE / HUGE_FRAMES) === this.wcKey ? HUGE_FRAMES - (f - this.wcTable) : 1;
+          n += Math.min(pages * PAGE_SIZE, length - done - n);
+          next += pages;
         }
         fn(frame, off, done, n);
         done += n;
@@ -437,6 +446,30 @@ export class Mmu {
     } finally {
       this.exit();
     }
+  }
+
+  /**
+   * The frame of page-aligned `vaddr` from the walk cache alone, or -1 when
+   * it does not cover the page or the access needs the full path (a missing
+   * entry, a write to a write-protected one, rights the entry withholds):
+   * lookup() then takes it, faults included. Inside an access section.
+   */
+  private runFrame(vaddr: number, access: Access): number {
+    const vpn = vaddr / PAGE_SIZE;
+    if (Math.floor(vpn / HUGE_FRAMES) !== this.wcKey) return -1;
+    if (this.wcHuge) return allowed(this.wcPerm, access, this.user) ? this.wcTable + (vpn % HUGE_FRAMES) : -1;
+    const region = this.space.region;
+    const idx = vpn % HUGE_FRAMES;
+    const lo = region.loadLo(this.wcTable as Frame, idx);
+    if (!isPresent(lo)) return -1;
+    const hi = region.loadHi(this.wcTable as Frame, idx);
+    let perm = this.wcPerm;
+    if ((lo & RW) === 0) perm &= ~PERM_WRITE;
+    if ((lo & US) === 0) perm &= ~PERM_USER;
+    if (hi & HI_NX) perm &= ~PERM_EXEC;
+    if (!allowed(perm, access, this.user)) return -1;
+    const frame = pfnOf(lo, hi);
+    return validTableFrame(frame, this.firstFrame, this.endFrame) ? frame : -1;
   }
 
   /** Copies `dst.length` bytes from `vaddr` into `dst` (holes read as zeros, allocating nothing). */
