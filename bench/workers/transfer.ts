@@ -29,7 +29,7 @@ import { assert } from '../../src/errors.js';
 import { PAGE_SIZE } from '../../src/units.js';
 import { Barrier, Inbox, serve } from './rpc.js';
 
-export type TransferVariant = 'morsel' | 'morsel-durable' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit' | 'limit-2threads' | 'morsel-sender-only';
+export type TransferVariant = 'morsel' | 'morsel-huge' | 'morsel-durable' | 'conventional' | 'structured-clone' | 'transferable' | 'fresh-sab' | 'limit' | 'limit-2threads' | 'morsel-sender-only';
 
 export interface TransferRun {
   op: 'run';
@@ -104,6 +104,7 @@ async function send(req: TransferRun): Promise<number[]> {
     const ref = sendsNothing ? req.refs![i % req.refs!.length] : free.length > 0 ? free.pop() : await next();
     switch (req.variant) {
       case 'morsel':
+      case 'morsel-huge':
       case 'morsel-durable':
       case 'morsel-sender-only': {
         const a = space.map(ref as bigint);
@@ -153,6 +154,7 @@ async function receive(req: TransferRun): Promise<number[]> {
     const ref = await next();
     switch (req.variant) {
       case 'morsel':
+      case 'morsel-huge':
       case 'morsel-durable': {
         const a = space.map(ref as bigint, { rights: READ_ONLY });
         for (let va = a; va < a + n; va += 4096) sink += mmu.read8(va);
