@@ -178,7 +178,7 @@ function loadIntoMorsel(memory: Memory, path: string, size: number): { id: bigin
     for (let off = 0; off < size; off += CHUNK) {
       const n = fs.readSync(fd, buf, 0, Math.min(CHUNK, size - off), off);
       let src = 0;
-      forEachRun((va) => mmu.translate(va, Access.Write), a + off, n, (first, count) => {
+      forEachRun({ mmu, access: Access.Write }, a + off, n, (first, count) => {
         memory.region.bytesOf(first).set(buf.subarray(src, src + count * 4096), memory.region.byteOffsetInWindow(first));
         src += count * 4096;
       });

@@ -17,7 +17,7 @@ import { nowNs } from '../stats.js';
 import { checksumPages, copyOutPages, fillPages, touchPages } from '../access.js';
 import { sumInt32 } from '../../src/physical/native.js';
 import { Inbox, serve } from './rpc.js';
-import { type Component, type PipelineRun, type Stage, type StageReply } from './pipeline-protocol.js';
+import { type Component, type PipelineRun, type PipelineVariant, type Stage, type StageReply } from './pipeline-protocol.js';
 
 interface Wired {
   share: RegionShare;
@@ -38,9 +38,12 @@ const inbox = new Inbox(input);
 const socket = new Uint8Array(64 * 1024);
 const region = memory.region;
 
-const rd = { morsel: (va: number): number => mmu.translate(va, Access.Read), conventional: (va: number): number => cmmu.translate(va, Access.Read) };
-const wr = { morsel: (va: number): number => mmu.translate(va, Access.Write), conventional: (va: number): number => cmmu.translate(va, Access.Write) };
-const read8 = { morsel: (va: number): number => mmu.read8(va), conventional: (va: number): number => cmmu.read8(va) };
+const rdMorsel = { mmu, access: Access.Read };
+const wrMorsel = { mmu, access: Access.Write };
+const read8Morsel = (va: number): number => mmu.read8(va);
+const rd = { morsel: rdMorsel, 'morsel-huge': rdMorsel, conventional: { mmu: cmmu, access: Access.Read } };
+const wr = { morsel: wrMorsel, 'morsel-huge': wrMorsel, conventional: { mmu: cmmu, access: Access.Write } };
+const read8 = { morsel: read8Morsel, 'morsel-huge': read8Morsel, conventional: (va: number): number => cmmu.read8(va) };
 
 /**
  * The transferable variant: what a Node user would write. The datasource
@@ -99,7 +102,8 @@ async function run(req: PipelineRun): Promise<StageReply> {
   let start = 0;
   let checksum = 0;
   const n = req.bufBytes;
-  const v = req.variant;
+  const v = req.variant as Exclude<PipelineVariant, 'transferable'>;
+  const isMorsel = v !== 'conventional';
   for (let i = 0; i < req.count; i++) {
     let ref: unknown;
     if (stage === 'datasource') {
@@ -112,19 +116,19 @@ async function run(req: PipelineRun): Promise<StageReply> {
     let obj: ShmObject | null = null;
     let id = 0n;
     if (stage === 'datasource') {
-      if (v === 'morsel') id = memory.morsels.create(req.order);
+      if (isMorsel) id = memory.morsels.create(req.order, { huge: v === 'morsel-huge' });
       else obj = ShmObject.create(memory, n / 4096);
       lap('alloc');
-    } else if (v === 'morsel') {
+    } else if (isMorsel) {
       id = ref as bigint;
     } else {
       obj = ShmObject.open(memory, ref as ShmShare);
     }
     const rights = stage === 'datasource' ? undefined : READ_ONLY;
-    const a = v === 'morsel' ? space.map(id, { rights }) : conv.mmap(obj!, { rights });
+    const a = isMorsel ? space.map(id, { rights }) : conv.mmap(obj!, { rights });
     lap('map');
     if (stage === 'datasource') {
-      for (let va = a; va < a + n; va += 4096) (v === 'morsel' ? mmu : cmmu).write8(va, 0);
+      for (let va = a; va < a + n; va += 4096) (isMorsel ? mmu : cmmu).write8(va, 0);
     } else {
       touchPages(read8[v], a, n);
     }
@@ -133,16 +137,16 @@ async function run(req: PipelineRun): Promise<StageReply> {
     else if (stage === 'checksum') checksum = (checksum + checksumPages(region, rd[v], a, n)) | 0;
     else copyOutPages(region, rd[v], a, n, socket);
     lap('work');
-    if (v === 'morsel') space.unmap(a);
+    if (isMorsel) space.unmap(a);
     else conv.munmap(a);
     lap('unmap');
     if (stage === 'sender') {
-      if (v === 'morsel') memory.morsels.destroy(id);
+      if (isMorsel) memory.morsels.destroy(id);
       else obj!.destroy();
       lap('alloc');
       output.postMessage(0); // credit back to the datasource
     } else {
-      output.postMessage(v === 'morsel' ? id : obj!.share());
+      output.postMessage(isMorsel ? id : obj!.share());
     }
   }
   if (stage === 'datasource' && req.count > 0) await inbox.next(); // the last buffer's credit

@@ -55,8 +55,8 @@ const next = (): Promise<unknown> => inbox.next();
 
 let sink = 0;
 const BLOCK = 2 * 1024 * 1024;
-const writeMorsel = (va: number): number => mmu.translate(va, Access.Write);
-const writeConv = (va: number): number => cmmu.translate(va, Access.Write);
+const writeMorsel = { mmu, access: Access.Write };
+const writeConv = { mmu: cmmu, access: Access.Write };
 /** msync of one contiguous run of frames (a no-op on a volatile region). */
 const syncRun = (first: Frame, frames: number): void => memory.region.sync(first * PAGE_SIZE, frames * PAGE_SIZE);
 

@@ -421,7 +421,7 @@ export class Mmu {
    * cache (runFrame) where it covers them, one entry load per page (none
    * inside a 2 MiB leaf) instead of a lookup each.
    */
-  private forEachRun(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
+  runs(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
     this.enter();
     try {
       let done = 0;
@@ -475,7 +475,7 @@ export class Mmu {
   /** Copies `dst.length` bytes from `vaddr` into `dst` (holes read as zeros, allocating nothing). */
   read(vaddr: number, dst: Uint8Array): void {
     const region = this.space.region;
-    this.forEachRun(vaddr, dst.length, Access.Read, (frame, off, done, n) => {
+    this.runs(vaddr, dst.length, Access.Read, (frame, off, done, n) => {
       const start = region.byteOffsetInWindow(frame) + off;
       dst.set(region.bytesOf(frame).subarray(start, start + n), done);
     });
@@ -484,7 +484,7 @@ export class Mmu {
   /** Copies `src` to `vaddr` (TypedArray.set: the V8 bulk-copy limit). */
   write(vaddr: number, src: Uint8Array): void {
     const region = this.space.region;
-    this.forEachRun(vaddr, src.length, Access.Write, (frame, off, done, n) => {
+    this.runs(vaddr, src.length, Access.Write, (frame, off, done, n) => {
       region.bytesOf(frame).set(n === src.length ? src : src.subarray(done, done + n), region.byteOffsetInWindow(frame) + off);
     });
   }
@@ -496,7 +496,7 @@ export class Mmu {
   fill(vaddr: number, length: number, value: number): void {
     const region = this.space.region;
     const word = ((value & 0xff) * 0x01010101) | 0;
-    this.forEachRun(vaddr, length, Access.Write, (frame, off, _done, n) => {
+    this.runs(vaddr, length, Access.Write, (frame, off, _done, n) => {
       if ((off & 3) === 0 && (n & 3) === 0) {
         const w = region.wordIndex(frame, off >>> 2);
         region.words(frame).fill(word, w, w + (n >>> 2));
