@@ -88,7 +88,7 @@ test('transfer: tiny packets through every mechanism', async () => {
   checkShape(e, 'transfer');
   assert.deepEqual(
     new Set(e.results.map((r) => r.variant)),
-    new Set(['limit', 'limit-2threads', 'morsel-sender-only', 'morsel', 'conventional', 'structured-clone', 'transferable', 'fresh-sab', 'morsel (file-backed)', 'morsel-durable (file-backed)']),
+    new Set(['limit', 'limit-2threads', 'morsel-sender-only', 'morsel', 'morsel-huge', 'conventional', 'structured-clone', 'transferable', 'fresh-sab', 'morsel (file-backed)', 'morsel-durable (file-backed)']),
   );
   for (const r of e.results) assert.ok(r.summary.median > 0, `${r.variant} throughput positive`);
 });

@@ -10,6 +10,8 @@
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { ConventionalSpace, ShmObject, type ShmShare } from '../../src/conventional/index.js';
 import { Memory } from '../../src/memory.js';
+import { MIN_HUGE_ORDER } from '../../src/morsel/id.js';
+import type { Order } from '../../src/morsel/order.js';
 import type { RegionShare } from '../../src/physical/region.js';
 import { Access, Mmu } from '../../src/space/mmu.js';
 import { READ_ONLY } from '../../src/space/rights.js';
@@ -116,7 +118,7 @@ async function run(req: PipelineRun): Promise<StageReply> {
     let obj: ShmObject | null = null;
     let id = 0n;
     if (stage === 'datasource') {
-      if (isMorsel) id = memory.morsels.create(req.order, { huge: v === 'morsel-huge' });
+      if (isMorsel) id = v === 'morsel-huge' ? memory.morsels.create(Math.max(req.order, MIN_HUGE_ORDER) as Order, { huge: true }) : memory.morsels.create(req.order);
       else obj = ShmObject.create(memory, n / 4096);
       lap('alloc');
     } else if (isMorsel) {
