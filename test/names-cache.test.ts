@@ -16,6 +16,7 @@ import { Names } from '../src/manage/names.js';
 import { Namespace } from '../src/manage/namespace.js';
 import { formatHandle } from '../src/manage/handle.js';
 import { MiB } from '../src/units.js';
+import { checkRegion } from '../src/recovery/check.js';
 import { outcome } from './helpers.js';
 
 const ROOT = { uid: 0, gid: 0, groups: [0] };
@@ -72,6 +73,35 @@ test('two processes: a second process\'s unlink, rename (of a name and of a dire
     me.close(h);
   } finally {
     m.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('close() with unlinked morsels still open destroys them after its usage tables are dropped (no cached table outlives them)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-cache-'));
+  const file = path.join(dir, 'r.region');
+  try {
+    const m = Memory.create(file, 32 * MiB);
+    const names = m.names;
+    const held = [];
+    for (let i = 0; i < 3; i++) {
+      const h = names.create(`/u${i}`, { sizeBytes: 4096 });
+      held.push(h, names.open(`/u${i}`));
+      assert.equal(names.unlink(`/u${i}`), false, 'deferred: still open');
+    }
+    names.close(names.create('/kept', { sizeBytes: 4096 }));
+    m.close(); // the handles die with the process's slot: the PENDING morsels go
+    const next = Memory.open(file);
+    try {
+      assert.equal(next.report?.crashed, false, 'closed cleanly');
+      assert.equal(next.morsels.list().length, 1, 'only the named morsel is left');
+      const report = checkRegion(next);
+      assert.equal(report.ok, true, JSON.stringify(report.problems));
+      assert.equal(report.lostFrames, 0);
+    } finally {
+      next.close();
+    }
+  } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

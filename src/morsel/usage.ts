@@ -63,9 +63,12 @@ export class Usage {
   /** The leaf table of this process's registry holding `key` (built when `create`; null if absent), cached. */
   private myLeaf(key: number, create: boolean): Frame | null {
     const mine = this.mine;
-    if (this.leafSlot !== this.region.userSlot) {
+    const slot = this.region.userSlot;
+    const root = this.region.loadSlotRoot(slot, SLOT_USAGE_ROOT);
+    if (this.leafSlot !== slot || this.leafRoot !== root) {
       this.leafCache.fill(0);
-      this.leafSlot = this.region.userSlot;
+      this.leafSlot = slot;
+      this.leafRoot = root;
     }
     const li = Math.floor(key / ENTRIES_PER_TABLE);
     const cached = this.leafCache[li];
@@ -77,12 +80,15 @@ export class Usage {
 
   /**
    * This process's leaf tables by leaf index (key / 512; 0 = not looked up),
-   * for the slot in leafSlot. Safe to keep: a registry's tables are freed
-   * only when its slot is emptied (this process's close, or a reap of the
-   * slot after this process died), never while this process holds the slot.
+   * valid for the slot leafSlot while its registry root is leafRoot. A
+   * registry's tables are freed only after its root is unlinked (dropRegistry:
+   * this process's close, which reaps PENDING morsels afterwards, or a reap
+   * of the slot after this process died), so checking the root on every use
+   * keeps a cached leaf from outliving its table.
    */
   private readonly leafCache: Int32Array;
   private leafSlot = -1;
+  private leafRoot = 0;
 
   /** This process's registry (its slot is claimed after construction, so looked up on use). */
   private get mine(): Registry {
