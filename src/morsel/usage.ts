@@ -49,6 +49,18 @@ export class Usage {
   private readonly slotWords: Int32Array;
   private readonly pid0: number;
 
+  /**
+   * This process's leaf tables by leaf index (key / 512; 0 = not looked up),
+   * valid for the slot leafSlot while its registry root is leafRoot. A
+   * registry's tables are freed only after its root is unlinked (dropRegistry:
+   * this process's close, which reaps PENDING morsels afterwards, or a reap
+   * of the slot after this process died), so checking the root on every use
+   * keeps a cached leaf from outliving its table.
+   */
+  private readonly leafCache: Int32Array;
+  private leafSlot = -1;
+  private leafRoot = 0;
+
   constructor(
     private readonly region: Region,
     alloc: FrameAllocator,
@@ -77,18 +89,6 @@ export class Usage {
     if (leaf !== null) this.leafCache[li] = leaf;
     return leaf;
   }
-
-  /**
-   * This process's leaf tables by leaf index (key / 512; 0 = not looked up),
-   * valid for the slot leafSlot while its registry root is leafRoot. A
-   * registry's tables are freed only after its root is unlinked (dropRegistry:
-   * this process's close, which reaps PENDING morsels afterwards, or a reap
-   * of the slot after this process died), so checking the root on every use
-   * keeps a cached leaf from outliving its table.
-   */
-  private readonly leafCache: Int32Array;
-  private leafSlot = -1;
-  private leafRoot = 0;
 
   /** This process's registry (its slot is claimed after construction, so looked up on use). */
   private get mine(): Registry {
@@ -213,7 +213,7 @@ export class Usage {
    */
   private countIn(s: number, key: number): [number, number] | null {
     if (s === this.region.userSlot) {
-      const leaf = this.myLeaf(key, false); // our own tables: cached, never freed under us
+      const leaf = this.myLeaf(key, false); // our own tables, cached (see leafCache)
       const lo = leaf === null ? 0 : this.region.loadLo(leaf, key % ENTRIES_PER_TABLE);
       return isPresent(lo) ? [lo, this.region.loadHi(leaf!, key % ENTRIES_PER_TABLE)] : null;
     }
