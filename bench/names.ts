@@ -8,6 +8,10 @@
  *    over NAME_DIRS directories, random order;
  *  - the same in 1 and 2 worker threads (throughput; scaling needs 2 free CPUs);
  *  - create + unlink of a named morsel against file create + unlink on tmpfs.
+ * `names` is the API as every user gets it, with the per-process lookup
+ * cache (src/manage/lookup-cache.ts, the counterpart of the kernel's dcache
+ * that serves the file baselines); `names-uncached` walks the namespace on
+ * every open (the cache turned off), in the same run.
  * The names point at a pool of POOL morsels (many names per morsel, like hard
  * links: N distinct morsels would cost N frames; the lookup does not care).
  */
@@ -16,7 +20,7 @@ import * as os from 'node:os';
 import { dirname, join } from 'node:path';
 import { Memory } from '../src/memory.js';
 import { MiB } from '../src/units.js';
-import type { NameRecord } from '../src/manage/names.js';
+import { Names, type NameRecord } from '../src/manage/names.js';
 import { collectGarbage } from './env.js';
 import { REPS, claim, medianOf, perOp, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
 import type { ExperimentResult, VariantResult } from './stats.js';
@@ -106,6 +110,7 @@ export async function runNames(opts: RunOptions & { params?: NamesParams }): Pro
     ],
     notes: [
       `names point at a pool of ${POOL} order-0 morsels; ${NAME_DIRS} directories; random lookup order`,
+      'names: with the per-process lookup cache (as every user gets it; the file baselines have the dcache); names-uncached: a namespace walk per open',
       opts.quick ? 'quick profile: up to 10^5 names (--full adds 10^6)' : 'full profile: up to 10^6 names',
       `region file and its directory: ${dirname(memory.region.path ?? '')} (${os.tmpdir()})`,
     ],
@@ -130,6 +135,8 @@ async function measureOpenClose(memory: Memory, count: number, p: NamesParams, d
   const paths = Array.from(idx, (i) => nameOf(i));
   const out: VariantResult[] = [];
   out.push(variant('names', 'open_close_ns', await perOp(p.reps, p.ops, (i) => names.close(names.open(paths[i]))), count));
+  const uncached = new Names(memory.morsels, memory.names.ns, { lookupCacheEntries: 0 });
+  out.push(variant('names-uncached', 'open_close_ns', await perOp(p.reps, p.ops, (i) => uncached.close(uncached.open(paths[i]))), count));
   for (const [v, dir] of [['fs-shm', dirs.shm], ['fs-region-dir', dirs.region]] as const) {
     const files = paths.map((q) => dir + q);
     out.push(variant(v, 'open_close_ns', await perOp(p.reps, p.ops, (i) => fs.closeSync(fs.openSync(files[i], 'r'))), count));

@@ -274,6 +274,8 @@ export class Memory {
       this.openMorsels.usage.forEachMine((_key, _count, wordFrame) => words.push([wordFrame, this.openMorsels.generationOf(wordFrame)]));
       emptyOwnSlot(this.openMorsels);
       for (const [w, generation] of words) this.openMorsels.reapIfPending(w, generation);
+      // Those destroys bracket DYING with claims in a fresh usage registry of our slot: drop it too.
+      if (words.length > 0) emptyOwnSlot(this.openMorsels);
       this.alloc.release(); // frames the teardown freed into our reservation
     }
     this.region.close({ markClean: !this.recoveryPending });

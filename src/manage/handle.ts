@@ -32,6 +32,8 @@ export class MorselHandle implements MorselRef {
     /** the data morsel's root frame (the usage key) and order: stable while the handle is open */
     readonly dataRoot: number,
     readonly dataOrder: Order,
+    /** the frame holding the incarnation's morsel word (the ID's root frame): close needs no decode */
+    readonly wordFrame: number,
     /** logical byte length at open */
     readonly sizeBytes: number,
     readonly path?: string,

@@ -29,12 +29,13 @@
 import { MorselError, assert, check } from '../errors.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
-import { MIN_HUGE_ORDER, type MorselId } from '../morsel/id.js';
+import { MIN_HUGE_ORDER, decodeIdBits, type MorselId } from '../morsel/id.js';
 import type { AddressSpace, Levels } from '../space/address-space.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MorselHandle, formatHandle, type MorselRef } from './handle.js';
 import { Reservations } from './reservations.js';
-import { R_OK, W_OK, X_OK, checkAccess, checkMode, grantedBits, isSuperuser, processCredentials, type Credentials } from './rights.js';
+import { R_OK, W_OK, X_OK, checkAccess, checkMode, grantedBits, isSuperuser, processCredentials, type AccessRights, type Credentials } from './rights.js';
+import { LookupCache } from './lookup-cache.js';
 import { notifyWord, waitWord, type WaitResult } from './wait.js';
 import type { Namespace, NameRecord, NodeKind } from './namespace.js';
 
@@ -112,14 +113,19 @@ function parentOf(path: string): { parent: string; leaf: string } {
 export class Names {
   readonly reservations: Reservations;
   readonly cred: Credentials;
+  /** this process's positive lookup cache for open() (lookup-cache.ts) */
+  readonly lookups: LookupCache;
 
   constructor(
     readonly morsels: Morsels,
     readonly ns: Namespace,
-    opts: { cred?: Credentials } = {},
+    opts: { cred?: Credentials; lookupCacheEntries?: number } = {},
   ) {
     this.reservations = new Reservations(morsels.region, morsels.alloc);
-    this.cred = opts.cred ?? processCredentials();
+    // Frozen: the lookup cache keeps rights per these credentials.
+    const cred = opts.cred ?? processCredentials();
+    this.cred = Object.freeze({ uid: cred.uid, gid: cred.gid, groups: Object.freeze([...cred.groups]) });
+    this.lookups = new LookupCache(ns, opts.lookupCacheEntries);
   }
 
   // --- path rights ----------------------------------------------------------------
@@ -127,7 +133,7 @@ export class Names {
   /** Resolves `path` with search (x) permission on every directory above its last component. */
   private resolve(path: string): NameRecord[] {
     const recs = this.ns.resolve(path);
-    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, `search ${path}`);
+    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, 'search', path);
     return recs;
   }
 
@@ -138,8 +144,22 @@ export class Names {
     const recs = this.resolve(parent);
     const dir = recs[recs.length - 1];
     check(dir.kind === 'dir', 'ENOTDIR', () => `${parent} is not a directory`);
-    checkAccess(this.cred, dir, W_OK | X_OK, `modify ${parent}`);
+    checkAccess(this.cred, dir, W_OK | X_OK, 'modify', parent);
     return dir;
+  }
+
+  /**
+   * The morsel `path` names, with write and search permission on its
+   * directory: writableParent + morselAt in one walk (a missing name is
+   * ENOENT before the directory's EACCES, as on Linux).
+   */
+  private morselInWritableDir(path: string): NameRecord {
+    const recs = this.resolve(path);
+    check(recs.length >= 2, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
+    checkAccess(this.cred, recs[recs.length - 2], W_OK | X_OK, 'modify', parentOf(path).parent);
+    const rec = recs[recs.length - 1];
+    check(rec.kind === 'morsel', 'EISDIR', () => `${path} is a directory`);
+    return rec;
   }
 
   private morselAt(path: string): NameRecord {
@@ -176,9 +196,10 @@ export class Names {
     this.writableParent(path);
     const huge = !!opts.huge;
     const id = fixed === null ? this.morsels.create(order, { pending: true, huge }) : this.morsels.createMeta(order, { address: fixed, sizeBytes, pending: true, huge });
-    // A pending create counted our use already (see Morsels.create).
-    const data = this.morsels.dataOf(this.morsels.decode(id));
-    return new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, sizeBytes, path);
+    // A pending create counted our use already (see Morsels.create); the ID is ours, fresh: no registry check.
+    const d = decodeIdBits(id);
+    const data = this.morsels.dataOf(d);
+    return new MorselHandle(id, this.morsels.generationOf(d.rootFrame), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, d.rootFrame, sizeBytes, path);
   }
 
   /**
@@ -211,13 +232,27 @@ export class Names {
     return handle;
   }
 
-  /** Opens the morsel named `path`: EACCES unless the mode grants read (and write when asked). */
-  open(path: string, opts: { write?: boolean } = {}): MorselHandle {
-    const rec = this.morselAt(path);
+  /**
+   * Opens the morsel named `path`: EACCES unless the mode grants read (and
+   * write when asked). Resolutions are cached per process (lookup-cache.ts:
+   * exact while the namespace's change epoch stands).
+   */
+  open(path: string, opts: { write?: boolean } = NO_OPTIONS): MorselHandle {
     const want = R_OK | (opts.write ? W_OK : 0);
-    checkAccess(this.cred, rec, want, `open ${path}`);
+    const hit = this.lookups.get(path);
+    if (hit !== undefined && (hit.granted & want) === want) {
+      if (this.morsels.useKnown(hit.dataRoot, hit.wordFrame, hit.generation)) {
+        return new MorselHandle(hit.id, hit.generation, rightsFor(want, hit.granted), hit.dataRoot, hit.dataOrder, hit.wordFrame, hit.sizeBytes, path);
+      }
+      this.lookups.forget(path); // destroyed or being destroyed: the full path gives ESTALE or waits
+    }
+    const epoch = this.lookups.begin(); // before the walk (see LookupCache)
+    const rec = this.morselAt(path);
+    checkAccess(this.cred, rec, want, 'open', path);
     const granted = grantedBits(this.cred, rec);
-    return this.begin(rec.id, rec.generation, { read: true, write: !!opts.write, execute: (granted & X_OK) !== 0 }, rec.sizeBytes, path);
+    const h = this.begin(rec.id, rec.generation, rightsFor(want, granted), rec.sizeBytes, path);
+    this.lookups.put(path, epoch, { id: h.id, generation: h.generation, sizeBytes: h.sizeBytes, granted, dataRoot: h.dataRoot, dataOrder: h.dataOrder, wordFrame: h.wordFrame });
+    return h;
   }
 
   /**
@@ -244,7 +279,7 @@ export class Names {
       this.sharing.check();
       const id = this.morsels.clone(src.id, { pending: true });
       this.sharing.wait();
-      const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, rootOf(id), src.dataOrder, src.sizeBytes, path);
+      const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, rootOf(id), src.dataOrder, rootOf(id), src.sizeBytes, path);
       try {
         const now = Date.now();
         this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: src.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null });
@@ -281,14 +316,14 @@ export class Names {
   /** Counts the use and builds the handle (ESTALE when the incarnation is gone). */
   private begin(id: bigint, generation: number, rights: { read: boolean; write: boolean; execute: boolean }, sizeBytes: number, path?: string): MorselHandle {
     const use = this.morsels.use(id, generation);
-    return new MorselHandle(use.d.id, generation, rights, use.data.rootFrame, use.data.order, sizeBytes, path);
+    return new MorselHandle(use.d.id, generation, rights, use.data.rootFrame, use.data.order, use.d.rootFrame, sizeBytes, path);
   }
 
   /** Gives the handle's use back; the last use of an unlinked morsel destroys it. EBADF when already closed. */
   close(h: MorselHandle): void {
     check(h.open, 'EBADF', () => `handle ${formatHandle(h)} is closed`);
     h.open = false;
-    this.morsels.release(h.dataRoot);
+    this.morsels.releaseUse(h.dataRoot, h.wordFrame, h.generation);
   }
 
   // --- names ---------------------------------------------------------------------
@@ -314,7 +349,7 @@ export class Names {
     const recs = this.resolve(dirPath);
     const dir = recs[recs.length - 1];
     check(dir.kind === 'dir', 'ENOTDIR', () => `${dirPath} is not a directory`);
-    checkAccess(this.cred, dir, R_OK, `list ${dirPath}`);
+    checkAccess(this.cred, dir, R_OK, 'list', dirPath);
     return this.ns.list(dirPath);
   }
 
@@ -341,8 +376,7 @@ export class Names {
    * its last user (in any process). Returns whether it was destroyed now.
    */
   unlink(path: string): boolean {
-    this.writableParent(path);
-    const rec = this.morselAt(path);
+    const rec = this.morselInWritableDir(path);
     const held = this.holdForUnlink(rec);
     let removed: NameRecord;
     try {
@@ -520,6 +554,15 @@ export class Names {
     return this.morsels.reapPending((root, generation) => named.has(`${root}@${generation}`));
   }
 }
+
+const NO_OPTIONS = Object.freeze({});
+
+/** The rights of a handle opened for `want` (R_OK, W_OK) by credentials holding `granted`: shared frozen objects, no allocation. */
+function rightsFor(want: number, granted: number): Readonly<AccessRights> {
+  return HANDLE_RIGHTS[((want & W_OK) !== 0 ? 2 : 0) | ((granted & X_OK) !== 0 ? 1 : 0)];
+}
+
+const HANDLE_RIGHTS: readonly Readonly<AccessRights>[] = [0, 1, 2, 3].map((i) => Object.freeze({ read: true, write: (i & 2) !== 0, execute: (i & 1) !== 0 }));
 
 /** A path of 4096 bytes has at most 2048 components. */
 const MAX_PATH_DEPTH = 2048;

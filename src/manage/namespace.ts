@@ -12,7 +12,8 @@
  * there is never a resize), the count of non-empty slots (load bound), the
  * root directory's record (0 = the default root: uid 0, gid 0, mode 0o755) and
  * its directory object, the number of record pages, a free-page hint, the
- * creation time; then two inline radix tops: 256 words for the bucket tables
+ * creation time, the change epoch (changes begun, changes ended: see
+ * changing()); then two inline radix tops: 256 words for the bucket tables
  * and 512 for the record pages. Everything below is built lazily by the
  * lock-free install pattern (allocate, zero, CAS into a zero word, free on
  * loss: `installTable`), and no namespace frame is ever freed, so a frame
@@ -127,6 +128,7 @@ import { ROOT_SLOT_NAMES } from '../physical/superblock.js';
 import { crashPoint } from '../crash-point.js';
 import type { Frame } from '../units.js';
 import { PathParser } from './path.js';
+import { entryToBigInt } from '../paging/entry.js';
 
 export type NodeKind = 'dir' | 'morsel';
 
@@ -173,6 +175,8 @@ const H_ROOT_DIR = 4;
 const H_PAGES = 5;
 const H_FREE_HINT = 6;
 const H_CTIME = 8; // float64
+const H_EPOCH = 10; // changes begun (see changing())
+const H_EPOCH_DONE = 11; // changes ended
 const H_BUCKET_TOP = 256;
 const BUCKET_TOP_ENTRIES = 256;
 const H_PAGE_TOP = 512;
@@ -261,6 +265,7 @@ const RETRY = 2;
 const DEFAULT_ROOT_MODE = 0o755;
 const MODE_MASK = 0o7777;
 const U32 = 2 ** 32;
+const U64_MAX = (1n << 64n) - 1n;
 
 const f64 = new Float64Array(1);
 const f64w = new Int32Array(f64.buffer);
@@ -307,12 +312,13 @@ function corrupt(what: string): never {
   throw new MorselError('ECORRUPT', `namespace: ${what}`);
 }
 
+const u32 = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0 && (v as number) < U32;
+
 /** Validates a record handed in by a caller (EINVAL). */
 function validateRecord(rec: NameRecord): void {
   check(typeof rec === 'object' && rec !== null, 'EINVAL', 'name record must be an object');
   check(rec.kind === 'dir' || rec.kind === 'morsel', 'EINVAL', () => `kind must be 'dir' or 'morsel', got ${String(rec.kind)}`);
-  check(typeof rec.id === 'bigint' && rec.id >= 0n && rec.id < 1n << 64n, 'EINVAL', 'id must be a bigint in [0, 2^64)');
-  const u32 = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0 && (v as number) < U32;
+  check(typeof rec.id === 'bigint' && rec.id >= 0n && rec.id <= U64_MAX, 'EINVAL', 'id must be a bigint in [0, 2^64)');
   check(u32(rec.generation) && u32(rec.uid) && u32(rec.gid), 'EINVAL', 'generation, uid and gid must be integers in [0, 2^32)');
   check(Number.isInteger(rec.mode) && rec.mode >= 0 && rec.mode <= MODE_MASK, 'EINVAL', () => `mode ${rec.mode} outside 0..0o7777`);
   check(Number.isSafeInteger(rec.sizeBytes) && rec.sizeBytes >= 0, 'EINVAL', () => `sizeBytes ${rec.sizeBytes} is not a non-negative safe integer`);
@@ -343,6 +349,12 @@ export class Namespace {
   private hitLo = 0;
   private hitRec = 0;
   private hitSeq = 0;
+  /** changing() nesting depth, and whether the running change has begun (bumped H_EPOCH) */
+  private changeDepth = 0;
+  private changeBegun = false;
+  /** the header frame's int32 window and the index of its word 0 (set with hdr) */
+  private hw: Int32Array | null = null;
+  private hi = 0;
   /** set by snapshot()/walk(): the directory object of the last directory record read */
   private snapDir = 0;
   private snapDirSeq = 0;
@@ -366,6 +378,75 @@ export class Namespace {
   /** The record `path` names. */
   lookup(path: string): NameRecord {
     return this.walk(this.p1, this.p1.parse(path), null, 0);
+  }
+
+  /**
+   * The change epoch: how many changes that can alter an existing
+   * resolution (remove, rename, update, collectGarbage) have begun,
+   * region-wide (0 before the namespace exists). Creates do not count: they
+   * only add names. One atomic load.
+   */
+  changeEpoch(): number {
+    if (this.hw === null && this.header(false) === 0) return 0;
+    return Atomics.load(this.hw!, this.hi + H_EPOCH);
+  }
+
+  /**
+   * The change epoch if no change is in flight (every change begun has
+   * ended), else null. A lookup that reads a non-null epoch E BEFORE it
+   * walks, and whose result is then used only while changeEpoch() is still
+   * E, is as current as a fresh walk at the time of that use (proof at
+   * changing()).
+   */
+  settledEpoch(): number | null {
+    if (this.hw === null && this.header(false) === 0) return 0;
+    const begun = Atomics.load(this.hw!, this.hi + H_EPOCH);
+    return Atomics.load(this.hw!, this.hi + H_EPOCH_DONE) === begun ? begun : null;
+  }
+
+  /**
+   * Runs a change that can alter an existing resolution. Its first commit
+   * step calls beginChange() (H_EPOCH += 1, BEFORE the CAS that can make the
+   * change visible); when it returns or throws after that, H_EPOCH_DONE += 1.
+   * A change refused before any commit step (ENOENT, EEXIST, EACCES...)
+   * changes no byte. Nests (update's callback may call back in).
+   *
+   * # Warning: why a cached lookup is never stale (per-process caches,
+   * Names' lookup cache). A cache entry is filled by a walk that read
+   * settledEpoch() = E (not null) at t0 before walking, and used at tu
+   * only if changeEpoch() = E at tu. The begin count is monotonic, so no
+   * change began in (t0, tu). At t0 the ended count equalled the begun
+   * count, so every change begun before t0 had also ended (ends follow
+   * their own begins, and none began in between), i.e. committed before
+   * the walk. So no change commits in (t0, tu) and every earlier one is
+   * seen by the walk: the entry equals a walk at tu (linearizable; atomics
+   * are sequentially consistent). A change racing the use begins after tu:
+   * the use is ordered before it, as a walk just before it would be.
+   * A process that dies inside a change leaves ended < begun: lookups then
+   * stop filling caches (correct, slower) until recovery's collectGarbage
+   * settles the epoch. The counts wrap at 2^32: a stale hit needs exactly
+   * 2^32 changes between a fill and a use.
+   */
+  private changing<T>(op: () => T): T {
+    this.changeDepth++;
+    try {
+      return op();
+    } finally {
+      if (--this.changeDepth === 0 && this.changeBegun) {
+        this.changeBegun = false;
+        const { w, i } = this.headerWord(H_EPOCH_DONE);
+        Atomics.add(w, i, 1);
+      }
+    }
+  }
+
+  /** Inside changing(), before a CAS that may make the change visible: counts the change as begun (once). */
+  private beginChange(): void {
+    assert(this.changeDepth > 0, 'a change begins inside changing()');
+    if (this.changeBegun) return;
+    const { w, i } = this.headerWord(H_EPOCH);
+    Atomics.add(w, i, 1);
+    this.changeBegun = true;
   }
 
   /** Creates a morsel name or a directory. EEXIST, ENOENT (parent), ENOTDIR. Commit: empty slot -> LIVE. */
@@ -413,6 +494,10 @@ export class Namespace {
 
   /** Renames `from` to `to`. EEXIST if `to` exists, ENOENT, EINVAL (a directory into itself). Commit: MOVING -> TOMB of the old slot. */
   rename(from: string, to: string): void {
+    this.changing(() => this.renameNow(from, to));
+  }
+
+  private renameNow(from: string, to: string): void {
     const pf = this.p1;
     const pt = this.p2;
     const nf = pf.parse(from);
@@ -447,6 +532,10 @@ export class Namespace {
 
   /** Removes a morsel name (kind 'morsel') or an empty directory ('dir'). EISDIR / ENOTDIR on a kind mismatch, ENOTEMPTY. */
   remove(path: string, kind: NodeKind): NameRecord {
+    return this.changing(() => this.removeNow(path, kind));
+  }
+
+  private removeNow(path: string, kind: NodeKind): NameRecord {
     check(kind === 'dir' || kind === 'morsel', 'EINVAL', () => `kind must be 'dir' or 'morsel', got ${String(kind)}`);
     const p = this.p1;
     const n = p.parse(path);
@@ -491,6 +580,7 @@ export class Namespace {
       }
     }
     const si = this.slotIndex(slot, false);
+    this.beginChange();
     if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, TOMB)) === lo) {
       mark.obj = 0; // consumed: the object is freed with the name
       crashPoint('names:after-tomb');
@@ -510,6 +600,10 @@ export class Namespace {
    * propagates with nothing changed. Commit: LIVE(r) -> LIVE(r2).
    */
   update(path: string, change: (rec: NameRecord) => NameRecord): NameRecord {
+    return this.changing(() => this.updateNow(path, change));
+  }
+
+  private updateNow(path: string, change: (rec: NameRecord) => NameRecord): NameRecord {
     const p = this.p1;
     for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
       const n = p.parse(path); // again on a retry: `change` may have used the parser
@@ -572,11 +666,14 @@ export class Namespace {
   collectGarbage(opts: { compact?: boolean } = {}): GarbageReport {
     const report: GarbageReport = { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 };
     if (this.header(false) === 0) return report;
+    const { w, i } = this.headerWord(0);
+    Atomics.add(w, i + H_EPOCH, 1); // every resolution may change
     this.finishRenames(report);
     const { dirs, names } = this.reachFromRoot(report);
     this.sweepRecords(dirs, names, report);
     this.recount(dirs, report);
     this.dropTombstones(opts.compact === true, report);
+    Atomics.store(w, i + H_EPOCH_DONE, Atomics.load(w, i + H_EPOCH)); // settles changes dead processes began
     return report;
   }
 
@@ -1050,6 +1147,7 @@ export class Namespace {
       this.w[b + R_FROM_SLOT] = slot;
       seq = this.publish(r);
       const si = this.slotIndex(slot, false);
+      this.beginChange(); // the PENDING insert below makes the commit anyone's to do
       if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) return false;
       marked = true;
       crashPoint('names:rename-after-mark');
@@ -1136,6 +1234,7 @@ export class Namespace {
     this.w[b + R_DIR_SEQ] = next.kind === 'dir' ? dirSeq : 0;
     const seq = this.publish(r);
     const si = this.slotIndex(slot, false);
+    this.beginChange();
     if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, LIVE)) !== lo) {
       this.freeRecord(r);
       return false;
@@ -1155,6 +1254,7 @@ export class Namespace {
     this.w[b + R_DIR_SEQ] = sd;
     const seq = this.publish(r);
     const { w, i } = this.headerWord(H_ROOT_REC);
+    this.beginChange();
     if (Atomics.compareExchange(w, i, lo, enc(r, seq, LIVE)) !== lo) {
       this.freeRecord(r);
       return false;
@@ -1404,7 +1504,7 @@ export class Namespace {
     const kind = w[b + R_KIND];
     const out: NameRecord = {
       kind: kind === KIND_DIR ? 'dir' : 'morsel',
-      id: kind === KIND_DIR ? 0n : (BigInt(w[b + R_ID_HI] >>> 0) << 32n) | BigInt(w[b + R_ID_LO] >>> 0),
+      id: kind === KIND_DIR ? 0n : entryToBigInt(w[b + R_ID_LO], w[b + R_ID_HI]),
       generation: w[b + R_GEN] >>> 0,
       sizeBytes: getF64(w, b + R_SIZE),
       uid: w[b + R_UID] >>> 0,
@@ -1503,6 +1603,8 @@ export class Namespace {
     this.capMask = 2 ** capLog2 - 1;
     this.limitSlots = ((this.capMask + 1) / LOAD_DEN) * LOAD_NUM;
     this.leafFrames = new Int32Array((this.capMask + 1) >>> LEAF_SHIFT);
+    this.hw = w;
+    this.hi = i;
     this.hdr = f;
   }
 

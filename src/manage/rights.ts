@@ -8,7 +8,7 @@
  * rights cannot stop them; they separate users who go through the API, the
  * CLI or a server that passes its client's credentials (Names' `cred`).
  */
-import { check } from '../errors.js';
+import { MorselError, check } from '../errors.js';
 
 export interface Credentials {
   uid: number;
@@ -47,10 +47,10 @@ export function grantedBits(cred: Credentials, owner: { uid: number; gid: number
   return mode & 7;
 }
 
-/** EACCES unless `cred` holds every bit of `want` on the object. */
-export function checkAccess(cred: Credentials, owner: { uid: number; gid: number; mode: number }, want: number, what: string): void {
-  const has = grantedBits(cred, owner);
-  check((has & want) === want, 'EACCES', () => `${what}: permission denied (mode ${(owner.mode & MODE_MASK).toString(8).padStart(4, '0')}, owner ${owner.uid}:${owner.gid})`);
+/** EACCES unless `cred` holds every bit of `want` on the object; the message names `verb` and `path` (built only on failure). */
+export function checkAccess(cred: Credentials, owner: { uid: number; gid: number; mode: number }, want: number, verb: string, path: string): void {
+  if ((grantedBits(cred, owner) & want) === want) return;
+  throw new MorselError('EACCES', `${verb} ${path}: permission denied (mode ${(owner.mode & MODE_MASK).toString(8).padStart(4, '0')}, owner ${owner.uid}:${owner.gid})`);
 }
 
 /** Validates a mode argument: an integer in 0..0o7777. */

@@ -310,6 +310,27 @@ export class Morsels {
   }
 
   /**
+   * use() of an incarnation this process used before, so its data root and
+   * word frame are known (the word lives in `wordFrame`, generation
+   * `generation`): no decode. False (nothing counted) when the word is not
+   * live in `generation` or DYING: the caller then takes the full use() path
+   * (ESTALE, or a wait for the destroyer's decision).
+   * The word is checked BEFORE counting: a word live in `generation` means
+   * the incarnation is registered or DYING (see decodeHandle), so `dataRoot`
+   * is still its data root when we count, exactly as after use()'s decode;
+   * the re-check after counting is use()'s Dekker side, unchanged.
+   */
+  useKnown(dataRoot: number, wordFrame: number, generation: number): boolean {
+    const before = this.words.load(wordFrame);
+    if (!wordLive(before) || wordGeneration(before) !== generation || (before & W_DYING) !== 0) return false;
+    this.usage.add(dataRoot, wordFrame);
+    const w = this.words.load(wordFrame);
+    if (wordLive(w) && wordGeneration(w) === generation && (w & W_DYING) === 0) return true;
+    this.unuse(dataRoot, wordFrame);
+    return false;
+  }
+
+  /**
    * Takes back the count of a use that never began.
    *
    * # Warning: between its increment and this decrement the count sat on the
@@ -352,7 +373,15 @@ export class Morsels {
    */
   release(dataRoot: number): void {
     const wordFrame = this.usage.wordFrameOf(dataRoot);
-    const generation = this.generationOf(wordFrame);
+    this.releaseUse(dataRoot, wordFrame, this.generationOf(wordFrame));
+  }
+
+  /**
+   * release() for a caller that knows the use it holds: the morsel word's
+   * frame and the incarnation's generation (a handle keeps both from its
+   * use; while the use is counted they cannot change, see release()).
+   */
+  releaseUse(dataRoot: number, wordFrame: number, generation: number): void {
     if (this.usage.sub(dataRoot) === 0) this.reapIfPending(wordFrame, generation);
   }
 
@@ -374,7 +403,8 @@ export class Morsels {
         continue;
       }
       try {
-        return this.destroy(encodeId(rootFrame as Frame, wordOrder(w), wordMeta(w)), { generation, defer: true }) === 'destroyed';
+        // No registry check: a word live in a generation the caller saw registered is registered or DYING (decodeHandle).
+        return this.destroyDecoded(decodeIdBits(encodeId(rootFrame as Frame, wordOrder(w), wordMeta(w))), generation, true) === 'destroyed';
       } catch (e) {
         if (!(e instanceof MorselError) || (e.code !== 'EBUSY' && e.code !== 'ESTALE')) throw e;
       }
@@ -699,12 +729,16 @@ export class Morsels {
    */
   destroy(id: bigint, opts: { generation?: number; defer?: boolean } = {}): 'destroyed' | 'deferred' {
     const generation = opts.generation ?? this.currentGeneration(id);
-    const d = this.decodeHandle(id, generation);
+    return this.destroyDecoded(this.decodeHandle(id, generation), generation, !!opts.defer);
+  }
+
+  /** destroy() of a validated handle: `d` registered in `generation` when seen (or DYING since). */
+  private destroyDecoded(d: DecodedId, generation: number, defer: boolean): 'destroyed' | 'deferred' {
     const data = this.dataOfLive(d, generation);
     // The claim brackets every moment this process may hold DYING (usage.ts).
     this.usage.claim(data.rootFrame, d.rootFrame, true);
     try {
-      return this.decide(id, d, data, generation, !!opts.defer);
+      return this.decide(d.id, d, data, generation, defer);
     } finally {
       this.usage.claim(data.rootFrame, d.rootFrame, false);
     }

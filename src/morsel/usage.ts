@@ -29,6 +29,7 @@ import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS, USER_SLOT_BYTES, metaLayout } fr
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { isPresent } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE } from '../paging/walk.js';
 import { Registry, userSlotRoot } from './registry.js';
 
 /** CAS attempts on one count before giving up (each failure means another thread of this process won). */
@@ -48,6 +49,18 @@ export class Usage {
   private readonly slotWords: Int32Array;
   private readonly pid0: number;
 
+  /**
+   * This process's leaf tables by leaf index (key / 512; 0 = not looked up),
+   * valid for the slot leafSlot while its registry root is leafRoot. A
+   * registry's tables are freed only after its root is unlinked (dropRegistry:
+   * this process's close, which reaps PENDING morsels afterwards, or a reap
+   * of the slot after this process died), so checking the root on every use
+   * keeps a cached leaf from outliving its table.
+   */
+  private readonly leafCache: Int32Array;
+  private leafSlot = -1;
+  private leafRoot = 0;
+
   constructor(
     private readonly region: Region,
     alloc: FrameAllocator,
@@ -56,6 +69,25 @@ export class Usage {
     const usersFrame = metaLayout(region.frameCount).usersFrame as Frame;
     this.slotWords = region.words(usersFrame);
     this.pid0 = region.wordIndex(usersFrame, SLOT_PID);
+    this.leafCache = new Int32Array(Math.ceil(region.frameCount / ENTRIES_PER_TABLE));
+  }
+
+  /** The leaf table of this process's registry holding `key` (built when `create`; null if absent), cached. */
+  private myLeaf(key: number, create: boolean): Frame | null {
+    const mine = this.mine;
+    const slot = this.region.userSlot;
+    const root = this.region.loadSlotRoot(slot, SLOT_USAGE_ROOT);
+    if (this.leafSlot !== slot || this.leafRoot !== root) {
+      this.leafCache.fill(0);
+      this.leafSlot = slot;
+      this.leafRoot = root;
+    }
+    const li = Math.floor(key / ENTRIES_PER_TABLE);
+    const cached = this.leafCache[li];
+    if (cached !== 0) return cached as Frame;
+    const leaf = mine.leaf(key, create);
+    if (leaf !== null) this.leafCache[li] = leaf;
+    return leaf;
   }
 
   /** This process's registry (its slot is claimed after construction, so looked up on use). */
@@ -68,8 +100,8 @@ export class Usage {
   /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
   add(key: number, wordFrame: number): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
-    const leaf = this.mine.leaf(key, true)!;
-    const idx = key % 512;
+    const leaf = this.myLeaf(key, true)!;
+    const idx = key % ENTRIES_PER_TABLE;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       if (!isPresent(lo)) {
@@ -85,16 +117,17 @@ export class Usage {
 
   /** The frame of the morsel word of `key`, whose use this process holds (asserted). */
   wordFrameOf(key: number): number {
-    const cur = this.mine.get(key);
-    assert(cur !== null && countOf(cur[0]) > 0, 'a use is held');
-    return cur[1] === 0 ? key : cur[1] >>> 0;
+    const leaf = this.myLeaf(key, false);
+    assert(leaf !== null && countOf(this.region.loadLo(leaf, key % ENTRIES_PER_TABLE)) > 0, 'a use is held');
+    const hi = this.region.loadHi(leaf, key % ENTRIES_PER_TABLE);
+    return hi === 0 ? key : hi >>> 0;
   }
 
   /** Removes one use and returns this process's count left. The caller must hold a use (asserted). */
   sub(key: number): number {
-    const leaf = this.mine.leaf(key, false);
+    const leaf = this.myLeaf(key, false);
     assert(leaf !== null, 'usage count never negative');
-    const idx = key % 512;
+    const idx = key % ENTRIES_PER_TABLE;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       const hi = this.region.loadHi(leaf, idx);
@@ -109,8 +142,8 @@ export class Usage {
   /** Adds (`on`) or removes one DYING claim of this process on the morsel of `key` (word in `wordFrame`). */
   claim(key: number, wordFrame: number, on: boolean): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
-    const leaf = this.mine.leaf(key, on)!;
-    const idx = key % 512;
+    const leaf = this.myLeaf(key, on)!;
+    const idx = key % ENTRIES_PER_TABLE;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       if (!isPresent(lo)) {
@@ -179,6 +212,11 @@ export class Usage {
    * counted after the destroyer's DYING, so that user's re-check backs off.
    */
   private countIn(s: number, key: number): [number, number] | null {
+    if (s === this.region.userSlot) {
+      const leaf = this.myLeaf(key, false); // our own tables, cached (see leafCache)
+      const lo = leaf === null ? 0 : this.region.loadLo(leaf, key % ENTRIES_PER_TABLE);
+      return isPresent(lo) ? [lo, this.region.loadHi(leaf!, key % ENTRIES_PER_TABLE)] : null;
+    }
     const root = this.region.loadSlotRoot(s, SLOT_USAGE_ROOT);
     try {
       return this.all[s].get(key);

@@ -58,11 +58,10 @@ export class MorselWords {
     this.firstFrame = metaLayout(region.frameCount).morselWordsFrame;
   }
 
-  /** The array and index of frame `f`'s word. */
-  private at(f: number): [Int32Array, number] {
-    assert(Number.isInteger(f) && f >= 0 && f < this.region.frameCount, 'morsel word of a frame in the region');
-    const frame = (this.firstFrame + Math.floor(f / MORSEL_WORDS_PER_FRAME)) as Frame;
-    return [this.region.words(frame), this.region.wordIndex(frame, f % MORSEL_WORDS_PER_FRAME)];
+  /** The frame holding frame `f`'s word (word f % MORSEL_WORDS_PER_FRAME of it). */
+  private frameOf(f: number): Frame {
+    assert(f >= 0 && f < this.region.frameCount && Number.isInteger(f), 'morsel word of a frame in the region');
+    return (this.firstFrame + Math.floor(f / MORSEL_WORDS_PER_FRAME)) as Frame;
   }
 
   /**
@@ -85,20 +84,20 @@ export class MorselWords {
   }
 
   load(f: number): number {
-    const [words, i] = this.at(f);
-    return Atomics.load(words, i);
+    const frame = this.frameOf(f);
+    return Atomics.load(this.region.words(frame), this.region.wordIndex(frame, f % MORSEL_WORDS_PER_FRAME));
   }
 
   cas(f: number, expect: number, next: number): boolean {
     if (!this.region.writable) this.region.denyWrite(); // before the store: the mapping is PROT_READ
-    const [words, i] = this.at(f);
-    return Atomics.compareExchange(words, i, expect, next) === expect;
+    const frame = this.frameOf(f);
+    return Atomics.compareExchange(this.region.words(frame), this.region.wordIndex(frame, f % MORSEL_WORDS_PER_FRAME), expect, next) === expect;
   }
 
   /** Unconditional store: only for the owner of a transition (a creator before publishing, a committed destroyer). */
   store(f: number, w: number): void {
     if (!this.region.writable) this.region.denyWrite();
-    const [words, i] = this.at(f);
-    Atomics.store(words, i, w);
+    const frame = this.frameOf(f);
+    Atomics.store(this.region.words(frame), this.region.wordIndex(frame, f % MORSEL_WORDS_PER_FRAME), w);
   }
 }

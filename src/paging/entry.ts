@@ -92,8 +92,13 @@ export function makeHi(pfn: number, hiFlags: number): number {
 export const isPresent = (lo: number): boolean => (lo & P) !== 0;
 
 export function entryToBigInt(lo: number, hi: number): bigint {
+  // Below 2^53 the value is an exact double: one conversion instead of three BigInt operations.
+  if (hi >>> 0 < EXACT_HI_LIMIT) return BigInt((hi >>> 0) * 2 ** 32 + (lo >>> 0));
   return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
 }
+
+/** Entries whose high half is below this are below 2^53 (Number.MAX_SAFE_INTEGER + 1). */
+const EXACT_HI_LIMIT = 2 ** 21;
 
 export function entryFromBigInt(value: bigint): { lo: number; hi: number } {
   const v = BigInt.asUintN(64, value);
