@@ -12,7 +12,7 @@ import { save } from '../src/serial/save.js';
 import { load } from '../src/serial/load.js';
 import { PMap } from '../src/serial/pmap.js';
 import { bytesSource, fileSink, fileSource, memorySink } from '../src/serial/streams.js';
-import { CRC_BYTES, FIXED_HEADER_BYTES, TRAILER_BYTES, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader } from '../src/serial/format.js';
+import { CRC_BYTES, FIXED_HEADER_BYTES, IMAGE_VERSION, TRAILER_BYTES, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader } from '../src/serial/format.js';
 import { crc32c } from '@node-rs/crc32';
 import { freeFrames } from './helpers.js';
 
@@ -201,7 +201,7 @@ test('names: --name overrides, an existing name is EEXIST, a handle image needs 
 function craft(header: ImageHeader, pages: Uint8Array): Uint8Array {
   const h = { ...header, runCount: header.populatedPages === 0 ? 0 : 1, chunkPages: Math.max(1, header.populatedPages) };
   const head = encodeHeader(h);
-  const map = encodeMap(h.runCount === 0 ? [] : [{ firstPage: 0, pageCount: h.populatedPages }]);
+  const map = encodeMap({ runs: h.runCount === 0 ? [] : [{ firstPage: 0, pageCount: h.populatedPages }], leaves: [] });
   const crc = new Uint8Array(CRC_BYTES);
   new DataView(crc.buffer).setUint32(0, crc32c(pages), true);
   const chunks = h.populatedPages === 0 ? 0 : 1;
@@ -224,11 +224,11 @@ test('bad input: not an image, other version, truncated, trailing bytes, no room
   await expectFail(new TextEncoder().encode('#!/bin/sh\necho this is not an image\n'.repeat(10)), ['ECORRUPT']);
   await expectFail(new Uint8Array(0), ['ECORRUPT']);
   const other = image.slice();
-  new DataView(other.buffer, other.byteOffset).setUint32(8, 2, true);
+  new DataView(other.buffer, other.byteOffset).setUint32(8, IMAGE_VERSION + 1, true);
   await expectFail(other, ['EVERSION']);
   await expectFail(image.subarray(0, image.length - 1), ['ECORRUPT']);
   await expectFail(Buffer.concat([image, new Uint8Array(1)]), ['ECORRUPT']);
-  const base = { order: 1 as const, sizeBytes: 2 * MiB, fixedAddress: null, name: null, populatedPages: 1, runCount: 1, chunkPages: 1 };
+  const base = { order: 1 as const, sizeBytes: 2 * MiB, fixedAddress: null, name: null, huge: false, populatedPages: 1, runCount: 1, leafCount: 0, chunkPages: 1 };
   assert.equal((await load(m, bytesSource(craft(base, pattern(PAGE_SIZE, 2))), { name: '/crafted' })).pages, 1, 'the crafted image is valid');
   m.names.unlink('/crafted');
   const pages = 5000; // 20 MiB of pages: more than the 16 MiB region holds

@@ -486,10 +486,11 @@ export class Names {
     check(h.rights.write, 'EBADF', () => `handle ${formatHandle(h)} is not open for writing`);
     const region = this.morsels.region;
     if (!region.writable) region.denyWrite(); // before any byte: the mapping is PROT_READ
+    const huge = this.hugeOf(h);
     for (let done = 0; done < bytes.length; ) {
       const at = offset + done;
       const n = Math.min(PAGE_SIZE - (at % PAGE_SIZE), bytes.length - done);
-      const frame = this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, at);
+      const frame = this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, at, huge);
       region.frame(frame).set(bytes.subarray(done, done + n), at % PAGE_SIZE);
       done += n;
     }
@@ -512,7 +513,12 @@ export class Names {
   private wordFrame(h: MorselHandle, offsetBytes: number): Frame {
     this.checkRange(h, offsetBytes, 4);
     check(offsetBytes % 4 === 0, 'EMISALIGNED', () => `offset ${offsetBytes} is not a multiple of 4`);
-    return this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, offsetBytes);
+    return this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, offsetBytes, this.hugeOf(h));
+  }
+
+  /** The huge-page policy of an open handle's data morsel (its ID, or the meta page's data ID). */
+  private hugeOf(h: MorselHandle): boolean {
+    return this.morsels.dataOf(this.morsels.decode(h.id)).huge;
   }
 
   /** Blocks while the int32 at `offsetBytes` equals `expected`, at most `timeoutMs` (threads and processes). */

@@ -15,7 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { RW, entryToBigInt, isHugeLeaf, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, RW, entryToBigInt, isHugeLeaf, pfnOf } from '../paging/entry.js';
 import { HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, Walker } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -404,7 +404,7 @@ export class Morsels {
       }
       try {
         // No registry check: a word live in a generation the caller saw registered is registered or DYING (decodeHandle).
-        return this.destroyDecoded(decodeIdBits(encodeId(rootFrame as Frame, wordOrder(w), wordMeta(w))), generation, true) === 'destroyed';
+        return this.destroyDecoded(decodeIdBits(this.idOfWord(rootFrame, w)), generation, true) === 'destroyed';
       } catch (e) {
         if (!(e instanceof MorselError) || (e.code !== 'EBUSY' && e.code !== 'ESTALE')) throw e;
       }
@@ -439,9 +439,20 @@ export class Morsels {
 
   /** Whether the morsel of live word `w` at `root` is in the live table. */
   private registered(root: number, w: number): boolean {
-    const d = decodeIdBits(encodeId(root as Frame, wordOrder(w), wordMeta(w)));
+    const d = decodeIdBits(this.idOfWord(root, w));
     const reg = this.live.get(root);
     return reg !== null && reg[0] === d.lo && reg[1] === d.hi;
+  }
+
+  /**
+   * The ID of the morsel of live word `w` at `root`: order and meta flag from
+   * the word, the huge policy (which the word has no room for) from its
+   * live-table entry. registered() still compares every other bit.
+   */
+  private idOfWord(root: number, w: number): MorselId {
+    const reg = this.live.get(root);
+    const huge = reg !== null && (reg[1] & HI_HUGE) !== 0 && !wordMeta(w) && wordOrder(w) >= MIN_HUGE_ORDER;
+    return encodeId(root as Frame, wordOrder(w), wordMeta(w), huge);
   }
 
   private dataRootOf(root: number, w: number): number {

@@ -32,7 +32,7 @@ import { OWNED_ROOT_SLOTS, sealRoots } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
-import { INNER_FLAGS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
+import { HUGE_LEAF_FLAGS, INNER_FLAGS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
 
 /** The address bits one level indexes, and so the entries of one 4 KiB table. */
 export const INDEX_BITS = 9;
@@ -213,11 +213,13 @@ export class Walker {
    * Links `frame`, allocated and already filled by the caller, into the
    * empty entry `table[index]` by one CAS. False when the entry is taken
    * (the caller still owns `frame`). For builders of private trees (the
-   * image loader): no zeroing of a frame about to be overwritten.
+   * image loader): no zeroing of a frame about to be overwritten. With
+   * `huge`, `frame` is a filled order-9 frame linked as a 2 MiB leaf
+   * (`table` is a level-2 table).
    */
-  link(table: Frame, index: number, frame: Frame): boolean {
-    if (!this.region.casEntry(table, index, 0, 0, makeLo(frame, INNER_FLAGS), makeHi(frame, 0))) return false;
-    this.linkedFrames++;
+  link(table: Frame, index: number, frame: Frame, huge = false): boolean {
+    if (!this.region.casEntry(table, index, 0, 0, makeLo(frame, huge ? HUGE_LEAF_FLAGS : INNER_FLAGS), makeHi(frame, 0))) return false;
+    this.linkedFrames += huge ? HUGE_FRAMES : 1;
     return true;
   }
 

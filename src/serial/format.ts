@@ -5,7 +5,8 @@
  * 2^53, as everywhere in morsel). Layout:
  *
  *   header   FIXED_HEADER_BYTES fields, the name (UTF-8), crc32c of all before
- *   map      runCount x (firstPage f64, pageCount f64), crc32c of the runs
+ *   map      runCount x (firstPage f64, pageCount f64), leafCount x
+ *            firstPage f64 (the 2 MiB leaves, version 2), crc32c of both
  *   data     the populated pages in virtual order, in chunks of chunkPages
  *            pages, each chunk followed by the crc32c of its bytes
  *   trailer  TRAILER_MAGIC, populatedPages, chunkCount, the crc32c of the
@@ -13,20 +14,29 @@
  *
  * Decoding validates every field before anything is allocated: ECORRUPT for
  * damage, EVERSION for a version (or flag) this code does not know.
+ * Version 2 added the huge policy flag and the leaf list; version 1 images
+ * (no leaves, no policy) are still read.
  */
 import { crc32c } from '@node-rs/crc32';
 import { MorselError, check } from '../errors.js';
 import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
+import { MIN_HUGE_ORDER } from '../morsel/id.js';
+import { HUGE_FRAMES } from '../paging/walk.js';
 import { MiB, PAGE_SIZE } from '../units.js';
 
 export const IMAGE_MAGIC = 'MORSELIM';
 export const TRAILER_MAGIC = 'MORSLEND';
-export const IMAGE_VERSION = 1;
+export const IMAGE_VERSION = 2;
+/** The first version with the huge policy flag and the leaf list; older ones are read too. */
+const HUGE_VERSION = 2;
+const OLDEST_VERSION = 1;
 const MAGIC_BYTES = 8;
 /** Bytes of the header's fixed fields (the name and the checksum follow). */
 export const FIXED_HEADER_BYTES = 88;
 export const CRC_BYTES = 4;
 export const RUN_BYTES = 16;
+/** One 2 MiB leaf in the map: its first page (f64). */
+export const LEAF_BYTES = 8;
 export const TRAILER_BYTES = 36;
 /** The longest name an image carries (the namespace's own path limit). */
 export const MAX_NAME_BYTES = 4096;
@@ -38,7 +48,8 @@ export const MAX_CHUNK_PAGES = (64 * MiB) / PAGE_SIZE;
 /** Header flags. */
 export const FLAG_FIXED = 1; // a fixed-address (meta) morsel: fixedAddress is valid
 export const FLAG_NAMED = 2; // saved from a name: name, mode, uid, gid, mtime are valid
-const KNOWN_FLAGS = FLAG_FIXED | FLAG_NAMED;
+export const FLAG_HUGE = 4; // the morsel's huge-page policy (version 2)
+const knownFlags = (version: number): number => FLAG_FIXED | FLAG_NAMED | (version >= HUGE_VERSION ? FLAG_HUGE : 0);
 
 export interface ImageHeader {
   order: Order;
@@ -47,8 +58,12 @@ export interface ImageHeader {
   fixedAddress: number | null;
   /** name attributes, null when saved from a bare handle */
   name: { path: string; mode: number; uid: number; gid: number; mtimeMs: number } | null;
+  /** the huge-page policy (2 MiB leaves on faults and population) */
+  huge: boolean;
   populatedPages: number;
   runCount: number;
+  /** 2 MiB leaves in the map (each 512 populated pages of one run) */
+  leafCount: number;
   chunkPages: number;
 }
 
@@ -58,12 +73,21 @@ export interface PageRun {
   pageCount: number;
 }
 
+/** The populated surface: runs of pages, and the first pages of the 2 MiB leaves among them (ascending). */
+export interface ImageMap {
+  runs: PageRun[];
+  leaves: number[];
+}
+
 export const chunkCountOf = (h: { populatedPages: number; chunkPages: number }): number => Math.ceil(h.populatedPages / h.chunkPages);
 export const pagesOfOrder = (order: Order): number => orderBytes(order) / PAGE_SIZE;
 
+/** Bytes of the map (runs, leaves, checksum). */
+export const mapBytes = (h: { runCount: number; leafCount: number }): number => h.runCount * RUN_BYTES + h.leafCount * LEAF_BYTES + CRC_BYTES;
+
 /** Total image bytes for a header (what a file of this image must measure). */
 export function imageBytes(h: ImageHeader, headerBytes: number): number {
-  return headerBytes + h.runCount * RUN_BYTES + CRC_BYTES + h.populatedPages * PAGE_SIZE + chunkCountOf(h) * CRC_BYTES + TRAILER_BYTES;
+  return headerBytes + mapBytes(h) + h.populatedPages * PAGE_SIZE + chunkCountOf(h) * CRC_BYTES + TRAILER_BYTES;
 }
 
 function putMagic(bytes: Uint8Array, at: number, magic: string): void {
@@ -87,7 +111,7 @@ export function encodeHeader(h: ImageHeader): Uint8Array {
   v.setUint32(8, IMAGE_VERSION, true);
   v.setUint32(12, bytes.length, true);
   v.setUint8(16, h.order);
-  v.setUint8(17, (h.fixedAddress !== null ? FLAG_FIXED : 0) | (h.name !== null ? FLAG_NAMED : 0));
+  v.setUint8(17, (h.fixedAddress !== null ? FLAG_FIXED : 0) | (h.name !== null ? FLAG_NAMED : 0) | (h.huge ? FLAG_HUGE : 0));
   v.setUint32(20, h.name?.mode ?? 0, true);
   v.setUint32(24, h.name?.uid ?? 0, true);
   v.setUint32(28, h.name?.gid ?? 0, true);
@@ -99,6 +123,7 @@ export function encodeHeader(h: ImageHeader): Uint8Array {
   v.setUint32(68, h.chunkPages, true);
   v.setFloat64(72, h.name?.mtimeMs ?? 0, true);
   v.setUint32(80, name.length, true);
+  v.setUint32(84, h.leafCount, true);
   bytes.set(name, FIXED_HEADER_BYTES);
   v.setUint32(bytes.length - CRC_BYTES, crc32c(bytes.subarray(0, bytes.length - CRC_BYTES)), true);
   return bytes;
@@ -113,7 +138,7 @@ export function headerLength(fixed: Uint8Array): number {
   check(fixed.length >= FIXED_HEADER_BYTES && hasMagic(fixed, 0, IMAGE_MAGIC), 'ECORRUPT', 'not a morsel image (bad magic or shorter than a header)');
   const v = viewOf(fixed);
   const version = v.getUint32(8, true);
-  check(version === IMAGE_VERSION, 'EVERSION', () => `image format version ${version}; this morsel reads version ${IMAGE_VERSION}`);
+  check(version >= OLDEST_VERSION && version <= IMAGE_VERSION, 'EVERSION', () => `image format version ${version}; this morsel reads versions ${OLDEST_VERSION}..${IMAGE_VERSION}`);
   const length = v.getUint32(12, true);
   check(length >= FIXED_HEADER_BYTES + CRC_BYTES && length <= FIXED_HEADER_BYTES + MAX_NAME_BYTES + CRC_BYTES, 'ECORRUPT', () => `header length ${length} out of range`);
   return length;
@@ -126,19 +151,24 @@ export function decodeHeader(bytes: Uint8Array): ImageHeader {
   const v = viewOf(bytes);
   check(crc32c(bytes.subarray(0, length - CRC_BYTES)) === v.getUint32(length - CRC_BYTES, true), 'ECORRUPT', 'header checksum mismatch');
   const order = v.getUint8(16);
+  const version = v.getUint32(8, true);
   const flags = v.getUint8(17);
-  check((flags & ~KNOWN_FLAGS) === 0, 'EVERSION', () => `header flags 0x${flags.toString(16)} this morsel does not know`);
+  check((flags & ~knownFlags(version)) === 0, 'EVERSION', () => `header flags 0x${flags.toString(16)} unknown in version ${version}`);
   check(order <= MAX_ORDER, 'ECORRUPT', () => `order ${order} out of range`);
   const sizeBytes = v.getFloat64(40, true);
   const populatedPages = v.getFloat64(48, true);
   const runCount = v.getUint32(64, true);
   const chunkPages = v.getUint32(68, true);
   const nameBytes = v.getUint32(80, true);
+  const leafCount = version >= HUGE_VERSION ? v.getUint32(84, true) : 0; // version 1: reserved
+  const huge = (flags & FLAG_HUGE) !== 0;
   const maxPages = pagesOfOrder(order as Order);
   check(Number.isSafeInteger(sizeBytes) && sizeBytes > 0 && sizeBytes <= orderBytes(order as Order), 'ECORRUPT', () => `size ${sizeBytes} does not fit order ${order}`);
   check(Number.isSafeInteger(populatedPages) && populatedPages >= (order === 0 ? 1 : 0) && populatedPages <= maxPages, 'ECORRUPT', () => `populated page count ${populatedPages} out of range`);
   check(v.getFloat64(56, true) === populatedPages * PAGE_SIZE, 'ECORRUPT', 'data byte count disagrees with the page count');
   check(runCount <= populatedPages && (populatedPages === 0) === (runCount === 0), 'ECORRUPT', () => `run count ${runCount} disagrees with ${populatedPages} pages`);
+  check(leafCount <= populatedPages / HUGE_FRAMES && (leafCount === 0 || order >= MIN_HUGE_ORDER), 'ECORRUPT', () => `${leafCount} 2 MiB leaves do not fit ${populatedPages} pages of order ${order}`);
+  check(!huge || order >= MIN_HUGE_ORDER, 'ECORRUPT', () => `huge policy on an order-${order} morsel`);
   check(chunkPages >= 1 && chunkPages <= MAX_CHUNK_PAGES, 'ECORRUPT', () => `chunk of ${chunkPages} pages out of range`);
   check(FIXED_HEADER_BYTES + nameBytes + CRC_BYTES === length, 'ECORRUPT', 'name length disagrees with the header length');
   const fixed = (flags & FLAG_FIXED) !== 0 ? v.getFloat64(32, true) : null;
@@ -148,7 +178,7 @@ export function decodeHeader(bytes: Uint8Array): ImageHeader {
     const path = decodeName(bytes.subarray(FIXED_HEADER_BYTES, FIXED_HEADER_BYTES + nameBytes));
     name = { path, mode: v.getUint32(20, true), uid: v.getUint32(24, true), gid: v.getUint32(28, true), mtimeMs: v.getFloat64(72, true) };
   }
-  return { order: order as Order, sizeBytes, fixedAddress: fixed, name, populatedPages, runCount, chunkPages };
+  return { order: order as Order, sizeBytes, fixedAddress: fixed, name, huge, populatedPages, runCount, leafCount, chunkPages };
 }
 
 function decodeName(bytes: Uint8Array): string {
@@ -159,21 +189,28 @@ function decodeName(bytes: Uint8Array): string {
   }
 }
 
-/** The map bytes (runs + checksum). */
-export function encodeMap(runs: readonly PageRun[]): Uint8Array {
-  const bytes = new Uint8Array(runs.length * RUN_BYTES + CRC_BYTES);
+/** The map bytes (runs, leaves, checksum). */
+export function encodeMap(map: ImageMap): Uint8Array {
+  const { runs, leaves } = map;
+  const body = mapBytes({ runCount: runs.length, leafCount: leaves.length }) - CRC_BYTES;
+  const bytes = new Uint8Array(body + CRC_BYTES);
   const v = viewOf(bytes);
   runs.forEach((r, i) => {
     v.setFloat64(i * RUN_BYTES, r.firstPage, true);
     v.setFloat64(i * RUN_BYTES + 8, r.pageCount, true);
   });
-  v.setUint32(runs.length * RUN_BYTES, crc32c(bytes.subarray(0, runs.length * RUN_BYTES)), true);
+  leaves.forEach((page, i) => v.setFloat64(runs.length * RUN_BYTES + i * LEAF_BYTES, page, true));
+  v.setUint32(body, crc32c(bytes.subarray(0, body)), true);
   return bytes;
 }
 
-/** Decodes the map: checksum, then runs ascending, disjoint, non-adjacent, inside the order, summing to the page count. */
-export function decodeMap(bytes: Uint8Array, h: ImageHeader): PageRun[] {
-  const body = h.runCount * RUN_BYTES;
+/**
+ * Decodes the map: checksum, then runs ascending, disjoint, non-adjacent,
+ * inside the order, summing to the page count; then leaves ascending,
+ * 2 MiB-aligned, each inside one run.
+ */
+export function decodeMap(bytes: Uint8Array, h: ImageHeader): ImageMap {
+  const body = mapBytes(h) - CRC_BYTES;
   check(bytes.length === body + CRC_BYTES, 'ECORRUPT', 'truncated page map');
   const v = viewOf(bytes);
   check(crc32c(bytes.subarray(0, body)) === v.getUint32(body, true), 'ECORRUPT', 'page map checksum mismatch');
@@ -191,7 +228,24 @@ export function decodeMap(bytes: Uint8Array, h: ImageHeader): PageRun[] {
     pages += pageCount;
   }
   check(pages === h.populatedPages, 'ECORRUPT', () => `page map holds ${pages} pages, the header says ${h.populatedPages}`);
-  return runs;
+  return { runs, leaves: decodeLeaves(v, h, runs) };
+}
+
+/** The leaf list after the runs: ascending 2 MiB-aligned first pages, each leaf's pages inside one run. */
+function decodeLeaves(v: DataView, h: ImageHeader, runs: readonly PageRun[]): number[] {
+  const leaves: number[] = [];
+  let run = 0;
+  let end = -1; // first page after the previous leaf
+  for (let i = 0; i < h.leafCount; i++) {
+    const page = v.getFloat64(h.runCount * RUN_BYTES + i * LEAF_BYTES, true);
+    check(Number.isSafeInteger(page) && page >= end && page % HUGE_FRAMES === 0, 'ECORRUPT', () => `leaf ${i} at page ${page} is out of order or not 2 MiB-aligned`);
+    while (run < runs.length && runs[run].firstPage + runs[run].pageCount <= page) run++; // bounded by runCount over all leaves
+    const r = runs[run];
+    check(r !== undefined && r.firstPage <= page && page + HUGE_FRAMES <= r.firstPage + r.pageCount, 'ECORRUPT', () => `leaf ${i} at page ${page} is not 512 populated pages`);
+    leaves.push(page);
+    end = page + HUGE_FRAMES;
+  }
+  return leaves;
 }
 
 export interface Trailer {

@@ -7,24 +7,27 @@
  * built PENDING and unnamed (Names.beginCreate): its tables directly, one
  * ensureChild per table, its pages allocated in batches of one chunk,
  * filled, then linked by one CAS each (no zeroing, no walk from the root
- * per page). The next chunk is read while the current one is linked.
+ * per page). A 2 MiB leaf of the image gets an order-9 frame, filled in
+ * place and linked by one CAS (a PS entry) once its last page is verified;
+ * with no order-9 frame free its pages become 4 KiB pages. The next chunk
+ * is read while the current one is linked.
  *
  * Failure: every frame of the failed load is returned (the unlinked batch
- * here, the PENDING morsel by closing its only handle) and nothing else
+ * here, 4 KiB and order-9, the PENDING morsel by closing its only handle) and nothing else
  * changed. Crash: the PENDING morsel's use dies with the process, so
  * recovery destroys it; unlinked frames are reclaimed by the rebuild.
  */
 import { crc32c } from '@node-rs/crc32';
-import { MorselError, assert, check } from '../errors.js';
+import { MorselError, assert, check, isMorselError } from '../errors.js';
 import type { Memory } from '../memory.js';
 import type { CreateOptions } from '../manage/names.js';
 import { formatHandle } from '../manage/handle.js';
-import { ENTRIES_PER_TABLE, levelSpan, type Walker } from '../paging/walk.js';
+import { ENTRIES_PER_TABLE, HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, levelSpan, type Walker } from '../paging/walk.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Region } from '../physical/region.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { CRC_BYTES, FIXED_HEADER_BYTES, RUN_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { FIXED_HEADER_BYTES, TRAILER_BYTES, CRC_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
 import { frameViews, type SerialResult } from './save.js';
 import { hostError, type ImageSource } from './streams.js';
 
@@ -43,7 +46,7 @@ export interface LoadResult extends SerialResult {
 
 interface Head {
   header: ImageHeader;
-  runs: PageRun[];
+  map: ImageMap;
   headerCrc: number;
   mapCrc: number;
   headBytes: number;
@@ -65,15 +68,20 @@ async function readHead(source: ImageSource): Promise<Head> {
   headerBytes.set(fixed);
   headerBytes.set(rest, FIXED_HEADER_BYTES);
   const header = decodeHeader(headerBytes);
-  const mapBytes = await readExact(source, header.runCount * RUN_BYTES + CRC_BYTES, 'the page map');
-  const runs = decodeMap(mapBytes, header);
-  return { header, runs, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapBytes), headBytes: length + mapBytes.length };
+  const mapRaw = await readExact(source, mapBytes(header), 'the page map');
+  const map = decodeMap(mapRaw, header);
+  return { header, map, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapRaw), headBytes: length + mapRaw.length };
 }
 
-/** Frames a load of `h` allocates: root (and meta page), inner tables, pages. Exact, from the map. */
-export function framesNeeded(h: ImageHeader, runs: readonly PageRun[]): number {
+/**
+ * Frames a load of `h` allocates: root (and meta page), inner tables, pages.
+ * Exact, from the map, when every leaf gets an order-9 frame (a leaf needs
+ * no level-1 table); each leaf that falls back to 4 KiB pages needs one more.
+ */
+export function framesNeeded(h: ImageHeader, map: ImageMap): number {
+  const runs = map.runs;
   if (h.order === 0) return 1 + (h.fixedAddress !== null ? 1 : 0);
-  let frames = 1 + (h.fixedAddress !== null ? 1 : 0) + h.populatedPages;
+  let frames = 1 + (h.fixedAddress !== null ? 1 : 0) + h.populatedPages - map.leaves.length;
   for (let level = 1; level < h.order; level++) {
     const span = levelSpan(level + 1) / PAGE_SIZE; // pages under one level-`level` table
     let lastKey = -1;
@@ -87,21 +95,50 @@ export function framesNeeded(h: ImageHeader, runs: readonly PageRun[]): number {
   return frames;
 }
 
+/** A cursor over the populated pages of a map, in virtual order. */
+class PageCursor {
+  private run = 0;
+  private inRun = 0;
+
+  constructor(private readonly runs: readonly PageRun[]) {}
+
+  next(): number {
+    const r = this.runs[this.run];
+    const page = r.firstPage + this.inRun;
+    if (++this.inRun === r.pageCount) {
+      this.run++;
+      this.inRun = 0;
+    }
+    return page;
+  }
+}
+
+/** A chunk's frames (in page order) and the order-0 frames among them (the rest lie in 2 MiB leaves). */
+interface PendingChunk {
+  frames: Frame[];
+  small: Frame[];
+}
+
 /**
  * Builds the tables of a fresh private morsel from pages in virtual order:
  * keeps the path of tables to the current page, so each table is created by
  * one ensureChild and each page costs one alloc and one CAS (plus one copy
- * when the source cannot read into frames).
+ * when the source cannot read into frames). A leaf of the map costs one
+ * order-9 alloc and one CAS, when an order-9 frame is free.
  */
 class TreeBuilder {
   private readonly tables: Frame[] = [];
   private readonly keys: number[] = [];
   /** chunks allocated and not linked yet, oldest first (at most the current and the next): abandon() frees them */
-  private readonly pending: Frame[][] = [];
-  /** frames of pending[0] already linked (link() is under way or was interrupted) */
+  private readonly pending: PendingChunk[] = [];
+  /** order-0 frames of pending[0] already linked (link() is under way or was interrupted) */
   private linkedInOldest = 0;
-  private run = 0;
-  private inRun = 0;
+  /** order-9 frames allocated and not linked yet, by their leaf's first page: abandon() frees them */
+  private readonly hugeFrames = new Map<number, Frame>();
+  private readonly allocCursor: PageCursor;
+  private readonly linkCursor: PageCursor;
+  /** the next leaf of the map that allocate() meets */
+  private nextLeaf = 0;
 
   constructor(
     private readonly walker: Walker,
@@ -109,9 +146,11 @@ class TreeBuilder {
     readonly region: Region,
     private readonly root: Frame,
     private readonly order: Order,
-    private readonly runs: readonly PageRun[],
+    private readonly map: ImageMap,
   ) {
     this.tables[order] = root;
+    this.allocCursor = new PageCursor(map.runs);
+    this.linkCursor = new PageCursor(map.runs);
   }
 
   /** Frames for the next `n` pages: fresh ones (held until linked), or the root itself for order 0. */
@@ -120,26 +159,60 @@ class TreeBuilder {
       assert(n === 1, 'an order-0 image holds its one page');
       return [this.root];
     }
-    const frames: Frame[] = [];
-    this.pending.push(frames); // before the first alloc: an ENOSPC part-way leaves them to abandon()
-    for (let i = 0; i < n; i++) frames.push(this.alloc.alloc(0));
-    return frames;
+    const chunk: PendingChunk = { frames: [], small: [] };
+    this.pending.push(chunk); // before the first alloc: an ENOSPC part-way leaves them to abandon()
+    for (let i = 0; i < n; i++) chunk.frames.push(this.frameFor(this.allocCursor.next(), chunk.small));
+    return chunk.frames;
   }
 
-  /** Copies page i of `data` into frames[i], for every frame. */
+  /** The frame for `page`: inside its leaf's order-9 frame (allocated at the leaf's first page), else a fresh order-0 frame. */
+  private frameFor(page: number, small: Frame[]): Frame {
+    const leafPage = page - (page % HUGE_FRAMES);
+    if (page === this.map.leaves[this.nextLeaf]) {
+      this.nextLeaf++;
+      this.allocHuge(page);
+    }
+    const leaf = this.hugeFrames.get(leafPage);
+    if (leaf !== undefined) return (leaf + page - leafPage) as Frame;
+    const frame = this.alloc.alloc(0);
+    small.push(frame);
+    return frame;
+  }
+
+  /** An order-9 frame for the leaf at `leafPage`, held in hugeFrames; none (4 KiB fallback) when no order-9 frame is free. */
+  private allocHuge(leafPage: number): void {
+    try {
+      this.hugeFrames.set(leafPage, this.alloc.alloc(HUGE_ALLOC_ORDER));
+    } catch (e) {
+      if (!isMorselError(e, 'ENOSPC')) throw e;
+    }
+  }
+
+  /** Copies page i of `data` into frames[i], for every frame (one copy per run of contiguous frames). */
   fill(frames: readonly Frame[], data: Uint8Array): void {
-    frames.forEach((frame, i) => this.region.bytesOf(frame).set(data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), this.region.byteOffsetInWindow(frame)));
+    let at = 0;
+    for (const part of frameViews(this.region, frames, 0, frames.length)) {
+      part.set(data.subarray(at, at + part.length));
+      at += part.length;
+    }
   }
 
-  /** Links filled `frames` as the next pages of the map. */
+  /** Links filled `frames` as the next pages of the map; a leaf at its last page. */
   link(frames: readonly Frame[]): void {
     if (this.order === 0) return; // the root is the page
-    assert(this.pending[0] === frames, 'chunks are linked in the order they were allocated');
+    assert(this.pending[0]?.frames === frames, 'chunks are linked in the order they were allocated');
     this.linkedInOldest = 0;
     for (const frame of frames) {
-      const page = this.nextPage();
-      assert(this.walker.link(this.leafTable(page), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
-      this.linkedInOldest++;
+      const page = this.linkCursor.next();
+      const leafPage = page - (page % HUGE_FRAMES);
+      const leaf = this.hugeFrames.get(leafPage);
+      if (leaf === undefined) {
+        assert(this.walker.link(this.tableAt(page, 1), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
+        this.linkedInOldest++;
+      } else if (page === leafPage + HUGE_FRAMES - 1) {
+        assert(this.walker.link(this.tableAt(page, HUGE_LEVEL), (leafPage / HUGE_FRAMES) % ENTRIES_PER_TABLE, leaf, true), 'a leaf of a private morsel is linked once');
+        this.hugeFrames.delete(leafPage);
+      }
     }
     this.pending.shift();
     this.linkedInOldest = 0;
@@ -149,31 +222,23 @@ class TreeBuilder {
   abandon(): void {
     if (this.order === 0) return; // the root is freed with the morsel
     this.pending.forEach((chunk, c) => {
-      for (let i = c === 0 ? this.linkedInOldest : 0; i < chunk.length; i++) this.alloc.free(chunk[i]);
+      for (let i = c === 0 ? this.linkedInOldest : 0; i < chunk.small.length; i++) this.alloc.free(chunk.small[i]);
     });
+    for (const leaf of this.hugeFrames.values()) this.alloc.free(leaf, HUGE_ALLOC_ORDER);
+    this.hugeFrames.clear();
     this.pending.length = 0;
     this.linkedInOldest = 0;
   }
 
-  private nextPage(): number {
-    const r = this.runs[this.run];
-    const page = r.firstPage + this.inRun;
-    if (++this.inRun === r.pageCount) {
-      this.run++;
-      this.inRun = 0;
+  /** The level-`level` table holding `page`, creating the tables above it that changed since the last page. */
+  private tableAt(page: number, level: number): Frame {
+    for (let l = this.order - 1; l >= level; l--) {
+      const key = Math.floor(page / (levelSpan(l + 1) / PAGE_SIZE));
+      if (this.keys[l] === key) continue;
+      this.tables[l] = this.walker.ensureChild(this.tables[l + 1], key % ENTRIES_PER_TABLE, 'populate:before-link', 'populate:lost-race');
+      this.keys[l] = key;
     }
-    return page;
-  }
-
-  /** The level-1 table holding `page`, creating the tables above it that changed since the last page. */
-  private leafTable(page: number): Frame {
-    for (let level = this.order - 1; level >= 1; level--) {
-      const key = Math.floor(page / (levelSpan(level + 1) / PAGE_SIZE));
-      if (this.keys[level] === key) continue;
-      this.tables[level] = this.walker.ensureChild(this.tables[level + 1], key % ENTRIES_PER_TABLE, 'populate:before-link', 'populate:lost-race');
-      this.keys[level] = key;
-    }
-    return this.tables[1];
+    return this.tables[level];
   }
 }
 
@@ -190,13 +255,13 @@ export async function load(memory: Memory, source: ImageSource, opts: LoadOption
     const path = opts.name ?? header.name?.path;
     check(path !== undefined, 'EINVAL', 'the image carries no name (saved from a handle): give one with --name');
     checkNameFree(memory, path);
-    const need = framesNeeded(header, head.runs);
+    const need = framesNeeded(header, head.map);
     const free = memory.alloc.freeFrames();
     check(need <= free, 'ENOSPC', () => `the image needs ${need} frames, the region has ${free} free`);
-    const createOpts: CreateOptions = { sizeBytes: header.sizeBytes, order: header.order, mode: opts.mode ?? header.name?.mode, fixedAddress: header.fixedAddress ?? undefined };
+    const createOpts: CreateOptions = { sizeBytes: header.sizeBytes, order: header.order, mode: opts.mode ?? header.name?.mode, fixedAddress: header.fixedAddress ?? undefined, huge: header.huge };
     const names = memory.names;
     const h = names.beginCreate(path, createOpts);
-    const builder = new TreeBuilder(memory.morsels.walker, memory.alloc, memory.region, h.dataRoot as Frame, h.dataOrder, head.runs);
+    const builder = new TreeBuilder(memory.morsels.walker, memory.alloc, memory.region, h.dataRoot as Frame, h.dataOrder, head.map);
     let bytes: number;
     try {
       bytes = head.headBytes + (await readData(source, head, builder, opts.onProgress));

@@ -10,7 +10,8 @@ import { crc32c } from '@node-rs/crc32';
 import type { Memory } from '../memory.js';
 import type { MorselHandle, MorselRef } from '../manage/handle.js';
 import type { Region } from '../physical/region.js';
-import { levelSpan, type Walker } from '../paging/walk.js';
+import { HUGE_FRAMES, HUGE_LEVEL, levelSpan, type Walker } from '../paging/walk.js';
+import { isHugeLeaf } from '../paging/entry.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { CRC_BYTES, DEFAULT_CHUNK_PAGES, chunkCountOf, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
@@ -20,23 +21,36 @@ import { hostError, type ImageSink } from './streams.js';
 export interface SnapshotSource {
   readonly region: Region;
   /** what the image header says about the morsel (page counts are the writer's) */
-  readonly morsel: Pick<ImageHeader, 'order' | 'sizeBytes' | 'fixedAddress' | 'name'>;
+  readonly morsel: Pick<ImageHeader, 'order' | 'sizeBytes' | 'fixedAddress' | 'name' | 'huge'>;
   /** populated page numbers in virtual order, and the frame holding each */
   readonly pages: number[];
   readonly frames: number[];
+  /** first pages of the 2 MiB leaves, ascending */
+  readonly leaves: number[];
   close(): void;
 }
 
-/** The populated pages of the subtree at `root` (a morsel of `order`), in virtual order, through the walker. */
-export function collectPages(walker: Walker, root: Frame, order: Order): { pages: number[]; frames: number[] } {
+/**
+ * The populated pages of the subtree at `root` (a morsel of `order`), in
+ * virtual order, through the walker; a 2 MiB leaf gives its 512 pages (its
+ * contiguous frames) and its first page in `leaves`.
+ */
+export function collectPages(walker: Walker, root: Frame, order: Order): { pages: number[]; frames: number[]; leaves: number[] } {
   const pages: number[] = [];
   const frames: number[] = [];
-  if (order === 0) return { pages: [0], frames: [root] };
+  const leaves: number[] = [];
+  if (order === 0) return { pages: [0], frames: [root], leaves };
   const visit = (table: Frame, level: number, firstPage: number): void => {
     const pagesPerEntry = levelSpan(level) / PAGE_SIZE;
     walker.forEachPresent(table, (idx, lo, hi) => {
-      const child = walker.follow(table, idx, lo, hi);
       const page = firstPage + idx * pagesPerEntry;
+      if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+        const leaf = walker.followHuge(table, idx, lo, hi);
+        leaves.push(page);
+        for (let i = 0; i < HUGE_FRAMES; i++) (pages.push(page + i), frames.push(leaf + i));
+        return;
+      }
+      const child = walker.follow(table, idx, lo, hi);
       if (level === 1) {
         pages.push(page);
         frames.push(child);
@@ -44,7 +58,7 @@ export function collectPages(walker: Walker, root: Frame, order: Order): { pages
     });
   };
   visit(root, order, 0);
-  return { pages, frames };
+  return { pages, frames, leaves };
 }
 
 /** Runs of consecutive page numbers. */
@@ -74,6 +88,7 @@ export function snapshotSource(memory: Memory, target: string | MorselRef): Snap
   const h: MorselHandle = typeof target === 'string' ? names.open(target) : names.openRef(target);
   try {
     const d = morsels.decodeHandle(h.id, h.generation);
+    const huge = morsels.dataOf(d).huge;
     const fixedAddress = d.meta ? morsels.metaOf(d).address : null;
     // The record, not stat(): stat counts the subtree's frames (a walk of the whole morsel).
     const rec = typeof target === 'string' ? names.ns.lookup(target) : null;
@@ -83,12 +98,13 @@ export function snapshotSource(memory: Memory, target: string | MorselRef): Snap
     const snapRoot = morsels.decode(snapshot).rootFrame;
     try {
       names.sharing.wait();
-      const { pages, frames } = collectPages(morsels.walker, snapRoot as Frame, h.dataOrder);
+      const { pages, frames, leaves } = collectPages(morsels.walker, snapRoot as Frame, h.dataOrder);
       return {
         region: memory.region,
-        morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name },
+        morsel: { order: h.dataOrder, sizeBytes: h.sizeBytes, fixedAddress, name, huge },
         pages,
         frames,
+        leaves,
         close: () => morsels.release(snapRoot),
       };
     } catch (e) {
@@ -138,8 +154,8 @@ export async function save(memory: Memory, target: string | MorselRef, sink: Ima
  */
 async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: number, onProgress?: (done: number, total: number) => void): Promise<number> {
   const runs = runsOf(src.pages);
-  const header = encodeHeader({ ...src.morsel, populatedPages: src.pages.length, runCount: runs.length, chunkPages });
-  const map = encodeMap(runs);
+  const header = encodeHeader({ ...src.morsel, populatedPages: src.pages.length, runCount: runs.length, leafCount: src.leaves.length, chunkPages });
+  const map = encodeMap({ runs, leaves: src.leaves });
   await sink.write([header, map]);
   const chunkCount = chunkCountOf({ populatedPages: src.pages.length, chunkPages });
   const dataBytes = src.pages.length * PAGE_SIZE;
