@@ -16,7 +16,7 @@ import { namesTree } from '../src/web/inspect.js';
 import { startWeb, MAX_SSE_CLIENTS, MAX_URL_BYTES, EVENT_INTERVAL_MS, type WebServer } from '../src/web/server.js';
 import { ENTRIES_PER_TABLE } from '../src/paging/walk.js';
 import { PAGE_SIZE } from '../src/units.js';
-import { FIXED_ADDRESS, byPath, fingerprint, makeRegion, morsel, request, tmpDir, treeSums, writeFromChild, type Built } from './web-helpers.js';
+import { FIXED_ADDRESS, HUGE_LEAF_OFFSET, byPath, fingerprint, makeRegion, morsel, request, tmpDir, treeSums, writeFromChild, type Built } from './web-helpers.js';
 
 let built: Built;
 let web: WebServer;
@@ -96,6 +96,24 @@ test('one table at a time: entries, child fill, decoded bits, by name or handle'
   assert.equal(fixed.morsel.meta, true);
   assert.notEqual(fixed.morsel.rootFrame, fixed.morsel.dataRootFrame, 'the table shown is the data morsel');
   assert.ok(JSON.stringify(w).length < 64 * 1024, 'bounded answer');
+});
+
+test('a 2 MiB leaf is shown as a leaf (frame range, PS), never followed as a table', async () => {
+  const h = (await get('/api/morsel?name=/huge&bits=1')).json;
+  assert.equal(h.table.level, 2);
+  assert.equal(h.table.hugeLeaves, 1);
+  const leaf = h.table.entries.find((e: any) => e.index === Math.floor(HUGE_LEAF_OFFSET / (2 * 1024 * 1024)));
+  assert.ok(leaf, 'the leaf entry is listed');
+  assert.deepEqual([leaf.hugeLeaf, leaf.lastFrame - leaf.frame + 1, leaf.childPresent, leaf.shared], [true, 512, undefined, false]);
+  assert.equal(leaf.frame % 512, 0, 'an order-9 frame: 2 MiB-aligned');
+  assert.deepEqual([leaf.bits.P, leaf.bits.RW, leaf.bits.PS, leaf.bits.pfn], [true, true, true, leaf.frame]);
+  const into = await get(`/api/morsel?name=/huge&path=${leaf.index}`);
+  assert.equal(into.status, 400);
+  assert.equal(into.json.error.code, 'ERANGE', 'a leaf has no table below it');
+  const stat = morsel(['stat', '/huge', '--region', built.region, '--json']).json;
+  assert.equal(stat.dataPages, 512, 'stat counts the leaf as 512 pages');
+  const frames = (await get('/api/frames')).json;
+  assert.equal(frames.totals.other, 0, 'the leaf frames are reached (data), not unaccounted');
 });
 
 test('bad input: typed JSON errors with their HTTP status', async () => {

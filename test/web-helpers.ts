@@ -32,10 +32,14 @@ export interface Built {
 /** Fixed address of /fixed (a meta morsel). */
 export const FIXED_ADDRESS = 0x4000_0000;
 
+/** Where makeRegion writes into /huge (a huge-policy morsel): inside its second 2 MiB leaf. */
+export const HUGE_LEAF_OFFSET = 2 * MiB + 5 * PAGE_SIZE;
+
 /**
  * A 64 MiB region: /models/w (8 MiB, order 2; pages at 0 and 4 MiB + 4 KiB,
  * so its root has entries 0 and 2), /models/b (64 KiB, order 1; pages 0, 3,
- * 7), /small (order 0), /fixed (a fixed-address meta morsel, one page), and
+ * 7), /small (order 0), /fixed (a fixed-address meta morsel, one page),
+ * /huge (1 GiB, huge policy: one 2 MiB leaf around HUGE_LEAF_OFFSET) and
  * the handle of /gone, created and removed.
  */
 export function makeRegion(dir: string): Built {
@@ -53,9 +57,11 @@ export function makeRegion(dir: string): Built {
     m.names.write(small, 0, page);
     const fixed = m.names.create('/fixed', { sizeBytes: PAGE_SIZE, fixedAddress: FIXED_ADDRESS });
     m.names.write(fixed, 0, page);
+    const huge = m.names.create('/huge', { sizeBytes: 2 ** 30, huge: true }); // one 2 MiB leaf, entry 1 of its level-2 table
+    m.names.write(huge, HUGE_LEAF_OFFSET, page);
     const gone = m.names.create('/gone', { sizeBytes: PAGE_SIZE });
     const staleHandle = gone.toString();
-    for (const h of [w, b, small, fixed, gone]) m.names.close(h);
+    for (const h of [w, b, small, fixed, huge, gone]) m.names.close(h);
     m.names.unlink('/gone');
     return { region, staleHandle };
   } finally {

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startWeb } from '../src/web/server.js';
 import { PAGE_SIZE } from '../src/units.js';
-import { ARTIFACTS, bin, fingerprint, makeRegion, morsel, tmpDir, writeFromChild } from './web-helpers.js';
+import { ARTIFACTS, HUGE_LEAF_OFFSET, bin, fingerprint, makeRegion, morsel, tmpDir, writeFromChild } from './web-helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const required = process.env.MORSEL_REQUIRE_BROWSER === '1';
@@ -86,6 +86,21 @@ test('the page shows the tree, counters and frame map as stat/ls do, and follows
     await page.check('#bits-toggle');
     await page.waitForSelector('#entries tr[data-index="1"] td[data-flag="P"]', { timeout: UI_TIMEOUT_MS });
     assert.deepEqual(await page.$$eval('#entries tr[data-index="1"] td.flag', (tds) => tds.map((td) => td.textContent)), ['P', 'RW', 'US', '·', '·', '·', '·']);
+
+    // a huge-policy morsel: its 2 MiB leaf is a leaf cell (frame range), clicking it zooms nowhere
+    await page.click('#names .node[data-path="/huge"] > .row');
+    await page.waitForSelector('.level.current svg[data-level="2"] rect.cell[data-leaf="huge"]', { timeout: UI_TIMEOUT_MS });
+    const leafIndex = Math.floor(HUGE_LEAF_OFFSET / (2 * 1024 * 1024));
+    const leafTitle = await page.textContent(`.level.current svg rect.cell[data-index="${leafIndex}"] title`);
+    assert.match(leafTitle ?? '', /2 MiB leaf, frames \d+–\d+/);
+    assert.match((await page.textContent(`#entries tr[data-index="${leafIndex}"][data-leaf="huge"]`)) ?? '', /2 MiB leaf/);
+    await page.click(`.level.current svg rect.cell[data-index="${leafIndex}"]`);
+    // A refresh (bits off) renders whatever path the click chose: still the level-2 table, no error.
+    await page.uncheck('#bits-toggle');
+    await page.waitForSelector(`#entries tr[data-index="${leafIndex}"]:not(.set)`, { timeout: UI_TIMEOUT_MS });
+    assert.equal(await page.locator('.level svg[data-level="1"]').count(), 0, 'a leaf is never opened as a table');
+    assert.equal(await page.isHidden('#morsel-error'), true, 'and nothing failed');
+    await page.check('#bits-toggle');
 
     // another process populates /models/b while the page is open
     const before = await intAttr(page, '#names .node[data-path="/models/b"]', 'data-pages');

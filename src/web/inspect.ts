@@ -17,8 +17,8 @@ import type { NameStat } from '../manage/names.js';
 import type { Memory } from '../memory.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { orderBytes } from '../morsel/order.js';
-import { A, D, G, HI_META, HI_MORSEL_TOP, HI_NX, P, PCD, PS, PWT, RW, TAG_MASK, TAG_SHIFT, US, entryToBigInt, pfnOf } from '../paging/entry.js';
-import { ENTRIES_PER_TABLE, levelSpan } from '../paging/walk.js';
+import { A, D, G, HI_META, HI_MORSEL_TOP, HI_NX, P, PCD, PS, PWT, RW, TAG_MASK, TAG_SHIFT, US, entryToBigInt, isHugeLeaf, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, HUGE_FRAMES, HUGE_LEVEL, levelSpan } from '../paging/walk.js';
 import { CHILD_FRAMES, USER_SLOTS, firstAllocatableFrame } from '../physical/layout.js';
 import { FORMAT_VERSION } from '../physical/superblock.js';
 import { KIND_DATA, KIND_REGISTRY, KIND_TABLE, scanRegion } from '../recovery/reachable.js';
@@ -193,11 +193,12 @@ function resolveMorsel(m: Memory, q: TableQuery): { ref: MorselRef; d: DecodedId
 /**
  * One page table of a morsel: the data morsel's root table, or the table
  * `q.path` leads to (each index must name a present entry: ENOENT
- * otherwise; deeper than the leaf tables: ERANGE). Per present entry: the
- * frame it references, whether it is shared with other morsels by
- * copy-on-write (its reference count), for tables above the leaves how many
- * of the child's entries are present, and with `q.bits` the entry's bits
- * decoded.
+ * otherwise; deeper than the leaf tables or into a 2 MiB leaf: ERANGE).
+ * Per present entry: the frame it references, whether it is shared with
+ * other morsels by copy-on-write (its reference count), for tables above
+ * the leaves how many of the child's entries are present (a 2 MiB leaf:
+ * `hugeLeaf` and its frame range instead, never followed as a table), and
+ * with `q.bits` the entry's bits decoded.
  */
 export function morselTable(m: Memory, q: TableQuery): Json {
   const { ref, d, name, sizeBytes } = resolveMorsel(m, q);
@@ -213,6 +214,8 @@ export function morselTable(m: Memory, q: TableQuery): Json {
   for (let i = 0; i < q.path.length; i++) {
     const index = q.path[i];
     check(Number.isInteger(index) && index >= 0 && index < ENTRIES_PER_TABLE, 'EINVAL', () => `index ${index} is not in 0..${ENTRIES_PER_TABLE - 1}`);
+    const lo = m.region.loadLo(table, index);
+    check(!(data.order - i === HUGE_LEVEL && isHugeLeaf(lo)), 'ERANGE', () => `entry ${index} of the level-${HUGE_LEVEL} table (frame ${table}) is a 2 MiB leaf: no table below it`);
     const child = walker.child(table, index);
     check(child >= 0, 'ENOENT', () => `entry ${index} of the level-${data.order - i} table (frame ${table}) is not present`);
     table = child as Frame;
@@ -220,16 +223,19 @@ export function morselTable(m: Memory, q: TableQuery): Json {
   const level = data.order - q.path.length;
   const entries: Json[] = [];
   walker.forEachPresent(table, (index, lo, hi) => {
-    const frame = walker.follow(table, index, lo, hi);
+    const leaf = level === HUGE_LEVEL && isHugeLeaf(lo);
+    const frame = leaf ? walker.followHuge(table, index, lo, hi) : walker.follow(table, index, lo, hi);
     // Copy-on-write: a write-protected entry whose child more than one table references.
     const refs = (lo & RW) === 0 ? m.morsels.cow.refs.get(frame) : 1;
     const entry: Json = { index, frame, shared: refs > 1, refs };
-    if (level > 1) entry.childPresent = presentIn(m, frame);
+    if (leaf) Object.assign(entry, { hugeLeaf: true, lastFrame: frame + HUGE_FRAMES - 1 });
+    else if (level > 1) entry.childPresent = presentIn(m, frame);
     if (q.bits) entry.bits = decodeEntry(lo, hi);
     entries.push(entry);
   });
   const shared = entries.filter((e) => e.shared === true).length;
-  return { morsel, table: { frame: table, level, path: q.path, entrySpanBytes: levelSpan(level), entriesPerTable: ENTRIES_PER_TABLE, present: entries.length, shared, entries } };
+  const hugeLeaves = entries.filter((e) => e.hugeLeaf === true).length;
+  return { morsel, table: { frame: table, level, path: q.path, entrySpanBytes: levelSpan(level), entriesPerTable: ENTRIES_PER_TABLE, present: entries.length, shared, hugeLeaves, entries } };
 }
 
 function presentIn(m: Memory, table: Frame): number {

@@ -164,7 +164,13 @@ function renderMorsel(tables) {
   renderEntries(shown);
 }
 
-/** One table as a 32 x 16 grid: shade = how full the child is (leaf tables: a data page is present). */
+/** What a present entry holds, in words: a data page, a 2 MiB leaf (its frame range) or a table (how full). */
+function holds(e, level) {
+  if (e.hugeLeaf) return '2 MiB leaf, frames ' + e.frame + '–' + e.lastFrame;
+  return level > 1 ? e.childPresent + '/512 present' : 'data page';
+}
+
+/** One table as a 32 x 16 grid: shade = how full the child is (leaf tables and 2 MiB leaves: data). */
 function levelGrid(t, depth, current) {
   const cell = current ? 12 : 7;
   const grid = svg('svg', { width: GRID_COLUMNS * cell, height: GRID_ROWS * cell, class: 'table-grid', 'data-level': t.level, 'data-present': t.present });
@@ -173,15 +179,16 @@ function levelGrid(t, depth, current) {
   for (let i = 0; i < GRID_COLUMNS * GRID_ROWS; i++) {
     const e = byIndex.get(i);
     if (!e && i !== chosen) continue;
-    const frac = e ? (t.level > 1 ? e.childPresent / t.entriesPerTable : 1) : 0;
-    const rect = svg('rect', { x: (i % GRID_COLUMNS) * cell, y: Math.floor(i / GRID_COLUMNS) * cell, width: cell - 1, height: cell - 1, class: 'cell' + (i === chosen ? ' chosen' : '') + (e && e.shared ? ' shared' : ''), fill: e ? shade(frac, t.level) : '#fff', 'data-index': i, 'data-shared': e && e.shared ? 'true' : 'false' });
+    const table = e && t.level > 1 && !e.hugeLeaf; // a child table to zoom into
+    const frac = e ? (table ? e.childPresent / t.entriesPerTable : 1) : 0;
+    const rect = svg('rect', { x: (i % GRID_COLUMNS) * cell, y: Math.floor(i / GRID_COLUMNS) * cell, width: cell - 1, height: cell - 1, class: 'cell' + (i === chosen ? ' chosen' : '') + (e && e.shared ? ' shared' : '') + (e && e.hugeLeaf ? ' huge' : ''), fill: e ? shade(frac, table ? t.level : 1) : '#fff', 'data-index': i, 'data-shared': e && e.shared ? 'true' : 'false', 'data-leaf': e && e.hugeLeaf ? 'huge' : '' });
     const title = svg('title', {});
-    title.textContent = 'entry ' + i + (e ? ' → frame ' + e.frame + (t.level > 1 ? ', ' + e.childPresent + '/512 present' : ', data page') + (e.shared ? ', shared by ' + e.refs + ' (copy-on-write)' : '') : '');
+    title.textContent = 'entry ' + i + (e ? ' → ' + (e.hugeLeaf ? '' : 'frame ' + e.frame + ', ') + holds(e, t.level) + (e.shared ? ', shared by ' + e.refs + ' (copy-on-write)' : '') : '');
     rect.append(title);
-    if (e && t.level > 1) rect.addEventListener('click', () => zoom(depth, i));
+    if (table) rect.addEventListener('click', () => zoom(depth, i));
     grid.append(rect);
   }
-  const caption = 'level ' + t.level + ' · frame ' + t.frame + ' · ' + t.present + '/' + t.entriesPerTable + ' present' + (t.shared ? ' · ' + t.shared + ' shared (outlined)' : '') + ' · ' + bytes(t.entrySpanBytes) + ' per entry';
+  const caption = 'level ' + t.level + ' · frame ' + t.frame + ' · ' + t.present + '/' + t.entriesPerTable + ' present' + (t.shared ? ' · ' + t.shared + ' shared (outlined)' : '') + (t.hugeLeaves ? ' · ' + t.hugeLeaves + ' 2 MiB leaves (green)' : '') + ' · ' + bytes(t.entrySpanBytes) + ' per entry';
   const box = el('div', { class: 'level' + (current ? ' current' : ''), 'data-level': t.level }, el('div', {}, caption), grid);
   if (!current) box.prepend(el('a', { href: '#', class: 'zoom-out', onclick: (ev) => { ev.preventDefault(); zoomOut(depth); } }, 'zoom out to level ' + t.level));
   return box;
@@ -206,11 +213,11 @@ function zoomOut(depth) {
 function renderEntries(t) {
   const table = document.getElementById('entries');
   const flags = ['P', 'RW', 'US', 'A', 'D', 'PS', 'NX'];
-  const head = ['index', 'frame', t.level > 1 ? 'child present' : 'holds', 'shared'].concat(state.bits ? ['raw'].concat(flags, ['PFN', 'tag', 'meta']) : []);
+  const head = ['index', 'frame', t.level > 1 ? 'child present / holds' : 'holds', 'shared'].concat(state.bits ? ['raw'].concat(flags, ['PFN', 'tag', 'meta']) : []);
   table.replaceChildren(el('tr', {}, ...head.map((h) => el('th', {}, h))));
   for (const e of t.entries) {
-    const cells = [e.index, e.frame, t.level > 1 ? e.childPresent + '/512' : 'data page', e.shared ? 'by ' + e.refs : 'private'];
-    const tr = el('tr', { 'data-index': e.index }, ...cells.map((c) => el('td', {}, c)));
+    const cells = [e.index, e.frame, e.hugeLeaf || t.level === 1 ? holds(e, t.level) : e.childPresent + '/512', e.shared ? 'by ' + e.refs : 'private'];
+    const tr = el('tr', { 'data-index': e.index, 'data-leaf': e.hugeLeaf ? 'huge' : '' }, ...cells.map((c) => el('td', {}, c)));
     if (state.bits && e.bits) {
       tr.append(el('td', { class: 'raw' }, e.bits.raw));
       for (const f of flags) tr.append(el('td', { class: 'flag', 'data-flag': f }, e.bits[f] ? f : '·'));
