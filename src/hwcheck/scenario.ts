@@ -11,12 +11,16 @@
  */
 import { MorselError } from '../errors.js';
 import type { Memory } from '../memory.js';
-import type { MorselId } from '../morsel/id.js';
+import { MIN_HUGE_ORDER, type MorselId } from '../morsel/id.js';
 import { orderBytes, type Order } from '../morsel/order.js';
-import { HI_PFN_MASK, P, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { HI_PFN_MASK, P, PS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
 import type { AddressSpace } from '../space/address-space.js';
 import { Mmu } from '../space/mmu.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
+import { levelSpan, HUGE_LEVEL } from '../paging/walk.js';
+
+/** Bytes of one 2 MiB leaf (an entry of a level-2 table). */
+const HUGE_LEAF_BYTES = levelSpan(HUGE_LEVEL);
 
 export const enum Kind {
   Read = 1,
@@ -41,7 +45,8 @@ export interface Check {
   err: number;
 }
 
-export type Corruption = 'pfn' | 'present';
+/** 'pfn': another frame; 'present': P cleared; 'leaf-ps': PS cleared on a 2 MiB leaf (its data read as a table). */
+export type Corruption = 'pfn' | 'present' | 'leaf-ps';
 
 /** An entry damaged on purpose, with what it held, so it can be put back. */
 export interface Damage {
@@ -57,6 +62,8 @@ export interface Scenario {
   checks: Check[];
   /** the plain data morsel of each order */
   byOrder: MorselId[];
+  /** the huge-policy morsel with two 2 MiB leaves */
+  huge: MorselId;
 }
 
 export const PARAM_FRAME = 1 as Frame;
@@ -179,18 +186,75 @@ export function buildScenario(mem: Memory, space: AddressSpace, morsels: MorselI
   add('COW source: keeps its page', Kind.Read, src, pattern(400, 0));
   add('COW: write through a shared entry #PF (P|W)', Kind.PfWrite, src + deep, 1n, PF_P | PF_W);
 
+  const huge = addHugeChecks(mem, space, morsels, put, add);
+
   if (checks.length > MAX_CHECKS) throw new MorselError('ERANGE', `${checks.length} checks exceed the parameter block (${MAX_CHECKS})`);
-  return { checks, byOrder };
+  return { checks, byOrder, huge };
+}
+
+/** Offset of the second 2 MiB leaf of the huge scenario (entry 5 of its level-2 table). */
+const HUGE_LEAF_B = 5 * HUGE_LEAF_BYTES;
+
+/**
+ * 2 MiB leaves (PS entries of a level-2 table, order-9 frames): a
+ * huge-policy morsel whose host writes build two leaves; the hardware must
+ * read the bytes at several offsets inside each leaf, fault (P|W) on a
+ * write through a read-only mapping, and after a clone read shared and
+ * copied leaves through both morsels, write and read the clone's private
+ * copy and fault (P|W) on a write through a shared (write-protected) leaf,
+ * as the COW checks above do for 4 KiB pages. The guest runs after all of
+ * this is built. It needs nothing more for them: IA-32e paging honours PS
+ * in a level-2 entry (PDE) with CR4.PAE alone (SDM 4.5; CR4.PSE is ignored). ECORRUPT when the library built no
+ * leaves (no order-9 frame free): the checks would prove nothing.
+ */
+function addHugeChecks(mem: Memory, space: AddressSpace, morsels: MorselId[], put: (vaddr: number, value: bigint) => void, add: (name: string, kind: Kind, vaddr: number, value?: bigint, err?: number) => void): MorselId {
+  const src = mem.morsels.create(MIN_HUGE_ORDER, { huge: true });
+  morsels.push(src);
+  const at = space.map(src, { rights: { write: true } });
+  const offsets = [0, 0x10, 37 * PAGE_SIZE + 0x18, HUGE_LEAF_BYTES - 8, HUGE_LEAF_B, HUGE_LEAF_B + 300 * PAGE_SIZE + 0x7f8, HUGE_LEAF_B + HUGE_LEAF_BYTES - 8];
+  for (const off of offsets) put(at + off, pattern(500, off));
+  const leaves = mem.morsels.stats(src).hugeLeaves;
+  if (leaves !== 2) throw new MorselError('ECORRUPT', `the huge scenario built ${leaves} 2 MiB leaves, not 2 (no free order-9 frame?)`);
+  for (const off of offsets) add(`2 MiB leaf: read +${hex(off)}`, Kind.Read, at + off, pattern(500, off));
+  const ro = space.map(src, { rights: { write: false } });
+  add('2 MiB leaf, read-only alias: read', Kind.Read, ro + HUGE_LEAF_B, pattern(500, HUGE_LEAF_B));
+  add('2 MiB leaf, read-only alias: write #PF (P|W)', Kind.PfWrite, ro + HUGE_LEAF_B + 8, 1n, PF_P | PF_W);
+
+  // Copy-on-write of leaves: the clone's write copies leaf A whole; leaf B stays shared (P|US|PS, no RW).
+  const clone = mem.morsels.clone(src);
+  morsels.push(clone);
+  const dst = space.map(clone, { rights: { write: true } });
+  put(dst + 0x10, pattern(502, 0x10)); // a COW fault in the software MMU: leaf A copied for the clone
+  add('2 MiB leaf COW clone: shared leaf read', Kind.Read, dst + HUGE_LEAF_B + 300 * PAGE_SIZE + 0x7f8, pattern(500, HUGE_LEAF_B + 300 * PAGE_SIZE + 0x7f8));
+  add('2 MiB leaf COW source: shared leaf read', Kind.Read, at + HUGE_LEAF_B, pattern(500, HUGE_LEAF_B));
+  add('2 MiB leaf COW clone: copied leaf read', Kind.Read, dst + 0x10, pattern(502, 0x10));
+  add('2 MiB leaf COW clone: copied leaf keeps the rest', Kind.Read, dst + HUGE_LEAF_BYTES - 8, pattern(500, HUGE_LEAF_BYTES - 8));
+  add('2 MiB leaf COW source: keeps its leaf', Kind.Read, at + 0x10, pattern(500, 0x10));
+  // The copy is private (P|RW|US|PS): the guest writes it and reads back.
+  add('2 MiB leaf (private copy): write+read +0x20', Kind.WriteRead, dst + 0x20, pattern(501, 0x20));
+  add('2 MiB leaf COW: write through a shared leaf #PF (P|W)', Kind.PfWrite, at + HUGE_LEAF_B + 0x40, 1n, PF_P | PF_W);
+  return src;
 }
 
 /**
  * Damages the leaf entry of the order-1 morsel's first page (what
  * "order-1 read +0x0" reads): 'pfn' points it at another frame, 'present'
- * clears P. For the negative test: the guest must notice.
+ * clears P; or with 'leaf-ps' the huge morsel's second 2 MiB leaf (what
+ * "2 MiB leaf: read +0xa00000" reads) loses PS. For the negative test: the
+ * guest must notice.
  */
 export function corrupt(mem: Memory, scenario: Scenario, how: Corruption): Damage {
   const region = mem.region;
   const rootOf = (id: MorselId): Frame => pfnOf(Number(id & 0xffffffffn), Number(id >> 32n)) as Frame;
+  if (how === 'leaf-ps') {
+    const table = rootOf(scenario.huge); // order 2: the root is the level-2 table
+    const index = HUGE_LEAF_B / HUGE_LEAF_BYTES;
+    const lo = region.loadLo(table, index);
+    const hi = region.loadHi(table, index);
+    if (!isHugeLeaf(lo)) throw new MorselError('ECORRUPT', 'the huge morsel has no 2 MiB leaf at entry ' + index);
+    region.storeEntry(table, index, lo & ~PS, hi);
+    return { table, index, lo, hi, check: `2 MiB leaf: read +${hex(HUGE_LEAF_B)}` };
+  }
   const table = rootOf(scenario.byOrder[1]); // order 1: the root is the page table
   const lo = region.loadLo(table, 0);
   const hi = region.loadHi(table, 0);
