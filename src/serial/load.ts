@@ -27,7 +27,7 @@ import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Region } from '../physical/region.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { FIXED_HEADER_BYTES, TRAILER_BYTES, CRC_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
+import { CRC_BYTES, FIXED_HEADER_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
 import { frameViews, type SerialResult } from './save.js';
 import { hostError, type ImageSource } from './streams.js';
 
