@@ -390,19 +390,20 @@ class Scanner implements ScanContext {
    * A 2 MiB leaf (PS entry of a morsel's level-2 table): valid flags, a
    * 2 MiB-aligned block inside the allocatable range; the first reference
    * marks all its frames (a shared leaf counts its references by its first
-   * frame, like any shared child).
+   * frame, like any shared child). False, reporting nothing, when the entry
+   * is no aligned block of allocatable frames: the caller then treats it as
+   * any entry with the page-size bit (ENTRY_PS, left for a human, and its
+   * one frame still followed, so nothing it may point to counts as lost).
    */
-  private hugeLeaf(lo: number, hi: number, where: Where, fix: EntryFix): void {
+  private hugeLeaf(lo: number, hi: number, where: Where, fix: EntryFix): boolean {
     const base = pfnOf(lo, hi);
+    if (base % HUGE_FRAMES !== 0 || !(base >= this.first && base + HUGE_FRAMES <= this.region.frameCount)) return false;
     if (!isHugeLeafFlags(lo & 0xfff) || (hi & ~HI_PFN_MASK) !== 0) this.find('ENTRY_FLAGS', `2 MiB leaf ${entryHex(lo, hi)} has flags other than P|RW|US|PS (or P|US|PS, shared)`, where, null);
-    if (base % HUGE_FRAMES !== 0 || !(base >= this.first && base + HUGE_FRAMES <= this.region.frameCount)) {
-      this.find('ENTRY_PS', `2 MiB leaf ${entryHex(lo, hi)} is not an aligned block of ${HUGE_FRAMES} allocatable frames`, where, fix);
-      return;
-    }
-    if (!this.morselRef(base, lo, where, fix)) return;
+    if (!this.morselRef(base, lo, where, fix)) return true;
     this.kinds[base] = KIND_DATA;
     for (let f = base + 1; f < base + HUGE_FRAMES; f++) if (this.ref(f, where, null)) this.kinds[f] = KIND_DATA;
     this.hugeLeaves.push(base);
+    return true;
   }
 
   /** The tables and pages below an already-referenced morsel root. */
@@ -417,10 +418,7 @@ class Scanner implements ScanContext {
       for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
-        if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
-          this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi });
-          continue;
-        }
+        if (level === HUGE_LEVEL && isHugeLeaf(lo) && this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi })) continue;
         const child = this.inner(table, idx, lo, hi, where, true);
         if (child === null || !this.morselRef(child, lo, where, { table, index: idx, lo, hi })) continue;
         this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;
