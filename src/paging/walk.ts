@@ -191,7 +191,12 @@ export class Walker {
   createChild(table: Frame, index: number, point: CrashPointName | null, lostPoint: CrashPointName | null = null): number {
     const region = this.region;
     // Writers keep a non-present entry all zero: anything else is damage the CAS below could never replace.
-    if (region.loadLo(table, index) !== 0 || region.loadHi(table, index) !== 0) this.notZero(table, index);
+    // Unless another writer linked a child since the caller saw the entry empty: a lost race, not damage
+    // (the caller, e.g. Cow.writableChild, read the entry earlier than this).
+    if (region.loadLo(table, index) !== 0 || region.loadHi(table, index) !== 0) {
+      if (isPresent(region.loadLo(table, index))) return -1;
+      this.notZero(table, index);
+    }
     const fresh = this.zeroedFrame();
     if (point !== null) crashPoint(point);
     if (region.casEntry(table, index, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
