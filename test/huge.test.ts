@@ -424,3 +424,15 @@ test('{ huge: true } needs order >= 2: EINVAL on orders 0 and 1, nothing allocat
   assert.equal(decodeIdBits(id).huge, true);
   assert.equal(decodeIdBits(m.morsels.create(2)).huge, false);
 });
+
+test('createChild on an entry another writer linked after the caller saw it empty is a lost race (-1), not ECORRUPT', () => {
+  const m = Memory.volatile(8 * MiB);
+  const id = m.morsels.create(2, { huge: true });
+  const root = decodeIdBits(id).rootFrame;
+  m.morsels.populateFrom(root, 2, 0, false); // the "other writer": root[0] now holds a table
+  const start = freeFrames(m);
+  assert.equal(m.morsels.walker.createChild(root, 0, null), -1);
+  assert.equal(freeFrames(m), start, 'nothing allocated');
+  m.region.storeEntry(root, 1, 0, 0x1234); // not present, not zero: damage
+  assert.throws(() => m.morsels.walker.createChild(root, 1, null), code('ECORRUPT'));
+});
