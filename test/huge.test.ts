@@ -81,8 +81,10 @@ test('fast-check: mixed 4 KiB / 2 MiB leaves agree with a model; everything come
     fc.record({ k: fc.constant('clone' as const), m: fc.nat() }),
     fc.record({ k: fc.constant('destroy' as const), m: fc.nat() }),
   );
+  let leavesSeen = 0;
+  let mixedSeen = 0; // huge morsels holding leaves and 4 KiB tables at once
   fc.assert(
-    fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+    fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
       // 4 morsels x 3 ranges x 2 leaves (a crossing write) x 2 MiB fit with room for tables.
       const mem = Memory.volatile(128 * MiB);
       const start = freeFrames(mem);
@@ -160,6 +162,8 @@ test('fast-check: mixed 4 KiB / 2 MiB leaves agree with a model; everything come
         const s = mem.morsels.stats(m.id);
         const leaves = [...m.ranges.values()].filter((k) => k === 'leaf').length;
         assert.equal(s.hugeLeaves, leaves, 'one leaf per 2 MiB range first populated under the huge policy');
+        leavesSeen += leaves;
+        if (leaves > 0 && leaves < m.ranges.size) mixedSeen++;
         assert.ok(s.dataPages >= leaves * HUGE_FRAMES);
         for (const [off, b] of m.bytes) assert.equal(mmu.read8(m.base + off), b);
       }
@@ -173,8 +177,9 @@ test('fast-check: mixed 4 KiB / 2 MiB leaves agree with a model; everything come
       assert.equal(freeFrames(mem), start, 'every frame came back');
       assert.equal(checkRegion(mem).ok, true);
     }),
-    { numRuns: 25 },
+    { numRuns: 100 },
   );
+  assert.ok(leavesSeen > 0 && mixedSeen > 0, `the runs built leaves (${leavesSeen}) and mixed morsels (${mixedSeen})`);
 });
 
 test('a huge morsel whose level-2 entry already holds a 4 KiB table keeps using it; other ranges get leaves', () => {
