@@ -94,6 +94,12 @@ test('fast-check: mixed 4 KiB / 2 MiB leaves agree with a model; everything come
       const adopt = (id: bigint, order: Order, huge: boolean, bytes = new Map<number, number>(), ranges = new Map<number, Kind>()): void => {
         live.push({ id, order, huge, base: space.map(id), bytes, ranges });
       };
+      // Every run starts with a huge morsel whose first range already holds a 4 KiB table (as the
+      // fallback leaves one) and a 4 KiB morsel, so most runs mix both kinds of leaves.
+      adopt(mem.morsels.create(2, { huge: true }), 2, true);
+      mem.morsels.populateFrom(decodeIdBits(live[0].id).rootFrame, 2, 0, false);
+      touched(live[0], 0, 1, 'table');
+      adopt(mem.morsels.create(3), 3, false);
       for (const o of ops) {
         if (o.k === 'create') {
           if (live.length < 4) adopt(mem.morsels.create(o.order, { huge: o.huge }), o.order, o.huge);
