@@ -387,11 +387,13 @@ class Scanner implements ScanContext {
   }
 
   /**
-   * A 2 MiB leaf (PS entry of a morsel's level-2 table): a 2 MiB-aligned
-   * block inside the allocatable range (else false: not a leaf, the caller
-   * reports and follows it as a table, so the reachable set stays a
-   * superset); the first reference marks all its frames (a shared leaf
-   * counts its references by its first frame, like any shared child).
+   * A 2 MiB leaf (PS entry of a morsel's level-2 table): valid flags, a
+   * 2 MiB-aligned block inside the allocatable range; the first reference
+   * marks all its frames (a shared leaf counts its references by its first
+   * frame, like any shared child). False, reporting nothing, when the entry
+   * is no aligned block of allocatable frames: the caller then treats it as
+   * any entry with the page-size bit (ENTRY_PS, left for a human, and its
+   * one frame still followed, so nothing it may point to counts as lost).
    */
   private hugeLeaf(lo: number, hi: number, where: Where, fix: EntryFix): boolean {
     const base = pfnOf(lo, hi);
@@ -416,7 +418,7 @@ class Scanner implements ScanContext {
       for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
-        // A valid 2 MiB leaf is marked here; a PS entry that cannot be one is reported (ENTRY_PS) and followed as a table below.
+        // A valid 2 MiB leaf is marked here; a PS entry that cannot be one goes to inner() below (ENTRY_PS) and is followed like any entry.
         if (level === HUGE_LEVEL && isHugeLeaf(lo) && this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi })) continue;
         const child = this.inner(table, idx, lo, hi, where, true);
         if (child === null || !this.morselRef(child, lo, where, { table, index: idx, lo, hi })) continue;

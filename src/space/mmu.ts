@@ -326,8 +326,10 @@ export class Mmu {
       // Every frame a walk follows must be allocatable (src/paging/walk.ts): damaged metadata is ECORRUPT, never access to reserved frames.
       if (!validTableFrame(next, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx} references frame ${next}, outside the allocatable range`);
       if (inMorsel && level === HUGE_LEVEL && isHugeLeaf(lo)) {
-        // A 2 MiB leaf: the data frame lies inside it (the whole, 2 MiB-aligned block must be allocatable: x86 faults on PFN bits 12-20 of a PS entry).
-        if (next % HUGE_FRAMES !== 0 || !validTableFrame(next + HUGE_FRAMES - 1, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx}: 2 MiB leaf of frame ${next} is not an aligned block inside the allocatable range`);
+        // A 2 MiB leaf: the data frame lies inside it (the whole block must be allocatable too). A
+        // misaligned one (the hardware's reserved-bit fault) would reach into the next block.
+        if (next % HUGE_FRAMES !== 0) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx}: 2 MiB leaf of frame ${next} is not 2 MiB-aligned`);
+        if (!validTableFrame(next + HUGE_FRAMES - 1, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx}: 2 MiB leaf of frame ${next} reaches outside the allocatable range`);
         this.cacheWalk(key, next, perm, true, true);
         table = next + (vpn % HUGE_FRAMES);
         break;

@@ -32,9 +32,10 @@ export interface LogEvent {
   id?: string;
   /** clone: the new morsel's ID (in the ack) */
   clone?: string;
-  /** data order, meta flag and fixed address (creates) */
+  /** data order, meta flag, huge policy (2 MiB leaves) and fixed address (creates) */
   order?: number;
   meta?: boolean;
+  huge?: boolean;
   address?: number;
   /** byte range and payload seed (write, populate, cofault) */
   off?: number;

@@ -21,7 +21,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { isMorselError, type ErrorCode } from '../../errors.js';
 import { Memory } from '../../memory.js';
-import { hex } from '../../morsel/id.js';
+import { MIN_HUGE_ORDER, hex } from '../../morsel/id.js';
 import { orderBytes, type Order } from '../../morsel/order.js';
 import { AddressSpace } from '../../space/address-space.js';
 import { Access, Mmu } from '../../space/mmu.js';
@@ -66,6 +66,8 @@ interface Owned {
 const MAX_HELD = 3;
 /** Morsels a thread keeps before it prefers destroying. */
 const MAX_OWN = 10;
+/** The order of the morsels created with the huge policy (the smallest that has level-2 entries). */
+const HUGE_ORDER = MIN_HUGE_ORDER;
 /** Errors an operation may end with without being a bug (logged as failures). */
 const EXPECTED: readonly ErrorCode[] = ['ENOSPC'];
 
@@ -212,11 +214,18 @@ class TortureWorker {
 
   // --- lifecycle ----------------------------------------------------------------------
 
+  /**
+   * A new morsel; half of the order-2 ones have the huge policy, so writes,
+   * populations and cofaults into their windows (one 2 MiB range each, see
+   * shape.ts) link 2 MiB leaves, or fall back to 4 KiB pages when no order-9
+   * frame is free.
+   */
   private create(): void {
     const order = this.rng.pick([0, 1, 1, 2, 2, 3] as const);
+    const huge = order === HUGE_ORDER && this.rng.int(2) === 0;
     this.locked(() =>
-      this.logged('create', { order }, () => {
-        const id = this.memory.morsels.create(order);
+      this.logged('create', { order, huge }, () => {
+        const id = this.memory.morsels.create(order, { huge });
         this.adopt(id);
         return { id: hex(id) };
       }),
