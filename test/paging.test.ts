@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import * as E from '../src/paging/entry.js';
-import { decodeIdBits, encodeId, parseId } from '../src/morsel/id.js';
+import { MIN_HUGE_ORDER, decodeIdBits, encodeId, parseId } from '../src/morsel/id.js';
 import type { Frame } from '../src/units.js';
 import type { Order } from '../src/morsel/order.js';
 
@@ -31,10 +31,11 @@ test('fast-check: PFN and flags round-trip through the split halves exactly like
 
 test('fast-check: morsel IDs encode and decode, and any other flag bit is rejected', () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: E.MAX_PFN }), fc.constantFrom<Order>(0, 1, 2, 3, 4), fc.boolean(), fc.integer({ min: 0, max: 63 }), (pfn, order, meta, bit) => {
-      const id = encodeId(pfn as Frame, order, meta);
+    fc.property(fc.integer({ min: 1, max: E.MAX_PFN }), fc.constantFrom<Order>(0, 1, 2, 3, 4), fc.boolean(), fc.boolean(), fc.integer({ min: 0, max: 63 }), (pfn, order, meta, hugeWanted, bit) => {
+      const huge = hugeWanted && !meta && order >= MIN_HUGE_ORDER; // the huge policy exists only there
+      const id = encodeId(pfn as Frame, order, meta, huge);
       const d = decodeIdBits(id);
-      assert.deepEqual([d.rootFrame, d.order, d.meta], [pfn, order, meta]);
+      assert.deepEqual([d.rootFrame, d.order, d.meta, d.huge], [pfn, order, meta, huge]);
       assert.equal(parseId('0x' + id.toString(16)), id);
       const flipped = id ^ (1n << BigInt(bit));
       const isPfnBit = bit >= 12 && bit <= 51;
@@ -43,7 +44,7 @@ test('fast-check: morsel IDs encode and decode, and any other flag bit is reject
         let ok = false;
         try {
           const f = decodeIdBits(flipped);
-          ok = f.order !== order; // a tag change decodes, but as another order
+          ok = f.order !== order || f.huge !== huge; // a tag change decodes as another order, bit 54 as another policy
         } catch (e) {
           ok = (e as { code: string }).code === 'EINVAL';
         }
