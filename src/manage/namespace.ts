@@ -1180,9 +1180,15 @@ export class Namespace {
   private commitMove(oldSlot: number, r: number, seq: number): boolean {
     const si = this.slotIndex(oldSlot, false);
     if (si < 0) corrupt(`rename source slot ${oldSlot} not populated`);
+    // # Warning: r's old record is read BEFORE the commit. Once the old slot is
+    // TOMB the new name is live: another thread may settle, update or remove
+    // it and free r (and reuse it) before this thread reads on. r cannot be
+    // freed before the commit (only an aborted renamer frees it), so a won
+    // CAS vouches for what was read here.
+    const from = this.loadRec(r, R_FROM_REC);
     if (Atomics.compareExchange(this.sw, si, enc(r, seq, MOVING), enc(r, seq, TOMB)) !== enc(r, seq, MOVING)) return false;
     crashPoint('names:rename-after-commit');
-    const x = this.checkedRec(this.loadRec(r, R_FROM_REC));
+    const x = this.checkedRec(from);
     const xb = this.base(x);
     const pd = this.w[xb + R_PARENT];
     const psd = this.w[xb + R_PARENT_SEQ];
@@ -1196,8 +1202,10 @@ export class Namespace {
     const r = recOf(lo);
     const b = this.base(r);
     const seq = Atomics.load(this.w, b + R_SEQ);
-    const x = this.checkedRec(this.w[b + R_FROM_REC]);
+    const from = this.w[b + R_FROM_REC];
+    // Validated before it is trusted: r may have been freed and reused since `lo` was read.
     if (seq !== Atomics.load(this.w, b + R_SEQ) || enc(r, seq, MOVING) !== lo) return;
+    const x = this.checkedRec(from);
     const xSeq = this.loadRec(x, R_SEQ);
     const si = this.slotIndex(slot, false);
     Atomics.compareExchange(this.sw, si, lo, enc(x, xSeq, LIVE));
