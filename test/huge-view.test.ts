@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { Memory } from '../src/memory.js';
 import { Access, Mmu } from '../src/space/mmu.js';
 import { HUGE_ALLOC_ORDER } from '../src/paging/walk.js';
+import { checkRegion } from '../src/recovery/check.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
 
 const LEAF_BYTES = 2 * MiB;
@@ -93,4 +94,52 @@ test('bulk read/write/fill over 2 MiB leaves, 4 KiB pages and holes match a mode
     ),
     { numRuns: 25 },
   );
+});
+
+test('a write to a shared 2 MiB leaf with no 2 MiB block free splits the copy into 4 KiB pages; nothing leaks', () => {
+  const m = Memory.volatile(64 * MiB);
+  const { space, mmu, id, base } = hugeMorsel(m);
+  mmu.write8(base + 100, 7);
+  const clone = m.morsels.clone(id);
+  const cloneBase = space.map(clone);
+  const held: number[] = [];
+  for (;;) {
+    try {
+      held.push(m.alloc.alloc(HUGE_ALLOC_ORDER));
+    } catch {
+      break;
+    }
+  }
+  // Give back one block as 4 KiB frames only: 4 KiB allocations until one lands in it (it can no longer be an order-9 frame).
+  const block = held.pop()!;
+  m.alloc.free(block as Frame, HUGE_ALLOC_ORDER);
+  const small: number[] = [];
+  let pin = -1;
+  for (let i = 0; i < m.region.frameCount && pin < 0; i++) {
+    const f = m.alloc.alloc(0);
+    if (f >= block && f < block + LEAF_BYTES / PAGE_SIZE) pin = f;
+    else small.push(f);
+  }
+  assert.ok(pin >= 0, 'a 4 KiB frame of the freed block');
+  small.forEach((f) => m.alloc.free(f as Frame, 0));
+  mmu.write8(cloneBase + 100, 9); // copy-on-write of the shared leaf: no order-9 frame for a whole copy
+  assert.equal(mmu.read8(cloneBase + 100), 9);
+  assert.equal(mmu.read8(base + 100), 7, 'the source keeps its bytes');
+  assert.equal(m.morsels.stats(clone).hugeLeaves, 0, "the clone's copy is 4 KiB pages");
+  assert.equal(m.morsels.stats(id).hugeLeaves, 1, 'the source keeps its leaf');
+  const rest = new Uint8Array(LEAF_BYTES);
+  mmu.read(cloneBase, rest);
+  assert.equal(rest[100], 9);
+  rest[100] = 7;
+  const src = new Uint8Array(LEAF_BYTES);
+  mmu.read(base, src);
+  assert.deepEqual(rest, src, 'every other byte of the split copy equals the leaf');
+  m.alloc.free(pin as Frame, 0);
+  held.forEach((f) => m.alloc.free(f as Frame, HUGE_ALLOC_ORDER));
+  space.unmap(cloneBase);
+  m.morsels.destroy(clone);
+  m.alloc.release();
+  const report = checkRegion(m);
+  assert.equal(report.lostFrames, 0, 'every frame of the clone and its split copy came back');
+  assert.deepEqual(report.problems, []);
 });

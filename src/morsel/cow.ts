@@ -33,8 +33,8 @@
  *
  * 2 MiB leaves (PS entries of level-2 tables, order-9 frames) are shared,
  * reused and copied like 4 KiB pages, 2 MiB at a time; a leaf's count is
- * keyed by its first frame. A copy needs a free order-9 frame (ENOSPC
- * otherwise: a leaf is never split).
+ * keyed by its first frame. With no order-9 frame free, the writer's copy
+ * is split into a level-1 table of 4 KiB pages instead.
  */
 import { MorselError, isMorselError } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
@@ -80,13 +80,12 @@ export class Cow {
    */
   writableChild(table: Frame, idx: number, level: number, point: CrashPointName | null, lostPoint: CrashPointName | null, huge = false): Frame {
     const region = this.region;
-    this.leafHuge = false;
     for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
+      this.leafHuge = false; // each attempt decides afresh (writableHuge sets it)
       const lo = region.loadLo(table, idx);
       if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
         const leaf = this.writableHuge(table, idx, lo);
         if (leaf < 0) continue;
-        this.leafHuge = true;
         return leaf as Frame;
       }
       if ((lo & (P | RW)) === (P | RW)) return this.walker.follow(table, idx, lo, region.loadHi(table, idx));
@@ -131,6 +130,7 @@ export class Cow {
    * unreachable; a crash there leaves it to recovery, as for any frame.
    */
   private createHuge(table: Frame, idx: number, lostPoint: CrashPointName | null): number {
+    if (!this.walker.stillEmpty(table, idx)) return -1;
     let leaf: Frame;
     try {
       leaf = this.alloc.alloc(HUGE_ALLOC_ORDER);
@@ -151,25 +151,56 @@ export class Cow {
 
   /**
    * The existing 2 MiB leaf `lo` at `table[idx]`, writable through this
-   * entry: as it is (RW), reused in place (count 1) or copied whole.
-   * Returns its frame, or -1 when the entry changed meanwhile (retry).
+   * entry: as it is (RW), reused in place (count 1) or copied whole (when
+   * no order-9 frame is free: split into a level-1 table of 512 private
+   * 4 KiB copies). Returns the leaf's frame (leafHuge set) or the split
+   * table's (leafHuge clear), or -1 when the entry changed meanwhile (retry).
    */
   private writableHuge(table: Frame, idx: number, lo: number): number {
     const region = this.region;
     const hi = region.loadHi(table, idx);
     const leaf = this.walker.followHuge(table, idx, lo, hi);
+    this.leafHuge = true;
     if (lo & RW) return leaf;
     if (this.refs.get(leaf) <= 1) return region.casEntry(table, idx, lo, hi, (lo | RW) & ~SHARE_TOGGLE, hi) ? leaf : -1;
-    const copy = this.copyOf(leaf, 0, true);
+    let copy: Frame;
+    try {
+      copy = this.copyOf(leaf, 0, true);
+    } catch (e) {
+      if (!isMorselError(e, 'ENOSPC')) throw e;
+      copy = this.splitCopy(leaf);
+      this.leafHuge = false;
+    }
     crashPoint('cow:before-link');
-    if (!region.casEntry(table, idx, lo, hi, makeLo(copy, HUGE_LEAF_FLAGS), makeHi(copy, 0))) {
-      this.alloc.free(copy, HUGE_ALLOC_ORDER);
+    if (!region.casEntry(table, idx, lo, hi, makeLo(copy, this.leafHuge ? HUGE_LEAF_FLAGS : INNER_FLAGS), makeHi(copy, 0))) {
+      if (this.leafHuge) this.alloc.free(copy, HUGE_ALLOC_ORDER);
+      else this.freeSubtree(copy, 1);
       return -1;
     }
     crashPoint('cow:after-link');
     region.bumpShootdown();
     this.drop(leaf, 0, true);
     return copy;
+  }
+
+  /**
+   * A private level-1 table of 512 fresh 4 KiB copies of the 2 MiB leaf
+   * `leaf` (a copy-on-write fault with no order-9 frame free). Unreachable
+   * until linked; ENOSPC frees what it took.
+   */
+  private splitCopy(leaf: Frame): Frame {
+    const split = this.walker.zeroedFrame();
+    try {
+      for (let i = 0; i < HUGE_FRAMES; i++) {
+        const page = this.alloc.alloc(0);
+        this.region.copyFrames((leaf + i) as Frame, page, 1);
+        this.region.storeEntry(split, i, makeLo(page, INNER_FLAGS), makeHi(page, 0));
+      }
+    } catch (e) {
+      this.freeSubtree(split, 1);
+      throw e;
+    }
+    return split;
   }
 
   /**

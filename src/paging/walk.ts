@@ -190,14 +190,7 @@ export class Walker {
    */
   createChild(table: Frame, index: number, point: CrashPointName | null, lostPoint: CrashPointName | null = null): number {
     const region = this.region;
-    // Writers keep a non-present entry all zero: anything else is damage the CAS below could never
-    // replace. A present entry (or a hi half already written) is another writer's fresh link: lost.
-    const lo = region.loadLo(table, index);
-    if (isPresent(lo)) return -1;
-    if (lo !== 0 || region.loadHi(table, index) !== 0) {
-      if (isPresent(region.loadLo(table, index))) return -1;
-      this.notZero(table, index);
-    }
+    if (!this.stillEmpty(table, index)) return -1;
     const fresh = this.zeroedFrame();
     if (point !== null) crashPoint(point);
     if (region.casEntry(table, index, 0, 0, makeLo(fresh, INNER_FLAGS), makeHi(fresh, 0))) {
@@ -207,6 +200,21 @@ export class Walker {
     if (lostPoint !== null) crashPoint(lostPoint);
     this.alloc.free(fresh); // another thread was faster: its child stands
     return -1;
+  }
+
+  /**
+   * Before a creator allocates for the entry `table[index]` it saw empty:
+   * true if it still is; false if another writer linked something since
+   * (a lost race: read the entry again). Writers keep a non-present entry
+   * all zero: anything else is damage no CAS could replace (ECORRUPT).
+   */
+  stillEmpty(table: Frame, index: number): boolean {
+    const region = this.region;
+    const lo = region.loadLo(table, index);
+    if (isPresent(lo)) return false;
+    if (lo === 0 && region.loadHi(table, index) === 0) return true;
+    if (isPresent(region.loadLo(table, index))) return false; // the hi half of a link in progress
+    this.notZero(table, index);
   }
 
   /**
