@@ -36,7 +36,7 @@
  * Not modelled: accessed/dirty bits (a morsel never needs them), PCID.
  */
 import { MorselError, check } from '../errors.js';
-import { HI_HUGE, HI_MORSEL_TOP, HI_NX, RW, US, isHugeLeaf, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, HI_MORSEL_TOP, HI_NX, P, RW, US, isHugeLeaf, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
 import { HUGE_FRAMES, HUGE_LEVEL, allocatableRange, validTableFrame } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
@@ -122,6 +122,9 @@ export class Mmu {
   private wcPerm = 0;
   private wcInMorsel = false;
   private wcHuge = false;
+  /** the cached level-1 table's int32 window and the index of its word 0 (not for a leaf) */
+  private wcWords: Int32Array | null = null;
+  private wcBase = 0;
   /** the space epoch the TLB is valid for; NaN once closed (never equal: every use takes the slow path) */
   private epoch: number;
   /** the region's shootdown epoch the TLB is valid for (copy-on-write copies move it) */
@@ -350,6 +353,10 @@ export class Mmu {
     this.wcPerm = perm;
     this.wcInMorsel = inMorsel;
     this.wcHuge = huge;
+    if (!huge) {
+      this.wcWords = this.space.region.words(table as Frame);
+      this.wcBase = this.space.region.wordIndex(table as Frame, 0);
+    }
   }
 
   /** Checks the rights `perm` of a finished walk and enters its translation into TLB slot `slot`. */
@@ -420,8 +427,8 @@ export class Mmu {
    * handled in one call. `fn(firstFrame, pageOffset, done, n)` handles one run
    * of `n` bytes. (ZERO_FRAME + 1 is reserved, so holes form one-page runs.)
    * Run-level translation: the pages after the first come from the walk
-   * cache (runFrame) where it covers them, one entry load per page (none
-   * inside a 2 MiB leaf) instead of a lookup each.
+   * cache (runFromCache) where it covers them, one entry load per page
+   * (none inside a 2 MiB leaf) instead of a lookup each.
    */
   runs(vaddr: number, length: number, access: Access, fn: (frame: Frame, pageOffset: number, done: number, n: number) => void): void {
     this.enter();
@@ -432,14 +439,16 @@ export class Mmu {
         const off = va & 4095;
         const frame = this.lookup(va, access);
         let n = Math.min(PAGE_SIZE - off, length - done);
-        for (let next = frame + 1; done + n < length && next >>> WINDOW_SHIFT === frame >>> WINDOW_SHIFT; ) {
+        const windowEnd = Math.min(((frame >>> WINDOW_SHIFT) + 1) * 2 ** WINDOW_SHIFT, this.endFrame); // a run stays in one window, inside the region
+        for (let next = frame + 1; done + n < length && next < windowEnd; ) {
           const at = va - off + n; // page-aligned
-          let f = this.runFrame(at, access);
-          if (f < 0) f = this.lookup(at, access);
-          if (f !== next) break;
-          // Inside a cached 2 MiB leaf the rest of it follows at once (one window holds a whole leaf).
-          const pages = this.wcHuge && Math.floor(at / PAGE_SIZE / HUGE_FRAMES) === this.wcKey ? HUGE_FRAMES - (f - this.wcTable) : 1;
-          n += Math.min(pages * PAGE_SIZE, length - done - n);
+          const left = length - done - n;
+          let pages = this.runFromCache(at, access, next, Math.min(Math.ceil(left / PAGE_SIZE), windowEnd - next));
+          if (pages === 0) {
+            if (this.lookup(at, access) !== next) break;
+            pages = 1;
+          }
+          n += Math.min(pages * PAGE_SIZE, left);
           next += pages;
         }
         fn(frame, off, done, n);
@@ -451,27 +460,33 @@ export class Mmu {
   }
 
   /**
-   * The frame of page-aligned `vaddr` from the walk cache alone, or -1 when
-   * it does not cover the page or the access needs the full path (a missing
-   * entry, a write to a write-protected one, rights the entry withholds):
-   * lookup() then takes it, faults included. Inside an access section.
+   * Run-level translation: how many consecutive pages from page-aligned
+   * `vaddr` (at most `maxPages`, not past its 2 MiB) the walk cache maps to
+   * frames `next`, `next + 1`, ... with `access` allowed: one entry load per
+   * page from the cached level-1 table, none inside a cached 2 MiB leaf. 0
+   * when the cache does not cover `vaddr`, or the first page needs the full
+   * path (a missing entry, a write to a write-protected one, rights the
+   * entry withholds): lookup() then takes it, faults included. Frames are
+   * only compared with `next` (inside the caller's window and the region).
    */
-  private runFrame(vaddr: number, access: Access): number {
+  private runFromCache(vaddr: number, access: Access, next: number, maxPages: number): number {
     const vpn = vaddr / PAGE_SIZE;
-    if (Math.floor(vpn / HUGE_FRAMES) !== this.wcKey) return -1;
-    if (this.wcHuge) return allowed(this.wcPerm, access, this.user) ? this.wcTable + (vpn % HUGE_FRAMES) : -1;
-    const region = this.space.region;
-    const idx = vpn % HUGE_FRAMES;
-    const lo = region.loadLo(this.wcTable as Frame, idx);
-    if (!isPresent(lo)) return -1;
-    const hi = region.loadHi(this.wcTable as Frame, idx);
-    let perm = this.wcPerm;
-    if ((lo & RW) === 0) perm &= ~PERM_WRITE;
-    if ((lo & US) === 0) perm &= ~PERM_USER;
-    if (hi & HI_NX) perm &= ~PERM_EXEC;
-    if (!allowed(perm, access, this.user)) return -1;
-    const frame = pfnOf(lo, hi);
-    return validTableFrame(frame, this.firstFrame, this.endFrame) ? frame : -1;
+    if (Math.floor(vpn / HUGE_FRAMES) !== this.wcKey || !allowed(this.wcPerm, access, this.user)) return 0;
+    const first = vpn % HUGE_FRAMES;
+    const end = Math.min(HUGE_FRAMES, first + maxPages);
+    if (this.wcHuge) return this.wcTable + first === next ? end - first : 0;
+    // Flags every entry must carry for this access (the rights above it are in wcPerm).
+    const need = P | (access === Access.Write ? RW : 0) | (this.user ? US : 0);
+    const words = this.wcWords!;
+    const base = this.wcBase;
+    let idx = first;
+    for (; idx < end; idx++, next++) {
+      const lo = Atomics.load(words, base + 2 * idx);
+      if ((lo & need) !== need) break;
+      const hi = Atomics.load(words, base + 2 * idx + 1);
+      if ((access === Access.Execute && (hi & HI_NX) !== 0) || pfnOf(lo, hi) !== next) break;
+    }
+    return idx - first;
   }
 
   /** Copies `dst.length` bytes from `vaddr` into `dst` (holes read as zeros, allocating nothing). */
