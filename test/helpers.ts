@@ -34,7 +34,7 @@ export interface CliRun {
 
 /** Runs `morsel ...args` to completion (stdin `input`, extra `env`, an optional time bound). */
 export function runMorsel(args: string[], opts: { input?: Buffer; env?: Record<string, string>; timeoutMs?: number } = {}): CliRun {
-  const r = spawnSync(process.execPath, [MORSEL, ...args], { input: opts.input, maxBuffer: 64 << 20, env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs });
+  const r = spawnSync(process.execPath, [MORSEL, ...args], { input: opts.input, maxBuffer: 256 << 20, env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs });
   const out = r.stdout.toString();
   let json: any = null;
   try {
