@@ -31,6 +31,15 @@
  * whose CAS won before the clone's write-protect is a write that happened
  * before the clone (the clone then waits for access sections: Names.clone).
  *
+ * # Warning (freed under a stale translation): the shootdown epoch makes
+ * every LATER access section see a copy, but one already running in
+ * another thread or process keeps its translations until it ends. When a
+ * copy (or a destroy) drops an original's last reference, the original is
+ * freed at once; unlike unmap, which waits for the readers of its space, a
+ * drop here waits for no one, so such a section could write into a frame
+ * already reused. It needs a section that spans another sharer's copy and
+ * then the last sharer's destroy; a region-wide reader epoch would close it.
+ *
  * 2 MiB leaves (PS entries of level-2 tables, order-9 frames) are shared,
  * reused and copied like 4 KiB pages, 2 MiB at a time; a leaf's count is
  * keyed by its first frame. With no order-9 frame free, the writer's copy
