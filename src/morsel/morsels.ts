@@ -403,8 +403,8 @@ export class Morsels {
         continue;
       }
       try {
-        // No registry check: a word live in a generation the caller saw registered is registered or DYING (decodeHandle).
-        return this.destroyDecoded(decodeIdBits(this.idOfWord(rootFrame, w)), generation, true) === 'destroyed';
+        // Through destroy(): the ID is checked against the live table again (decodeHandle) before anything is decided.
+        return this.destroy(this.idOfWord(rootFrame, w), { generation, defer: true }) === 'destroyed';
       } catch (e) {
         if (!(e instanceof MorselError) || (e.code !== 'EBUSY' && e.code !== 'ESTALE')) throw e;
       }
