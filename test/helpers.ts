@@ -1,7 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMorselError } from '../src/errors.js';
+import type { FrameAllocator, Order } from '../src/alloc/llfree.js';
 import type { Memory } from '../src/memory.js';
+import type { Frame } from '../src/units.js';
 import { Registry, userSlotRoot } from '../src/morsel/registry.js';
 import { SLOT_SPACES_ROOT } from '../src/physical/layout.js';
 import { forEachUsageFrame } from '../src/morsel/usage.js';
@@ -18,6 +21,24 @@ export function freeFrames(m: Memory): number {
   forEachUsageFrame(m.region, m.alloc, m.region.userSlot, () => tables++);
   m.morsels.cow.refs.forEachStorageFrame(() => tables++);
   return m.alloc.freeFrames() + tables;
+}
+
+/**
+ * Takes every free frame of `order` (as another user could), at most
+ * `limit` (default: the region's frame count), until ENOSPC; any other
+ * error propagates. Free them again with alloc.free(f, order).
+ */
+export function takeAll(alloc: FrameAllocator, order: Order = 0, limit = alloc.region.frameCount): Frame[] {
+  const taken: Frame[] = [];
+  for (let i = 0; i < limit; i++) {
+    try {
+      taken.push(alloc.alloc(order));
+    } catch (e) {
+      if (isMorselError(e, 'ENOSPC')) break;
+      throw e;
+    }
+  }
+  return taken;
 }
 
 /** The `morsel` command of this checkout (dist/test -> bin/morsel.js). */

@@ -5,6 +5,7 @@ import { Memory } from '../src/memory.js';
 import { Access, Mmu } from '../src/space/mmu.js';
 import { HUGE_ALLOC_ORDER } from '../src/paging/walk.js';
 import { checkRegion } from '../src/recovery/check.js';
+import { takeAll } from './helpers.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
 
 const LEAF_BYTES = 2 * MiB;
@@ -102,14 +103,7 @@ test('a write to a shared 2 MiB leaf with no 2 MiB block free splits the copy in
   mmu.write8(base + 100, 7);
   const clone = m.morsels.clone(id);
   const cloneBase = space.map(clone);
-  const held: number[] = [];
-  for (;;) {
-    try {
-      held.push(m.alloc.alloc(HUGE_ALLOC_ORDER));
-    } catch {
-      break;
-    }
-  }
+  const held: number[] = takeAll(m.alloc, HUGE_ALLOC_ORDER);
   // Give back one block as 4 KiB frames only: 4 KiB allocations until one lands in it (it can no longer be an order-9 frame).
   const block = held.pop()!;
   m.alloc.free(block as Frame, HUGE_ALLOC_ORDER);

@@ -23,7 +23,7 @@ import { HUGE_LEAF_FLAGS, PS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } fro
 import { ROOT_SLOT_LIVE_TABLE } from '../src/physical/superblock.js';
 import { isMorselError } from '../src/errors.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
-import { freeFrames } from './helpers.js';
+import { freeFrames, takeAll } from './helpers.js';
 
 const LEAF_BYTES = HUGE_FRAMES * PAGE_SIZE;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-huge-'));
@@ -214,15 +214,7 @@ test('fallback: with no order-9 frame free a huge morsel populates 4 KiB pages; 
   const m = Memory.volatile(64 * MiB);
   const start = freeFrames(m);
   const id = m.morsels.create(2, { huge: true });
-  const held: Frame[] = [];
-  for (let i = 0; i < 64; i++) {
-    try {
-      held.push(m.alloc.alloc(HUGE_ALLOC_ORDER));
-    } catch (e) {
-      assert.ok(isMorselError(e, 'ENOSPC'), String(e));
-      break;
-    }
-  }
+  const held = takeAll(m.alloc, HUGE_ALLOC_ORDER, 64);
   assert.ok(held.length > 0 && held.length < 64, `took ${held.length} order-9 frames, then ENOSPC`);
   const data = Uint8Array.from({ length: 3 * PAGE_SIZE }, (_, i) => (i * 13) & 0xff);
   m.morsels.write(id, PAGE_SIZE + 7, data);

@@ -19,6 +19,7 @@ import { runCheck } from '../src/cli/check.js';
 import { CRASH_POINTS } from '../src/crash-point.js';
 import { isMorselError } from '../src/errors.js';
 import { MiB, type Frame } from '../src/units.js';
+import { takeAll } from './helpers.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-recovery-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -373,15 +374,7 @@ test('truncated file and flipped superblock: ECORRUPT, file untouched, never ref
 test('error paths never leak: ENOSPC while registering frees the new roots', () => {
   const file = fresh();
   const m = Memory.create(file, 4 * MiB);
-  const hoard: Frame[] = [];
-  for (;;) {
-    try {
-      hoard.push(m.alloc.alloc(0));
-    } catch (e) {
-      assert.ok(isMorselError(e, 'ENOSPC'));
-      break;
-    }
-  }
+  const hoard = takeAll(m.alloc);
   const keep = (n: number): void => {
     while (m.alloc.freeFrames() < n) m.alloc.free(hoard.pop()!);
   };

@@ -13,7 +13,7 @@ import { save } from '../src/serial/save.js';
 import { load } from '../src/serial/load.js';
 import { bytesSource, fileSource, memorySink, type ImageSource } from '../src/serial/streams.js';
 import { CRC_BYTES, FIXED_HEADER_BYTES, FLAG_HUGE, TRAILER_BYTES, decodeHeader, decodeMap, encodeHeader, encodeMap, encodeTrailer, headerLength, mapBytes, storedCrc, type ImageMap } from '../src/serial/format.js';
-import { freeFrames } from './helpers.js';
+import { freeFrames, takeAll } from './helpers.js';
 
 /** Deterministic bytes (a cheap LCG), different per seed. */
 function pattern(length: number, seed: number): Uint8Array {
@@ -28,16 +28,7 @@ function pattern(length: number, seed: number): Uint8Array {
 
 /** Takes every free order-9 frame (as another user could); release() gives them back. */
 function hogHuge(m: Memory): { release: () => void } {
-  const taken: Frame[] = [];
-  const limit = m.region.frameCount;
-  for (let i = 0; i < limit; i++) {
-    try {
-      taken.push(m.alloc.alloc(HUGE_ALLOC_ORDER));
-    } catch (e) {
-      if (e instanceof MorselError && e.code === 'ENOSPC') break;
-      throw e;
-    }
-  }
+  const taken = takeAll(m.alloc, HUGE_ALLOC_ORDER);
   return { release: () => taken.forEach((f) => m.alloc.free(f, HUGE_ALLOC_ORDER)) };
 }
 
@@ -47,15 +38,7 @@ function hogHuge(m: Memory): { release: () => void } {
  * every 4 KiB frame still is. release() gives the kept frames back.
  */
 function fragment(m: Memory): { release: () => void } {
-  const all: Frame[] = [];
-  for (let i = 0; i < m.region.frameCount; i++) {
-    try {
-      all.push(m.alloc.alloc(0));
-    } catch (e) {
-      if (e instanceof MorselError && e.code === 'ENOSPC') break;
-      throw e;
-    }
-  }
+  const all = takeAll(m.alloc);
   const keep = new Map<number, Frame>(); // one frame per 2 MiB block
   for (const f of all) {
     if (!keep.has(Math.floor(f / HUGE_FRAMES))) keep.set(Math.floor(f / HUGE_FRAMES), f);
@@ -215,19 +198,11 @@ test('failed loads of a huge image (bad chunk after a leaf, truncation inside a 
   }
   // ENOSPC: while chunk 2 is read (the first leaf allocated, not linked), another user takes every frame.
   const inner = bytesSource(image);
-  const hog: Frame[] = [];
+  let hog: Frame[] = [];
   let reads = 0;
   const source: ImageSource = {
     read: async (n: number) => {
-      if (++reads === 4) {
-        for (let i = 0; i < m.region.frameCount; i++) {
-          try {
-            hog.push(m.alloc.alloc(0));
-          } catch {
-            break;
-          }
-        }
-      }
+      if (++reads === 4) hog = takeAll(m.alloc);
       return inner.read(n);
     },
     close: () => {},

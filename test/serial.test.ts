@@ -14,7 +14,7 @@ import { PMap } from '../src/serial/pmap.js';
 import { bytesSource, fileSink, fileSource, memorySink } from '../src/serial/streams.js';
 import { CRC_BYTES, FIXED_HEADER_BYTES, IMAGE_VERSION, TRAILER_BYTES, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader } from '../src/serial/format.js';
 import { crc32c } from '@node-rs/crc32';
-import { freeFrames } from './helpers.js';
+import { freeFrames, takeAll } from './helpers.js';
 
 const MORSEL = fileURLToPathSafe(new URL('../../bin/morsel.js', import.meta.url));
 
@@ -306,21 +306,12 @@ test('ENOSPC in the middle of a load (another user took the frames): every frame
   m.names.close(h);
   const image = await saveBytes(m, '/mid', 4);
   const free = freeFrames(m);
-  const hog: number[] = [];
+  let hog: number[] = [];
   const inner = bytesSource(image);
   let reads = 0;
   const source = {
     read: async (n: number) => {
-      if (++reads === 5) {
-        // chunk 1 is being read: take every free frame, as a concurrent user could
-        for (let i = 0; i < 1e6; i++) {
-          try {
-            hog.push(m.alloc.alloc(0));
-          } catch {
-            break;
-          }
-        }
-      }
+      if (++reads === 5) hog = takeAll(m.alloc); // chunk 1 is being read: every free frame goes, as a concurrent user could take them
       return inner.read(n);
     },
     close: () => {},

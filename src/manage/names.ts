@@ -516,9 +516,9 @@ export class Names {
     return this.morsels.populateFrom(h.dataRoot as Frame, h.dataOrder, offsetBytes, this.hugeOf(h));
   }
 
-  /** The huge-page policy of an open handle's data morsel (its ID, or the meta page's data ID). */
+  /** The huge-page policy of an open handle's data morsel (its ID, or the meta page's data ID). The handle's use pins the morsel: no live-table check. */
   private hugeOf(h: MorselHandle): boolean {
-    return this.morsels.dataOf(this.morsels.decode(h.id)).huge;
+    return this.morsels.dataOf(decodeIdBits(h.id)).huge;
   }
 
   /** Blocks while the int32 at `offsetBytes` equals `expected`, at most `timeoutMs` (threads and processes). */

@@ -47,8 +47,8 @@
  */
 import { MorselError, isMorselError } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
-import { HUGE_LEAF_FLAGS, INNER_FLAGS, P, RW, SHARE_TOGGLE, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
-import { ENTRIES_PER_TABLE, HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, type Walker } from '../paging/walk.js';
+import { HUGE_LEAF_FLAGS, INNER_FLAGS, P, RW, SHARE_TOGGLE, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, isLeafEntry, type Walker } from '../paging/walk.js';
 import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import { openRefCounts, type RefCountTable } from '../alloc/refcount/index.js';
@@ -92,18 +92,20 @@ export class Cow {
     for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
       this.leafHuge = false; // each attempt decides afresh (writableHuge sets it)
       const lo = region.loadLo(table, idx);
-      if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+      if (isLeafEntry(level, lo)) {
         const leaf = this.writableHuge(table, idx, lo);
         if (leaf < 0) continue;
         return leaf as Frame;
       }
       if ((lo & (P | RW)) === (P | RW)) return this.walker.follow(table, idx, lo, region.loadHi(table, idx));
       if (!isPresent(lo)) {
-        const leaf = huge && level === HUGE_LEVEL ? this.createHuge(table, idx, lostPoint) : NO_HUGE_FRAME;
-        if (leaf >= 0) this.leafHuge = true;
-        if (leaf !== NO_HUGE_FRAME) {
-          if (leaf >= 0) return leaf as Frame;
-          continue; // lost the CAS: read the winner's entry
+        if (huge && level === HUGE_LEVEL) {
+          const leaf = this.createHuge(table, idx, lostPoint);
+          if (leaf >= 0) {
+            this.leafHuge = true;
+            return leaf as Frame;
+          }
+          if (leaf !== NO_HUGE_FRAME) continue; // lost the CAS: read the winner's entry
         }
         const made = this.walker.createChild(table, idx, point, lostPoint);
         if (made >= 0) return made as Frame;
@@ -245,7 +247,7 @@ export class Cow {
         const shared = protectedLo(lo);
         if (region.casEntry(frame, idx, lo, hi, shared, hi)) region.storeEntry(copy, idx, shared, hi);
         else {
-          this.drop(this.children[k] as Frame, level - 1, this.isLeaf(level, lo));
+          this.drop(this.children[k] as Frame, level - 1, isLeafEntry(level, lo));
           this.shareEntry(frame, copy, idx, level);
         }
       }
@@ -253,9 +255,9 @@ export class Cow {
       // ENOSPC in shareEntry: give back what the copy holds and the counts raised for entries not reached yet.
       for (let i = 0; i < ENTRIES_PER_TABLE; i++) {
         const lo = region.loadLo(copy, i);
-        if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1, this.isLeaf(level, lo));
+        if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1, isLeafEntry(level, lo));
       }
-      for (let j = k + 1; j < n; j++) this.drop(this.children[j] as Frame, level - 1, this.isLeaf(level, this.los[j]));
+      for (let j = k + 1; j < n; j++) this.drop(this.children[j] as Frame, level - 1, isLeafEntry(level, this.los[j]));
       this.alloc.free(copy);
       throw e;
     }
@@ -267,21 +269,11 @@ export class Cow {
   private readonly indices = new Int32Array(ENTRIES_PER_TABLE);
   private readonly los = new Int32Array(ENTRIES_PER_TABLE);
 
-  /** Whether entry `lo` of a level-`level` table is a 2 MiB leaf (not a table). */
-  private isLeaf(level: number, lo: number): boolean {
-    return level === HUGE_LEVEL && isHugeLeaf(lo);
-  }
-
-  /** The child of present entry (lo, hi) at `table[idx]` (a level-`level` table), validated as a table, page or 2 MiB leaf. */
-  private childOf(table: Frame, idx: number, lo: number, hi: number, level: number): Frame {
-    return this.isLeaf(level, lo) ? this.walker.followHuge(table, idx, lo, hi) : this.walker.follow(table, idx, lo, hi);
-  }
-
   /** Fills children/indices/los with `table`'s (a level-`level` table) present entries (children validated by the walker); returns how many. */
   private presentChildren(table: Frame, level: number): number {
     let n = 0;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
-      this.children[n] = this.childOf(table, idx, lo, hi, level);
+      this.children[n] = this.walker.followChild(table, idx, lo, hi, level);
       this.indices[n] = idx;
       this.los[n++] = lo;
     });
@@ -300,7 +292,7 @@ export class Cow {
       const lo = region.loadLo(from, idx);
       if (!isPresent(lo)) return;
       const hi = region.loadHi(from, idx);
-      const child = this.childOf(from, idx, lo, hi, level);
+      const child = this.walker.followChild(from, idx, lo, hi, level);
       this.refs.increment(child);
       crashPoint('cow:after-share');
       const shared = protectedLo(lo);
@@ -310,7 +302,7 @@ export class Cow {
       }
       // The entry moved (its owner copied or reused it): give the count back
       // (the last one if the owner replaced the child meanwhile) and look again.
-      this.drop(child, level - 1, this.isLeaf(level, lo));
+      this.drop(child, level - 1, isLeafEntry(level, lo));
     }
     throw new MorselError('EBUSY', `table frame ${from} entry ${idx} kept changing while being shared`);
   }
@@ -336,8 +328,8 @@ export class Cow {
   freeSubtree(frame: Frame, level: number): void {
     if (level > 0) {
       this.walker.forEachPresent(frame, (idx, lo, hi) => {
-        const child = this.childOf(frame, idx, lo, hi, level);
-        const leaf = this.isLeaf(level, lo);
+        const child = this.walker.followChild(frame, idx, lo, hi, level);
+        const leaf = isLeafEntry(level, lo);
         if ((lo & RW) === 0) this.drop(child, level - 1, leaf);
         else if (leaf) this.alloc.free(child, HUGE_ALLOC_ORDER);
         else this.freeSubtree(child, level - 1);

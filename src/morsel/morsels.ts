@@ -15,8 +15,8 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { HI_HUGE, RW, entryToBigInt, isHugeLeaf, pfnOf } from '../paging/entry.js';
-import { HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, Walker } from '../paging/walk.js';
+import { HI_HUGE, RW, entryToBigInt, pfnOf } from '../paging/entry.js';
+import { HUGE_ALLOC_ORDER, HUGE_FRAMES, Walker, isLeafEntry } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
@@ -706,7 +706,7 @@ export class Morsels {
     visit(table, level, shared, false);
     if (level === 0) return;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
-      if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+      if (isLeafEntry(level, lo)) {
         const leaf = this.walker.followHuge(table, idx, lo, hi);
         visit(leaf, 0, shared || ((lo & RW) === 0 && this.cow.refs.get(leaf) > 1), true);
         return;
@@ -808,8 +808,8 @@ export class Morsels {
   private destroyChildren(table: Frame, level: number): void {
     if (level === 0) return;
     this.walker.forEachPresent(table, (idx, lo, hi) => {
-      const leaf = level === HUGE_LEVEL && isHugeLeaf(lo);
-      if (!(leaf ? this.walker.trustedHuge(pfnOf(lo, hi)) : this.walker.trusted(pfnOf(lo, hi)))) {
+      const leaf = isLeafEntry(level, lo);
+      if (!this.walker.trustedChild(level, lo, hi)) {
         // Damage (the walker refuses the frame): cleared, never followed or freed. Whatever the
         // entry once named stays allocated and unreachable: `morsel check --repair` reclaims it.
         assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');

@@ -47,6 +47,9 @@ export const HUGE_LEVEL = 2;
 export const HUGE_FRAMES = ENTRIES_PER_TABLE;
 export const HUGE_ALLOC_ORDER = 9;
 
+/** Whether present entry `lo` of a level-`level` table is a 2 MiB leaf (PS at HUGE_LEVEL), not a table or page. */
+export const isLeafEntry = (level: number, lo: number): boolean => level === HUGE_LEVEL && isHugeLeaf(lo);
+
 /**
  * Bytes covered by one entry of a level-L table (L = 1..5), index L; index 0
  * is one byte. Precomputed: `2 ** x` with a variable exponent is a slow
@@ -123,6 +126,17 @@ export class Walker {
     return frame as Frame;
   }
 
+  /** The child of present entry (lo, hi) at `table[index]` of a level-`level` table, validated: a 2 MiB leaf's order-9 frame, or a table or page. */
+  followChild(table: Frame, index: number, lo: number, hi: number, level: number): Frame {
+    return isLeafEntry(level, lo) ? this.followHuge(table, index, lo, hi) : this.follow(table, index, lo, hi);
+  }
+
+  /** Whether the child of present entry (lo, hi) of a level-`level` table may be followed (followChild would not throw). */
+  trustedChild(level: number, lo: number, hi: number): boolean {
+    const frame = pfnOf(lo, hi);
+    return isLeafEntry(level, lo) ? this.trustedHuge(frame) : this.trusted(frame);
+  }
+
   /** A root frame read from a root cell, validated like an entry; `what` names the cell (built only on failure). */
   root(frame: number, what: () => string): Frame {
     if (!this.trusted(frame)) {
@@ -151,7 +165,7 @@ export class Walker {
       const lo = this.region.loadLo(table as Frame, index);
       if (!isPresent(lo)) return -1;
       const hi = this.region.loadHi(table as Frame, index);
-      if (l === HUGE_LEVEL && isHugeLeaf(lo)) {
+      if (isLeafEntry(l, lo)) {
         // A 2 MiB leaf: the data frame lies inside it; there is no table below.
         return stopLevel === 0 ? this.followHuge(table as Frame, index, lo, hi) + indexAt(addr, 1) : -1;
       }

@@ -33,10 +33,10 @@ import { MorselError, assert } from '../errors.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE, ROOT_SLOT_NAMES, ROOT_SLOT_REFCOUNTS, ROOT_SLOT_RESERVATIONS, ROOT_SLOTS } from '../physical/superblock.js';
 import { CHILD_FRAMES, CHILD_SHIFT, SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
-import { ENTRIES_PER_TABLE, HUGE_FRAMES, HUGE_LEVEL } from '../paging/walk.js';
+import { ENTRIES_PER_TABLE, HUGE_FRAMES, isLeafEntry } from '../paging/walk.js';
 import { levelKeySpan, registryDepth } from '../morsel/registry.js';
 import type { Region } from '../physical/region.js';
-import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, RW, entryToBigInt, isHugeLeaf, isHugeLeafFlags, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, RW, entryToBigInt, isHugeLeafFlags, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
 import { orderBytes } from '../morsel/order.js';
@@ -419,7 +419,7 @@ class Scanner implements ScanContext {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
         // A valid 2 MiB leaf is marked here; a PS entry that cannot be one goes to inner() below (ENTRY_PS) and is followed like any entry.
-        if (level === HUGE_LEVEL && isHugeLeaf(lo) && this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi })) continue;
+        if (isLeafEntry(level, lo) && this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi })) continue;
         const child = this.inner(table, idx, lo, hi, where, true);
         if (child === null || !this.morselRef(child, lo, where, { table, index: idx, lo, hi })) continue;
         this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;

@@ -10,8 +10,7 @@ import { crc32c } from '@node-rs/crc32';
 import type { Memory } from '../memory.js';
 import type { MorselHandle, MorselRef } from '../manage/handle.js';
 import type { Region } from '../physical/region.js';
-import { HUGE_FRAMES, HUGE_LEVEL, levelSpan, type Walker } from '../paging/walk.js';
-import { isHugeLeaf } from '../paging/entry.js';
+import { HUGE_FRAMES, isLeafEntry, levelSpan, type Walker } from '../paging/walk.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { CRC_BYTES, DEFAULT_CHUNK_PAGES, chunkCountOf, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
@@ -44,7 +43,7 @@ export function collectPages(walker: Walker, root: Frame, order: Order): { pages
     const pagesPerEntry = levelSpan(level) / PAGE_SIZE;
     walker.forEachPresent(table, (idx, lo, hi) => {
       const page = firstPage + idx * pagesPerEntry;
-      if (level === HUGE_LEVEL && isHugeLeaf(lo)) {
+      if (isLeafEntry(level, lo)) {
         const leaf = walker.followHuge(table, idx, lo, hi);
         leaves.push(page);
         for (let i = 0; i < HUGE_FRAMES; i++) (pages.push(page + i), frames.push(leaf + i));

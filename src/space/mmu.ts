@@ -36,9 +36,9 @@
  * Not modelled: accessed/dirty bits (a morsel never needs them), PCID.
  */
 import { MorselError, check } from '../errors.js';
-import { HI_HUGE, HI_MORSEL_TOP, HI_NX, P, RW, US, isHugeLeaf, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, HI_MORSEL_TOP, HI_NX, P, RW, US, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
-import { HUGE_FRAMES, HUGE_LEVEL, allocatableRange, validTableFrame } from '../paging/walk.js';
+import { HUGE_FRAMES, allocatableRange, isLeafEntry, validTableFrame } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
@@ -328,7 +328,7 @@ export class Mmu {
       const next = pfnOf(lo, hi);
       // Every frame a walk follows must be allocatable (src/paging/walk.ts): damaged metadata is ECORRUPT, never access to reserved frames.
       if (!validTableFrame(next, this.firstFrame, this.endFrame)) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx} references frame ${next}, outside the allocatable range`);
-      if (inMorsel && level === HUGE_LEVEL && isHugeLeaf(lo)) {
+      if (inMorsel && isLeafEntry(level, lo)) {
         // A 2 MiB leaf: the data frame lies inside it (the whole block must be allocatable too). A
         // misaligned one (the hardware's reserved-bit fault) would reach into the next block.
         if (next % HUGE_FRAMES !== 0) throw new MorselError('ECORRUPT', `table frame ${table} entry ${idx}: 2 MiB leaf of frame ${next} is not 2 MiB-aligned`);

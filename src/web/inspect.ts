@@ -17,8 +17,8 @@ import type { NameStat } from '../manage/names.js';
 import type { Memory } from '../memory.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { orderBytes } from '../morsel/order.js';
-import { A, D, G, HI_META, HI_MORSEL_TOP, HI_NX, P, PCD, PS, PWT, RW, TAG_MASK, TAG_SHIFT, US, entryToBigInt, isHugeLeaf, pfnOf } from '../paging/entry.js';
-import { ENTRIES_PER_TABLE, HUGE_FRAMES, HUGE_LEVEL, levelSpan } from '../paging/walk.js';
+import { A, D, G, HI_META, HI_MORSEL_TOP, HI_NX, P, PCD, PS, PWT, RW, TAG_MASK, TAG_SHIFT, US, entryToBigInt, pfnOf } from '../paging/entry.js';
+import { ENTRIES_PER_TABLE, HUGE_FRAMES, HUGE_LEVEL, isLeafEntry, levelSpan } from '../paging/walk.js';
 import { CHILD_FRAMES, USER_SLOTS, firstAllocatableFrame } from '../physical/layout.js';
 import { FORMAT_VERSION } from '../physical/superblock.js';
 import { KIND_DATA, KIND_REGISTRY, KIND_TABLE, scanRegion } from '../recovery/reachable.js';
@@ -215,7 +215,7 @@ export function morselTable(m: Memory, q: TableQuery): Json {
     const index = q.path[i];
     check(Number.isInteger(index) && index >= 0 && index < ENTRIES_PER_TABLE, 'EINVAL', () => `index ${index} is not in 0..${ENTRIES_PER_TABLE - 1}`);
     const lo = m.region.loadLo(table, index);
-    check(!(data.order - i === HUGE_LEVEL && isHugeLeaf(lo)), 'ERANGE', () => `entry ${index} of the level-${HUGE_LEVEL} table (frame ${table}) is a 2 MiB leaf: no table below it`);
+    check(!isLeafEntry(data.order - i, lo), 'ERANGE', () => `entry ${index} of the level-${HUGE_LEVEL} table (frame ${table}) is a 2 MiB leaf: no table below it`);
     const child = walker.child(table, index);
     check(child >= 0, 'ENOENT', () => `entry ${index} of the level-${data.order - i} table (frame ${table}) is not present`);
     table = child as Frame;
@@ -223,8 +223,8 @@ export function morselTable(m: Memory, q: TableQuery): Json {
   const level = data.order - q.path.length;
   const entries: Json[] = [];
   walker.forEachPresent(table, (index, lo, hi) => {
-    const leaf = level === HUGE_LEVEL && isHugeLeaf(lo);
-    const frame = leaf ? walker.followHuge(table, index, lo, hi) : walker.follow(table, index, lo, hi);
+    const leaf = isLeafEntry(level, lo);
+    const frame = walker.followChild(table, index, lo, hi, level);
     // Copy-on-write: a write-protected entry whose child more than one table references.
     const refs = (lo & RW) === 0 ? m.morsels.cow.refs.get(frame) : 1;
     const entry: Json = { index, frame, shared: refs > 1, refs };

@@ -19,8 +19,8 @@
 import { isMorselError } from '../../errors.js';
 import { decodeIdBits, hex } from '../../morsel/id.js';
 import type { Order } from '../../morsel/order.js';
-import { isHugeLeaf, isPresent, pfnOf } from '../../paging/entry.js';
-import { HUGE_FRAMES, HUGE_LEVEL } from '../../paging/walk.js';
+import { isPresent, pfnOf } from '../../paging/entry.js';
+import { HUGE_FRAMES, isLeafEntry } from '../../paging/walk.js';
 import type { Memory } from '../../memory.js';
 import type { Frame } from '../../units.js';
 import type { LogEvent } from './log.js';
@@ -263,7 +263,7 @@ function forEachDataPage(memory: Memory, root: number, order: Order, visit: (pag
       if (!isPresent(lo)) continue;
       const child = pfnOf(lo, region.loadHi(table as Frame, idx));
       if (level === 1) visit(firstPage + idx, child);
-      else if (level === HUGE_LEVEL && isHugeLeaf(lo)) for (let p = 0; p < HUGE_FRAMES; p++) visit(firstPage + idx * span + p, child + p);
+      else if (isLeafEntry(level, lo)) for (let p = 0; p < HUGE_FRAMES; p++) visit(firstPage + idx * span + p, child + p);
       else walk(child, level - 1, firstPage + idx * span);
     }
   };
