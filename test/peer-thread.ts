@@ -22,7 +22,16 @@ export interface Peer {
 
 export function startPeer(m: Memory, space: AddressSpace): Peer {
   const worker = new Worker(new URL('./workers/mmu-peer.js', import.meta.url), { workerData: { region: m.share(), space: space.share() } });
-  const next = () => new Promise<PeerReply>((resolve, reject) => worker.once('message', resolve).once('error', reject));
+  let exitCode: number | null = null;
+  // Registered now: on a worker's exit Node drains its last messages and emits
+  // 'exit' in one turn, so a listener added after awaiting the last reply can miss it.
+  const exited = new Promise<void>((resolve) => worker.once('exit', (code) => ((exitCode = code), resolve())));
+  const next = () =>
+    new Promise<PeerReply>((resolve, reject) => {
+      if (exitCode !== null) return reject(new Error(`peer exited (${exitCode})`));
+      worker.once('message', resolve).once('error', reject);
+      void exited.then(() => reject(new Error(`peer exited (${exitCode}) before replying`)));
+    });
   return {
     next,
     call: (req) => {
@@ -34,7 +43,7 @@ export function startPeer(m: Memory, space: AddressSpace): Peer {
       const reply = next();
       worker.postMessage({ op: 'close' });
       await reply;
-      await new Promise((resolve) => worker.once('exit', resolve));
+      await exited;
     },
   };
 }
