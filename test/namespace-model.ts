@@ -127,8 +127,8 @@ export function snapshotTree(ns: Namespace): Model {
   return sortedModel(out);
 }
 
-/** Records claimed by a quiescent namespace: one per name, one more per directory (its object), the root's object and record. */
+/** Records claimed by a quiescent namespace: one per name and per kept key, one more per directory (its object), the root's object and record. */
 export function expectedRecords(ns: Namespace): number {
   const s = ns.stats();
-  return s.names + s.dirs + Number(s.rootObject) + Number(s.rootRecord);
+  return s.names + s.keptKeys + s.dirs + Number(s.rootObject) + Number(s.rootRecord);
 }

@@ -43,9 +43,10 @@ test('create, lookup, resolve, list, update, rename, remove', () => {
   ns.update('/', (r) => ({ ...r, uid: 7, mode: 0o1777 }));
   assert.equal(ns.lookup('/').mode, 0o1777);
   assert.deepEqual(ns.list('/'), []);
-  assert.equal(ns.stats().records, 2, 'only the root object and the root record remain');
-  assert.equal(expectedRecords(ns), 2);
-  assert.deepEqual({ ...ns.collectGarbage(), tombstonesDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 });
+  assert.equal(ns.stats().keptKeys, 3, 'the removed names keep their keys');
+  assert.equal(ns.stats().records, 2 + 3, 'the root object, the root record and the kept keys remain');
+  assert.equal(expectedRecords(ns), 5);
+  assert.deepEqual({ ...ns.collectGarbage(), tombstonesDropped: 0, keysDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0, keysDropped: 0 });
 });
 
 test('bad input: typed error and no byte of the region changes', () => {
@@ -144,8 +145,12 @@ test('frames: a namespace emptied again keeps only its tables, and forEachFrame 
   assert.equal(free0 - m.alloc.freeFrames(), frames - 1, 'every frame the namespace took is visited');
   for (let i = 0; i < 2000; i++) ns.remove(`/d/n${i}`, 'morsel');
   ns.remove('/d', 'dir');
+  assert.equal(ns.stats().keptKeys, 2001, 'every removed name keeps its key (under the bound)');
+  assert.equal(ns.stats().records, 1 + 2001, 'the root directory object and the kept keys stay claimed');
+  const gc = ns.collectGarbage({ compact: true });
+  assert.equal(gc.tombstonesDropped, 2001);
+  assert.equal(gc.keysDropped, 2001);
   assert.equal(ns.stats().records, 1, 'only the root directory object stays claimed');
-  assert.equal(ns.collectGarbage({ compact: true }).tombstonesDropped, 2001);
   assert.equal(ns.stats().usedSlots, 0);
   ns.create('/again', dirRec());
   assert.equal(ns.lookup('/again').kind, 'dir');
@@ -166,6 +171,44 @@ test('ENOSPC when the table reaches its load bound; collectGarbage compacts tomb
   ns.create('/x', morselRec(1n));
 });
 
+test('create + remove of the same names revives their slots: the table never fills and probe chains stay short', () => {
+  const { ns } = fresh(4 * MiB); // 4096 slots, 3072 usable, 256 kept keys
+  ns.create('/d', dirRec());
+  const names = Array.from({ length: 200 }, (_, i) => `/d/k${i}`);
+  for (const p of names) ns.create(p, morselRec(1n));
+  const used = ns.stats().usedSlots;
+  for (let round = 0; round < 50; round++) {
+    // 50 x 200 = 10,000 creates: without revival the 3,072-slot bound is hit in round 15.
+    for (const p of names) ns.remove(p, 'morsel');
+    assert.equal(ns.stats().keptKeys, names.length);
+    assert.equal(codeOf(() => ns.lookup(names[round])), 'ENOENT', 'a kept key is not visible');
+    for (const p of names) ns.create(p, morselRec(BigInt(round)));
+    assert.equal(codeOf(() => ns.create(names[round], morselRec(0n))), 'EEXIST', 'a revived name is unique');
+  }
+  assert.equal(ns.stats().usedSlots, used, 'no slot taken by a re-create');
+  assert.equal(ns.lookup(names[7]).id, 49n);
+  assert.equal(ns.stats().records, expectedRecords(ns));
+  ns.rename(names[0], '/d/renamed'); // a rename into a kept key revives it too
+  ns.remove('/d/renamed', 'morsel');
+  ns.rename(names[1], '/d/renamed');
+  assert.equal(ns.lookup('/d/renamed').id, 49n);
+  assert.equal(ns.stats().usedSlots, used + 1, 'the rename target took one slot, once');
+});
+
+test('kept keys are bounded: past capacity / 16 a removed name leaves a keyless tombstone', () => {
+  const { ns } = fresh(4 * MiB); // 4096 slots: at most 256 kept keys
+  for (let i = 0; i < 400; i++) ns.create(`/n${i}`, morselRec(1n));
+  for (let i = 0; i < 400; i++) ns.remove(`/n${i}`, 'morsel');
+  const s = ns.stats();
+  assert.equal(s.keptKeys, 256);
+  assert.equal(s.tombstones, 400);
+  assert.equal(s.records, expectedRecords(ns));
+  for (let i = 0; i < 400; i++) ns.create(`/n${i}`, morselRec(2n)); // 256 revive, 144 take new slots
+  assert.equal(ns.stats().usedSlots, 400 + 144);
+  assert.equal(ns.stats().keptKeys, 0);
+  assert.equal(ns.stats().records, expectedRecords(ns));
+});
+
 // --- model-based property test ---------------------------------------------------------
 
 test('property: the namespace behaves like a map of paths (errors included), and leaves no garbage', () => {
@@ -177,7 +220,7 @@ test('property: the namespace behaves like a map of paths (errors included), and
       assert.deepEqual(snapshotTree(ns), sortedModel(model));
       assert.equal(ns.stats().records, expectedRecords(ns));
       const gc = ns.collectGarbage();
-      assert.deepEqual({ ...gc, tombstonesDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 });
+      assert.deepEqual({ ...gc, tombstonesDropped: 0, keysDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0, keysDropped: 0 });
       assert.deepEqual(snapshotTree(ns), sortedModel(model), 'unchanged by collectGarbage');
     }),
     { numRuns: 150 },
@@ -206,8 +249,22 @@ test('two worker threads: concurrent creates, renames, removes, updates and look
   const tree = snapshotTree(ns);
   assert.equal(ns.stats().records, expectedRecords(ns), 'no record leaked or lost');
   const gc = ns.collectGarbage();
-  assert.deepEqual({ ...gc, tombstonesDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 });
+  assert.deepEqual({ ...gc, tombstonesDropped: 0, keysDropped: 0 }, { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0, keysDropped: 0 });
   assert.deepEqual(snapshotTree(ns), tree);
+});
+
+test('two worker threads: creates and removes of the same names revive kept keys, never twice', async () => {
+  const { m, ns } = fresh(32 * MiB);
+  ns.create('/v', dirRec());
+  const results = await runWorkers(m, 'revive-race', [5, 6], 20000);
+  const listed = ns.list('/v').map((e) => e.name);
+  assert.equal(new Set(listed).size, listed.length, `no name listed twice: ${listed.join(' ')}`);
+  for (let k = 0; k < 4; k++) {
+    const net = results.reduce((sum, r) => sum + (r[`net${k}`] ?? 0), 0);
+    assert.equal(net, listed.includes(`n${k}`) ? 1 : 0, `n${k}: successful creates minus removes is what exists`);
+  }
+  assert.equal(ns.stats().usedSlots, 1 + 4, 'one slot per name, whatever the number of operations');
+  assert.equal(ns.stats().records, expectedRecords(ns), 'no record leaked or lost');
 });
 
 test('two worker threads: rmdir racing creates in that directory never orphans a name', async () => {

@@ -44,7 +44,10 @@
  *                    showing the old one (r'.fromRec) until the commit
  *        PENDING(r') the new name of a rename: visible iff the old slot
  *                    (r'.fromSlot) holds TOMB(r'), i.e. the rename committed
- *        TOMB(r)     removed (tombstone)
+ *        TOMB(r)     removed (tombstone); r is not read again
+ *        GONE(r)     removed, but the slot keeps its key: r stays published
+ *                    (the name's key only) until the same name is created
+ *                    again in this slot (revival) or collectGarbage runs
  *
  * ## Lookups (lock-free, O(path components))
  * Per component: hash the name, probe (tag filter), read the record, compare
@@ -58,7 +61,12 @@
  *  - create: empty slot -> LIVE(r). Before it: the parent's child count is
  *    raised and r is claimed and written (a crash leaves an unreachable record
  *    and an over-count, both fixed by collectGarbage).
- *  - unlink: LIVE(r) -> TOMB(r); then the parent's count is lowered, r freed.
+ *  - unlink: LIVE(r) -> GONE(r) (TOMB(r) when keptLimit GONE slots exist);
+ *    then the parent's count is lowered (r freed after TOMB).
+ *  - create or rename of a name whose slot is GONE(r): GONE(r) -> LIVE(r2)
+ *    (or PENDING), then r freed. Without revival, every create of a name
+ *    removed before took a new slot and lengthened its chain: create+unlink
+ *    of one name slowed down linearly and filled the table (ENOSPC).
  *  - rmdir: the directory object's count word 0 -> DYING (refused, ENOTEMPTY,
  *    unless the count is 0; a create raises the count only if not DYING, so
  *    rmdir and create in that directory cannot both succeed), then
@@ -79,7 +87,10 @@
  *
  * Uniqueness: an insert CASes only the first empty slot of the chain after
  * comparing every visible entry before it; slots never become empty, so two
- * inserts of one name cannot both succeed. Tombstones stay until
+ * inserts of one name cannot both succeed. A slot's key never changes
+ * (GONE and revival keep it; TOMB has none for good), and a name gets a
+ * new slot only when its chain holds no slot keyed by it, so a name has at
+ * most one keyed slot: inserts of a GONE name all CAS that slot. Tombstones stay until
  * collectGarbage (which rebuilds the table when they pass a quarter of the
  * used slots): the used-slot count (live + tombstones) is bounded by 3/4 of
  * the capacity (ENOSPC beyond), which keeps probe chains short.
@@ -163,6 +174,8 @@ export interface GarbageReport {
   orphansRemoved: number;
   countsFixed: number;
   tombstonesDropped: number;
+  /** GONE slots made keyless (their records freed) */
+  keysDropped: number;
 }
 
 // --- header ------------------------------------------------------------------
@@ -177,6 +190,7 @@ const H_FREE_HINT = 6;
 const H_CTIME = 8; // float64
 const H_EPOCH = 10; // changes begun (see changing())
 const H_EPOCH_DONE = 11; // changes ended
+const H_KEPT = 12; // GONE slots: removed names whose slot keeps its key (bounded, see keptLimit)
 const H_BUCKET_TOP = 256;
 const BUCKET_TOP_ENTRIES = 256;
 const H_PAGE_TOP = 512;
@@ -248,6 +262,10 @@ const LIVE = 0;
 const MOVING = 1;
 const PENDING = 2;
 const TOMB = 3;
+const GONE = 4;
+const STATE_BITS = 7 << STATE_SHIFT;
+/** At most capacity / KEPT_DEN removed names keep their key (and their 512-byte record) in a GONE slot. */
+const KEPT_DEN = 16;
 const TAG_MASK = 0x0fffffff;
 const TAG_SET = 0x10000000;
 
@@ -302,6 +320,8 @@ function hashName(d: number, sd: number, bytes: Uint8Array, start: number, end: 
 const tagOf = (h: number): number => (fmix32(h ^ 0x5bd1e995) & TAG_MASK) | TAG_SET;
 const enc = (rec: number, seq: number, state: number): number => rec | (((seq >>> 1) & ABA_MASK) << ABA_SHIFT) | (state << STATE_SHIFT);
 const stateOf = (lo: number): number => lo >>> STATE_SHIFT;
+/** A removed name's slot: TOMB (keyless) or GONE (keeps its key). Lookups skip both. */
+const isDead = (lo: number): boolean => stateOf(lo) >= TOMB;
 const recOf = (lo: number): number => lo & REC_MASK;
 
 function busy(what: string): never {
@@ -349,6 +369,8 @@ export class Namespace {
   private hitLo = 0;
   private hitRec = 0;
   private hitSeq = 0;
+  /** The last insert() revived a GONE slot (took no empty slot). */
+  private revived = false;
   /** changing() nesting depth, and whether the running change has begun (bumped H_EPOCH) */
   private changeDepth = 0;
   private changeBegun = false;
@@ -481,7 +503,10 @@ export class Namespace {
       this.w[b + R_DIR_SEQ] = objSeq;
       const seq = this.publish(r);
       crashPoint('names:after-claim');
-      if (this.insert(d, sd, p.bytes, s, e, enc(r, seq, LIVE)) >= 0) return;
+      if (this.insert(d, sd, p.bytes, s, e, enc(r, seq, LIVE)) >= 0) {
+        if (this.revived) this.unreserveSlot();
+        return;
+      }
       throw new MorselError('EEXIST', `${prefix(p, n)} exists`);
     } catch (err) {
       if (r !== 0) this.freeRecord(r);
@@ -513,6 +538,7 @@ export class Namespace {
       const slot = this.hitSlot;
       const lo = this.hitLo;
       const xRec = this.hitRec;
+      const xSeq = this.hitSeq;
       const xDir = x.kind === 'dir' ? this.snapDir : 0;
       if (this.settleForUpdate(slot, lo)) continue;
       check(!(xDir !== 0 && pt.isBelow(pf)), 'EINVAL', () => `cannot move ${prefix(pf, nf)} into itself`);
@@ -525,7 +551,7 @@ export class Namespace {
       const e = pt.ends[nt - 1];
       check(td === 0 || this.find(td, tsd, pt.bytes, s, e, false) < 0, 'EEXIST', () => `${prefix(pt, nt)} exists`);
       if (td === 0) [td, tsd] = this.rootDir(true);
-      if (this.moveOnce(slot, lo, xRec, td, tsd, pt, nt)) return;
+      if (this.moveOnce(slot, lo, xRec, xSeq, td, tsd, pt, nt)) return;
     }
     busy('rename');
   }
@@ -562,33 +588,50 @@ export class Namespace {
   private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark): NameRecord | null {
     const x = this.walk(p, n, null, 0);
     const xObj = x.kind === 'dir' ? this.snapDir : 0;
+    const xObjSeq = this.snapDirSeq;
     const [slot, lo, xRec, xSeq] = [this.hitSlot, this.hitLo, this.hitRec, this.hitSeq];
     check(!(x.kind === 'dir' && kind === 'morsel'), 'EISDIR', () => `${prefix(p, n)} is a directory`);
     check(!(x.kind === 'morsel' && kind === 'dir'), 'ENOTDIR', () => `${prefix(p, n)} is not a directory`);
     if (this.settleForUpdate(slot, lo)) return null;
-    if (mark.obj !== 0 && mark.obj !== xObj) {
-      this.undoDying(mark.obj, mark.objSeq); // another directory took the name meanwhile
+    if (mark.obj !== 0 && (mark.obj !== xObj || mark.objSeq !== xObjSeq)) {
+      // Another directory took the name meanwhile (possibly with our object's
+      // record reused: the sequence tells incarnations apart).
+      this.undoDying(mark.obj, mark.objSeq);
       mark.obj = 0;
     }
     if (kind === 'dir' && mark.obj === 0) {
       const c = this.countWord(xObj);
+      if (!this.stillCurrent(xRec, xSeq) || this.loadRec(xObj, R_SEQ) !== xObjSeq) return null; // the name changed under us
       if ((c & DYING) === 0) {
         check((c & COUNT_MASK) === 0, 'ENOTEMPTY', () => `${prefix(p, n)} is not empty`);
         if (this.casRec(xObj, R_COUNT, c, c | DYING) !== c) return null;
-        [mark.obj, mark.objSeq] = [xObj, this.loadRec(xObj, R_SEQ)];
+        [mark.obj, mark.objSeq] = [xObj, xObjSeq];
         crashPoint('names:rmdir-after-dying');
       }
     }
     const si = this.slotIndex(slot, false);
+    // # Warning: the parent is read BEFORE the commit. A GONE slot may be
+    // revived the moment it is written, and the reviver frees xRec (which
+    // may then be reused); a won CAS vouches for what was read here.
+    const xb = this.base(xRec);
+    const [pd, psd] = [this.w[xb + R_PARENT], this.w[xb + R_PARENT_SEQ]];
+    // The slot word carries 6 bits of xRec's sequence: a slot revived 64 times
+    // with xRec while we stalled would pass the CAS. The full sequence,
+    // checked here, leaves only the few instructions up to the CAS.
+    if (!this.stillCurrent(xRec, xSeq)) return null;
+    const keep = this.reserveKept();
     this.beginChange();
-    if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, TOMB)) === lo) {
+    if (Atomics.compareExchange(this.sw, si, lo, enc(xRec, xSeq, keep ? GONE : TOMB)) === lo) {
       mark.obj = 0; // consumed: the object is freed with the name
       crashPoint('names:after-tomb');
-      this.afterRemove(xRec, xObj);
+      this.leaveDir(pd, psd);
+      if (!keep) this.freeRecord(xRec);
+      if (xObj !== 0) this.freeRecord(xObj);
       return x;
     }
+    if (keep) this.releaseKept();
     const cur = Atomics.load(this.sw, si);
-    if (stateOf(cur) !== TOMB) return null; // updated or being renamed: walk again
+    if (!isDead(cur)) return null; // updated or being renamed: walk again
     if (recOf(cur) === xRec) mark.obj = 0; // another rmdir removed it (and freed the object)
     throw new MorselError('ENOENT', `${prefix(p, n)} was removed or renamed meanwhile`);
   }
@@ -611,6 +654,7 @@ export class Namespace {
       const slot = this.hitSlot;
       const lo = this.hitLo;
       const xRec = this.hitRec;
+      const xSeq = this.hitSeq;
       const dir = this.snapDir;
       const dirSeq = this.snapDirSeq;
       if (n > 0 && this.settleForUpdate(slot, lo)) continue;
@@ -618,7 +662,7 @@ export class Namespace {
       validateRecord(next);
       check(next.kind === cur.kind, 'EINVAL', 'update cannot change the kind of a name');
       if (n === 0 && this.updateRoot(lo, xRec, next)) return { ...next };
-      if (n > 0 && this.swapRecord(slot, lo, xRec, next, dir, dirSeq)) return { ...next };
+      if (n > 0 && this.swapRecord(slot, lo, xRec, xSeq, next, dir, dirSeq)) return { ...next };
     }
     busy('update');
   }
@@ -664,10 +708,11 @@ export class Namespace {
    * composes with an allocator rebuilt from forEachFrame. Idempotent.
    */
   collectGarbage(opts: { compact?: boolean } = {}): GarbageReport {
-    const report: GarbageReport = { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0 };
+    const report: GarbageReport = { freedRecords: 0, renamesCommitted: 0, renamesRolledBack: 0, dyingRemoved: 0, orphansRemoved: 0, countsFixed: 0, tombstonesDropped: 0, keysDropped: 0 };
     if (this.header(false) === 0) return report;
     const { w, i } = this.headerWord(0);
     Atomics.add(w, i + H_EPOCH, 1); // every resolution may change
+    this.dropKeys(report);
     this.finishRenames(report);
     const { dirs, names } = this.reachFromRoot(report);
     this.sweepRecords(dirs, names, report);
@@ -682,16 +727,17 @@ export class Namespace {
    * records, used and tombstone slots, table capacity, and whether the root
    * has its directory object and its own record (after a first update).
    */
-  stats(): { names: number; dirs: number; records: number; usedSlots: number; tombstones: number; capacity: number; rootObject: boolean; rootRecord: boolean } {
-    const out = { names: 0, dirs: 0, records: 0, usedSlots: 0, tombstones: 0, capacity: 0, rootObject: false, rootRecord: false };
+  stats(): { names: number; dirs: number; records: number; usedSlots: number; tombstones: number; keptKeys: number; capacity: number; rootObject: boolean; rootRecord: boolean } {
+    const out = { names: 0, dirs: 0, records: 0, usedSlots: 0, tombstones: 0, keptKeys: 0, capacity: 0, rootObject: false, rootRecord: false };
     if (this.header(false) === 0) return out;
     out.capacity = this.capMask + 1;
     out.rootObject = this.rootDir(false)[0] !== 0;
     out.rootRecord = Atomics.load(this.headerWord(H_ROOT_REC).w, this.headerWord(H_ROOT_REC).i) !== 0;
     this.forEachSlot((_slot, lo) => {
       out.usedSlots++;
-      if (stateOf(lo) === TOMB) out.tombstones++;
-      const r = stateOf(lo) === TOMB ? 0 : this.visibleRec(lo);
+      if (isDead(lo)) out.tombstones++;
+      if (stateOf(lo) === GONE) out.keptKeys++;
+      const r = isDead(lo) ? 0 : this.visibleRec(lo);
       if (r === 0) return;
       out.names++;
       if (this.loadRec(r, R_KIND) === KIND_DIR) out.dirs++;
@@ -701,6 +747,18 @@ export class Namespace {
   }
 
   // --- garbage collection (exclusive) ------------------------------------------------
+
+  /** GONE -> TOMB, freeing the records the keys kept (a later create of such a name takes a new slot); H_KEPT = 0. */
+  private dropKeys(report: GarbageReport): void {
+    this.forEachSlot((slot, lo) => {
+      if (stateOf(lo) !== GONE) return;
+      this.storeSlot(slot, (lo & ~STATE_BITS) | (TOMB << STATE_SHIFT));
+      this.freeRecord(this.checkedRec(recOf(lo)));
+      report.keysDropped++;
+    });
+    const { w, i } = this.headerWord(H_KEPT);
+    Atomics.store(w, i, 0);
+  }
 
   /** Interrupted renames: MOVING with its PENDING inserted commits, without it rolls back; PENDING settles. */
   private finishRenames(report: GarbageReport): void {
@@ -786,7 +844,7 @@ export class Namespace {
     for (const slots of children.values()) {
       for (const slot of slots) {
         const lo = this.loadSlot(slot);
-        this.storeSlot(slot, (lo & ~(3 << STATE_SHIFT)) | (TOMB << STATE_SHIFT));
+        this.storeSlot(slot, (lo & ~STATE_BITS) | (TOMB << STATE_SHIFT));
         report.orphansRemoved++;
       }
     }
@@ -824,7 +882,7 @@ export class Namespace {
     let used = 0;
     this.forEachSlot((slot, lo) => {
       used++;
-      if (stateOf(lo) !== TOMB) live.push([lo, Atomics.load(this.sw, this.slotIndex(slot, false) + 1)]);
+      if (!isDead(lo)) live.push([lo, Atomics.load(this.sw, this.slotIndex(slot, false) + 1)]);
     });
     const tombs = used - live.length;
     const { w: hw, i: hi } = this.headerWord(H_USED_SLOTS);
@@ -1003,7 +1061,7 @@ export class Namespace {
         if (retry >= MAX_READ_RETRIES) busy('lookup');
         const lo = Atomics.load(sw, si);
         if (lo === 0) return -1;
-        if (Atomics.load(sw, si + 1) !== tag || stateOf(lo) === TOMB) break;
+        if (Atomics.load(sw, si + 1) !== tag || isDead(lo)) break;
         const m = this.matchSlot(sw, si, lo, d, sd, bytes, s, e, help);
         if (m === NOMATCH) break;
         if (m === MATCH) {
@@ -1017,11 +1075,14 @@ export class Namespace {
   }
 
   /**
-   * Inserts `newLo` for name bytes[s, e) of (d, sd) into the first empty slot
-   * of its chain, unless the name is visible there (returns -1, hit* set).
-   * The 64-bit CAS from empty is a create's commit point.
+   * Inserts `newLo` for name bytes[s, e) of (d, sd) into the slot keyed by
+   * the name if it is GONE (revival: sets `revived`, frees the kept record),
+   * else into the first empty slot of its chain, unless the name is visible
+   * (returns -1, hit* set). The CAS (64-bit from empty, or of the GONE lo
+   * word) is a create's commit point.
    */
   private insert(d: number, sd: number, bytes: Uint8Array, s: number, e: number, newLo: number): number {
+    this.revived = false;
     const h = hashName(d, sd, bytes, s, e);
     const tag = tagOf(h);
     let slot = h & this.capMask;
@@ -1038,6 +1099,13 @@ export class Namespace {
         if (Atomics.load(sw, si + 1) !== tag || stateOf(lo) === TOMB) break;
         const m = this.matchSlot(sw, si, lo, d, sd, bytes, s, e, true);
         if (m === NOMATCH) break;
+        if (m === MATCH && stateOf(lo) === GONE) {
+          if (Atomics.compareExchange(sw, si, lo, newLo) !== lo) continue;
+          this.revived = true;
+          this.releaseKept();
+          this.freeRecord(recOf(lo));
+          return slot;
+        }
         if (m === MATCH) {
           this.hitSlot = slot;
           this.hitLo = lo;
@@ -1127,7 +1195,7 @@ export class Namespace {
   }
 
   /** One rename attempt of slot `slot` (LIVE `lo`, record x) to component nt-1 of `pt` in (td, tsd). False: retry. */
-  private moveOnce(slot: number, lo: number, x: number, td: number, tsd: number, pt: PathParser, nt: number): boolean {
+  private moveOnce(slot: number, lo: number, x: number, xSeq: number, td: number, tsd: number, pt: PathParser, nt: number): boolean {
     const s = pt.starts[nt - 1];
     const e = pt.ends[nt - 1];
     this.reserveSlot();
@@ -1148,12 +1216,13 @@ export class Namespace {
       seq = this.publish(r);
       const si = this.slotIndex(slot, false);
       this.beginChange(); // the PENDING insert below makes the commit anyone's to do
-      if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) return false;
+      if (!this.stillCurrent(x, xSeq) || Atomics.compareExchange(this.sw, si, lo, enc(r, seq, MOVING)) !== lo) return false;
       marked = true;
       crashPoint('names:rename-after-mark');
       const ps = this.insert(td, tsd, pt.bytes, s, e, enc(r, seq, PENDING));
       check(ps >= 0, 'EEXIST', () => `${prefix(pt, nt)} exists`);
       inserted = true;
+      if (this.revived) this.unreserveSlot();
       crashPoint('names:rename-after-pending');
       if (this.commitMove(slot, r, seq) || this.loadSlot(slot) === enc(r, seq, TOMB)) {
         this.settle(ps, enc(r, seq, PENDING));
@@ -1224,16 +1293,21 @@ export class Namespace {
     Atomics.compareExchange(this.sw, si, lo, enc(r, seq, LIVE));
   }
 
-  /** After a removal committed: lower the parent's count, free the record (and the directory object). */
-  private afterRemove(x: number, obj: number): void {
-    const b = this.base(x);
-    this.leaveDir(this.w[b + R_PARENT], this.w[b + R_PARENT_SEQ]);
-    this.freeRecord(x);
-    if (obj !== 0) this.freeRecord(obj);
+  /** Counts one more GONE slot if fewer than keptLimit exist (header word H_KEPT; recounted by collectGarbage). */
+  private reserveKept(): boolean {
+    const { w, i } = this.headerWord(H_KEPT);
+    if (Atomics.add(w, i, 1) < ((this.capMask + 1) / KEPT_DEN)) return true;
+    Atomics.sub(w, i, 1);
+    return false;
+  }
+
+  private releaseKept(): void {
+    const { w, i } = this.headerWord(H_KEPT);
+    Atomics.sub(w, i, 1);
   }
 
   /** One update attempt: LIVE(x) -> LIVE(copy of x with `next`). False: retry. */
-  private swapRecord(slot: number, lo: number, x: number, next: NameRecord, dir: number, dirSeq: number): boolean {
+  private swapRecord(slot: number, lo: number, x: number, xSeq: number, next: NameRecord, dir: number, dirSeq: number): boolean {
     const r = this.claimRecord();
     this.copyRecord(x, r);
     const b = this.base(r);
@@ -1243,7 +1317,8 @@ export class Namespace {
     const seq = this.publish(r);
     const si = this.slotIndex(slot, false);
     this.beginChange();
-    if (Atomics.compareExchange(this.sw, si, lo, enc(r, seq, LIVE)) !== lo) {
+    // x unchanged since the walk (copied from the incarnation we checked; see removeOnce on the 6-bit slot check)
+    if (!this.stillCurrent(x, xSeq) || Atomics.compareExchange(this.sw, si, lo, enc(r, seq, LIVE)) !== lo) {
       this.freeRecord(r);
       return false;
     }
@@ -1440,6 +1515,11 @@ export class Namespace {
     return 0;
   }
 
+  /** Record `rec` is still the incarnation published with sequence `seq` (not freed since). */
+  private stillCurrent(rec: number, seq: number): boolean {
+    return this.loadRec(rec, R_SEQ) === seq;
+  }
+
   /** Makes a written record valid (sequence even -> odd). Returns the new sequence. */
   private publish(rec: number): number {
     const b = this.base(rec);
@@ -1544,7 +1624,7 @@ export class Namespace {
     const sw = this.sw;
     for (let attempt = 0; attempt < MAX_READ_RETRIES; attempt++) {
       const lo = Atomics.load(sw, si);
-      if (lo === 0 || stateOf(lo) === TOMB) return;
+      if (lo === 0 || isDead(lo)) return;
       const rec = this.visibleRec(lo);
       if (rec === 0) return;
       const b = this.base(rec);

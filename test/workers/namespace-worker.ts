@@ -82,10 +82,19 @@ function tornReader(): void {
   }
 }
 
+/** Both workers create and remove the same four names (kept keys revived under contention); per-name net creates. */
+function reviveRace(i: number): void {
+  const k = rand(4);
+  const p = `/v/n${k}`;
+  if (rand(2) === 0) {
+    if (attempt('create', () => ns.create(p, morsel(i)))) counts[`net${k}`] = (counts[`net${k}`] ?? 0) + 1;
+  } else if (attempt('unlink', () => ns.remove(p, 'morsel'))) counts[`net${k}`] = (counts[`net${k}`] ?? 0) - 1;
+}
+
 const gate = new Int32Array(barrier);
 Atomics.add(gate, 0, 1);
 while (Atomics.load(gate, 1) === 0) Atomics.wait(gate, 1, 0, 10);
-const jobs: Record<string, (i: number) => void> = { mixed, 'rmdir-race': rmdirRace, torn: seed % 2 === 1 ? tornWriter : tornReader };
+const jobs: Record<string, (i: number) => void> = { mixed, 'rmdir-race': rmdirRace, torn: seed % 2 === 1 ? tornWriter : tornReader, 'revive-race': reviveRace };
 for (let i = 0; i < ops; i++) jobs[job](i);
 memory.alloc.release();
 parentPort!.postMessage(counts);
