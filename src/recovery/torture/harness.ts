@@ -261,9 +261,11 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
   const samples: string[] = [];
   const r = { iterations: 0, crashes: 0, random: 0, point: 0, recovery: 0, clean: 0, survivors: 0, violations: 0, lost: 0, adopted: 0, completed: 0 };
   const last = { names: 0, reservations: 0, staleReservations: 0 };
+  /** What the run being verified did (plan, crash points fired, how each child ended): the context of its violations. */
+  let runContext = '';
   const violation = (v: string): void => {
     r.violations++;
-    if (samples.length < MAX_SAMPLES) samples.push(v);
+    if (samples.length < MAX_SAMPLES) samples.push(`${v} [${runContext}]`);
     opts.progress?.(`VIOLATION: ${v}`);
   };
   const maxDelay = opts.maxKillDelayMs ?? 300;
@@ -306,6 +308,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
       for (const e of reader.next()) (e.t === NAMES_THREAD ? namesModel : model).apply([e]);
       model.endRun();
       namesModel.endRun();
+      const ended = (c: ChildResult): string => (c.signal !== null ? `${c.signal}${c.fired !== null ? ` at ${c.fired}` : ''}` : `exit ${c.code}`);
+      runContext = `run ${r.iterations}: ${plan.kind}, primitive ${ended(pr)}, names ${ended(nr)}`;
       settle(pr, 'primitive');
       settle(nr, 'names');
       if (clean && pr.code === 0 && nr.code === 0) r.clean++;
@@ -315,6 +319,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureReport> {
         // The region is crashed: recover it in a child that dies inside recovery.
         const rec = spawnChild({ ...base, mode: 'recover', seed: 0, budget: null }, recoveryPoint);
         const res = await rec.done;
+        runContext += `, recovery ${ended(res)}`;
         settle(res, 'recovery');
         if (res.signal === 'SIGKILL') r.recovery++;
       }
