@@ -262,7 +262,10 @@ export class Morsels {
       // registered" means DYING or stale here. A word live in `generation`
       // but never registered yet is a guessed handle: EINVAL, as for any
       // unregistered ID.
-      if (stale() || this.words.load(bits.rootFrame) & W_DYING) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
+      // One load: two (stale, then DYING) could see DYING's incarnation as
+      // not yet stale, then its dead word (next generation, no flags) as not DYING.
+      const w = this.words.load(bits.rootFrame);
+      if (!wordLive(w) || wordGeneration(w) !== generation || (w & W_DYING) !== 0) throw new MorselError('ESTALE', `morsel ${hex(id)}@${generation} was destroyed`);
       throw e;
     }
   }
