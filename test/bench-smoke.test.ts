@@ -24,6 +24,7 @@ import { runTransfer } from '../bench/transfer.js';
 import { runRefcount } from '../bench/refcount.js';
 import { runSerial } from '../bench/serial.js';
 import { runCow } from '../bench/cow.js';
+import { runNames } from '../bench/names.js';
 
 const experiments: ExperimentResult[] = [];
 after(() => releaseShared());
@@ -66,6 +67,14 @@ function checkShape(e: ExperimentResult, id: string): void {
     assert.equal(typeof c.met, 'boolean');
   }
 }
+
+test('names: tiny run; one- and two-thread throughput measured in the same repetitions', async () => {
+  const e = await runNames({ quick: true, params: { counts: [1000], ops: 500, reps: 5 } });
+  checkShape(e, 'names');
+  for (const v of ['names-1-worker', 'names-2-workers', 'fs-shm-1-worker', 'fs-shm-2-workers']) {
+    assert.equal(e.results.find((r) => r.variant === v && r.metric === 'open_close_per_s')?.summary.n, 5, `${v}: one sample per repetition`);
+  }
+});
 
 test('population: tiny run on a volatile and a file-backed region', async () => {
   const e = await runPopulation({ quick: true, params: { bytes: 8 * MiB, persistentBytes: 4 * MiB, reps: 5 } });

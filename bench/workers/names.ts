@@ -12,7 +12,7 @@ import { Barrier, serve } from './rpc.js';
 
 export type NamesRequest =
   | { op: 'load'; paths: string[] }
-  | { op: 'open-close'; kind: 'names' | 'fs-shm'; barrier: SharedArrayBuffer; parties: number }
+  | { op: 'open-close'; kind: 'names' | 'fs-shm'; barrier: SharedArrayBuffer; parties: number; rounds: number }
   | { op: 'exit' };
 
 export interface NamesReply {
@@ -36,7 +36,9 @@ serve((msg) => {
   }
   new Barrier(req.parties, req.barrier).arrive();
   const t0 = nowNs();
-  if (req.kind === 'names') for (const p of paths) names.close(names.open(p));
-  else for (const p of paths) fs.closeSync(fs.openSync(p, 'r'));
+  for (let round = 0; round < req.rounds; round++) {
+    if (req.kind === 'names') for (const p of paths) names.close(names.open(p));
+    else for (const p of paths) fs.closeSync(fs.openSync(p, 'r'));
+  }
   return { t0, t1: nowNs() } satisfies NamesReply;
 });
