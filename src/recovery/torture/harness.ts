@@ -166,6 +166,9 @@ function kMax(point: CrashPointName, children: number): number {
   }
 }
 
+/** Extra runs a crash point gets while it has never fired (its race may not happen in one run). */
+const POINT_RETRIES = 3;
+
 /** Chooses what each iteration does: random kills, each crash point in turn (both children), survivors, clean runs. */
 class Scheduler {
   private readonly rng: Prng;
@@ -189,8 +192,28 @@ class Scheduler {
     if (i % 6 === 5) return { kind: 'survivor' };
     if (i % 6 === 3) return { kind: 'random' };
     const names = NAME_CRASH_POINTS.filter((p) => !ONCE_POINTS.includes(p));
-    return { kind: 'point', primitive: this.arm(PRIMITIVE_POINTS[this.nextPrimitive++ % PRIMITIVE_POINTS.length]), names: this.arm(names[this.nextNames++ % names.length]) };
+    const primitive = this.retryOr(this.lastPrimitive, () => PRIMITIVE_POINTS[this.nextPrimitive++ % PRIMITIVE_POINTS.length]);
+    const name = this.retryOr(this.lastNames, () => names[this.nextNames++ % names.length]);
+    return { kind: 'point', primitive: this.arm(primitive), names: this.arm(name) };
   }
+
+  /**
+   * The point armed last time again if it has still never fired (a race it
+   * needs, such as populate:lost-race, did not happen in that run), at most
+   * POINT_RETRIES times; else the next one from `next`.
+   */
+  private retryOr(last: { point: CrashPointName | null; tries: number }, next: () => CrashPointName): CrashPointName {
+    if (last.point !== null && this.hits[last.point] === 0 && last.tries < POINT_RETRIES) {
+      last.tries++;
+      return last.point;
+    }
+    last.point = next();
+    last.tries = 0;
+    return last.point;
+  }
+
+  private readonly lastPrimitive: { point: CrashPointName | null; tries: number } = { point: null, tries: 0 };
+  private readonly lastNames: { point: CrashPointName | null; tries: number } = { point: null, tries: 0 };
 
   /** A point never hit yet gets k = 1: the likeliest to fire. */
   private arm(point: CrashPointName): Armed {

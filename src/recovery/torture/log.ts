@@ -41,7 +41,9 @@ export interface LogEvent {
   off?: number;
   len?: number;
   pseed?: number;
-  /** names child: the path (rename: from), rename's target, the incarnation's generation, a mode */
+  /** names child: the path (rename: from), rename's target, the incarnation's generation, a mode;
+   *  primitive create, createMeta, clone: the new morsel's generation (its raw ID may come back as
+   *  another incarnation, e.g. the names child's, once it is destroyed) */
   path?: string;
   to?: string;
   gen?: number;

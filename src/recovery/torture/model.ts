@@ -37,6 +37,8 @@ interface Page {
 }
 
 interface ModelMorsel {
+  /** the incarnation acknowledged (null: adopted or logged without one) */
+  gen: number | null;
   meta: boolean;
   /** the meta morsel's fixed address */
   address: number | null;
@@ -97,12 +99,12 @@ export class Model {
     switch (e.op) {
       case 'create':
       case 'createMeta':
-        this.live.set(e.id!, { meta: e.op === 'createMeta', address: e.address ?? null, pages: new Map() });
+        this.live.set(e.id!, { gen: e.gen ?? null, meta: e.op === 'createMeta', address: e.address ?? null, pages: new Map() });
         this.destroyed.delete(e.id!);
         break;
       case 'clone': {
         const src = this.live.get(e.id!);
-        if (src !== undefined) this.live.set(e.clone!, { meta: false, address: null, pages: copyPages(src.pages) });
+        if (src !== undefined) this.live.set(e.clone!, { gen: e.gen ?? null, meta: false, address: null, pages: copyPages(src.pages) });
         this.destroyed.delete(e.clone!);
         break;
       }
@@ -122,7 +124,7 @@ export class Model {
     if (e.op === 'create' || e.op === 'createMeta') this.orphanAllowance++;
     else if (e.op === 'clone') {
       const src = this.live.get(e.id!);
-      if (src !== undefined) this.orphanSources.push({ meta: false, address: null, pages: copyPages(src.pages) });
+      if (src !== undefined) this.orphanSources.push({ gen: null, meta: false, address: null, pages: copyPages(src.pages) });
     }
     else if (e.op === 'destroy') this.maybeDestroyed.add(e.id!);
     else if (e.op === 'write') this.writeBytes(e, UNKNOWN);
@@ -155,7 +157,9 @@ export class Model {
     for (const [id, m] of [...this.live]) {
       let alive = true;
       try {
-        morsels.decode(BigInt(id));
+        // By incarnation: once destroyed, the raw ID may name another process's new morsel.
+        if (m.gen === null) morsels.decode(BigInt(id));
+        else morsels.decodeHandle(BigInt(id), m.gen);
       } catch {
         alive = false;
       }
@@ -205,11 +209,11 @@ export class Model {
     for (let i = 0; i < this.orphanSources.length && !d.meta; i++) {
       const probe: string[] = [];
       this.verifyMorsel(memory, id, this.orphanSources[i], probe);
-      if (probe.length === 0) return this.orphanSources.splice(i, 1)[0];
+      if (probe.length === 0) return { ...this.orphanSources.splice(i, 1)[0], gen: memory.morsels.generationOf(d.rootFrame) };
     }
     if (this.orphanAllowance === 0) return null;
     this.orphanAllowance--;
-    const m: ModelMorsel = { meta: d.meta, address: d.meta ? memory.morsels.metaOf(d).address : null, pages: new Map() };
+    const m: ModelMorsel = { gen: memory.morsels.generationOf(d.rootFrame), meta: d.meta, address: d.meta ? memory.morsels.metaOf(d).address : null, pages: new Map() };
     this.verifyMorsel(memory, id, m, out); // a fresh morsel is all zero
     return m;
   }

@@ -21,7 +21,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { isMorselError, type ErrorCode } from '../../errors.js';
 import { Memory } from '../../memory.js';
-import { MIN_HUGE_ORDER, hex } from '../../morsel/id.js';
+import { MIN_HUGE_ORDER, decodeIdBits, hex } from '../../morsel/id.js';
+
+const rootOf = (id: bigint): number => decodeIdBits(id).rootFrame;
 import { orderBytes, type Order } from '../../morsel/order.js';
 import { AddressSpace } from '../../space/address-space.js';
 import { Access, Mmu } from '../../space/mmu.js';
@@ -227,7 +229,7 @@ class TortureWorker {
       this.logged('create', { order, huge }, () => {
         const id = this.memory.morsels.create(order, { huge });
         this.adopt(id);
-        return { id: hex(id) };
+        return { id: hex(id), gen: this.memory.morsels.generationOf(rootOf(id)) };
       }),
     );
   }
@@ -240,7 +242,7 @@ class TortureWorker {
       this.logged('createMeta', { order, meta: true, address }, () => {
         const id = this.memory.morsels.createMeta(order, { address });
         this.adopt(id);
-        return { id: hex(id) };
+        return { id: hex(id), gen: this.memory.morsels.generationOf(rootOf(id)) };
       }),
     );
   }
@@ -256,7 +258,7 @@ class TortureWorker {
         const id = this.memory.morsels.clone(o.id);
         const c = this.adopt(id);
         c.size = Math.min(c.size, o.size); // writes stay where the model compares both
-        return { clone: hex(id) };
+        return { clone: hex(id), gen: this.memory.morsels.generationOf(rootOf(id)) };
       }),
     );
   }
