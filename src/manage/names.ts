@@ -554,6 +554,14 @@ export class Names {
    * Destroys unlinked morsels nobody uses and clears PENDING on named ones
    * (crash windows of create/unlink). Safe while others use the region; call
    * after a dead slot is reaped and at recovery.
+   * # Warning: the names are one walk of the tree, directory by directory. A
+   * rename that moves a name from a directory not yet listed into one already
+   * listed hides it from that walk; if that name points at a morsel a crashed
+   * create or unlink left PENDING and unused, this reap destroys a named
+   * morsel (a dangling name). It needs a crash in that window, then a reap in
+   * another process racing a rename of exactly that name. Recovery (alone)
+   * cannot race. A stable view would need the change epoch to settle, which a
+   * process that died inside a change prevents until recovery.
    */
   reapPending(): number {
     const named = this.namedIncarnations();
