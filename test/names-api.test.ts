@@ -9,6 +9,7 @@ import { RW, HI_NX } from '../src/paging/entry.js';
 import { KiB, MiB } from '../src/units.js';
 import { freeFrames } from './helpers.js';
 import { forEachReservationFrame } from '../src/manage/reservations.js';
+import { decodeIdBits } from '../src/morsel/id.js';
 
 /** Free frames plus every persistent table (registries, namespace, reservations): balances when all is gone. */
 function balance(m: Memory): number {
@@ -183,4 +184,40 @@ test('threads: open/read/close races unlink + re-create of the same name; a hand
     assert.equal((e as { code?: string }).code, 'ENOENT');
   }
   assert.equal(balance(m), before, 'every incarnation destroyed by its last user: no frame lost');
+});
+
+test('reapPending never destroys a named morsel that a rename hid from its walk of the names', () => {
+  const m = Memory.volatile(16 * MiB);
+  try {
+    const names = m.names;
+    names.mkdir('/x');
+    names.mkdir('/y');
+    const h = names.create('/x/m', { sizeBytes: 4096 });
+    const root = decodeIdBits(h.id).rootFrame;
+    const generation = h.generation;
+    names.close(h);
+    // A crashed unlinker's state: PENDING, no use, still named.
+    assert.equal(m.morsels.markPending(root, generation), true);
+    // The race, made deterministic: while the reaper walks, another user moves
+    // the name from a directory not yet listed into one already listed, so the
+    // first walk does not see it.
+    const realWalk = (names as unknown as { namedIncarnations(): Set<string> }).namedIncarnations.bind(names);
+    let walks = 0;
+    (names as unknown as { namedIncarnations(): Set<string> }).namedIncarnations = () => {
+      walks++;
+      if (walks > 1) return realWalk();
+      names.rename('/x/m', '/y/m');
+      return new Set<string>();
+    };
+    assert.equal(names.reapPending(), 0, 'nothing destroyed');
+    assert.ok(walks >= 2, 'the view the rename made stale was walked again');
+    assert.equal(names.stat('/y/m').stale, false, 'the name still points at a live morsel');
+    assert.equal(m.morsels.generationOf(root), generation);
+    const again = names.open('/y/m');
+    names.close(again);
+    names.unlink('/y/m');
+    assert.notEqual(m.morsels.generationOf(root), generation, 'unlinked for real: destroyed');
+  } finally {
+    m.close();
+  }
 });

@@ -554,22 +554,51 @@ export class Names {
    * Destroys unlinked morsels nobody uses and clears PENDING on named ones
    * (crash windows of create/unlink). Safe while others use the region; call
    * after a dead slot is reaped and at recovery.
-   * # Warning: the names are one walk of the tree, directory by directory. A
-   * rename that moves a name from a directory not yet listed into one already
-   * listed hides it from that walk; if that name points at a morsel a crashed
-   * create or unlink left PENDING and unused, this reap destroys a named
-   * morsel (a dangling name). It needs a crash in that window, then a reap in
-   * another process racing a rename of exactly that name. Recovery (alone)
-   * cannot race. A stable view would need the change epoch to settle, which a
-   * process that died inside a change prevents until recovery.
+   *
+   * The names are a walk of the tree, directory by directory, and a rename
+   * that moves a name from a directory not yet listed into one already
+   * listed hides it from that walk: destroying on such a view would leave a
+   * dangling name. So a view counts only while the namespace's change epoch
+   * stands: no change (rename, unlink, ...) began since the walk started, and
+   * none was in flight when it started. A view that goes stale is walked
+   * again (bounded); a candidate no current view decides is left PENDING for
+   * a later reap. A change left in flight by a dead process never ends (until
+   * recovery settles the epoch): after a bounded wait, such a view is
+   * accepted when no change began during it (the dead change will not move).
    */
   reapPending(): number {
-    const named = this.namedIncarnations();
-    return this.morsels.reapPending((root, generation) => named.has(`${root}@${generation}`));
+    let view = this.namesView();
+    return this.morsels.reapPending((root, generation) => {
+      for (let i = 0; i < REAP_VIEWS && this.ns.changeEpoch() !== view.epoch; i++) view = this.namesView();
+      if (this.ns.changeEpoch() !== view.epoch || !view.complete) return null;
+      return view.named.has(`${root}@${generation}`);
+    });
+  }
+
+  /**
+   * The named incarnations (`root@generation`) and the change epoch the walk
+   * started at; `complete` false if the walk met a directory removed under it.
+   * Waits (bounded) for changes in flight to end first.
+   */
+  private namesView(): { epoch: number; named: Set<string>; complete: boolean } {
+    for (let i = 0; i < REAP_SETTLE_WAITS && this.ns.settledEpoch() === null; i++) Atomics.wait(reapSleeper, 0, 0, 1);
+    const epoch = this.ns.changeEpoch();
+    try {
+      return { epoch, named: this.namedIncarnations(), complete: true };
+    } catch (e) {
+      if (e instanceof MorselError && (e.code === 'ENOENT' || e.code === 'ENOTDIR')) return { epoch, named: new Set(), complete: false };
+      throw e;
+    }
   }
 }
 
 const NO_OPTIONS = Object.freeze({});
+
+/** Walks of the names one reapPending makes at most (each a whole-tree walk). */
+const REAP_VIEWS = 8;
+/** 1 ms waits for changes in flight to end before a walk (a dead process's change never does). */
+const REAP_SETTLE_WAITS = 20;
+const reapSleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /** The rights of a handle opened for `want` (R_OK, W_OK) by credentials holding `granted`: shared frozen objects, no allocation. */
 function rightsFor(want: number, granted: number): Readonly<AccessRights> {

@@ -419,10 +419,10 @@ export class Morsels {
    * Destroys every PENDING morsel nobody uses (after a dead slot is reaped,
    * at recovery). `named(rootFrame, generation)` says whether a name still
    * points at it: then the unlink never committed (a crash came between
-   * marking and unnaming, or naming and unmarking) and the flag is cleared.
-   * Returns the number destroyed.
+   * marking and unnaming, or naming and unmarking) and the flag is cleared;
+   * null: undecidable now, left PENDING. Returns the number destroyed.
    */
-  reapPending(named: (rootFrame: number, generation: number) => boolean = () => false): number {
+  reapPending(named: (rootFrame: number, generation: number) => boolean | null = () => false): number {
     const pending: number[] = [];
     this.live.forEach((root) => {
       if (this.words.load(root) & W_PENDING) pending.push(root);
@@ -434,7 +434,9 @@ export class Morsels {
       const w = this.words.load(root);
       if (!wordLive(w) || (w & W_PENDING) === 0 || !this.registered(root, w)) continue;
       if (this.usage.total(this.dataRootOf(root, w)) > 0) continue;
-      if (named(root, wordGeneration(w))) this.words.cas(root, w, w & ~W_PENDING);
+      const isNamed = named(root, wordGeneration(w));
+      if (isNamed === null) continue; // undecidable now (names.ts): left PENDING
+      if (isNamed) this.words.cas(root, w, w & ~W_PENDING);
       else if (this.reapIfPending(root, wordGeneration(w))) destroyed++;
     }
     return destroyed;
