@@ -221,3 +221,33 @@ test('reapPending never destroys a named morsel that a rename hid from its walk 
     m.close();
   }
 });
+
+test('two unlinks of one name race: the loser keeps the winner\'s PENDING, so the morsel is destroyed, not leaked', () => {
+  const m = Memory.volatile(16 * MiB);
+  try {
+    const names = m.names;
+    names.close(names.create('/m', { sizeBytes: 4096 })); // once before: the namespace's and usage registry's own tables
+    names.unlink('/m');
+    const before = freeFrames(m);
+    names.close(names.create('/m', { sizeBytes: 4096 }));
+    const id = names.ns.lookup('/m').id;
+    const root = decodeIdBits(id).rootFrame;
+    const generation = m.morsels.generationOf(root);
+    // The loser has resolved the name and holds the morsel when the winner's whole unlink runs.
+    const ns = names.ns as unknown as { remove(path: string, kind: string): unknown };
+    const realRemove = ns.remove.bind(ns);
+    let raced = false;
+    ns.remove = (path, kind) => {
+      if (!raced) {
+        raced = true;
+        assert.equal(names.unlink(path), false, 'the winner: deferred to the loser\'s hold');
+      }
+      return realRemove(path, kind);
+    };
+    assert.throws(() => names.unlink('/m'), code('ENOENT'));
+    assert.notEqual(m.morsels.generationOf(root), generation, 'destroyed by the last hold\'s close');
+    assert.equal(freeFrames(m), before, 'no frame leaked');
+  } finally {
+    m.close();
+  }
+});

@@ -424,9 +424,27 @@ export class Names {
     return h;
   }
 
+  /**
+   * Takes back an unlink's hold when its name was not the one removed (a
+   * rename moved it, or another unlinker removed it first). PENDING is
+   * cleared only if a name still points at the morsel: after another
+   * unlinker's commit the flag is that unlinker's too, and clearing it would
+   * leave an unnamed morsel nobody destroys. Whether it is still named takes
+   * a walk of the names (this path needs a race); when no stable view can be
+   * had, the flag is cleared (a possible leak, never a dangling name).
+   */
   private undoHold(rec: NameRecord, h: MorselHandle): void {
-    this.morsels.clearPending(rootOf(rec.id), rec.generation);
+    if (this.stillNamed(rec) !== false) this.morsels.clearPending(rootOf(rec.id), rec.generation);
     this.close(h);
+  }
+
+  /** Whether a name points at the incarnation of `rec`; null when no view of the names stayed current. */
+  private stillNamed(rec: NameRecord): boolean | null {
+    for (let i = 0; i < REAP_VIEWS; i++) {
+      const view = this.namesView();
+      if (view.complete && this.ns.changeEpoch() === view.epoch) return view.named.has(`${rootOf(rec.id)}@${rec.generation}`);
+    }
+    return null;
   }
 
   /** Gives the unlinker's use back; a destroyed fixed-address morsel's reservation is released now. */
