@@ -39,7 +39,9 @@ function lstatOrNull(p: string): fs.Stats | null {
 const env = { ...process.env, npm_config_fund: 'false', npm_config_audit: 'false', npm_config_update_notifier: 'false', npm_config_prefer_offline: 'true' };
 
 function sh(script: string, cwd: string): { status: number | null; out: string; err: string } {
-  const r = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  // --norc, stdin from /dev/null: a bash whose stdin is a socket (libuv's stdio pipes are socketpairs)
+  // may take itself for an rshd child and read /etc/bash.bashrc, which fails under -u.
+  const r = spawnSync('bash', ['--norc', '--noprofile', '-euo', 'pipefail', '-c', script], { cwd, env: { ...env, BASH_ENV: '', ENV: '' }, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', maxBuffer: 64 << 20 });
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
