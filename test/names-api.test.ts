@@ -234,19 +234,54 @@ test('two unlinks of one name race: the loser keeps the winner\'s PENDING, so th
     const root = decodeIdBits(id).rootFrame;
     const generation = m.morsels.generationOf(root);
     // The loser has resolved the name and holds the morsel when the winner's whole unlink runs.
-    const ns = names.ns as unknown as { remove(path: string, kind: string): unknown };
-    const realRemove = ns.remove.bind(ns);
+    const ns = names.ns as unknown as { removeIf(path: string, expect: unknown): unknown };
+    const realRemoveIf = ns.removeIf.bind(ns);
     let raced = false;
-    ns.remove = (path, kind) => {
+    ns.removeIf = (path, expect) => {
       if (!raced) {
         raced = true;
         assert.equal(names.unlink(path), false, 'the winner: deferred to the loser\'s hold');
       }
-      return realRemove(path, kind);
+      return realRemoveIf(path, expect);
     };
     assert.throws(() => names.unlink('/m'), code('ENOENT'));
     assert.notEqual(m.morsels.generationOf(root), generation, 'destroyed by the last hold\'s close');
     assert.equal(freeFrames(m), before, 'no frame leaked');
+  } finally {
+    m.close();
+  }
+});
+
+test('unlink racing renames: another morsel renamed in under the name is unlinked with its own hold; the one renamed away keeps its name', () => {
+  const m = Memory.volatile(16 * MiB);
+  try {
+    const names = m.names;
+    names.close(names.create('/p', { sizeBytes: 4096 }));
+    names.close(names.create('/n2', { sizeBytes: 4096 }));
+    const rootOfName = (p: string): number => decodeIdBits(names.ns.lookup(p).id).rootFrame;
+    const mRoot = rootOfName('/p');
+    const mGen = m.morsels.generationOf(mRoot);
+    const n2Root = rootOfName('/n2');
+    const n2Gen = m.morsels.generationOf(n2Root);
+    const ns = names.ns as unknown as { removeIf(path: string, expect: unknown): unknown };
+    const realRemoveIf = ns.removeIf.bind(ns);
+    let raced = false;
+    ns.removeIf = (path, expect) => {
+      if (!raced) {
+        raced = true;
+        names.rename('/p', '/q'); // the held morsel moves away...
+        names.rename('/n2', '/p'); // ...and another moves in under the name
+      }
+      return realRemoveIf(path, expect);
+    };
+    assert.equal(names.unlink('/p'), true, 'what the name held at the commit was destroyed now');
+    assert.notEqual(m.morsels.generationOf(n2Root), n2Gen, 'the morsel renamed in is gone');
+    assert.equal(m.morsels.generationOf(mRoot), mGen, 'the morsel renamed away lives');
+    assert.equal(names.stat('/q').stale, false);
+    const h = names.open('/q');
+    names.close(h); // its last use: a stray PENDING flag would destroy it here
+    assert.equal(m.morsels.generationOf(mRoot), mGen, 'not PENDING: still alive after its last close');
+    assert.throws(() => names.stat('/p'), code('ENOENT'));
   } finally {
     m.close();
   }

@@ -376,21 +376,22 @@ export class Names {
    * its last user (in any process). Returns whether it was destroyed now.
    */
   unlink(path: string): boolean {
-    const rec = this.morselInWritableDir(path);
-    const held = this.holdForUnlink(rec);
-    let removed: NameRecord;
-    try {
-      removed = this.ns.remove(path, 'morsel'); // the commit point
-    } catch (e) {
-      if (held !== null) this.undoHold(rec, held);
-      throw e;
+    for (let attempt = 0; attempt < UNLINK_RETRIES; attempt++) {
+      const rec = this.morselInWritableDir(path);
+      const held = this.holdForUnlink(rec);
+      let removed: NameRecord | null;
+      try {
+        // The commit point, only if the name still names what we hold: the
+        // morsel that may have moved in under it gets its own hold first.
+        removed = this.ns.removeIf(path, { id: rec.id, generation: rec.generation });
+      } catch (e) {
+        if (held !== null) this.undoHold(rec, held);
+        throw e;
+      }
+      if (removed !== null) return held !== null && this.finishUnlink(rec, held);
+      if (held !== null) this.undoHold(rec, held); // renamed away, another name moved in: again
     }
-    if (held !== null && (removed.id !== rec.id || removed.generation !== rec.generation)) {
-      this.undoHold(rec, held); // renamed over in between: unlink what the name held at the commit
-      const other = this.holdForUnlink(removed);
-      return other !== null && this.finishUnlink(removed, other);
-    }
-    return held !== null && this.finishUnlink(rec, held);
+    throw new MorselError('EBUSY', `unlink ${path}: the name kept changing`);
   }
 
   /**
@@ -612,6 +613,8 @@ export class Names {
 
 const NO_OPTIONS = Object.freeze({});
 
+/** Attempts of one unlink while renames keep moving other morsels under its name. */
+const UNLINK_RETRIES = 64;
 /** Walks of the names one reapPending makes at most (each a whole-tree walk). */
 const REAP_VIEWS = 8;
 /** 1 ms waits for changes in flight to end before a walk (a dead process's change never does). */

@@ -275,6 +275,9 @@ const MAX_READ_RETRIES = 100_000;
 /** Attempts of one update operation racing others before it gives up (EBUSY). */
 const MAX_OP_RETRIES = 1000;
 
+/** removeOnce: the name names another incarnation than the one expected (removeIf). */
+const NOT_EXPECTED: NameRecord = Object.freeze({ kind: 'morsel', id: 0n, generation: 0, sizeBytes: 0, uid: 0, gid: 0, mode: 0, ctimeMs: 0, mtimeMs: 0, fixedAddress: null });
+
 // match results
 const NOMATCH = 0;
 const MATCH = 1;
@@ -558,10 +561,19 @@ export class Namespace {
 
   /** Removes a morsel name (kind 'morsel') or an empty directory ('dir'). EISDIR / ENOTDIR on a kind mismatch, ENOTEMPTY. */
   remove(path: string, kind: NodeKind): NameRecord {
-    return this.changing(() => this.removeNow(path, kind));
+    return this.changing(() => this.removeNow(path, kind, null))!;
   }
 
-  private removeNow(path: string, kind: NodeKind): NameRecord {
+  /**
+   * remove() of a morsel name only while it names incarnation `expect`
+   * (id and generation); null, with nothing changed, when it names another
+   * one now (renamed away and another moved in). ENOENT as remove().
+   */
+  removeIf(path: string, expect: { id: bigint; generation: number }): NameRecord | null {
+    return this.changing(() => this.removeNow(path, 'morsel', expect));
+  }
+
+  private removeNow(path: string, kind: NodeKind, expect: { id: bigint; generation: number } | null): NameRecord | null {
     check(kind === 'dir' || kind === 'morsel', 'EINVAL', () => `kind must be 'dir' or 'morsel', got ${String(kind)}`);
     const p = this.p1;
     const n = p.parse(path);
@@ -569,7 +581,8 @@ export class Namespace {
     const mark: DyingMark = { obj: 0, objSeq: 0 };
     try {
       for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
-        const x = this.removeOnce(p, n, kind, mark);
+        const x = this.removeOnce(p, n, kind, mark, expect);
+        if (x === NOT_EXPECTED) return null;
         if (x !== null) return x;
       }
       busy('remove');
@@ -585,8 +598,9 @@ export class Namespace {
    * directory some other rmdir marked (crashed or concurrent) is removed too
    * (roll-forward). The TOMB CAS is the commit point.
    */
-  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark): NameRecord | null {
+  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark, expect: { id: bigint; generation: number } | null): NameRecord | null {
     const x = this.walk(p, n, null, 0);
+    if (expect !== null && x.kind === 'morsel' && (x.id !== expect.id || x.generation !== expect.generation)) return NOT_EXPECTED;
     const xObj = x.kind === 'dir' ? this.snapDir : 0;
     const xObjSeq = this.snapDirSeq;
     const [slot, lo, xRec, xSeq] = [this.hitSlot, this.hitLo, this.hitRec, this.hitSeq];
