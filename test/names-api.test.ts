@@ -222,6 +222,20 @@ test('reapPending never destroys a named morsel that a rename hid from its walk 
   }
 });
 
+/** Runs `race(path)` once, inside the next unlink, between its hold and its removal of the name (a deterministic race). */
+function beforeFirstRemove(names: Memory['names'], race: (path: string) => void): void {
+  const ns = names.ns as unknown as { removeIf(path: string, expect: unknown): unknown };
+  const realRemoveIf = ns.removeIf.bind(ns);
+  let raced = false;
+  ns.removeIf = (path, expect) => {
+    if (!raced) {
+      raced = true;
+      race(path);
+    }
+    return realRemoveIf(path, expect);
+  };
+}
+
 test('two unlinks of one name race: the loser keeps the winner\'s PENDING, so the morsel is destroyed, not leaked', () => {
   const m = Memory.volatile(16 * MiB);
   try {
@@ -234,16 +248,7 @@ test('two unlinks of one name race: the loser keeps the winner\'s PENDING, so th
     const root = decodeIdBits(id).rootFrame;
     const generation = m.morsels.generationOf(root);
     // The loser has resolved the name and holds the morsel when the winner's whole unlink runs.
-    const ns = names.ns as unknown as { removeIf(path: string, expect: unknown): unknown };
-    const realRemoveIf = ns.removeIf.bind(ns);
-    let raced = false;
-    ns.removeIf = (path, expect) => {
-      if (!raced) {
-        raced = true;
-        assert.equal(names.unlink(path), false, 'the winner: deferred to the loser\'s hold');
-      }
-      return realRemoveIf(path, expect);
-    };
+    beforeFirstRemove(names, (path) => assert.equal(names.unlink(path), false, 'the winner: deferred to the loser\'s hold'));
     assert.throws(() => names.unlink('/m'), code('ENOENT'));
     assert.notEqual(m.morsels.generationOf(root), generation, 'destroyed by the last hold\'s close');
     assert.equal(freeFrames(m), before, 'no frame leaked');
@@ -263,17 +268,10 @@ test('unlink racing renames: another morsel renamed in under the name is unlinke
     const mGen = m.morsels.generationOf(mRoot);
     const n2Root = rootOfName('/n2');
     const n2Gen = m.morsels.generationOf(n2Root);
-    const ns = names.ns as unknown as { removeIf(path: string, expect: unknown): unknown };
-    const realRemoveIf = ns.removeIf.bind(ns);
-    let raced = false;
-    ns.removeIf = (path, expect) => {
-      if (!raced) {
-        raced = true;
-        names.rename('/p', '/q'); // the held morsel moves away...
-        names.rename('/n2', '/p'); // ...and another moves in under the name
-      }
-      return realRemoveIf(path, expect);
-    };
+    beforeFirstRemove(names, () => {
+      names.rename('/p', '/q'); // the held morsel moves away...
+      names.rename('/n2', '/p'); // ...and another moves in under the name
+    });
     assert.equal(names.unlink('/p'), true, 'what the name held at the commit was destroyed now');
     assert.notEqual(m.morsels.generationOf(n2Root), n2Gen, 'the morsel renamed in is gone');
     assert.equal(m.morsels.generationOf(mRoot), mGen, 'the morsel renamed away lives');
