@@ -246,3 +246,32 @@ test('names, their data and reservations survive a crash and the recovery that f
     r.close();
   }
 });
+
+test('[membership] an unlink killed between marking PENDING and removing the name: the last close elsewhere keeps the named morsel; the sweep after the reap clears the flag', async () => {
+  const region = path.join(dir, 'half-unlink.region');
+  const m = Memory.create(region, 16 * 1024 * 1024);
+  const { reapDeadSlots } = await import('../src/space/user-slots.js');
+  const { decodeIdBits } = await import('../src/morsel/id.js');
+  try {
+    m.names.close(m.names.create('/kept', { sizeBytes: 4096, mode: 0o666 }));
+    const h = m.names.open('/kept'); // a live user, open across the other process's death
+    const root = decodeIdBits(h.id).rootFrame;
+    const child = spawn(process.execPath, [path.join(here, 'workers/names-half-unlink.js'), region, '/kept'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once('data', () => resolve());
+      child.once('exit', (c) => reject(new Error(`child exited ${c} before marking`)));
+    });
+    child.kill('SIGKILL');
+    if (child.exitCode === null && child.signalCode === null) await new Promise((r) => child.once('exit', r));
+    m.names.close(h); // the last live use of a PENDING morsel whose name stands
+    assert.equal(m.morsels.generationOf(root), h.generation, 'not destroyed: a dead process may have been unlinking it');
+    assert.equal(reapDeadSlots(m.morsels).slots, 1);
+    m.names.reapPending(); // named: the flag is cleared
+    const again = m.names.open('/kept');
+    m.names.close(again);
+    assert.equal(m.morsels.generationOf(root), h.generation, 'still alive after its next last close: no longer PENDING');
+    assert.equal(m.names.stat('/kept').stale, false);
+  } finally {
+    m.close();
+  }
+});

@@ -765,7 +765,13 @@ export class Morsels {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
       const w = this.takeDying(d, generation);
       const users = this.usage.total(data.rootFrame);
-      if (users === 0) {
+      // A reap (defer: a last release of a PENDING morsel) also waits for the
+      // uses of dead, unreaped processes: one may be an unlink that died after
+      // marking PENDING and before removing the name, and the name may still
+      // stand. The sweep after their slots are reaped decides with the names
+      // (Names.reapPending). A plain destroy ignores dead uses, as before.
+      const deadUses = users === 0 && defer ? this.usage.deadTotal(data.rootFrame) : 0;
+      if (users === 0 && deadUses === 0) {
         this.destroyCommitted(d, data, w);
         return 'destroyed';
       }
@@ -774,7 +780,7 @@ export class Morsels {
       const next = (w & ~W_FLAGS) | (w & W_PENDING) | (defer ? W_PENDING : 0);
       assert(this.words.cas(d.rootFrame, w | W_DYING, next), 'morsel word unchanged while DYING is held');
       if (!defer) throw new MorselError('EBUSY', `morsel ${hex(id)} is in use (${users} open handle(s) or mapping(s))`);
-      if (this.usage.total(data.rootFrame) > 0) return 'deferred';
+      if (deadUses > 0 || this.usage.total(data.rootFrame) > 0) return 'deferred';
     }
     return 'deferred'; // still PENDING; reapPending() collects it
   }

@@ -192,10 +192,26 @@ export class Usage {
    * missed user.)
    */
   total(key: number): number {
+    return this.sum(key, false);
+  }
+
+  /**
+   * Uses of `key` still recorded in the slots of processes that died and
+   * were not reaped yet. They count for nothing (see total), but such a use
+   * may belong to an unlink that died between marking the morsel PENDING and
+   * removing its name: see Morsels.decide.
+   */
+  deadTotal(key: number): number {
+    return this.sum(key, true);
+  }
+
+  /** Counts of `key` over the occupied slots that are live (dead: false) or dead (true); this process's slot is live. */
+  private sum(key: number, dead: boolean): number {
     let sum = 0;
     for (let s = 0; s < USER_SLOTS; s++) {
       const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
-      if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
+      if (free && s !== this.region.userSlot) continue;
+      if ((s !== this.region.userSlot && !this.region.slotAlive(s)) !== dead) continue;
       const cur = this.countIn(s, key);
       if (cur !== null && isPresent(cur[0])) sum += countOf(cur[0]);
     }
