@@ -22,8 +22,8 @@ import { Memory } from '../src/memory.js';
 import { MiB } from '../src/units.js';
 import { Names, type NameRecord } from '../src/manage/names.js';
 import { collectGarbage } from './env.js';
-import { REPS, claim, medianOf, perOp, repeatMeasured, ticker, variant, type RunOptions } from './measure.js';
-import { nowNs, type ExperimentResult, type VariantResult } from './stats.js';
+import { REPS, claim, medianOf, perOp, repeatPhases, ticker, variant, type RunOptions } from './measure.js';
+import type { ExperimentResult, VariantResult } from './stats.js';
 import { Barrier, WorkerClient } from './workers/rpc.js';
 import type { NamesRequest, NamesReply } from './workers/names.js';
 
@@ -184,28 +184,26 @@ async function measureCreateUnlink(memory: Memory, shmDir: string, p: NamesParam
   fs.mkdirSync(join(shmDir, 'cu'));
   const paths = Array.from({ length: ops }, (_, i) => `/cu/x${i}`);
   const files = paths.map((q) => shmDir + q);
-  const passes = {
-    names: (i: number): void => {
-      names.close(names.create(paths[i], { sizeBytes: 4096 }));
-      names.unlink(paths[i]);
-    },
-    'fs-shm': (i: number): void => {
-      fs.closeSync(fs.openSync(files[i], 'wx', 0o600));
-      fs.unlinkSync(files[i]);
-    },
-  };
   // Interleaved per repetition. The first passes touch new frames and record
   // pages (host first-touch faults) and warm the JIT: CREATE_WARMUP passes
   // per side are discarded.
-  const ns: Record<keyof typeof passes, number[]> = { names: [], 'fs-shm': [] };
-  for (let rep = -CREATE_WARMUP; rep < p.reps; rep++) {
-    for (const side of ['names', 'fs-shm'] as const) {
-      const t0 = nowNs();
-      for (let i = 0; i < ops; i++) passes[side](i);
-      if (rep >= 0) ns[side].push((nowNs() - t0) / ops);
-    }
-  }
-  const ours = ns.names;
-  const theirs = ns['fs-shm'];
+  const ns = await repeatPhases(
+    p.reps,
+    (lap) => {
+      for (let i = 0; i < ops; i++) {
+        names.close(names.create(paths[i], { sizeBytes: 4096 }));
+        names.unlink(paths[i]);
+      }
+      lap('names');
+      for (let i = 0; i < ops; i++) {
+        fs.closeSync(fs.openSync(files[i], 'wx', 0o600));
+        fs.unlinkSync(files[i]);
+      }
+      lap('fs-shm');
+    },
+    CREATE_WARMUP,
+  );
+  const ours = ns.names.map((t) => t / ops);
+  const theirs = ns['fs-shm'].map((t) => t / ops);
   return [variant('names', 'create_unlink_ns', ours), variant('fs-shm', 'create_unlink_ns', theirs)];
 }

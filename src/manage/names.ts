@@ -441,11 +441,8 @@ export class Names {
 
   /** Whether a name points at the incarnation of `rec`; null when no view of the names stayed current. */
   private stillNamed(rec: NameRecord): boolean | null {
-    for (let i = 0; i < REAP_VIEWS; i++) {
-      const view = this.namesView();
-      if (view.complete && this.ns.changeEpoch() === view.epoch) return view.named.has(`${rootOf(rec.id)}@${rec.generation}`);
-    }
-    return null;
+    const view = this.currentView(null);
+    return view === null ? null : view.named.has(incarnationKey(rootOf(rec.id), rec.generation));
   }
 
   /** Gives the unlinker's use back; a destroyed fixed-address morsel's reservation is released now. */
@@ -562,7 +559,7 @@ export class Names {
       check(depthLeft > 0, 'ECORRUPT', 'namespace deeper than any valid path');
       for (const { name, rec } of this.ns.list(dir)) {
         if (rec.kind === 'dir') walk(dir === '/' ? `/${name}` : `${dir}/${name}`, depthLeft - 1);
-        else out.add(`${rootOf(rec.id)}@${rec.generation}`);
+        else out.add(incarnationKey(rootOf(rec.id), rec.generation));
       }
     };
     walk('/', MAX_PATH_DEPTH);
@@ -586,12 +583,20 @@ export class Names {
    * accepted when no change began during it (the dead change will not move).
    */
   reapPending(): number {
-    let view = this.namesView();
+    let view: NamesView | null = null; // walked at the first candidate, kept while current
     return this.morsels.reapPending((root, generation) => {
-      for (let i = 0; i < REAP_VIEWS && this.ns.changeEpoch() !== view.epoch; i++) view = this.namesView();
-      if (this.ns.changeEpoch() !== view.epoch || !view.complete) return null;
-      return view.named.has(`${root}@${generation}`);
+      view = this.currentView(view);
+      return view === null ? null : view.named.has(incarnationKey(root, generation));
     });
+  }
+
+  /** `view` if it is still current, else a new walk that is (at most REAP_VIEWS walks); null if none stayed current. */
+  private currentView(view: NamesView | null): NamesView | null {
+    for (let walks = 0; ; walks++) {
+      if (view !== null && view.complete && this.ns.changeEpoch() === view.epoch) return view;
+      if (walks === REAP_VIEWS) return null;
+      view = this.namesView();
+    }
   }
 
   /**
@@ -599,7 +604,7 @@ export class Names {
    * started at; `complete` false if the walk met a directory removed under it.
    * Waits (bounded) for changes in flight to end first.
    */
-  private namesView(): { epoch: number; named: Set<string>; complete: boolean } {
+  private namesView(): NamesView {
     for (let i = 0; i < REAP_SETTLE_WAITS && this.ns.settledEpoch() === null; i++) Atomics.wait(reapSleeper, 0, 0, 1);
     const epoch = this.ns.changeEpoch();
     try {
@@ -612,6 +617,16 @@ export class Names {
 }
 
 const NO_OPTIONS = Object.freeze({});
+
+/** The named incarnations as of a walk that began at change epoch `epoch` (`complete` false: a directory vanished under it). */
+interface NamesView {
+  epoch: number;
+  named: Set<string>;
+  complete: boolean;
+}
+
+/** The key of incarnation `generation` of the morsel rooted at `root` in namedIncarnations(). */
+const incarnationKey = (root: number, generation: number): string => `${root}@${generation}`;
 
 /** Attempts of one unlink while renames keep moving other morsels under its name. */
 const UNLINK_RETRIES = 64;

@@ -61,7 +61,7 @@
  *  - create: empty slot -> LIVE(r). Before it: the parent's child count is
  *    raised and r is claimed and written (a crash leaves an unreachable record
  *    and an over-count, both fixed by collectGarbage).
- *  - unlink: LIVE(r) -> GONE(r) (TOMB(r) when keptLimit GONE slots exist);
+ *  - unlink: LIVE(r) -> GONE(r) (TOMB(r) once capacity / KEPT_DEN GONE slots exist);
  *    then the parent's count is lowered (r freed after TOMB).
  *  - create or rename of a name whose slot is GONE(r): GONE(r) -> LIVE(r2)
  *    (or PENDING), then r freed. Without revival, every create of a name
@@ -190,7 +190,7 @@ const H_FREE_HINT = 6;
 const H_CTIME = 8; // float64
 const H_EPOCH = 10; // changes begun (see changing())
 const H_EPOCH_DONE = 11; // changes ended
-const H_KEPT = 12; // GONE slots: removed names whose slot keeps its key (bounded, see keptLimit)
+const H_KEPT = 12; // GONE slots: removed names whose slot keeps its key (bounded, see KEPT_DEN)
 const H_BUCKET_TOP = 256;
 const BUCKET_TOP_ENTRIES = 256;
 const H_PAGE_TOP = 512;
@@ -276,7 +276,7 @@ const MAX_READ_RETRIES = 100_000;
 const MAX_OP_RETRIES = 1000;
 
 /** removeOnce: the name names another incarnation than the one expected (removeIf). */
-const NOT_EXPECTED: NameRecord = Object.freeze({ kind: 'morsel', id: 0n, generation: 0, sizeBytes: 0, uid: 0, gid: 0, mode: 0, ctimeMs: 0, mtimeMs: 0, fixedAddress: null });
+const NOT_EXPECTED = Symbol('not expected');
 
 // match results
 const NOMATCH = 0;
@@ -325,6 +325,8 @@ const enc = (rec: number, seq: number, state: number): number => rec | (((seq >>
 const stateOf = (lo: number): number => lo >>> STATE_SHIFT;
 /** A removed name's slot: TOMB (keyless) or GONE (keeps its key). Lookups skip both. */
 const isDead = (lo: number): boolean => stateOf(lo) >= TOMB;
+/** Slot word `lo` with its state replaced (record and sequence bits kept). */
+const withState = (lo: number, state: number): number => (lo & ~STATE_BITS) | (state << STATE_SHIFT);
 const recOf = (lo: number): number => lo & REC_MASK;
 
 function busy(what: string): never {
@@ -598,7 +600,7 @@ export class Namespace {
    * directory some other rmdir marked (crashed or concurrent) is removed too
    * (roll-forward). The TOMB CAS is the commit point.
    */
-  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark, expect: { id: bigint; generation: number } | null): NameRecord | null {
+  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark, expect: { id: bigint; generation: number } | null): NameRecord | typeof NOT_EXPECTED | null {
     const x = this.walk(p, n, null, 0);
     if (expect !== null && x.kind === 'morsel' && (x.id !== expect.id || x.generation !== expect.generation)) return NOT_EXPECTED;
     const xObj = x.kind === 'dir' ? this.snapDir : 0;
@@ -766,7 +768,7 @@ export class Namespace {
   private dropKeys(report: GarbageReport): void {
     this.forEachSlot((slot, lo) => {
       if (stateOf(lo) !== GONE) return;
-      this.storeSlot(slot, (lo & ~STATE_BITS) | (TOMB << STATE_SHIFT));
+      this.storeSlot(slot, withState(lo, TOMB));
       this.freeRecord(this.checkedRec(recOf(lo)));
       report.keysDropped++;
     });
@@ -858,7 +860,7 @@ export class Namespace {
     for (const slots of children.values()) {
       for (const slot of slots) {
         const lo = this.loadSlot(slot);
-        this.storeSlot(slot, (lo & ~STATE_BITS) | (TOMB << STATE_SHIFT));
+        this.storeSlot(slot, withState(lo, TOMB));
         report.orphansRemoved++;
       }
     }
@@ -1182,14 +1184,24 @@ export class Namespace {
 
   /** Adds one to the used-slot count (ENOSPC at the load bound). */
   private reserveSlot(): void {
-    const { w, i } = this.headerWord(H_USED_SLOTS);
-    if (Atomics.add(w, i, 1) < this.limitSlots) return;
-    Atomics.sub(w, i, 1);
+    if (this.tryCount(H_USED_SLOTS, this.limitSlots)) return;
     throw new MorselError('ENOSPC', `namespace table full (${this.limitSlots} used slots incl. tombstones; collectGarbage drops tombstones)`);
   }
 
   private unreserveSlot(): void {
-    const { w, i } = this.headerWord(H_USED_SLOTS);
+    this.uncount(H_USED_SLOTS);
+  }
+
+  /** Adds one to header counter `word` if it stays below `limit`; whether it did. */
+  private tryCount(word: number, limit: number): boolean {
+    const { w, i } = this.headerWord(word);
+    if (Atomics.add(w, i, 1) < limit) return true;
+    Atomics.sub(w, i, 1);
+    return false;
+  }
+
+  private uncount(word: number): void {
+    const { w, i } = this.headerWord(word);
     Atomics.sub(w, i, 1);
   }
 
@@ -1307,17 +1319,13 @@ export class Namespace {
     Atomics.compareExchange(this.sw, si, lo, enc(r, seq, LIVE));
   }
 
-  /** Counts one more GONE slot if fewer than keptLimit exist (header word H_KEPT; recounted by collectGarbage). */
+  /** Counts one more GONE slot if fewer than capacity / KEPT_DEN exist (header word H_KEPT; recounted by collectGarbage). */
   private reserveKept(): boolean {
-    const { w, i } = this.headerWord(H_KEPT);
-    if (Atomics.add(w, i, 1) < ((this.capMask + 1) / KEPT_DEN)) return true;
-    Atomics.sub(w, i, 1);
-    return false;
+    return this.tryCount(H_KEPT, (this.capMask + 1) / KEPT_DEN);
   }
 
   private releaseKept(): void {
-    const { w, i } = this.headerWord(H_KEPT);
-    Atomics.sub(w, i, 1);
+    this.uncount(H_KEPT);
   }
 
   /** One update attempt: LIVE(x) -> LIVE(copy of x with `next`). False: retry. */
