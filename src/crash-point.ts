@@ -49,10 +49,9 @@ const PRIMITIVE_CRASH_POINTS = [
 
 /**
  * The namespace's crash windows (src/manage/namespace.ts), a subset of
- * CRASH_POINTS: test/namespace-crash.test.ts arms each of these alone, the
- * torture harness arms them in its names child.
+ * CRASH_POINTS: test/namespace-crash.test.ts arms each of these alone.
  */
-export const NAME_CRASH_POINTS = [
+export const NAMESPACE_CRASH_POINTS = [
   'names:before-link-table', // namespace table allocated and zeroed, not yet linked
   'names:after-count', // parent's child count raised, record not yet published
   'names:after-claim', // record claimed and written, not yet published
@@ -63,6 +62,13 @@ export const NAME_CRASH_POINTS = [
   'names:rename-after-commit', // rename committed, old record not freed, new name still pending
   'names:update-after-swap', // new record published, old one not yet freed
   'names:free-after-seq', // record's sequence bumped (dead), its bit not yet cleared
+] as const;
+
+/** The name layer's crash windows: the namespace's and Names.unlink's (src/manage/names.ts), armed by the torture harness in its names child. */
+export const NAME_CRASH_POINTS = [
+  ...NAMESPACE_CRASH_POINTS,
+  'names:unlink-after-dying', // an unused morsel marked DYING and PENDING, its name not yet removed
+  'names:unlink-after-unname', // its name removed, the morsel not yet destroyed
 ] as const;
 
 export type CrashPointName = (typeof PRIMITIVE_CRASH_POINTS)[number] | (typeof NAME_CRASH_POINTS)[number];

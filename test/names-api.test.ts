@@ -243,44 +243,51 @@ test('two unlinks of one name race: the loser keeps the winner\'s PENDING, so th
     names.close(names.create('/m', { sizeBytes: 4096 })); // once before: the namespace's and usage registry's own tables
     names.unlink('/m');
     const before = freeFrames(m);
-    names.close(names.create('/m', { sizeBytes: 4096 }));
+    // Open, so both unlinks take the hold path (an unused morsel's unlink holds DYING instead: a racing unlink waits for it).
+    const user = names.create('/m', { sizeBytes: 4096 });
     const id = names.ns.lookup('/m').id;
     const root = decodeIdBits(id).rootFrame;
     const generation = m.morsels.generationOf(root);
     // The loser has resolved the name and holds the morsel when the winner's whole unlink runs.
     beforeFirstRemove(names, (path) => assert.equal(names.unlink(path), false, 'the winner: deferred to the loser\'s hold'));
     assert.throws(() => names.unlink('/m'), code('ENOENT'));
-    assert.notEqual(m.morsels.generationOf(root), generation, 'destroyed by the last hold\'s close');
+    assert.equal(m.morsels.generationOf(root), generation, 'the user still holds it');
+    names.close(user);
+    assert.notEqual(m.morsels.generationOf(root), generation, 'destroyed by the last close: PENDING was kept');
     assert.equal(freeFrames(m), before, 'no frame leaked');
   } finally {
     m.close();
   }
 });
 
-test('unlink racing renames: another morsel renamed in under the name is unlinked with its own hold; the one renamed away keeps its name', () => {
-  const m = Memory.volatile(16 * MiB);
-  try {
-    const names = m.names;
-    names.close(names.create('/p', { sizeBytes: 4096 }));
-    names.close(names.create('/n2', { sizeBytes: 4096 }));
-    const rootOfName = (p: string): number => decodeIdBits(names.ns.lookup(p).id).rootFrame;
-    const mRoot = rootOfName('/p');
-    const mGen = m.morsels.generationOf(mRoot);
-    const n2Root = rootOfName('/n2');
-    const n2Gen = m.morsels.generationOf(n2Root);
-    beforeFirstRemove(names, () => {
-      names.rename('/p', '/q'); // the held morsel moves away...
-      names.rename('/n2', '/p'); // ...and another moves in under the name
-    });
-    assert.equal(names.unlink('/p'), true, 'what the name held at the commit was destroyed now');
-    assert.notEqual(m.morsels.generationOf(n2Root), n2Gen, 'the morsel renamed in is gone');
-    assert.equal(m.morsels.generationOf(mRoot), mGen, 'the morsel renamed away lives');
-    assert.equal(names.stat('/q').stale, false);
-    const h = names.open('/q');
-    names.close(h); // its last use: a stray PENDING flag would destroy it here
-    assert.equal(m.morsels.generationOf(mRoot), mGen, 'not PENDING: still alive after its last close');
-    assert.throws(() => names.stat('/p'), code('ENOENT'));
-  } finally {
-    m.close();
+test('unlink racing renames: another morsel renamed in under the name is the one unlinked; the one renamed away keeps its name and is not left PENDING', () => {
+  // unused: the fast path (DYING held across the removal); open: the hold path (a counted use, PENDING).
+  for (const open of [false, true]) {
+    const m = Memory.volatile(16 * MiB);
+    try {
+      const names = m.names;
+      const users = [names.create('/p', { sizeBytes: 4096 }), names.create('/n2', { sizeBytes: 4096 })];
+      if (!open) users.splice(0).forEach((h) => names.close(h));
+      const rootOfName = (p: string): number => decodeIdBits(names.ns.lookup(p).id).rootFrame;
+      const mRoot = rootOfName('/p');
+      const mGen = m.morsels.generationOf(mRoot);
+      const n2Root = rootOfName('/n2');
+      const n2Gen = m.morsels.generationOf(n2Root);
+      beforeFirstRemove(names, () => {
+        names.rename('/p', '/q'); // the resolved morsel moves away...
+        names.rename('/n2', '/p'); // ...and another moves in under the name
+      });
+      assert.equal(names.unlink('/p'), !open, `${open ? 'open' : 'unused'}: what the name held at the commit was destroyed now, or at its last close`);
+      users.splice(0).forEach((h) => names.close(h));
+      assert.notEqual(m.morsels.generationOf(n2Root), n2Gen, 'the morsel renamed in is gone');
+      assert.equal(m.morsels.generationOf(mRoot), mGen, 'the morsel renamed away lives');
+      assert.equal(names.stat('/q').stale, false);
+      const h = names.open('/q');
+      names.close(h); // its last use: a stray PENDING flag would destroy it here
+      assert.equal(m.morsels.generationOf(mRoot), mGen, 'not PENDING: still alive after its last close');
+      assert.throws(() => names.stat('/p'), code('ENOENT'));
+    } finally {
+      m.close();
+    }
   }
 });

@@ -275,3 +275,35 @@ test('[membership] an unlink killed between marking PENDING and removing the nam
     m.close();
   }
 });
+
+test('[membership] an unlink of an unused morsel SIGKILLed holding DYING: before the name goes, the reap keeps the morsel named; after, it is destroyed', async () => {
+  const { reapDeadSlots } = await import('../src/space/user-slots.js');
+  const { decodeIdBits } = await import('../src/morsel/id.js');
+  const { CRASH_ENV, CRASH_MARK } = await import('../src/crash-point.js');
+  for (const [point, named] of [['names:unlink-after-dying', true], ['names:unlink-after-unname', false]] as const) {
+    const region = path.join(dir, `fast-unlink-${named}.region`);
+    const m = Memory.create(region, 16 * 1024 * 1024);
+    try {
+      m.names.close(m.names.create('/x', { sizeBytes: 4096, mode: 0o666 }));
+      const rec = m.names.ns.lookup('/x');
+      const root = decodeIdBits(rec.id).rootFrame;
+      const child = spawnSync(process.execPath, [path.join(here, 'workers/names-unlink.js'), region, '/x'], { env: { ...process.env, [CRASH_ENV]: `${point}:1` }, encoding: 'utf8' });
+      assert.equal(child.signal, 'SIGKILL', `${point}: the child died at the point (${child.stderr})`);
+      assert.ok(child.stderr.includes(`${CRASH_MARK} ${point}`), child.stderr);
+      assert.equal(reapDeadSlots(m.morsels).slots, 1, 'the dead slot is reaped (its DYING cleared)');
+      m.names.reapPending();
+      if (named) {
+        const h = m.names.open('/x'); // not ESTALE: the morsel lives
+        m.names.close(h); // its last use: a PENDING flag left over would destroy it
+        assert.equal(m.morsels.generationOf(root), rec.generation, `${point}: still alive, not PENDING`);
+        assert.equal(m.morsels.words.load(root) & 3, 0, 'no flag left');
+      } else {
+        assert.throws(() => m.names.stat('/x'), (e: unknown) => (e as { code?: string }).code === 'ENOENT');
+        assert.notEqual(m.morsels.generationOf(root), rec.generation, `${point}: the unnamed morsel was destroyed by the sweep`);
+      }
+      assert.equal(m.morsels.list().length, m.names.list('/').length, 'no orphan, no dangling name');
+    } finally {
+      m.close();
+    }
+  }
+});

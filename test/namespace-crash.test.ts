@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Memory } from '../src/memory.js';
 import { checkRegion } from '../src/recovery/check.js';
-import { CRASH_ENV, CRASH_MARK, NAME_CRASH_POINTS } from '../src/crash-point.js';
+import { CRASH_ENV, CRASH_MARK, NAMESPACE_CRASH_POINTS } from '../src/crash-point.js';
 import { MiB } from '../src/units.js';
 import { type Model, type Op, expectedRecords, modelOp, snapshotTree, sortedModel } from './namespace-model.js';
 
@@ -110,7 +110,7 @@ test('SIGKILL at every namespace crash point and at random moments: each name pr
     let next = 0;
     const fired = new Map<string, number>();
     const rounds: { env: Record<string, string>; killMs: number }[] = [];
-    for (const [k, point] of NAME_CRASH_POINTS.flatMap((p) => [1, 2].map((rep) => [rep, p] as const))) {
+    for (const [k, point] of NAMESPACE_CRASH_POINTS.flatMap((p) => [1, 2].map((rep) => [rep, p] as const))) {
       rounds.push({ env: { [CRASH_ENV]: `${point}:${point === 'names:before-link-table' ? k : 1 + ((next + k * 7) % 6)}` }, killMs: MAX_RUN_MS });
     }
     for (let r = 0; r < 8; r++) rounds.push({ env: {}, killMs: 20 + ((r * 53) % 150) });
@@ -123,7 +123,7 @@ test('SIGKILL at every namespace crash point and at random moments: each name pr
       model = recoverAndCheck(file, true, expect, `round ${round} (${env[CRASH_ENV] ?? `kill after ${killMs} ms`})`);
       fs.rmSync(logFile);
     }
-    for (const point of NAME_CRASH_POINTS) assert.ok((fired.get(point) ?? 0) > 0, `crash point ${point} fired (fired: ${JSON.stringify([...fired])})`);
+    for (const point of NAMESPACE_CRASH_POINTS) assert.ok((fired.get(point) ?? 0) > 0, `crash point ${point} fired (fired: ${JSON.stringify([...fired])})`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -113,3 +113,32 @@ test('map vs destroy race in threads: a successful map never points at a destroy
   console.log(`# race: ${a.maps + b.maps} maps, ${d.busy} EBUSY answers to the destroyer`);
   assert.equal(freeFrames(m), before, 'all frames back (spaces destroyed by the workers)');
 });
+
+test('destroyUnused: commits through its callback only for an unused morsel; otherwise the word is left exactly as it was', () => {
+  const m = Memory.volatile(16 * MiB);
+  const before = freeFrames(m);
+  const id = m.morsels.create(1);
+  const root = decodeIdBits(id).rootFrame;
+  const gen = m.morsels.generationOf(root);
+  const word = m.morsels.words.load(root);
+  const use = m.morsels.use(id, gen);
+  let calls = 0;
+  assert.equal(m.morsels.destroyUnused(id, gen, () => ++calls > 0), 'busy', 'in use: busy');
+  assert.equal(calls, 0, 'the commit is not attempted while a use is counted');
+  assert.equal(m.morsels.words.load(root), word);
+  m.morsels.release(use.data.rootFrame);
+  assert.equal(m.morsels.destroyUnused(id, gen, () => false), 'uncommitted');
+  assert.equal(m.morsels.words.load(root), word, 'uncommitted: no flag left');
+  assert.throws(() => m.morsels.destroyUnused(id, gen, () => { throw new Error('boom'); }), /boom/);
+  assert.equal(m.morsels.words.load(root), word, 'a throwing commit leaves no flag');
+  const outcome = m.morsels.destroyUnused(id, gen, () => {
+    assert.equal(m.morsels.words.load(root) & 3, 3, 'DYING and PENDING held across the commit');
+    assert.equal(m.morsels.reapPending(() => true), 0, 'a concurrent sweep leaves a DYING word to its holder');
+    assert.equal(m.morsels.words.load(root) & 3, 3, 'the sweep did not clear PENDING under the holder');
+    assert.throws(() => m.morsels.use(id, gen), code('EBUSY'), 'a use waits for the decision (bounded), never begins');
+    return true;
+  });
+  assert.equal(outcome, 'destroyed');
+  assert.throws(() => m.morsels.destroyUnused(id, gen, () => true), code('ESTALE'));
+  assert.equal(freeFrames(m), before, 'every frame back');
+});

@@ -38,6 +38,7 @@ import { R_OK, W_OK, X_OK, checkAccess, checkMode, grantedBits, isSuperuser, pro
 import { LookupCache } from './lookup-cache.js';
 import { notifyWord, waitWord, type WaitResult } from './wait.js';
 import type { Namespace, NameRecord, NodeKind } from './namespace.js';
+import { crashPoint } from '../crash-point.js';
 
 export type { NameRecord, NodeKind } from './namespace.js';
 
@@ -378,6 +379,10 @@ export class Names {
   unlink(path: string): boolean {
     for (let attempt = 0; attempt < UNLINK_RETRIES; attempt++) {
       const rec = this.morselInWritableDir(path);
+      const fast = this.unlinkUnused(path, rec);
+      if (fast === 'destroyed') return true;
+      if (fast === 'uncommitted') continue; // renamed away, another name moved in: again
+      // In use (or being destroyed, or a dangling name): hold a use, remove the name, give the use back.
       const held = this.holdForUnlink(rec);
       let removed: NameRecord | null;
       try {
@@ -410,6 +415,29 @@ export class Names {
       if (!(e instanceof MorselError && e.code === 'ESTALE')) throw e; // a dangling name: just remove it
     }
     return this.unlink(path);
+  }
+
+  /**
+   * unlink's fast path, for a morsel nobody uses: removes the name while
+   * holding the morsel's DYING (Morsels.destroyUnused), then destroys it.
+   * 'busy' (someone uses it, a destroy is deciding, the name dangles, or it
+   * has a fixed address, whose reservation the hold path releases): take
+   * the hold path. 'uncommitted': the name names another incarnation now.
+   */
+  private unlinkUnused(path: string, rec: NameRecord): 'destroyed' | 'busy' | 'uncommitted' {
+    if (rec.fixedAddress !== null) return 'busy';
+    const expect = { id: rec.id, generation: rec.generation };
+    try {
+      return this.morsels.destroyUnused(rec.id, rec.generation, () => {
+        crashPoint('names:unlink-after-dying');
+        if (this.ns.removeIf(path, expect) === null) return false;
+        crashPoint('names:unlink-after-unname');
+        return true;
+      });
+    } catch (e) {
+      if (e instanceof MorselError && e.code === 'ESTALE') return 'busy';
+      throw e;
+    }
   }
 
   /** Counts a use of the named incarnation and marks it PENDING; null when the name is dangling. */

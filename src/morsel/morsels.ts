@@ -432,7 +432,8 @@ export class Morsels {
       // The word first, then its registration: a word read in a create's
       // window (live, PENDING, not yet registered) is never reaped.
       const w = this.words.load(root);
-      if (!wordLive(w) || (w & W_PENDING) === 0 || !this.registered(root, w)) continue;
+      // DYING: its holder decides (destroyUnused may hold PENDING on a named morsel); if it died, its reaper clears DYING first.
+      if (!wordLive(w) || (w & W_PENDING) === 0 || (w & W_DYING) !== 0 || !this.registered(root, w)) continue;
       if (this.usage.total(this.dataRootOf(root, w)) > 0) continue;
       const isNamed = named(root, wordGeneration(w));
       if (isNamed === null) continue; // undecidable now (names.ts): left PENDING
@@ -783,6 +784,46 @@ export class Morsels {
       if (deadUses > 0 || this.usage.total(data.rootFrame) > 0) return 'deferred';
     }
     return 'deferred'; // still PENDING; reapPending() collects it
+  }
+
+  /**
+   * Destroys incarnation `generation` of `id` if nobody uses it, with
+   * `commit` (an unlink's removal of the name) as the step that decides
+   * it: DYING and PENDING go into the word in one CAS, then the usage counts
+   * are summed (destroy()'s side of the Dekker pair in use()), then
+   * `commit` runs; its `true` commits the destroy. Returns 'busy' (a use is
+   * counted, or another destroyer holds DYING) or 'uncommitted' (`commit`
+   * said no) with the word as it was, and ESTALE when the incarnation is
+   * gone. One CAS and one sum instead of a counted hold, marking and release.
+   * # Warning: a crash with the flags held leaves a DYING, PENDING morsel,
+   * named or not: whoever reaps the dead slot (or recovery) clears DYING,
+   * and the PENDING sweep decides with the names (reapPending: named ->
+   * cleared, unnamed -> destroyed). While the flags are held, reapPending
+   * leaves the word alone (it skips DYING), so only we change it.
+   */
+  destroyUnused(id: bigint, generation: number, commit: () => boolean): 'destroyed' | 'busy' | 'uncommitted' {
+    const d = this.decodeHandle(id, generation);
+    const data = this.dataOfLive(d, generation);
+    this.usage.claim(data.rootFrame, d.rootFrame, true); // brackets DYING, as in destroyDecoded
+    try {
+      const w = this.words.load(d.rootFrame);
+      check(wordLive(w) && wordGeneration(w) === generation, 'ESTALE', () => `morsel ${hex(id)}@${generation} was destroyed`);
+      const held = w | W_DYING | W_PENDING;
+      if ((w & W_DYING) !== 0 || !this.words.cas(d.rootFrame, w, held)) return 'busy';
+      let users = 0;
+      let committed = false;
+      try {
+        users = this.usage.total(data.rootFrame);
+        committed = users === 0 && commit();
+      } finally {
+        if (!committed) assert(this.words.cas(d.rootFrame, held, w), 'morsel word unchanged while DYING is held');
+      }
+      if (!committed) return users > 0 ? 'busy' : 'uncommitted';
+      this.destroyCommitted(d, data, w);
+      return 'destroyed';
+    } finally {
+      this.usage.claim(data.rootFrame, d.rootFrame, false);
+    }
   }
 
   /** CASes DYING into the word of incarnation `generation`; returns the word before. */

@@ -26,7 +26,7 @@
 import { MorselError, assert } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../physical/layout.js';
-import type { Region } from '../physical/region.js';
+import { NO_SLOT, type Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { isPresent } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE } from '../paging/walk.js';
@@ -207,6 +207,12 @@ export class Usage {
 
   /** Counts of `key` over the occupied slots that are live (dead: false) or dead (true); this process's slot is live. */
   private sum(key: number, dead: boolean): number {
+    if (this.region.onlyOwnSlot()) {
+      // No other slot holds counts: ours alone (a scan would read 64 pid words, ~6 ns per atomic load).
+      if (dead || this.region.userSlot === NO_SLOT) return 0;
+      const cur = this.countIn(this.region.userSlot, key);
+      return cur === null ? 0 : countOf(cur[0]);
+    }
     let sum = 0;
     for (let s = 0; s < USER_SLOTS; s++) {
       const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;

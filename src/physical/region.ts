@@ -19,6 +19,7 @@ import { Membership, slotByte, type OpenMode } from './membership.js';
 import { SHARED, adviseFile, futexWait, futexWake, lockConflicts, mapFd, reserveFile, syncFile, type WaitResult } from './native.js';
 import {
   SB_ROOTS_BYTE,
+  SB_OCCUPIED_I32,
   SB_SHOOTDOWN_I32,
   SB_STATE_I32,
   STATE_CLEAN,
@@ -259,6 +260,7 @@ export class Region {
     const membership = this.membership;
     assert(membership !== null && this.writable, 'admit: an owned, writable region');
     if (membership.alone && opts.markOpen) Atomics.store(this.i32w[0], SB_STATE_I32, STATE_OPEN);
+    if (membership.alone) this.recountOccupied();
     if (opts.claim) this.claimSlot(membership);
     if (!opts.keepExclusive) membership.downgrade();
   }
@@ -272,6 +274,7 @@ export class Region {
         continue;
       }
       const words = this.words(this.usersFrame);
+      Atomics.add(this.i32w[0], SB_OCCUPIED_I32, 1); // before the record holds anything (onlyOwnSlot)
       Atomics.store(words, this.slotWord(slot, SLOT_PID), process.pid);
       Atomics.add(words, this.slotWord(slot, SLOT_CLAIMS), 1);
       this.userSlot = slot;
@@ -567,7 +570,33 @@ export class Region {
       for (let w = 0; w < SLOT_WORDS; w++) if (w !== SLOT_CLAIMS) Atomics.store(words, this.slotWord(slot, w), 0);
       cleared++;
     }
+    this.recountOccupied();
     return cleared;
+  }
+
+  /**
+   * Whether no user slot but this process's own can hold a record (counts,
+   * claims, spaces): then region-wide sums over the slots are this
+   * process's alone. One load of the occupied-slot word, which bounds the
+   * occupied slots from above: a claimer adds 1 BEFORE its record holds
+   * anything, and whoever empties a slot (its owner, or the one reaper that
+   * holds its lock) subtracts 1 AFTER. A crash between leaves the bound too
+   * high (slower sums, never a missed slot); an exclusive admit recounts.
+   * Atomics are sequentially consistent: a slot claimed after a reader's
+   * load records its first use after that load (the Dekker argument of
+   * Morsels.use holds as for a slot the scan reads).
+   */
+  onlyOwnSlot(): boolean {
+    if (this.fd < 0) return true; // volatile: one process, slot 0
+    return Atomics.load(this.i32w[0], SB_OCCUPIED_I32) === (this.userSlot === NO_SLOT ? 0 : 1);
+  }
+
+  /** Exclusive holder only: the occupied-slot word := the slots whose records hold anything now. */
+  private recountOccupied(): void {
+    assert(this.alone, 'the occupied-slot word is recounted only while holding the region exclusively');
+    let occupied = 0;
+    for (let slot = 0; slot < USER_SLOTS; slot++) if (this.slotOccupied(slot)) occupied++;
+    Atomics.store(this.i32w[0], SB_OCCUPIED_I32, occupied);
   }
 
   /** Empties slot `slot`'s record: its roots must be 0 already; pid last, so a crash before leaves it visibly occupied. */
@@ -579,6 +608,7 @@ export class Region {
       assert(Atomics.load(words, this.slotWord(slot, w)) === 0, 'a released user slot has no roots left');
     }
     Atomics.store(words, this.slotWord(slot, SLOT_PID), 0);
+    Atomics.sub(this.i32w[0], SB_OCCUPIED_I32, 1); // after the record is empty (onlyOwnSlot)
   }
 
   /** Marks the region dirty: recovered at the next exclusive open. OPEN -> DIRTY only (CLEAN cannot be seen by a user). */

@@ -9,6 +9,9 @@
  *                                     52 shootdown epoch (u32): bumped whenever a
  *                                        translation of a shared (copy-on-write) morsel
  *                                        page changes; every MMU flushes when it moves
+ *                                     56 occupied user slots (i32): an upper bound on the
+ *                                        slots whose records hold anything (Region.
+ *                                        onlyOwnSlot); exact after an exclusive admit
  *  12  frame size, 4096 (u32)
  *  16  frame count (u32)              64 root slots: 16 x u64, updated atomically
  *  20  allocator metadata start frame       owned by the layers named by ROOT_SLOT_*
@@ -20,8 +23,8 @@
  * root never changes afterwards and the root checksum covers all 16 slots.
  * Opening checks the checksum and that the owned roots are distinct
  * allocatable frames (whether they are allocated is checked once the
- * allocator is open: src/paging/walk.ts checkRootTables). Only the state
- * and shootdown words change at run time.
+ * allocator is open: src/paging/walk.ts checkRootTables). Only the state,
+ * shootdown and occupied-slot words change at run time.
  */
 import { MorselError, assert } from '../errors.js';
 import { PAGE_SIZE } from '../units.js';
@@ -40,6 +43,7 @@ export const OWNED_ROOT_SLOTS = 4;
 
 export const SB_STATE_I32 = 48 / 4;
 export const SB_SHOOTDOWN_I32 = 52 / 4;
+export const SB_OCCUPIED_I32 = 56 / 4;
 export const SB_ROOTS_BYTE = 64;
 const SB_CHECKSUM_BYTE = 32;
 const SB_ROOTS_CHECKSUM_BYTE = 36;
