@@ -37,7 +37,7 @@ import { Reservations } from './reservations.js';
 import { R_OK, W_OK, X_OK, checkAccess, checkMode, grantedBits, isSuperuser, processCredentials, type AccessRights, type Credentials } from './rights.js';
 import { LookupCache } from './lookup-cache.js';
 import { notifyWord, waitWord, type WaitResult } from './wait.js';
-import type { Namespace, NameRecord, NodeKind } from './namespace.js';
+import type { DirRef, Namespace, NameRecord, NodeKind } from './namespace.js';
 import { crashPoint } from '../crash-point.js';
 
 export type { NameRecord, NodeKind } from './namespace.js';
@@ -138,29 +138,42 @@ export class Names {
     return recs;
   }
 
-  /** The directory that will hold `path`'s last component, with write and search permission on it. */
-  private writableParent(path: string): NameRecord {
-    const { parent, leaf } = parentOf(path);
-    check(leaf.length > 0, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
-    const recs = this.resolve(parent);
-    const dir = recs[recs.length - 1];
-    check(dir.kind === 'dir', 'ENOTDIR', () => `${parent} is not a directory`);
-    checkAccess(this.cred, dir, W_OK | X_OK, 'modify', parent);
+  /**
+   * The directory that will hold `path`'s last component, with write and
+   * search permission on it (resolved through the namespace's directory
+   * cache: resolveDir).
+   */
+  private writableParent(path: string): DirRef {
+    const dir = this.parentDir(path);
+    this.checkWritableDir(dir, path);
     return dir;
   }
 
+  /** The directory of `path`'s last component (EINVAL when it names none), resolved, no permission checked. */
+  private parentDir(path: string): DirRef {
+    const { parent, leaf } = parentOf(path);
+    check(leaf.length > 0, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
+    return this.ns.resolveDir(parent);
+  }
+
+  /** Search permission on every directory down to `dir`, and write permission on `dir`, for a change of `path` in it. */
+  private checkWritableDir(dir: DirRef, path: string): void {
+    const recs = dir.recs;
+    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, 'search', path);
+    checkAccess(this.cred, recs[recs.length - 1], W_OK | X_OK, 'modify', dir.path);
+  }
+
   /**
-   * The morsel `path` names, with write and search permission on its
-   * directory: writableParent + morselAt in one walk (a missing name is
-   * ENOENT before the directory's EACCES, as on Linux).
+   * The morsel `path` names and its directory, with write and search
+   * permission on it (a missing name is ENOENT before the directory's
+   * EACCES, as on Linux).
    */
-  private morselInWritableDir(path: string): NameRecord {
-    const recs = this.resolve(path);
-    check(recs.length >= 2, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
-    checkAccess(this.cred, recs[recs.length - 2], W_OK | X_OK, 'modify', parentOf(path).parent);
-    const rec = recs[recs.length - 1];
+  private morselInWritableDir(path: string): { rec: NameRecord; dir: DirRef } {
+    const dir = this.parentDir(path);
+    const rec = this.ns.lookupIn(dir, path);
+    this.checkWritableDir(dir, path);
     check(rec.kind === 'morsel', 'EISDIR', () => `${path} is a directory`);
-    return rec;
+    return { rec, dir };
   }
 
   private morselAt(path: string): NameRecord {
@@ -220,7 +233,7 @@ export class Names {
       if (fixed !== null) this.reservations.reserve({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
       try {
         const now = Date.now();
-        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: handle.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: fixed });
+        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: handle.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: fixed }, this.parentDir(path));
       } catch (e) {
         if (fixed !== null) this.reservations.release({ address: fixed, order, metaRoot: rootOf(id), generation: handle.generation });
         throw e;
@@ -276,14 +289,14 @@ export class Names {
     try {
       check(src.open, 'EBADF', () => `handle ${formatHandle(src)} is closed`);
       check(src.rights.read, 'EACCES', () => `clone of ${formatHandle(src)}: the handle has no read right`);
-      this.writableParent(path);
+      const parent = this.writableParent(path);
       this.sharing.check();
       const id = this.morsels.clone(src.id, { pending: true });
       this.sharing.wait();
       const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, rootOf(id), src.dataOrder, rootOf(id), src.sizeBytes, path);
       try {
         const now = Date.now();
-        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: src.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null });
+        this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: src.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null }, parent);
       } catch (e) {
         this.close(handle); // the last use of a PENDING morsel: destroys it, giving back its references
         throw e;
@@ -356,9 +369,9 @@ export class Names {
 
   mkdir(path: string, opts: { mode?: number } = {}): void {
     const mode = checkMode(opts.mode ?? DEFAULT_DIR_MODE);
-    this.writableParent(path);
+    const parent = this.writableParent(path);
     const now = Date.now();
-    this.ns.create(path, { kind: 'dir', id: 0n, generation: 0, sizeBytes: 0, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null });
+    this.ns.create(path, { kind: 'dir', id: 0n, generation: 0, sizeBytes: 0, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null }, parent);
   }
 
   rmdir(path: string): void {
@@ -378,8 +391,8 @@ export class Names {
    */
   unlink(path: string): boolean {
     for (let attempt = 0; attempt < UNLINK_RETRIES; attempt++) {
-      const rec = this.morselInWritableDir(path);
-      const fast = this.unlinkUnused(path, rec);
+      const { rec, dir } = this.morselInWritableDir(path);
+      const fast = this.unlinkUnused(path, rec, dir);
       if (fast === 'destroyed') return true;
       if (fast === 'uncommitted') continue; // renamed away, another name moved in: again
       // In use (or being destroyed, or a dangling name): hold a use, remove the name, give the use back.
@@ -388,7 +401,7 @@ export class Names {
       try {
         // The commit point, only if the name still names what we hold: the
         // morsel that may have moved in under it gets its own hold first.
-        removed = this.ns.removeIf(path, { id: rec.id, generation: rec.generation });
+        removed = this.ns.removeIf(path, { id: rec.id, generation: rec.generation }, dir, rec);
       } catch (e) {
         if (held !== null) this.undoHold(rec, held);
         throw e;
@@ -424,13 +437,13 @@ export class Names {
    * has a fixed address, whose reservation the hold path releases): take
    * the hold path. 'uncommitted': the name names another incarnation now.
    */
-  private unlinkUnused(path: string, rec: NameRecord): 'destroyed' | 'busy' | 'uncommitted' {
+  private unlinkUnused(path: string, rec: NameRecord, dir: DirRef): 'destroyed' | 'busy' | 'uncommitted' {
     if (rec.fixedAddress !== null) return 'busy';
     const expect = { id: rec.id, generation: rec.generation };
     try {
       return this.morsels.destroyUnused(rec.id, rec.generation, () => {
         crashPoint('names:unlink-after-dying');
-        if (this.ns.removeIf(path, expect) === null) return false;
+        if (this.ns.removeIf(path, expect, dir, rec) === null) return false;
         crashPoint('names:unlink-after-unname');
         return true;
       });

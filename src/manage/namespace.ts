@@ -160,6 +160,19 @@ export interface NameRecord {
 }
 
 /** The directory object a running rmdir marked DYING (0: none). */
+/**
+ * A directory resolved by resolveDir: its path, the records from the root to
+ * it (for search and write permission checks) and its directory object
+ * (0: the root's, not created yet). Immutable; current while the directory
+ * epoch stands (see resolveDir).
+ */
+export interface DirRef {
+  readonly path: string;
+  readonly recs: readonly NameRecord[];
+  readonly obj: number;
+  readonly objSeq: number;
+}
+
 interface DyingMark {
   obj: number;
   objSeq: number;
@@ -191,6 +204,10 @@ const H_CTIME = 8; // float64
 const H_EPOCH = 10; // changes begun (see changing())
 const H_EPOCH_DONE = 11; // changes ended
 const H_KEPT = 12; // GONE slots: removed names whose slot keeps its key (bounded, see KEPT_DEN)
+const H_DIR_EPOCH = 13; // changes begun that can alter a directory's resolution or rights (see changing())
+const H_DIR_EPOCH_DONE = 14; // such changes ended
+/** Directory resolutions a Namespace instance caches (resolveDir), dropped whole when full. */
+const DIR_CACHE_ENTRIES = 4096;
 const H_BUCKET_TOP = 256;
 const BUCKET_TOP_ENTRIES = 256;
 const H_PAGE_TOP = 512;
@@ -379,6 +396,21 @@ export class Namespace {
   /** changing() nesting depth, and whether the running change has begun (bumped H_EPOCH) */
   private changeDepth = 0;
   private changeBegun = false;
+  /** whether the running change can alter directories (changing()'s `dirs`), and whether it bumped H_DIR_EPOCH */
+  private changeDirs = false;
+  private dirChangeBegun = false;
+  /**
+   * The last lookupIn's result and where it was found, used by a removeIf
+   * handed that very record object (`seen`: the same operation) instead of
+   * a second probe, then dropped. # Warning: it is a lookup from a moment
+   * ago, like any walk before a commit: removeOnce re-validates the
+   * record's sequence and its CAS expects the slot word seen then, so a
+   * change in between fails the CAS and the retry probes afresh.
+   */
+  private found: { dir: DirRef; rec: NameRecord; slot: number; lo: number; recNo: number; seq: number; snapDir: number; snapDirSeq: number } | null = null;
+  /** resolveDir's cache: directory path -> resolution, all filled under directory epoch dirCacheEpoch */
+  private readonly dirCache = new Map<string, DirRef>();
+  private dirCacheEpoch = -1;
   /** the header frame's int32 window and the index of its word 0 (set with hdr) */
   private hw: Int32Array | null = null;
   private hi = 0;
@@ -405,6 +437,62 @@ export class Namespace {
   /** The record `path` names. */
   lookup(path: string): NameRecord {
     return this.walk(this.p1, this.p1.parse(path), null, 0);
+  }
+
+  /**
+   * The directory `path` names (ENOENT, ENOTDIR), cached per instance like
+   * the kernel's dcache: a hit is returned while the directory epoch (the
+   * changes that can alter a directory's resolution or rights: rmdir,
+   * rename, update, collectGarbage, but not a morsel name's removal nor any
+   * create) has not moved since the walk that filled it, which makes it
+   * exactly as current as a fresh walk (the argument at changing(), with the
+   * directory epoch's words). One atomic load and a map lookup on a hit.
+   */
+  resolveDir(path: string): DirRef {
+    const epoch = this.dirEpoch(H_DIR_EPOCH);
+    if (epoch !== this.dirCacheEpoch) {
+      this.dirCache.clear();
+      this.dirCacheEpoch = epoch;
+    } else {
+      const hit = this.dirCache.get(path);
+      if (hit !== undefined) return hit;
+    }
+    const settled = this.dirEpoch(H_DIR_EPOCH_DONE) === epoch; // read BEFORE the walk
+    const recs = this.resolve(path);
+    check(recs[recs.length - 1].kind === 'dir', 'ENOTDIR', () => `${path} is not a directory`);
+    const ref: DirRef = { path, recs, obj: this.snapDir, objSeq: this.snapDirSeq };
+    if (settled && ref.obj !== 0) {
+      if (this.dirCache.size >= DIR_CACHE_ENTRIES) this.dirCache.clear();
+      this.dirCache.set(path, ref);
+    }
+    return ref;
+  }
+
+  /**
+   * The record `path` names, its directory `dir` already resolved
+   * (resolveDir of its parent). Remembers where it found it for a removeIf
+   * of it in the same operation (see `found`).
+   */
+  lookupIn(dir: DirRef, path: string): NameRecord {
+    const n = this.parseIn(dir, path);
+    if (dir.obj === 0) return this.walk(this.p1, n, null, 0);
+    const rec = this.component(dir.obj, dir.objSeq, this.p1, n - 1);
+    this.found = { dir, rec, slot: this.hitSlot, lo: this.hitLo, recNo: this.hitRec, seq: this.hitSeq, snapDir: this.snapDir, snapDirSeq: this.snapDirSeq };
+    return rec;
+  }
+
+  /** Parses `path` into p1, asserting that it names an entry of `dir`. Returns the component count. */
+  private parseIn(dir: DirRef, path: string): number {
+    const n = this.p1.parse(path);
+    const cut = path.lastIndexOf('/');
+    assert(n > 0 && (cut === 0 ? dir.path === '/' : path.length > cut && path.startsWith(dir.path) && cut === dir.path.length), 'an entry of the directory it is resolved in');
+    return n;
+  }
+
+  /** Header word `word` (H_DIR_EPOCH or H_DIR_EPOCH_DONE); 0 before the namespace exists. */
+  private dirEpoch(word: number): number {
+    if (this.hw === null && this.header(false) === 0) return 0;
+    return Atomics.load(this.hw!, this.hi + word);
   }
 
   /**
@@ -454,41 +542,74 @@ export class Namespace {
    * settles the epoch. The counts wrap at 2^32: a stale hit needs exactly
    * 2^32 changes between a fill and a use.
    */
-  private changing<T>(op: () => T): T {
-    this.changeDepth++;
+  private changing<T>(op: () => T, dirs = true): T {
+    const outer = this.changeDepth++ === 0;
+    const dirsBefore = this.changeDirs;
+    this.changeDirs = outer ? dirs : dirsBefore || dirs;
     try {
       return op();
     } finally {
-      if (--this.changeDepth === 0 && this.changeBegun) {
-        this.changeBegun = false;
-        const { w, i } = this.headerWord(H_EPOCH_DONE);
-        Atomics.add(w, i, 1);
-      }
+      this.changeDirs = dirsBefore;
+      if (--this.changeDepth === 0) this.endChange();
     }
   }
 
-  /** Inside changing(), before a CAS that may make the change visible: counts the change as begun (once). */
+  /** The end of the outermost change: counts what it began as ended. */
+  private endChange(): void {
+    this.changeDirs = false;
+    if (this.dirChangeBegun) {
+      this.dirChangeBegun = false;
+      const { w, i } = this.headerWord(H_DIR_EPOCH_DONE);
+      Atomics.add(w, i, 1);
+    }
+    if (this.changeBegun) {
+      this.changeBegun = false;
+      const { w, i } = this.headerWord(H_EPOCH_DONE);
+      Atomics.add(w, i, 1);
+    }
+  }
+
+  /**
+   * Inside changing(), before a CAS that may make the change visible: counts
+   * the change as begun (once), in the directory epoch too when it can alter
+   * directories (a nested change that can counts itself when it begins).
+   */
   private beginChange(): void {
     assert(this.changeDepth > 0, 'a change begins inside changing()');
+    if (this.changeDirs && !this.dirChangeBegun) {
+      const { w, i } = this.headerWord(H_DIR_EPOCH);
+      Atomics.add(w, i, 1);
+      this.dirChangeBegun = true;
+    }
     if (this.changeBegun) return;
     const { w, i } = this.headerWord(H_EPOCH);
     Atomics.add(w, i, 1);
     this.changeBegun = true;
   }
 
-  /** Creates a morsel name or a directory. EEXIST, ENOENT (parent), ENOTDIR. Commit: empty slot -> LIVE. */
-  create(path: string, rec: NameRecord): void {
+  /**
+   * Creates a morsel name or a directory. EEXIST, ENOENT (parent), ENOTDIR.
+   * `parent`: its directory, already resolved (resolveDir). Commit: empty slot -> LIVE.
+   */
+  create(path: string, rec: NameRecord, parent?: DirRef): void {
     validateRecord(rec);
     const p = this.p1;
-    const n = p.parse(path);
-    check(n > 0, 'EEXIST', 'the root directory exists');
-    const parent = this.walk(p, n - 1, null, 0);
-    check(parent.kind === 'dir', 'ENOTDIR', () => `${prefix(p, n - 1)} is not a directory`);
-    let d = this.snapDir;
-    let sd = this.snapDirSeq;
+    let n: number;
+    let d: number;
+    let sd: number;
+    if (parent !== undefined && parent.obj !== 0) {
+      n = this.parseIn(parent, path);
+      [d, sd] = [parent.obj, parent.objSeq];
+    } else {
+      n = p.parse(path);
+      check(n > 0, 'EEXIST', 'the root directory exists');
+      const dir = this.walk(p, n - 1, null, 0);
+      check(dir.kind === 'dir', 'ENOTDIR', () => `${prefix(p, n - 1)} is not a directory`);
+      [d, sd] = [this.snapDir, this.snapDirSeq];
+    }
     const s = p.starts[n - 1];
     const e = p.ends[n - 1];
-    check(d === 0 || this.find(d, sd, p.bytes, s, e, false) < 0, 'EEXIST', () => `${prefix(p, n)} exists`);
+    check(d === 0 || this.find(d, sd, p.bytes, s, e, false) < 0, 'EEXIST', () => `${prefix(p, n)} exists`); // before any byte changes
     if (d === 0) [d, sd] = this.rootDir(true);
     this.reserveSlot();
     let entered = false;
@@ -563,27 +684,32 @@ export class Namespace {
 
   /** Removes a morsel name (kind 'morsel') or an empty directory ('dir'). EISDIR / ENOTDIR on a kind mismatch, ENOTEMPTY. */
   remove(path: string, kind: NodeKind): NameRecord {
-    return this.changing(() => this.removeNow(path, kind, null))!;
+    return this.changing(() => this.removeNow(path, kind, null), kind === 'dir')!;
   }
 
   /**
    * remove() of a morsel name only while it names incarnation `expect`
    * (id and generation); null, with nothing changed, when it names another
    * one now (renamed away and another moved in). ENOENT as remove().
+   * `dir`: the directory of `path`, resolved (resolveDir); `seen`: the
+   * record lookupIn(dir, path) just returned in this same operation, whose
+   * probe is then reused (see `found`).
    */
-  removeIf(path: string, expect: { id: bigint; generation: number }): NameRecord | null {
-    return this.changing(() => this.removeNow(path, 'morsel', expect));
+  removeIf(path: string, expect: { id: bigint; generation: number }, dir?: DirRef, seen?: NameRecord): NameRecord | null {
+    return this.changing(() => this.removeNow(path, 'morsel', expect, dir, seen), false);
   }
 
-  private removeNow(path: string, kind: NodeKind, expect: { id: bigint; generation: number } | null): NameRecord | null {
+  /** `dir`: the directory of `path`, already resolved (resolveDir). */
+  private removeNow(path: string, kind: NodeKind, expect: { id: bigint; generation: number } | null, dir?: DirRef, seen?: NameRecord): NameRecord | null {
     check(kind === 'dir' || kind === 'morsel', 'EINVAL', () => `kind must be 'dir' or 'morsel', got ${String(kind)}`);
     const p = this.p1;
-    const n = p.parse(path);
+    const at = dir !== undefined && dir.obj !== 0 ? dir : null;
+    const n = at !== null ? this.parseIn(at, path) : p.parse(path);
     check(n > 0, kind === 'dir' ? 'EBUSY' : 'EISDIR', 'cannot remove the root directory');
     const mark: DyingMark = { obj: 0, objSeq: 0 };
     try {
       for (let attempt = 0; attempt < MAX_OP_RETRIES; attempt++) {
-        const x = this.removeOnce(p, n, kind, mark, expect);
+        const x = this.removeOnce(p, n, kind, mark, expect, at, seen); // `found` serves the first attempt only
         if (x === NOT_EXPECTED) return null;
         if (x !== null) return x;
       }
@@ -594,14 +720,23 @@ export class Namespace {
     }
   }
 
+  /** Component n of `p` in directory `at` (hit* and snapDir set), from lookupIn's memo when `seen` is the record it returned (consumed). */
+  private findIn(at: DirRef, p: PathParser, n: number, seen: NameRecord | undefined): NameRecord {
+    const f = this.found;
+    this.found = null;
+    if (f === null || seen === undefined || f.rec !== seen || f.dir !== at) return this.component(at.obj, at.objSeq, p, n - 1);
+    [this.hitSlot, this.hitLo, this.hitRec, this.hitSeq, this.snapDir, this.snapDirSeq] = [f.slot, f.lo, f.recNo, f.seq, f.snapDir, f.snapDirSeq];
+    return f.rec;
+  }
+
   /**
    * One removal attempt of component n of `p`; null: retry. For a directory,
    * DYING is set first (recorded in `mark` while this call owns it); a
    * directory some other rmdir marked (crashed or concurrent) is removed too
    * (roll-forward). The TOMB CAS is the commit point.
    */
-  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark, expect: { id: bigint; generation: number } | null): NameRecord | typeof NOT_EXPECTED | null {
-    const x = this.walk(p, n, null, 0);
+  private removeOnce(p: PathParser, n: number, kind: NodeKind, mark: DyingMark, expect: { id: bigint; generation: number } | null, at: DirRef | null, seen: NameRecord | undefined): NameRecord | typeof NOT_EXPECTED | null {
+    const x = at !== null ? this.findIn(at, p, n, seen) : this.walk(p, n, null, 0);
     if (expect !== null && x.kind === 'morsel' && (x.id !== expect.id || x.generation !== expect.generation)) return NOT_EXPECTED;
     const xObj = x.kind === 'dir' ? this.snapDir : 0;
     const xObjSeq = this.snapDirSeq;
@@ -728,6 +863,7 @@ export class Namespace {
     if (this.header(false) === 0) return report;
     const { w, i } = this.headerWord(0);
     Atomics.add(w, i + H_EPOCH, 1); // every resolution may change
+    Atomics.add(w, i + H_DIR_EPOCH, 1);
     this.dropKeys(report);
     this.finishRenames(report);
     const { dirs, names } = this.reachFromRoot(report);
@@ -735,6 +871,7 @@ export class Namespace {
     this.recount(dirs, report);
     this.dropTombstones(opts.compact === true, report);
     Atomics.store(w, i + H_EPOCH_DONE, Atomics.load(w, i + H_EPOCH)); // settles changes dead processes began
+    Atomics.store(w, i + H_DIR_EPOCH_DONE, Atomics.load(w, i + H_DIR_EPOCH));
     return report;
   }
 
