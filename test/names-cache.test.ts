@@ -125,7 +125,9 @@ type Op =
   | { op: 'unlink'; path: string }
   | { op: 'rename'; from: string; to: string }
   | { op: 'chmod'; path: string; mode: number }
-  | { op: 'open'; path: string };
+  | { op: 'open'; path: string }
+  /** a create or unlink by the reader (its own Namespace: its directory cache must see the writer's changes) */
+  | { op: 'mine'; act: 'create' | 'unlink'; path: string };
 
 const DIRS = ['/a', '/b', '/c'];
 const LEAVES = ['x', 'y', 'z'];
@@ -133,13 +135,17 @@ const pathArb = fc.oneof(
   fc.constantFrom(...DIRS),
   fc.tuple(fc.constantFrom(...DIRS), fc.constantFrom(...LEAVES)).map(([d, l]) => `${d}/${l}`),
 );
-const modeArb = fc.constantFrom(0o600, 0o604, 0o644, 0o700, 0o711, 0o755);
+const modeArb = fc.constantFrom(0o600, 0o604, 0o644, 0o700, 0o711, 0o755, 0o777, 0o713);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('create' as const), path: pathArb, mode: modeArb }),
   fc.record({ op: fc.constant('unlink' as const), path: pathArb }),
   fc.record({ op: fc.constant('rename' as const), from: pathArb, to: pathArb }),
   fc.record({ op: fc.constant('chmod' as const), path: pathArb, mode: modeArb }),
   { arbitrary: fc.record({ op: fc.constant('open' as const), path: pathArb }), weight: 5 },
+  {
+    arbitrary: fc.record({ op: fc.constant('mine' as const), act: fc.constantFrom('create' as const, 'unlink' as const), path: fc.tuple(fc.constantFrom(...DIRS), fc.constantFrom(...LEAVES)).map(([d, l]) => `${d}/${l}`) }),
+    weight: 3,
+  },
 );
 
 interface Entry {
@@ -163,6 +169,18 @@ function expectedOpen(model: Map<string, Entry>, p: string): string {
   return (e.mode & 0o004) === 0 ? 'EACCES' : 'ok';
 }
 
+/** What a create or unlink of `p` (a file path: '/d/leaf') by OTHER must give on the model (the order of Names' checks). */
+function expectedMine(model: Map<string, Entry>, act: 'create' | 'unlink', p: string): string {
+  const dir = model.get(p.slice(0, p.lastIndexOf('/')));
+  if (dir === undefined) return 'ENOENT';
+  if (dir.kind !== 'dir') return 'ENOTDIR';
+  const e = model.get(p);
+  if (act === 'unlink' && e === undefined) return 'ENOENT';
+  if ((dir.mode & 0o003) !== 0o003) return 'EACCES'; // write and search for "other"; '/' is 0o755
+  if (act === 'create') return e === undefined ? 'ok' : 'EEXIST';
+  return e!.kind === 'dir' ? 'EISDIR' : 'ok';
+}
+
 /**
  * Whether root may search every directory above `p`'s last component: it
  * passes every check but the execute bit, which needs some x bit (rights.ts).
@@ -177,7 +195,7 @@ function rootReaches(model: Map<string, Entry>, p: string): boolean {
 }
 
 /** Applies `op` through the writer (root) and to the model; the writer's success must match the model's. */
-function applyChange(writer: Names, model: Map<string, Entry>, op: Exclude<Op, { op: 'open' }>): void {
+function applyChange(writer: Names, model: Map<string, Entry>, op: Exclude<Op, { op: 'open' } | { op: 'mine' }>): void {
   const depth = (p: string) => p.split('/').length - 1;
   if (op.op === 'create') {
     const isDir = depth(op.path) === 1;
@@ -231,6 +249,20 @@ test('model: random create/unlink/rename/chmod by another Names, opens through a
       }
       ['/a/x', '/a/y', '/b/x', '/b/y'].forEach((p, i) => applyChange(writer, model, { op: 'create', path: p, mode: modes[i] }));
       for (const op of ops) {
+        if (op.op === 'mine') {
+          const want = expectedMine(model, op.act, op.path);
+          let handle = '';
+          const got = outcome(() => {
+            if (op.act === 'unlink') return void reader.unlink(op.path);
+            const h = reader.create(op.path, { sizeBytes: 4096, mode: 0o644 });
+            handle = formatHandle(h);
+            reader.close(h);
+          });
+          assert.equal(got, want, `${op.act} ${op.path} by the reader`);
+          if (got === 'ok' && op.act === 'create') model.set(op.path, { kind: 'morsel', mode: 0o644, handle });
+          if (got === 'ok' && op.act === 'unlink') model.delete(op.path);
+          continue;
+        }
         if (op.op !== 'open') {
           applyChange(writer, model, op);
           continue;

@@ -13,7 +13,9 @@
  * root directory's record (0 = the default root: uid 0, gid 0, mode 0o755) and
  * its directory object, the number of record pages, a free-page hint, the
  * creation time, the change epoch (changes begun, changes ended: see
- * changing()); then two inline radix tops: 256 words for the bucket tables
+ * changing()), the count of removed names that keep their key, the
+ * directory epoch (the same pair, for changes that can alter a directory:
+ * resolveDir); then two inline radix tops: 256 words for the bucket tables
  * and 512 for the record pages. Everything below is built lazily by the
  * lock-free install pattern (allocate, zero, CAS into a zero word, free on
  * loss: `installTable`), and no namespace frame is ever freed, so a frame
@@ -159,7 +161,6 @@ export interface NameRecord {
   fixedAddress: number | null;
 }
 
-/** The directory object a running rmdir marked DYING (0: none). */
 /**
  * A directory resolved by resolveDir: its path, the records from the root to
  * it (for search and write permission checks) and its directory object
@@ -173,6 +174,7 @@ export interface DirRef {
   readonly objSeq: number;
 }
 
+/** The directory object a running rmdir marked DYING (0: none). */
 interface DyingMark {
   obj: number;
   objSeq: number;
@@ -524,7 +526,10 @@ export class Namespace {
    * step calls beginChange() (H_EPOCH += 1, BEFORE the CAS that can make the
    * change visible); when it returns or throws after that, H_EPOCH_DONE += 1.
    * A change refused before any commit step (ENOENT, EEXIST, EACCES...)
-   * changes no byte. Nests (update's callback may call back in).
+   * changes no byte. Nests (update's callback may call back in). `dirs`:
+   * the change can alter a directory's resolution or rights, so it counts
+   * in the directory epoch too (H_DIR_EPOCH / H_DIR_EPOCH_DONE, the same
+   * pair for resolveDir's cache); only a morsel name's removal passes false.
    *
    * # Warning: why a cached lookup is never stale (per-process caches,
    * Names' lookup cache). A cache entry is filled by a walk that read
