@@ -175,3 +175,58 @@ test('meta item state (fetched bit, win token, stale mark, ttls) survives SIGKIL
     assert.equal(await kv.stop(), 0);
   }
 });
+
+/** Waits (bounded) until `port` accepts a connection again (a take-over in progress refuses them). */
+async function untilServing(port: number): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    try {
+      (await RawClient.connect(port)).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  assert.fail(`nothing serves on ${port} after 10 s`);
+}
+
+/** Polls (bounded) until `count()` reaches `n`. */
+async function until(what: string, n: number, count: () => number): Promise<void> {
+  for (let i = 0; i < 2000 && count() < n; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(count() >= n, `${what}: ${count()} of ${n} within 10 s`);
+}
+
+test('--standby: the serving worker SIGKILLed at random moments; the spare takes over on the same port with every acknowledged write, and a new spare is forked', { timeout: 120_000 }, async () => {
+  const dir = tmpDir('kv-standby-');
+  const region = path.join(dir, 'r.bin');
+  initRegion(region, '128MiB');
+  const seed = Number(process.env.KV_CRASH_SEED ?? Date.now() % 1e9);
+  const rand = rng(seed);
+  const model: Model = { acked: new Map(), pending: null };
+  const kv = await startKv(region, ['-m', String(STRICT.memMiB), '--standby', '-v']);
+  const matches = (re: RegExp): string[] => [...kv.stderr().matchAll(re)].map((m) => m[1]);
+  try {
+    let worker = Number(/pids (\d+)/.exec(kv.banner)?.[1]);
+    const spare = Number(/standby pid (\d+)/.exec(kv.banner)?.[1]);
+    assert.ok(worker > 0 && spare > 0 && spare !== worker, `the banner names the worker and the spare: ${kv.banner}`);
+    const ROUNDS = 4;
+    let acked = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      await until('spares ready', round + 1, () => matches(/standby (\d+) ready/g).length);
+      acked += await writeUntilKilled(kv.port, STRICT, model, rand, 50 + Math.floor(rand() * 200), async () => void process.kill(worker, 'SIGKILL'));
+      await until('take-overs', round + 1, () => matches(/standby (\d+) takes over/g).length);
+      const next = Number(matches(/standby (\d+) takes over/g)[round]);
+      assert.notEqual(next, worker, 'another process serves');
+      worker = next;
+      await untilServing(kv.port);
+      await verify(kv.port, STRICT, model);
+    }
+    assert.ok(acked > ROUNDS * 20, `the writer got work done (${acked} acknowledged writes)`);
+    await until('spares ready', ROUNDS + 1, () => matches(/standby (\d+) ready/g).length);
+    assert.equal(new Set(matches(/standby (\d+) ready/g)).size, ROUNDS + 1, 'a new spare after every take-over');
+    assert.equal(await kv.stop(), 0, 'clean exit on SIGTERM');
+  } finally {
+    kv.child.kill('SIGKILL');
+  }
+  const check = spawnSync(process.execPath, [MORSEL_BIN, 'check', '--region', region], { encoding: 'utf8' });
+  assert.equal(check.status, 0, `morsel check: ${check.stdout}${check.stderr}`);
+});
