@@ -34,7 +34,9 @@ const U64_MAX = (1n << 64n) - 1n;
  * would have to be its mapping entry.
  */
 export const MIN_HUGE_ORDER = 2;
-const U32_MASK = 0xffffffffn;
+/** decodeIdBits' scratch: one 64-bit value seen as its two 32-bit halves (little-endian: [lo, hi]). */
+const ID_BITS = new BigUint64Array(1);
+const ID_HALVES = new Uint32Array(ID_BITS.buffer);
 
 export function encodeId(rootFrame: Frame, order: Order, meta: boolean, huge = false): MorselId {
   const lo = makeLo(rootFrame, INNER_FLAGS | ((order + 1) << TAG_SHIFT));
@@ -45,8 +47,10 @@ export function encodeId(rootFrame: Frame, order: Order, meta: boolean, huge = f
 /** Structural decode: present bit, known tag, no stray bits. Region checks are the caller's (see Morsels.decode). */
 export function decodeIdBits(value: bigint): DecodedId {
   if (typeof value !== 'bigint' || value < 0n || value > U64_MAX) throw new MorselError('EINVAL', `not a 64-bit morsel ID: ${String(value)}`);
-  const lo = Number(value & U32_MASK) | 0;
-  const hi = Number(value >> 32n) | 0;
+  // The halves through a 64-bit typed array: no BigInt is allocated (an & and a >> cost ~40 ns here).
+  ID_BITS[0] = value;
+  const lo = ID_HALVES[0] | 0;
+  const hi = ID_HALVES[1] | 0;
   if (!isPresent(lo)) throw new MorselError('EINVAL', `morsel ID ${hex(value)} is not present`);
   const tag = (lo & TAG_MASK) >>> TAG_SHIFT;
   if (tag < 1 || tag > 5) throw new MorselError('EINVAL', `morsel ID ${hex(value)} has no valid order tag (${tag})`);
