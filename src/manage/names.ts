@@ -106,11 +106,6 @@ export function orderForSize(sizeBytes: number): Order {
   throw new MorselError('ERANGE', `size ${sizeBytes} exceeds the largest morsel (${orderBytes(MAX_ORDER)} bytes)`);
 }
 
-function parentOf(path: string): { parent: string; leaf: string } {
-  const i = path.lastIndexOf('/');
-  return { parent: i <= 0 ? '/' : path.slice(0, i), leaf: path.slice(i + 1) };
-}
-
 export class Names {
   readonly reservations: Reservations;
   readonly cred: Credentials;
@@ -151,9 +146,10 @@ export class Names {
 
   /** The directory of `path`'s last component (EINVAL when it names none), resolved, no permission checked. */
   private parentDir(path: string): DirRef {
-    const { parent, leaf } = parentOf(path);
-    check(leaf.length > 0, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
-    return this.ns.resolveDir(parent);
+    check(typeof path === 'string', 'EINVAL', () => `path must be a string, got ${typeof path}`);
+    const cut = path.lastIndexOf('/');
+    check(cut < path.length - 1, 'EINVAL', () => `${JSON.stringify(path)} names no entry`);
+    return this.ns.resolveParent(path, cut);
   }
 
   /** Search permission on every directory down to `dir`, and write permission on `dir`, for a change of `path` in it. */

@@ -395,6 +395,9 @@ export class Namespace {
   private hitSeq = 0;
   /** The last insert() revived a GONE slot (took no empty slot). */
   private revived = false;
+  /** set by find(..., noteGone): the slot keyed by the name, found GONE (-1: none), and its lo word then */
+  private goneSlot = -1;
+  private goneLo = 0;
   /** changing() nesting depth, and whether the running change has begun (bumped H_EPOCH) */
   private changeDepth = 0;
   private changeBegun = false;
@@ -412,6 +415,8 @@ export class Namespace {
   private found: { dir: DirRef; rec: NameRecord; slot: number; lo: number; recNo: number; seq: number; snapDir: number; snapDirSeq: number } | null = null;
   /** resolveDir's cache: directory path -> resolution, all filled under directory epoch dirCacheEpoch */
   private readonly dirCache = new Map<string, DirRef>();
+  /** resolveParent's last answer (an entry of dirCache, under the same epoch) */
+  private lastParent: DirRef | null = null;
   private dirCacheEpoch = -1;
   /** the header frame's int32 window and the index of its word 0 (set with hdr) */
   private hw: Int32Array | null = null;
@@ -454,6 +459,7 @@ export class Namespace {
     const epoch = this.dirEpoch(H_DIR_EPOCH);
     if (epoch !== this.dirCacheEpoch) {
       this.dirCache.clear();
+      this.lastParent = null;
       this.dirCacheEpoch = epoch;
     } else {
       const hit = this.dirCache.get(path);
@@ -464,9 +470,28 @@ export class Namespace {
     check(recs[recs.length - 1].kind === 'dir', 'ENOTDIR', () => `${path} is not a directory`);
     const ref: DirRef = { path, recs, obj: this.snapDir, objSeq: this.snapDirSeq };
     if (settled && ref.obj !== 0) {
-      if (this.dirCache.size >= DIR_CACHE_ENTRIES) this.dirCache.clear();
+      if (this.dirCache.size >= DIR_CACHE_ENTRIES) {
+        this.dirCache.clear();
+        this.lastParent = null;
+      }
       this.dirCache.set(path, ref);
     }
+    return ref;
+  }
+
+  /**
+   * resolveDir of the directory part of `path` (before its last '/', at
+   * `cut`; '/' when cut <= 0). The last answer is kept: the next entry of
+   * the same directory, while the directory epoch stands, costs a compare
+   * (no slice, no map lookup).
+   */
+  resolveParent(path: string, cut: number): DirRef {
+    const last = this.lastParent;
+    if (last !== null && this.dirEpoch(H_DIR_EPOCH) === this.dirCacheEpoch && (cut <= 0 ? last.path === '/' : cut === last.path.length && path.startsWith(last.path))) {
+      return last;
+    }
+    const ref = this.resolveDir(cut <= 0 ? '/' : path.slice(0, cut));
+    this.lastParent = this.dirCache.get(ref.path) === ref ? ref : null; // kept only as long as the cache keeps it
     return ref;
   }
 
@@ -614,7 +639,8 @@ export class Namespace {
     }
     const s = p.starts[n - 1];
     const e = p.ends[n - 1];
-    check(d === 0 || this.find(d, sd, p.bytes, s, e, false) < 0, 'EEXIST', () => `${prefix(p, n)} exists`); // before any byte changes
+    check(d === 0 || this.find(d, sd, p.bytes, s, e, false, true) < 0, 'EEXIST', () => `${prefix(p, n)} exists`); // before any byte changes
+    const [gone, goneLo] = d === 0 ? [-1, 0] : [this.goneSlot, this.goneLo];
     if (d === 0) [d, sd] = this.rootDir(true);
     this.reserveSlot();
     let entered = false;
@@ -634,6 +660,11 @@ export class Namespace {
       this.w[b + R_DIR_SEQ] = objSeq;
       const seq = this.publish(r);
       crashPoint('names:after-claim');
+      // The name's GONE slot seen by the check: revived with one CAS, no second probe (a changed word: insert probes).
+      if (gone >= 0 && this.revive(gone, goneLo, enc(r, seq, LIVE))) {
+        this.unreserveSlot();
+        return;
+      }
       if (this.insert(d, sd, p.bytes, s, e, enc(r, seq, LIVE)) >= 0) {
         if (this.revived) this.unreserveSlot();
         return;
@@ -1207,7 +1238,8 @@ export class Namespace {
    * Returns its slot (setting hit*) or -1. `help`: commit an undecided rename
    * found for this name (inserters must; pure lookups only read).
    */
-  private find(d: number, sd: number, bytes: Uint8Array, s: number, e: number, help: boolean): number {
+  private find(d: number, sd: number, bytes: Uint8Array, s: number, e: number, help: boolean, noteGone = false): number {
+    this.goneSlot = -1;
     const h = hashName(d, sd, bytes, s, e);
     const tag = tagOf(h);
     let slot = h & this.capMask;
@@ -1219,9 +1251,15 @@ export class Namespace {
         if (retry >= MAX_READ_RETRIES) busy('lookup');
         const lo = Atomics.load(sw, si);
         if (lo === 0) return -1;
-        if (Atomics.load(sw, si + 1) !== tag || isDead(lo)) break;
+        if (Atomics.load(sw, si + 1) !== tag || (isDead(lo) && !(noteGone && stateOf(lo) === GONE))) break;
         const m = this.matchSlot(sw, si, lo, d, sd, bytes, s, e, help);
         if (m === NOMATCH) break;
+        if (m === MATCH && stateOf(lo) === GONE) {
+          // The name's one keyed slot, removed: the name is not visible (a create revives this slot).
+          this.goneSlot = slot;
+          this.goneLo = lo;
+          return -1;
+        }
         if (m === MATCH) {
           this.hitSlot = slot;
           this.hitLo = lo;
@@ -1258,10 +1296,8 @@ export class Namespace {
         const m = this.matchSlot(sw, si, lo, d, sd, bytes, s, e, true);
         if (m === NOMATCH) break;
         if (m === MATCH && stateOf(lo) === GONE) {
-          if (Atomics.compareExchange(sw, si, lo, newLo) !== lo) continue;
+          if (!this.revive(slot, lo, newLo)) continue;
           this.revived = true;
-          this.releaseKept();
-          this.freeRecord(recOf(lo));
           return slot;
         }
         if (m === MATCH) {
@@ -1272,6 +1308,22 @@ export class Namespace {
       }
     }
     throw new MorselError('ENOSPC', 'namespace hash table full');
+  }
+
+  /**
+   * GONE(r) -> `newLo` on slot `slot` if its word is still `lo` (the commit
+   * of a create or rename of the name the slot keeps); the winner frees the
+   * kept record r. A slot's key never changes, so a word still GONE is
+   * still this name's, and the name is still not visible.
+   */
+  private revive(slot: number, lo: number, newLo: number): boolean {
+    assert(stateOf(lo) === GONE, 'revive a GONE slot');
+    const si = this.slotIndex(slot, false);
+    assert(si >= 0, 'a slot found by a probe has its table');
+    if (Atomics.compareExchange(this.sw, si, lo, newLo) !== lo) return false;
+    this.releaseKept();
+    this.freeRecord(recOf(lo));
+    return true;
   }
 
   /**
