@@ -160,7 +160,10 @@ async function measureOpenClose(memory: Memory, count: number, p: NamesParams, d
 async function throughput(memory: Memory, kind: 'names' | 'fs-shm', paths: string[], reps: number): Promise<Record<1 | 2, number[]>> {
   const clients = [0, 1].map(() => WorkerClient.start(WORKER, { share: memory.share() }));
   try {
-    await Promise.all(clients.map((c) => c.call<void>({ op: 'load', paths } satisfies NamesRequest)));
+    // Independent clients: each worker walks the list from its own starting point (in lockstep on one
+    // list both would open the same name at the same moment, on either side: a contention test).
+    const from = (i: number): string[] => [...paths.slice((i * paths.length) >> 1), ...paths.slice(0, (i * paths.length) >> 1)];
+    await Promise.all(clients.map((c, i) => c.call<void>({ op: 'load', paths: from(i) } satisfies NamesRequest)));
     const out: Record<1 | 2, number[]> = { 1: [], 2: [] };
     for (let rep = -1; rep < reps; rep++) {
       for (const workers of [1, 2] as const) {

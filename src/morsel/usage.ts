@@ -2,7 +2,7 @@
  * Region-wide usage counts of morsels: open handles plus mappings, kept per
  * process in that process's usage registry (a Registry rooted in field
  * SLOT_USAGE_ROOT of its user-slot record, keyed by the data morsel's root
- * frame). The region-wide count of a morsel is the sum over LIVE user slots,
+ * frame, permuted inside its leaf: entryKey). The region-wide count of a morsel is the sum over LIVE user slots,
  * so a crashed process's counts stop counting when its slot is dead and can
  * never stay stuck or underflow.
  *
@@ -36,6 +36,17 @@ import { Registry, userSlotRoot } from './registry.js';
 const COUNT_RETRIES = 1 << 16;
 const MAX_COUNT = 2 ** 27 - 1;
 const MAX_CLAIMS = 15;
+
+/**
+ * A morsel's key in a usage registry: its data root frame with the index
+ * inside its 512-entry leaf permuted (low 6 bits up, high 3 bits down), so
+ * that consecutive root frames (morsels created one after another) fall in
+ * different 64-byte lines: threads counting uses of neighbouring morsels do
+ * not write one cache line. The leaf (frame / 512) is unchanged.
+ */
+const entryKey = (frame: number): number => frame - (frame % ENTRIES_PER_TABLE) + (((frame & 63) << 3) | ((frame >>> 6) & 7));
+/** The data root frame of usage-registry key `key` (entryKey's inverse). */
+const frameOfEntry = (key: number): number => key - (key % ENTRIES_PER_TABLE) + (((key & 7) << 6) | ((key >>> 3) & 63));
 
 const countOf = (lo: number): number => lo >>> 5;
 const claimsOf = (lo: number): number => (lo >>> 1) & MAX_CLAIMS;
@@ -100,8 +111,9 @@ export class Usage {
   /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
   add(key: number, wordFrame: number): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
-    const leaf = this.myLeaf(key, true)!;
-    const idx = key % ENTRIES_PER_TABLE;
+    const k = entryKey(key);
+    const leaf = this.myLeaf(k, true)!;
+    const idx = k % ENTRIES_PER_TABLE;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       if (!isPresent(lo)) {
@@ -117,17 +129,19 @@ export class Usage {
 
   /** The frame of the morsel word of `key`, whose use this process holds (asserted). */
   wordFrameOf(key: number): number {
-    const leaf = this.myLeaf(key, false);
-    assert(leaf !== null && countOf(this.region.loadLo(leaf, key % ENTRIES_PER_TABLE)) > 0, 'a use is held');
-    const hi = this.region.loadHi(leaf, key % ENTRIES_PER_TABLE);
+    const k = entryKey(key);
+    const leaf = this.myLeaf(k, false);
+    assert(leaf !== null && countOf(this.region.loadLo(leaf, k % ENTRIES_PER_TABLE)) > 0, 'a use is held');
+    const hi = this.region.loadHi(leaf, k % ENTRIES_PER_TABLE);
     return hi === 0 ? key : hi >>> 0;
   }
 
   /** Removes one use and returns this process's count left. The caller must hold a use (asserted). */
   sub(key: number): number {
-    const leaf = this.myLeaf(key, false);
+    const k = entryKey(key);
+    const leaf = this.myLeaf(k, false);
     assert(leaf !== null, 'usage count never negative');
-    const idx = key % ENTRIES_PER_TABLE;
+    const idx = k % ENTRIES_PER_TABLE;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       const hi = this.region.loadHi(leaf, idx);
@@ -142,8 +156,9 @@ export class Usage {
   /** Adds (`on`) or removes one DYING claim of this process on the morsel of `key` (word in `wordFrame`). */
   claim(key: number, wordFrame: number, on: boolean): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
-    const leaf = this.myLeaf(key, on)!;
-    const idx = key % ENTRIES_PER_TABLE;
+    const k = entryKey(key);
+    const leaf = this.myLeaf(k, on)!;
+    const idx = k % ENTRIES_PER_TABLE;
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       if (!isPresent(lo)) {
@@ -174,14 +189,15 @@ export class Usage {
 
   /** (key, word frame) of every claim slot `slot` holds. */
   forEachClaim(slot: number, visit: (key: number, wordFrame: number) => void): void {
-    this.all[slot].forEach((key, lo, hi) => {
+    this.all[slot].forEach((k, lo, hi) => {
+      const key = frameOfEntry(k);
       if (claimsOf(lo) > 0) visit(key, hi === 0 ? key : hi >>> 0);
     });
   }
 
   /** This process's uses of `key`. */
   mineCount(key: number): number {
-    const cur = this.mine.get(key);
+    const cur = this.mine.get(entryKey(key));
     return cur === null ? 0 : countOf(cur[0]);
   }
 
@@ -234,14 +250,15 @@ export class Usage {
    * counted after the destroyer's DYING, so that user's re-check backs off.
    */
   private countIn(s: number, key: number): [number, number] | null {
+    const k = entryKey(key);
     if (s === this.region.userSlot) {
-      const leaf = this.myLeaf(key, false); // our own tables, cached (see leafCache)
-      const lo = leaf === null ? 0 : this.region.loadLo(leaf, key % ENTRIES_PER_TABLE);
-      return isPresent(lo) ? [lo, this.region.loadHi(leaf!, key % ENTRIES_PER_TABLE)] : null;
+      const leaf = this.myLeaf(k, false); // our own tables, cached (see leafCache)
+      const lo = leaf === null ? 0 : this.region.loadLo(leaf, k % ENTRIES_PER_TABLE);
+      return isPresent(lo) ? [lo, this.region.loadHi(leaf!, k % ENTRIES_PER_TABLE)] : null;
     }
     const root = this.region.loadSlotRoot(s, SLOT_USAGE_ROOT);
     try {
-      return this.all[s].get(key);
+      return this.all[s].get(k);
     } catch (e) {
       const gone = !this.region.slotAlive(s) || this.region.loadSlotRoot(s, SLOT_USAGE_ROOT) !== root;
       if (s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && gone) return null;
@@ -251,7 +268,10 @@ export class Usage {
 
   /** Every (key, count) of this process. */
   forEachMine(visit: (key: number, count: number, wordFrame: number) => void): void {
-    this.mine.forEach((key, lo, hi) => visit(key, countOf(lo), hi === 0 ? key : hi >>> 0));
+    this.mine.forEach((k, lo, hi) => {
+      const key = frameOfEntry(k);
+      visit(key, countOf(lo), hi === 0 ? key : hi >>> 0);
+    });
   }
 }
 
