@@ -231,21 +231,8 @@ async function drive(port: number, getRatio: number, size: number, durationMs: n
 async function timeToFirstHit(start: () => Promise<Server>, port: number, key: string): Promise<{ ms: number; server: Server }> {
   const t0 = performance.now();
   const server = await start();
-  for (let i = 0; i < 10_000; i++) {
-    const s = await connect(port);
-    const reply = await new Promise<string>((resolve) => {
-      let got = '';
-      s.on('data', (d: Buffer) => {
-        got += d.toString('latin1');
-        if (got.endsWith('END\r\n')) resolve(got);
-      });
-      s.write(`get ${key}\r\n`);
-    });
-    s.destroy();
-    if (reply.startsWith('VALUE')) return { ms: performance.now() - t0, server };
-    if (i === 0) return { ms: NaN, server }; // answers, but the cache is empty
-  }
-  return { ms: NaN, server };
+  const reply = await getOnce(port, key);
+  return { ms: reply.startsWith('VALUE') ? performance.now() - t0 : NaN, server }; // NaN: it answers, but the cache is empty
 }
 
 /** Take-overs measured per item count with --standby (median reported). */

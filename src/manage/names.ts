@@ -129,8 +129,13 @@ export class Names {
   /** Resolves `path` with search (x) permission on every directory above its last component. */
   private resolve(path: string): NameRecord[] {
     const recs = this.ns.resolve(path);
-    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, 'search', path);
+    this.checkSearch(recs, path);
     return recs;
+  }
+
+  /** Search permission on every directory of `recs` (root first) above its last record. */
+  private checkSearch(recs: readonly NameRecord[], path: string): void {
+    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, 'search', path);
   }
 
   /**
@@ -154,9 +159,8 @@ export class Names {
 
   /** Search permission on every directory down to `dir`, and write permission on `dir`, for a change of `path` in it. */
   private checkWritableDir(dir: DirRef, path: string): void {
-    const recs = dir.recs;
-    for (let i = 0; i < recs.length - 1; i++) checkAccess(this.cred, recs[i], X_OK, 'search', path);
-    checkAccess(this.cred, recs[recs.length - 1], W_OK | X_OK, 'modify', dir.path);
+    this.checkSearch(dir.recs, path);
+    checkAccess(this.cred, dir.recs[dir.recs.length - 1], W_OK | X_OK, 'modify', dir.path);
   }
 
   /**

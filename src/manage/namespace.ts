@@ -348,6 +348,11 @@ const isDead = (lo: number): boolean => stateOf(lo) >= TOMB;
 const withState = (lo: number, state: number): number => (lo & ~STATE_BITS) | (state << STATE_SHIFT);
 const recOf = (lo: number): number => lo & REC_MASK;
 
+/** Whether `path`, whose last '/' is at `cut`, names an entry of the directory `dirPath` (no slice). */
+function isEntryOf(path: string, cut: number, dirPath: string): boolean {
+  return cut <= 0 ? dirPath === '/' : cut === dirPath.length && path.startsWith(dirPath);
+}
+
 function busy(what: string): never {
   throw new MorselError('EBUSY', `namespace ${what}: too much contention, retry`);
 }
@@ -456,7 +461,7 @@ export class Namespace {
    * directory epoch's words). One atomic load and a map lookup on a hit.
    */
   resolveDir(path: string): DirRef {
-    const epoch = this.dirEpoch(H_DIR_EPOCH);
+    const epoch = this.headerLoad(H_DIR_EPOCH);
     if (epoch !== this.dirCacheEpoch) {
       this.dirCache.clear();
       this.lastParent = null;
@@ -465,7 +470,7 @@ export class Namespace {
       const hit = this.dirCache.get(path);
       if (hit !== undefined) return hit;
     }
-    const settled = this.dirEpoch(H_DIR_EPOCH_DONE) === epoch; // read BEFORE the walk
+    const settled = this.headerLoad(H_DIR_EPOCH_DONE) === epoch; // read BEFORE the walk
     const recs = this.resolve(path);
     check(recs[recs.length - 1].kind === 'dir', 'ENOTDIR', () => `${path} is not a directory`);
     const ref: DirRef = { path, recs, obj: this.snapDir, objSeq: this.snapDirSeq };
@@ -487,7 +492,7 @@ export class Namespace {
    */
   resolveParent(path: string, cut: number): DirRef {
     const last = this.lastParent;
-    if (last !== null && this.dirEpoch(H_DIR_EPOCH) === this.dirCacheEpoch && (cut <= 0 ? last.path === '/' : cut === last.path.length && path.startsWith(last.path))) {
+    if (last !== null && this.headerLoad(H_DIR_EPOCH) === this.dirCacheEpoch && isEntryOf(path, cut, last.path)) {
       return last;
     }
     const ref = this.resolveDir(cut <= 0 ? '/' : path.slice(0, cut));
@@ -511,13 +516,12 @@ export class Namespace {
   /** Parses `path` into p1, asserting that it names an entry of `dir`. Returns the component count. */
   private parseIn(dir: DirRef, path: string): number {
     const n = this.p1.parse(path);
-    const cut = path.lastIndexOf('/');
-    assert(n > 0 && (cut === 0 ? dir.path === '/' : path.length > cut && path.startsWith(dir.path) && cut === dir.path.length), 'an entry of the directory it is resolved in');
+    assert(n > 0 && isEntryOf(path, path.lastIndexOf('/'), dir.path), 'an entry of the directory it is resolved in');
     return n;
   }
 
-  /** Header word `word` (H_DIR_EPOCH or H_DIR_EPOCH_DONE); 0 before the namespace exists. */
-  private dirEpoch(word: number): number {
+  /** Header word `word` (an epoch counter), one atomic load; 0 before the namespace exists. */
+  private headerLoad(word: number): number {
     if (this.hw === null && this.header(false) === 0) return 0;
     return Atomics.load(this.hw!, this.hi + word);
   }
@@ -529,8 +533,7 @@ export class Namespace {
    * only add names. One atomic load.
    */
   changeEpoch(): number {
-    if (this.hw === null && this.header(false) === 0) return 0;
-    return Atomics.load(this.hw!, this.hi + H_EPOCH);
+    return this.headerLoad(H_EPOCH);
   }
 
   /**
@@ -541,9 +544,8 @@ export class Namespace {
    * changing()).
    */
   settledEpoch(): number | null {
-    if (this.hw === null && this.header(false) === 0) return 0;
-    const begun = Atomics.load(this.hw!, this.hi + H_EPOCH);
-    return Atomics.load(this.hw!, this.hi + H_EPOCH_DONE) === begun ? begun : null;
+    const begun = this.headerLoad(H_EPOCH);
+    return this.headerLoad(H_EPOCH_DONE) === begun ? begun : null;
   }
 
   /**
@@ -625,22 +627,23 @@ export class Namespace {
     validateRecord(rec);
     const p = this.p1;
     let n: number;
-    let d: number;
-    let sd: number;
     if (parent !== undefined && parent.obj !== 0) {
       n = this.parseIn(parent, path);
-      [d, sd] = [parent.obj, parent.objSeq];
+      this.snapDir = parent.obj;
+      this.snapDirSeq = parent.objSeq;
     } else {
       n = p.parse(path);
       check(n > 0, 'EEXIST', 'the root directory exists');
       const dir = this.walk(p, n - 1, null, 0);
       check(dir.kind === 'dir', 'ENOTDIR', () => `${prefix(p, n - 1)} is not a directory`);
-      [d, sd] = [this.snapDir, this.snapDirSeq];
     }
+    let d = this.snapDir;
+    let sd = this.snapDirSeq;
     const s = p.starts[n - 1];
     const e = p.ends[n - 1];
     check(d === 0 || this.find(d, sd, p.bytes, s, e, false, true) < 0, 'EEXIST', () => `${prefix(p, n)} exists`); // before any byte changes
-    const [gone, goneLo] = d === 0 ? [-1, 0] : [this.goneSlot, this.goneLo];
+    const gone = d === 0 ? -1 : this.goneSlot;
+    const goneLo = this.goneLo;
     if (d === 0) [d, sd] = this.rootDir(true);
     this.reserveSlot();
     let entered = false;
@@ -761,7 +764,12 @@ export class Namespace {
     const f = this.found;
     this.found = null;
     if (f === null || seen === undefined || f.rec !== seen || f.dir !== at) return this.component(at.obj, at.objSeq, p, n - 1);
-    [this.hitSlot, this.hitLo, this.hitRec, this.hitSeq, this.snapDir, this.snapDirSeq] = [f.slot, f.lo, f.recNo, f.seq, f.snapDir, f.snapDirSeq];
+    this.hitSlot = f.slot;
+    this.hitLo = f.lo;
+    this.hitRec = f.recNo;
+    this.hitSeq = f.seq;
+    this.snapDir = f.snapDir;
+    this.snapDirSeq = f.snapDirSeq;
     return f.rec;
   }
 

@@ -806,10 +806,14 @@ export class Morsels {
     const data = this.dataOfLive(d, generation);
     this.usage.claim(data.rootFrame, d.rootFrame, true); // brackets DYING, as in destroyDecoded
     try {
-      const w = this.words.load(d.rootFrame);
-      check(wordLive(w) && wordGeneration(w) === generation, 'ESTALE', () => `morsel ${hex(id)}@${generation} was destroyed`);
+      let w: number;
+      try {
+        w = this.takeDying(d, generation, W_PENDING);
+      } catch (e) {
+        if (e instanceof MorselError && e.code === 'EBUSY') return 'busy';
+        throw e;
+      }
       const held = w | W_DYING | W_PENDING;
-      if ((w & W_DYING) !== 0 || !this.words.cas(d.rootFrame, w, held)) return 'busy';
       let users = 0;
       let committed = false;
       try {
@@ -826,13 +830,13 @@ export class Morsels {
     }
   }
 
-  /** CASes DYING into the word of incarnation `generation`; returns the word before. */
-  private takeDying(d: DecodedId, generation: number): number {
+  /** CASes DYING (and the flags `also`) into the word of incarnation `generation`; returns the word before. ESTALE, EBUSY. */
+  private takeDying(d: DecodedId, generation: number, also = 0): number {
     for (let attempt = 0; attempt < DECISION_RETRIES; attempt++) {
       const w = this.words.load(d.rootFrame);
       check(wordLive(w) && wordGeneration(w) === generation, 'ESTALE', () => `morsel ${hex(d.id)}@${generation} was destroyed`);
       check((w & W_DYING) === 0, 'EBUSY', () => `morsel ${hex(d.id)} is being destroyed by someone else`);
-      if (this.words.cas(d.rootFrame, w, w | W_DYING)) return w;
+      if (this.words.cas(d.rootFrame, w, w | W_DYING | also)) return w;
     }
     throw new MorselError('EBUSY', `morsel ${hex(d.id)}: its word kept changing`);
   }

@@ -522,8 +522,14 @@ export class Region {
   }
 
   private anySlotOccupied(): boolean {
-    for (let slot = 0; slot < USER_SLOTS; slot++) if (this.slotOccupied(slot)) return true;
-    return false;
+    return this.occupiedSlots() > 0;
+  }
+
+  /** How many user slots' records hold anything. */
+  private occupiedSlots(): number {
+    let occupied = 0;
+    for (let slot = 0; slot < USER_SLOTS; slot++) if (this.slotOccupied(slot)) occupied++;
+    return occupied;
   }
 
   /** The pid recorded in slot `slot` (0 = free). */
@@ -594,9 +600,7 @@ export class Region {
   /** Exclusive holder only: the occupied-slot word := the slots whose records hold anything now. */
   private recountOccupied(): void {
     assert(this.alone, 'the occupied-slot word is recounted only while holding the region exclusively');
-    let occupied = 0;
-    for (let slot = 0; slot < USER_SLOTS; slot++) if (this.slotOccupied(slot)) occupied++;
-    Atomics.store(this.i32w[0], SB_OCCUPIED_I32, occupied);
+    Atomics.store(this.i32w[0], SB_OCCUPIED_I32, this.occupiedSlots());
   }
 
   /** Empties slot `slot`'s record: its roots must be 0 already; pid last, so a crash before leaves it visibly occupied. */
