@@ -124,6 +124,7 @@ export function balance(memory: Memory): number {
   memory.morsels.live.forEach(() => {}, () => tables++);
   forEachSlotFrame(memory.morsels, () => tables++); // per-process registries: address spaces and usage counts
   memory.morsels.cow.refs.forEachStorageFrame(() => tables++);
+  memory.morsels.cow.lazy.forEachTable(() => tables++); // the lazy-clone registry: metadata like the counts
   return freeFramesNow(memory) + tables;
 }
 

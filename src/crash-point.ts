@@ -30,6 +30,7 @@ const PRIMITIVE_CRASH_POINTS = [
   'cow:after-share', // a shared child's count raised, its entry not yet write-protected
   'cow:before-link', // private copy built (its children's counts raised), not yet linked
   'cow:after-link', // copy linked, the shared original's count not yet lowered
+  'clone:after-capture', // clone root holds the source's entries (lazy, attached), not yet a morsel
   'clone:before-register', // clone root built (children shared), not yet in the live table
   // registry growth (src/morsel/registry.ts)
   'registry:before-link-table', // registry table allocated, not yet linked

@@ -215,7 +215,7 @@ export class Memory {
     this.morsels.cow.forgetCounts(); // its storage is freed by the rebuild, its counts recomputed after it
     FrameAllocator.rebuildFrom(this.region, (f: number) => reach.used[f] === 1, hugeChildrenOf(reach.hugeLeaves));
     this.alloc.release();
-    this.morsels.cow.rebuildCounts(reach.shared);
+    this.morsels.cow.rebuildCounts(reach.shared, reach.lazyTables);
     // Management state a crash left mid-decision: stale DYING, half-done
     // renames/rmdirs and unpublished name records, reservation counts. (The
     // PENDING morsels of interrupted creates/unlinks are reaped by admit,

@@ -20,6 +20,7 @@ export function freeFrames(m: Memory): number {
   new Registry(m.region, m.alloc, userSlotRoot(m.region, m.region.userSlot, SLOT_SPACES_ROOT)).forEach(() => {}, () => tables++);
   forEachUsageFrame(m.region, m.alloc, m.region.userSlot, () => tables++);
   m.morsels.cow.refs.forEachStorageFrame(() => tables++);
+  m.morsels.cow.lazy.forEachTable(() => tables++);
   return m.alloc.freeFrames() + tables;
 }
 

@@ -15,7 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { HI_HUGE, RW, entryToBigInt, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, LAZY_REF, LAZY_SRC, RW, entryToBigInt, pfnOf } from '../paging/entry.js';
 import { HUGE_ALLOC_ORDER, HUGE_FRAMES, Walker, isLeafEntry } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -160,21 +160,21 @@ export class Morsels {
   /**
    * Copy-on-write clone (cow.ts): a new plain morsel of the data order of
    * `id` whose root shares every child of the source's root, so the time
-   * does not depend on the size (one root table: at most 512 counts raised;
-   * order 0: one page copied). `pending` as for create(). The caller holds
+   * does not depend on the size (one pass over one root table, no count
+   * raised: lazy.ts; order 0: one page copied). `pending` as for create(). The caller holds
    * a use of `id` (a destroy cannot run meanwhile). Writes in access
    * sections open during the clone may reach both copies: see Names.clone.
    */
   clone(id: bigint, opts: { pending?: boolean } = {}): MorselId {
     const data = this.dataOf(this.decode(id));
-    const root = this.cow.copyOf(data.rootFrame, data.order);
+    const root = this.cow.cloneRoot(data.rootFrame, data.order);
     const cloneId = encodeId(root, data.order, false, data.huge);
     this.setWord(root, data.order, false, opts.pending ? W_PENDING : 0);
     crashPoint('clone:before-register');
     try {
       this.registerOrFree(cloneId, opts.pending ? root : -1);
     } catch (e) {
-      this.cow.freeSubtree(root, data.order); // its children get their references back
+      this.cow.discardRoot(root, data.order); // its counted children get their references back
       throw e;
     }
     // The source's root entries lost RW: cached writable translations must go.
@@ -714,12 +714,22 @@ export class Morsels {
     this.walker.forEachPresent(table, (idx, lo, hi) => {
       if (isLeafEntry(level, lo)) {
         const leaf = this.walker.followHuge(table, idx, lo, hi);
-        visit(leaf, 0, shared || ((lo & RW) === 0 && this.cow.refs.get(leaf) > 1), true);
+        visit(leaf, 0, shared || this.sharedEntry(table, idx, lo, leaf), true);
         return;
       }
       const child = this.walker.follow(table, idx, lo, hi);
-      this.forEachFrame(child, level - 1, visit, shared || ((lo & RW) === 0 && this.cow.refs.get(child) > 1));
+      this.forEachFrame(child, level - 1, visit, shared || this.sharedEntry(table, idx, lo, child));
     });
+  }
+
+  /**
+   * Whether `table[idx]` (low half `lo`, naming `child`) shares its child
+   * with another table: counted above 1, or lazily (lazy.ts).
+   */
+  private sharedEntry(table: Frame, idx: number, lo: number, child: Frame): boolean {
+    if ((lo & RW) !== 0) return false;
+    if ((lo & LAZY_REF) !== 0 || this.cow.refs.get(child) > 1) return true;
+    return (lo & LAZY_SRC) !== 0 && this.cow.lazy.uncountedAt(table, idx) > 0;
   }
 
   // --- destroy --------------------------------------------------------------------
@@ -845,6 +855,7 @@ export class Morsels {
   private destroyCommitted(d: DecodedId, data: DecodedId, w: number): void {
     assert(this.live.remove(d.rootFrame, d.lo, d.hi), 'only the holder of DYING unregisters a morsel');
     crashPoint('destroy:after-unregister');
+    this.cow.lazy.release(data.rootFrame, data.order); // lazy.ts: clones' references counted, or this clone detached
     if (d.meta) {
       this.destroyChildren(data.rootFrame, data.order);
       const lo = this.region.loadLo(d.rootFrame, META_DATA_ID_ENTRY);
@@ -873,10 +884,10 @@ export class Morsels {
       }
       const child = pfnOf(lo, hi) as Frame;
       if ((lo & RW) === 0) {
-        // Shared (copy-on-write): one reference fewer; the last one frees it.
+        // Shared (copy-on-write): one reference fewer; the last one frees it. A detached clone's LAZY_REF reference was never counted.
         assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
         crashPoint('destroy:after-unlink');
-        this.cow.drop(child, level - 1, leaf);
+        if ((lo & LAZY_REF) === 0) this.cow.drop(child, level - 1, leaf);
         return;
       }
       if (!leaf) this.destroyChildren(child, level - 1);

@@ -19,7 +19,8 @@
  *                                  bits 59-62  protection key (ignored unless CR4.PKE)
  *                                  bit 63 NX   no execute (needs EFER.NXE)
  *
- * In inner entries of a morsel, bit 11 is SHARE_TOGGLE (copy-on-write, below).
+ * In inner entries of a morsel, bit 11 is SHARE_TOGGLE and bits 9-10 are
+ * LAZY_REF / LAZY_SRC (copy-on-write, below).
  *
  * Invariant kept by every writer: a non-present entry is all zero, so "lo has
  * P" <=> "entry is in use" and an empty slot is exactly (0, 0).
@@ -61,14 +62,24 @@ export const INNER_FLAGS = P | RW | US;
 export const SHARE_TOGGLE = 1 << 11;
 export const SHARED_FLAGS = P | US;
 
+/**
+ * Deferred counts of a clone (src/morsel/lazy.ts), in shared root entries
+ * only (ignored by the hardware, like SHARE_TOGGLE). LAZY_REF: this
+ * reference is not counted yet (a clone's entry). LAZY_SRC: clones may
+ * hold uncounted references to this child (the source's entry).
+ */
+export const LAZY_REF = 1 << 9;
+export const LAZY_SRC = 1 << 10;
+export const LAZY_BITS = LAZY_REF | LAZY_SRC;
+
 /** Whether an inner morsel entry's flags (lo & 0xfff) are a valid private or shared form. */
-export const isInnerFlags = (flags: number): boolean => flags === INNER_FLAGS || (flags & ~SHARE_TOGGLE) === SHARED_FLAGS;
+export const isInnerFlags = (flags: number): boolean => flags === INNER_FLAGS || (flags & ~(SHARE_TOGGLE | LAZY_BITS)) === SHARED_FLAGS;
 
 /**
  * A 2 MiB leaf (huge page) inside a morsel: an entry of a level-2 table with
  * PS set, referencing an order-9 frame (512 contiguous, 2 MiB-aligned
  * frames). Private leaves are P|RW|US|PS, shared ones (copy-on-write) P|US|PS,
- * optionally SHARE_TOGGLE, exactly as inner entries.
+ * optionally SHARE_TOGGLE and lazy bits, exactly as inner entries.
  */
 export const HUGE_LEAF_FLAGS = INNER_FLAGS | PS;
 export const isHugeLeaf = (lo: number): boolean => (lo & (P | PS)) === (P | PS);

@@ -204,7 +204,11 @@ function refCountProblems(region: Region, scan: Scan): Problem[] {
   const mismatch = (frame: number, count: number, refs: number): void => {
     if (problems.length < MAX_COUNT_PROBLEMS) problems.push({ code: 'REFCOUNT', what: `frame ${frame} has reference count ${count} but ${refs} reference(s)`, where: `reference counts (frame ${frame})`, repairable: true });
   };
-  for (const [frame, refs] of scan.shared) if ((stored.get(frame) ?? 1) !== refs) mismatch(frame, stored.get(frame) ?? 1, refs);
+  // A LAZY_REF reference (src/morsel/lazy.ts) is not counted yet: the count covers the others.
+  for (const [frame, refs] of scan.shared) {
+    const counted = refs - (scan.lazyRefs.get(frame) ?? 0);
+    if ((stored.get(frame) ?? 1) !== counted) mismatch(frame, stored.get(frame) ?? 1, counted);
+  }
   for (const [frame, count] of stored) if (!scan.shared.has(frame)) mismatch(frame, count, scan.used[frame] ? 1 : 0);
   return problems;
 }
@@ -307,7 +311,7 @@ function repair(memory: Memory): Problem[] {
   const countsWrong = refCountProblems(region, scan).length > 0;
   memory.morsels.cow.forgetCounts();
   done.push(rebuildAllocator(region, scan));
-  memory.morsels.cow.rebuildCounts(scan.shared);
+  memory.morsels.cow.rebuildCounts(scan.shared, scan.lazyTables);
   if (countsWrong) done.push({ code: 'REFCOUNT', what: `recomputed the reference counts from the live trees (${scan.shared.size} shared frame(s))`, where: 'reference counts', repairable: true });
   memory.recoveryPending = false; // the allocator is consistent: nothing referenced is free
   return done;

@@ -36,13 +36,15 @@ import { CHILD_FRAMES, CHILD_SHIFT, SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOT
 import { ENTRIES_PER_TABLE, HUGE_FRAMES, isLeafEntry } from '../paging/walk.js';
 import { levelKeySpan, registryDepth } from '../morsel/registry.js';
 import type { Region } from '../physical/region.js';
-import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, PS, RW, entryToBigInt, isHugeLeafFlags, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
+import { HI_MORSEL_TOP, HI_PFN_MASK, INNER_FLAGS, LAZY_BITS, LAZY_REF, P, PS, RW, entryToBigInt, isHugeLeafFlags, isInnerFlags, isPresent, pfnOf } from '../paging/entry.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { META_DATA_ID_ENTRY, readMetaPage } from '../morsel/meta.js';
 import { orderBytes } from '../morsel/order.js';
 import type { Morsels } from '../morsel/morsels.js';
 import { SPACE_LEVELS5 } from '../space/address-space.js';
 import { forEachRefCountStorageFrame } from '../alloc/refcount/index.js';
+import { FrameAllocator } from '../alloc/llfree.js';
+import { forEachLazyTable } from '../morsel/lazy.js';
 import type { Frame } from '../units.js';
 
 export type ProblemCode =
@@ -113,6 +115,10 @@ export interface Scan {
   used: Uint8Array;
   /** frames shared by copy-on-write (referenced by 2 or more write-protected morsel entries) -> references */
   shared: Map<number, number>;
+  /** shared frames -> how many of their references are not counted yet (LAZY_REF entries, src/morsel/lazy.ts) */
+  lazyRefs: Map<number, number>;
+  /** morsel tables holding lazy bits (LAZY_REF or LAZY_SRC): recovery clears them */
+  lazyTables: number[];
   /** KIND_* of every frame (KIND_NONE where used is 0) */
   kinds: Uint8Array;
   /** first frames of the 2 MiB leaves (order-9 blocks) live morsels reference */
@@ -187,6 +193,9 @@ class Scanner implements ScanContext {
   private readonly roots = new Map<number, number>();
   /** Frames referenced by write-protected morsel entries (copy-on-write) -> how many such entries. */
   readonly sharedRefs = new Map<number, number>();
+  /** Of those, references through LAZY_REF entries (not counted yet) -> how many. */
+  readonly lazyRefs = new Map<number, number>();
+  readonly lazyTables: number[] = [];
   readonly hugeLeaves: number[] = [];
 
   constructor(readonly region: Region) {
@@ -415,9 +424,11 @@ class Scanner implements ScanContext {
       this.path.push(table);
       let idx = 0;
       const where = (): string => `${what}: level-${level} table ${table}[${idx}]`; // built only for a finding
+      let lazy = false;
       for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
+        if ((lo & LAZY_BITS) !== 0) lazy = this.lazyEntry(lo, hi);
         // A valid 2 MiB leaf is marked here; a PS entry that cannot be one goes to inner() below (ENTRY_PS) and is followed like any entry.
         if (isLeafEntry(level, lo) && this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi })) continue;
         const child = this.inner(table, idx, lo, hi, where, true);
@@ -425,9 +436,19 @@ class Scanner implements ScanContext {
         this.kinds[child] = level > 1 ? KIND_TABLE : KIND_DATA;
         if (level > 1) walk(child, level - 1);
       }
+      if (lazy) this.lazyTables.push(table);
       this.path.pop();
     };
     walk(d.rootFrame, d.order);
+  }
+
+  /** A present shared entry with lazy bits: its LAZY_REF reference noted as not counted yet. Returns true. */
+  private lazyEntry(lo: number, hi: number): boolean {
+    if ((lo & (P | RW | LAZY_REF)) === (P | LAZY_REF)) {
+      const child = pfnOf(lo, hi);
+      this.lazyRefs.set(child, (this.lazyRefs.get(child) ?? 0) + 1);
+    }
+    return true;
   }
 
   // --- address spaces ------------------------------------------------------------------
@@ -532,9 +553,11 @@ class Scanner implements ScanContext {
     if (top === null) return;
     this.within('other', null, () => {
       try {
-        forEachRefCountStorageFrame(this.region, top as Frame, (frame) => {
+        const rebuilt = (frame: number): void => {
           if (this.ref(frame, `reference-count storage of header ${top}`, null)) this.used[frame] = USED_REBUILT;
-        });
+        };
+        forEachRefCountStorageFrame(this.region, top as Frame, rebuilt);
+        forEachLazyTable(this.region, new FrameAllocator(this.region), top as Frame, rebuilt); // src/morsel/lazy.ts: lives and dies with the counts
       } catch (e) {
         this.find('REFCOUNT_TABLE', `the reference-count table cannot be read: ${(e as Error).message}`, `root slot ${ROOT_SLOT_REFCOUNTS}`, null);
       }
@@ -564,7 +587,7 @@ export function scanRegion(region: Region, opts: { spaces: boolean }): Scan {
   s.otherRoots();
   const shared = new Map<number, number>();
   for (const [frame, refs] of s.sharedRefs) if (refs > 1) shared.set(frame, refs);
-  return { used: s.used, shared, kinds: s.kinds, hugeLeaves: s.hugeLeaves, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
+  return { used: s.used, shared, lazyRefs: s.lazyRefs, lazyTables: s.lazyTables, kinds: s.kinds, hugeLeaves: s.hugeLeaves, frames: s.frames, morsels: s.morsels, spaces: s.spaces, findings: s.findings };
 }
 
 /** The allocator children (src/alloc/llfree.ts) that are the order-9 blocks of 2 MiB leaves `leaves` (first frames). */
@@ -581,6 +604,8 @@ export interface Reachable {
   used: Uint8Array;
   /** copy-on-write frames with 2 or more references -> references (the true reference counts) */
   shared: Map<number, number>;
+  /** morsel tables holding lazy bits (cleared once the counts are rebuilt) */
+  lazyTables: number[];
   /** first frames of live 2 MiB leaves: rebuilt as allocated order-9 blocks */
   hugeLeaves: number[];
   morsels: number;
@@ -601,7 +626,7 @@ export function collectReachable(morsels: Morsels): Reachable {
     const more = scan.findings.length > 1 ? ` (and ${scan.findings.length - 1} more problem(s))` : '';
     throw new MorselError('ECORRUPT', `${p.where}: ${p.what}${more}; run \`morsel check --region <file>\` (--repair to fix)`);
   }
-  return { used: scan.used, shared: scan.shared, hugeLeaves: scan.hugeLeaves, morsels: scan.morsels, frames: scan.frames };
+  return { used: scan.used, shared: scan.shared, lazyTables: scan.lazyTables, hugeLeaves: scan.hugeLeaves, morsels: scan.morsels, frames: scan.frames };
 }
 
 /**

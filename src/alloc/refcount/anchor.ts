@@ -7,7 +7,10 @@
  * int32 words (16 words = one 64-byte cache line):
  *
  *   line 0     magic (kind), state, resize lock, pool lock, pool segment
- *              count, resize count (read by every lookup, written rarely)
+ *              count, resize count (read by every lookup, written rarely);
+ *              words 7-8 belong to src/morsel/lazy.ts (deferred clone
+ *              counts: its registry's top frame, attached clones), which
+ *              live and die with the counts (recovery zeroes the anchor)
  *   line 1     entry count and migration cursor (written by inserts,
  *              removals and migrating updates)
  *   lines 2-15 write guards: one counter per shard of writer threads
@@ -31,6 +34,8 @@ export const W_RESIZE_LOCK = 3;
 export const W_POOL_LOCK = 4;
 export const W_POOL_SEGS = 5;
 export const W_RESIZES = 6;
+export const W_LAZY_TOP = 7;
+export const W_LAZY_ATTACHED = 8;
 export const W_COUNT = 16;
 export const GUARD_FIRST_WORD = 32;
 export const GUARD_STRIDE_WORDS = 16;
