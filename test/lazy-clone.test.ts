@@ -151,12 +151,12 @@ test('two cloners and a writer on one source at once: every clone keeps its snap
       const w = new Worker(new URL('./workers/lazy-cloner.js', import.meta.url), { workerData: { region: m.share(), role, src, pages, rounds, worker } });
       w.once('message', res).once('error', rej);
     });
-  const results = await Promise.all([run('writer', 0, 40), run('cloner', 0, 30), run('cloner', 1, 30)]);
+  const results = await Promise.all([run('writer', 0, 80), run('cloner', 0, 60), run('cloner', 1, 60)]);
   assert.deepEqual(results.flatMap((r) => r.problems), []);
   const out = new Uint8Array(2);
   for (let p = 0; p < pages; p++) {
     m.morsels.read(src, p * 2 * MiB, out);
-    assert.deepEqual([...out], [40, 0], `source page ${p}: the writer's last round, no clone's mark`);
+    assert.deepEqual([...out], [80, 0], `source page ${p}: the writer's last round, no clone's mark`);
   }
   exact(m, 'after the race');
   m.morsels.destroy(src);

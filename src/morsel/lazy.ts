@@ -17,13 +17,17 @@
  * covers are counted. P[i] keeps LAZY_REF only while R[i] still names the
  * same child (R materializes P[i] before it changes R[i]).
  *
- * The clones of R hang in a list kept in a registry keyed by root frame,
- * rooted in the reference-count anchor (word W_LAZY_TOP), guarded by a lock
- * word in R's slot (refcount/lock.ts: crosses processes, a dead holder's lock
- * is broken):
+ * The clones of R hang in a list kept in two registries keyed by root
+ * frame, rooted in the reference-count anchor (words W_LAZY_SOURCES and
+ * W_LAZY_CLONES), guarded by a lock word in R's slot (refcount/lock.ts:
+ * crosses processes, a dead holder's lock is broken):
  *
- *   R's slot   lo = P | head << 2 (first clone, 0: none)   hi = lock word
- *   P's slot   lo = P | PARTNER | R << 2                   hi = next clone
+ *   sources[R]   lo = P | head << 2 (first clone, 0: none)   hi = lock word
+ *   clones[P]    lo = P | R << 2                             hi = next clone
+ *
+ * Two registries, so that a frame freed as a source and reused as a clone
+ * never has one slot read both ways (a detach may still hold a stale
+ * source's frame number). A source slot stays once made (head 0, unlocked).
  *
  * R's lock is held by: a clone's attach and capture of R's entries, a write
  * fault at an entry of R with LAZY_SRC (materialize, decide, CAS), R's
@@ -46,7 +50,7 @@
  */
 import { MorselError, assert } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
-import { W_LAZY_ATTACHED, W_LAZY_TOP } from '../alloc/refcount/anchor.js';
+import { W_LAZY_ATTACHED, W_LAZY_CLONES, W_LAZY_SOURCES } from '../alloc/refcount/anchor.js';
 import { holderBits, lockWord, unlockWord } from '../alloc/refcount/lock.js';
 import type { RefCountTable } from '../alloc/refcount/index.js';
 import { LAZY_REF, LAZY_SRC, P, isPresent } from '../paging/entry.js';
@@ -55,8 +59,6 @@ import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { Registry, type RootCell } from './registry.js';
 
-/** Slot kind bit (lo bit 1): set in a clone's slot, clear in a source's. */
-const PARTNER = 1 << 1;
 const FRAME_SHIFT = 2;
 /** Frames a slot can name (lo keeps 30 bits for a frame). */
 const MAX_SLOT_FRAME = 2 ** 30 - 1;
@@ -65,27 +67,33 @@ const ENTRY_RETRIES = 64;
 /** Bound on a list walk: more clones attached to one source than frames is corruption. */
 const maxListSteps = (region: Region): number => region.frameCount;
 
-const slotLo = (frame: number, bits: number): number => (P | bits | (frame << FRAME_SHIFT)) | 0;
+const slotLo = (frame: number): number => (P | (frame << FRAME_SHIFT)) | 0;
 const slotFrame = (lo: number): number => lo >>> FRAME_SHIFT;
 
-/** The registry's root cell: anchor word W_LAZY_TOP (0: no registry yet). */
-function anchorCell(region: Region, anchor: Frame): RootCell {
+/** A registry's root cell: anchor word `word` (0: no registry yet). */
+function anchorCell(region: Region, anchor: Frame, word: number, name: string): RootCell {
   const words = region.words(anchor);
-  const i = region.wordIndex(anchor, W_LAZY_TOP);
+  const i = region.wordIndex(anchor, word);
   return {
-    name: `lazy clones (anchor ${anchor})`,
+    name: `lazy-clone ${name} (anchor ${anchor})`,
     load: () => Atomics.load(words, i) >>> 0,
     cas: (expect, next) => Atomics.compareExchange(words, i, expect | 0, next | 0) === (expect | 0),
   };
 }
 
-/** Every frame of the lazy-clone registry anchored at `anchor`, read-only (reachability scans). */
+const registries = (region: Region, alloc: FrameAllocator, anchor: Frame): [Registry, Registry] => [
+  new Registry(region, alloc, anchorCell(region, anchor, W_LAZY_SOURCES, 'sources')),
+  new Registry(region, alloc, anchorCell(region, anchor, W_LAZY_CLONES, 'clones')),
+];
+
+/** Every frame of the lazy-clone registries anchored at `anchor`, read-only (reachability scans). */
 export function forEachLazyTable(region: Region, alloc: FrameAllocator, anchor: Frame, visit: (frame: number) => void): void {
-  new Registry(region, alloc, anchorCell(region, anchor)).forEach(() => {}, visit);
+  for (const r of registries(region, alloc, anchor)) r.forEach(() => {}, visit);
 }
 
 export class LazyClones {
-  private readonly registry: Registry;
+  private readonly sources: Registry;
+  private readonly clones: Registry;
   private readonly anchorWords: Int32Array;
   private readonly attachedWord: number;
   // slot located by locate(): its leaf's words and the index of its lo word
@@ -99,23 +107,24 @@ export class LazyClones {
     anchor: Frame,
     private readonly refs: () => RefCountTable,
   ) {
-    this.registry = new Registry(region, alloc, anchorCell(region, anchor));
+    [this.sources, this.clones] = registries(region, alloc, anchor);
     this.anchorWords = region.words(anchor);
     this.attachedWord = region.wordIndex(anchor, W_LAZY_ATTACHED);
   }
 
-  /** Points sw/si at `root`'s slot (building the registry path when `create`); false when it has none. */
-  private locate(root: number, create: boolean): boolean {
-    const leaf = this.registry.leaf(root, create);
+  /** Points sw/si at `root`'s slot in `registry` (building the path when `create`); false when it has none. */
+  private locate(registry: Registry, root: number, create: boolean): boolean {
+    const leaf = registry.leaf(root, create);
     if (leaf === null) return false;
     this.sw = this.region.words(leaf);
     this.si = this.region.wordIndex(leaf, 2 * (root % ENTRIES_PER_TABLE));
     return true;
   }
 
-  /** Every frame of the registry's own tables. */
+  /** Every frame of the registries' own tables. */
   forEachTable(visit: (frame: number) => void): void {
-    this.registry.forEach(() => {}, visit);
+    this.sources.forEach(() => {}, visit);
+    this.clones.forEach(() => {}, visit);
   }
 
   /** Whether any clone may be attached anywhere (a hint: false means none is). */
@@ -125,16 +134,16 @@ export class LazyClones {
 
   /** The source `root` (a clone) is attached to, or -1 when it is none's clone. */
   sourceOf(root: number): number {
-    if (!this.anyAttached() || !this.locate(root, false)) return -1;
+    if (!this.anyAttached() || !this.locate(this.clones, root, false)) return -1;
     const lo = Atomics.load(this.sw, this.si);
-    return isPresent(lo) && (lo & PARTNER) !== 0 ? slotFrame(lo) : -1;
+    return isPresent(lo) ? slotFrame(lo) : -1;
   }
 
   /** Whether clones are attached to `source` (lock-free; a hint for displays). */
   hasClones(source: number): boolean {
-    if (!this.anyAttached() || !this.locate(source, false)) return false;
+    if (!this.anyAttached() || !this.locate(this.sources, source, false)) return false;
     const lo = Atomics.load(this.sw, this.si);
-    return isPresent(lo) && (lo & PARTNER) === 0 && slotFrame(lo) !== 0;
+    return isPresent(lo) && slotFrame(lo) !== 0;
   }
 
   /**
@@ -157,19 +166,11 @@ export class LazyClones {
 
   // --- the source's lock ------------------------------------------------------------------
 
-  /**
-   * Runs `fn` holding `source`'s lock (creating its slot: a source slot with
-   * no clone). The slot of a frame that was a clone and is one no more is
-   * taken over (detach removes it first).
-   */
+  /** Runs `fn` holding `source`'s lock (creating its slot, with no clone, on first use). */
   locked<T>(source: Frame, fn: () => T): T {
     assert(source <= MAX_SLOT_FRAME, 'source frame fits a lazy slot');
-    this.locate(source, true);
-    for (let attempt = 0; attempt < ENTRY_RETRIES && !isPresent(Atomics.load(this.sw, this.si)); attempt++) {
-      Atomics.compareExchange(this.sw, this.si, 0, slotLo(0, 0)); // lost: another thread made it
-    }
-    const lo = Atomics.load(this.sw, this.si);
-    assert(isPresent(lo) && (lo & PARTNER) === 0, 'a clone attached to a source is never a source itself');
+    this.locate(this.sources, source, true);
+    Atomics.compareExchange(this.sw, this.si, 0, slotLo(0)); // made once; a loser finds the winner's
     const words = this.sw;
     const lock = this.si + 1;
     const before = lockWord(this.region, words, lock, holderBits(this.region));
@@ -182,13 +183,13 @@ export class LazyClones {
 
   /** Under `source`'s lock: the first clone of its list (0: none). */
   private head(source: number): number {
-    this.locate(source, false);
+    this.locate(this.sources, source, false);
     return slotFrame(Atomics.load(this.sw, this.si));
   }
 
   /** Under the lock of the source of `clone`: the clone after it. */
   private next(clone: number): number {
-    assert(this.locate(clone, false), 'an attached clone has a slot');
+    assert(this.locate(this.clones, clone, false), 'an attached clone has a slot');
     return Atomics.load(this.sw, this.si + 1);
   }
 
@@ -205,15 +206,13 @@ export class LazyClones {
   attach(source: Frame, clone: Frame): void {
     assert(clone <= MAX_SLOT_FRAME, 'clone frame fits a lazy slot');
     const first = this.head(source);
-    this.locate(clone, true);
-    // A slot left by an earlier root at this frame is a source slot with no clone (or empty).
-    const old = Atomics.load(this.sw, this.si);
-    assert(!isPresent(old) || ((old & PARTNER) === 0 && slotFrame(old) === 0), 'a fresh clone frame has no live lazy slot');
-    Atomics.store(this.sw, this.si, slotLo(source, PARTNER)); // lo first: a present slot may hold any hi
-    Atomics.store(this.sw, this.si + 1, first);
+    this.locate(this.clones, clone, true);
+    assert(!isPresent(Atomics.load(this.sw, this.si)), 'a fresh clone frame has no clone slot');
+    Atomics.store(this.sw, this.si + 1, first); // hi first: no one reads an absent slot's hi
+    Atomics.store(this.sw, this.si, slotLo(source));
     Atomics.add(this.anchorWords, this.attachedWord, 1);
-    this.locate(source, false);
-    Atomics.store(this.sw, this.si, slotLo(clone, 0)); // the commit: a lock holder now finds the clone
+    this.locate(this.sources, source, false);
+    Atomics.store(this.sw, this.si, slotLo(clone)); // the commit: a lock holder now finds the clone
   }
 
   /** Takes `clone` off its source's list (no-op when it is none's clone). Its LAZY_REF entries are then uncounted and untouched by anyone but its owner. */
@@ -221,6 +220,8 @@ export class LazyClones {
     const source = this.sourceOf(clone);
     if (source < 0) return;
     this.locked(source as Frame, () => {
+      // The source's destroy may have detached it since (and its frame may root another source now).
+      if (this.sourceOf(clone) !== source) return;
       let prev = -1;
       let steps = 0;
       for (let c = this.head(source); c !== 0; prev = c, c = this.next(c)) {
@@ -237,15 +238,15 @@ export class LazyClones {
   private unlink(source: number, prev: number, clone: number): void {
     const after = this.next(clone);
     if (prev < 0) {
-      this.locate(source, false);
-      Atomics.store(this.sw, this.si, slotLo(after, 0));
+      this.locate(this.sources, source, false);
+      Atomics.store(this.sw, this.si, slotLo(after));
     } else {
-      this.locate(prev, false);
+      this.locate(this.clones, prev, false);
       Atomics.store(this.sw, this.si + 1, after);
     }
-    this.locate(clone, false);
-    Atomics.store(this.sw, this.si + 1, 0); // hi first: an empty slot is all zero
-    Atomics.store(this.sw, this.si, 0);
+    this.locate(this.clones, clone, false);
+    Atomics.store(this.sw, this.si, 0); // lo first: an absent slot's hi is read by no one
+    Atomics.store(this.sw, this.si + 1, 0);
     Atomics.sub(this.anchorWords, this.attachedWord, 1);
   }
 
@@ -288,14 +289,9 @@ export class LazyClones {
    * a source's clones get every reference counted and are detached.
    */
   release(root: Frame, level: number): void {
-    if (!this.anyAttached() || !this.locate(root, false)) return;
-    const lo = Atomics.load(this.sw, this.si);
-    if (!isPresent(lo)) return;
-    if ((lo & PARTNER) !== 0) {
-      this.detach(root);
-      return;
-    }
-    if (slotFrame(lo) === 0) return;
+    if (!this.anyAttached()) return;
+    if (this.sourceOf(root) >= 0) this.detach(root); // a clone (never a source too: cloneRoot detaches it first)
+    if (!this.hasClones(root)) return;
     this.locked(root, () => {
       let steps = 0;
       for (let c = this.head(root); c !== 0; c = this.head(root)) {

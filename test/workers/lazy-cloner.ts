@@ -3,8 +3,11 @@
 // level-1 table, so every first write is a fault at a lazy source's root
 // entry), round after round; a 'cloner' clones the source again and again,
 // reads the clone, writes its own marks into it, and checks that the clone
-// kept its snapshot (later source writes never show) and that its marks
-// stayed its own. Reports violations as strings.
+// kept its snapshot and that its marks stayed its own. One source write may
+// land after the clone: the one in flight when the clone captured its entry
+// (the writer had passed the writable root entry; writes of other threads
+// are not quiesced, see Names.clone): at most one page per clone, by one
+// round. Reports violations as strings.
 import { workerData, parentPort } from 'node:worker_threads';
 import { Memory } from '../../src/memory.js';
 import { MiB } from '../../src/units.js';
@@ -25,10 +28,12 @@ if (role === 'writer') {
     const c = m.clone(src);
     const seen = Array.from({ length: pages }, (_, p) => read(c, p));
     for (let p = worker; p < pages; p += 2) m.write(c, at(p) + 1, Uint8Array.of(mark)); // a byte the writer never writes
+    let inFlight = 0;
     for (let p = 0; p < pages; p++) {
       const now = read(c, p);
-      if (now !== seen[p]) problems.push(`clone round ${r} page ${p}: read ${seen[p]}, then ${now} (a source write leaked in)`);
+      if (now !== seen[p] && (now !== seen[p] + 1 || ++inFlight > 1)) problems.push(`clone round ${r} page ${p}: read ${seen[p]}, then ${now} (a later source write leaked in)`);
       if (seen[p] >= 200) problems.push(`clone round ${r} page ${p}: holds another clone's mark ${seen[p]}`);
+      if (p % 2 === worker && (m.read(c, at(p) + 1, byte), byte[0]) !== mark) problems.push(`clone round ${r} page ${p}: its own mark is gone`);
     }
     m.destroy(c);
   }

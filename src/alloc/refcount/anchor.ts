@@ -8,8 +8,8 @@
  *
  *   line 0     magic (kind), state, resize lock, pool lock, pool segment
  *              count, resize count (read by every lookup, written rarely);
- *              words 7-8 belong to src/morsel/lazy.ts (deferred clone
- *              counts: its registry's top frame, attached clones), which
+ *              words 7-9 belong to src/morsel/lazy.ts (deferred clone
+ *              counts: its registries' top frames, attached clones), which
  *              live and die with the counts (recovery zeroes the anchor)
  *   line 1     entry count and migration cursor (written by inserts,
  *              removals and migrating updates)
@@ -34,8 +34,9 @@ export const W_RESIZE_LOCK = 3;
 export const W_POOL_LOCK = 4;
 export const W_POOL_SEGS = 5;
 export const W_RESIZES = 6;
-export const W_LAZY_TOP = 7;
+export const W_LAZY_SOURCES = 7;
 export const W_LAZY_ATTACHED = 8;
+export const W_LAZY_CLONES = 9;
 export const W_COUNT = 16;
 export const GUARD_FIRST_WORD = 32;
 export const GUARD_STRIDE_WORDS = 16;
