@@ -26,11 +26,15 @@
  * recomputes every count from the live trees (src/recovery).
  *
  * # Warning (the in-place race): "count is 1, so set RW" reads two words.
- * A clone raises the count BEFORE it write-protects the entry, and its
+ * A copy raises the count BEFORE it write-protects the entry, and its
  * write-protect always changes the entry's value (SHARE_TOGGLE), so a
  * reuser's CAS made with the value read before the count fails. A reuser
- * whose CAS won before the clone's write-protect is a write that happened
- * before the clone (the clone then waits for access sections: Names.clone).
+ * whose CAS won before the write-protect is a write that happened before
+ * the clone (the clone then waits for access sections: Names.clone). A
+ * clone's capture of a root (lazy.ts) defers the count instead: at an
+ * entry it marked LAZY_SRC every decision runs under the source's lock,
+ * which the capture holds; an entry it finds shared without LAZY_SRC it
+ * captures by CAS with the toggle, as above.
  *
  * # Warning (freed under a stale translation): the shootdown epoch makes
  * every LATER access section see a copy, but one already running in
@@ -188,14 +192,17 @@ export class Cow {
       lazy.detach(src);
     }
     const copy = this.alloc.alloc(0); // not zeroed: capture() stores every entry
+    let captured = false;
     try {
       // Attached after the capture (both under the lock): a crash in between leaves an unreachable frame, never a half-built clone in the list.
       lazy.locked(src, () => {
+        captured = true; // from here on `copy` is a valid table (capture() empties what it does not reach)
         this.capture(src, copy);
         lazy.attach(src, copy);
       });
     } catch (e) {
-      this.discardRoot(copy, level);
+      if (captured) this.discardRoot(copy, level);
+      else this.alloc.free(copy); // the lock (or its slot) failed first: the frame holds garbage, nothing else
       throw e;
     }
     return copy;

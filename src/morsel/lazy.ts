@@ -39,14 +39,19 @@
  *
  * Crash consistency: recovery recomputes every count from the live trees
  * (where a LAZY_REF entry is a reference like any), clears the lazy bits of
- * the tables it names (Scan.lazyTables) and forgets the registry with the
- * anchor; so a crash anywhere in here leaves at worst counts too high or a
- * dead clone attached (a leak until recovery), never a count too low.
+ * the tables it names (Scan.lazyTables) and forgets the registries with
+ * the anchor; so a crash anywhere in here leaves at worst counts too high or
+ * a dead clone attached (a leak until recovery), never a count too low.
  *
  * # Warning
- * A lock held by a process killed mid-capture is broken by the next waiter:
- * the dead clone stays attached with part of its entries, which later
- * materializations then count (a leak until recovery, as above).
+ * Live users go on after a crash until the region is recovered. A lock held
+ * by a process killed mid-capture is broken by the next waiter; its clone
+ * was not attached yet (the capture comes first), so what remains is source
+ * entries marked LAZY_SRC (a lock at their next fault). A clone killed after
+ * its attach stays attached: its frame stays allocated (only recovery frees
+ * it) and later materializations count its references (a leak until
+ * recovery). A write that passed a writable source entry before a capture
+ * may land after it, in both copies: writers are not quiesced (Names.clone).
  */
 import { MorselError, assert } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
@@ -187,13 +192,13 @@ export class LazyClones {
     return slotFrame(Atomics.load(this.sw, this.si));
   }
 
-  /** Under the lock of the source of `clone`: the clone after it. */
+  /** The clone after `clone` in its source's list (0: none; also when its slot is gone, which only a walk without the lock can see). */
   private next(clone: number): number {
-    assert(this.locate(this.clones, clone, false), 'an attached clone has a slot');
+    if (!this.locate(this.clones, clone, false) || !isPresent(Atomics.load(this.sw, this.si))) return 0;
     return Atomics.load(this.sw, this.si + 1);
   }
 
-  /** Calls visit for every clone attached to `source` (under its lock). Bounded by the region's frames. */
+  /** Calls visit for every clone attached to `source` (under its lock; uncountedAt also walks without it). Bounded by the region's frames. */
   private forEachClone(source: number, visit: (clone: Frame) => void): void {
     let steps = 0;
     for (let c = this.head(source); c !== 0; c = this.next(c)) {
