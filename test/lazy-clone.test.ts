@@ -163,3 +163,31 @@ test('two cloners and a writer on one source at once: every clone keeps its snap
   assert.equal(freeFrames(m), start, 'every clone and copy freed');
   assert.equal(m.morsels.cow.refs.stats().entries, 0);
 });
+
+test('orders 1 and 3 and 2 MiB leaves at the root: clones stay isolated and every count exact', () => {
+  const m = Memory.volatile(64 * MiB);
+  const start = freeFrames(m);
+  for (const [order, huge, span] of [[1, false, PAGE_SIZE], [3, false, 1024 * MiB], [2, true, 2 * MiB], [3, true, 1024 * MiB]] as const) {
+    const s = m.morsels.create(order, { huge });
+    for (let i = 0; i < 3; i++) m.morsels.write(s, i * span + 5, Uint8Array.of(10 + i));
+    const a = m.morsels.clone(s);
+    const b = m.morsels.clone(s);
+    m.morsels.write(s, 5, Uint8Array.of(99));
+    m.morsels.write(a, span + 5, Uint8Array.of(77));
+    const at = (id: bigint, off: number): number => {
+      const out = new Uint8Array(1);
+      m.morsels.read(id, off, out);
+      return out[0];
+    };
+    const what = `order ${order}${huge ? ' huge' : ''}`;
+    assert.deepEqual([at(s, 5), at(a, 5), at(b, 5), at(a, span + 5), at(b, span + 5), at(s, span + 5)], [99, 10, 10, 77, 11, 11], what);
+    exact(m, what);
+    m.morsels.destroy(s);
+    exact(m, `${what}, source destroyed`);
+    assert.deepEqual([at(a, 5), at(b, 2 * span + 5)], [10, 12], what);
+    m.morsels.destroy(b);
+    m.morsels.destroy(a);
+  }
+  assert.equal(freeFrames(m), start);
+  assert.equal(m.morsels.cow.refs.stats().entries, 0);
+});
