@@ -223,7 +223,7 @@ async function faultLatency(memory: Memory, p: CowParams): Promise<VariantResult
       for (let t = 0; t < tables; t++) {
         const base = t * ENTRIES_PER_TABLE * PAGE_SIZE;
         let t0 = process.hrtime.bigint();
-        memory.morsels.write(c, base, one); // copies the level-1 table (512 counts raised) and the page
+        memory.morsels.write(c, base, one); // copies the level-1 table (a lazy copy: no count raised) and the page
         a.push(Number(process.hrtime.bigint() - t0));
         t0 = process.hrtime.bigint();
         memory.morsels.write(c, base + 7 * PAGE_SIZE, one); // the page only
@@ -319,7 +319,7 @@ function cowNotes(results: VariantResult[], p: CowParams, memory: Memory): strin
   );
   notes.push(
     `Clones are lazy (src/morsel/lazy.ts): a clone copies the source's 512 root entries write-protected and raises no count; each side counts a shared child when it first writes there. The clone times above are of repeated clones of one source (${p.inner} per sample); the first clone of a never-cloned source with 512 root entries took ${us(m('morsel-clone', 'first_clone_ns'))}.`,
-    `First write after a clone: ${us(m('morsel-clone', 'first_write_table_ns'))} when it copies the level-1 table (its deferred count raised, then 512 counts raised) and the page; ${us(m('morsel-clone', 'first_write_page_ns'))} for another page of that table (page copy); ${us(m('morsel-clone', 'private_write_ns'))} for a private page.`,
+    `First write after a clone: ${us(m('morsel-clone', 'first_write_table_ns'))} when it copies the level-1 table (its own deferred count raised; the copy defers its 512 children's, lazy.ts) and the page; ${us(m('morsel-clone', 'first_write_page_ns'))} for another page of that table (its deferred count raised, then the page copied); ${us(m('morsel-clone', 'private_write_ns'))} for a private page.`,
     `Fork-heavy workload (${formatBytes(p.workloadBytes)}, snapshot + ${2 * p.writesPerRound} random page writes + drop of the old snapshot per round): ${REF_KINDS.map((k) => `${ms(m(`morsel-clone-${k}`, 'fork_heavy_round_ns'))} per round with the ${k} count table`).join(', ')} (chained / rosebush: ${(m('morsel-clone-chained', 'fork_heavy_round_ns') / m('morsel-clone-rosebush', 'fork_heavy_round_ns')).toFixed(2)}).`,
   );
   return notes;

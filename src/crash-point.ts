@@ -27,10 +27,9 @@ const PRIMITIVE_CRASH_POINTS = [
   'destroy:meta-after-clear-id', // meta page's data ID cleared, data root not yet freed
   'destroy:before-free-root', // subtree freed, root not yet
   // copy-on-write (src/morsel/cow.ts)
-  'cow:after-share', // a shared child's count raised, its entry not yet write-protected
-  'cow:before-link', // private copy built (its children's counts raised), not yet linked
+  'cow:before-link', // private (lazy) copy built, not yet linked
   'cow:after-link', // copy linked, the shared original's count not yet lowered
-  'clone:after-capture', // clone root holds the source's entries (lazy, attached), not yet a morsel
+  'clone:after-capture', // a lazy copy holds its source's entries, not yet attached (a clone root, or a table a write copies)
   'clone:before-register', // clone root built (children shared), not yet in the live table
   // registry growth (src/morsel/registry.ts)
   'registry:before-link-table', // registry table allocated, not yet linked

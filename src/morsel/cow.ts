@@ -12,29 +12,29 @@
  *
  *   clone:     root R -> fresh R' with R's entries, write-protected in both;
  *              the counts of the shared children are deferred (lazy.ts:
- *              raised when either side first writes, or destroys, there)
+ *              raised when either side first writes there, or is destroyed)
  *   write:     top-down; at an entry without RW: count 1 -> set RW in place;
- *              count >= 2 -> copy the child (its children: count+1 and
- *              write-protected in the original), CAS the entry to the copy,
- *              then count-1 on the original (freeing it if that was the last)
+ *              count >= 2 -> copy the child (a table: lazily, as a clone
+ *              copies a root; a page: its bytes), CAS the entry to the
+ *              copy, then count-1 on the original (freeing it if that was
+ *              the last)
  *   destroy:   an entry with RW: free the child's subtree; without: count-1,
  *              descend and free only when it reaches 0
  *
- * Crash consistency: counts are raised BEFORE a second reference becomes
- * visible and lowered AFTER one is gone, so a crash leaves counts too high
- * (a leak), never too low (a frame freed while referenced). Recovery
- * recomputes every count from the live trees (src/recovery).
+ * Crash consistency: a deferred reference is counted BEFORE its LAZY_REF
+ * bit goes, and a count is lowered AFTER its reference is unlinked, so a
+ * crash leaves counts too high (a leak), never too low (a frame freed while
+ * referenced). Recovery recomputes every count from the live trees, where a
+ * LAZY_REF entry is a reference like any (src/recovery).
  *
  * # Warning (the in-place race): "count is 1, so set RW" reads two words.
- * A copy raises the count BEFORE it write-protects the entry, and its
- * write-protect always changes the entry's value (SHARE_TOGGLE), so a
- * reuser's CAS made with the value read before the count fails. A reuser
- * whose CAS won before the write-protect is a write that happened before
- * the clone (the clone then waits for access sections: Names.clone). A
- * clone's capture of a root (lazy.ts) defers the count instead: at an
- * entry it marked LAZY_SRC every decision runs under the source's lock,
- * which the capture holds; an entry it finds shared without LAZY_SRC it
- * captures by CAS with the toggle, as above.
+ * At an entry marked LAZY_SRC every decision runs under the source table's
+ * lock, which a copy's capture (lazy.ts) holds. An entry a capture finds
+ * shared without LAZY_SRC may meet a lock-free reuser: the capture's CAS
+ * always changes the entry's value (SHARE_TOGGLE), so a reuser's CAS made
+ * with the value read before fails; a reuser whose CAS won first is a write
+ * that happened before the copy (a clone then waits for access sections:
+ * Names.clone).
  *
  * # Warning (freed under a stale translation): the shootdown epoch makes
  * every LATER access section see a copy, but one already running in
@@ -177,15 +177,22 @@ export class Cow {
   }
 
   /**
-   * A clone of the morsel root `src` (a level-`level` table; level 0: the
-   * data page, copied): a fresh root holding src's entries, write-protected
-   * on both sides, with no count raised (lazy.ts: the clone's entries carry
-   * LAZY_REF, src's LAZY_SRC). O(1) in src's size: one pass over one table.
-   * A source that is itself a lazy clone gets its references counted and is
-   * detached first. The caller holds a use of src's morsel.
+   * A clone of a morsel's root `src` (a level-`level` table; level 0: the
+   * data page, copied). The caller holds a use of src's morsel.
    */
   cloneRoot(src: Frame, level: number): Frame {
-    if (level === 0) return this.copyOf(src, 0);
+    return this.copyOf(src, level);
+  }
+
+  /**
+   * A copy of `src` (a level-`level` table, level >= 1: a morsel's root, or
+   * a shared table a write fault copies): a fresh table holding src's
+   * entries, write-protected on both sides, with no count raised (lazy.ts:
+   * the copy's entries carry LAZY_REF, src's LAZY_SRC). One pass over one
+   * table, whatever lies below. A source that is itself a lazy copy gets its
+   * references counted and is detached first.
+   */
+  private lazyCopy(src: Frame, level: number): Frame {
     const lazy = this.lazy;
     if (lazy.sourceOf(src) >= 0) {
       lazy.materializeAll(src, level);
@@ -258,9 +265,8 @@ export class Cow {
     throw new MorselError('EBUSY', `table frame ${src} entry ${idx} kept changing while being cloned`);
   }
 
-  /** Frees a clone root that never became a morsel (lazy.ts: detached first; its uncounted references stay uncounted). */
+  /** Frees a clone root that never became a morsel (freeSubtree detaches it first; its uncounted references stay uncounted). */
   discardRoot(root: Frame, level: number): void {
-    if (level > 0) this.lazy.release(root, level);
     this.freeSubtree(root, level);
   }
 
@@ -347,96 +353,15 @@ export class Cow {
   }
 
   /**
-   * A fresh private copy of `frame` (a level-`level` table, or a data page
-   * at level 0; with `huge`, a 2 MiB leaf's order-9 frame). A table's present children become shared between `frame`
-   * and the copy: count+1, then write-protected in `frame`, before the copy
-   * is visible to anyone. ENOSPC leaves every count and entry as it was.
+   * A fresh private copy of `frame`: a data page at level 0 (with `huge`, a
+   * 2 MiB leaf's order-9 frame), copied; a level-`level` table, a lazy copy
+   * (lazyCopy: its children become shared, their counts deferred).
    */
   copyOf(frame: Frame, level: number, huge = false): Frame {
-    const region = this.region;
+    if (level > 0) return this.lazyCopy(frame, level);
     const copy = this.alloc.alloc(huge ? HUGE_ALLOC_ORDER : 0);
-    if (level === 0) {
-      region.copyFrames(frame, copy, huge ? HUGE_FRAMES : 1);
-      return copy;
-    }
-    region.zeroFrame(copy);
-    // Raise every present child's count in one batch (all or nothing: ENOSPC changes nothing) ...
-    const n = this.presentChildren(frame, level);
-    try {
-      this.refs.incrementMany(this.children, n);
-    } catch (e) {
-      this.alloc.free(copy);
-      throw e;
-    }
-    crashPoint('cow:after-share');
-    // ... then write-protect each entry and copy it; an entry that moved meanwhile is shared one by one.
-    let k = 0;
-    try {
-      for (; k < n; k++) {
-        const idx = this.indices[k];
-        const lo = this.los[k];
-        const hi = region.loadHi(frame, idx);
-        const shared = protectedLo(lo);
-        if (region.casEntry(frame, idx, lo, hi, shared, hi)) region.storeEntry(copy, idx, shared, hi);
-        else {
-          this.drop(this.children[k] as Frame, level - 1, isLeafEntry(level, lo));
-          this.shareEntry(frame, copy, idx, level);
-        }
-      }
-    } catch (e) {
-      // ENOSPC in shareEntry: give back what the copy holds and the counts raised for entries not reached yet.
-      for (let i = 0; i < ENTRIES_PER_TABLE; i++) {
-        const lo = region.loadLo(copy, i);
-        if (isPresent(lo)) this.drop(pfnOf(lo, region.loadHi(copy, i)) as Frame, level - 1, isLeafEntry(level, lo));
-      }
-      for (let j = k + 1; j < n; j++) this.drop(this.children[j] as Frame, level - 1, isLeafEntry(level, this.los[j]));
-      this.alloc.free(copy);
-      throw e;
-    }
+    this.region.copyFrames(frame, copy, huge ? HUGE_FRAMES : 1);
     return copy;
-  }
-
-  /** Scratch of presentChildren: one table's present entries (bounded by ENTRIES_PER_TABLE). */
-  private readonly children = new Int32Array(ENTRIES_PER_TABLE);
-  private readonly indices = new Int32Array(ENTRIES_PER_TABLE);
-  private readonly los = new Int32Array(ENTRIES_PER_TABLE);
-
-  /** Fills children/indices/los with `table`'s (a level-`level` table) present entries (children validated by the walker); returns how many. */
-  private presentChildren(table: Frame, level: number): number {
-    let n = 0;
-    this.walker.forEachPresent(table, (idx, lo, hi) => {
-      this.children[n] = this.walker.followChild(table, idx, lo, hi, level);
-      this.indices[n] = idx;
-      this.los[n++] = lo;
-    });
-    return n;
-  }
-
-  /**
-   * Shares `from[idx]`'s child with `to[idx]` (a fresh, private table): the
-   * child's count goes up, then the entry in `from` is write-protected (see
-   * the warning at the top: count first) and its protected value stored in
-   * `to`. An empty entry stays empty in `to`. `level`: the tables' level.
-   */
-  private shareEntry(from: Frame, to: Frame, idx: number, level: number): void {
-    const region = this.region;
-    for (let attempt = 0; attempt < COW_RETRIES; attempt++) {
-      const lo = region.loadLo(from, idx);
-      if (!isPresent(lo)) return;
-      const hi = region.loadHi(from, idx);
-      const child = this.walker.followChild(from, idx, lo, hi, level);
-      this.refs.increment(child);
-      crashPoint('cow:after-share');
-      const shared = protectedLo(lo);
-      if (region.casEntry(from, idx, lo, hi, shared, hi)) {
-        region.storeEntry(to, idx, shared, hi);
-        return;
-      }
-      // The entry moved (its owner copied or reused it): give the count back
-      // (the last one if the owner replaced the child meanwhile) and look again.
-      this.drop(child, level - 1, isLeafEntry(level, lo));
-    }
-    throw new MorselError('EBUSY', `table frame ${from} entry ${idx} kept changing while being shared`);
   }
 
   /**
@@ -453,12 +378,15 @@ export class Cow {
 
   /**
    * Frees `frame` and what only it references: children behind RW entries
-   * are private (freed), the others lose one reference. Nothing references
-   * `frame` any more, so its entries need no unlinking: after a crash
-   * recovery only follows what live trees reach.
+   * are private (freed), the others lose one reference (a lazy copy's
+   * LAZY_REF ones none: lazy.release detaches it first; a lazy source's
+   * copies get their references counted first). Nothing references `frame`
+   * any more, so its entries need no unlinking: after a crash recovery only
+   * follows what live trees reach.
    */
   freeSubtree(frame: Frame, level: number): void {
     if (level > 0) {
+      this.lazy.release(frame, level);
       this.walker.forEachPresent(frame, (idx, lo, hi) => {
         const child = this.walker.followChild(frame, idx, lo, hi, level);
         const leaf = isLeafEntry(level, lo);

@@ -1,7 +1,9 @@
 /**
- * Deferred counts for clones (issue 13: a clone in O(1) of the source's
- * size). clone(R) -> P copies R's root entries into P write-protected and
- * raises no count; the references P shares are counted when first needed:
+ * Deferred counts for copied tables (issue 13: a clone in O(1) of the
+ * source's size, and a write fault's table copy without 512 counts). A copy
+ * of table R -> P (a clone's root, or a shared table a write copies) copies
+ * R's entries into P write-protected and raises no count; the references P
+ * shares are counted when first needed (P: "a clone" below, R: its source):
  *
  *   P's entry   LAZY_REF  this reference is not counted yet
  *   R's entry   LAZY_SRC  clones may hold uncounted references to this child
@@ -17,7 +19,7 @@
  * covers are counted. P[i] keeps LAZY_REF only while R[i] still names the
  * same child (R materializes P[i] before it changes R[i]).
  *
- * The clones of R hang in a list kept in two registries keyed by root
+ * The clones of R hang in a list kept in two registries keyed by table
  * frame, rooted in the reference-count anchor (words W_LAZY_SOURCES and
  * W_LAZY_CLONES), guarded by a lock word in R's slot (refcount/lock.ts:
  * crosses processes, a dead holder's lock is broken):
@@ -207,7 +209,7 @@ export class LazyClones {
     }
   }
 
-  /** Under `source`'s lock: puts `clone` (a fresh root, no entries yet) first in its list. */
+  /** Under `source`'s lock, after the capture: puts `clone` (a fresh table) first in its list. */
   attach(source: Frame, clone: Frame): void {
     assert(clone <= MAX_SLOT_FRAME, 'clone frame fits a lazy slot');
     const first = this.head(source);
@@ -258,7 +260,7 @@ export class LazyClones {
   // --- materialization -----------------------------------------------------------------------
 
   /**
-   * Counts `table[idx]`'s reference (a level-`level` root) if it still has
+   * Counts `table[idx]`'s reference (a level-`level` table) if it still has
    * LAZY_REF: the count first, then the bit cleared by CAS (a crash errs
    * high). Lock-free: of two racing materializers one CAS wins and the
    * other gives its count back.
@@ -277,10 +279,10 @@ export class LazyClones {
     throw new MorselError('EBUSY', `table frame ${table} entry ${idx} kept changing while its reference was counted`);
   }
 
-  /** Every LAZY_REF entry of `root` (a level-`level` table) counted. */
-  materializeAll(root: Frame, level: number): void {
+  /** Every LAZY_REF entry of `table` (a level-`level` table) counted. */
+  materializeAll(table: Frame, level: number): void {
     const region = this.region;
-    for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) if ((region.loadLo(root, idx) & LAZY_REF) !== 0) this.materializeEntry(root, idx, level);
+    for (let idx = 0; idx < ENTRIES_PER_TABLE; idx++) if ((region.loadLo(table, idx) & LAZY_REF) !== 0) this.materializeEntry(table, idx, level);
   }
 
   /** Under `source`'s lock, before a decision on `source[idx]`: every attached clone's reference through its entry idx counted. */
@@ -289,13 +291,14 @@ export class LazyClones {
   }
 
   /**
-   * Before `root` (a level-`level` morsel root) is destroyed or discarded:
+   * Before `root` (a level-`level` table) is freed (a destroy, a dropped
+   * last reference, a discarded copy):
    * a clone is detached (its LAZY_REF entries are then its own, uncounted),
    * a source's clones get every reference counted and are detached.
    */
   release(root: Frame, level: number): void {
     if (!this.anyAttached()) return;
-    if (this.sourceOf(root) >= 0) this.detach(root); // a clone (never a source too: cloneRoot detaches it first)
+    if (this.sourceOf(root) >= 0) this.detach(root); // a clone (never a source too: a copy of it detaches it first)
     if (!this.hasClones(root)) return;
     this.locked(root, () => {
       let steps = 0;

@@ -855,7 +855,6 @@ export class Morsels {
   private destroyCommitted(d: DecodedId, data: DecodedId, w: number): void {
     assert(this.live.remove(d.rootFrame, d.lo, d.hi), 'only the holder of DYING unregisters a morsel');
     crashPoint('destroy:after-unregister');
-    this.cow.lazy.release(data.rootFrame, data.order); // lazy.ts: clones' references counted, or this clone detached
     if (d.meta) {
       this.destroyChildren(data.rootFrame, data.order);
       const lo = this.region.loadLo(d.rootFrame, META_DATA_ID_ENTRY);
@@ -874,6 +873,7 @@ export class Morsels {
   /** Frees everything below `table` (a level-`level` table) that it alone references, leaving the table itself. Depth bounded by `level`. */
   private destroyChildren(table: Frame, level: number): void {
     if (level === 0) return;
+    this.cow.lazy.release(table, level); // lazy.ts: its lazy copies' references counted, or it (a lazy copy) detached
     this.walker.forEachPresent(table, (idx, lo, hi) => {
       const leaf = isLeafEntry(level, lo);
       if (!this.walker.trustedChild(level, lo, hi)) {

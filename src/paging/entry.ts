@@ -63,10 +63,10 @@ export const SHARE_TOGGLE = 1 << 11;
 export const SHARED_FLAGS = P | US;
 
 /**
- * Deferred counts of a clone (src/morsel/lazy.ts), in shared root entries
- * only (ignored by the hardware, like SHARE_TOGGLE). LAZY_REF: this
- * reference is not counted yet (a clone's entry). LAZY_SRC: clones may
- * hold uncounted references to this child (the source's entry).
+ * Deferred counts of a copied table (src/morsel/lazy.ts), in shared inner
+ * entries of a morsel (ignored by the hardware, like SHARE_TOGGLE).
+ * LAZY_REF: this reference is not counted yet (a copy's entry). LAZY_SRC:
+ * copies may hold uncounted references to this child (the source's entry).
  */
 export const LAZY_REF = 1 << 9;
 export const LAZY_SRC = 1 << 10;
