@@ -52,7 +52,7 @@
  */
 import { MorselError, assert, isMorselError } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
-import { HUGE_LEAF_FLAGS, INNER_FLAGS, LAZY_BITS, LAZY_REF, LAZY_SRC, P, RW, SHARE_TOGGLE, isPresent, makeHi, makeLo, pfnOf } from '../paging/entry.js';
+import { HUGE_LEAF_FLAGS, INNER_FLAGS, LAZY_BITS, LAZY_REF, LAZY_SRC, P, RW, SHARE_TOGGLE, isPresent, makeHi, makeLo } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE, HUGE_ALLOC_ORDER, HUGE_FRAMES, HUGE_LEVEL, isLeafEntry, type Walker } from '../paging/walk.js';
 import { ROOT_SLOT_REFCOUNTS } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
