@@ -55,7 +55,7 @@
  * recovery). A write that passed a writable source entry before a capture
  * may land after it, in both copies: writers are not quiesced (Names.clone).
  */
-import { MorselError, assert } from '../errors.js';
+import { MorselError, assert, check } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import { W_LAZY_ATTACHED, W_LAZY_CLONES, W_LAZY_SOURCES } from '../alloc/refcount/anchor.js';
 import { holderBits, lockWord, unlockWord } from '../alloc/refcount/lock.js';
@@ -175,7 +175,7 @@ export class LazyClones {
 
   /** Runs `fn` holding `source`'s lock (creating its slot, with no clone, on first use). */
   locked<T>(source: Frame, fn: () => T): T {
-    assert(source <= MAX_SLOT_FRAME, 'source frame fits a lazy slot');
+    check(source <= MAX_SLOT_FRAME, 'EINVAL', () => `copy-on-write shares tables only below frame 2^30 (source frame ${source})`);
     this.locate(this.sources, source, true);
     Atomics.compareExchange(this.sw, this.si, 0, slotLo(0)); // made once; a loser finds the winner's
     const words = this.sw;
@@ -211,7 +211,7 @@ export class LazyClones {
 
   /** Under `source`'s lock, after the capture: puts `clone` (a fresh table) first in its list. */
   attach(source: Frame, clone: Frame): void {
-    assert(clone <= MAX_SLOT_FRAME, 'clone frame fits a lazy slot');
+    check(clone <= MAX_SLOT_FRAME, 'EINVAL', () => `copy-on-write shares tables only below frame 2^30 (copy frame ${clone})`);
     const first = this.head(source);
     this.locate(this.clones, clone, true);
     assert(!isPresent(Atomics.load(this.sw, this.si)), 'a fresh clone frame has no clone slot');
