@@ -121,13 +121,16 @@ for (const shape of [STRICT, EVICTING]) {
   test(`SIGKILL at random moments, -m ${shape.memMiB}: ${what} (${CYCLES} cycles)`, { timeout: 60_000 + CYCLES * 5_000 }, () => crashCycles(shape));
 }
 
-async function crashCycles(shape: Shape): Promise<void> {
-  const dir = tmpDir('kv-crash-');
-  const region = path.join(dir, 'r.bin');
+/** A fresh 128 MiB region, the run's seed (KV_CRASH_SEED or the clock) with its generator, and an empty write model. */
+function crashRun(prefix: string): { region: string; seed: number; rand: ReturnType<typeof rng>; model: Model } {
+  const region = path.join(tmpDir(prefix), 'r.bin');
   initRegion(region, '128MiB');
   const seed = Number(process.env.KV_CRASH_SEED ?? Date.now() % 1e9);
-  const rand = rng(seed);
-  const model: Model = { acked: new Map(), pending: null };
+  return { region, seed, rand: rng(seed), model: { acked: new Map(), pending: null } };
+}
+
+async function crashCycles(shape: Shape): Promise<void> {
+  const { region, seed, rand, model } = crashRun('kv-crash-');
   const args = ['-m', String(shape.memMiB)];
   let totalAcked = 0;
   let totalEvicted = 0;
@@ -196,12 +199,7 @@ async function until(what: string, n: number, count: () => number): Promise<void
 }
 
 test('--standby: the serving worker SIGKILLed at random moments; the spare takes over on the same port with every acknowledged write, and a new spare is forked', { timeout: 120_000 }, async () => {
-  const dir = tmpDir('kv-standby-');
-  const region = path.join(dir, 'r.bin');
-  initRegion(region, '128MiB');
-  const seed = Number(process.env.KV_CRASH_SEED ?? Date.now() % 1e9);
-  const rand = rng(seed);
-  const model: Model = { acked: new Map(), pending: null };
+  const { region, rand, model } = crashRun('kv-standby-');
   const kv = await startKv(region, ['-m', String(STRICT.memMiB), '--standby', '-v']);
   const matches = (re: RegExp): string[] => [...kv.stderr().matchAll(re)].map((m) => m[1]);
   try {

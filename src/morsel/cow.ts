@@ -64,20 +64,22 @@ import { LazyClones } from './lazy.js';
 /** Attempts at making one entry writable; each failure means another thread changed the entry. */
 const COW_RETRIES = 64;
 
-const PROTECT_RW = RW; // module copies: see CP below
-const PROTECT_TOGGLE = SHARE_TOGGLE;
-/** The write-protected form of a present inner entry's low half (RW cleared, toggle flipped). */
-const protectedLo = (lo: number): number => ((lo & ~PROTECT_RW) ^ PROTECT_TOGGLE) | 0;
 /**
- * Module copies of the entry bits for capture()'s loop: V8 checks an
- * imported binding on every use (it may still be uninitialized), while it
- * folds a module constant; measured here: 3.2 vs 1.3 µs per 512 entries.
+ * Module copies of the entry bits for capture()'s loop (and protectedLo in
+ * it): V8 checks an imported binding on every use (it may still be
+ * uninitialized), while it folds a module constant; measured here: 3.2 vs
+ * 1.3 µs per 512 entries.
  */
+const PROTECT_RW = RW;
+const PROTECT_TOGGLE = SHARE_TOGGLE;
 const CP = P;
 const CREF = LAZY_REF;
 const CSRC = LAZY_SRC;
 const CAPTURE_DIRECT = RW | LAZY_SRC;
 const CENTRIES = ENTRIES_PER_TABLE;
+
+/** The write-protected form of a present inner entry's low half (RW cleared, toggle flipped). */
+const protectedLo = (lo: number): number => ((lo & ~PROTECT_RW) ^ PROTECT_TOGGLE) | 0;
 
 /** A shared entry's low half made writable in place (reuse: toggle and lazy bits cleared). */
 const writableLo = (lo: number): number => (lo | RW) & ~(SHARE_TOGGLE | LAZY_BITS);
@@ -177,14 +179,6 @@ export class Cow {
   }
 
   /**
-   * A clone of a morsel's root `src` (a level-`level` table; level 0: the
-   * data page, copied). The caller holds a use of src's morsel.
-   */
-  cloneRoot(src: Frame, level: number): Frame {
-    return this.copyOf(src, level);
-  }
-
-  /**
    * A copy of `src` (a level-`level` table, level >= 1: a morsel's root, or
    * a shared table a write fault copies): a fresh table holding src's
    * entries, write-protected on both sides, with no count raised (lazy.ts:
@@ -208,7 +202,7 @@ export class Cow {
         lazy.attach(src, copy);
       });
     } catch (e) {
-      if (captured) this.discardRoot(copy, level);
+      if (captured) this.freeSubtree(copy, level); // unattached: its LAZY_REF references stay uncounted
       else this.alloc.free(copy); // the lock (or its slot) failed first: the frame holds garbage, nothing else
       throw e;
     }
@@ -245,7 +239,7 @@ export class Cow {
         cw[ci + 1] = (lo & CP) === 0 ? 0 : w[i + 1];
       }
     } catch (e) {
-      for (; idx < CENTRIES; idx++) cw[cbase + 2 * idx] = cw[cbase + 2 * idx + 1] = 0; // a valid table for discardRoot
+      for (; idx < CENTRIES; idx++) cw[cbase + 2 * idx] = cw[cbase + 2 * idx + 1] = 0; // a valid table for freeSubtree
       throw e;
     }
     crashPoint('clone:after-capture');
@@ -263,11 +257,6 @@ export class Cow {
       if (region.casEntry(src, idx, lo, hi, shared, hi)) return shared;
     }
     throw new MorselError('EBUSY', `table frame ${src} entry ${idx} kept changing while being cloned`);
-  }
-
-  /** Frees a clone root that never became a morsel (freeSubtree detaches it first; its uncounted references stay uncounted). */
-  discardRoot(root: Frame, level: number): void {
-    this.freeSubtree(root, level);
   }
 
   /**

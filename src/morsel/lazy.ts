@@ -159,7 +159,7 @@ export class LazyClones {
    * clones under the lock; a session that cannot take locks (read-only)
    * walks without it, a racy answer good for a display only.
    */
-  uncountedAt(source: number, idx: number): number {
+  private uncountedAt(source: number, idx: number): number {
     if (!this.hasClones(source)) return 0;
     const count = (): number => {
       let n = 0;
@@ -169,6 +169,19 @@ export class LazyClones {
       return n;
     };
     return this.region.writable && this.region.userSlot >= 0 ? this.locked(source as Frame, count) : count();
+  }
+
+  /**
+   * The references to `table[idx]`'s child (low half `lo`) not counted yet:
+   * for a copy's LAZY_REF entry, every copy's through its source's entry
+   * idx (this one included); for a source's LAZY_SRC entry, its copies'.
+   * Stored count + this = the child's references (displays).
+   */
+  uncountedRefs(table: Frame, idx: number, lo: number): number {
+    if ((lo & LAZY_SRC) !== 0) return this.uncountedAt(table, idx);
+    if ((lo & LAZY_REF) === 0) return 0;
+    const source = this.sourceOf(table);
+    return source < 0 ? 1 : this.uncountedAt(source, idx);
   }
 
   // --- the source's lock ------------------------------------------------------------------

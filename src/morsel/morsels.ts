@@ -15,7 +15,7 @@ import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
-import { HI_HUGE, LAZY_REF, LAZY_SRC, RW, entryToBigInt, pfnOf } from '../paging/entry.js';
+import { HI_HUGE, LAZY_REF, RW, entryToBigInt, pfnOf } from '../paging/entry.js';
 import { HUGE_ALLOC_ORDER, HUGE_FRAMES, Walker, isLeafEntry } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -167,14 +167,14 @@ export class Morsels {
    */
   clone(id: bigint, opts: { pending?: boolean } = {}): MorselId {
     const data = this.dataOf(this.decode(id));
-    const root = this.cow.cloneRoot(data.rootFrame, data.order);
+    const root = this.cow.copyOf(data.rootFrame, data.order);
     const cloneId = encodeId(root, data.order, false, data.huge);
     this.setWord(root, data.order, false, opts.pending ? W_PENDING : 0);
     crashPoint('clone:before-register');
     try {
       this.registerOrFree(cloneId, opts.pending ? root : -1);
     } catch (e) {
-      this.cow.discardRoot(root, data.order); // its counted children get their references back
+      this.cow.freeSubtree(root, data.order); // a detached copy: its counted children get their references back
       throw e;
     }
     // The source's root entries lost RW: cached writable translations must go.
@@ -727,9 +727,7 @@ export class Morsels {
    * with another table: counted above 1, or lazily (lazy.ts).
    */
   private sharedEntry(table: Frame, idx: number, lo: number, child: Frame): boolean {
-    if ((lo & RW) !== 0) return false;
-    if ((lo & LAZY_REF) !== 0 || this.cow.refs.get(child) > 1) return true;
-    return (lo & LAZY_SRC) !== 0 && this.cow.lazy.uncountedAt(table, idx) > 0;
+    return (lo & RW) === 0 && this.cow.refs.get(child) + this.cow.lazy.uncountedRefs(table, idx, lo) > 1;
   }
 
   // --- destroy --------------------------------------------------------------------

@@ -428,7 +428,10 @@ class Scanner implements ScanContext {
       for (; idx < ENTRIES_PER_TABLE; idx++) {
         const lo = this.region.loadLo(table as Frame, idx);
         const hi = this.region.loadHi(table as Frame, idx);
-        if ((lo & LAZY_BITS) !== 0) lazy = this.lazyEntry(lo, hi);
+        if ((lo & LAZY_BITS) !== 0) {
+          lazy = true;
+          this.noteLazyRef(lo, hi);
+        }
         // A valid 2 MiB leaf is marked here; a PS entry that cannot be one goes to inner() below (ENTRY_PS) and is followed like any entry.
         if (isLeafEntry(level, lo) && this.hugeLeaf(lo, hi, where, { table, index: idx, lo, hi })) continue;
         const child = this.inner(table, idx, lo, hi, where, true);
@@ -442,13 +445,11 @@ class Scanner implements ScanContext {
     walk(d.rootFrame, d.order);
   }
 
-  /** A present shared entry with lazy bits: its LAZY_REF reference noted as not counted yet. Returns true. */
-  private lazyEntry(lo: number, hi: number): boolean {
-    if ((lo & (P | RW | LAZY_REF)) === (P | LAZY_REF)) {
-      const child = pfnOf(lo, hi);
-      this.lazyRefs.set(child, (this.lazyRefs.get(child) ?? 0) + 1);
-    }
-    return true;
+  /** A present shared LAZY_REF entry's reference, noted as not counted yet. */
+  private noteLazyRef(lo: number, hi: number): void {
+    if ((lo & (P | RW | LAZY_REF)) !== (P | LAZY_REF)) return;
+    const child = pfnOf(lo, hi);
+    this.lazyRefs.set(child, (this.lazyRefs.get(child) ?? 0) + 1);
   }
 
   // --- address spaces ------------------------------------------------------------------

@@ -17,21 +17,12 @@ import type { NameStat } from '../manage/names.js';
 import type { Memory } from '../memory.js';
 import { decodeIdBits, hex, type DecodedId } from '../morsel/id.js';
 import { orderBytes } from '../morsel/order.js';
-import { A, D, G, HI_META, HI_MORSEL_TOP, HI_NX, LAZY_REF, LAZY_SRC, P, PCD, PS, PWT, RW, TAG_MASK, TAG_SHIFT, US, entryToBigInt, pfnOf } from '../paging/entry.js';
+import { A, D, G, HI_META, HI_MORSEL_TOP, HI_NX, P, PCD, PS, PWT, RW, TAG_MASK, TAG_SHIFT, US, entryToBigInt, pfnOf } from '../paging/entry.js';
 import { ENTRIES_PER_TABLE, HUGE_FRAMES, HUGE_LEVEL, isLeafEntry, levelSpan } from '../paging/walk.js';
 import { CHILD_FRAMES, USER_SLOTS, firstAllocatableFrame } from '../physical/layout.js';
 import { FORMAT_VERSION } from '../physical/superblock.js';
 import { KIND_DATA, KIND_REGISTRY, KIND_TABLE, scanRegion } from '../recovery/reachable.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-
-/** The references to `table[index]`'s child not counted yet: clones' LAZY_REF entries (src/morsel/lazy.ts). */
-function lazyRefsAt(m: Memory, table: Frame, index: number, lo: number): number {
-  const lazy = m.morsels.cow.lazy;
-  if ((lo & LAZY_SRC) !== 0) return lazy.uncountedAt(table, index);
-  if ((lo & LAZY_REF) === 0) return 0;
-  const source = lazy.sourceOf(table);
-  return source < 0 ? 1 : lazy.uncountedAt(source, index);
-}
 
 /** Names in one /api/names answer (the rest is cut off, `truncated`). */
 export const MAX_TREE_NODES = 2000;
@@ -236,7 +227,7 @@ export function morselTable(m: Memory, q: TableQuery): Json {
     const frame = walker.followChild(table, index, lo, hi, level);
     // Copy-on-write: a write-protected entry whose child more than one table references (refs: the
     // stored count plus the clones' references not counted yet, src/morsel/lazy.ts; `uncounted` those).
-    const uncounted = (lo & RW) === 0 ? lazyRefsAt(m, table, index, lo) : 0;
+    const uncounted = (lo & RW) === 0 ? m.morsels.cow.lazy.uncountedRefs(table, index, lo) : 0;
     const refs = ((lo & RW) === 0 ? m.morsels.cow.refs.get(frame) : 1) + uncounted;
     const entry: Json = { index, frame, shared: refs > 1, refs };
     if (uncounted > 0) entry.uncounted = uncounted;
