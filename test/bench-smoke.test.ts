@@ -6,8 +6,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import { join } from 'node:path';
 import { MiB } from '../src/units.js';
 import { releaseShared } from '../bench/env.js';
 import { runCliStart } from '../bench/cli-start.js';
@@ -25,6 +23,7 @@ import { runRefcount } from '../bench/refcount.js';
 import { runSerial } from '../bench/serial.js';
 import { runCow } from '../bench/cow.js';
 import { runNames } from '../bench/names.js';
+import { tempDir } from './helpers.js';
 
 const experiments: ExperimentResult[] = [];
 after(() => releaseShared());
@@ -157,7 +156,7 @@ test('every not-performed exemption matched a result', () => {
 
 test('report: results.json, index.html with SVG plots, summary table', async () => {
   assert.ok(experiments.length > 0);
-  const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-report-'));
+  const dir = tempDir('morsel-report-');
   try {
     const report: RunReport = { profile: 'custom', startedAt: new Date().toISOString(), durationMs: 1, suites: experiments.map((e) => e.id), machine: machineInfo(), prefaultMs: 0, experiments, problems: [] };
     const files = await writeReport(dir, report);

@@ -3,13 +3,12 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { MorselError } from '../src/errors.js';
 import { toMorselError } from '../src/cli/common.js';
 import { FORMAT_VERSION } from '../src/physical/superblock.js';
 import { SLOT_CLAIMS, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../src/physical/layout.js';
-import { MORSEL, runMorsel, type CliRun } from './helpers.js';
+import { MORSEL, runMorsel, type CliRun, tempDir } from './helpers.js';
 
 /** The README's exit-status table, written out again: the CLI must match the documentation. */
 const EXIT: Record<string, number> = {
@@ -17,7 +16,7 @@ const EXIT: Record<string, number> = {
 };
 
 const bin = MORSEL;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-cli-'));
+const dir = tempDir('morsel-cli-');
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
 const morsel = (args: string[], input?: Buffer): CliRun => runMorsel(args, { input });

@@ -6,15 +6,15 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
 import { isMorselError } from '../src/errors.js';
 import { MiB } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
 const TMPFS_BYTES = 16 * MiB;
-const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-diskfull-'));
+const mnt = tempDir('morsel-diskfull-');
 const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
 const bin = dist('../../bin/morsel.js');
 const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');

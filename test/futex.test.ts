@@ -4,15 +4,15 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Memory } from '../src/memory.js';
 import { isMorselError } from '../src/errors.js';
 import { futexWait } from '../src/physical/native.js';
 import { MiB } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-futex-'));
+const dir = tempDir('morsel-futex-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `r${seq++}.region`);

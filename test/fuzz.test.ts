@@ -1,14 +1,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { buildBase, containedWrite, fuzz, memoryOf } from '../src/recovery/fuzz/fuzz.js';
 import { PAGE_SIZE } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-fuzz-test-'));
+const dir = tempDir('morsel-fuzz-test-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const bin = fileURLToPath(new URL('../../bin/morsel.js', import.meta.url));
 

@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMorselError } from '../src/errors.js';
@@ -8,6 +10,16 @@ import type { Frame } from '../src/units.js';
 import { Registry, userSlotRoot } from '../src/morsel/registry.js';
 import { SLOT_SPACES_ROOT } from '../src/physical/layout.js';
 import { forEachUsageFrame } from '../src/morsel/usage.js';
+
+/**
+ * A fresh directory under the OS temp dir, removed when this test process exits
+ * (pass, fail or throw), so that region files never pile up between runs.
+ */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 /**
  * Free frames plus the frames of the region's registries (live morsels,

@@ -8,7 +8,6 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -23,10 +22,10 @@ import { HUGE_LEAF_FLAGS, PS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } fro
 import { ROOT_SLOT_LIVE_TABLE } from '../src/physical/superblock.js';
 import { isMorselError } from '../src/errors.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
-import { freeFrames, takeAll } from './helpers.js';
+import { freeFrames, takeAll, tempDir } from './helpers.js';
 
 const LEAF_BYTES = HUGE_FRAMES * PAGE_SIZE;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-huge-'));
+const dir = tempDir('morsel-huge-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `h${seq++}.region`);

@@ -10,7 +10,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMorselError } from '../src/errors.js';
@@ -18,7 +17,7 @@ import { Memory } from '../src/memory.js';
 import { hwcheck, type HwcheckResult } from '../src/hwcheck/hwcheck.js';
 import { EXIT_FAIL, EXIT_PASS, checkGuestRam } from '../src/hwcheck/qemu.js';
 import { MiB } from '../src/units.js';
-import { freeFrames } from './helpers.js';
+import { freeFrames, tempDir } from './helpers.js';
 
 const failed = (r: HwcheckResult): string =>
   JSON.stringify({ failed: r.checks.filter((c) => !c.ok), log: r.log, exitStatus: r.exitStatus }, null, 1);
@@ -83,7 +82,7 @@ test('a 2 MiB leaf that lost PS is caught by the hardware (its data read as a pa
 });
 
 test('morsel hwcheck --region leaves an existing region as it was', needsQemu, () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-hwcheck-test-'));
+  const dir = tempDir('morsel-hwcheck-test-');
   try {
     const file = path.join(dir, 'r.region');
     const m = Memory.create(file, 32 * MiB);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { KV_INSTALL, RawClient, hasCommand, initRegion, oneLine, startKv, tmpDir, type Served } from './kv-helpers.js';
+import { KV_INSTALL, RawClient, hasCommand, initRegion, oneLine, startKv, type Served } from './kv-helpers.js';
 
 const required = process.env.MORSEL_REQUIRE_KV_CLIENTS === '1';
 const SYSTEM_PYTHON = '/usr/bin/python3';
@@ -21,7 +21,7 @@ let kv: Served;
 let dir: string;
 
 before(async () => {
-  dir = tmpDir('kv-clients-');
+  dir = tempDir('kv-clients-');
   const region = path.join(dir, 'r.bin');
   initRegion(region, '96MiB');
   kv = await startKv(region, ['-m', '8']);
@@ -65,6 +65,7 @@ assert stats[b'curr_connections'] >= 1, stats
 assert c.version().startswith(b'1.6')
 print('pymemcache ok')
 `;
+import { tempDir } from './helpers.js';
 
 test('pymemcache: storage, retrieval, cas, incr/decr, touch, delete, stats', skipUnless(havePymemcache, 'python3-pymemcache'), () => {
   const r = spawnSync(SYSTEM_PYTHON, ['-c', PYMEMCACHE_SCRIPT, String(kv.port)], { encoding: 'utf8', timeout: 30_000 });

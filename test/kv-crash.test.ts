@@ -11,7 +11,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { MORSEL_BIN, RawClient, endsGet, initRegion, parseGet, rng, startKv, tmpDir, valueOf } from './kv-helpers.js';
+import { MORSEL_BIN, RawClient, endsGet, initRegion, parseGet, rng, startKv, valueOf } from './kv-helpers.js';
+import { tempDir } from './helpers.js';
 
 const CYCLES = Number(process.env.KV_CRASH_CYCLES ?? 8);
 
@@ -123,7 +124,7 @@ for (const shape of [STRICT, EVICTING]) {
 
 /** A fresh 128 MiB region, the run's seed (KV_CRASH_SEED or the clock) with its generator, and an empty write model. */
 function crashRun(prefix: string): { region: string; seed: number; rand: ReturnType<typeof rng>; model: Model } {
-  const region = path.join(tmpDir(prefix), 'r.bin');
+  const region = path.join(tempDir(prefix), 'r.bin');
   initRegion(region, '128MiB');
   const seed = Number(process.env.KV_CRASH_SEED ?? Date.now() % 1e9);
   return { region, seed, rand: rng(seed), model: { acked: new Map(), pending: null } };
@@ -157,7 +158,7 @@ async function lines(c: RawClient, cmds: string, n: number): Promise<string> {
 }
 
 test('meta item state (fetched bit, win token, stale mark, ttls) survives SIGKILL: it lives in the item header', async () => {
-  const dir = tmpDir('kv-crash-meta-');
+  const dir = tempDir('kv-crash-meta-');
   const region = path.join(dir, 'r.bin');
   initRegion(region, '96MiB');
   let kv = await startKv(region, ['-m', '4']);

@@ -3,10 +3,7 @@
  * process on a free loopback port, and talk to it over raw sockets.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../bench/kv.js';
 
@@ -17,10 +14,6 @@ export const KV_INSTALL = 'apt-get install -y memcached libmemcached-tools pytho
 
 export function hasCommand(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-}
-
-export function tmpDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
 /** Creates a region file of `size` (e.g. '64MiB') with the CLI. */

@@ -11,7 +11,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { KV_INSTALL, RawClient, hasCommand, initRegion, oneLine, startKv, startMemcached, tmpDir, type Served } from './kv-helpers.js';
+import { KV_INSTALL, RawClient, hasCommand, initRegion, oneLine, startKv, startMemcached, type Served } from './kv-helpers.js';
+import { tempDir } from './helpers.js';
 
 /** [input, memcached 1.6.18's reply] (latin1). */
 const CASES: [string, string][] = [
@@ -197,7 +198,7 @@ let kv: Served;
 let mc: Served | null = null;
 
 before(async () => {
-  const dir = tmpDir('kv-proto-');
+  const dir = tempDir('kv-proto-');
   const region = path.join(dir, 'r.bin');
   initRegion(region, '96MiB');
   kv = await startKv(region, ['-m', '4']);

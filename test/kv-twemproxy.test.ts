@@ -13,7 +13,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../bench/kv.js';
-import { KV_INSTALL, RawClient, endsGet, hasCommand, initRegion, oneLine, parseGet, startKv, startNutcracker, tmpDir, type Served } from './kv-helpers.js';
+import { KV_INSTALL, RawClient, endsGet, hasCommand, initRegion, oneLine, parseGet, startKv, startNutcracker, type Served } from './kv-helpers.js';
+import { tempDir } from './helpers.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../docs/examples/kv-twemproxy.yml', import.meta.url));
 const required = process.env.MORSEL_REQUIRE_KV_CLIENTS === '1';
@@ -58,7 +59,7 @@ async function getThrough(c: RawClient, key: string): Promise<string | null> {
 }
 
 test('three morsel kv shards behind nutcracker (ketama): a SIGKILLed shard comes back with its items', { skip: !haveNutcracker && !required ? `nutcracker not installed: ${KV_INSTALL}` : false, timeout: 90_000 }, async () => {
-  const dir = tmpDir('kv-twemproxy-');
+  const dir = tempDir('kv-twemproxy-');
   const shards: Served[] = [];
   const regions: string[] = [];
   let proxy: Served | null = null;

@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
 import { openCache } from '../src/apps/kv/open.js';
 import { hashKey } from '../src/apps/kv/store.js';
-import { RawClient, endsGet, initRegion, oneLine, parseGet, rng, startKv, tmpDir, valueOf } from './kv-helpers.js';
+import { RawClient, endsGet, initRegion, oneLine, parseGet, rng, startKv, valueOf } from './kv-helpers.js';
+import { tempDir } from './helpers.js';
 
 const CLIENTS = 6;
 const OPS_PER_CLIENT = 500;
@@ -158,7 +159,7 @@ function alive(pid: number): boolean {
 }
 
 async function run(kill: boolean): Promise<void> {
-  const dir = tmpDir('kv-workers-');
+  const dir = tempDir('kv-workers-');
   const region = path.join(dir, 'r.bin');
   initRegion(region, '128MiB');
   const kv = await startKv(region, ['-m', '48', '--workers', '2']);
@@ -218,7 +219,7 @@ setInterval(() => {}, 1000);
 `;
 
 test('a stripe lock held by a SIGKILLed process is broken by the next process that needs it', { timeout: 60_000 }, async () => {
-  const dir = tmpDir('kv-lockbreak-');
+  const dir = tempDir('kv-lockbreak-');
   const region = path.join(dir, 'r.bin');
   initRegion(region, '64MiB');
   const m = Memory.open(region, { mode: 'shared' });

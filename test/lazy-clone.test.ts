@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
@@ -15,9 +14,9 @@ import { scanRegion } from '../src/recovery/reachable.js';
 import { LAZY_REF, LAZY_SRC } from '../src/paging/entry.js';
 import { decodeIdBits, type MorselId } from '../src/morsel/id.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
-import { freeFrames } from './helpers.js';
+import { freeFrames, tempDir } from './helpers.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-lazy-'));
+const dir = tempDir('morsel-lazy-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
 

@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { FrameAllocator } from '../src/alloc/llfree.js';
 import { Region } from '../src/physical/region.js';
 import { MiB, type Frame } from '../src/units.js';
 import { isMorselError } from '../src/errors.js';
+import { tempDir } from './helpers.js';
 
 const child = new URL('./workers/alloc-crash-child.js', import.meta.url);
 
@@ -28,7 +28,7 @@ async function runAndKill(file: string, logFile: string, seed: number, ms: numbe
 }
 
 test('SIGKILL at random moments: after recovery no frame is handed out twice, at most the in-flight frames are lost', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-alloc-crash-'));
+  const dir = tempDir('morsel-alloc-crash-');
   try {
     const file = path.join(dir, 'r.region');
     const created = Region.createFile(file, 64 * MiB);

@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { FrameAllocator, CHILD_HUGE, childIsHuge, treeFree, treeWord, type Order } from '../src/alloc/llfree.js';
@@ -14,6 +13,7 @@ import { isMorselError } from '../src/errors.js';
 import { CHILD_FRAMES, firstAllocatableFrame, metaLayout } from '../src/physical/layout.js';
 import { Region } from '../src/physical/region.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
 const F = (n: number): Frame => n as Frame;
 
@@ -431,7 +431,7 @@ test('rebuildFrom reproduces a given set', () => {
 });
 
 test('file-backed region: allocation state persists; reopen after a "crash" rebuilds the counters', () => {
-  const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-llfree-'));
+  const dir = tempDir('morsel-llfree-');
   const path = join(dir, 'region.img');
   try {
     const region = Region.createFile(path, 24 * MiB);

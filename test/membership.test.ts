@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
@@ -16,8 +15,9 @@ import { runCheck } from '../src/cli/check.js';
 import { checkRegion } from '../src/recovery/check.js';
 import { reapDeadSlots } from '../src/space/user-slots.js';
 import { MiB } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-membership-'));
+const dir = tempDir('morsel-membership-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `r${seq++}.region`);

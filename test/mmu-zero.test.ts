@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -10,6 +9,7 @@ import { Memory } from '../src/memory.js';
 import { ZERO_FRAME } from '../src/physical/layout.js';
 import { Access, Mmu } from '../src/space/mmu.js';
 import { MiB } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
 const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
 const allZero = (bytes: Uint8Array) => bytes.every((b) => b === 0);
@@ -111,7 +111,7 @@ test('fast-check: random reads and writes agree with a model; only written pages
 
 test('CLI: reading 100 MiB of an order-3 morsel in a 64 MiB region succeeds and changes no stat number', () => {
   const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/morsel.js');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-zero-'));
+  const dir = tempDir('morsel-zero-');
   const region = path.join(dir, 'r.region');
   const run = (...args: string[]) => {
     const r = spawnSync(process.execPath, [bin, ...args], { maxBuffer: 128 << 20 });

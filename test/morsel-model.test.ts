@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { Memory } from '../src/memory.js';
@@ -9,7 +8,7 @@ import { decodeIdBits } from '../src/morsel/id.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
 import { Mmu } from '../src/space/mmu.js';
 import { MiB } from '../src/units.js';
-import { freeFrames } from './helpers.js';
+import { freeFrames, tempDir } from './helpers.js';
 
 /**
  * Random create/map/write/read/unmap/destroy sequences against a plain model:
@@ -111,7 +110,7 @@ function walkFile(file: Buffer, entry: bigint, level: number, offset: number): n
 }
 
 test('an independent x86-64 walker finds the written bytes where the ID says', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-walk-'));
+  const dir = tempDir('morsel-walk-');
   const file = path.join(dir, 'r.region');
   try {
     const mem = Memory.create(file, 16 * MiB);

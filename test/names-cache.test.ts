@@ -7,7 +7,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -17,7 +16,7 @@ import { Namespace } from '../src/manage/namespace.js';
 import { formatHandle } from '../src/manage/handle.js';
 import { MiB } from '../src/units.js';
 import { checkRegion } from '../src/recovery/check.js';
-import { outcome } from './helpers.js';
+import { outcome, tempDir } from './helpers.js';
 
 const ROOT = { uid: 0, gid: 0, groups: [0] };
 /** Not the owner, not in the group: the "other" bits decide. */
@@ -34,7 +33,7 @@ function runChild(region: string, ops: string): number {
 const openClose = (names: Names, p: string): string => outcome(() => names.close(names.open(p)));
 
 test('two processes: a second process\'s unlink, rename (of a name and of a directory) and chmod are seen by the next open here; a create keeps the cache', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-cache-'));
+  const dir = tempDir('morsel-names-cache-');
   const region = path.join(dir, 'r.region');
   const m = Memory.create(region, 32 * MiB);
   try {
@@ -78,7 +77,7 @@ test('two processes: a second process\'s unlink, rename (of a name and of a dire
 });
 
 test('close() with unlinked morsels still open destroys them after its usage tables are dropped (no cached table outlives them)', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-cache-'));
+  const dir = tempDir('morsel-names-cache-');
   const file = path.join(dir, 'r.region');
   try {
     const m = Memory.create(file, 32 * MiB);

@@ -5,15 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
-import { MORSEL, runMorsel } from './helpers.js';
+import { MORSEL, runMorsel, tempDir } from './helpers.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const bin = MORSEL;
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-'));
+const dir = tempDir('morsel-names-');
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
 const morsel = runMorsel;

@@ -2,13 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Memory } from '../src/memory.js';
 import { checkRegion } from '../src/recovery/check.js';
 import { CRASH_ENV, CRASH_MARK, NAMESPACE_CRASH_POINTS } from '../src/crash-point.js';
 import { MiB } from '../src/units.js';
 import { type Model, type Op, expectedRecords, modelOp, snapshotTree, sortedModel } from './namespace-model.js';
+import { tempDir } from './helpers.js';
 
 const child = new URL('./workers/namespace-crash-child.js', import.meta.url);
 /** How long a child may run before the parent kills it (an armed point may be rare). */
@@ -102,7 +102,7 @@ function recoverAndCheck(file: string, crashed: boolean | null, expect: { before
 }
 
 test('SIGKILL at every namespace crash point and at random moments: each name present or absent, roll-forward applied, no leak', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-crash-'));
+  const dir = tempDir('morsel-names-crash-');
   try {
     const file = path.join(dir, 'r.region');
     Memory.create(file, 16 * MiB).close();
@@ -133,7 +133,7 @@ test('SIGKILL at every namespace crash point and at random moments: each name pr
 const EXPECTED_CODES = new Set(['ok', 'ENOENT', 'EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'EISDIR', 'EINVAL']);
 
 test('two processes at once, one dies at a crash point: the survivor works through its leftovers, recovery finds a consistent namespace', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-names-two-'));
+  const dir = tempDir('morsel-names-two-');
   try {
     const file = path.join(dir, 'r.region');
     Memory.create(file, 16 * MiB).close();

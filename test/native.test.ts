@@ -2,7 +2,6 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -10,10 +9,11 @@ import { once } from 'node:events';
 import { mapFile, syncFile, adviseFile, liveMappings, mapFd, lockByte, lockConflicts, reserveFile, EXCLUSIVE, SHARED, UNLOCK } from '../src/physical/native.js';
 import { isMorselError } from '../src/errors.js';
 import type { WorkerRequest } from './native-worker.js';
+import { tempDir } from './helpers.js';
 
 const MiB = 1 << 20;
 const GiB = 2 ** 30;
-const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-native-'));
+const dir = tempDir('morsel-native-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const nativeJs = fileURLToPath(new URL('../src/physical/native.js', import.meta.url));

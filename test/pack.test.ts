@@ -10,9 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './helpers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string; dependencies: Record<string, string> };
@@ -47,7 +47,7 @@ function sh(cmd: string, args: string[], cwd: string): string {
 }
 
 test('npm pack: a consumer installs the tarball, type-checks under NodeNext, runs the library and the CLI', { timeout: 180_000 }, () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-pack-'));
+  const dir = tempDir('morsel-pack-');
   try {
     assert.ok(fs.existsSync(path.join(root, 'dist', 'src', 'index.d.ts')), 'built before packing (npm test builds first)');
     const packed = JSON.parse(sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], root)) as { filename: string; files: { path: string }[] }[];

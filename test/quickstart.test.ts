@@ -10,9 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './helpers.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
@@ -46,7 +46,7 @@ function sh(script: string, cwd: string): { status: number | null; out: string; 
 }
 
 test("README quick start in a fresh clone: npm ci, then the command-line examples in order", { timeout: 300_000 }, () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-quickstart-'));
+  const dir = tempDir('morsel-quickstart-');
   try {
     const clone = path.join(dir, 'morsel');
     const git = spawnSync('git', ['clone', '--quiet', root, clone], { encoding: 'utf8' });

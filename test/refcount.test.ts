@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { HammerPlan } from './workers/refcount-worker.js';
@@ -12,7 +11,7 @@ import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/all
 import { isMorselError } from '../src/errors.js';
 import { LOCK_TIMEOUT_MS } from '../src/alloc/refcount/lock.js';
 import { MiB, type Frame } from '../src/units.js';
-import { takeAll } from './helpers.js';
+import { takeAll, tempDir } from './helpers.js';
 
 const KINDS: RefTableKind[] = ['chained', 'rosebush'];
 
@@ -171,7 +170,7 @@ const message = (c: ChildProcess): Promise<any> => new Promise((res, rej) => c.o
 
 for (const kind of KINDS) {
   test(`${kind}: two processes on one file-backed region: exact totals`, async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-refcount-'));
+    const dir = tempDir('morsel-refcount-');
     const file = path.join(dir, 'r.region');
     try {
       const m = Memory.create(file, 64 * MiB);
@@ -198,7 +197,7 @@ for (const kind of KINDS) {
   });
 
   test(`${kind}: a process killed while holding a bucket lock: the survivor breaks the lock`, async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-refcount-'));
+    const dir = tempDir('morsel-refcount-');
     const file = path.join(dir, 'r.region');
     try {
       const m = Memory.create(file, 64 * MiB);

@@ -5,12 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Memory } from '../src/memory.js';
 import { hex } from '../src/morsel/id.js';
 import { Region } from '../src/physical/region.js';
 import { MiB } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
 const childUrl = new URL('./workers/region-user.js', import.meta.url);
 
@@ -23,7 +23,7 @@ async function startUser(file: string): Promise<{ child: ChildProcess; id: strin
 const exited = (c: ChildProcess) => new Promise((r) => c.once('exit', r));
 
 test('processes share a region: a newcomer joins a live user without recovering it', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-users-'));
+  const dir = tempDir('morsel-users-');
   const file = path.join(dir, 'r.region');
   try {
     Memory.create(file, 8 * MiB).close();
@@ -50,7 +50,7 @@ test('processes share a region: a newcomer joins a live user without recovering 
 });
 
 test('a user killed while others stay makes the region dirty: the next sole opener recovers', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-users-'));
+  const dir = tempDir('morsel-users-');
   const file = path.join(dir, 'r.region');
   try {
     Memory.create(file, 8 * MiB).close();

@@ -1,14 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Region } from '../src/physical/region.js';
 import { Memory } from '../src/memory.js';
 import { GiB, MiB, type Frame } from '../src/units.js';
 import { makeHi, makeLo, pfnOf, INNER_FLAGS } from '../src/paging/entry.js';
+import { tempDir } from './helpers.js';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-region-'));
+const tmp = () => tempDir('morsel-region-');
 const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
 
 test('a clean close is recorded; a process that dies leaves the region "crashed"', () => {

@@ -2,14 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
 import { Names } from '../src/manage/names.js';
 import type { Credentials } from '../src/manage/rights.js';
 import { MiB } from '../src/units.js';
-import { outcome } from './helpers.js';
+import { outcome, tempDir } from './helpers.js';
 
 const ROOT: Credentials = { uid: 0, gid: 0, groups: [0] };
 const OWNER: Credentials = { uid: 1000, gid: 1000, groups: [1000] };
@@ -75,7 +74,7 @@ test('as nobody (child process with uid/gid 65534): the OS user decides, the reg
     t.skip('needs root to spawn a child as nobody');
     return;
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-rights-'));
+  const dir = tempDir('morsel-rights-');
   fs.chmodSync(dir, 0o755);
   const file = path.join(dir, 'private.region');
   Memory.create(file, 8 * MiB).close();

@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Memory } from '../src/memory.js';
 import { checkRegion } from '../src/recovery/check.js';
@@ -11,7 +10,7 @@ import { MiB } from '../src/units.js';
 import { save } from '../src/serial/save.js';
 import { load } from '../src/serial/load.js';
 import { fileSink, fileSource } from '../src/serial/streams.js';
-import { freeFrames } from './helpers.js';
+import { freeFrames, tempDir } from './helpers.js';
 
 const child = new URL('./workers/serial-load-child.js', import.meta.url);
 const IMAGE_BYTES = 24 * MiB;
@@ -42,7 +41,7 @@ function bytesOf(m: Memory, name: string): Uint8Array {
 }
 
 test('a load killed at any moment leaks nothing after recovery: the morsel is whole or absent, check finds 0 lost frames', { timeout: 120_000 }, async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serial-crash-'));
+  const dir = tempDir('serial-crash-');
   const region = path.join(dir, 'r.region');
   const image = path.join(dir, 'src.img');
   const setup = Memory.create(region, 128 * MiB);
@@ -107,7 +106,7 @@ test('a load killed at any moment leaks nothing after recovery: the morsel is wh
 });
 
 test('a save killed at any moment leaves the previous image intact (or the complete new one)', { timeout: 120_000 }, async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serial-save-crash-'));
+  const dir = tempDir('serial-save-crash-');
   const region = path.join(dir, 'r.region');
   const image = path.join(dir, 'src.img');
   const m = Memory.create(region, 128 * MiB);

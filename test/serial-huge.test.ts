@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { crc32c } from '@node-rs/crc32';
@@ -13,7 +12,7 @@ import { save } from '../src/serial/save.js';
 import { load } from '../src/serial/load.js';
 import { bytesSource, fileSource, memorySink, type ImageSource } from '../src/serial/streams.js';
 import { CRC_BYTES, FIXED_HEADER_BYTES, FLAG_HUGE, TRAILER_BYTES, decodeHeader, decodeMap, encodeHeader, encodeMap, encodeTrailer, headerLength, mapBytes, storedCrc, type ImageMap } from '../src/serial/format.js';
-import { freeFrames, takeAll } from './helpers.js';
+import { freeFrames, takeAll, tempDir } from './helpers.js';
 
 /** Deterministic bytes (a cheap LCG), different per seed. */
 function pattern(length: number, seed: number): Uint8Array {
@@ -106,7 +105,7 @@ async function rejectsWith(p: Promise<unknown>, codes: string[]): Promise<void> 
 }
 
 function tmpFile(bytes: Uint8Array): { source: () => ImageSource; remove: () => void } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serial-huge-'));
+  const dir = tempDir('serial-huge-');
   const file = path.join(dir, 'image');
   fs.writeFileSync(file, bytes);
   return { source: () => fileSource(file), remove: () => fs.rmSync(dir, { recursive: true, force: true }) };

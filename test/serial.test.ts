@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import { Memory } from '../src/memory.js';
@@ -14,16 +13,12 @@ import { PMap } from '../src/serial/pmap.js';
 import { bytesSource, fileSink, fileSource, memorySink } from '../src/serial/streams.js';
 import { CRC_BYTES, FIXED_HEADER_BYTES, IMAGE_VERSION, TRAILER_BYTES, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader } from '../src/serial/format.js';
 import { crc32c } from '@node-rs/crc32';
-import { freeFrames, takeAll } from './helpers.js';
+import { freeFrames, takeAll, tempDir } from './helpers.js';
 
 const MORSEL = fileURLToPathSafe(new URL('../../bin/morsel.js', import.meta.url));
 
 function fileURLToPathSafe(u: URL): string {
   return decodeURIComponent(u.pathname);
-}
-
-function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'serial-test-'));
 }
 
 /** Deterministic bytes (a cheap LCG), different per seed. */
@@ -66,7 +61,7 @@ async function rejectsWith(p: Promise<unknown>, codes: string[]): Promise<string
 
 test('dense roundtrip through a file: same bytes, same pages, saved name and mode', async () => {
   const m = Memory.volatile(64 * MiB);
-  const dir = tmpDir();
+  const dir = tempDir('serial-test-');
   const data = pattern(3 * MiB + 123, 1);
   const h = m.names.create('/dense', { sizeBytes: data.length, mode: 0o640 });
   m.names.write(h, 0, data);
@@ -267,7 +262,7 @@ test('fuzz: truncations and bit flips anywhere give ECORRUPT/EVERSION and return
 });
 
 test('CLI: save - | load - between processes, --json results, typed exit codes', () => {
-  const dir = tmpDir();
+  const dir = tempDir('serial-test-');
   const region = path.join(dir, 'r.region');
   const env = { ...process.env, MORSEL_REGION: region };
   const cli = (args: string[], input?: Buffer) => spawnSync(process.execPath, [MORSEL, ...args], { env, input, maxBuffer: 64 * MiB });
@@ -326,7 +321,7 @@ test('ENOSPC in the middle of a load (another user took the frames): every frame
 
 test('file sources (reads straight into frames): truncated or flipped images are ECORRUPT, frames returned', async () => {
   const m = Memory.volatile(16 * MiB);
-  const dir = tmpDir();
+  const dir = tempDir('serial-test-');
   const h = m.names.create('/file', { sizeBytes: 2 * MiB });
   m.names.write(h, 0, pattern(20 * PAGE_SIZE, 8));
   m.names.close(h);

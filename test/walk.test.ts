@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
@@ -19,8 +18,9 @@ import { registerReachVisitor } from '../src/recovery/reachable.js';
 import { runCheck } from '../src/cli/check.js';
 import { isMorselError } from '../src/errors.js';
 import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
+import { tempDir } from './helpers.js';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'morsel-walk-'));
+const dir = tempDir('morsel-walk-');
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `r${seq++}.region`);

@@ -16,16 +16,17 @@ import { namesTree } from '../src/web/inspect.js';
 import { startWeb, MAX_SSE_CLIENTS, MAX_URL_BYTES, EVENT_INTERVAL_MS, type WebServer } from '../src/web/server.js';
 import { ENTRIES_PER_TABLE } from '../src/paging/walk.js';
 import { PAGE_SIZE } from '../src/units.js';
-import { FIXED_ADDRESS, HUGE_LEAF_OFFSET, byPath, fingerprint, makeRegion, morsel, request, tmpDir, treeSums, writeFromChild, type Built } from './web-helpers.js';
+import { FIXED_ADDRESS, HUGE_LEAF_OFFSET, byPath, fingerprint, makeRegion, morsel, request, treeSums, writeFromChild, type Built } from './web-helpers.js';
+import { tempDir } from './helpers.js';
 
 let built: Built;
 let web: WebServer;
 let before0: ReturnType<typeof fingerprint>;
 
 before(async () => {
-  built = makeRegion(tmpDir('morsel-web-api-'));
+  built = makeRegion(tempDir('morsel-web-api-'));
   before0 = fingerprint(built.region);
-  web = await startWeb({ regionPath: built.region, port: 0, reportDir: tmpDir('morsel-web-noreport-') });
+  web = await startWeb({ regionPath: built.region, port: 0, reportDir: tempDir('morsel-web-noreport-') });
 });
 
 after(async () => {
@@ -262,7 +263,7 @@ test('the names tree is cut at its bound and says so', () => {
 });
 
 test('the evaluation report is linked and served read-only when it exists', async () => {
-  const dir = tmpDir('morsel-web-report-');
+  const dir = tempDir('morsel-web-report-');
   fs.writeFileSync(path.join(dir, 'index.html'), '<h1>the report</h1>');
   fs.writeFileSync(path.join(dir, 'results.json'), '{"suites":[]}');
   fs.writeFileSync(path.join(dir, 'secret.txt'), 'not served');
@@ -284,7 +285,7 @@ test('the evaluation report is linked and served read-only when it exists', asyn
 });
 
 test('morsel web: typed errors and exit statuses before it serves', () => {
-  const missing = morsel(['web', '--region', path.join(tmpDir('morsel-web-none-'), 'nope.region'), '--port', '0', '--json']);
+  const missing = morsel(['web', '--region', path.join(tempDir('morsel-web-none-'), 'nope.region'), '--port', '0', '--json']);
   assert.equal(missing.status, 3, missing.out + missing.err);
   assert.equal(missing.json.error.code, 'ENOENT');
   const badPort = morsel(['web', '--region', built.region, '--port', '99999', '--json']);
@@ -296,7 +297,7 @@ test('morsel web: typed errors and exit statuses before it serves', () => {
 });
 
 test('copy-on-write: shared entries are marked with their reference counts, private ones are not', async () => {
-  const dir = tmpDir('morsel-web-cow-');
+  const dir = tempDir('morsel-web-cow-');
   const region = path.join(dir, 'cow.region');
   const m = Memory.create(region, 32 * 1024 * 1024);
   const h = m.names.create('/src', { sizeBytes: 8 * 1024 * 1024 });
@@ -307,7 +308,7 @@ test('copy-on-write: shared entries are marked with their reference counts, priv
   m.names.write(c, 0, Uint8Array.of(3)); // the copy's path to page 0 becomes private
   m.names.close(c);
   m.close();
-  const cow = await startWeb({ regionPath: region, port: 0, reportDir: tmpDir('morsel-web-noreport-') });
+  const cow = await startWeb({ regionPath: region, port: 0, reportDir: tempDir('morsel-web-noreport-') });
   try {
     const top = (await request(cow.port, '/api/morsel?name=/copy')).json.table;
     assert.deepEqual(top.entries.map((e: any) => [e.index, e.shared, e.refs]), [[0, false, 1], [1, true, 2]]);

@@ -16,7 +16,8 @@ import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startWeb } from '../src/web/server.js';
 import { PAGE_SIZE } from '../src/units.js';
-import { ARTIFACTS, HUGE_LEAF_OFFSET, bin, fingerprint, makeRegion, morsel, tmpDir, writeFromChild } from './web-helpers.js';
+import { ARTIFACTS, HUGE_LEAF_OFFSET, bin, fingerprint, makeRegion, morsel, writeFromChild } from './web-helpers.js';
+import { tempDir } from './helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const required = process.env.MORSEL_REQUIRE_BROWSER === '1';
@@ -48,7 +49,7 @@ async function openPage(url: string): Promise<{ page: Page; errors: string[] }> 
 const intAttr = async (page: Page, selector: string, attr: string): Promise<number> => Number(await page.getAttribute(selector, attr, { timeout: UI_TIMEOUT_MS }));
 
 test('the page shows the tree, counters and frame map as stat/ls do, and follows another process live', { skip, timeout: 50_000 }, async () => {
-  const built = makeRegion(tmpDir('morsel-web-ui-'));
+  const built = makeRegion(tempDir('morsel-web-ui-'));
   const web = await startWeb({ regionPath: built.region, port: 0 });
   try {
     const { page, errors } = await openPage(web.url);
@@ -124,7 +125,7 @@ test('the page shows the tree, counters and frame map as stat/ls do, and follows
 });
 
 test('morsel web --json as a child process: prints the URL, serves the page read-only, SIGTERM stops it cleanly', { skip, timeout: 40_000 }, async () => {
-  const built = makeRegion(tmpDir('morsel-web-cli-'));
+  const built = makeRegion(tempDir('morsel-web-cli-'));
   const fp = fingerprint(built.region);
   const child = spawn(process.execPath, [bin, 'web', '--region', built.region, '--port', '0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
