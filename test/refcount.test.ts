@@ -8,8 +8,10 @@ import { Worker } from 'node:worker_threads';
 import type { HammerPlan } from './workers/refcount-worker.js';
 import { Memory } from '../src/memory.js';
 import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/alloc/refcount/index.js';
-import { isMorselError } from '../src/errors.js';
+import { MorselError, isMorselError } from '../src/errors.js';
 import { LOCK_TIMEOUT_MS } from '../src/alloc/refcount/lock.js';
+import { DIR_FIRST_WORD, MAGIC_BASE, MAGIC_V1_BASE, W_MAGIC } from '../src/alloc/refcount/anchor.js';
+import { homeOf, type BucketArray } from '../src/alloc/refcount/table.js';
 import { MiB, type Frame } from '../src/units.js';
 import { takeAll, tempDir } from './helpers.js';
 
@@ -241,3 +243,116 @@ test('a live holder keeping a bucket lock too long: ETIMEDOUT, then the lock wor
   assert.equal(t.get(target), 2, "the holder's increment landed once it let go");
   assert.equal(t.increment(target), 3);
 });
+
+/** A Rosebush table written by the build before size classes (anchor layout 1): test/fixtures/rosebush-layout1.json. */
+interface Layout1Fixture {
+  storageFrame: number;
+  anchor: [number, number][];
+  bucket: [number, number][];
+  keys: number[];
+  counts: number[];
+}
+
+test('rosebush: a table in anchor layout 1 (written before size classes) reads, grows by doubling, empties; reset makes the next table layout 2', () => {
+  const fx = JSON.parse(fs.readFileSync(new URL('../../test/fixtures/rosebush-layout1.json', import.meta.url), 'utf8')) as Layout1Fixture;
+  const { m, anchor } = fresh();
+  const free0 = m.alloc.freeFrames();
+  const bucketFrame = m.alloc.alloc(0); // the table owns it from here, as its first array
+  m.region.zeroFrame(bucketFrame);
+  const put = (f: Frame, words: [number, number][]): void => {
+    const w = m.region.words(f);
+    for (const [i, v] of words) w[m.region.wordIndex(f, i)] = v === fx.storageFrame && f === anchor && i === DIR_FIRST_WORD ? bucketFrame : v;
+  };
+  put(anchor, fx.anchor);
+  put(bucketFrame, fx.bucket);
+  const magic = (): number => m.region.words(anchor)[m.region.wordIndex(anchor, W_MAGIC)];
+  assert.equal(magic(), MAGIC_V1_BASE + 2);
+  const t = openRefCounts(m.region, m.alloc, anchor);
+  assert.equal(t.kind, 'rosebush');
+  fx.keys.forEach((k, i) => assert.equal(t.get(k), fx.counts[i], `frame ${k}`));
+  const frames: number[] = [];
+  t.forEachStorageFrame((f) => frames.push(f));
+  assert.deepEqual(frames, [bucketFrame]);
+  // Growing a layout-1 table keeps layout 1 (power-of-two arrays, its hash and window).
+  const more = Array.from({ length: 3000 }, (_, i) => 2_000_000 + i * 7);
+  for (const f of more) t.increment(f);
+  for (const f of more.slice(0, 100)) t.increment(f);
+  assert.equal(magic(), MAGIC_V1_BASE + 2);
+  const st = t.stats();
+  assert.ok(st.resizes >= 4, `grew (${st.resizes} resizes)`);
+  assert.ok(Number.isInteger(Math.log2(st.storageBytes / 4096)) || st.resizing, `power-of-two storage: ${st.storageBytes}`);
+  fx.keys.forEach((k, i) => assert.equal(t.get(k), fx.counts[i], `frame ${k} after growth`));
+  more.forEach((f, i) => assert.equal(t.get(f), i < 100 ? 3 : 2));
+  for (const [i, k] of fx.keys.entries()) for (let c = fx.counts[i]; c > 1; c--) t.decrement(k);
+  for (const [i, f] of more.entries()) for (let c = i < 100 ? 3 : 2; c > 1; c--) t.decrement(f);
+  assert.equal(t.stats().entries, 0);
+  assert.equal(entries(t).size, 0);
+  t.reset();
+  t.increment(5);
+  assert.equal(magic(), MAGIC_BASE + 2, 'a table made after the reset is layout 2');
+  assert.equal(t.get(5), 2);
+  t.reset();
+  assert.equal(m.alloc.freeFrames(), free0, 'every storage frame freed, the first array included');
+});
+
+test('rosebush: growth by size classes keeps storage near 9-12 bytes per counter, and a lookup takes 2 dependent accesses', () => {
+  const { m, anchor } = fresh(256 * MiB);
+  const t = openRefCounts(m.region, m.alloc, anchor, { kind: 'rosebush' });
+  const keyOf = (i: number): number => Math.imul(i, 0x2545f491) & 0x3fffffff;
+  const bytes: number[] = [];
+  let n = 0;
+  for (let target = 20_000; target <= 400_000; target = Math.round(target * 1.15)) {
+    for (; n < target; n++) t.increment(keyOf(n));
+    const before = t.stats();
+    for (let i = 0; i < 2000; i++) assert.equal(t.get(keyOf((i * 7919) % n)), 2);
+    const after = t.stats();
+    bytes.push(before.bytesPerEntry);
+    if (!before.resizing) assert.equal((after.probes - before.probes) / (after.lookups - before.lookups), 2, `dependent accesses at ${n}`);
+    assert.ok(after.lines - before.lines >= after.probes - before.probes, 'every dependent access is a line read');
+  }
+  const mean = bytes.reduce((a, b) => a + b, 0) / bytes.length;
+  // Doubling (layout 1) averages 19.2 bytes over these sizes, the size classes 11.0 (one sample falls mid-resize, with both arrays allocated).
+  assert.ok(mean <= 12, `mean ${mean.toFixed(2)} bytes per counter over ${bytes.map((b) => b.toFixed(1)).join(', ')}`);
+  t.reset();
+});
+
+for (const [kind, copier] of [['rosebush', 'claim'], ['chained', 'insert']] as const) {
+  test(`${kind}: a migration that stops midway marks its bucket partial; the next migrator overwrites the copies made, never inserting a key twice`, () => {
+    const { m, anchor } = fresh();
+    const t = openRefCounts(m.region, m.alloc, anchor, { kind });
+    const inner = t as unknown as Record<string, (...args: unknown[]) => unknown> & { old: { buckets: number } | null; snapshot(): number; migrateOld(b: number): void };
+    const model = new Map<number, number>();
+    const bump = (f: number): void => {
+      t.increment(f);
+      model.set(f, (model.get(f) ?? 1) + 1);
+    };
+    const r0 = t.stats().resizes;
+    for (let f = 0; t.stats().resizes === r0; f++) {
+      bump(f * 13);
+      if (f % 3 === 0) bump(f * 13);
+    }
+    inner.snapshot();
+    const old = inner.old!;
+    assert.ok(old !== null, 'a resize is running');
+    // The old bucket in the upper half (not yet handed out by the migration cursor) with the most keys.
+    const perHome = new Map<number, number>();
+    for (const f of model.keys()) {
+      const h = homeOf(inner.hashOf(f) as number, old as BucketArray);
+      if (h >= old.buckets / 2) perHome.set(h, (perHome.get(h) ?? 0) + 1);
+    }
+    const [b, keys] = [...perHome].reduce((best, e) => (e[1] > best[1] ? e : best));
+    assert.ok(keys >= 3, `bucket ${b} holds ${keys} keys`);
+    const copy = inner[copier];
+    let copies = 0;
+    inner[copier] = function (this: unknown, ...args: unknown[]): unknown {
+      if (++copies === 3) throw new MorselError('ENOSPC', 'test: the migration stops here');
+      return copy.apply(this, args);
+    };
+    assert.throws(() => inner.migrateOld(b), (e) => isMorselError(e, 'ENOSPC'));
+    inner[copier] = copy;
+    assert.equal(copies, 3, 'two keys were copied before the stop');
+    for (let i = 0; i < old.buckets; i++) inner.migrateOld(i);
+    assert.deepEqual(entries(t), model, 'every key once, with its count');
+    for (const [f, c] of model) assert.equal(t.get(f), c);
+  });
+}

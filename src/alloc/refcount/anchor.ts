@@ -21,12 +21,15 @@
  * The state word publishes the table's shape in one store, so a reader
  * needs one load (and one re-load to validate) to know where buckets are:
  *
- *   bits 0-4   log2 of the current array's bucket count (0: no storage)
- *   bit  5     directory group of the current array
- *   bit  6     resizing: the array of the other group (half as many
- *              buckets) is being migrated into the current one
- *   bits 7-30  generation: bumped by every transition
+ *   bits 0-7   size class of the current array (classBuckets; 0: no
+ *              storage)
+ *   bit  8     directory group of the current array
+ *   bit  9     resizing: the array of the other group (the previous size
+ *              class) is being migrated into the current one
+ *   bits 10-30 generation: bumped by every transition
  */
+import { assert } from '../../errors.js';
+
 export const W_MAGIC = 0;
 export const W_STATE = 1;
 export const W_CURSOR = 17;
@@ -46,23 +49,64 @@ export const DIR_FIRST_WORD = 256;
 /** Directory group of the chained table's entry pool. */
 export const POOL_GROUP = 2;
 
-export const MAGIC_BASE = 0x52430000;
+/** Magic of a table in layout 2 (size classes) is MAGIC_BASE + kind code; layout 1 is MAGIC_V1_BASE + kind code. */
+export const MAGIC_BASE = 0x52430100;
+export const MAGIC_V1_BASE = 0x52430000;
 
-const LOG2_MASK = 0x1f;
-const GROUP_BIT = 1 << 5;
-const RESIZING_BIT = 1 << 6;
-const GEN_SHIFT = 7;
-const GEN_MASK = (1 << 24) - 1;
+const CLASS_MASK = 0xff;
+const GROUP_SHIFT = 8;
+const RESIZING_BIT = 1 << 9;
+const GEN_SHIFT = 10;
+const GEN_MASK = (1 << 21) - 1;
 
-export const stateLog2 = (s: number): number => s & LOG2_MASK;
-export const stateGroup = (s: number): number => (s & GROUP_BIT) >>> 5;
-export const stateResizing = (s: number): boolean => (s & RESIZING_BIT) !== 0;
-const stateGeneration = (s: number): number => (s >>> GEN_SHIFT) & GEN_MASK;
+/** Size classes per doubling: class c has (8 + c mod 8) * 2^(c div 8) buckets. */
+export const CLASS_STEPS = 8;
+const LOG2_STEPS = 3;
+export const classBuckets = (c: number): number => (CLASS_STEPS + (c % CLASS_STEPS)) * 2 ** Math.floor(c / CLASS_STEPS);
+/** The class of 2^log2 buckets (log2 >= 3). */
+export const classOfLog2 = (log2: number): number => CLASS_STEPS * (log2 - LOG2_STEPS);
 
-/** The state after `prev` with the given shape (generation bumped). */
-export function nextState(prev: number, log2: number, group: number, resizing: boolean): number {
-  const gen = (stateGeneration(prev) + 1) & GEN_MASK;
-  return (gen << GEN_SHIFT) | (resizing ? RESIZING_BIT : 0) | (group ? GROUP_BIT : 0) | (log2 & LOG2_MASK);
+/**
+ * Layout 1 (magic MAGIC_V1_BASE + kind, written before size classes): bits
+ * 0-4 log2 of the bucket count, bit 5 group, bit 6 resizing, bits 7-30
+ * generation. Its arrays are the classes classOfLog2(log2) (power-of-two
+ * bucket counts, homed by the same top bits of its own hash), so such a
+ * table keeps working, growing by doubling, until it is emptied (reset); a
+ * new table is layout 2.
+ */
+const V1_LOG2_MASK = 0x1f;
+const V1_GROUP_SHIFT = 5;
+const V1_RESIZING_BIT = 1 << 6;
+const V1_GEN_SHIFT = 7;
+const V1_GEN_MASK = (1 << 24) - 1;
+
+/** The shape a state word publishes. */
+export interface Shape {
+  /** size class of the current array; 0: no storage */
+  sizeClass: number;
+  group: number;
+  resizing: boolean;
+}
+
+export function decodeState(s: number, v1: boolean): Shape {
+  if (!v1) return { sizeClass: s & CLASS_MASK, group: (s >>> GROUP_SHIFT) & 1, resizing: (s & RESIZING_BIT) !== 0 };
+  const log2 = s & V1_LOG2_MASK;
+  return { sizeClass: log2 === 0 ? 0 : classOfLog2(log2), group: (s >>> V1_GROUP_SHIFT) & 1, resizing: (s & V1_RESIZING_BIT) !== 0 };
+}
+
+
+/** The state after `prev` with the given shape (generation bumped), in layout 1 or 2. */
+export function nextState(prev: number, shape: Shape, v1: boolean): number {
+  const { sizeClass, group, resizing } = shape;
+  assert(sizeClass >= 0 && sizeClass <= CLASS_MASK && (group === 0 || group === 1), 'state fields in range');
+  if (v1) {
+    assert(sizeClass % CLASS_STEPS === 0, 'a layout-1 table has power-of-two arrays');
+    const gen = (((prev >>> V1_GEN_SHIFT) & V1_GEN_MASK) + 1) & V1_GEN_MASK;
+    const log2 = sizeClass === 0 ? 0 : sizeClass / CLASS_STEPS + LOG2_STEPS;
+    return (gen << V1_GEN_SHIFT) | (resizing ? V1_RESIZING_BIT : 0) | (group << V1_GROUP_SHIFT) | log2;
+  }
+  const gen = (((prev >>> GEN_SHIFT) & GEN_MASK) + 1) & GEN_MASK;
+  return (gen << GEN_SHIFT) | (resizing ? RESIZING_BIT : 0) | (group << GROUP_SHIFT) | sizeClass;
 }
 
 /** Word index (in the anchor) of directory slot `slot` of `group`. */

@@ -25,9 +25,9 @@
 import { MorselError, assert } from '../../errors.js';
 import { bitIndex, lowestClearBit, tryClearBit } from '../../alloc/bitfield.js';
 import { PAGE_SIZE, type Frame } from '../../units.js';
-import { DIR_SLOTS, POOL_GROUP, W_POOL_LOCK, W_POOL_SEGS, dirWord } from './anchor.js';
+import { DIR_SLOTS, POOL_GROUP, W_POOL_LOCK, W_POOL_SEGS, classOfLog2, dirWord } from './anchor.js';
 import { isMigrated } from './lock.js';
-import { RACY, TableBase, allocZeroed, hashFrame, homeOf, type BucketArray, type RefTableKind } from './table.js';
+import { RACY, TableBase, allocZeroed, homeOf, type BucketArray, type RefTableKind } from './table.js';
 
 const BUCKET_WORDS = 2;
 const W_HEAD = 1;
@@ -62,7 +62,9 @@ function poolGeometry(seg: number): { order: 0 | 9; entries: number; bitmapWords
 export class ChainedTable extends TableBase {
   readonly kind: RefTableKind = 'chained';
   protected readonly bucketWords = BUCKET_WORDS;
-  protected readonly minLog2 = 9; // 512 buckets: one 4 KiB frame
+  protected readonly minClass = classOfLog2(9); // 512 buckets: one 4 KiB frame
+  protected readonly dirSlotsV2 = DIR_SLOTS; // group 2 is the entry pool's
+  protected readonly fineGrowth = false; // doubling: old bucket b's keys go to 2b and 2b + 1 only (migrate)
   private pool: PoolSeg[] = [];
   private segHint = 0;
   private wordHint = 0;
@@ -199,10 +201,12 @@ export class ChainedTable extends TableBase {
   protected find(arr: BucketArray, b: number, key: number): number {
     this.locate(arr, b);
     this.probes++;
+    this.lines++;
     let e = this.bw[this.bi + W_HEAD];
     for (let steps = 0; e !== 0; steps++) {
       if (steps >= MAX_CHAIN || !this.entry(e)) return RACY;
-      this.probes++;
+      this.probes++; // each node's address is the previous one's next word
+      this.lines++;
       if (this.ew[this.ei + E_KEY] === key) return this.ew[this.ei + E_COUNT];
       e = this.ew[this.ei + E_NEXT];
     }
@@ -273,12 +277,12 @@ export class ChainedTable extends TableBase {
     Atomics.store(this.bw, this.bi + W_HEAD, e);
   }
 
-  protected migrate(old: BucketArray, b: number, neu: BucketArray): void {
+  protected migrate(old: BucketArray, b: number, neu: BucketArray, partial: boolean): void {
     // New buckets 2b and 2b+1 only receive keys of old bucket b: no lock
     // needed there, and no reader looks until b is marked migrated.
     this.forEachChain(old, b, (key, count) => {
-      const nb = homeOf(hashFrame(key - 1), neu.log2);
-      if (this.seek(neu, nb, key) >= 0) Atomics.store(this.ew, this.ei + E_COUNT, count);
+      const nb = homeOf(this.hashOf(key - 1), neu);
+      if (partial && this.seek(neu, nb, key) >= 0) Atomics.store(this.ew, this.ei + E_COUNT, count);
       else this.insert(neu, nb, key, count);
     });
   }

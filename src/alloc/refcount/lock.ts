@@ -9,6 +9,9 @@
  *   bits 23-29  holder's thread tag (threadId & 0x7f; diagnostics, and so a
  *               waiter can tell two threads of one process apart)
  *   bit  30     migrated: the bucket's keys now live in the new array
+ *   bit  31     partial: a migration of the bucket began and has not
+ *               finished (kept by unlock and by breaking a dead holder's
+ *               lock, cleared by the unlock that sets migrated)
  *
  * Atomics.wait/notify do not pair across processes, so waiters spin with a
  * bounded exponential backoff. A waiter that has spun for a while asks
@@ -35,6 +38,7 @@ const SLOT_MASK = 0x7f;
 const TAG_SHIFT = 23;
 const TAG_MASK = 0x7f;
 export const MIGRATED = 1 << 30;
+export const PARTIAL = 1 << 31;
 const HOLDER_MASK = (SLOT_MASK << HOLDER_SHIFT) | (TAG_MASK << TAG_SHIFT);
 
 /** A live holder keeping one bucket locked longer than this is a bug or a hang: ETIMEDOUT. */
@@ -103,10 +107,10 @@ function lockSlow(region: Region, words: Int32Array, i: number, me: number): num
   throw new MorselError('ETIMEDOUT', `reference-count bucket lock not acquired after ${MAX_SLEEPS} waits`);
 }
 
-/** Releases a lock taken as `before` (from lockWord): bumps the version, sets the migrated bit if asked. */
+/** Releases a lock taken as `before` (from lockWord): bumps the version; sets the migrated bit (clearing partial) if asked, else keeps before's migrated and partial bits. */
 export function unlockWord(words: Int32Array, i: number, before: number, migrated = false): void {
   const version = ((before & VERSION_MASK) + 1) & VERSION_MASK;
-  Atomics.store(words, i, version | (migrated ? MIGRATED : before & MIGRATED));
+  Atomics.store(words, i, version | (migrated ? MIGRATED : before & (MIGRATED | PARTIAL)));
 }
 
 /**

@@ -4,47 +4,78 @@
  * 64-byte cache line of 16 int32 words:
  *
  *   word 0      lock word (lock.ts: lock, seqlock version, migrated mark)
- *   word 1      overflow: keys homed here that live in a later bucket
+ *   word 1      overflow: bits 0-15 the keys homed here that live in a
+ *               later bucket, bits 16-30 how many buckets on the farthest
+ *               of them may be (layout 1 kept the count only)
  *   words 2-15  7 slots of (key, count); key = frame + 1, 0 = empty;
  *               count 0 reads as 2 (a just-claimed slot)
  *
  * A key lives in its home bucket or, when that is full, in one of the next
- * WINDOW - 1 buckets (wrapping); the home's overflow word tells a lookup
- * whether to look further, so a lookup reads the directory and one bucket,
- * and a second bucket only for keys that overflowed. Only the home bucket is
+ * WINDOW - 1 buckets (wrapping); the home's overflow word tells a lookup how
+ * far to look, so a lookup reads the state word and the home bucket (two
+ * dependent accesses), and the next buckets, whose addresses follow from the
+ * hash, only for keys displaced from a full home. Only the home bucket is
  * locked: a slot is claimed by a CAS of its key word, so homes whose windows
  * overlap never take the same slot, and a key is only ever changed under its
- * home's lock. 8 bytes per slot plus 8 per bucket: 9.1 bytes per slot.
+ * home's lock. 8 bytes per slot plus 8 per bucket: 9.1 bytes per slot; the
+ * array grows by size classes (table.ts), so the load stays between about
+ * 0.8 and MAX_LOAD (10.1-11.4 bytes per counter) except after the x1.33
+ * steps around 2 and 4 MiB of storage (0.68: 13.4 bytes).
  *
  * # Warning
  * Stores are ordered so that every single one leaves the bucket valid and a
  * crash errs high: an insert is one CAS (the empty slot's count is already 0,
  * which reads as 2); a removal stores count 0 (reads as 2) before clearing
  * the key, and lowers the home's overflow only after; an overflowing insert
- * raises the overflow before claiming the slot.
+ * raises the overflow (count, then distance as it moves on) before claiming
+ * the slot. A crash can leave a distance or a count too high: a longer scan.
  */
-import { MorselError } from '../../errors.js';
+import { MorselError, assert } from '../../errors.js';
+import { PAGE_SIZE } from '../../units.js';
+import { DIR_SLOTS, classOfLog2 } from './anchor.js';
 import { isMigrated } from './lock.js';
-import { FULL, TableBase, hashFrame, homeOf, type BucketArray, type RefTableKind } from './table.js';
+import { FULL, TableBase, homeOf, type BucketArray, type RefTableKind } from './table.js';
 
 /** int32 words per bucket: one 64-byte cache line. */
 const BUCKET_WORDS = 16;
 const W_OVERFLOW = 1;
 const FIRST_SLOT_WORD = 2;
 export const SLOTS = (BUCKET_WORDS - FIRST_SLOT_WORD) / 2;
-/** Buckets a key may live in: its home and the next WINDOW - 1. */
-const WINDOW = 8;
-/** Double the array beyond this fraction of slots used. */
-const MAX_LOAD = 0.8;
+/**
+ * Buckets a key may live in: its home and the next WINDOW - 1. Wide, so
+ * that a window fills only near MAX_LOAD (with 8, some window filled at a
+ * load of 0.55-0.65 and forced every resize); a lookup scans only as far as
+ * its home's overflow distance says.
+ */
+const WINDOW = 128;
+/** The window of a layout-1 table (whose overflow word is a bare count). */
+const WINDOW_V1 = 8;
+/** Overflow word: bits 0-15 the keys homed here that live in a later bucket, bits 16-30 how far the farthest of them may be. */
+const OVF_COUNT = 0xffff;
+const OVF_DIST_SHIFT = 16;
+/** Bound on an overflow word's CAS loop (its writers: the home's lock holder and migrators). */
+const CAS_ATTEMPTS = 10_000;
+/** Grow the array (to the next size class) beyond this fraction of slots used. */
+const MAX_LOAD = 0.9;
+
+/** Directory slots per group in layout 2: no entry pool, so groups 0 and 1 share its words (2 x 384 = 3 x 256). */
+const DIR_SLOTS_V2 = (DIR_SLOTS * 3) / 2;
+
+/** Bucket index b (< 2 * buckets) wrapped into arr. */
+const wrap = (b: number, arr: BucketArray): number => (b < arr.buckets ? b : b - arr.buckets);
 
 export class RosebushTable extends TableBase {
   readonly kind: RefTableKind = 'rosebush';
   protected readonly bucketWords = BUCKET_WORDS;
-  protected readonly minLog2 = 6; // 64 buckets: one 4 KiB frame
+  protected readonly minClass = classOfLog2(Math.log2(PAGE_SIZE / (BUCKET_WORDS * 4))); // 64 buckets: one 4 KiB frame
+  protected readonly dirSlotsV2 = DIR_SLOTS_V2;
+  protected readonly fineGrowth = true;
   // slot located by seek(): window, word index of its key; -1 when absent
   private sw: Int32Array = new Int32Array(0);
   private si = -1;
   private sInHome = false;
+  /** forEachHomedAt's (key, count) pairs: at most every slot of a window */
+  private readonly homed = new Int32Array(2 * SLOTS * WINDOW);
 
   /** Scans bucket b (bw/bi located) for key; sets sw/si. */
   private scanBucket(key: number): boolean {
@@ -59,18 +90,21 @@ export class RosebushTable extends TableBase {
     return false;
   }
 
-  /** Finds key homed at b in its window; counts probes when `count`. */
+  /** Finds key homed at b in its window; counts probes and lines when `count` (a neighbour is a line, not a dependent step). */
   private seek(arr: BucketArray, b: number, key: number, count: boolean): boolean {
     this.locate(arr, b);
-    if (count) this.probes++;
+    if (count) {
+      this.probes++;
+      this.lines++;
+    }
     this.sInHome = true;
     if (this.scanBucket(key)) return true;
-    if (this.bw[this.bi + W_OVERFLOW] === 0) return false;
+    const reach = this.overflowReach(this.bw[this.bi + W_OVERFLOW]);
+    if (reach === 0) return false;
     this.sInHome = false;
-    const mask = arr.buckets - 1;
-    for (let j = 1; j < WINDOW; j++) {
-      this.locate(arr, (b + j) & mask);
-      if (count) this.probes++;
+    for (let j = 1; j <= reach; j++) {
+      this.locate(arr, wrap(b + j, arr));
+      if (count) this.lines++;
       if (this.scanBucket(key)) return true;
     }
     return false;
@@ -107,8 +141,41 @@ export class RosebushTable extends TableBase {
     Atomics.store(this.sw, this.si, 0);
     if (!this.sInHome) {
       this.locate(arr, b);
-      Atomics.sub(this.bw, this.bi + W_OVERFLOW, 1);
+      this.lowerOverflow(this.bw, this.bi + W_OVERFLOW);
     }
+  }
+
+  /** Buckets after the home that may hold keys homed there, from its overflow word (layout 1 keeps no distance: its whole window). */
+  private overflowReach(w: number): number {
+    if (w === 0) return 0;
+    return this.v1 ? WINDOW_V1 - 1 : w >>> OVF_DIST_SHIFT;
+  }
+
+  /**
+   * Before a key homed at the bucket whose overflow word is words[i] is
+   * claimed `j` buckets on: the count raised once (`first`), the distance
+   * to at least j. A CAS loop: a migrator of a neighbouring old bucket may
+   * update the same word without the home's lock (migrate).
+   */
+  private raiseOverflow(words: Int32Array, i: number, j: number, first: boolean): void {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const w = Atomics.load(words, i);
+      const n = this.v1 ? w + (first ? 1 : 0) : (Math.max(w >>> OVF_DIST_SHIFT, j) << OVF_DIST_SHIFT) | ((w & OVF_COUNT) + (first ? 1 : 0));
+      if (n === w || Atomics.compareExchange(words, i, w, n) === w) return;
+    }
+    throw new MorselError('ETIMEDOUT', 'rosebush: an overflow word kept changing');
+  }
+
+  /** One key homed there left a later bucket: the count lowered; at 0 the distance is cleared too. */
+  private lowerOverflow(words: Int32Array, i: number): void {
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const w = Atomics.load(words, i);
+      const count = (w & OVF_COUNT) - 1;
+      assert(count >= 0, 'rosebush: overflow count stays non-negative');
+      const n = count === 0 ? 0 : (w & ~OVF_COUNT) | count;
+      if (Atomics.compareExchange(words, i, w, n) === w) return;
+    }
+    throw new MorselError('ETIMEDOUT', 'rosebush: an overflow word kept changing');
   }
 
   /** Claims an empty slot for key homed at b (count reads 2); false when the window is full (nothing changed). */
@@ -118,13 +185,13 @@ export class RosebushTable extends TableBase {
     this.locate(arr, b);
     const homeWords = this.bw;
     const homeOverflow = this.bi + W_OVERFLOW;
-    Atomics.add(homeWords, homeOverflow, 1); // before the slot is claimed: a lookup must look further
-    const mask = arr.buckets - 1;
-    for (let j = 1; j < WINDOW; j++) {
-      this.locate(arr, (b + j) & mask);
+    const window = Math.min(this.v1 ? WINDOW_V1 : WINDOW, arr.buckets); // a small array's window is the array (wrap needs j < buckets)
+    for (let j = 1; j < window; j++) {
+      this.raiseOverflow(homeWords, homeOverflow, j, j === 1); // before the slot is claimed: a lookup must look this far
+      this.locate(arr, wrap(b + j, arr));
       if (this.claimIn(key)) return true;
     }
-    Atomics.sub(homeWords, homeOverflow, 1);
+    this.lowerOverflow(homeWords, homeOverflow);
     return false;
   }
 
@@ -140,34 +207,46 @@ export class RosebushTable extends TableBase {
     return false;
   }
 
-  protected migrate(old: BucketArray, b: number, neu: BucketArray): void {
+  protected migrate(old: BucketArray, b: number, neu: BucketArray, partial: boolean): void {
     this.forEachHomedAt(old, b, (key, count) => {
-      const nb = homeOf(hashFrame(key - 1), neu.log2);
-      // New buckets 2b and 2b+1 only receive keys of old bucket b: no lock
-      // needed there, and no reader looks until b is marked migrated.
-      if (!this.seek(neu, nb, key, false)) {
-        if (!this.claim(neu, nb, key)) throw new MorselError('ENOSPC', `rosebush: no slot for frame ${key - 1} in the doubled array`);
+      const nb = homeOf(this.hashOf(key - 1), neu);
+      // No lock on the new bucket: a slot is claimed by CAS, so the migrators
+      // of neighbouring old buckets (whose keys may share a new bucket when
+      // the class grows by less than 2) and writers of already migrated keys
+      // never take the same slot, and nobody reads or writes this key in the
+      // new array until b is marked migrated.
+      if (!partial || !this.seek(neu, nb, key, false)) {
+        if (!this.claim(neu, nb, key)) throw new MorselError('ENOSPC', `rosebush: no slot for frame ${key - 1} in the grown array`);
       }
       Atomics.store(this.sw, this.si + 1, count);
     });
   }
 
-  /** Every key homed at bucket b of arr with its count. */
+  /**
+   * Every key homed at bucket b of arr with its count. Collected first (the
+   * visitor may move bw/bi), scanning the home and then the next buckets
+   * only until the home's overflow count of displaced keys has been found.
+   */
   private forEachHomedAt(arr: BucketArray, b: number, visit: (key: number, count: number) => void): void {
     this.locate(arr, b);
-    const overflowed = Atomics.load(this.bw, this.bi + W_OVERFLOW) !== 0;
-    const mask = arr.buckets - 1;
-    for (let j = 0; j < (overflowed ? WINDOW : 1); j++) {
-      const bucket = (b + j) & mask;
-      for (let slot = 0; slot < SLOTS; slot++) {
-        this.locate(arr, bucket);
-        const i = this.bi + FIRST_SLOT_WORD + 2 * slot;
-        const key = Atomics.load(this.bw, i);
-        if (key === 0 || homeOf(hashFrame(key - 1), arr.log2) !== b) continue;
-        const c = Atomics.load(this.bw, i + 1);
-        visit(key, c < 2 ? 2 : c);
+    const ovf = Atomics.load(this.bw, this.bi + W_OVERFLOW);
+    const reach = this.overflowReach(ovf);
+    let displaced = ovf & OVF_COUNT; // never below the true number: raised before a claim, lowered after a removal
+    const found = this.homed;
+    let n = 0;
+    for (let j = 0; j <= reach && (j === 0 || displaced > 0); j++) {
+      this.locate(arr, wrap(b + j, arr));
+      const w = this.bw;
+      for (let i = this.bi + FIRST_SLOT_WORD, end = this.bi + BUCKET_WORDS; i < end; i += 2) {
+        const key = w[i];
+        if (key === 0 || homeOf(this.hashOf(key - 1), arr) !== b) continue;
+        const c = w[i + 1];
+        found[n++] = key;
+        found[n++] = c < 2 ? 2 : c;
+        if (j > 0) displaced--;
       }
     }
+    for (let k = 0; k < n; k += 2) visit(found[k], found[k + 1]);
   }
 
   protected forEachIn(arr: BucketArray, visit: (key: number, count: number) => void, skipMigrated: boolean): void {

@@ -3,17 +3,25 @@
  * machinery of both tables (chained.ts, rosebush.ts). Absent means count 1;
  * only counts >= 2 are stored, so an unshared frame costs nothing.
  *
- * Storage: bucket arrays of 2^k buckets, split into segments of order-0
- * frames while an array is under 2 MiB and of order-9 frames (2 MiB) from
- * then on; the chained table adds an entry pool (pool.ts). Order 9 for big
- * arrays keeps the whole directory inside the anchor frame (256 segments of
- * 2 MiB per array) so a lookup needs one directory step and one bucket
- * step; order 0 for small arrays keeps a small table small (4 KiB to start).
+ * Storage: bucket arrays whose bucket count is a size class (anchor.ts
+ * classBuckets: m * 2^e buckets, m in 8..15), split into segments of order-0 frames while
+ * an array is under 2 MiB and of order-9 frames (2 MiB) from then on; the
+ * chained table adds an entry pool (pool.ts). Order 9 for big arrays keeps
+ * the whole directory inside the anchor frame (256 segments of 2 MiB per
+ * array); order 0 for small arrays keeps a small table small (4 KiB to
+ * start). Lookups use each process's cached copy of the directory, so a
+ * lookup reads the state word and then the bucket. A key's home bucket is
+ * its hash scaled to the bucket count (fastrange), so any class can be used:
+ * the chained table doubles (class + CLASS_STEPS: bucket b splits into 2b and 2b + 1),
+ * the Rosebush table grows to the next class whose storage fits the segment
+ * rules (x1.06 to x1.33), which keeps its load factor near the limit
+ * instead of halving it at every doubling; the price is more frequent
+ * resizes (about 10 key moves per key inserted, against 2 when doubling).
  *
  * Concurrency: a per-bucket lock word (lock.ts) serializes updates of a
  * bucket; lookups take no lock (the lock word's version validates them).
  * Resize is incremental: the state word (anchor.ts) publishes a new array of
- * twice the buckets next to the old one; every update first migrates its
+ * the next size class next to the old one; every update first migrates its
  * own key's old bucket and a few more (MIGRATE_BATCH), marking each migrated
  * old bucket; lookups read the old bucket, and the new one once the old is
  * marked. Whoever finds every old bucket handed out finishes: it sweeps for
@@ -45,14 +53,16 @@ import {
   W_MAGIC,
   W_RESIZES,
   W_RESIZE_LOCK,
+  MAGIC_V1_BASE,
   W_STATE,
-  dirWord,
+  DIR_FIRST_WORD,
+  decodeState,
   nextState,
-  stateGroup,
-  stateLog2,
-  stateResizing,
+  CLASS_STEPS,
+  classBuckets,
+  type Shape,
 } from './anchor.js';
-import { holderBits, isLocked, isMigrated, lockWord, pause, readStable, unlockWord } from './lock.js';
+import { PARTIAL, holderBits, isLocked, isMigrated, lockWord, pause, readStable, unlockWord } from './lock.js';
 
 export type RefTableKind = 'chained' | 'rosebush';
 
@@ -61,8 +71,10 @@ export interface RefCountStats {
   storageBytes: number;
   bytesPerEntry: number;
   resizing: boolean;
-  /** cache-line-distinct reads on this instance's lookup path (directory, buckets, chain steps) */
+  /** dependent accesses on this instance's lookup path: the state word, the home bucket, each chain step */
   probes: number;
+  /** cache lines read on this instance's lookup path: probes plus Rosebush neighbour buckets */
+  lines: number;
   /** get() calls on this instance */
   lookups: number;
   /** entries per slot (rosebush) or per bucket (chained) of the current array */
@@ -115,19 +127,34 @@ export interface RefTableOptions {
 }
 
 export const KIND_CODE: Record<RefTableKind, number> = { chained: 1, rosebush: 2 };
-export const kindOfMagic = (magic: number): RefTableKind | null => (magic === MAGIC_BASE + 1 ? 'chained' : magic === MAGIC_BASE + 2 ? 'rosebush' : null);
+/** The kind a magic word names (either anchor layout), or null. */
+export function kindOfMagic(magic: number): RefTableKind | null {
+  const code = magic - (magic >= MAGIC_BASE ? MAGIC_BASE : MAGIC_V1_BASE);
+  return code === 1 ? 'chained' : code === 2 ? 'rosebush' : null;
+}
+
+const EMPTY_SHAPE: Shape = { sizeClass: 0, group: 0, resizing: false };
 
 /** One bucket array: where bucket b's words are. */
 export interface BucketArray {
-  log2: number;
+  sizeClass: number;
   buckets: number;
-  order: 0 | 9;
+  /** homeOf's factor: buckets / 2^32 (exact: m * 2^(e - 32)) */
+  scale: number;
+  /** segments 0..huge-1 are 2 MiB (hugeBytes in all), the rest 4 KiB */
+  huge: number;
+  hugeBytes: number;
   frames: number[];
   /** per segment: the region window and the index of the segment's word 0 in it */
   segWords: Int32Array[];
   segBase: number[];
-  segShift: number;
-  segMask: number;
+}
+
+/** An array's storage: `huge` 2 MiB segments, then `small` 4 KiB ones. */
+interface Geometry {
+  huge: number;
+  small: number;
+  bytes: number;
 }
 
 /** An update found no room (rosebush window full): make room and retry. */
@@ -136,8 +163,15 @@ export const FULL = -1;
 export const RACY = -2;
 
 const HUGE_BYTES = 2 * MiB;
-/** Old buckets an update migrates besides its own. */
-const MIGRATE_BATCH = 4;
+const HUGE_SHIFT = 21;
+const PAGE_SHIFT = 12;
+/**
+ * Old buckets an update migrates besides its own. More ends a resize sooner
+ * (both arrays are allocated until it ends: at growth x1.1 a resize that
+ * takes too long doubles the storage a good part of the time) but makes
+ * each update during a resize slower (~0.6 us per Rosebush bucket).
+ */
+export const MIGRATE_BATCH = 16;
 /** Bound on the retries of one operation (each retry follows a state transition or a racing writer). */
 const MAX_ATTEMPTS = 10_000;
 /** Updates of one batch (incrementMany/decrementMany) under one write guard: bounds how long a resize finisher waits. */
@@ -147,10 +181,23 @@ const READ_ATTEMPTS = 8;
 /** How long a finishing resizer waits for writers still inside the old array before leaking it. */
 const GUARD_WAIT_MS = 500;
 const GOLDEN = 0x9e3779b1 | 0;
+const FMIX_1 = 0x85ebca6b | 0;
+const FMIX_2 = 0xc2b2ae35 | 0;
 
-/** Hash of a frame: Fibonacci hashing; bucket = top log2 bits, so bucket b splits into 2b and 2b+1. */
-export const hashFrame = (frame: number): number => Math.imul(frame ^ (frame >>> 16), GOLDEN);
-export const homeOf = (h: number, log2: number): number => h >>> (32 - log2);
+/** Hash of a frame in layout 1: Fibonacci hashing (clusters scattered keys: Rosebush windows filled at ~55% load). */
+export const hashFrameV1 = (frame: number): number => Math.imul(frame ^ (frame >>> 16), GOLDEN);
+/** Hash of a frame in layout 2: murmur3's 32-bit finalizer, every bit mixed into the high bits homeOf uses. */
+export function hashFrame(frame: number): number {
+  let h = Math.imul(frame ^ (frame >>> 16), FMIX_1);
+  h = Math.imul(h ^ (h >>> 13), FMIX_2);
+  return h ^ (h >>> 16);
+}
+/**
+ * Home bucket of hash h in arr: floor(h * buckets / 2^32) (fastrange), from
+ * the hash's high bits. Exact in doubles: h * m < 2^36, times a power of 2.
+ * With power-of-two counts it is the top log2 bits, as layout 1 homed keys.
+ */
+export const homeOf = (h: number, arr: BucketArray): number => Math.floor((h >>> 0) * arr.scale);
 
 /**
  * The shared machinery: state, directory, guards, resize. A subclass lays
@@ -159,8 +206,12 @@ export const homeOf = (h: number, log2: number): number => h >>> (32 - log2);
 export abstract class TableBase implements RefCountTable {
   abstract readonly kind: RefTableKind;
   protected abstract readonly bucketWords: number;
-  /** log2 of the first array's bucket count (one 4 KiB frame). */
-  protected abstract readonly minLog2: number;
+  /** Directory slots per group in layout 2. */
+  protected abstract readonly dirSlotsV2: number;
+  /** Size class of the first array (one 4 KiB frame). */
+  protected abstract readonly minClass: number;
+  /** Grow to the next usable class (else double: class + 4). */
+  protected abstract readonly fineGrowth: boolean;
 
   protected readonly anchorWords: Int32Array;
   protected readonly anchorBase: number;
@@ -170,10 +221,19 @@ export abstract class TableBase implements RefCountTable {
   private batchDone = 0;
   /** the state the cached arrays were built for (0: none) */
   private cachedState = 0;
+  /** whether the cached state is in anchor layout 1 (anchor.ts) */
+  protected v1 = false;
   protected cur: BucketArray | null = null;
   protected old: BucketArray | null = null;
-  /** instrumentation: cache-line-distinct reads on the lookup path */
+  /**
+   * Instrumentation of the lookup path. `probes`: dependent accesses, reads
+   * whose address needs data read before (the state word with the cached
+   * directory, the home bucket, each chain step; a Rosebush neighbour bucket
+   * is at an address known from the hash, so it adds a line, not a step).
+   * `lines`: every cache line read.
+   */
   protected probes = 0;
+  protected lines = 0;
   private lookups = 0;
   // bucket located by locate(): its window and lock-word index
   protected bw: Int32Array = new Int32Array(0);
@@ -198,13 +258,17 @@ export abstract class TableBase implements RefCountTable {
   protected abstract find(arr: BucketArray, b: number, key: number): number;
   /** Under b's lock: adds `delta` (+1/-1) to key's count; returns the new count (0: was absent), or FULL. */
   protected abstract apply(arr: BucketArray, b: number, key: number, delta: number): number;
-  /** Under old bucket b's lock: copies its entries into `neu` (overwriting copies a dead migrator left). */
-  protected abstract migrate(old: BucketArray, b: number, neu: BucketArray): void;
+  /**
+   * Under old bucket b's lock: copies its entries into `neu`. `partial`: an
+   * earlier migration of b stopped midway (died or threw), so some keys may
+   * be in `neu` already: find and overwrite them instead of inserting twice.
+   */
+  protected abstract migrate(old: BucketArray, b: number, neu: BucketArray, partial: boolean): void;
   /** After old bucket b is marked migrated: releases what it held outside the array (pool entries). */
   protected releaseMigrated(_old: BucketArray, _b: number): void {}
   /** Every entry of `arr` (keys homed in migrated buckets skipped when `skipMigrated`). */
   protected abstract forEachIn(arr: BucketArray, visit: (key: number, count: number) => void, skipMigrated: boolean): void;
-  /** Whether `entries` warrant doubling `arr`. */
+  /** Whether `entries` warrant growing `arr`. */
   protected abstract overloaded(entries: number, arr: BucketArray): boolean;
   /** Entries per slot (or per bucket) of `arr`. */
   protected abstract load(entries: number, arr: BucketArray): number;
@@ -245,48 +309,100 @@ export abstract class TableBase implements RefCountTable {
 
   // --- geometry --------------------------------------------------------------------
 
-  /** Segment order and count of an array of 2^log2 buckets. */
-  protected geometry(log2: number): { order: 0 | 9; segments: number; bytes: number } {
-    const bytes = Math.max(PAGE_SIZE, (2 ** log2) * this.bucketWords * 4);
-    const order = bytes >= HUGE_BYTES ? 9 : 0;
-    return { order, segments: bytes / (order === 9 ? HUGE_BYTES : PAGE_SIZE), bytes };
+  /**
+   * The segments of an array of size class c: as many 2 MiB ones as fit,
+   * then 4 KiB ones for the rest; null when the rest is not whole 4 KiB
+   * frames or the segments outnumber the directory's slots.
+   */
+  protected geometry(c: number): Geometry | null {
+    const bytes = classBuckets(c) * this.bucketWords * 4;
+    const huge = Math.floor(bytes / HUGE_BYTES);
+    const small = (bytes - huge * HUGE_BYTES) / PAGE_SIZE;
+    return Number.isInteger(small) && huge + small <= this.dirSlots() ? { huge, small, bytes } : null;
   }
 
-  private buildArray(log2: number, group: number): BucketArray {
-    const { order, segments } = this.geometry(log2);
+  /** Directory slots per group: layout 1 and the chained table have DIR_SLOTS; a layout-2 Rosebush table uses the pool's words too. */
+  private dirSlots(): number {
+    return this.v1 ? DIR_SLOTS : this.dirSlotsV2;
+  }
+
+  /** Anchor word of directory slot `slot` of `group`. */
+  private dirWordOf(group: number, slot: number): number {
+    return DIR_FIRST_WORD + group * this.dirSlots() + slot;
+  }
+
+  /** Hash of `frame` as this table's layout homes keys. */
+  protected hashOf(frame: number): number {
+    return this.v1 ? hashFrameV1(frame) : hashFrame(frame);
+  }
+
+  /** The class a resize of class c grows to; null when no larger one fits the directory. */
+  private nextClass(c: number): number | null {
+    if (!this.fineGrowth || this.v1) return this.geometry(c + CLASS_STEPS) === null ? null : c + CLASS_STEPS;
+    for (let n = c + 1; n <= c + 2 * CLASS_STEPS; n++) if (this.geometry(n) !== null) return n; // two doublings: past any run of unusable classes
+    return null;
+  }
+
+  /** The class a resize to class c grew from (the inverse of nextClass). */
+  private prevClass(c: number): number {
+    if (!this.fineGrowth || this.v1) return c - CLASS_STEPS;
+    for (let p = c - 1; p >= this.minClass; p--) if (this.geometry(p) !== null) return p;
+    throw new MorselError('ECORRUPT', `reference-count table state names class ${c}, which no resize reaches`);
+  }
+
+  private buildArray(c: number, group: number): BucketArray {
+    const g = this.geometry(c);
+    if (g === null) throw new MorselError('ECORRUPT', `reference-count table state names class ${c}, which has no storage layout`);
     const frames: number[] = [];
     const segWords: Int32Array[] = [];
     const segBase: number[] = [];
-    for (let s = 0; s < segments; s++) {
-      const f = this.aload(dirWord(group, s)) >>> 0;
+    for (let s = 0; s < g.huge + g.small; s++) {
+      const f = this.aload(this.dirWordOf(group, s)) >>> 0;
       frames.push(f);
       const safe = (f < this.region.frameCount ? f : 0) as Frame; // a torn read is caught by the state re-check
       segWords.push(this.region.words(safe));
       segBase.push(this.region.wordIndex(safe, 0));
     }
-    const segShift = order === 9 ? 21 : 12;
-    return { log2, buckets: 2 ** log2, order, frames, segWords, segBase, segShift, segMask: (1 << segShift) - 1 };
+    const buckets = classBuckets(c);
+    return { sizeClass: c, buckets, scale: buckets / 2 ** 32, huge: g.huge, hugeBytes: g.huge * HUGE_BYTES, frames, segWords, segBase };
   }
 
-  /** Points bw/bi at bucket b's lock word. */
+  /** Points bw/bi at bucket b's lock word: in a 2 MiB segment, or past them in a 4 KiB one. */
   protected locate(arr: BucketArray, b: number): void {
     const off = b * this.bucketWords * 4;
-    const seg = off >>> arr.segShift;
-    this.bw = arr.segWords[seg];
-    this.bi = arr.segBase[seg] + ((off & arr.segMask) >>> 2);
+    if (off < arr.hugeBytes) {
+      const seg = off >>> HUGE_SHIFT;
+      this.bw = arr.segWords[seg];
+      this.bi = arr.segBase[seg] + ((off & (HUGE_BYTES - 1)) >>> 2);
+    } else {
+      const rest = off - arr.hugeBytes;
+      const seg = arr.huge + (rest >>> PAGE_SHIFT);
+      this.bw = arr.segWords[seg];
+      this.bi = arr.segBase[seg] + ((rest & (PAGE_SIZE - 1)) >>> 2);
+    }
   }
 
-  /** Loads the state word and makes cur/old describe it; returns it (log2 0: empty). */
+  /**
+   * Loads the state word and makes cur/old describe it (cur null: no
+   * storage); returns it. The magic says the layout; magic 0 is an empty
+   * table whatever the state word holds (a layout-1 reset left its
+   * generation bits there).
+   */
   protected snapshot(): number {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const s = this.aload(W_STATE);
       if (s === this.cachedState) return s;
-      const log2 = stateLog2(s);
-      const group = stateGroup(s);
-      this.cur = log2 === 0 ? null : this.buildArray(log2, group);
-      this.old = log2 !== 0 && stateResizing(s) ? this.buildArray(log2 - 1, 1 - group) : null;
+      const magic = this.aload(W_MAGIC);
+      this.v1 = magic !== 0 && this.checkMagic(magic);
+      const { sizeClass, group, resizing } = magic === 0 ? EMPTY_SHAPE : decodeState(s, this.v1);
+      try {
+        this.cur = sizeClass === 0 ? null : this.buildArray(sizeClass, group);
+        this.old = sizeClass !== 0 && resizing ? this.buildArray(this.prevClass(sizeClass), 1 - group) : null;
+      } catch (e) {
+        if (this.aload(W_STATE) === s) throw e;
+        continue; // a torn read of a state that changed meanwhile
+      }
       this.shapeChanged();
-      if (log2 !== 0) this.checkMagic();
       if (this.aload(W_STATE) === s) {
         this.cachedState = s;
         return s;
@@ -295,9 +411,16 @@ export abstract class TableBase implements RefCountTable {
     throw new MorselError('ETIMEDOUT', 'reference-count table state kept changing');
   }
 
-  private checkMagic(): void {
-    const magic = this.aload(W_MAGIC);
-    check(magic === MAGIC_BASE + KIND_CODE[this.kind], 'EINVAL', () => `anchor frame ${this.anchor} holds a ${kindOfMagic(magic) ?? 'corrupt'} reference-count table, not a ${this.kind} one`);
+  /** EINVAL unless `magic` names this kind of table; true when it is in layout 1. */
+  private checkMagic(magic: number): boolean {
+    const code = KIND_CODE[this.kind];
+    check(magic === MAGIC_BASE + code || magic === MAGIC_V1_BASE + code, 'EINVAL', () => `anchor frame ${this.anchor} holds a ${kindOfMagic(magic) ?? 'corrupt'} reference-count table, not a ${this.kind} one`);
+    return magic === MAGIC_V1_BASE + code;
+  }
+
+  /** Whether state s (the cached one) is resizing. */
+  private resizing(s: number): boolean {
+    return decodeState(s, this.v1).resizing;
   }
 
   // --- write guards --------------------------------------------------------------------
@@ -335,7 +458,6 @@ export abstract class TableBase implements RefCountTable {
     checkKey(frame);
     this.lookups++;
     const key = (frame + 1) | 0;
-    const h = hashFrame(frame);
     // Fast path: a stable table whose shape this instance has cached. A
     // seqlock read: the opening reads of the state and lock words are plain
     // loads (in V8 an Atomics.load costs as much as a read-modify-write, ~5 ns
@@ -345,7 +467,7 @@ export abstract class TableBase implements RefCountTable {
     const s = this.anchorWords[this.anchorBase + W_STATE];
     const arr = this.cur;
     if (s === this.cachedState && this.old === null && arr !== null) {
-      const b = homeOf(h, arr.log2);
+      const b = homeOf(this.hashOf(frame), arr);
       this.locate(arr, b);
       const words = this.bw;
       const i = this.bi;
@@ -353,19 +475,26 @@ export abstract class TableBase implements RefCountTable {
       if (!isLocked(w)) {
         const c = this.find(arr, b, key);
         if (c !== RACY && Atomics.load(words, i) === w && Atomics.load(this.anchorWords, this.anchorBase + W_STATE) === s) {
-          this.probes++; // the state word and directory
+          this.stateRead();
           return c === 0 ? 1 : c;
         }
       }
     }
-    return this.getSlow(frame, h, key);
+    return this.getSlow(frame, key);
   }
 
-  private getSlow(frame: number, h: number, key: number): number {
+  /** Instrumentation: a lookup's read of the state word (its directory is cached): one line, one dependent step. */
+  private stateRead(): void {
+    this.probes++;
+    this.lines++;
+  }
+
+  private getSlow(frame: number, key: number): number {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const s = this.snapshot();
-      this.probes++; // the state word and directory
-      if (stateLog2(s) === 0) return 1;
+      this.stateRead();
+      if (this.cur === null) return 1;
+      const h = this.hashOf(frame);
       const c = attempt < READ_ATTEMPTS ? this.readOnce(h, key) : this.readLocked(h, key);
       if (c !== RACY && this.aload(W_STATE) === s) return c === 0 ? 1 : c;
     }
@@ -376,14 +505,15 @@ export abstract class TableBase implements RefCountTable {
   private readOnce(h: number, key: number): number {
     const arr = this.cur!;
     if (this.old !== null) {
-      const ob = homeOf(h, this.old.log2);
+      const ob = homeOf(h, this.old);
       this.locate(this.old, ob);
       const w = readStable(this.bw, this.bi);
       if (isLocked(w)) return RACY;
       if (!isMigrated(w)) return this.validated(this.old, ob, key, w);
-      this.probes++;
+      this.probes++; // the old bucket's line, read before the new array's (counted as dependent: it decides where to look)
+      this.lines++;
     }
-    const b = homeOf(h, arr.log2);
+    const b = homeOf(h, arr);
     this.locate(arr, b);
     const w = readStable(this.bw, this.bi);
     if (isLocked(w)) return RACY;
@@ -402,7 +532,7 @@ export abstract class TableBase implements RefCountTable {
     this.enter();
     try {
       const arr = this.home(h);
-      const b = homeOf(h, arr.log2);
+      const b = homeOf(h, arr);
       this.locate(arr, b);
       const before = lockWord(this.region, this.bw, this.bi, this.me);
       const c = isMigrated(before) ? RACY : this.find(arr, b, key);
@@ -481,7 +611,7 @@ export abstract class TableBase implements RefCountTable {
   /** The array an update of hash h works in, after migrating h's old bucket during a resize. */
   private home(h: number): BucketArray {
     if (this.old !== null) {
-      this.migrateOld(homeOf(h, this.old.log2));
+      this.migrateOld(homeOf(h, this.old));
       this.helpMigrate();
     }
     return this.cur!;
@@ -489,16 +619,16 @@ export abstract class TableBase implements RefCountTable {
 
   private update(frame: number, delta: number): number {
     const key = (frame + 1) | 0;
-    const h = hashFrame(frame);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const s = this.snapshot();
-      if (stateLog2(s) === 0) {
+      if (this.cur === null) {
         if (delta < 0) return 0;
         this.unguarded(() => this.initialize());
         continue;
       }
+      const h = this.hashOf(frame);
       const arr = this.home(h);
-      const b = homeOf(h, arr.log2);
+      const b = homeOf(h, arr);
       this.locate(arr, b);
       const before = lockWord(this.region, this.bw, this.bi, this.me);
       let r = RACY;
@@ -543,17 +673,17 @@ export abstract class TableBase implements RefCountTable {
 
   private resizeStep(): void {
     const s = this.aload(W_STATE);
-    if (stateLog2(s) === 0) return;
-    if (stateResizing(s)) {
-      if (this.old !== null && this.cachedState === s && this.aload(W_CURSOR) >= this.old.buckets) this.finishResize(s);
-    } else if (this.cur !== null && this.cachedState === s && this.overloaded(this.aload(W_COUNT), this.cur)) {
+    if (this.cachedState !== s || this.cur === null) return;
+    if (this.resizing(s)) {
+      if (this.old !== null && this.aload(W_CURSOR) >= this.old.buckets) this.finishResize(s);
+    } else if (this.cur !== null && this.overloaded(this.aload(W_COUNT), this.cur)) {
       this.startResize(s, false);
     }
   }
 
   /** An update found no room: finish a running resize, or start one (ENOSPC if the allocator cannot). */
   private makeRoom(s: number): void {
-    if (stateResizing(s)) {
+    if (this.resizing(s)) {
       for (let b = 0; b < this.old!.buckets; b++) this.migrateOld(b);
       this.unguarded(() => this.finishResize(s));
       return;
@@ -587,13 +717,17 @@ export abstract class TableBase implements RefCountTable {
       unlockWord(this.bw, this.bi, before);
       return;
     }
+    // PARTIAL stays in the word until the bucket is marked migrated: a
+    // migrator that dies or throws midway leaves it for the next one, which
+    // must then find (and overwrite) the copies already made.
+    Atomics.or(this.bw, this.bi, PARTIAL);
     let done = false;
     try {
-      this.migrate(old, b, this.cur!);
+      this.migrate(old, b, this.cur!, (before & PARTIAL) !== 0);
       done = true;
     } finally {
       this.locate(old, b);
-      unlockWord(this.bw, this.bi, before, done);
+      unlockWord(this.bw, this.bi, before | PARTIAL, done);
     }
     this.releaseMigrated(old, b); // once: only the migrator gets here
   }
@@ -619,25 +753,30 @@ export abstract class TableBase implements RefCountTable {
     const lock = this.alock(W_RESIZE_LOCK);
     try {
       const s = this.aload(W_STATE);
-      if (stateLog2(s) !== 0) return; // another thread did it
       const magic = this.aload(W_MAGIC);
-      check(magic === 0 || magic === MAGIC_BASE + KIND_CODE[this.kind], 'EINVAL', () => `anchor frame ${this.anchor} holds a ${kindOfMagic(magic) ?? 'corrupt'} reference-count table, not a ${this.kind} one`);
-      this.allocArray(this.minLog2, 0);
+      if (magic !== 0 && decodeState(s, this.checkMagic(magic)).sizeClass !== 0) return; // another thread did it
+      this.v1 = false; // the new table is layout 2 (dirWordOf, geometry)
+      this.allocArray(this.minClass, 0);
       try {
         this.initExtra();
       } catch (e) {
-        this.freeArray(this.minLog2, 0);
+        this.freeArray(this.minClass, 0);
         throw e;
       }
+      // An empty layout-2 state before the magic: whoever reads the new magic
+      // then decodes no stale layout-1 word (a layout-1 reset leaves
+      // generation bits in the class bits).
+      const empty = nextState(s, EMPTY_SHAPE, false);
+      this.astore(W_STATE, empty);
       this.astore(W_MAGIC, MAGIC_BASE + KIND_CODE[this.kind]);
-      this.astore(W_STATE, nextState(s, this.minLog2, 0, false));
+      this.astore(W_STATE, nextState(empty, { sizeClass: this.minClass, group: 0, resizing: false }, false));
     } finally {
       this.aunlock(W_RESIZE_LOCK, lock);
     }
   }
 
   /**
-   * Starts doubling the current array: allocates and zeroes the new one in
+   * Starts growing the current array to the next size class: allocates and zeroes the new one in
    * the free directory group, then publishes it. `wait`: wait for the resize
    * lock (else give up when it is busy). False when the allocator has no
    * room (nothing changed).
@@ -647,17 +786,18 @@ export abstract class TableBase implements RefCountTable {
     if (lock === -1) return true;
     try {
       if (this.aload(W_STATE) !== s) return true; // someone else changed the shape
-      const log2 = stateLog2(s) + 1;
-      const group = 1 - stateGroup(s);
-      if (this.geometry(log2).segments > DIR_SLOTS) return false;
+      const shape = decodeState(s, this.v1);
+      const next = this.nextClass(shape.sizeClass);
+      if (next === null) return false;
+      const group = 1 - shape.group;
       try {
-        this.allocArray(log2, group);
+        this.allocArray(next, group);
       } catch (e) {
         if (e instanceof MorselError && e.code === 'ENOSPC') return false;
         throw e;
       }
       this.astore(W_CURSOR, 0);
-      this.astore(W_STATE, nextState(s, log2, group, true));
+      this.astore(W_STATE, nextState(s, { sizeClass: next, group, resizing: true }, this.v1));
       Atomics.add(this.anchorWords, this.anchorBase + W_RESIZES, 1);
       return true;
     } finally {
@@ -683,42 +823,49 @@ export abstract class TableBase implements RefCountTable {
       } finally {
         this.exit();
       }
-      this.astore(W_STATE, nextState(s, stateLog2(s), stateGroup(s), false));
-      if (this.waitForWriters()) this.freeArray(old.log2, 1 - stateGroup(s));
+      const shape = decodeState(s, this.v1);
+      this.astore(W_STATE, nextState(s, { ...shape, resizing: false }, this.v1));
+      if (this.waitForWriters()) this.freeArray(old.sizeClass, 1 - shape.group);
     } finally {
       this.aunlock(W_RESIZE_LOCK, lock);
     }
   }
 
-  /** Allocates and zeroes the segments of an array of 2^log2 buckets into directory `group`; nothing left on ENOSPC. */
-  private allocArray(log2: number, group: number): void {
-    const { order, segments } = this.geometry(log2);
-    const got = allocZeroed(this.region, this.alloc, order, segments);
-    for (let s = 0; s < segments; s++) this.astore(dirWord(group, s), got[s]);
+  /** Allocates and zeroes the segments of an array of class c into directory `group`; nothing left on ENOSPC. */
+  private allocArray(c: number, group: number): void {
+    const { huge, small } = this.geometry(c)!;
+    const got = allocZeroed(this.region, this.alloc, 9, huge);
+    try {
+      got.push(...allocZeroed(this.region, this.alloc, 0, small));
+    } catch (e) {
+      for (const f of got) this.alloc.free(f as Frame, 9);
+      throw e;
+    }
+    for (let s = 0; s < got.length; s++) this.astore(this.dirWordOf(group, s), got[s]);
   }
 
-  private freeArray(log2: number, group: number): void {
-    const { order, segments } = this.geometry(log2);
-    for (let s = 0; s < segments; s++) {
-      this.alloc.free(this.aload(dirWord(group, s)) as Frame, order);
-      this.astore(dirWord(group, s), 0);
+  private freeArray(c: number, group: number): void {
+    const { huge, small } = this.geometry(c)!;
+    for (let s = 0; s < huge + small; s++) {
+      this.alloc.free(this.aload(this.dirWordOf(group, s)) as Frame, s < huge ? 9 : 0);
+      this.astore(this.dirWordOf(group, s), 0);
     }
   }
 
   // --- whole-table views ------------------------------------------------------------
 
   forEach(visit: (frame: number, count: number) => void): void {
-    const s = this.snapshot();
-    if (stateLog2(s) === 0) return;
+    this.snapshot();
+    if (this.cur === null) return;
     if (this.old !== null) this.forEachIn(this.old, (key, c) => visit(key - 1, c), true);
     this.forEachIn(this.cur!, (key, c) => visit(key - 1, c), false);
   }
 
   /** Every storage segment: base frame and order. */
   forEachStorageSegment(visit: (frame: number, order: 0 | 9) => void): void {
-    const s = this.snapshot();
-    if (stateLog2(s) === 0) return;
-    for (const arr of this.old === null ? [this.cur!] : [this.cur!, this.old]) for (const f of arr.frames) visit(f, arr.order);
+    this.snapshot();
+    if (this.cur === null) return;
+    for (const arr of this.old === null ? [this.cur!] : [this.cur!, this.old]) arr.frames.forEach((f, i) => visit(f, i < arr.huge ? 9 : 0));
     this.forEachExtraSegment(visit);
   }
 
@@ -730,28 +877,31 @@ export abstract class TableBase implements RefCountTable {
 
   reset(): void {
     const s = this.snapshot();
-    if (stateLog2(s) !== 0) {
-      if (this.old !== null) this.freeArray(this.old.log2, 1 - stateGroup(s));
-      this.freeArray(this.cur!.log2, stateGroup(s));
+    if (this.cur !== null) {
+      const { group } = decodeState(s, this.v1);
+      if (this.old !== null) this.freeArray(this.old.sizeClass, 1 - group);
+      this.freeArray(this.cur!.sizeClass, group);
       this.resetExtra();
     }
     for (const w of [W_MAGIC, W_CURSOR, W_RESIZE_LOCK, W_COUNT, W_RESIZES]) this.astore(w, 0);
     for (let shard = 0; shard < GUARD_SHARDS; shard++) this.astore(GUARD_FIRST_WORD + shard * GUARD_STRIDE_WORDS, 0);
-    this.astore(W_STATE, s === 0 ? 0 : nextState(s, 0, 0, false)); // a new generation: cached views elsewhere are dropped
+    // a new generation (layout 2 from now on): cached views elsewhere are dropped
+    this.astore(W_STATE, s === 0 ? 0 : nextState(s, EMPTY_SHAPE, false));
   }
 
   stats(): RefCountStats {
     const s = this.snapshot();
     const entries = this.aload(W_COUNT);
     let storageBytes = 0;
-    if (stateLog2(s) !== 0) this.forEachStorageSegment((_f, order) => (storageBytes += order === 9 ? HUGE_BYTES : PAGE_SIZE));
+    if (this.cur !== null) this.forEachStorageSegment((_f, order) => (storageBytes += order === 9 ? HUGE_BYTES : PAGE_SIZE));
     const progress = this.old === null ? 1 : Math.min(1, this.aload(W_CURSOR) / this.old.buckets);
     return {
       entries,
       storageBytes,
       bytesPerEntry: entries === 0 ? 0 : storageBytes / entries,
-      resizing: stateResizing(s),
+      resizing: this.resizing(s),
       probes: this.probes,
+      lines: this.lines,
       lookups: this.lookups,
       loadFactor: this.cur === null ? 0 : this.load(entries, this.cur),
       resizeProgress: progress,
