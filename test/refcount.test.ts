@@ -11,7 +11,7 @@ import { openRefCounts, type RefCountTable, type RefTableKind } from '../src/all
 import { MorselError, isMorselError } from '../src/errors.js';
 import { LOCK_TIMEOUT_MS } from '../src/alloc/refcount/lock.js';
 import { DIR_FIRST_WORD, MAGIC_BASE, MAGIC_V1_BASE, W_MAGIC } from '../src/alloc/refcount/anchor.js';
-import { homeOf, type BucketArray } from '../src/alloc/refcount/table.js';
+import { hashFrame, homeOf, type BucketArray } from '../src/alloc/refcount/table.js';
 import { MiB, type Frame } from '../src/units.js';
 import { takeAll, tempDir } from './helpers.js';
 
@@ -337,20 +337,21 @@ for (const [kind, copier] of [['rosebush', 'claim'], ['chained', 'insert']] as c
     // The old bucket in the upper half (not yet handed out by the migration cursor) with the most keys.
     const perHome = new Map<number, number>();
     for (const f of model.keys()) {
-      const h = homeOf(inner.hashOf(f) as number, old as BucketArray);
+      const h = homeOf(hashFrame(f), old as BucketArray);
       if (h >= old.buckets / 2) perHome.set(h, (perHome.get(h) ?? 0) + 1);
     }
     const [b, keys] = [...perHome].reduce((best, e) => (e[1] > best[1] ? e : best));
-    assert.ok(keys >= 3, `bucket ${b} holds ${keys} keys`);
+    assert.ok(keys >= 2, `bucket ${b} holds ${keys} keys`);
+    const stopAt = Math.min(3, keys); // the copy that throws: at least one was made before it
     const copy = inner[copier];
     let copies = 0;
     inner[copier] = function (this: unknown, ...args: unknown[]): unknown {
-      if (++copies === 3) throw new MorselError('ENOSPC', 'test: the migration stops here');
+      if (++copies === stopAt) throw new MorselError('ENOSPC', 'test: the migration stops here');
       return copy.apply(this, args);
     };
     assert.throws(() => inner.migrateOld(b), (e) => isMorselError(e, 'ENOSPC'));
     inner[copier] = copy;
-    assert.equal(copies, 3, 'two keys were copied before the stop');
+    assert.equal(copies, stopAt, 'keys were copied before the stop');
     for (let i = 0; i < old.buckets; i++) inner.migrateOld(i);
     assert.deepEqual(entries(t), model, 'every key once, with its count');
     for (const [f, c] of model) assert.equal(t.get(f), c);

@@ -70,7 +70,7 @@ export const classOfLog2 = (log2: number): number => CLASS_STEPS * (log2 - LOG2_
  * Layout 1 (magic MAGIC_V1_BASE + kind, written before size classes): bits
  * 0-4 log2 of the bucket count, bit 5 group, bit 6 resizing, bits 7-30
  * generation. Its arrays are the classes classOfLog2(log2) (power-of-two
- * bucket counts, homed by the same top bits of its own hash), so such a
+ * bucket counts, homed by the same top hash bits), so such a
  * table keeps working, growing by doubling, until it is emptied (reset); a
  * new table is layout 2.
  */

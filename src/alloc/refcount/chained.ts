@@ -27,7 +27,7 @@ import { bitIndex, lowestClearBit, tryClearBit } from '../../alloc/bitfield.js';
 import { PAGE_SIZE, type Frame } from '../../units.js';
 import { DIR_SLOTS, POOL_GROUP, W_POOL_LOCK, W_POOL_SEGS, classOfLog2, dirWord } from './anchor.js';
 import { isMigrated } from './lock.js';
-import { RACY, TableBase, allocZeroed, homeOf, type BucketArray, type RefTableKind } from './table.js';
+import { RACY, TableBase, allocZeroed, hashFrame, homeOf, type BucketArray, type RefTableKind } from './table.js';
 
 const BUCKET_WORDS = 2;
 const W_HEAD = 1;
@@ -281,7 +281,7 @@ export class ChainedTable extends TableBase {
     // New buckets 2b and 2b+1 only receive keys of old bucket b: no lock
     // needed there, and no reader looks until b is marked migrated.
     this.forEachChain(old, b, (key, count) => {
-      const nb = homeOf(this.hashOf(key - 1), neu);
+      const nb = homeOf(hashFrame(key - 1), neu);
       if (partial && this.seek(neu, nb, key) >= 0) Atomics.store(this.ew, this.ei + E_COUNT, count);
       else this.insert(neu, nb, key, count);
     });

@@ -4,9 +4,9 @@
  * 64-byte cache line of 16 int32 words:
  *
  *   word 0      lock word (lock.ts: lock, seqlock version, migrated mark)
- *   word 1      overflow: bits 0-15 the keys homed here that live in a
- *               later bucket, bits 16-30 how many buckets on the farthest
- *               of them may be (layout 1 kept the count only)
+ *   word 1      overflow: how many keys homed here live in a later
+ *               bucket, how far on, and a filter of their fingerprints
+ *               (OVF_*; layout 1 kept the count only)
  *   words 2-15  7 slots of (key, count); key = frame + 1, 0 = empty;
  *               count 0 reads as 2 (a just-claimed slot)
  *
@@ -34,7 +34,7 @@ import { MorselError, assert } from '../../errors.js';
 import { PAGE_SIZE } from '../../units.js';
 import { DIR_SLOTS, classOfLog2 } from './anchor.js';
 import { isMigrated } from './lock.js';
-import { FULL, TableBase, homeOf, type BucketArray, type RefTableKind } from './table.js';
+import { FULL, TableBase, hashFrame, homeOf, type BucketArray, type RefTableKind } from './table.js';
 
 /** int32 words per bucket: one 64-byte cache line. */
 const BUCKET_WORDS = 16;
@@ -50,13 +50,27 @@ export const SLOTS = (BUCKET_WORDS - FIRST_SLOT_WORD) / 2;
 const WINDOW = 128;
 /** The window of a layout-1 table (whose overflow word is a bare count). */
 const WINDOW_V1 = 8;
-/** Overflow word: bits 0-15 the keys homed here that live in a later bucket, bits 16-30 how far the farthest of them may be. */
-const OVF_COUNT = 0xffff;
-const OVF_DIST_SHIFT = 16;
+/**
+ * Overflow word (layout 2): bits 0-9 the keys homed here that live in a
+ * later bucket, bits 10-16 how far the farthest of them may be, bits 17-31
+ * a filter with one bit per displaced key's fingerprint (its hash mod 15),
+ * so a lookup of an absent key skips the scan unless its bit is set.
+ * Distance and filter only grow until the count returns to 0.
+ */
+const OVF_COUNT = 0x3ff;
+const OVF_DIST_SHIFT = 10;
+const OVF_DIST_MASK = 0x7f;
+const OVF_FILTER_SHIFT = 17;
+const OVF_FILTER_BITS = 15;
 /** Bound on an overflow word's CAS loop (its writers: the home's lock holder and migrators). */
 const CAS_ATTEMPTS = 10_000;
 /** Grow the array (to the next size class) beyond this fraction of slots used. */
 const MAX_LOAD = 0.9;
+
+assert(WINDOW - 1 <= OVF_DIST_MASK && (WINDOW - 1) * SLOTS <= OVF_COUNT && OVF_FILTER_SHIFT + OVF_FILTER_BITS === 32, 'overflow word fields hold their ranges');
+
+/** The filter bit of a key with hash h: from bits 8-23 (the home uses the top bits; Fibonacci hashing mixes the lowest ones least). */
+const filterBit = (h: number): number => 1 << (OVF_FILTER_SHIFT + (((h >>> 8) & 0xffff) % OVF_FILTER_BITS));
 
 /** Directory slots per group in layout 2: no entry pool, so groups 0 and 1 share its words (2 x 384 = 3 x 256). */
 const DIR_SLOTS_V2 = (DIR_SLOTS * 3) / 2;
@@ -99,8 +113,9 @@ export class RosebushTable extends TableBase {
     }
     this.sInHome = true;
     if (this.scanBucket(key)) return true;
-    const reach = this.overflowReach(this.bw[this.bi + W_OVERFLOW]);
-    if (reach === 0) return false;
+    const ovf = this.bw[this.bi + W_OVERFLOW];
+    if (ovf === 0 || (!this.v1 && (ovf & filterBit(hashFrame(key - 1))) === 0)) return false;
+    const reach = this.overflowReach(ovf);
     this.sInHome = false;
     for (let j = 1; j <= reach; j++) {
       this.locate(arr, wrap(b + j, arr));
@@ -148,25 +163,27 @@ export class RosebushTable extends TableBase {
   /** Buckets after the home that may hold keys homed there, from its overflow word (layout 1 keeps no distance: its whole window). */
   private overflowReach(w: number): number {
     if (w === 0) return 0;
-    return this.v1 ? WINDOW_V1 - 1 : w >>> OVF_DIST_SHIFT;
+    return this.v1 ? WINDOW_V1 - 1 : (w >>> OVF_DIST_SHIFT) & OVF_DIST_MASK;
   }
 
   /**
-   * Before a key homed at the bucket whose overflow word is words[i] is
-   * claimed `j` buckets on: the count raised once (`first`), the distance
-   * to at least j. A CAS loop: a migrator of a neighbouring old bucket may
-   * update the same word without the home's lock (migrate).
+   * Before a key (filter bit `bit`) homed at the bucket whose overflow word
+   * is words[i] is claimed `j` buckets on: the count raised and the bit set
+   * once (`first`), the distance raised to at least j. A CAS loop: a
+   * migrator of a neighbouring old bucket may update the same word without
+   * the home's lock (migrate).
    */
-  private raiseOverflow(words: Int32Array, i: number, j: number, first: boolean): void {
+  private raiseOverflow(words: Int32Array, i: number, j: number, first: boolean, bit: number): void {
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const w = Atomics.load(words, i);
-      const n = this.v1 ? w + (first ? 1 : 0) : (Math.max(w >>> OVF_DIST_SHIFT, j) << OVF_DIST_SHIFT) | ((w & OVF_COUNT) + (first ? 1 : 0));
+      const dist = Math.max((w >>> OVF_DIST_SHIFT) & OVF_DIST_MASK, j);
+      const n = this.v1 ? w + (first ? 1 : 0) : (w & ~(OVF_COUNT | (OVF_DIST_MASK << OVF_DIST_SHIFT))) | (first ? bit : 0) | (dist << OVF_DIST_SHIFT) | ((w & OVF_COUNT) + (first ? 1 : 0));
       if (n === w || Atomics.compareExchange(words, i, w, n) === w) return;
     }
     throw new MorselError('ETIMEDOUT', 'rosebush: an overflow word kept changing');
   }
 
-  /** One key homed there left a later bucket: the count lowered; at 0 the distance is cleared too. */
+  /** One key homed there left a later bucket: the count lowered; at 0 the distance and the filter are cleared too. */
   private lowerOverflow(words: Int32Array, i: number): void {
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const w = Atomics.load(words, i);
@@ -186,8 +203,9 @@ export class RosebushTable extends TableBase {
     const homeWords = this.bw;
     const homeOverflow = this.bi + W_OVERFLOW;
     const window = Math.min(this.v1 ? WINDOW_V1 : WINDOW, arr.buckets); // a small array's window is the array (wrap needs j < buckets)
+    const bit = this.v1 ? 0 : filterBit(hashFrame(key - 1));
     for (let j = 1; j < window; j++) {
-      this.raiseOverflow(homeWords, homeOverflow, j, j === 1); // before the slot is claimed: a lookup must look this far
+      this.raiseOverflow(homeWords, homeOverflow, j, j === 1, bit); // before the slot is claimed: a lookup must look this far
       this.locate(arr, wrap(b + j, arr));
       if (this.claimIn(key)) return true;
     }
@@ -209,7 +227,7 @@ export class RosebushTable extends TableBase {
 
   protected migrate(old: BucketArray, b: number, neu: BucketArray, partial: boolean): void {
     this.forEachHomedAt(old, b, (key, count) => {
-      const nb = homeOf(this.hashOf(key - 1), neu);
+      const nb = homeOf(hashFrame(key - 1), neu);
       // No lock on the new bucket: a slot is claimed by CAS, so the migrators
       // of neighbouring old buckets (whose keys may share a new bucket when
       // the class grows by less than 2) and writers of already migrated keys
@@ -231,7 +249,7 @@ export class RosebushTable extends TableBase {
     this.locate(arr, b);
     const ovf = Atomics.load(this.bw, this.bi + W_OVERFLOW);
     const reach = this.overflowReach(ovf);
-    let displaced = ovf & OVF_COUNT; // never below the true number: raised before a claim, lowered after a removal
+    let displaced = this.v1 ? ovf : ovf & OVF_COUNT; // never below the true number: raised before a claim, lowered after a removal
     const found = this.homed;
     let n = 0;
     for (let j = 0; j <= reach && (j === 0 || displaced > 0); j++) {
@@ -239,7 +257,7 @@ export class RosebushTable extends TableBase {
       const w = this.bw;
       for (let i = this.bi + FIRST_SLOT_WORD, end = this.bi + BUCKET_WORDS; i < end; i += 2) {
         const key = w[i];
-        if (key === 0 || homeOf(this.hashOf(key - 1), arr) !== b) continue;
+        if (key === 0 || homeOf(hashFrame(key - 1), arr) !== b) continue;
         const c = w[i + 1];
         found[n++] = key;
         found[n++] = c < 2 ? 2 : c;

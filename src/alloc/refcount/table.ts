@@ -181,17 +181,10 @@ const READ_ATTEMPTS = 8;
 /** How long a finishing resizer waits for writers still inside the old array before leaking it. */
 const GUARD_WAIT_MS = 500;
 const GOLDEN = 0x9e3779b1 | 0;
-const FMIX_1 = 0x85ebca6b | 0;
-const FMIX_2 = 0xc2b2ae35 | 0;
 
-/** Hash of a frame in layout 1: Fibonacci hashing (clusters scattered keys: Rosebush windows filled at ~55% load). */
-export const hashFrameV1 = (frame: number): number => Math.imul(frame ^ (frame >>> 16), GOLDEN);
-/** Hash of a frame in layout 2: murmur3's 32-bit finalizer, every bit mixed into the high bits homeOf uses. */
-export function hashFrame(frame: number): number {
-  let h = Math.imul(frame ^ (frame >>> 16), FMIX_1);
-  h = Math.imul(h ^ (h >>> 13), FMIX_2);
-  return h ^ (h >>> 16);
-}
+/** Hash of a frame: Fibonacci hashing (its high bits, which homeOf uses, are the well-mixed ones; consecutive frames spread evenly). */
+export const hashFrame = (frame: number): number => Math.imul(frame ^ (frame >>> 16), GOLDEN);
+
 /**
  * Home bucket of hash h in arr: floor(h * buckets / 2^32) (fastrange), from
  * the hash's high bits. Exact in doubles: h * m < 2^36, times a power of 2.
@@ -331,11 +324,6 @@ export abstract class TableBase implements RefCountTable {
     return DIR_FIRST_WORD + group * this.dirSlots() + slot;
   }
 
-  /** Hash of `frame` as this table's layout homes keys. */
-  protected hashOf(frame: number): number {
-    return this.v1 ? hashFrameV1(frame) : hashFrame(frame);
-  }
-
   /** The class a resize of class c grows to; null when no larger one fits the directory. */
   private nextClass(c: number): number | null {
     if (!this.fineGrowth || this.v1) return this.geometry(c + CLASS_STEPS) === null ? null : c + CLASS_STEPS;
@@ -467,7 +455,7 @@ export abstract class TableBase implements RefCountTable {
     const s = this.anchorWords[this.anchorBase + W_STATE];
     const arr = this.cur;
     if (s === this.cachedState && this.old === null && arr !== null) {
-      const b = homeOf(this.hashOf(frame), arr);
+      const b = homeOf(hashFrame(frame), arr);
       this.locate(arr, b);
       const words = this.bw;
       const i = this.bi;
@@ -494,7 +482,7 @@ export abstract class TableBase implements RefCountTable {
       const s = this.snapshot();
       this.stateRead();
       if (this.cur === null) return 1;
-      const h = this.hashOf(frame);
+      const h = hashFrame(frame);
       const c = attempt < READ_ATTEMPTS ? this.readOnce(h, key) : this.readLocked(h, key);
       if (c !== RACY && this.aload(W_STATE) === s) return c === 0 ? 1 : c;
     }
@@ -626,7 +614,7 @@ export abstract class TableBase implements RefCountTable {
         this.unguarded(() => this.initialize());
         continue;
       }
-      const h = this.hashOf(frame);
+      const h = hashFrame(frame);
       const arr = this.home(h);
       const b = homeOf(h, arr);
       this.locate(arr, b);
