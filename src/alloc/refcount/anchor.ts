@@ -18,6 +18,9 @@
  *   512..767   directory of bucket-array group 1
  *   768..1023  directory of the entry pool (chained table only)
  *
+ * A Rosebush table in layout 2 has no pool: its groups are 256..639 and
+ * 640..1023 (384 slots each; rosebush.ts DIR_SLOTS_V2).
+ *
  * The state word publishes the table's shape in one store, so a reader
  * needs one load (and one re-load to validate) to know where buckets are:
  *

@@ -4,19 +4,18 @@
  * only counts >= 2 are stored, so an unshared frame costs nothing.
  *
  * Storage: bucket arrays whose bucket count is a size class (anchor.ts
- * classBuckets: m * 2^e buckets, m in 8..15), split into segments of order-0 frames while
- * an array is under 2 MiB and of order-9 frames (2 MiB) from then on; the
- * chained table adds an entry pool (pool.ts). Order 9 for big arrays keeps
- * the whole directory inside the anchor frame (256 segments of 2 MiB per
- * array); order 0 for small arrays keeps a small table small (4 KiB to
- * start). Lookups use each process's cached copy of the directory, so a
- * lookup reads the state word and then the bucket. A key's home bucket is
- * its hash scaled to the bucket count (fastrange), so any class can be used:
- * the chained table doubles (class + CLASS_STEPS: bucket b splits into 2b and 2b + 1),
- * the Rosebush table grows to the next class whose storage fits the segment
- * rules (x1.06 to x1.33), which keeps its load factor near the limit
- * instead of halving it at every doubling; the price is more frequent
- * resizes (about 10 key moves per key inserted, against 2 when doubling).
+ * classBuckets: m * 2^e buckets, m in 8..15), stored as many 2 MiB
+ * (order-9) segments as fit and 4 KiB frames for the rest, all listed in
+ * the anchor frame's directory (geometry); the chained table adds an entry
+ * pool. A small table stays small (4 KiB to start). Lookups use each
+ * process's cached copy of the directory, so a lookup reads the state word
+ * and then the bucket. A key's home bucket is its hash scaled to the
+ * bucket count (fastrange), so any class can be used: the chained table
+ * doubles (class + CLASS_STEPS: bucket b splits into 2b and 2b + 1), the
+ * Rosebush table grows to the next class whose storage fits the directory
+ * (x1.06 to x1.33), which keeps its load factor near the limit instead of
+ * halving it at every doubling; the price is more frequent resizes (about
+ * 10 key moves per key inserted, against 2 when doubling).
  *
  * Concurrency: a per-bucket lock word (lock.ts) serializes updates of a
  * bucket; lookups take no lock (the lock word's version validates them).
@@ -203,7 +202,7 @@ export abstract class TableBase implements RefCountTable {
   protected abstract readonly dirSlotsV2: number;
   /** Size class of the first array (one 4 KiB frame). */
   protected abstract readonly minClass: number;
-  /** Grow to the next usable class (else double: class + 4). */
+  /** Grow to the next usable class (else double: class + CLASS_STEPS). */
   protected abstract readonly fineGrowth: boolean;
 
   protected readonly anchorWords: Int32Array;
