@@ -508,3 +508,33 @@ test('morsel check: JSON report, exit status 0 / 1 / error class, --repair', () 
   assert.equal(bad.json.problems[0].code, 'ECORRUPT');
   assert.equal(sha(truncated), before);
 });
+
+test('a count table of 2 MiB and 4 KiB segments: check finds every storage frame owned; after SIGKILL recovery frees them and recounts', () => {
+  const file = fresh();
+  Memory.create(file, 256 * MiB).close();
+  // 250,000 counts need a 2.5 MiB Rosebush array: one 2 MiB segment and 128 frames of 4 KiB.
+  const r = child(`
+    const m = Memory.open(${JSON.stringify(file)});
+    const refs = m.morsels.cow.refs;
+    for (let i = 0; i < 250_000; i++) refs.increment(1_000_000 + 3 * i);
+    const orders = [];
+    refs.forEachStorageSegment((f, order) => orders.push(order));
+    process.stdout.write(JSON.stringify(orders));
+    process.kill(process.pid, 'SIGKILL');
+  `);
+  assert.equal(r.signal, 'SIGKILL', r.stderr);
+  const orders = JSON.parse(r.stdout) as number[];
+  assert.ok(orders.includes(9) && orders.includes(0), `mixed segments: ${orders.length}`);
+  const ro = Memory.open(file, { mode: 'readonly', recover: false });
+  const live = checkRegion(ro);
+  assert.equal(live.lostFrames, 0, 'every storage frame is reached from the anchor');
+  assert.ok(codes(live).every((c) => ['REFCOUNT', 'CRASHED', 'TREE_RESERVED'].includes(c)), codes(live).join(', ')); // the fake counts, and what a crash leaves
+  ro.close();
+  const rec = Memory.open(file);
+  assert.equal(rec.report?.crashed, true);
+  assert.equal(rec.morsels.cow.refs.stats().entries, 0, 'no tree shares a frame: the recount stores nothing');
+  const after = checkRegion(rec);
+  assert.equal(after.ok, true, JSON.stringify(after.problems));
+  assert.equal(after.lostFrames, 0);
+  rec.close();
+});
