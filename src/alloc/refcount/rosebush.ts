@@ -53,7 +53,7 @@ const WINDOW_V1 = 8;
 /**
  * Overflow word (layout 2): bits 0-9 the keys homed here that live in a
  * later bucket, bits 10-16 how far the farthest of them may be, bits 17-31
- * a filter with one bit per displaced key's fingerprint (its hash mod 15),
+ * a filter with one bit per displaced key's fingerprint (filterBit),
  * so a lookup of an absent key skips the scan unless its bit is set.
  * Distance and filter only grow until the count returns to 0.
  */
