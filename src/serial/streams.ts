@@ -24,6 +24,15 @@ export function hostError(e: unknown, what: string): unknown {
   return new MorselError(kept, `${what}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }
 
+/**
+ * Reads and writes up to this size are synchronous: an asynchronous one
+ * costs a thread-pool round trip (0.1-0.2 ms here), worth it only for I/O
+ * long enough to overlap with the other side's work (the 4 MiB chunks of a
+ * dense image). Headers, maps, trailers and a sparse image's chunks are
+ * small.
+ */
+const SYNC_IO_BYTES = 1024 * 1024;
+
 export interface ImageSink {
   /** Writes `parts` in order (a gather list: views of region frames need no copy); the caller may reuse them once the promise resolves. */
   write(parts: readonly Uint8Array[]): Promise<void>;
@@ -82,13 +91,22 @@ export function fileSink(file: string): ImageSink {
   };
 }
 
-/** fs.writev until every byte of `parts` is written (writes can be short). */
+/** fs.writev until every byte of `parts` is written (writes can be short); synchronous up to SYNC_IO_BYTES, as reads are. */
 async function writeAll(fd: number, parts: readonly Uint8Array[], what: string): Promise<void> {
   let rest = parts.filter((p) => p.length > 0);
+  const sync = rest.reduce((n, p) => n + p.length, 0) <= SYNC_IO_BYTES;
   for (let attempt = 0; rest.length > 0; attempt++) {
-    const n = await new Promise<number>((res, rej) => fs.writev(fd, rest as Uint8Array[], (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
+    const n = sync ? writevSync(fd, rest, what) : await new Promise<number>((res, rej) => fs.writev(fd, rest as Uint8Array[], (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
     if (n === 0 && attempt > rest.length) throw new MorselError('EIO', `cannot write ${what}: no progress`);
     rest = skipBytes(rest, n);
+  }
+}
+
+function writevSync(fd: number, parts: readonly Uint8Array[], what: string): number {
+  try {
+    return fs.writevSync(fd, parts as Uint8Array[]);
+  } catch (e) {
+    throw hostError(e, `cannot write ${what}`);
   }
 }
 
@@ -152,7 +170,7 @@ export function fileSource(file: string): ImageSource {
       const out = bufferFor(n);
       let got = 0;
       for (let attempt = 0; attempt <= n; attempt++) {
-        const r = await readAt(fd, out, got, n - got, position + got, file);
+        const r = n <= SYNC_IO_BYTES ? readAtSync(fd, out, got, n - got, position + got, file) : await readAt(fd, out, got, n - got, position + got, file);
         got += r;
         if (r === 0 || got === n) break;
       }
@@ -163,7 +181,7 @@ export function fileSource(file: string): ImageSource {
       const total = parts.reduce((n, p) => n + p.length, 0);
       let got = 0;
       for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
-        const r = await new Promise<number>((res, rej) => fs.readv(fd, rest as Uint8Array[], position + got, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
+        const r = total <= SYNC_IO_BYTES ? readvAtSync(fd, rest, position + got, file) : await new Promise<number>((res, rej) => fs.readv(fd, rest as Uint8Array[], position + got, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
         if (r === 0) break;
         got += r;
         rest = skipBytes(rest, r);
@@ -174,6 +192,22 @@ export function fileSource(file: string): ImageSource {
     },
     close: () => fs.closeSync(fd),
   };
+}
+
+function readAtSync(fd: number, out: Uint8Array, at: number, n: number, position: number, what: string): number {
+  try {
+    return fs.readSync(fd, out, at, n, position);
+  } catch (e) {
+    throw hostError(e, `cannot read ${what}`);
+  }
+}
+
+function readvAtSync(fd: number, parts: readonly Uint8Array[], position: number, what: string): number {
+  try {
+    return fs.readvSync(fd, parts as Uint8Array[], position);
+  } catch (e) {
+    throw hostError(e, `cannot read ${what}`);
+  }
 }
 
 function readAt(fd: number, out: Uint8Array, at: number, n: number, position: number, what: string): Promise<number> {
