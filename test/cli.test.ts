@@ -17,7 +17,6 @@ const EXIT: Record<string, number> = {
 
 const bin = MORSEL;
 const dir = tempDir('morsel-cli-');
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
 const morsel = (args: string[], input?: Buffer): CliRun => runMorsel(args, { input });
 

@@ -1,9 +1,8 @@
 // wait/notify on an int32 of a region, across worker threads and processes:
 // a shared futex on the file mapping (persistent), Atomics (volatile).
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Memory } from '../src/memory.js';
@@ -13,7 +12,6 @@ import { MiB } from '../src/units.js';
 import { tempDir } from './helpers.js';
 
 const dir = tempDir('morsel-futex-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `r${seq++}.region`);
 const waiter = new URL('./workers/futex-waiter.js', import.meta.url);

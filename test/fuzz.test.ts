@@ -1,6 +1,5 @@
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { buildBase, containedWrite, fuzz, memoryOf } from '../src/recovery/fuzz/fuzz.js';
@@ -8,7 +7,6 @@ import { PAGE_SIZE } from '../src/units.js';
 import { tempDir } from './helpers.js';
 
 const dir = tempDir('morsel-fuzz-test-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const bin = fileURLToPath(new URL('../../bin/morsel.js', import.meta.url));
 
 test('metadata fuzzer: 240 library cases and 30 CLI cases on damaged regions, every outcome typed, writes contained', () => {

@@ -4,10 +4,9 @@
  * two threads racing for one leaf, copy-on-write of leaves, the scanner's
  * view of bad PS entries, and crashes with live and half-linked leaves.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -26,7 +25,6 @@ import { freeFrames, takeAll, tempDir } from './helpers.js';
 
 const LEAF_BYTES = HUGE_FRAMES * PAGE_SIZE;
 const dir = tempDir('morsel-huge-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `h${seq++}.region`);
 const code = (c: string) => (e: unknown) => isMorselError(e) && e.code === c;

@@ -1,11 +1,10 @@
 // Deferred clone counts (src/morsel/lazy.ts): a clone raises no count; each
 // side counts its shared references before it decides on them; destroy,
 // clones of clones, SIGKILL and concurrent cloners keep every count exact.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
@@ -17,7 +16,6 @@ import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
 import { freeFrames, tempDir } from './helpers.js';
 
 const dir = tempDir('morsel-lazy-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const dist = (rel: string): string => fileURLToPath(new URL(rel, import.meta.url));
 
 const PAGES = [0, 600, 1500]; // three level-1 tables

@@ -1,6 +1,6 @@
 // Region membership bound to the file (OFD locks): users, links, exclusive
 // sessions, dead users' slots, read-only opens. Multi-process throughout.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -18,7 +18,6 @@ import { MiB } from '../src/units.js';
 import { tempDir } from './helpers.js';
 
 const dir = tempDir('morsel-membership-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `r${seq++}.region`);
 const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');

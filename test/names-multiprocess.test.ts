@@ -13,7 +13,6 @@ import { MORSEL, runMorsel, tempDir } from './helpers.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const bin = MORSEL;
 const dir = tempDir('morsel-names-');
-process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
 const morsel = runMorsel;
 

@@ -1,4 +1,4 @@
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,7 +14,6 @@ import { tempDir } from './helpers.js';
 const MiB = 1 << 20;
 const GiB = 2 ** 30;
 const dir = tempDir('morsel-native-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const nativeJs = fileURLToPath(new URL('../src/physical/native.js', import.meta.url));
 

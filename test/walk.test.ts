@@ -1,4 +1,4 @@
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -21,7 +21,6 @@ import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
 import { tempDir } from './helpers.js';
 
 const dir = tempDir('morsel-walk-');
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const fresh = (): string => path.join(dir, `r${seq++}.region`);
 const sha = (f: string): string => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');

@@ -96,17 +96,18 @@ async function writeAll(fd: number, parts: readonly Uint8Array[], what: string):
   let rest = parts.filter((p) => p.length > 0);
   const sync = rest.reduce((n, p) => n + p.length, 0) <= SYNC_IO_BYTES;
   for (let attempt = 0; rest.length > 0; attempt++) {
-    const n = sync ? writevSync(fd, rest, what) : await new Promise<number>((res, rej) => fs.writev(fd, rest as Uint8Array[], (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
+    const n = sync ? hostSync(() => fs.writevSync(fd, rest), `cannot write ${what}`) : await new Promise<number>((res, rej) => fs.writev(fd, rest as Uint8Array[], (e, written) => (e ? rej(hostError(e, `cannot write ${what}`)) : res(written))));
     if (n === 0 && attempt > rest.length) throw new MorselError('EIO', `cannot write ${what}: no progress`);
     rest = skipBytes(rest, n);
   }
 }
 
-function writevSync(fd: number, parts: readonly Uint8Array[], what: string): number {
+/** A synchronous host call whose error becomes a typed MorselError (hostError). */
+function hostSync<T>(call: () => T, what: string): T {
   try {
-    return fs.writevSync(fd, parts as Uint8Array[]);
+    return call();
   } catch (e) {
-    throw hostError(e, `cannot write ${what}`);
+    throw hostError(e, what);
   }
 }
 
@@ -170,7 +171,8 @@ export function fileSource(file: string): ImageSource {
       const out = bufferFor(n);
       let got = 0;
       for (let attempt = 0; attempt <= n; attempt++) {
-        const r = n <= SYNC_IO_BYTES ? readAtSync(fd, out, got, n - got, position + got, file) : await readAt(fd, out, got, n - got, position + got, file);
+        const at = position + got;
+        const r = n <= SYNC_IO_BYTES ? hostSync(() => fs.readSync(fd, out, got, n - got, at), `cannot read ${file}`) : await readAt(fd, out, got, n - got, at, file);
         got += r;
         if (r === 0 || got === n) break;
       }
@@ -181,7 +183,8 @@ export function fileSource(file: string): ImageSource {
       const total = parts.reduce((n, p) => n + p.length, 0);
       let got = 0;
       for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
-        const r = total <= SYNC_IO_BYTES ? readvAtSync(fd, rest, position + got, file) : await new Promise<number>((res, rej) => fs.readv(fd, rest as Uint8Array[], position + got, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
+        const at = position + got;
+        const r = total <= SYNC_IO_BYTES ? hostSync(() => fs.readvSync(fd, rest, at), `cannot read ${file}`) : await new Promise<number>((res, rej) => fs.readv(fd, rest, at, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
         if (r === 0) break;
         got += r;
         rest = skipBytes(rest, r);
@@ -192,22 +195,6 @@ export function fileSource(file: string): ImageSource {
     },
     close: () => fs.closeSync(fd),
   };
-}
-
-function readAtSync(fd: number, out: Uint8Array, at: number, n: number, position: number, what: string): number {
-  try {
-    return fs.readSync(fd, out, at, n, position);
-  } catch (e) {
-    throw hostError(e, `cannot read ${what}`);
-  }
-}
-
-function readvAtSync(fd: number, parts: readonly Uint8Array[], position: number, what: string): number {
-  try {
-    return fs.readvSync(fd, parts as Uint8Array[], position);
-  } catch (e) {
-    throw hostError(e, `cannot read ${what}`);
-  }
 }
 
 function readAt(fd: number, out: Uint8Array, at: number, n: number, position: number, what: string): Promise<number> {

@@ -112,5 +112,5 @@ export function nextState(prev: number, shape: Shape, v1: boolean): number {
   return (gen << GEN_SHIFT) | (resizing ? RESIZING_BIT : 0) | (group << GROUP_SHIFT) | sizeClass;
 }
 
-/** Word index (in the anchor) of directory slot `slot` of `group`. */
-export const dirWord = (group: number, slot: number): number => DIR_FIRST_WORD + group * DIR_SLOTS + slot;
+/** Word index (in the anchor) of directory slot `slot` of `group`, whose groups have `groupSlots` slots each. */
+export const dirWord = (group: number, slot: number, groupSlots = DIR_SLOTS): number => DIR_FIRST_WORD + group * groupSlots + slot;

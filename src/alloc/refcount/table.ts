@@ -54,8 +54,8 @@ import {
   W_RESIZE_LOCK,
   MAGIC_V1_BASE,
   W_STATE,
-  DIR_FIRST_WORD,
   decodeState,
+  dirWord,
   nextState,
   CLASS_STEPS,
   classBuckets,
@@ -153,7 +153,6 @@ export interface BucketArray {
 interface Geometry {
   huge: number;
   small: number;
-  bytes: number;
 }
 
 /** An update found no room (rosebush window full): make room and retry. */
@@ -215,6 +214,8 @@ export abstract class TableBase implements RefCountTable {
   private cachedState = 0;
   /** whether the cached state is in anchor layout 1 (anchor.ts) */
   protected v1 = false;
+  /** the cached state's shape, decoded */
+  private shape: Shape = EMPTY_SHAPE;
   protected cur: BucketArray | null = null;
   protected old: BucketArray | null = null;
   /**
@@ -310,7 +311,7 @@ export abstract class TableBase implements RefCountTable {
     const bytes = classBuckets(c) * this.bucketWords * 4;
     const huge = Math.floor(bytes / HUGE_BYTES);
     const small = (bytes - huge * HUGE_BYTES) / PAGE_SIZE;
-    return Number.isInteger(small) && huge + small <= this.dirSlots() ? { huge, small, bytes } : null;
+    return Number.isInteger(small) && huge + small <= this.dirSlots() ? { huge, small } : null;
   }
 
   /** Directory slots per group: layout 1 and the chained table have DIR_SLOTS; a layout-2 Rosebush table uses the pool's words too. */
@@ -320,7 +321,7 @@ export abstract class TableBase implements RefCountTable {
 
   /** Anchor word of directory slot `slot` of `group`. */
   private dirWordOf(group: number, slot: number): number {
-    return DIR_FIRST_WORD + group * this.dirSlots() + slot;
+    return dirWord(group, slot, this.dirSlots());
   }
 
   /** The class a resize of class c grows to; null when no larger one fits the directory. */
@@ -381,7 +382,8 @@ export abstract class TableBase implements RefCountTable {
       if (s === this.cachedState) return s;
       const magic = this.aload(W_MAGIC);
       this.v1 = magic !== 0 && this.checkMagic(magic);
-      const { sizeClass, group, resizing } = magic === 0 ? EMPTY_SHAPE : decodeState(s, this.v1);
+      const shape = magic === 0 ? EMPTY_SHAPE : decodeState(s, this.v1);
+      const { sizeClass, group, resizing } = shape;
       try {
         this.cur = sizeClass === 0 ? null : this.buildArray(sizeClass, group);
         this.old = sizeClass !== 0 && resizing ? this.buildArray(this.prevClass(sizeClass), 1 - group) : null;
@@ -392,6 +394,7 @@ export abstract class TableBase implements RefCountTable {
       this.shapeChanged();
       if (this.aload(W_STATE) === s) {
         this.cachedState = s;
+        this.shape = shape;
         return s;
       }
     }
@@ -405,10 +408,6 @@ export abstract class TableBase implements RefCountTable {
     return magic === MAGIC_V1_BASE + code;
   }
 
-  /** Whether state s (the cached one) is resizing. */
-  private resizing(s: number): boolean {
-    return decodeState(s, this.v1).resizing;
-  }
 
   // --- write guards --------------------------------------------------------------------
 
@@ -661,7 +660,7 @@ export abstract class TableBase implements RefCountTable {
   private resizeStep(): void {
     const s = this.aload(W_STATE);
     if (this.cachedState !== s || this.cur === null) return;
-    if (this.resizing(s)) {
+    if (this.shape.resizing) {
       if (this.old !== null && this.aload(W_CURSOR) >= this.old.buckets) this.finishResize(s);
     } else if (this.cur !== null && this.overloaded(this.aload(W_COUNT), this.cur)) {
       this.startResize(s, false);
@@ -670,7 +669,7 @@ export abstract class TableBase implements RefCountTable {
 
   /** An update found no room: finish a running resize, or start one (ENOSPC if the allocator cannot). */
   private makeRoom(s: number): void {
-    if (this.resizing(s)) {
+    if (this.shape.resizing) {
       for (let b = 0; b < this.old!.buckets; b++) this.migrateOld(b);
       this.unguarded(() => this.finishResize(s));
       return;
@@ -773,7 +772,8 @@ export abstract class TableBase implements RefCountTable {
     if (lock === -1) return true;
     try {
       if (this.aload(W_STATE) !== s) return true; // someone else changed the shape
-      const shape = decodeState(s, this.v1);
+      this.snapshot();
+      const shape = this.shape;
       const next = this.nextClass(shape.sizeClass);
       if (next === null) return false;
       const group = 1 - shape.group;
@@ -810,7 +810,7 @@ export abstract class TableBase implements RefCountTable {
       } finally {
         this.exit();
       }
-      const shape = decodeState(s, this.v1);
+      const shape = this.shape;
       this.astore(W_STATE, nextState(s, { ...shape, resizing: false }, this.v1));
       if (this.waitForWriters()) this.freeArray(old.sizeClass, 1 - shape.group);
     } finally {
@@ -865,7 +865,7 @@ export abstract class TableBase implements RefCountTable {
   reset(): void {
     const s = this.snapshot();
     if (this.cur !== null) {
-      const { group } = decodeState(s, this.v1);
+      const { group } = this.shape;
       if (this.old !== null) this.freeArray(this.old.sizeClass, 1 - group);
       this.freeArray(this.cur!.sizeClass, group);
       this.resetExtra();
@@ -886,7 +886,7 @@ export abstract class TableBase implements RefCountTable {
       entries,
       storageBytes,
       bytesPerEntry: entries === 0 ? 0 : storageBytes / entries,
-      resizing: this.resizing(s),
+      resizing: this.shape.resizing,
       probes: this.probes,
       lines: this.lines,
       lookups: this.lookups,
