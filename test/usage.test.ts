@@ -142,3 +142,56 @@ test('destroyUnused: commits through its callback only for an unused morsel; oth
   assert.throws(() => m.morsels.destroyUnused(id, gen, () => true), code('ESTALE'));
   assert.equal(freeFrames(m), before, 'every frame back');
 });
+
+test('threads count uses in their own lanes; a use given back in another thread leaves its lane; totals stay exact', async () => {
+  const { tempDir } = await import('./helpers.js');
+  const { join } = await import('node:path');
+  const { SLOT_USAGE_ROOTS } = await import('../src/physical/layout.js');
+  const m = Memory.create(join(tempDir('morsel-lanes-'), 'r'), 64 * MiB);
+  try {
+    m.names.close(m.names.create('/x', { sizeBytes: 8192 }));
+    m.names.unlink('/x'); // the namespace's own tables stay: counted in before
+    m.alloc.release();
+    const before = freeFrames(m);
+    m.names.close(m.names.create('/x', { sizeBytes: 8192 }));
+    const rec = m.names.ns.lookup('/x');
+    const key = m.morsels.dataOf(decodeIdBits(rec.id)).rootFrame;
+    const start = () => new Worker(new URL('./workers/usage-lanes.js', import.meta.url), { workerData: { share: m.share() } });
+    const call = (w: Worker, req: unknown) =>
+      new Promise<{ lane?: number; code?: string }>((resolve, reject) => {
+        w.once('message', resolve).once('error', reject);
+        w.postMessage(req);
+      });
+    const [a, b] = [start(), start()];
+    try {
+      const h0 = m.names.open('/x'); // lane of the main thread
+      const laneA = (await call(a, { op: 'open', path: '/x' })).lane!;
+      const laneB = (await call(b, { op: 'open', path: '/x' })).lane!;
+      assert.equal(m.morsels.usage.lane, 0);
+      assert.ok(laneA !== laneB && laneA !== 0 && laneB !== 0, `distinct lanes (${laneA}, ${laneB})`);
+      for (const lane of [0, laneA, laneB]) assert.notEqual(m.region.loadSlotRoot(m.region.userSlot, SLOT_USAGE_ROOTS[lane]), 0, `lane ${lane} holds a registry`);
+      assert.equal(m.morsels.usage.total(key), 3, 'three uses, one per lane, summed region-wide');
+      assert.throws(() => m.morsels.destroy(rec.id), code('EBUSY'));
+      // Two threads churning one morsel at once: every count comes back.
+      const churned = await Promise.all([a, b].map((w) => call(w, { op: 'churn', path: '/x', rounds: 20_000 })));
+      assert.deepEqual(churned, [{}, {}]);
+      assert.equal(m.morsels.usage.total(key), 3);
+      // Main's handle closed in thread A: A's own lane counts one, so that one goes first; the sum is what matters.
+      assert.deepEqual(await call(a, { op: 'close', handle: h0 }), {});
+      h0.open = false;
+      assert.equal(m.morsels.usage.total(key), 2);
+      assert.equal(m.names.unlink('/x'), false, 'still open in two threads: the destroy is deferred');
+      assert.deepEqual(await call(a, { op: 'exit' }), {}, 'A gives back the use it holds');
+      assert.equal(m.morsels.usage.total(key), 1);
+      assert.deepEqual(await call(b, { op: 'exit' }), {}, "B's close is the last use: it destroys");
+      assert.equal(m.morsels.usage.total(key), 0);
+      assert.throws(() => m.morsels.decodeHandle(rec.id, rec.generation), code('ESTALE'));
+    } finally {
+      await Promise.all([a.terminate(), b.terminate()]);
+    }
+    m.alloc.release();
+    assert.equal(freeFrames(m), before, 'every frame of the morsel back');
+  } finally {
+    m.close();
+  }
+});

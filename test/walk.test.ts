@@ -11,7 +11,7 @@ import { orderBytes, tableIndex } from '../src/morsel/order.js';
 import { Registry, userSlotRoot } from '../src/morsel/registry.js';
 import { INNER_FLAGS, makeHi, makeLo } from '../src/paging/entry.js';
 import { ENTRIES_PER_TABLE, Walker, allocatableRange, indexAt, levelSpan, validTableFrame } from '../src/paging/walk.js';
-import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, firstAllocatableFrame } from '../src/physical/layout.js';
+import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOTS, firstAllocatableFrame } from '../src/physical/layout.js';
 import { OWNED_ROOT_SLOTS, sealRoots } from '../src/physical/superblock.js';
 import { checkRegion } from '../src/recovery/check.js';
 import { registerReachVisitor } from '../src/recovery/reachable.js';
@@ -194,7 +194,7 @@ test('scanner: root slots 2 and 3 are owned (no problem), a registered visitor m
 test('user-slot registries: reachable for check, dropped (fields cleared, frames reclaimed) by recovery', () => {
   const file = fresh();
   const m = Memory.create(file, 8 * MiB);
-  const usage = new Registry(m.region, m.alloc, userSlotRoot(m.region, 0, SLOT_USAGE_ROOT));
+  const usage = new Registry(m.region, m.alloc, userSlotRoot(m.region, 0, SLOT_USAGE_ROOTS[0]));
   const spaces = new Registry(m.region, m.alloc, userSlotRoot(m.region, 3, SLOT_SPACES_ROOT));
   usage.add(12345, 0x77 | 1, 0);
   const root = m.alloc.alloc(0);
@@ -207,7 +207,7 @@ test('user-slot registries: reachable for check, dropped (fields cleared, frames
   m.abandon(); // a crash: locks dropped, nothing cleaned up
   const rec = Memory.open(file);
   assert.equal(rec.report?.crashed, true);
-  assert.equal(rec.region.loadSlotRoot(0, SLOT_USAGE_ROOT), 0);
+  assert.equal(rec.region.loadSlotRoot(0, SLOT_USAGE_ROOTS[0]), 0);
   assert.equal(rec.region.loadSlotRoot(3, SLOT_SPACES_ROOT), 0);
   const after = checkRegion(rec);
   assert.equal(after.ok, true, JSON.stringify(after.problems));
@@ -215,10 +215,10 @@ test('user-slot registries: reachable for check, dropped (fields cleared, frames
   rec.close();
   // A damaged user-slot root is followed by nobody: ECORRUPT, not a walk into metadata.
   const m2 = Memory.open(file);
-  assert.ok(m2.region.casSlotRoot(1, SLOT_USAGE_ROOT, 0, 7));
-  assert.throws(() => new Registry(m2.region, m2.alloc, userSlotRoot(m2.region, 1, SLOT_USAGE_ROOT)).get(5), corrupt(/user slot 1 field 4 holds frame 7/));
+  assert.ok(m2.region.casSlotRoot(1, SLOT_USAGE_ROOTS[0], 0, 7));
+  assert.throws(() => new Registry(m2.region, m2.alloc, userSlotRoot(m2.region, 1, SLOT_USAGE_ROOTS[0])).get(5), corrupt(/user slot 1 field 4 holds frame 7/));
   assert.ok(checkRegion(m2).problems.some((p) => p.code === 'USER_SLOT_ROOT'));
-  m2.region.casSlotRoot(1, SLOT_USAGE_ROOT, 7, 0);
+  m2.region.casSlotRoot(1, SLOT_USAGE_ROOTS[0], 7, 0);
   m2.close();
 });
 

@@ -1,10 +1,20 @@
 /**
  * Region-wide usage counts of morsels: open handles plus mappings, kept per
- * process in that process's usage registry (a Registry rooted in field
- * SLOT_USAGE_ROOT of its user-slot record, keyed by the data morsel's root
- * frame, permuted inside its leaf: entryKey). The region-wide count of a morsel is the sum over LIVE user slots,
- * so a crashed process's counts stop counting when its slot is dead and can
- * never stay stuck or underflow.
+ * process in that process's usage registries (Registries rooted in the
+ * SLOT_USAGE_ROOTS fields of its user-slot record, keyed by the data morsel's
+ * root frame, permuted inside its leaf: entryKey). The region-wide count of a
+ * morsel is the sum over LIVE user slots, so a crashed process's counts stop
+ * counting when its slot is dead and can never stay stuck or underflow.
+ *
+ * Lanes: a slot has USAGE_LANES registries, and a process's count of a
+ * morsel is the sum over them. A thread adds in its own lane (worker
+ * threadId mod USAGE_LANES), so two threads counting uses of one morsel
+ * write different cache lines. Any lane may be changed by any thread of the
+ * owner (every change is a CAS), so a lane is only a placement: a use is
+ * given back in the thread's own lane when that lane counts one, else in
+ * any lane that does (a sum does not care where), and a sub's "left" is the
+ * lane's, 0 meaning "maybe the process's last" (the caller's reap decides
+ * on the whole sum).
  *
  * Registry value of one key (a 64-bit entry, changed by one CAS):
  *   lo = (count << 5) | (claims << 1) | 1
@@ -21,11 +31,12 @@
  * Whoever reaps a dead slot clears DYING on the words the dead slot claimed
  * unless a live slot claims them too (Morsels.releaseDeadDying).
  *
- * Only threads of the owning process change its registry; others only read it.
+ * Only threads of the owning process change its registries; others only read them.
  */
 import { MorselError, assert } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
-import { SLOT_PID, SLOT_USAGE_ROOT, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../physical/layout.js';
+import { threadId } from 'node:worker_threads';
+import { SLOT_PID, SLOT_USAGE_ROOTS, USAGE_LANES, USER_SLOTS, USER_SLOT_BYTES, metaLayout } from '../physical/layout.js';
 import { NO_SLOT, type Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { isPresent } from '../paging/entry.js';
@@ -36,6 +47,12 @@ import { Registry, userSlotRoot } from './registry.js';
 const COUNT_RETRIES = 1 << 16;
 const MAX_COUNT = 2 ** 27 - 1;
 const MAX_CLAIMS = 15;
+/**
+ * Lane scans in one sub before giving up: a scan finds no count only when
+ * other threads of ours gave back uses between its reads (each pass is
+ * someone else's progress), and our own use keeps the sum positive.
+ */
+const LANE_PASSES = 1024;
 
 /**
  * A morsel's key in a usage registry: its data root frame with the index
@@ -53,20 +70,22 @@ const claimsOf = (lo: number): number => (lo >>> 1) & MAX_CLAIMS;
 const makeLo = (count: number, claims: number): number => ((count << 5) | (claims << 1) | 1) | 0;
 
 export class Usage {
-  /** every slot's registry, read-only use (index = user slot) */
-  private readonly all: Registry[] = [];
+  /** every slot's registries, read-only use (index = user slot, then lane) */
+  private readonly all: Registry[][] = [];
+  /** this thread's lane */
+  readonly lane: number = threadId % USAGE_LANES;
 
   /** the user-slot table's int32 window and the index of slot 0's pid word in it (a scan of 64 pids stays cheap) */
   private readonly slotWords: Int32Array;
   private readonly pid0: number;
 
   /**
-   * This process's leaf tables by leaf index (key / 512; 0 = not looked up),
-   * valid for the slot leafSlot while its registry root is leafRoot. A
-   * registry's tables are freed only after its root is unlinked (dropRegistry:
-   * this process's close, which reaps PENDING morsels afterwards, or a reap
-   * of the slot after this process died), so checking the root on every use
-   * keeps a cached leaf from outliving its table.
+   * This thread's lane's leaf tables by leaf index (key / 512; 0 = not
+   * looked up), valid for the slot leafSlot while the lane's registry root
+   * is leafRoot. A registry's tables are freed only after its root is
+   * unlinked (dropRegistry: this process's close, which reaps PENDING
+   * morsels afterwards, or a reap of the slot after this process died), so
+   * checking the root on every use keeps a cached leaf from outliving its table.
    */
   private readonly leafCache: Int32Array;
   private leafSlot = -1;
@@ -76,18 +95,17 @@ export class Usage {
     private readonly region: Region,
     alloc: FrameAllocator,
   ) {
-    for (let s = 0; s < USER_SLOTS; s++) this.all.push(new Registry(region, alloc, userSlotRoot(region, s, SLOT_USAGE_ROOT)));
+    for (let s = 0; s < USER_SLOTS; s++) this.all.push(SLOT_USAGE_ROOTS.map((field) => new Registry(region, alloc, userSlotRoot(region, s, field))));
     const usersFrame = metaLayout(region.frameCount).usersFrame as Frame;
     this.slotWords = region.words(usersFrame);
     this.pid0 = region.wordIndex(usersFrame, SLOT_PID);
     this.leafCache = new Int32Array(Math.ceil(region.frameCount / ENTRIES_PER_TABLE));
   }
 
-  /** The leaf table of this process's registry holding `key` (built when `create`; null if absent), cached. */
+  /** The leaf table of this thread's lane holding `key` (built when `create`; null if absent), cached. */
   private myLeaf(key: number, create: boolean): Frame | null {
-    const mine = this.mine;
-    const slot = this.region.userSlot;
-    const root = this.region.loadSlotRoot(slot, SLOT_USAGE_ROOT);
+    const slot = this.ownSlot();
+    const root = this.region.loadSlotRoot(slot, SLOT_USAGE_ROOTS[this.lane]);
     if (this.leafSlot !== slot || this.leafRoot !== root) {
       this.leafCache.fill(0);
       this.leafSlot = slot;
@@ -96,19 +114,33 @@ export class Usage {
     const li = Math.floor(key / ENTRIES_PER_TABLE);
     const cached = this.leafCache[li];
     if (cached !== 0) return cached as Frame;
-    const leaf = mine.leaf(key, create);
+    const leaf = this.all[slot][this.lane].leaf(key, create);
     if (leaf !== null) this.leafCache[li] = leaf;
     return leaf;
   }
 
-  /** This process's registry (its slot is claimed after construction, so looked up on use). */
-  private get mine(): Registry {
+  /** This process's slot (claimed after construction, so looked up on use). */
+  private ownSlot(): number {
     const slot = this.region.userSlot;
     if (!(slot >= 0 && slot < USER_SLOTS)) throw new MorselError('EACCES', 'this process holds no user slot (region opened read-only or for inspection): it cannot open or map morsels');
-    return this.all[slot];
+    return slot;
   }
 
-  /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`. */
+  /**
+   * The leaf of a lane of ours other than this thread's whose entry for
+   * `key` satisfies `holds` (a count or a claim to give back), or null.
+   */
+  private otherLeaf(k: number, holds: (lo: number) => boolean): Frame | null {
+    const lanes = this.all[this.ownSlot()];
+    for (let lane = 0; lane < USAGE_LANES; lane++) {
+      if (lane === this.lane) continue;
+      const leaf = lanes[lane].leaf(k, false);
+      if (leaf !== null && holds(this.region.loadLo(leaf, k % ENTRIES_PER_TABLE))) return leaf;
+    }
+    return null;
+  }
+
+  /** Adds one use of the data morsel rooted at `key`, whose morsel word is in `wordFrame`, in this thread's lane. */
   add(key: number, wordFrame: number): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
     const k = entryKey(key);
@@ -121,7 +153,7 @@ export class Usage {
         continue;
       }
       assert(this.region.loadHi(leaf, idx) === hi, 'usage entry names the same morsel word');
-      if (countOf(lo) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this process`);
+      if (countOf(lo) >= MAX_COUNT) throw new MorselError('EBUSY', `morsel rooted at frame ${key} has ${MAX_COUNT} uses in this thread`);
       if (this.region.casEntry(leaf, idx, lo, hi, makeLo(countOf(lo) + 1, claimsOf(lo)), hi)) return;
     }
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
@@ -130,22 +162,39 @@ export class Usage {
   /** The frame of the morsel word of `key`, whose use this process holds (asserted). */
   wordFrameOf(key: number): number {
     const k = entryKey(key);
-    const leaf = this.myLeaf(k, false);
-    assert(leaf !== null && countOf(this.region.loadLo(leaf, k % ENTRIES_PER_TABLE)) > 0, 'a use is held');
-    const hi = this.region.loadHi(leaf, k % ENTRIES_PER_TABLE);
+    const idx = k % ENTRIES_PER_TABLE;
+    const mine = this.myLeaf(k, false);
+    const leaf = mine !== null && countOf(this.region.loadLo(mine, idx)) > 0 ? mine : this.otherLeaf(k, (lo) => countOf(lo) > 0);
+    assert(leaf !== null, 'a use is held');
+    const hi = this.region.loadHi(leaf, idx);
     return hi === 0 ? key : hi >>> 0;
   }
 
-  /** Removes one use and returns this process's count left. The caller must hold a use (asserted). */
+  /**
+   * Removes one use, from this thread's lane if it counts one, else from
+   * another lane of this process that does, and returns the count left in
+   * that lane (0: maybe the process's last use). The caller must hold a use (asserted).
+   */
   sub(key: number): number {
     const k = entryKey(key);
-    const leaf = this.myLeaf(k, false);
-    assert(leaf !== null, 'usage count never negative');
     const idx = k % ENTRIES_PER_TABLE;
+    const mine = this.myLeaf(k, false);
+    for (let pass = 0; pass < LANE_PASSES; pass++) {
+      // Ours first; then any lane that counts one (another thread of ours counted this use, or took ours first).
+      const leaf = pass === 0 && mine !== null ? mine : (this.otherLeaf(k, (lo) => countOf(lo) > 0) ?? mine);
+      assert(leaf !== null, 'usage count never negative');
+      const left = this.subIn(leaf, idx, key);
+      if (left >= 0) return left;
+    }
+    throw new MorselError('EBUSY', `usage count of frame ${key}: no lane kept a count for ${LANE_PASSES} passes`);
+  }
+
+  /** One use less in the entry at (leaf, idx); the count left, or -1 when the entry counts none (any more). */
+  private subIn(leaf: Frame, idx: number, key: number): number {
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
+      if (!isPresent(lo) || countOf(lo) === 0) return -1;
       const hi = this.region.loadHi(leaf, idx);
-      assert(isPresent(lo) && countOf(lo) > 0, 'usage count never negative');
       const left = countOf(lo) - 1;
       const gone = left === 0 && claimsOf(lo) === 0;
       if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(left, claimsOf(lo)), gone ? 0 : hi)) return left;
@@ -153,12 +202,17 @@ export class Usage {
     throw new MorselError('EBUSY', `usage count of frame ${key}: ${COUNT_RETRIES} lost CAS races`);
   }
 
-  /** Adds (`on`) or removes one DYING claim of this process on the morsel of `key` (word in `wordFrame`). */
+  /**
+   * Adds (`on`, in this thread's lane) or removes (from a lane holding one)
+   * one DYING claim of this process on the morsel of `key` (word in `wordFrame`).
+   */
   claim(key: number, wordFrame: number, on: boolean): void {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
     const k = entryKey(key);
-    const leaf = this.myLeaf(k, on)!;
     const idx = k % ENTRIES_PER_TABLE;
+    const mine = this.myLeaf(k, on);
+    const leaf = on || (mine !== null && claimsOf(this.region.loadLo(mine, idx)) > 0) ? mine : this.otherLeaf(k, (lo) => claimsOf(lo) > 0);
+    assert(leaf !== null, 'a claim is cleared only by its holder');
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);
       if (!isPresent(lo)) {
@@ -168,7 +222,7 @@ export class Usage {
       }
       const claims = claimsOf(lo) + (on ? 1 : -1);
       assert(claims >= 0, 'a claim is removed only by its holder');
-      if (claims > MAX_CLAIMS) throw new MorselError('EBUSY', `morsel rooted at frame ${key}: ${MAX_CLAIMS} destroys in this process at once`);
+      if (claims > MAX_CLAIMS) throw new MorselError('EBUSY', `morsel rooted at frame ${key}: ${MAX_CLAIMS} destroys in this thread at once`);
       const gone = claims === 0 && countOf(lo) === 0;
       if (this.region.casEntry(leaf, idx, lo, hi, gone ? 0 : makeLo(countOf(lo), claims), gone ? 0 : hi)) return;
     }
@@ -181,24 +235,27 @@ export class Usage {
       if (s === except) continue;
       const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
       if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
-      const cur = this.countIn(s, key);
-      if (cur !== null && claimsOf(cur[0]) > 0) return true;
+      if (this.entriesIn(s, key).some(([lo]) => claimsOf(lo) > 0)) return true;
     }
     return false;
   }
 
-  /** (key, word frame) of every claim slot `slot` holds. */
+  /** (key, word frame) of every morsel slot `slot` claims (once each, whichever lanes hold the claims). */
   forEachClaim(slot: number, visit: (key: number, wordFrame: number) => void): void {
-    this.all[slot].forEach((k, lo, hi) => {
-      const key = frameOfEntry(k);
-      if (claimsOf(lo) > 0) visit(key, hi === 0 ? key : hi >>> 0);
-    });
+    const seen = new Set<number>();
+    for (const registry of this.all[slot]) {
+      registry.forEach((k, lo, hi) => {
+        const key = frameOfEntry(k);
+        if (claimsOf(lo) === 0 || seen.has(key)) return;
+        seen.add(key);
+        visit(key, hi === 0 ? key : hi >>> 0);
+      });
+    }
   }
 
-  /** This process's uses of `key`. */
+  /** This process's uses of `key` (all lanes). */
   mineCount(key: number): number {
-    const cur = this.mine.get(entryKey(key));
-    return cur === null ? 0 : countOf(cur[0]);
+    return this.region.userSlot === NO_SLOT ? 0 : this.entriesIn(this.region.userSlot, key).reduce((n, [lo]) => n + countOf(lo), 0);
   }
 
   /**
@@ -225,57 +282,62 @@ export class Usage {
   private sum(key: number, dead: boolean): number {
     if (this.region.onlyOwnSlot()) {
       // No other slot holds counts: ours alone (a scan would read 64 pid words, ~6 ns per atomic load).
-      if (dead || this.region.userSlot === NO_SLOT) return 0;
-      const cur = this.countIn(this.region.userSlot, key);
-      return cur === null ? 0 : countOf(cur[0]);
+      return dead ? 0 : this.mineCount(key);
     }
     let sum = 0;
     for (let s = 0; s < USER_SLOTS; s++) {
       const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
       if (free && s !== this.region.userSlot) continue;
       if ((s !== this.region.userSlot && !this.region.slotAlive(s)) !== dead) continue;
-      const cur = this.countIn(s, key);
-      if (cur !== null && isPresent(cur[0])) sum += countOf(cur[0]);
+      for (const [lo] of this.entriesIn(s, key)) sum += countOf(lo);
     }
     return sum;
   }
 
   /**
-   * Slot `s`'s entry for `key`. # Warning: another process may free its
-   * usage tables under us: when it dies and is reaped, or when it closes
-   * (emptyOwnSlot unlinks its registry root, then frees the tables). A table
-   * that fails validation (ECORRUPT) then means those counts are gone: the
-   * slot is dead, or its registry root moved while we read. Reading them as
-   * 0 is safe: a use counted in a registry created after our root load was
-   * counted after the destroyer's DYING, so that user's re-check backs off.
+   * Slot `s`'s present entries for `key`, one per lane that has one.
+   * # Warning: another process may free its usage tables under us: when it
+   * dies and is reaped, or when it closes (emptyOwnSlot unlinks its registry
+   * roots, then frees the tables). A table that fails validation (ECORRUPT)
+   * then means those counts are gone: the slot is dead, or its registry
+   * root moved while we read. Reading them as 0 is safe: a use counted in a
+   * registry created after our root load was counted after the destroyer's
+   * DYING, so that user's re-check backs off.
    */
-  private countIn(s: number, key: number): [number, number] | null {
+  private entriesIn(s: number, key: number): [number, number][] {
     const k = entryKey(key);
-    if (s === this.region.userSlot) {
-      const leaf = this.myLeaf(k, false); // our own tables, cached (see leafCache)
-      const lo = leaf === null ? 0 : this.region.loadLo(leaf, k % ENTRIES_PER_TABLE);
-      return isPresent(lo) ? [lo, this.region.loadHi(leaf!, k % ENTRIES_PER_TABLE)] : null;
+    const out: [number, number][] = [];
+    for (let lane = 0; lane < USAGE_LANES; lane++) {
+      const field = SLOT_USAGE_ROOTS[lane];
+      const root = this.region.loadSlotRoot(s, field);
+      if (root === 0) continue;
+      try {
+        const cur = this.all[s][lane].get(k);
+        if (cur !== null) out.push(cur);
+      } catch (e) {
+        const gone = !this.region.slotAlive(s) || this.region.loadSlotRoot(s, field) !== root;
+        if (!(s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && gone)) throw e;
+      }
     }
-    const root = this.region.loadSlotRoot(s, SLOT_USAGE_ROOT);
-    try {
-      return this.all[s].get(k);
-    } catch (e) {
-      const gone = !this.region.slotAlive(s) || this.region.loadSlotRoot(s, SLOT_USAGE_ROOT) !== root;
-      if (s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && gone) return null;
-      throw e;
-    }
+    return out;
   }
 
-  /** Every (key, count) of this process. */
+  /** Every (key, count summed over lanes, word frame) of this process. */
   forEachMine(visit: (key: number, count: number, wordFrame: number) => void): void {
-    this.mine.forEach((k, lo, hi) => {
-      const key = frameOfEntry(k);
-      visit(key, countOf(lo), hi === 0 ? key : hi >>> 0);
-    });
+    const mine = new Map<number, { count: number; wordFrame: number }>();
+    for (const registry of this.all[this.ownSlot()]) {
+      registry.forEach((k, lo, hi) => {
+        const key = frameOfEntry(k);
+        const cur = mine.get(key);
+        if (cur === undefined) mine.set(key, { count: countOf(lo), wordFrame: hi === 0 ? key : hi >>> 0 });
+        else cur.count += countOf(lo);
+      });
+    }
+    for (const [key, { count, wordFrame }] of mine) visit(key, count, wordFrame);
   }
 }
 
-/** Visits the frames of user slot `slot`'s usage registry (for the recovery scanner). */
+/** Visits the frames of user slot `slot`'s usage registries, every lane (for the recovery scanner). */
 export function forEachUsageFrame(region: Region, alloc: FrameAllocator, slot: number, visit: (frame: Frame) => void): void {
-  new Registry(region, alloc, userSlotRoot(region, slot, SLOT_USAGE_ROOT)).forEach(() => {}, visit);
+  for (const field of SLOT_USAGE_ROOTS) new Registry(region, alloc, userSlotRoot(region, slot, field)).forEach(() => {}, visit);
 }

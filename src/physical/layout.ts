@@ -56,15 +56,20 @@ export const USER_SLOT_BYTES = 64;
  * A user-slot record, int32 word offsets (little-endian; frame numbers are
  * < 2^32, so a root is one word):
  *   0 pid of the owner (0 = free)   1 claims: bumped on every claim of the slot
- *   4 usage registry root frame     6 address-space registry root frame
- *   (src/manage: this process's      (src/space: this process's spaces)
- *    handles and mappings)
- * Other words are reserved (zero).
+ *   4 usage registry root, lane 0   6 address-space registry root frame
+ *   8..14 usage registry roots,       (src/space: this process's spaces)
+ *         lanes 1..7
+ * The usage registries (src/morsel/usage.ts) count this process's handles
+ * and mappings; a thread counts in its own lane, so threads of one process
+ * do not write the same cache lines. Other words are reserved (zero);
+ * regions written before lanes existed hold lane 0 only.
  */
 export const SLOT_PID = 0;
 export const SLOT_CLAIMS = 1;
-export const SLOT_USAGE_ROOT = 4;
 export const SLOT_SPACES_ROOT = 6;
+/** Usage lanes per user slot, and the record word holding each lane's registry root. */
+export const USAGE_LANES = 8;
+export const SLOT_USAGE_ROOTS: readonly number[] = [4, 8, 9, 10, 11, 12, 13, 14];
 
 /** Morsel words (int32) per frame of the morsel-word array. */
 export const MORSEL_WORDS_PER_FRAME = PAGE_SIZE / 4;

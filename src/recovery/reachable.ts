@@ -22,7 +22,7 @@
  *                by the visitor registered for the slot, else the top table
  *                alone (opaque)
  *   user slots   each slot's address-space registry (SLOT_SPACES_ROOT) and
- *                usage registry (SLOT_USAGE_ROOT), when `spaces` is set:
+ *                usage registries (SLOT_USAGE_ROOTS), when `spaces` is set:
  *                per-process state, which recovery drops
  *   visitors     anything else a layer above registers (registerReachVisitor)
  *
@@ -32,7 +32,7 @@
 import { MorselError, assert } from '../errors.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE, ROOT_SLOT_NAMES, ROOT_SLOT_REFCOUNTS, ROOT_SLOT_RESERVATIONS, ROOT_SLOTS } from '../physical/superblock.js';
-import { CHILD_FRAMES, CHILD_SHIFT, SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
+import { CHILD_FRAMES, CHILD_SHIFT, SLOT_SPACES_ROOT, SLOT_USAGE_ROOTS, USER_SLOTS } from '../physical/layout.js';
 import { ENTRIES_PER_TABLE, HUGE_FRAMES, isLeafEntry } from '../paging/walk.js';
 import { levelKeySpan, registryDepth } from '../morsel/registry.js';
 import type { Region } from '../physical/region.js';
@@ -480,7 +480,8 @@ class Scanner implements ScanContext {
 
   private slotRegistries(): void {
     for (let slot = 0; slot < USER_SLOTS; slot++) {
-      for (const [field, kind] of [[SLOT_SPACES_ROOT, 'spaces'], [SLOT_USAGE_ROOT, 'usage']] as const) {
+      const fields: [number, string][] = [[SLOT_SPACES_ROOT, 'spaces'], ...SLOT_USAGE_ROOTS.map((f, lane): [number, string] => [f, lane === 0 ? 'usage' : `usage lane ${lane}`])];
+      for (const [field, kind] of fields) {
         const frame = this.region.loadSlotRoot(slot, field);
         if (frame === 0) continue;
         const name = `user slot ${slot} ${kind} registry`;
@@ -641,7 +642,7 @@ export function collectReachable(morsels: Morsels): Reachable {
 export function dropSlotRoots(region: Region): number {
   let cleared = 0;
   for (let slot = 0; slot < USER_SLOTS; slot++) {
-    for (const field of [SLOT_SPACES_ROOT, SLOT_USAGE_ROOT]) {
+    for (const field of [SLOT_SPACES_ROOT, ...SLOT_USAGE_ROOTS]) {
       const frame = region.loadSlotRoot(slot, field);
       if (frame !== 0 && region.casSlotRoot(slot, field, frame, 0)) cleared++;
     }

@@ -5,14 +5,16 @@
  * dead process's counts died with it). The lock protocol that decides who
  * may empty a slot is in src/physical/membership.ts and Region.tryReap.
  *
- * A slot holds two registries: its address spaces (SLOT_SPACES_ROOT, keyed by
- * space root frame, see address-space.ts) and its usage registry
- * (SLOT_USAGE_ROOT, src/manage: counts only, so dropping it = freeing its
- * tables). Both are per process: nothing in them outlives their process.
+ * A slot holds registries: its address spaces (SLOT_SPACES_ROOT, keyed by
+ * space root frame, see address-space.ts) and its usage registries, one per
+ * lane (SLOT_USAGE_ROOTS, src/morsel/usage.ts: counts only, so dropping them
+ * = freeing their tables). All are per process: nothing in them outlives
+ * their process.
  */
 import type { Morsels } from '../morsel/morsels.js';
 import { Registry, userSlotRoot, type RootCell } from '../morsel/registry.js';
-import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOT, USER_SLOTS } from '../physical/layout.js';
+import { forEachUsageFrame } from '../morsel/usage.js';
+import { SLOT_SPACES_ROOT, SLOT_USAGE_ROOTS, USER_SLOTS } from '../physical/layout.js';
 import { NO_SLOT } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { countSpaces, forEachSpaceFrame, reapSpaces } from './address-space.js';
@@ -41,12 +43,12 @@ export function dropRegistry(morsels: Morsels, cell: RootCell): number {
   return tables.length;
 }
 
-/** Destroys slot `slot`'s address spaces and drops both its registries; returns the spaces torn down. */
+/** Destroys slot `slot`'s address spaces and drops all its registries; returns the spaces torn down. */
 function emptySlot(morsels: Morsels, slot: number, counted: boolean): number {
   if (!counted) morsels.releaseDeadDying(slot); // a destroy the dead process left deciding (src/morsel/usage.ts)
   const spaces = reapSpaces(morsels, slot, counted);
   dropRegistry(morsels, userSlotRoot(morsels.region, slot, SLOT_SPACES_ROOT));
-  dropRegistry(morsels, userSlotRoot(morsels.region, slot, SLOT_USAGE_ROOT));
+  for (const field of SLOT_USAGE_ROOTS) dropRegistry(morsels, userSlotRoot(morsels.region, slot, field));
   return spaces;
 }
 
@@ -95,7 +97,7 @@ export function countSlotSpaces(morsels: Morsels): number {
 export function forEachSlotFrame(morsels: Morsels, visit: (frame: Frame) => void): void {
   for (let slot = 0; slot < USER_SLOTS; slot++) {
     if (!morsels.region.slotOccupied(slot)) continue;
-    new Registry(morsels.region, morsels.alloc, userSlotRoot(morsels.region, slot, SLOT_USAGE_ROOT)).forEach(() => {}, visit);
+    forEachUsageFrame(morsels.region, morsels.alloc, slot, visit);
     forEachSpaceFrame(morsels, slot, visit);
   }
 }

@@ -33,7 +33,7 @@ import { decodeIdBits, hex, type DecodedId, type MorselId } from '../../morsel/i
 import { Registry, superblockRoot, userSlotRoot } from '../../morsel/registry.js';
 import { isPresent, pfnOf } from '../../paging/entry.js';
 import { ENTRIES_PER_TABLE } from '../../paging/walk.js';
-import { META_START_FRAME, SLOT_USAGE_ROOT, metaLayout } from '../../physical/layout.js';
+import { META_START_FRAME, SLOT_USAGE_ROOTS, metaLayout } from '../../physical/layout.js';
 import { OWNED_ROOT_SLOTS, ROOT_SLOT_LIVE_TABLE } from '../../physical/superblock.js';
 import { AllocatorView } from '../../alloc/llfree.js';
 import { Mmu } from '../../space/mmu.js';
@@ -97,7 +97,7 @@ export function buildBase(dir: string): Base {
     for (const offset of at) m.morsels.write(id, offset, pattern(i * 100 + offset, 100));
   }
   // A per-process usage registry, as the management layer keeps one per user slot: more metadata to damage.
-  const usage = new Registry(m.region, m.alloc, userSlotRoot(m.region, m.region.userSlot, SLOT_USAGE_ROOT));
+  const usage = new Registry(m.region, m.alloc, userSlotRoot(m.region, m.region.userSlot, SLOT_USAGE_ROOTS[0]));
   for (const id of ids) usage.add(decodeIdBits(id).rootFrame, 1 | (2 << 12), 0);
   const metaFrames = metadataFrames(m, ids);
   usage.forEach(() => {}, (t) => metaFrames.push(t));
