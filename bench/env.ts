@@ -133,3 +133,28 @@ export function checkNoLeak(memory: Memory, before: number, what: string): void 
   const after = balance(memory);
   if (before !== after) throw new Error(`${what}: ${before - after} frames not freed`);
 }
+
+const ALU_WORDS = 4096;
+const aluData = Int32Array.from({ length: ALU_WORDS }, (_, i) => i * 7);
+
+/**
+ * `units` passes of integer work over a 16 KiB (L1-resident) array in four
+ * independent chains: throughput-bound, touching no shared memory. Its speed
+ * in one thread against two says how much of two CPUs the machine gives
+ * (a host can run two vCPUs on one core's two hyperthreads, or time-slice them).
+ */
+export function aluWork(units: number): number {
+  let a = 0;
+  let b = 0;
+  let c = 0;
+  let d = 0;
+  for (let k = 0; k < units; k++) {
+    for (let i = 0; i < ALU_WORDS; i += 4) {
+      a = (a + aluData[i]) | 0;
+      b = (b ^ aluData[i + 1]) | 0;
+      c = (c + (aluData[i + 2] << 1)) | 0;
+      d = (d + aluData[i + 3] * 3) | 0;
+    }
+  }
+  return a ^ b ^ c ^ d;
+}

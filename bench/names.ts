@@ -6,7 +6,8 @@
  *    /dev/shm (tmpfs) and in the region file's directory, at 10^3 and 10^5
  *    names (10^6 with --full: the quick profile stops at 10^5), names spread
  *    over NAME_DIRS directories, random order;
- *  - the same in 1 and 2 worker threads (throughput; scaling needs 2 free CPUs);
+ *  - the same in 1 and 2 worker threads (throughput; scaling: the median of
+ *    short interleaved pairs, beside an ALU-only probe of the machine's two CPUs);
  *  - create + unlink of a named morsel against file create + unlink on tmpfs.
  * `names` is the API as every user gets it, with the per-process lookup
  * cache (src/manage/lookup-cache.ts, the counterpart of the kernel's dcache
@@ -32,18 +33,37 @@ const NAME_DIRS = 1000;
 const WORKER = new URL('./workers/names.js', import.meta.url);
 /** Discarded create+unlink passes per side before the timed ones. */
 const CREATE_WARMUP = 3;
-/** Passes over the path list per throughput sample (20,000 paths: ~100 ms of one thread). */
-const THROUGHPUT_ROUNDS = 5;
+/**
+ * Timed pairs (one worker, then two) per scaling figure. Each phase is one
+ * pass over the path list (20,000 opens: 4-10 ms of one thread): this
+ * machine's CPU speed drifts by up to 2x over tens of milliseconds, so
+ * many short interleaved pairs, each giving a ratio, and their median, see
+ * one machine per pair; a few long phases did not (an ALU-only probe
+ * "scaled" 0.55-2.8x in 100 ms phases, 1.9-2.0x as the median of 8 ms pairs).
+ */
+const SCALING_PAIRS = 41;
+/** Untimed passes of each worker alone first, so both run compiled code (the second one only works in 2-worker phases). */
+const WARMUP_PASSES = 8;
+/**
+ * The machine probes run by the same threads before each phase: ALU work
+ * (units of about 1.6 us; 8 ms a phase), how much of two CPUs the machine
+ * gives; and lookups in a plain Map of the same paths (passes over the list),
+ * how two memory-bound threads with nothing shared scale on it.
+ */
+const PROBES = { alu: 5000, map: 1 } as const;
+type ProbeKind = keyof typeof PROBES;
 
 export interface NamesParams {
   counts: number[];
   /** timed open+close (or create+unlink) operations per repetition */
   ops: number;
   reps: number;
+  /** timed one-worker/two-worker pairs of the throughput measurement */
+  pairs: number;
 }
 
 export function namesParams(quick: boolean): NamesParams {
-  return { counts: quick ? [1e3, 1e5] : [1e3, 1e5, 1e6], ops: 20_000, reps: REPS };
+  return { counts: quick ? [1e3, 1e5] : [1e3, 1e5, 1e6], ops: 20_000, reps: REPS, pairs: SCALING_PAIRS };
 }
 
 /** Region size for `count` names: the namespace's table capacity follows the region's frames (4 per slot). */
@@ -99,7 +119,9 @@ export async function runNames(opts: RunOptions & { params?: NamesParams }): Pro
   const openRatio = at('fs-shm', 'open_close_ns', max) / at('names', 'open_close_ns', max);
   const openRatioRegionDir = at('fs-region-dir', 'open_close_ns', max) / at('names', 'open_close_ns', max);
   const createRatio = at('fs-shm', 'create_unlink_ns') / at('names', 'create_unlink_ns');
-  const scaling = at('names-2-workers', 'open_close_per_s', max) / at('names-1-worker', 'open_close_per_s', max);
+  const scaling = at('names-scaling', 'pair_ratio', max);
+  const probe = at('cpu-probe-scaling', 'pair_ratio', max);
+  const mapProbe = at('map-probe-scaling', 'pair_ratio', max);
   return {
     id: 'names',
     title: 'Names: open+close with rights check and create+unlink vs the file system',
@@ -110,7 +132,12 @@ export async function runNames(opts: RunOptions & { params?: NamesParams }): Pro
       claim(`names vs /dev/shm files, open+close at ${max} names`, openRatio, { goal: 10 }),
       claim(`names vs files in the region's directory, open+close at ${max} names`, openRatioRegionDir, { goal: 10 }),
       claim('names vs /dev/shm files, create+unlink', createRatio, { goal: 2 }),
-      claim(`names open+close throughput, 2 workers / 1 worker at ${max} names`, scaling, { goal: 1.6, note: `needs 2 idle CPUs (this machine: ${os.availableParallelism()})` }),
+      claim(`names open+close throughput, 2 workers / 1 worker at ${max} names`, scaling, {
+        goal: 1.6,
+        note:
+          `median of ${p.pairs} interleaved pairs. In the same pairs an ALU-only probe scaled ${probe.toFixed(2)}x (how much of ${os.availableParallelism()} CPUs the machine gave), ` +
+          `and lookups of the same paths in a plain Map, with nothing shared, ${mapProbe.toFixed(2)}x`,
+      }),
     ],
     notes: [
       `names point at a pool of ${POOL} order-0 morsels; ${NAME_DIRS} directories; random lookup order`,
@@ -146,33 +173,64 @@ async function measureOpenClose(memory: Memory, count: number, p: NamesParams, d
     out.push(variant(v, 'open_close_ns', await perOp(p.reps, p.ops, (i) => fs.closeSync(fs.openSync(files[i], 'r'))), count));
   }
   for (const kind of ['names', 'fs-shm'] as const) {
-    const perS = await throughput(memory, kind, kind === 'names' ? paths : paths.map((q) => dirs.shm + q), p.reps);
-    for (const workers of [1, 2] as const) out.push(variant(`${kind}-${workers}-worker${workers > 1 ? 's' : ''}`, 'open_close_per_s', perS[workers], count));
+    const t = await throughput(memory, kind, kind === 'names' ? paths : paths.map((q) => dirs.shm + q), p.pairs);
+    for (const workers of [1, 2] as const) out.push(variant(`${kind}-${workers}-worker${workers > 1 ? 's' : ''}`, 'open_close_per_s', t.perS[workers], count));
+    out.push(variant(`${kind}-scaling`, 'pair_ratio', t.ratios, count));
+    if (kind === 'names') {
+      out.push(variant('cpu-probe-scaling', 'pair_ratio', t.probeRatios.alu, count));
+      out.push(variant('map-probe-scaling', 'pair_ratio', t.probeRatios.map, count));
+    }
   }
   return out;
 }
 
+interface Throughput {
+  /** open+close per second of one worker and of two, per pair */
+  perS: Record<1 | 2, number[]>;
+  /** two workers' rate / one worker's, per pair */
+  ratios: number[];
+  /** the same for the probes, run just before each phase */
+  probeRatios: Record<ProbeKind, number[]>;
+}
+
 /**
  * Open+close per second of one thread and of two threads (each doing all of
- * `paths` ROUNDS times from a common start), the two configurations
- * interleaved within every repetition so both see the same machine.
+ * `paths` once per phase), in `pairs` pairs after a warm-up; before
+ * each phase, the same threads run the ALU probe, so every pair also says
+ * how much of two CPUs the machine gave just then.
  */
-async function throughput(memory: Memory, kind: 'names' | 'fs-shm', paths: string[], reps: number): Promise<Record<1 | 2, number[]>> {
+async function throughput(memory: Memory, kind: 'names' | 'fs-shm', paths: string[], pairs: number): Promise<Throughput> {
   const clients = [0, 1].map(() => WorkerClient.start(WORKER, { share: memory.share() }));
   try {
     // Independent clients: each worker walks the list from its own starting point (in lockstep on one
     // list both would open the same name at the same moment, on either side: a contention test).
     const from = (i: number): string[] => [...paths.slice((i * paths.length) >> 1), ...paths.slice(0, (i * paths.length) >> 1)];
     await Promise.all(clients.map((c, i) => c.call<void>({ op: 'load', paths: from(i) } satisfies NamesRequest)));
-    const out: Record<1 | 2, number[]> = { 1: [], 2: [] };
-    for (let rep = -1; rep < reps; rep++) {
-      for (const workers of [1, 2] as const) {
-        const barrier = new Barrier(workers);
-        const req: NamesRequest = { op: 'open-close', kind, barrier: barrier.sab, parties: workers, rounds: THROUGHPUT_ROUNDS };
-        const replies = await Promise.all(clients.slice(0, workers).map((c) => c.call<NamesReply>(req)));
-        const ns = Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
-        if (rep >= 0) out[workers].push((workers * THROUGHPUT_ROUNDS * paths.length) / (ns / 1e9));
+    collectGarbage(); // now, not as concurrent marking of this thread's heap on the CPUs the pairs need
+    const phase = async (workers: 1 | 2, req: (barrier: Barrier) => NamesRequest): Promise<number> => {
+      const barrier = new Barrier(workers);
+      const replies = await Promise.all(clients.slice(0, workers).map((c) => c.call<NamesReply>(req(barrier))));
+      return Math.max(...replies.map((r) => r.t1)) - Math.min(...replies.map((r) => r.t0));
+    };
+    const openClose = (workers: 1 | 2) => phase(workers, (b) => ({ op: 'open-close', kind, barrier: b.sab, parties: workers, rounds: 1 }));
+    const probe = (workers: 1 | 2, which: ProbeKind) => phase(workers, (b) => ({ op: 'probe', probe: which, barrier: b.sab, parties: workers, units: PROBES[which] }));
+    for (let pass = 0; pass < WARMUP_PASSES; pass++) {
+      for (const c of clients) {
+        await c.call<NamesReply>({ op: 'open-close', kind, barrier: new Barrier(1).sab, parties: 1, rounds: 1 } satisfies NamesRequest);
+        for (const which of ['alu', 'map'] as const) await c.call<NamesReply>({ op: 'probe', probe: which, barrier: new Barrier(1).sab, parties: 1, units: PROBES[which] } satisfies NamesRequest);
       }
+    }
+    const out: Throughput = { perS: { 1: [], 2: [] }, ratios: [], probeRatios: { alu: [], map: [] } };
+    for (let pair = 0; pair < pairs; pair++) {
+      const ns = { 1: 0, 2: 0 };
+      const probeNs = { alu: { 1: 0, 2: 0 }, map: { 1: 0, 2: 0 } };
+      for (const workers of [1, 2] as const) {
+        for (const which of ['alu', 'map'] as const) probeNs[which][workers] = await probe(workers, which);
+        ns[workers] = await openClose(workers);
+        out.perS[workers].push((workers * paths.length) / (ns[workers] / 1e9));
+      }
+      out.ratios.push((2 * ns[1]) / ns[2]);
+      for (const which of ['alu', 'map'] as const) out.probeRatios[which].push((2 * probeNs[which][1]) / probeNs[which][2]);
     }
     return out;
   } finally {

@@ -67,11 +67,14 @@ function checkShape(e: ExperimentResult, id: string): void {
   }
 }
 
-test('names: tiny run; one- and two-thread throughput measured in the same repetitions', async () => {
-  const e = await runNames({ quick: true, params: { counts: [1000], ops: 500, reps: 5 } });
+test('names: tiny run; one- and two-thread throughput measured in interleaved pairs, beside the machine probes', async () => {
+  const e = await runNames({ quick: true, params: { counts: [1000], ops: 500, reps: 5, pairs: 6 } });
   checkShape(e, 'names');
   for (const v of ['names-1-worker', 'names-2-workers', 'fs-shm-1-worker', 'fs-shm-2-workers']) {
-    assert.equal(e.results.find((r) => r.variant === v && r.metric === 'open_close_per_s')?.summary.n, 5, `${v}: one sample per repetition`);
+    assert.equal(e.results.find((r) => r.variant === v && r.metric === 'open_close_per_s')?.summary.n, 6, `${v}: one sample per pair`);
+  }
+  for (const v of ['names-scaling', 'fs-shm-scaling', 'cpu-probe-scaling', 'map-probe-scaling']) {
+    assert.equal(e.results.find((r) => r.variant === v && r.metric === 'pair_ratio')?.summary.n, 6, `${v}: one ratio per pair`);
   }
 });
 

@@ -18,7 +18,21 @@ export interface MorselRef {
 }
 
 /**
- * An open handle: counted in this process's usage registry until closed
+ * What a handle names, immutable: the incarnation (ID, generation), its data
+ * morsel's root frame (the usage key) and order, the frame holding its
+ * morsel word (the ID's root frame: close needs no decode), and its logical
+ * byte length at open. One target serves every handle opened through one
+ * lookup-cache entry, so an open allocates only the small handle itself.
+ */
+export interface HandleTarget extends MorselRef {
+  readonly dataRoot: number;
+  readonly dataOrder: Order;
+  readonly wordFrame: number;
+  readonly sizeBytes: number;
+}
+
+/**
+ * An open handle: counted in this process's usage registries until closed
  * (Names.close), so the morsel outlives an unlink while it is open.
  */
 export class MorselHandle implements MorselRef {
@@ -26,18 +40,37 @@ export class MorselHandle implements MorselRef {
   open = true;
 
   constructor(
-    readonly id: MorselId,
-    readonly generation: number,
+    readonly target: HandleTarget,
     readonly rights: Readonly<AccessRights>,
-    /** the data morsel's root frame (the usage key) and order: stable while the handle is open */
-    readonly dataRoot: number,
-    readonly dataOrder: Order,
-    /** the frame holding the incarnation's morsel word (the ID's root frame): close needs no decode */
-    readonly wordFrame: number,
-    /** logical byte length at open */
-    readonly sizeBytes: number,
     readonly path?: string,
   ) {}
+
+  get id(): MorselId {
+    return this.target.id;
+  }
+
+  get generation(): number {
+    return this.target.generation;
+  }
+
+  /** the data morsel's root frame (the usage key): stable while the handle is open */
+  get dataRoot(): number {
+    return this.target.dataRoot;
+  }
+
+  get dataOrder(): Order {
+    return this.target.dataOrder;
+  }
+
+  /** the frame holding the incarnation's morsel word */
+  get wordFrame(): number {
+    return this.target.wordFrame;
+  }
+
+  /** logical byte length at open */
+  get sizeBytes(): number {
+    return this.target.sizeBytes;
+  }
 
   toString(): string {
     return formatHandle(this);

@@ -23,18 +23,14 @@
  * Bounded: at most `maxEntries` entries (oldest dropped first).
  */
 import { check } from '../errors.js';
-import type { MorselId } from '../morsel/id.js';
-import type { Order } from '../morsel/order.js';
+import type { HandleTarget } from './handle.js';
 import type { Namespace } from './namespace.js';
 
 /** The default bound: enough for the working set of a busy server, ~10 MiB at most. */
 export const DEFAULT_LOOKUP_CACHE_ENTRIES = 1 << 16;
 
-/** One cached resolution, flat (one object: a hit touches as little memory as it can). */
-export interface CachedName {
-  readonly id: MorselId;
-  readonly generation: number;
-  readonly sizeBytes: number;
+/** One cached resolution: the target every handle opened through it shares, plus the caller's rights. */
+export interface CachedName extends HandleTarget {
   /**
    * R_OK | W_OK | X_OK the owning Names' (frozen) credentials hold on the
    * name, cached per credentials under the same epoch rule (chmod and chown
@@ -42,10 +38,6 @@ export interface CachedName {
    * when the entry was filled.
    */
   readonly granted: number;
-  /** the incarnation's data root, its order and its morsel-word frame, from the use that filled the entry */
-  readonly dataRoot: number;
-  readonly dataOrder: Order;
-  readonly wordFrame: number;
 }
 
 export class LookupCache {

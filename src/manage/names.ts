@@ -213,7 +213,8 @@ export class Names {
     // A pending create counted our use already (see Morsels.create); the ID is ours, fresh: no registry check.
     const d = decodeIdBits(id);
     const data = this.morsels.dataOf(d);
-    return new MorselHandle(id, this.morsels.generationOf(d.rootFrame), { read: true, write: true, execute: (mode & 0o111) !== 0 }, data.rootFrame, data.order, d.rootFrame, sizeBytes, path);
+    const target = { id, generation: this.morsels.generationOf(d.rootFrame), dataRoot: data.rootFrame, dataOrder: data.order, wordFrame: d.rootFrame, sizeBytes };
+    return new MorselHandle(target, { read: true, write: true, execute: (mode & 0o111) !== 0 }, path);
   }
 
   /**
@@ -256,7 +257,7 @@ export class Names {
     const hit = this.lookups.get(path);
     if (hit !== undefined && (hit.granted & want) === want) {
       if (this.morsels.useKnown(hit.dataRoot, hit.wordFrame, hit.generation)) {
-        return new MorselHandle(hit.id, hit.generation, rightsFor(want, hit.granted), hit.dataRoot, hit.dataOrder, hit.wordFrame, hit.sizeBytes, path);
+        return new MorselHandle(hit, rightsFor(want, hit.granted), path);
       }
       this.lookups.forget(path); // destroyed or being destroyed: the full path gives ESTALE or waits
     }
@@ -265,7 +266,7 @@ export class Names {
     checkAccess(this.cred, rec, want, 'open', path);
     const granted = grantedBits(this.cred, rec);
     const h = this.begin(rec.id, rec.generation, rightsFor(want, granted), rec.sizeBytes, path);
-    this.lookups.put(path, epoch, { id: h.id, generation: h.generation, sizeBytes: h.sizeBytes, granted, dataRoot: h.dataRoot, dataOrder: h.dataOrder, wordFrame: h.wordFrame });
+    this.lookups.put(path, epoch, { ...h.target, granted });
     return h;
   }
 
@@ -293,7 +294,8 @@ export class Names {
       this.sharing.check();
       const id = this.morsels.clone(src.id, { pending: true });
       this.sharing.wait();
-      const handle = new MorselHandle(id, this.morsels.generationOf(rootOf(id)), { read: true, write: true, execute: (mode & 0o111) !== 0 }, rootOf(id), src.dataOrder, rootOf(id), src.sizeBytes, path);
+      const target = { id, generation: this.morsels.generationOf(rootOf(id)), dataRoot: rootOf(id), dataOrder: src.dataOrder, wordFrame: rootOf(id), sizeBytes: src.sizeBytes };
+      const handle = new MorselHandle(target, { read: true, write: true, execute: (mode & 0o111) !== 0 }, path);
       try {
         const now = Date.now();
         this.ns.create(path, { kind: 'morsel', id, generation: handle.generation, sizeBytes: src.sizeBytes, uid: this.cred.uid, gid: this.cred.gid, mode, ctimeMs: now, mtimeMs: now, fixedAddress: null }, parent);
@@ -330,14 +332,15 @@ export class Names {
   /** Counts the use and builds the handle (ESTALE when the incarnation is gone). */
   private begin(id: bigint, generation: number, rights: { read: boolean; write: boolean; execute: boolean }, sizeBytes: number, path?: string): MorselHandle {
     const use = this.morsels.use(id, generation);
-    return new MorselHandle(use.d.id, generation, rights, use.data.rootFrame, use.data.order, use.d.rootFrame, sizeBytes, path);
+    return new MorselHandle({ id: use.d.id, generation, dataRoot: use.data.rootFrame, dataOrder: use.data.order, wordFrame: use.d.rootFrame, sizeBytes }, rights, path);
   }
 
   /** Gives the handle's use back; the last use of an unlinked morsel destroys it. EBADF when already closed. */
   close(h: MorselHandle): void {
-    check(h.open, 'EBADF', () => `handle ${formatHandle(h)} is closed`);
+    if (!h.open) throw new MorselError('EBADF', `handle ${formatHandle(h)} is closed`); // not check(): its message closure would be allocated per close
     h.open = false;
-    this.morsels.releaseUse(h.dataRoot, h.wordFrame, h.generation);
+    const t = h.target;
+    this.morsels.releaseUse(t.dataRoot, t.wordFrame, t.generation);
   }
 
   // --- names ---------------------------------------------------------------------
