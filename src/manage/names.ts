@@ -266,7 +266,9 @@ export class Names {
     checkAccess(this.cred, rec, want, 'open', path);
     const granted = grantedBits(this.cred, rec);
     const h = this.begin(rec.id, rec.generation, rightsFor(want, granted), rec.sizeBytes, path);
-    this.lookups.put(path, epoch, { ...h.target, granted });
+    // A literal, not a spread: a spread object keeps only 4 fields in-object, and a hit would chase its property array.
+    const t = h.target;
+    this.lookups.put(path, epoch, { id: t.id, generation: t.generation, dataRoot: t.dataRoot, dataOrder: t.dataOrder, wordFrame: t.wordFrame, sizeBytes: t.sizeBytes, granted });
     return h;
   }
 
