@@ -61,9 +61,9 @@ export function releaseShared(): void {
   collectGarbage();
 }
 
-/** A pre-faulted persistent region file in os.tmpdir(); `dispose` closes and deletes it. */
-export function persistentMemory(bytes: number): { memory: Memory; path: string; prefaultNs: number; dispose: () => void } {
-  const dir = fs.mkdtempSync(join(os.tmpdir(), 'morsel-bench-'));
+/** A pre-faulted persistent region file in `parent` (default os.tmpdir()); `dispose` closes and deletes it. */
+export function persistentMemory(bytes: number, parent: string = os.tmpdir()): { memory: Memory; path: string; prefaultNs: number; dispose: () => void } {
+  const dir = fs.mkdtempSync(join(parent, 'morsel-bench-'));
   const path = join(dir, 'bench.region');
   const size = Math.ceil(bytes / (4 * MiB)) * 4 * MiB;
   const memory = Memory.create(path, size, { force: true });

@@ -11,8 +11,8 @@ import { save } from '../src/serial/save.js';
 import { load } from '../src/serial/load.js';
 import { PMap } from '../src/serial/pmap.js';
 import { bytesSource, fileSink, fileSource, memorySink } from '../src/serial/streams.js';
-import { CRC_BYTES, FIXED_HEADER_BYTES, IMAGE_VERSION, TRAILER_BYTES, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader } from '../src/serial/format.js';
-import { crc32c } from '@node-rs/crc32';
+import { IMAGE_VERSION, TRAILER_BYTES, type ImageHeader } from '../src/serial/format.js';
+import { imageOf, partsOf } from './serial-helpers.js';
 import { freeFrames, takeAll, tempDir } from './helpers.js';
 
 const MORSEL = fileURLToPathSafe(new URL('../../bin/morsel.js', import.meta.url));
@@ -194,14 +194,8 @@ test('names: --name overrides, an existing name is EEXIST, a handle image needs 
 
 /** A well-formed image of `header` with one chunk holding `pages` (the first header.populatedPages pages). */
 function craft(header: ImageHeader, pages: Uint8Array): Uint8Array {
-  const h = { ...header, runCount: header.populatedPages === 0 ? 0 : 1, chunkPages: Math.max(1, header.populatedPages) };
-  const head = encodeHeader(h);
-  const map = encodeMap({ runs: h.runCount === 0 ? [] : [{ firstPage: 0, pageCount: h.populatedPages }], leaves: [] });
-  const crc = new Uint8Array(CRC_BYTES);
-  new DataView(crc.buffer).setUint32(0, crc32c(pages), true);
-  const chunks = h.populatedPages === 0 ? 0 : 1;
-  const trailer = encodeTrailer({ populatedPages: h.populatedPages, chunkCount: chunks, headerCrc: storedCrc(head), mapCrc: storedCrc(map), chunksCrc: chunks === 0 ? 0 : foldCrc(0, crc32c(pages)) });
-  return Buffer.concat(chunks === 0 ? [head, map, trailer] : [head, map, pages, crc, trailer]);
+  const runs = header.populatedPages === 0 ? [] : [{ firstPage: 0, pageCount: header.populatedPages }];
+  return imageOf({ ...header, chunkPages: Math.max(1, header.populatedPages) }, { runs, leaves: [] }, pages);
 }
 
 test('bad input: not an image, other version, truncated, trailing bytes, no room, unmappable address: typed errors, allocator unchanged', async () => {
@@ -223,9 +217,21 @@ test('bad input: not an image, other version, truncated, trailing bytes, no room
   await expectFail(other, ['EVERSION']);
   await expectFail(image.subarray(0, image.length - 1), ['ECORRUPT']);
   await expectFail(Buffer.concat([image, new Uint8Array(1)]), ['ECORRUPT']);
-  const base = { order: 1 as const, sizeBytes: 2 * MiB, fixedAddress: null, name: null, huge: false, populatedPages: 1, runCount: 1, leafCount: 0, chunkPages: 1 };
+  const base = { version: IMAGE_VERSION, order: 1 as const, sizeBytes: 2 * MiB, fixedAddress: null, name: null, huge: false, populatedPages: 1, runCount: 1, leafCount: 0, chunkPages: 1 };
   assert.equal((await load(m, bytesSource(craft(base, pattern(PAGE_SIZE, 2))), { name: '/crafted' })).pages, 1, 'the crafted image is valid');
   m.names.unlink('/crafted');
+  for (const version of [1, 2]) {
+    // Older layouts (each chunk's checksum after it, data unaligned) still load, and are checked as strictly.
+    const old = craft({ ...base, version }, pattern(PAGE_SIZE, 2));
+    await load(m, bytesSource(old), { name: '/crafted' });
+    const loaded = m.names.open('/crafted');
+    assert.deepEqual(m.names.read(loaded, 0, PAGE_SIZE), pattern(PAGE_SIZE, 2), `version ${version} data`);
+    m.names.close(loaded);
+    m.names.unlink('/crafted');
+    const flipped = old.slice();
+    flipped[old.length - TRAILER_BYTES - 2] ^= 1; // the chunk's checksum
+    await expectFail(flipped, ['ECORRUPT']);
+  }
   const pages = 5000; // 20 MiB of pages: more than the 16 MiB region holds
   await expectFail(craft({ ...base, order: 2, sizeBytes: 2 ** 30, populatedPages: pages }, new Uint8Array(pages * PAGE_SIZE)), ['ENOSPC']);
   await expectFail(craft({ ...base, fixedAddress: 2 ** 53 }, pattern(PAGE_SIZE, 2)), ['ECORRUPT']); // beyond every address space (and JS numbers)
@@ -239,9 +245,10 @@ test('fuzz: truncations and bit flips anywhere give ECORRUPT/EVERSION and return
   for (const o of [0, PAGE_SIZE, 2 * PAGE_SIZE, 40 * PAGE_SIZE, 41 * PAGE_SIZE, 300 * PAGE_SIZE]) m.names.write(h, o, pattern(PAGE_SIZE, o));
   m.names.close(h);
   const image = await saveBytes(m, '/f', 2); // 3 runs, 3 chunks
-  const headerEnd = FIXED_HEADER_BYTES + '/f'.length + CRC_BYTES;
+  const { headerBytes, mapEnd, dataStart } = partsOf(image);
+  assert.equal(dataStart % PAGE_SIZE, 0, 'the data starts page-aligned');
   const free = freeFrames(m);
-  const regions = { header: [0, headerEnd], map: [headerEnd, headerEnd + 3 * 16 + CRC_BYTES], data: [headerEnd + 3 * 16 + CRC_BYTES, image.length - TRAILER_BYTES], trailer: [image.length - TRAILER_BYTES, image.length] };
+  const regions = { header: [0, headerBytes], map: [headerBytes, mapEnd], padding: [mapEnd, dataStart], data: [dataStart, image.length - TRAILER_BYTES], trailer: [image.length - TRAILER_BYTES, image.length] };
   const flip = fc.tuple(fc.constantFrom(...Object.values(regions)), fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }), fc.integer({ min: 0, max: 7 })).map(([[a, b], at, bit]) => {
     const bytes = image.slice();
     bytes[a + Math.floor(at * (b - a))] ^= 1 << bit;
@@ -343,4 +350,35 @@ test('file sources (reads straight into frames): truncated or flipped images are
   }
   fs.rmSync(dir, { recursive: true, force: true });
   m.close();
+});
+
+test('a file save sends the data with direct I/O where it can (page-aligned frames of a mapped region, a file system with O_DIRECT), else buffered: the same image bytes either way, and it loads', async () => {
+  const dir = tempDir('serial-direct-');
+  const supportsDirect = ((): boolean => {
+    const probe = path.join(dir, 'probe');
+    fs.writeFileSync(probe, '');
+    try {
+      fs.closeSync(fs.openSync(probe, fs.constants.O_WRONLY | (fs.constants.O_DIRECT ?? 0)));
+      return fs.constants.O_DIRECT !== undefined;
+    } catch {
+      return false;
+    }
+  })();
+  for (const [kind, m] of [['file-backed', Memory.create(path.join(dir, 'r'), 32 * MiB)], ['volatile', Memory.volatile(32 * MiB)]] as const) {
+    const h = m.names.create('/d', { sizeBytes: 3 * MiB + 5 * PAGE_SIZE });
+    m.names.write(h, 0, pattern(3 * MiB, 7));
+    m.names.write(h, 3 * MiB + 4 * PAGE_SIZE, pattern(PAGE_SIZE, 8)); // a second run: the data after it stays aligned
+    m.names.close(h);
+    const file = path.join(dir, `${kind}.img`);
+    const result = await save(m, '/d', fileSink(file), { chunkPages: 256 });
+    if (kind === 'file-backed') assert.equal(result.directIo, supportsDirect, 'a mapped region sends its frames with direct I/O when the file system has it');
+    const inMemory = memorySink();
+    await save(m, '/d', inMemory, { chunkPages: 256 });
+    assert.deepEqual(new Uint8Array(fs.readFileSync(file)), inMemory.bytes(), `${kind}: the file holds the same image (direct: ${result.directIo})`);
+    const src = fileSource(file);
+    await load(m, src, { name: '/back' });
+    src.close();
+    assert.deepEqual(readAll(m, '/back'), readAll(m, '/d'));
+    m.close();
+  }
 });

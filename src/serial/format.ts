@@ -6,16 +6,24 @@
  *
  *   header   FIXED_HEADER_BYTES fields, the name (UTF-8), crc32c of all before
  *   map      runCount x (firstPage f64, pageCount f64), leafCount x
- *            firstPage f64 (the 2 MiB leaves, version 2), crc32c of both
+ *            firstPage f64 (the 2 MiB leaves, version 2), chunkCount x
+ *            crc32c of each data chunk (version 3), crc32c of all three;
+ *            then zeros up to the next DATA_ALIGN_BYTES boundary of the file
+ *            (version 3)
  *   data     the populated pages in virtual order, in chunks of chunkPages
- *            pages, each chunk followed by the crc32c of its bytes
+ *            pages (versions 1-2: each chunk followed by the crc32c of its bytes)
  *   trailer  TRAILER_MAGIC, populatedPages, chunkCount, the crc32c of the
  *            header, of the map and of all chunk checksums, crc32c of the trailer
+ *
+ * Version 3 moved the chunk checksums into the map so that the data is one
+ * aligned, contiguous range of pages: a file writer can send it from the
+ * frames with direct I/O (O_DIRECT: page-aligned memory, offsets and
+ * lengths), past the page cache.
  *
  * Decoding validates every field before anything is allocated: ECORRUPT for
  * damage, EVERSION for a version (or flag) this code does not know.
  * Version 2 added the huge policy flag and the leaf list; version 1 images
- * (no leaves, no policy) are still read.
+ * (no leaves, no policy) are still read, as are version 2 ones.
  */
 import { crc32c } from '@node-rs/crc32';
 import { MorselError, check } from '../errors.js';
@@ -26,9 +34,13 @@ import { MiB, PAGE_SIZE } from '../units.js';
 
 export const IMAGE_MAGIC = 'MORSELIM';
 export const TRAILER_MAGIC = 'MORSLEND';
-export const IMAGE_VERSION = 2;
+export const IMAGE_VERSION = 3;
 /** The first version with the huge policy flag and the leaf list; older ones are read too. */
 const HUGE_VERSION = 2;
+/** The first version with the chunk checksums in the map and page-aligned data. */
+export const ALIGNED_VERSION = 3;
+/** Version 3 data starts at a multiple of this file offset (direct I/O's alignment: one page). */
+export const DATA_ALIGN_BYTES = PAGE_SIZE;
 const OLDEST_VERSION = 1;
 const MAGIC_BYTES = 8;
 /** Bytes of the header's fixed fields (the name and the checksum follow). */
@@ -52,6 +64,8 @@ export const FLAG_HUGE = 4; // the morsel's huge-page policy (version 2)
 const knownFlags = (version: number): number => FLAG_FIXED | FLAG_NAMED | (version >= HUGE_VERSION ? FLAG_HUGE : 0);
 
 export interface ImageHeader {
+  /** the format version the image is written in (writers: IMAGE_VERSION) */
+  version: number;
   order: Order;
   /** logical byte size (a name's or meta morsel's size, else the order's span) */
   sizeBytes: number;
@@ -73,21 +87,38 @@ export interface PageRun {
   pageCount: number;
 }
 
-/** The populated surface: runs of pages, and the first pages of the 2 MiB leaves among them (ascending). */
+/**
+ * The populated surface: runs of pages, and the first pages of the 2 MiB
+ * leaves among them (ascending); from version 3 the data chunks' checksums
+ * (null before: each follows its chunk).
+ */
 export interface ImageMap {
   runs: PageRun[];
   leaves: number[];
+  chunkCrcs: Uint32Array | null;
 }
 
 export const chunkCountOf = (h: { populatedPages: number; chunkPages: number }): number => Math.ceil(h.populatedPages / h.chunkPages);
 export const pagesOfOrder = (order: Order): number => orderBytes(order) / PAGE_SIZE;
 
-/** Bytes of the map (runs, leaves, checksum). */
-export const mapBytes = (h: { runCount: number; leafCount: number }): number => h.runCount * RUN_BYTES + h.leafCount * LEAF_BYTES + CRC_BYTES;
+type MapShape = Pick<ImageHeader, 'version' | 'runCount' | 'leafCount' | 'populatedPages' | 'chunkPages'>;
+
+/** Bytes of the chunk checksum table in the map (version 3), else 0. */
+const crcTableBytes = (h: MapShape): number => (h.version >= ALIGNED_VERSION ? chunkCountOf(h) * CRC_BYTES : 0);
+
+/** Bytes of the map (runs, leaves, version 3's chunk checksums, checksum). */
+export const mapBytes = (h: MapShape): number => h.runCount * RUN_BYTES + h.leafCount * LEAF_BYTES + crcTableBytes(h) + CRC_BYTES;
+
+/** Zero bytes between the map's end (file offset `headBytes`) and the data: up to the next DATA_ALIGN_BYTES boundary from version 3. */
+export const dataPadBytes = (h: Pick<ImageHeader, 'version'>, headBytes: number): number => (h.version >= ALIGNED_VERSION ? (DATA_ALIGN_BYTES - (headBytes % DATA_ALIGN_BYTES)) % DATA_ALIGN_BYTES : 0);
+
+/** Bytes after each data chunk: its checksum before version 3, nothing since (it is in the map). */
+export const chunkTailBytes = (h: Pick<ImageHeader, 'version'>): number => (h.version >= ALIGNED_VERSION ? 0 : CRC_BYTES);
 
 /** Total image bytes for a header (what a file of this image must measure). */
 export function imageBytes(h: ImageHeader, headerBytes: number): number {
-  return headerBytes + mapBytes(h) + h.populatedPages * PAGE_SIZE + chunkCountOf(h) * CRC_BYTES + TRAILER_BYTES;
+  const head = headerBytes + mapBytes(h);
+  return head + dataPadBytes(h, head) + h.populatedPages * PAGE_SIZE + chunkCountOf(h) * chunkTailBytes(h) + TRAILER_BYTES;
 }
 
 function putMagic(bytes: Uint8Array, at: number, magic: string): void {
@@ -108,7 +139,8 @@ export function encodeHeader(h: ImageHeader): Uint8Array {
   const bytes = new Uint8Array(FIXED_HEADER_BYTES + name.length + CRC_BYTES);
   const v = viewOf(bytes);
   putMagic(bytes, 0, IMAGE_MAGIC);
-  v.setUint32(8, IMAGE_VERSION, true);
+  check(h.version >= OLDEST_VERSION && h.version <= IMAGE_VERSION, 'EVERSION', () => `cannot write image version ${h.version}`);
+  v.setUint32(8, h.version, true);
   v.setUint32(12, bytes.length, true);
   v.setUint8(16, h.order);
   v.setUint8(17, (h.fixedAddress !== null ? FLAG_FIXED : 0) | (h.name !== null ? FLAG_NAMED : 0) | (h.huge ? FLAG_HUGE : 0));
@@ -178,7 +210,7 @@ export function decodeHeader(bytes: Uint8Array): ImageHeader {
     const path = decodeName(bytes.subarray(FIXED_HEADER_BYTES, FIXED_HEADER_BYTES + nameBytes));
     name = { path, mode: v.getUint32(20, true), uid: v.getUint32(24, true), gid: v.getUint32(28, true), mtimeMs: v.getFloat64(72, true) };
   }
-  return { order: order as Order, sizeBytes, fixedAddress: fixed, name, huge, populatedPages, runCount, leafCount, chunkPages };
+  return { version, order: order as Order, sizeBytes, fixedAddress: fixed, name, huge, populatedPages, runCount, leafCount, chunkPages };
 }
 
 function decodeName(bytes: Uint8Array): string {
@@ -189,10 +221,11 @@ function decodeName(bytes: Uint8Array): string {
   }
 }
 
-/** The map bytes (runs, leaves, checksum). */
+/** The map bytes (runs, leaves, the chunk checksums when the map has them, checksum). */
 export function encodeMap(map: ImageMap): Uint8Array {
-  const { runs, leaves } = map;
-  const body = mapBytes({ runCount: runs.length, leafCount: leaves.length }) - CRC_BYTES;
+  const { runs, leaves, chunkCrcs } = map;
+  const tableAt = runs.length * RUN_BYTES + leaves.length * LEAF_BYTES;
+  const body = tableAt + (chunkCrcs === null ? 0 : chunkCrcs.length * CRC_BYTES);
   const bytes = new Uint8Array(body + CRC_BYTES);
   const v = viewOf(bytes);
   runs.forEach((r, i) => {
@@ -200,6 +233,7 @@ export function encodeMap(map: ImageMap): Uint8Array {
     v.setFloat64(i * RUN_BYTES + 8, r.pageCount, true);
   });
   leaves.forEach((page, i) => v.setFloat64(runs.length * RUN_BYTES + i * LEAF_BYTES, page, true));
+  chunkCrcs?.forEach((crc, i) => v.setUint32(tableAt + i * CRC_BYTES, crc, true));
   v.setUint32(body, crc32c(bytes.subarray(0, body)), true);
   return bytes;
 }
@@ -228,7 +262,16 @@ export function decodeMap(bytes: Uint8Array, h: ImageHeader): ImageMap {
     pages += pageCount;
   }
   check(pages === h.populatedPages, 'ECORRUPT', () => `page map holds ${pages} pages, the header says ${h.populatedPages}`);
-  return { runs, leaves: decodeLeaves(v, h, runs) };
+  return { runs, leaves: decodeLeaves(v, h, runs), chunkCrcs: decodeCrcTable(v, h) };
+}
+
+/** Version 3's chunk checksums after the leaves (covered by the map's checksum), else null. */
+function decodeCrcTable(v: DataView, h: ImageHeader): Uint32Array | null {
+  if (h.version < ALIGNED_VERSION) return null;
+  const at = h.runCount * RUN_BYTES + h.leafCount * LEAF_BYTES;
+  const crcs = new Uint32Array(chunkCountOf(h));
+  for (let i = 0; i < crcs.length; i++) crcs[i] = v.getUint32(at + i * CRC_BYTES, true);
+  return crcs;
 }
 
 /** The leaf list after the runs: ascending 2 MiB-aligned first pages, each leaf's pages inside one run. */

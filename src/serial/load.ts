@@ -27,7 +27,7 @@ import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Region } from '../physical/region.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { CRC_BYTES, FIXED_HEADER_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
+import { FIXED_HEADER_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, chunkTailBytes, dataPadBytes, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
 import { frameViews, type SerialResult } from './save.js';
 import { hostError, type ImageSource } from './streams.js';
 
@@ -59,7 +59,7 @@ async function readExact(source: ImageSource, n: number, what: string): Promise<
   return bytes;
 }
 
-/** Reads and verifies the header and map. */
+/** Reads and verifies the header and map, and the zero padding before the data (version 3). */
 async function readHead(source: ImageSource): Promise<Head> {
   const fixed = await source.read(FIXED_HEADER_BYTES);
   const length = headerLength(fixed);
@@ -70,7 +70,9 @@ async function readHead(source: ImageSource): Promise<Head> {
   const header = decodeHeader(headerBytes);
   const mapRaw = await readExact(source, mapBytes(header), 'the page map');
   const map = decodeMap(mapRaw, header);
-  return { header, map, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapRaw), headBytes: length + mapRaw.length };
+  const pad = await readExact(source, dataPadBytes(header, length + mapRaw.length), 'the padding before the data');
+  check(pad.every((b) => b === 0), 'ECORRUPT', 'the padding before the data is not zero');
+  return { header, map, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapRaw), headBytes: length + mapRaw.length + pad.length };
 }
 
 /**
@@ -289,7 +291,7 @@ function checkNameFree(memory: Memory, path: string): void {
   throw new MorselError('EEXIST', `${path} exists`);
 }
 
-/** One chunk on its way in: its frames, where its checksum lands, and the read. */
+/** One chunk on its way in: its frames, where its trailing checksum lands (versions 1-2; empty since), and the read. */
 interface Incoming {
   frames: Frame[];
   crcBytes: Uint8Array;
@@ -301,19 +303,19 @@ interface Incoming {
  * Starts reading chunk `c`: straight into freshly allocated frames when the
  * source can scatter (files), else into a buffer copied in later.
  */
-function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: number): Incoming {
+function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: number, tailBytes: number): Incoming {
   const frames = builder.allocate(n);
-  const crcBytes = new Uint8Array(CRC_BYTES);
+  const crcBytes = new Uint8Array(tailBytes);
   let done: Promise<Uint8Array | null>;
   if (source.readInto !== undefined) {
     const parts = frameViews(builder.region, frames, 0, n);
-    parts.push(crcBytes);
+    if (tailBytes > 0) parts.push(crcBytes);
     done = source.readInto(parts).then((got) => {
-      check(got === n * PAGE_SIZE + CRC_BYTES, 'ECORRUPT', () => `truncated image: chunk ${c} ends after ${got} bytes`);
+      check(got === n * PAGE_SIZE + tailBytes, 'ECORRUPT', () => `truncated image: chunk ${c} ends after ${got} bytes`);
       return null;
     });
   } else {
-    done = readExact(source, n * PAGE_SIZE + CRC_BYTES, `chunk ${c}`);
+    done = readExact(source, n * PAGE_SIZE + tailBytes, `chunk ${c}`);
   }
   done.catch(() => {}); // awaited later; never an unhandled rejection meanwhile
   return { frames, crcBytes, done };
@@ -327,17 +329,19 @@ function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: num
 async function readData(source: ImageSource, head: Head, builder: TreeBuilder, onProgress?: (done: number, total: number) => void): Promise<number> {
   const h = head.header;
   const chunkCount = chunkCountOf(h);
+  const tailBytes = chunkTailBytes(h);
+  const crcOf = (c: number, tail: Uint8Array): number => head.map.chunkCrcs?.[c] ?? storedCrc(tail);
   const pagesIn = (c: number): number => Math.min(h.chunkPages, h.populatedPages - c * h.chunkPages);
   const total = h.populatedPages * PAGE_SIZE;
   let next: Incoming | null = null;
   let chunksCrc = 0;
   try {
-    next = chunkCount > 0 ? startChunk(source, builder, pagesIn(0), 0) : null;
+    next = chunkCount > 0 ? startChunk(source, builder, pagesIn(0), 0, tailBytes) : null;
     for (let c = 0; c < chunkCount; c++) {
       const cur: Incoming = next!;
       const copy = await cur.done;
       next = null;
-      next = c + 1 < chunkCount ? startChunk(source, builder, pagesIn(c + 1), c + 1) : null;
+      next = c + 1 < chunkCount ? startChunk(source, builder, pagesIn(c + 1), c + 1, tailBytes) : null;
       const n = pagesIn(c);
       if (copy !== null) {
         builder.fill(cur.frames, copy);
@@ -345,7 +349,7 @@ async function readData(source: ImageSource, head: Head, builder: TreeBuilder, o
       }
       let crc = 0;
       for (const part of frameViews(builder.region, cur.frames, 0, n)) crc = crc32c(part, crc);
-      check(crc === storedCrc(cur.crcBytes), 'ECORRUPT', () => `chunk ${c} checksum mismatch`);
+      check(crc === crcOf(c, cur.crcBytes), 'ECORRUPT', () => `chunk ${c} checksum mismatch`);
       builder.link(cur.frames);
       chunksCrc = foldCrc(chunksCrc, crc);
       onProgress?.(Math.min(total, (c * h.chunkPages + n) * PAGE_SIZE), total);
@@ -357,5 +361,5 @@ async function readData(source: ImageSource, head: Head, builder: TreeBuilder, o
   const trailer = await readExact(source, TRAILER_BYTES, 'the trailer');
   checkTrailer(trailer, { populatedPages: h.populatedPages, chunkCount, headerCrc: head.headerCrc, mapCrc: head.mapCrc, chunksCrc });
   check((await source.read(1)).length === 0, 'ECORRUPT', 'bytes after the trailer: not one image');
-  return total + chunkCount * CRC_BYTES + TRAILER_BYTES;
+  return total + chunkCount * tailBytes + TRAILER_BYTES;
 }

@@ -13,7 +13,7 @@ import type { Region } from '../physical/region.js';
 import { HUGE_FRAMES, isLeafEntry, levelSpan, type Walker } from '../paging/walk.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { CRC_BYTES, DEFAULT_CHUNK_PAGES, chunkCountOf, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { DEFAULT_CHUNK_PAGES, IMAGE_VERSION, chunkCountOf, dataPadBytes, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
 import { hostError, type ImageSink } from './streams.js';
 
 /** A consistent view of one morsel's populated pages for as long as it is open. */
@@ -120,6 +120,8 @@ export interface SerialResult {
   pages: number;
   seconds: number;
   bytesPerSecond: number;
+  /** save: whether the data went to the file with direct I/O (past the page cache; see fileSink) */
+  directIo?: boolean;
 }
 
 export interface SaveOptions {
@@ -136,7 +138,7 @@ export async function save(memory: Memory, target: string | MorselRef, sink: Ima
     const bytes = await writeImage(src, sink, opts.chunkPages ?? DEFAULT_CHUNK_PAGES, opts.onProgress);
     await sink.commit();
     const seconds = (performance.now() - started) / 1000;
-    return { bytes, pages: src.pages.length, seconds, bytesPerSecond: bytes / seconds };
+    return { bytes, pages: src.pages.length, seconds, bytesPerSecond: bytes / seconds, directIo: sink.directIo?.() ?? false };
   } catch (e) {
     sink.abort();
     throw hostError(e, 'save failed');
@@ -146,30 +148,34 @@ export async function save(memory: Memory, target: string | MorselRef, sink: Ima
 }
 
 /**
- * Writes the whole image of `src`: header and map in one write, then per
- * chunk one gather write of the frames themselves (views of the region, no
- * copy) and its checksum; the next chunk is checksummed while the current
- * one is being written. Returns the image's byte count.
+ * Writes the whole image of `src`: the chunk checksums first (a pass over
+ * the snapshot's frames: they go in the map), then header, map and the
+ * padding to the aligned data in one write, then per chunk one gather write
+ * of the frames themselves (views of the region, no copy, the next chunk's
+ * views built while one is written), then the trailer. Returns the image's
+ * byte count.
  */
 async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: number, onProgress?: (done: number, total: number) => void): Promise<number> {
   const runs = runsOf(src.pages);
-  const header = encodeHeader({ ...src.morsel, populatedPages: src.pages.length, runCount: runs.length, leafCount: src.leaves.length, chunkPages });
-  const map = encodeMap({ runs, leaves: src.leaves });
-  await sink.write([header, map]);
-  const chunkCount = chunkCountOf({ populatedPages: src.pages.length, chunkPages });
+  const shape = { version: IMAGE_VERSION, populatedPages: src.pages.length, chunkPages };
+  const chunkCount = chunkCountOf(shape);
+  const chunkCrcs = new Uint32Array(chunkCount);
+  let chunksCrc = 0;
+  for (let c = 0; c < chunkCount; c++) {
+    const first = c * chunkPages;
+    for (const part of frameViews(src.region, src.frames, first, Math.min(chunkPages, src.pages.length - first))) chunkCrcs[c] = crc32c(part, chunkCrcs[c]);
+    chunksCrc = foldCrc(chunksCrc, chunkCrcs[c]);
+  }
+  const header = encodeHeader({ ...src.morsel, ...shape, runCount: runs.length, leafCount: src.leaves.length });
+  const map = encodeMap({ runs, leaves: src.leaves, chunkCrcs });
+  const pad = new Uint8Array(dataPadBytes(shape, header.length + map.length));
+  await sink.write([header, map, pad]);
   const dataBytes = src.pages.length * PAGE_SIZE;
   let inFlight: Promise<void> = Promise.resolve();
-  let chunksCrc = 0;
   for (let c = 0; c < chunkCount; c++) {
     const first = c * chunkPages;
     const n = Math.min(chunkPages, src.pages.length - first);
     const parts = frameViews(src.region, src.frames, first, n);
-    let crc = 0;
-    for (const part of parts) crc = crc32c(part, crc);
-    const crcBytes = new Uint8Array(CRC_BYTES);
-    new DataView(crcBytes.buffer).setUint32(0, crc, true);
-    parts.push(crcBytes);
-    chunksCrc = foldCrc(chunksCrc, crc);
     await inFlight;
     inFlight = sink.write(parts);
     inFlight.catch(() => {}); // awaited on the next turn or below
@@ -178,7 +184,7 @@ async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: numb
   await inFlight;
   const trailer = encodeTrailer({ populatedPages: src.pages.length, chunkCount, headerCrc: storedCrc(header), mapCrc: storedCrc(map), chunksCrc });
   await sink.write([trailer]);
-  return header.length + map.length + dataBytes + chunkCount * CRC_BYTES + trailer.length;
+  return header.length + map.length + pad.length + dataBytes + trailer.length;
 }
 
 /** Views of frames[first, first + n) in the region, one per run of consecutive frames in one window. */
