@@ -113,7 +113,15 @@ function diskWriteDirect(file: string, bytes: number, parts: Uint8Array[]): bool
     return false;
   }
   const per = parts.reduce((n, p) => n + p.length, 0);
-  for (let done = 0; done < bytes; done += per) fs.writevSync(fd, parts, done);
+  for (let done = 0; done < bytes; done += per) {
+    let rest = Math.ceil(Math.min(per, bytes - done) / PAGE_SIZE) * PAGE_SIZE; // the last write: only what is left, in whole pages
+    const take = parts.map((p) => {
+      const n = Math.min(p.length, rest);
+      rest -= n;
+      return p.subarray(0, n);
+    });
+    fs.writevSync(fd, take.filter((p) => p.length > 0), done);
+  }
   commitFile(fd, tmp, file);
   return true;
 }
