@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
-import { mapFile, syncFile, adviseFile, liveMappings, mapFd, lockByte, lockConflicts, reserveFile, EXCLUSIVE, SHARED, UNLOCK } from '../src/physical/native.js';
+import { mapFile, syncFile, adviseFile, liveMappings, mapFd, lockByte, lockConflicts, reserveFile, zeroBytes, EXCLUSIVE, SHARED, UNLOCK } from '../src/physical/native.js';
 import { isMorselError } from '../src/errors.js';
 import type { WorkerRequest } from './native-worker.js';
 import { tempDir } from './helpers.js';
@@ -250,4 +250,17 @@ test('mapFd read-only, reserveFile, and typed errors for bad fds', () => {
     new Int32Array(native.mapFd(fd, 4096, false))[0] = 1;
   `);
   assert.equal(r.signal, 'SIGSEGV');
+});
+
+test('zeroBytes zeroes exactly the range of a view (SharedArrayBuffer or ArrayBuffer) and refuses one outside it', () => {
+  for (const buf of [new SharedArrayBuffer(3 * 4096), new ArrayBuffer(3 * 4096)]) {
+    new Uint8Array(buf).fill(7);
+    const view = new Uint8Array(buf, 4096, 2 * 4096);
+    assert.equal(zeroBytes(view, 100, 5000), true);
+    assert.deepEqual([view[99], view[100], view[5099], view[5100]], [7, 0, 0, 7]);
+    assert.equal(view.subarray(100, 5100).every((b) => b === 0), true);
+    assert.throws(() => zeroBytes(view, 4096, 4097), /ERANGE/);
+    assert.throws(() => zeroBytes(view, -1, 1), /ERANGE/);
+    assert.equal(new Uint8Array(buf).filter((b) => b === 0).length, 5000, 'offsets are the view\'s: nothing outside the range touched');
+  }
 });

@@ -532,6 +532,25 @@ void SumInt32(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<int32_t>(a + b + c + d));
 }
 
+// zeroBytes(view, byteOffset, byteLength): memset of the range of a
+// typed-array view (of a SharedArrayBuffer or an ArrayBuffer) to zero. The
+// region zeroes fresh frames with it: a native memset runs at the host's
+// clear-page speed, 2-3x TypedArray.set of a zero page from JavaScript. The
+// caller owns the range (a frame nobody else can reach yet).
+void ZeroBytes(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  if (args.Length() < 3 || !args[0]->IsArrayBufferView() || !args[1]->IsNumber() || !args[2]->IsNumber())
+    return Throw(iso, EINVAL, "zeroBytes", "expects (view, byteOffset, byteLength)");
+  Local<v8::ArrayBufferView> view = args[0].As<v8::ArrayBufferView>();
+  double off = args[1].As<v8::Number>()->Value();
+  double len = args[2].As<v8::Number>()->Value();
+  double size = static_cast<double>(view->ByteLength());
+  if (!(off >= 0 && len >= 0 && off == std::floor(off) && len == std::floor(len) && off <= size && len <= size - off))
+    return Throw(iso, ERANGE, "zeroBytes", "range outside the view");
+  std::shared_ptr<v8::BackingStore> store = view->Buffer()->GetBackingStore();
+  memset(static_cast<char*>(store->Data()) + view->ByteOffset() + static_cast<size_t>(off), 0, static_cast<size_t>(len));
+}
+
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(g_live.load()));
 }
@@ -563,4 +582,5 @@ NODE_MODULE_INIT() {
   Export(context, exports, "forkCost", ForkCost);
   Export(context, exports, "hostMapCost", HostMapCost);
   Export(context, exports, "sumInt32", SumInt32);
+  Export(context, exports, "zeroBytes", ZeroBytes);
 }
