@@ -547,8 +547,8 @@ void ZeroBytes(const FunctionCallbackInfo<Value>& args) {
   double size = static_cast<double>(view->ByteLength());
   if (!(off >= 0 && len >= 0 && off == std::floor(off) && len == std::floor(len) && off <= size && len <= size - off))
     return Throw(iso, ERANGE, "zeroBytes", "range outside the view");
-  std::shared_ptr<v8::BackingStore> store = view->Buffer()->GetBackingStore();
-  memset(static_cast<char*>(store->Data()) + view->ByteOffset() + static_cast<size_t>(off), 0, static_cast<size_t>(len));
+  // Buffer()->Data(), not GetBackingStore(): no shared_ptr per call (the view keeps the buffer alive).
+  memset(static_cast<char*>(view->Buffer()->Data()) + view->ByteOffset() + static_cast<size_t>(off), 0, static_cast<size_t>(len));
 }
 
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
