@@ -308,6 +308,12 @@ export class Usage {
     const k = entryKey(key);
     const out: [number, number][] = [];
     for (let lane = 0; lane < USAGE_LANES; lane++) {
+      if (s === this.region.userSlot && lane === this.lane) {
+        const leaf = this.myLeaf(k, false); // our own lane's tables, cached (see leafCache)
+        const lo = leaf === null ? 0 : this.region.loadLo(leaf, k % ENTRIES_PER_TABLE);
+        if (isPresent(lo)) out.push([lo, this.region.loadHi(leaf!, k % ENTRIES_PER_TABLE)]);
+        continue;
+      }
       const field = SLOT_USAGE_ROOTS[lane];
       const root = this.region.loadSlotRoot(s, field);
       if (root === 0) continue;
