@@ -80,16 +80,19 @@ export class Usage {
   private readonly pid0: number;
 
   /**
-   * This thread's lane's leaf tables by leaf index (key / 512; 0 = not
-   * looked up), valid for the slot leafSlot while the lane's registry root
-   * is leafRoot. A registry's tables are freed only after its root is
-   * unlinked (dropRegistry: this process's close, which reaps PENDING
-   * morsels afterwards, or a reap of the slot after this process died), so
-   * checking the root on every use keeps a cached leaf from outliving its table.
+   * Per lane of our slot, its leaf tables by leaf index (key / 512; 0 = not
+   * looked up; allocated on the lane's first use), valid for the slot
+   * leafSlot while the lane's registry root is leafRoots[lane]. A
+   * registry's tables are freed only after its root is unlinked
+   * (dropRegistry: this process's close, which reaps PENDING morsels
+   * afterwards, or a reap of the slot after this process died), so checking
+   * the root on every use keeps a cached leaf from outliving its table.
+   * Sums read every lane: lanes that exited threads left behind cost a root
+   * load and a cache hit, not a walk.
    */
-  private readonly leafCache: Int32Array;
+  private readonly leafCaches: (Int32Array | null)[] = new Array<Int32Array | null>(USAGE_LANES).fill(null);
+  private readonly leafRoots = new Int32Array(USAGE_LANES);
   private leafSlot = -1;
-  private leafRoot = 0;
 
   constructor(
     private readonly region: Region,
@@ -99,23 +102,34 @@ export class Usage {
     const usersFrame = metaLayout(region.frameCount).usersFrame as Frame;
     this.slotWords = region.words(usersFrame);
     this.pid0 = region.wordIndex(usersFrame, SLOT_PID);
-    this.leafCache = new Int32Array(Math.ceil(region.frameCount / ENTRIES_PER_TABLE));
   }
 
   /** The leaf table of this thread's lane holding `key` (built when `create`; null if absent), cached. */
   private myLeaf(key: number, create: boolean): Frame | null {
+    return this.laneLeaf(this.lane, key, create);
+  }
+
+  /** The leaf table of lane `lane` of our slot holding `key` (built when `create`; null if absent), cached (leafCaches). */
+  private laneLeaf(lane: number, key: number, create: boolean): Frame | null {
     const slot = this.ownSlot();
-    const root = this.region.loadSlotRoot(slot, SLOT_USAGE_ROOTS[this.lane]);
-    if (this.leafSlot !== slot || this.leafRoot !== root) {
-      this.leafCache.fill(0);
+    const root = this.region.loadSlotRoot(slot, SLOT_USAGE_ROOTS[lane]) | 0;
+    if (this.leafSlot !== slot) {
+      this.leafCaches.fill(null);
+      this.leafRoots.fill(0);
       this.leafSlot = slot;
-      this.leafRoot = root;
+    }
+    if (root === 0 && !create) return null; // no registry in this lane
+    let cache = this.leafCaches[lane];
+    if (cache === null) cache = this.leafCaches[lane] = new Int32Array(Math.ceil(this.region.frameCount / ENTRIES_PER_TABLE));
+    if (this.leafRoots[lane] !== root) {
+      cache.fill(0);
+      this.leafRoots[lane] = root;
     }
     const li = Math.floor(key / ENTRIES_PER_TABLE);
-    const cached = this.leafCache[li];
+    const cached = cache[li];
     if (cached !== 0) return cached as Frame;
-    const leaf = this.all[slot][this.lane].leaf(key, create);
-    if (leaf !== null) this.leafCache[li] = leaf;
+    const leaf = this.all[slot][lane].leaf(key, create);
+    if (leaf !== null && root !== 0) cache[li] = leaf; // a leaf built under root 0 is cached once the root is seen
     return leaf;
   }
 
@@ -131,10 +145,9 @@ export class Usage {
    * `key` satisfies `holds` (a count or a claim to give back), or null.
    */
   private otherLeaf(k: number, holds: (lo: number) => boolean): Frame | null {
-    const lanes = this.all[this.ownSlot()];
     for (let lane = 0; lane < USAGE_LANES; lane++) {
       if (lane === this.lane) continue;
-      const leaf = lanes[lane].leaf(k, false);
+      const leaf = this.laneLeaf(lane, k, false);
       if (leaf !== null && holds(this.region.loadLo(leaf, k % ENTRIES_PER_TABLE))) return leaf;
     }
     return null;
@@ -308,8 +321,8 @@ export class Usage {
     const k = entryKey(key);
     const out: [number, number][] = [];
     for (let lane = 0; lane < USAGE_LANES; lane++) {
-      if (s === this.region.userSlot && lane === this.lane) {
-        const leaf = this.myLeaf(k, false); // our own lane's tables, cached (see leafCache)
+      if (s === this.region.userSlot) {
+        const leaf = this.laneLeaf(lane, k, false); // our own lanes' tables, cached (see leafCaches)
         const lo = leaf === null ? 0 : this.region.loadLo(leaf, k % ENTRIES_PER_TABLE);
         if (isPresent(lo)) out.push([lo, this.region.loadHi(leaf!, k % ENTRIES_PER_TABLE)]);
         continue;
