@@ -51,6 +51,14 @@ const WARMUP_PASSES = 8;
  * how two memory-bound threads with nothing shared scale on it.
  */
 const PROBES = { alu: 5000, map: 1 } as const;
+/**
+ * A pair counts as "the machine gave two CPUs" when its ALU probe scaled at
+ * least this much (the goal is stated for that case: here the host at times
+ * runs both vCPUs on one core, and then the probe, the file system and we all
+ * scale ~1.0); and the claim needs at least MIN_GIVEN_PAIRS such pairs.
+ */
+const TWO_CPUS = 1.8;
+const MIN_GIVEN_PAIRS = 8;
 type ProbeKind = keyof typeof PROBES;
 
 export interface NamesParams {
@@ -119,7 +127,10 @@ export async function runNames(opts: RunOptions & { params?: NamesParams }): Pro
   const openRatio = at('fs-shm', 'open_close_ns', max) / at('names', 'open_close_ns', max);
   const openRatioRegionDir = at('fs-region-dir', 'open_close_ns', max) / at('names', 'open_close_ns', max);
   const createRatio = at('fs-shm', 'create_unlink_ns') / at('names', 'create_unlink_ns');
-  const scaling = at('names-scaling', 'pair_ratio', max);
+  const scalingAll = at('names-scaling', 'pair_ratio', max);
+  const given = results.find((r) => r.variant === 'names-scaling (2 CPUs given)' && r.x === max)?.summary.n ?? 0;
+  const enough = given >= MIN_GIVEN_PAIRS;
+  const scaling = enough ? at('names-scaling (2 CPUs given)', 'pair_ratio', max) : scalingAll;
   const probe = at('cpu-probe-scaling', 'pair_ratio', max);
   const mapProbe = at('map-probe-scaling', 'pair_ratio', max);
   return {
@@ -132,12 +143,16 @@ export async function runNames(opts: RunOptions & { params?: NamesParams }): Pro
       claim(`names vs /dev/shm files, open+close at ${max} names`, openRatio, { goal: 10 }),
       claim(`names vs files in the region's directory, open+close at ${max} names`, openRatioRegionDir, { goal: 10 }),
       claim('names vs /dev/shm files, create+unlink', createRatio, { goal: 2 }),
-      claim(`names open+close throughput, 2 workers / 1 worker at ${max} names`, scaling, {
+      claim(`names open+close throughput, 2 workers / 1 worker at ${max} names, when the machine gives 2 CPUs`, scaling, {
         goal: 1.6,
+        met: enough && scaling >= 1.6,
         note:
-          `median of ${p.pairs} interleaved pairs. In the same pairs an ALU-only probe scaled ${probe.toFixed(2)}x (how much of ${os.availableParallelism()} CPUs the machine gave), ` +
-          `and lookups of the same paths in a plain Map, with nothing shared, ${mapProbe.toFixed(2)}x`,
+          (enough
+            ? `median of the ${given} of ${p.pairs} interleaved pairs whose ALU probe, run by the same two threads just before, scaled >= ${TWO_CPUS} (the machine gave two CPUs)`
+            : `the machine gave two CPUs (ALU probe >= ${TWO_CPUS}) in only ${given} of ${p.pairs} pairs, fewer than ${MIN_GIVEN_PAIRS}: shown is the median of all pairs, not judged (met: no)`) +
+          `. All pairs: ours ${scalingAll.toFixed(2)}x, the ALU probe ${probe.toFixed(2)}x, lookups of the same paths in a plain Map (nothing shared) ${mapProbe.toFixed(2)}x`,
       }),
+      claim(`names open+close throughput, 2 workers / 1 worker at ${max} names, all pairs`, scalingAll, { note: `whatever the machine gave: the ALU probe scaled ${probe.toFixed(2)}x in the same pairs` }),
     ],
     notes: [
       `names point at a pool of ${POOL} order-0 morsels; ${NAME_DIRS} directories; random lookup order`,
@@ -176,6 +191,8 @@ async function measureOpenClose(memory: Memory, count: number, p: NamesParams, d
     const t = await throughput(memory, kind, kind === 'names' ? paths : paths.map((q) => dirs.shm + q), p.pairs);
     for (const workers of [1, 2] as const) out.push(variant(`${kind}-${workers}-worker${workers > 1 ? 's' : ''}`, 'open_close_per_s', t.perS[workers], count));
     out.push(variant(`${kind}-scaling`, 'pair_ratio', t.ratios, count));
+    const given = t.ratios.filter((_, i) => t.probeRatios.alu[i] >= TWO_CPUS);
+    if (kind === 'names' && given.length > 0) out.push(variant('names-scaling (2 CPUs given)', 'pair_ratio', given, count));
     if (kind === 'names') {
       out.push(variant('cpu-probe-scaling', 'pair_ratio', t.probeRatios.alu, count));
       out.push(variant('map-probe-scaling', 'pair_ratio', t.probeRatios.map, count));
