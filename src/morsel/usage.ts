@@ -248,7 +248,7 @@ export class Usage {
       if (s === except) continue;
       const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
       if (s !== this.region.userSlot && (free || !this.region.slotAlive(s))) continue;
-      if (this.entriesIn(s, key).some(([lo]) => claimsOf(lo) > 0)) return true;
+      if (this.sumIn(s, key, claimsOf) > 0) return true;
     }
     return false;
   }
@@ -268,7 +268,7 @@ export class Usage {
 
   /** This process's uses of `key` (all lanes). */
   mineCount(key: number): number {
-    return this.region.userSlot === NO_SLOT ? 0 : this.entriesIn(this.region.userSlot, key).reduce((n, [lo]) => n + countOf(lo), 0);
+    return this.region.userSlot === NO_SLOT ? 0 : this.sumIn(this.region.userSlot, key, countOf);
   }
 
   /**
@@ -302,13 +302,14 @@ export class Usage {
       const free = Atomics.load(this.slotWords, this.pid0 + (s * USER_SLOT_BYTES) / 4) === 0;
       if (free && s !== this.region.userSlot) continue;
       if ((s !== this.region.userSlot && !this.region.slotAlive(s)) !== dead) continue;
-      for (const [lo] of this.entriesIn(s, key)) sum += countOf(lo);
+      sum += this.sumIn(s, key, countOf);
     }
     return sum;
   }
 
   /**
-   * Slot `s`'s present entries for `key`, one per lane that has one.
+   * `of` (countOf or claimsOf) of slot `s`'s entries for `key`, summed over
+   * its lanes (no allocation: destroy decisions call this on every unlink).
    * # Warning: another process may free its usage tables under us: when it
    * dies and is reaped, or when it closes (emptyOwnSlot unlinks its registry
    * roots, then frees the tables). A table that fails validation (ECORRUPT)
@@ -317,14 +318,14 @@ export class Usage {
    * registry created after our root load was counted after the destroyer's
    * DYING, so that user's re-check backs off.
    */
-  private entriesIn(s: number, key: number): [number, number][] {
+  private sumIn(s: number, key: number, of: (lo: number) => number): number {
     const k = entryKey(key);
-    const out: [number, number][] = [];
+    let total = 0;
     for (let lane = 0; lane < USAGE_LANES; lane++) {
       if (s === this.region.userSlot) {
         const leaf = this.laneLeaf(lane, k, false); // our own lanes' tables, cached (see leafCaches)
         const lo = leaf === null ? 0 : this.region.loadLo(leaf, k % ENTRIES_PER_TABLE);
-        if (isPresent(lo)) out.push([lo, this.region.loadHi(leaf!, k % ENTRIES_PER_TABLE)]);
+        if (isPresent(lo)) total += of(lo);
         continue;
       }
       const field = SLOT_USAGE_ROOTS[lane];
@@ -332,13 +333,13 @@ export class Usage {
       if (root === 0) continue;
       try {
         const cur = this.all[s][lane].get(k);
-        if (cur !== null) out.push(cur);
+        if (cur !== null) total += of(cur[0]);
       } catch (e) {
         const gone = !this.region.slotAlive(s) || this.region.loadSlotRoot(s, field) !== root;
         if (!(s !== this.region.userSlot && e instanceof MorselError && e.code === 'ECORRUPT' && gone)) throw e;
       }
     }
-    return out;
+    return total;
   }
 
   /** Every (key, count summed over lanes, word frame) of this process. */
