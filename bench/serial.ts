@@ -102,7 +102,7 @@ function diskWrite(file: string, bytes: number, buf: Uint8Array, durable: boolea
  * Plain large direct (O_DIRECT) writes of `bytes` (rounded up to a page) to
  * `file` from `parts` (page-aligned memory: region frames), then the same
  * fsync, rename and directory fsync: the device's own write bandwidth, past
- * the page cache. Null where the file system has no direct I/O.
+ * the page cache. False where the file system has no direct I/O.
  */
 function diskWriteDirect(file: string, bytes: number, parts: Uint8Array[]): boolean {
   const tmp = `${file}.tmp`;

@@ -68,6 +68,8 @@ const frameOfEntry = (key: number): number => key - (key % ENTRIES_PER_TABLE) + 
 const countOf = (lo: number): number => lo >>> 5;
 const claimsOf = (lo: number): number => (lo >>> 1) & MAX_CLAIMS;
 const makeLo = (count: number, claims: number): number => ((count << 5) | (claims << 1) | 1) | 0;
+const hasCount = (lo: number): boolean => countOf(lo) > 0;
+const hasClaim = (lo: number): boolean => claimsOf(lo) > 0;
 
 export class Usage {
   /** every slot's registries, read-only use (index = user slot, then lane) */
@@ -141,13 +143,13 @@ export class Usage {
   }
 
   /**
-   * The leaf of a lane of ours other than this thread's whose entry for
-   * `key` satisfies `holds` (a count or a claim to give back), or null.
+   * The leaf of a lane of ours whose entry for `k` satisfies `holds` (a
+   * count or a claim to give back): this thread's lane first, then the
+   * others; null if none does.
    */
-  private otherLeaf(k: number, holds: (lo: number) => boolean): Frame | null {
-    for (let lane = 0; lane < USAGE_LANES; lane++) {
-      if (lane === this.lane) continue;
-      const leaf = this.laneLeaf(lane, k, false);
+  private leafHolding(k: number, holds: (lo: number) => boolean): Frame | null {
+    for (let i = 0; i < USAGE_LANES; i++) {
+      const leaf = this.laneLeaf((this.lane + i) % USAGE_LANES, k, false);
       if (leaf !== null && holds(this.region.loadLo(leaf, k % ENTRIES_PER_TABLE))) return leaf;
     }
     return null;
@@ -175,11 +177,9 @@ export class Usage {
   /** The frame of the morsel word of `key`, whose use this process holds (asserted). */
   wordFrameOf(key: number): number {
     const k = entryKey(key);
-    const idx = k % ENTRIES_PER_TABLE;
-    const mine = this.myLeaf(k, false);
-    const leaf = mine !== null && countOf(this.region.loadLo(mine, idx)) > 0 ? mine : this.otherLeaf(k, (lo) => countOf(lo) > 0);
+    const leaf = this.leafHolding(k, hasCount);
     assert(leaf !== null, 'a use is held');
-    const hi = this.region.loadHi(leaf, idx);
+    const hi = this.region.loadHi(leaf, k % ENTRIES_PER_TABLE);
     return hi === 0 ? key : hi >>> 0;
   }
 
@@ -194,7 +194,7 @@ export class Usage {
     const mine = this.myLeaf(k, false);
     for (let pass = 0; pass < LANE_PASSES; pass++) {
       // Ours first; then any lane that counts one (another thread of ours counted this use, or took ours first).
-      const leaf = pass === 0 && mine !== null ? mine : (this.otherLeaf(k, (lo) => countOf(lo) > 0) ?? mine);
+      const leaf = pass === 0 && mine !== null ? mine : (this.leafHolding(k, hasCount) ?? mine);
       assert(leaf !== null, 'usage count never negative');
       const left = this.subIn(leaf, idx, key);
       if (left >= 0) return left;
@@ -223,8 +223,7 @@ export class Usage {
     const hi = wordFrame === key ? 0 : wordFrame | 0;
     const k = entryKey(key);
     const idx = k % ENTRIES_PER_TABLE;
-    const mine = this.myLeaf(k, on);
-    const leaf = on || (mine !== null && claimsOf(this.region.loadLo(mine, idx)) > 0) ? mine : this.otherLeaf(k, (lo) => claimsOf(lo) > 0);
+    const leaf = on ? this.myLeaf(k, true) : this.leafHolding(k, hasClaim);
     assert(leaf !== null, 'a claim is cleared only by its holder');
     for (let attempt = 0; attempt < COUNT_RETRIES; attempt++) {
       const lo = this.region.loadLo(leaf, idx);

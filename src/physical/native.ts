@@ -206,13 +206,12 @@ let noNativeZero = false;
  */
 export function zeroBytes(view: Uint8Array, byteOffset: number, byteLength: number): boolean {
   if (noNativeZero) return false;
-  let a: Addon;
   try {
-    a = load();
+    load();
   } catch {
     noNativeZero = true;
     return false;
   }
-  call(() => a.zeroBytes(view, byteOffset, byteLength));
+  call((a) => a.zeroBytes(view, byteOffset, byteLength));
   return true;
 }
