@@ -11,7 +11,7 @@ import { releaseShared } from '../bench/env.js';
 import { runCliStart } from '../bench/cli-start.js';
 import { runFileCache } from '../bench/filecache.js';
 import { fitLinear, sweepSlopes } from '../bench/fit.js';
-import { DEFAULT_SUITES, SUITES, parseArgs } from '../bench/main.js';
+import { DEFAULT_SUITES, SUITES, parseArgs, runSuites } from '../bench/main.js';
 import { runMap } from '../bench/map.js';
 import { runOverhead } from '../bench/overhead.js';
 import { runPipeline } from '../bench/pipeline.js';
@@ -174,9 +174,22 @@ test('report: results.json, index.html with SVG plots, summary table', async () 
   }
 });
 
+test('each suite in its own process: the outcome comes back, a child that dies first is a problem', async () => {
+  const ticks: number[] = [];
+  const ok = await runSuites(['overhead'], true, () => (done) => ticks.push(done), false);
+  assert.deepEqual(ok.problems, []);
+  assert.deepEqual(ok.experiments.map((e) => e.id), ['overhead']);
+  assert.ok(ok.experiments[0].claims.length > 0 && ok.prefaultNs > 0, 'claims and the child\'s pre-fault time come back');
+  assert.ok(ticks.length > 0, 'progress crosses the process boundary');
+  const bad = await runSuites(['no-such-suite'], true, undefined, false);
+  assert.deepEqual(bad.experiments, []);
+  assert.match(bad.problems[0], /^no-such-suite: its process exited with code \d+ before reporting/);
+});
+
 test('cli arguments and fits', () => {
   assert.deepEqual(parseArgs([]).suites, DEFAULT_SUITES);
-  assert.deepEqual(parseArgs(['map', '--full', '--json']), { full: true, json: true, out: 'report', suites: ['map'] });
+  assert.deepEqual(parseArgs(['map', '--full', '--json']), { full: true, json: true, out: 'report', suites: ['map'], inProcess: false });
+  assert.equal(parseArgs(['--in-process']).inProcess, true);
   assert.throws(() => parseArgs(['nope']));
   for (const s of DEFAULT_SUITES) assert.ok(s in SUITES);
   const f = fitLinear([1, 2, 3], [3, 5, 7]);
