@@ -210,22 +210,39 @@ interface Timed {
   cpuNs: number[];
 }
 
-/** `reps` timed runs of `fn` after one warm-up; `before` runs untimed ahead of each. */
-async function timed(reps: number, fn: () => unknown, before: () => unknown = () => {}): Promise<Timed> {
-  const out: Timed = { ns: [], cpuNs: [] };
+/** One variant of an interleaved round: `before` runs untimed ahead of each timed `fn`. */
+interface Timing {
+  fn: () => unknown;
+  before?: () => unknown;
+}
+
+/**
+ * `reps` rounds after one warm-up round; each round runs every variant once,
+ * in order (interleaved: a drifting VM or disk moves them all alike).
+ */
+async function timedRounds<K extends string>(reps: number, variants: Record<K, Timing>): Promise<Record<K, Timed>> {
+  const keys = Object.keys(variants) as K[];
+  const out = Object.fromEntries(keys.map((k) => [k, { ns: [], cpuNs: [] }])) as unknown as Record<K, Timed>;
   for (let i = -1; i < reps; i++) {
-    await before();
-    const cpu = process.cpuUsage();
-    const t = nowNs();
-    await fn();
-    const ns = nowNs() - t;
-    const used = process.cpuUsage(cpu);
-    if (i >= 0) {
-      out.ns.push(ns);
-      out.cpuNs.push((used.user + used.system) * 1000);
+    for (const k of keys) {
+      await variants[k].before?.();
+      const cpu = process.cpuUsage();
+      const t = nowNs();
+      await variants[k].fn();
+      const ns = nowNs() - t;
+      const used = process.cpuUsage(cpu);
+      if (i >= 0) {
+        out[k].ns.push(ns);
+        out[k].cpuNs.push((used.user + used.system) * 1000);
+      }
     }
   }
   return out;
+}
+
+/** `reps` timed runs of `fn` after one warm-up; `before` runs untimed ahead of each. */
+async function timed(reps: number, fn: () => unknown, before?: () => unknown): Promise<Timed> {
+  return (await timedRounds(reps, { only: { fn, before } })).only;
 }
 
 /** Save/load of one morsel (dense or sparse) against the disk and the naive serializer. */
@@ -256,27 +273,36 @@ async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: numbe
     }
   };
   let directIo = false;
-  rate('save', await timed(p.uncachedReps, async () => void (directIo = (await save(m, name, fileSink(image))).directIo === true)));
-  const imageBytes = fs.statSync(image).size;
-  rate('disk write (limit)', await timed(p.uncachedReps, () => diskWrite(plain, imageBytes, buf, true)));
   const hugeFrames = [m.alloc.alloc(HUGE_ALLOC_ORDER), m.alloc.alloc(HUGE_ALLOC_ORDER)]; // 4 MiB of page-aligned memory
   try {
+    await save(m, name, fileSink(image)); // the image's size, for the limits
+    const imageBytes = fs.statSync(image).size;
     const aligned = hugeFrames.map((f) => m.region.bytesOf(f).subarray(m.region.byteOffsetInWindow(f), m.region.byteOffsetInWindow(f) + HUGE_FRAMES * PAGE_SIZE));
-    if (diskWriteDirect(plain, imageBytes, aligned)) rate('disk write (limit, direct)', await timed(p.uncachedReps, () => void diskWriteDirect(plain, imageBytes, aligned)));
+    const direct = diskWriteDirect(plain, imageBytes, aligned);
+    const durable = await timedRounds<string>(p.uncachedReps, {
+      save: { fn: async () => void (directIo = (await save(m, name, fileSink(image))).directIo === true) },
+      'disk write (limit)': { fn: () => diskWrite(plain, imageBytes, buf, true) },
+      ...(direct ? { 'disk write (limit, direct)': { fn: () => void diskWriteDirect(plain, imageBytes, aligned) } } : {}),
+      'naive save': { fn: () => naiveSave(m, name, naive, true) },
+    });
+    const cached = await timedRounds(p.reps, {
+      'save (page cache)': { fn: () => save(m, name, pageCacheSink(`${image}.pc`)) },
+      'disk write (limit, page cache)': { fn: () => diskWrite(`${plain}.pc`, imageBytes, buf, false) },
+      'naive save (page cache)': { fn: () => naiveSave(m, name, `${naive}.pc`, false) },
+    });
+    for (const [v, t] of [...Object.entries(durable), ...Object.entries(cached)]) rate(v, t);
   } finally {
     for (const f of hugeFrames) m.alloc.free(f, HUGE_ALLOC_ORDER);
   }
-  rate('save (page cache)', await timed(p.reps, () => save(m, name, pageCacheSink(`${image}.pc`))));
-  rate('disk write (limit, page cache)', await timed(p.reps, () => diskWrite(`${plain}.pc`, imageBytes, buf, false)));
-  rate('naive save (page cache)', await timed(p.reps, () => naiveSave(m, name, `${naive}.pc`, false)));
-  const dest = new Uint8Array(imageBytes).fill(1); // touched once: the reads below do not pay first-touch faults
-  rate('naive save', await timed(p.uncachedReps, () => naiveSave(m, name, naive, true)));
+  const dest = new Uint8Array(fs.statSync(image).size).fill(1); // touched once: the reads below do not pay first-touch faults
   tick();
-  const loadRun = await timed(p.reps, loadOnce, unlinkCopy);
-  rate('load (cached)', loadRun);
-  results.push(variant('load CPU' + suffix, 'cpu_s_per_GB', loadRun.cpuNs.map((ns) => ns / 1e9 / (data / 1e9))));
-  rate('disk read (limit, cached)', await timed(p.reps, () => diskRead(plain, dest)));
-  rate('naive load (cached)', await timed(p.reps, () => naiveLoad(m, naive, '/serial-copy', p.sizeBytes), unlinkCopy));
+  const loads = await timedRounds(p.reps, {
+    'load (cached)': { fn: loadOnce, before: unlinkCopy },
+    'disk read (limit, cached)': { fn: () => diskRead(plain, dest) },
+    'naive load (cached)': { fn: () => naiveLoad(m, naive, '/serial-copy', p.sizeBytes), before: unlinkCopy },
+  });
+  for (const [v, t] of Object.entries(loads)) rate(v, t);
+  results.push(variant('load CPU' + suffix, 'cpu_s_per_GB', loads['load (cached)'].cpuNs.map((ns) => ns / 1e9 / (data / 1e9))));
   unlinkCopy();
   tick();
   const uncached = p.uncached && dropCaches();
@@ -285,8 +311,11 @@ async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: numbe
       syncAll();
       dropCaches();
     };
-    rate('load (uncached)', await timed(p.uncachedReps, loadOnce, () => (unlinkCopy(), drop())));
-    rate('disk read (limit, uncached)', await timed(p.uncachedReps, () => diskRead(plain, dest), drop));
+    const cold = await timedRounds(p.uncachedReps, {
+      'load (uncached)': { fn: loadOnce, before: () => (unlinkCopy(), drop()) },
+      'disk read (limit, uncached)': { fn: () => diskRead(plain, dest), before: drop },
+    });
+    for (const [v, t] of Object.entries(cold)) rate(v, t);
     unlinkCopy();
   }
   tick();
@@ -437,8 +466,8 @@ export async function runSerial(opts: RunOptions & { params?: SerialParams }): P
       claim(`serial: pmap first lookup, full / 1/${PMAP_SMALL_DIVISOR}-size time (size independence: ~1)`, pmapRatio, { goal: 2, met: pmapRatio <= 2 }),
     ],
     notes: [
-      `Throughput = populated bytes / time, medians of ${p.reps} runs (${p.uncachedReps} for fsync\'d saves and uncached loads) after one warm-up; the image adds a header, a map (with 4 bytes per 4 MiB chunk) and up to 4 KiB of padding that aligns the data.`,
-      `save = a crc32c pass over the snapshot, then per 4 MiB chunk one async fs.writev straight from the region frames (no copy; ${directIo ? 'O_DIRECT: the region is a mapped file, page-aligned' : 'buffered: direct I/O was not available'}) + fsync + rename + dir fsync; the disk write limit = the faster of the same byte count in 4 MiB writeSync from one buffer and in 4 MiB O_DIRECT writev from page-aligned memory, + the same fsync, rename, dir fsync (naive save: buffered, as a naive serializer writes).`,
+      `Throughput = populated bytes / time, medians of ${p.reps} runs (${p.uncachedReps} for fsync\'d saves and uncached loads) after one warm-up round, interleaved: each round runs the variants compared with each other once (fsync'd writes; page-cache writes; cached reads; uncached reads); the image adds a header, a map (with 4 bytes per 4 MiB chunk) and up to 4 KiB of padding that aligns the data.`,
+      `save = a copy-on-write snapshot, then per 4 MiB chunk one async fs.writev straight from the region frames (no copy; ${directIo ? 'O_DIRECT: the region is a mapped file, page-aligned' : 'buffered: direct I/O was not available'}), the chunk's crc32c computed while it is written, header and map written last at offset 0, + fsync + rename + dir fsync; the disk write limit = the faster of the same byte count in 4 MiB writeSync from one buffer and in 4 MiB O_DIRECT writev from page-aligned memory, + the same fsync, rename, dir fsync (naive save: buffered, as a naive serializer writes).`,
       `the region is a file in ${SHM_DIR} (memory), mapped as a user's region file is; the images and plain files go to ${os.tmpdir()}.`,
       'load = header/map checks, per chunk one async fs.readv straight into freshly allocated frames (the next chunk in flight while the current is checked and linked), crc32c per chunk, one ensureChild per table and one CAS per page, then the name. The disk read limit = 4 MiB readSync into one pre-touched buffer of the image size.',
       uncached ? 'uncached: sync + echo 3 > /proc/sys/vm/drop_caches before each run (the file then comes from the disk).' : 'uncached runs skipped (off, or dropping the page cache is not permitted: not root).',

@@ -13,7 +13,8 @@ import type { Region } from '../physical/region.js';
 import { HUGE_FRAMES, isLeafEntry, levelSpan, type Walker } from '../paging/walk.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
-import { DEFAULT_CHUNK_PAGES, IMAGE_VERSION, chunkCountOf, dataPadBytes, encodeHeader, encodeMap, encodeTrailer, foldCrc, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { DEFAULT_CHUNK_PAGES, IMAGE_VERSION, chunkCountOf, dataPadBytes, encodeHeader, encodeMap, encodeTrailer, foldCrc, mapBytes, storedCrc, type ImageHeader, type PageRun } from './format.js';
+import { assert } from '../errors.js';
 import { hostError, type ImageSink } from './streams.js';
 
 /** A consistent view of one morsel's populated pages for as long as it is open. */
@@ -148,43 +149,49 @@ export async function save(memory: Memory, target: string | MorselRef, sink: Ima
 }
 
 /**
- * Writes the whole image of `src`: the chunk checksums first (a pass over
- * the snapshot's frames: they go in the map), then header, map and the
- * padding to the aligned data in one write, then per chunk one gather write
- * of the frames themselves (views of the region, no copy, the next chunk's
- * views built while one is written), then the trailer. Returns the image's
- * byte count.
+ * Writes the whole image of `src` and returns its byte count. Data goes out
+ * per chunk in one gather write of the frames themselves (views of the
+ * region, no copy; one write in flight while the next chunk's views are
+ * built). A positional sink (writeAt: files) gets the data first, each
+ * chunk's crc32c computed while the chunk is being written, and header, map
+ * (with those checksums) and the padding to the aligned data last, at
+ * offset 0: the checksum pass costs no time of its own. A stream sink needs
+ * the header first, so the checksums are a pass of their own before it.
  */
 async function writeImage(src: SnapshotSource, sink: ImageSink, chunkPages: number, onProgress?: (done: number, total: number) => void): Promise<number> {
   const runs = runsOf(src.pages);
   const shape = { version: IMAGE_VERSION, populatedPages: src.pages.length, chunkPages };
   const chunkCount = chunkCountOf(shape);
-  const chunkCrcs = new Uint32Array(chunkCount);
-  let chunksCrc = 0;
-  for (let c = 0; c < chunkCount; c++) {
-    const first = c * chunkPages;
-    for (const part of frameViews(src.region, src.frames, first, Math.min(chunkPages, src.pages.length - first))) chunkCrcs[c] = crc32c(part, chunkCrcs[c]);
-    chunksCrc = foldCrc(chunksCrc, chunkCrcs[c]);
-  }
   const header = encodeHeader({ ...src.morsel, ...shape, runCount: runs.length, leafCount: src.leaves.length });
-  const map = encodeMap({ runs, leaves: src.leaves, chunkCrcs });
-  const pad = new Uint8Array(dataPadBytes(shape, header.length + map.length));
-  await sink.write([header, map, pad]);
+  const headBytes = header.length + mapBytes({ ...shape, runCount: runs.length, leafCount: src.leaves.length });
+  const pad = new Uint8Array(dataPadBytes(shape, headBytes));
+  const dataAt = headBytes + pad.length;
   const dataBytes = src.pages.length * PAGE_SIZE;
+  const chunkViews = (c: number): Uint8Array[] => frameViews(src.region, src.frames, c * chunkPages, Math.min(chunkPages, src.pages.length - c * chunkPages));
+  const crcOf = (parts: readonly Uint8Array[]): number => parts.reduce((crc, part) => crc32c(part, crc), 0);
+  const chunkCrcs = new Uint32Array(chunkCount);
+  const writeAt = sink.writeAt?.bind(sink);
+  if (writeAt === undefined) {
+    for (let c = 0; c < chunkCount; c++) chunkCrcs[c] = crcOf(chunkViews(c));
+    await sink.write([header, encodeMap({ runs, leaves: src.leaves, chunkCrcs }), pad]);
+  }
   let inFlight: Promise<void> = Promise.resolve();
   for (let c = 0; c < chunkCount; c++) {
-    const first = c * chunkPages;
-    const n = Math.min(chunkPages, src.pages.length - first);
-    const parts = frameViews(src.region, src.frames, first, n);
+    const parts = chunkViews(c);
     await inFlight;
-    inFlight = sink.write(parts);
+    inFlight = writeAt === undefined ? sink.write(parts) : writeAt(dataAt + c * chunkPages * PAGE_SIZE, parts);
     inFlight.catch(() => {}); // awaited on the next turn or below
-    onProgress?.(Math.min(dataBytes, (first + n) * PAGE_SIZE), dataBytes);
+    if (writeAt !== undefined) chunkCrcs[c] = crcOf(parts); // on this thread while the write runs on the pool
+    onProgress?.(Math.min(dataBytes, (c + 1) * chunkPages * PAGE_SIZE), dataBytes);
   }
   await inFlight;
+  const map = encodeMap({ runs, leaves: src.leaves, chunkCrcs });
+  assert(header.length + map.length === headBytes, 'the map is as long as mapBytes says');
+  const chunksCrc = chunkCrcs.reduce((running, crc) => foldCrc(running, crc), 0);
   const trailer = encodeTrailer({ populatedPages: src.pages.length, chunkCount, headerCrc: storedCrc(header), mapCrc: storedCrc(map), chunksCrc });
-  await sink.write([trailer]);
-  return header.length + map.length + pad.length + dataBytes + trailer.length;
+  if (writeAt === undefined) await sink.write([trailer]);
+  else await writeAt(0, [header, map, pad]).then(() => writeAt(dataAt + dataBytes, [trailer]));
+  return dataAt + dataBytes + trailer.length;
 }
 
 /** Views of frames[first, first + n) in the region, one per run of consecutive frames in one window. */

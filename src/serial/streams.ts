@@ -36,6 +36,13 @@ const SYNC_IO_BYTES = 1024 * 1024;
 export interface ImageSink {
   /** Writes `parts` in order (a gather list: views of region frames need no copy); the caller may reuse them once the promise resolves. */
   write(parts: readonly Uint8Array[]): Promise<void>;
+  /**
+   * Optional positional write (files): `parts` at byte `offset`, as write
+   * does, without moving write's position. save then writes the data first,
+   * checksumming each chunk while it is written, and the header and map
+   * (which hold the checksums) last.
+   */
+  writeAt?(offset: number, parts: readonly Uint8Array[]): Promise<void>;
   /** Makes the image durable and visible (file: fsync, rename, fsync dir). */
   commit(): Promise<void>;
   /** Drops a partial image (file: the temporary file goes, the previous image stays). */
@@ -90,10 +97,8 @@ export function fileSink(file: string): ImageSink {
     if (direct !== null) fs.closeSync(direct);
     direct = null;
   };
-  const write = async (parts: readonly Uint8Array[]): Promise<void> => {
-    const at = offset;
+  const writeAt = async (at: number, parts: readonly Uint8Array[]): Promise<void> => {
     const bytes = parts.reduce((n, p) => n + p.length, 0);
-    offset += bytes;
     if (direct !== null && at % DIRECT_ALIGN_BYTES === 0 && parts.every((p) => p.length % DIRECT_ALIGN_BYTES === 0)) {
       try {
         await writeAll(direct, parts, tmp, at);
@@ -108,7 +113,12 @@ export function fileSink(file: string): ImageSink {
     await writeAll(fd, parts, tmp, at);
   };
   return {
-    write,
+    write: (parts) => {
+      const at = offset;
+      offset += parts.reduce((n, p) => n + p.length, 0);
+      return writeAt(at, parts);
+    },
+    writeAt,
     commit: async () => {
       try {
         fs.fsyncSync(fd); // the inode: direct writes' device cache and metadata too
