@@ -515,3 +515,33 @@ test('an owner freeing what thieves took pays the debt: the shared counter stays
   assert.deepEqual(FrameAllocator.verify(region), []);
   assert.equal(owner.freeFrames(), owner.totalAllocatable());
 });
+
+test('allocSmallBatch: whole free children by one counter CAS, the rest one by one; frames free alone; ENOSPC leaves what it took with the caller', () => {
+  const { region, a } = fresh(16 * MiB);
+  const before = a.freeFrames();
+  const out: Frame[] = [];
+  a.allocSmallBatch(2 * CHILD_FRAMES + 7, out);
+  assert.equal(out.length, 2 * CHILD_FRAMES + 7);
+  assert.equal(new Set(out).size, out.length, 'distinct frames');
+  for (const f of out) assert.ok(a.isAllocated(f));
+  const whole = [0, CHILD_FRAMES].map((i) => out[i]);
+  for (const w of whole) {
+    assert.equal(w % CHILD_FRAMES, 0, 'a batch child starts at a child boundary');
+    assert.deepEqual(out.slice(out.indexOf(w), out.indexOf(w) + CHILD_FRAMES), Array.from({ length: CHILD_FRAMES }, (_, i) => F(w + i)), 'a whole child is 512 contiguous frames');
+  }
+  assert.equal(a.freeFrames(), before - out.length);
+  a.release(); // verify wants no reservation held
+  assert.deepEqual(FrameAllocator.verify(region), [], 'counters agree with the bitfields');
+  for (const f of out) a.free(f); // each is an ordinary order-0 frame
+  assert.equal(a.freeFrames(), before);
+  a.release();
+  assert.deepEqual(FrameAllocator.verify(region), []);
+  // Exhaustion: everything free is taken, then ENOSPC with the frames in `out`.
+  const all: Frame[] = [];
+  throwsCode(() => a.allocSmallBatch(before + 1, all), 'ENOSPC');
+  assert.equal(all.length, before, 'every free frame was handed out before ENOSPC');
+  for (const f of all) a.free(f);
+  assert.equal(a.freeFrames(), before);
+  a.release();
+  assert.deepEqual(FrameAllocator.verify(region), []);
+});

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
-import { mapFile, syncFile, adviseFile, liveMappings, mapFd, lockByte, lockConflicts, reserveFile, zeroBytes, EXCLUSIVE, SHARED, UNLOCK } from '../src/physical/native.js';
+import { mapFile, syncFile, adviseFile, liveMappings, mapFd, lockByte, lockConflicts, reserveFile, zeroBytes, nativeCrc32c, nativeReadvCrc, EXCLUSIVE, SHARED, UNLOCK } from '../src/physical/native.js';
+import { crc32c as portableCrc32c } from '@node-rs/crc32';
+import fc from 'fast-check';
 import { isMorselError } from '../src/errors.js';
 import type { WorkerRequest } from './native-worker.js';
 import { tempDir } from './helpers.js';
@@ -263,4 +265,43 @@ test('zeroBytes zeroes exactly the range of a view (SharedArrayBuffer or ArrayBu
     assert.throws(() => zeroBytes(view, -1, 1), /ERANGE/);
     assert.equal(new Uint8Array(buf).filter((b) => b === 0).length, 5000, 'offsets are the view\'s: nothing outside the range touched');
   }
+});
+
+test('crc32c (SSE4.2, three chains) equals @node-rs/crc32 on any bytes, offset and chaining', (t) => {
+  const crc = nativeCrc32c();
+  if (crc === null) return t.skip('no SSE4.2 on this CPU');
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 40_000 }), fc.nat(7), fc.nat(), fc.nat(40_000), (bytes, skew, init, cut) => {
+      const view = bytes.subarray(Math.min(skew, bytes.length)); // unaligned starts
+      const at = Math.min(cut, view.length);
+      assert.equal(crc(view, init), portableCrc32c(Buffer.from(view), init));
+      assert.equal(crc(view.subarray(at), crc(view.subarray(0, at))), portableCrc32c(Buffer.from(view)), 'crc(b, crc(a)) = crc(a ++ b)');
+    }),
+    { numRuns: 300 },
+  );
+  const big = new Uint8Array(new SharedArrayBuffer(3 * MiB + 5)).map((_, i) => (i * 131) >>> 3);
+  assert.equal(crc(big), portableCrc32c(Buffer.from(big)), 'past many three-chain blocks, on a SharedArrayBuffer');
+});
+
+test('readvCrc reads into views from a position (short at the end of the file), with the crc32c of what it read; errors carry the errno', async (t) => {
+  const readv = nativeReadvCrc();
+  if (readv === null) return t.skip('no SSE4.2 on this CPU');
+  const path = join(dir, `readv${seq++}.bin`);
+  const data = new Uint8Array(3 * MiB).map((_, i) => (i * 7) & 255);
+  fs.writeFileSync(path, data);
+  const fd = fs.openSync(path, 'r');
+  try {
+    const sab = new SharedArrayBuffer(2 * MiB);
+    const parts = [new Uint8Array(sab, 0, MiB), new Uint8Array(new ArrayBuffer(100)), new Uint8Array(sab, MiB + 4096, MiB - 4096)];
+    const r = await readv(fd, parts, 12345);
+    assert.equal(r.bytes, 2 * MiB - 4096 + 100);
+    const want = data.subarray(12345, 12345 + r.bytes);
+    assert.deepEqual(Buffer.concat(parts.map((p) => Buffer.from(p))), Buffer.from(want));
+    assert.equal(r.crc, portableCrc32c(Buffer.from(want)));
+    const tail = await readv(fd, [new Uint8Array(sab, 0, MiB)], 3 * MiB - 10);
+    assert.deepEqual([tail.bytes, tail.crc], [10, portableCrc32c(Buffer.from(data.subarray(3 * MiB - 10)))], 'short read at the end of the file');
+  } finally {
+    fs.closeSync(fd);
+  }
+  await assert.rejects(readv(fd, [new Uint8Array(16)], 0), (e: unknown) => (e as { code?: string; syscall?: string }).code === 'EBADF' && (e as { syscall?: string }).syscall === 'preadv');
 });

@@ -84,6 +84,35 @@ test('dense roundtrip through a file: same bytes, same pages, saved name and mod
   m.close();
 });
 
+test('a file image read ahead and checksummed on the thread pool: a flipped data bit in any of several chunks is ECORRUPT, every frame returned', async () => {
+  const m = Memory.volatile(96 * MiB);
+  const dir = tempDir('serial-test-');
+  const data = pattern(10 * MiB + 5 * PAGE_SIZE, 3); // three 4 MiB chunks and a short one: reads overlap
+  const h = m.names.create('/multi', { sizeBytes: data.length });
+  m.names.write(h, 0, data);
+  m.names.close(h);
+  const file = path.join(dir, 'multi.img');
+  await save(m, '/multi', fileSink(file));
+  const good = fs.readFileSync(file);
+  const dataAt = good.length - TRAILER_BYTES - Math.ceil(data.length / PAGE_SIZE) * PAGE_SIZE;
+  const before = freeFrames(m);
+  for (const at of [dataAt, dataAt + 4 * MiB + 17, good.length - TRAILER_BYTES - 1]) {
+    const bad = Buffer.from(good);
+    bad[at] ^= 0x10;
+    fs.writeFileSync(file, bad);
+    const src = fileSource(file);
+    assert.equal(await rejectsWith(load(m, src, { name: '/copy' }), ['ECORRUPT']), 'ECORRUPT');
+    src.close();
+    assert.equal(freeFrames(m), before, `flip at ${at}: every frame of the failed load returned`);
+  }
+  fs.writeFileSync(file, good);
+  const src = fileSource(file);
+  await load(m, src, { name: '/copy' });
+  src.close();
+  assert.deepEqual(readAll(m, '/copy').subarray(0, data.length), data);
+  m.close();
+});
+
 test('sparse roundtrip: the image holds only populated pages; tables rebuilt alike', async () => {
   const m = Memory.volatile(64 * MiB);
   const h = m.names.create('/sparse', { sizeBytes: 2 ** 30 }); // order 2

@@ -342,6 +342,58 @@ export class FrameAllocator {
     return this.allocSlow(order);
   }
 
+  /**
+   * Appends `count` order-0 frames to `out`: a wholly free child of this
+   * instance's reserved tree (512 contiguous frames) at a time while one is
+   * free and `count` covers it, else one alloc(0) per frame. A whole child
+   * costs one counter CAS ({512} -> {0}) and one atomic store per bitfield
+   * word instead of a counter CAS and a bit CAS per frame (a loader takes
+   * its pages this way). The frames are ordinary order-0 frames, each freed
+   * alone. ENOSPC part-way leaves the frames taken so far in `out`: the
+   * caller owns them.
+   */
+  allocSmallBatch(count: number, out: Frame[]): void {
+    assert(Number.isSafeInteger(count) && count >= 0, 'allocSmallBatch of a frame count');
+    let left = count;
+    while (left >= CHILD_FRAMES && this.writable) {
+      const c = this.takeWholeChildSmall();
+      if (c < 0) break;
+      for (let f = c * CHILD_FRAMES, end = f + CHILD_FRAMES; f < end; f++) out.push(f as Frame);
+      left -= CHILD_FRAMES;
+    }
+    for (; left > 0; left--) out.push(this.alloc(0));
+  }
+
+  /**
+   * A wholly free child of the reserved tree taken as 512 order-0 frames;
+   * -1 when there is none (or no reservation covering 512 frames).
+   * # Warning
+   * Two steps: the counter CAS makes the child ours (no one takes or frees a
+   * bit of a child whose counter reads 0 and all of whose bits are clear),
+   * then the bits are set. A crash between leaves clear bits under a zero
+   * counter: rebuildCounters recounts from the bits, so the frames are free
+   * again, as for a crash between alloc(0)'s counter and bit steps.
+   */
+  private takeWholeChildSmall(): number {
+    if (this.tree < 0 && !this.reserveTree()) return -1;
+    if (this.local + treeFree(Atomics.load(this.m.treeCounters, this.tree)) < CHILD_FRAMES) return -1;
+    const lo = childLo(this.tree);
+    const hi = childHi(this.m, this.tree);
+    for (let c = lo; c < hi; c++) {
+      if (this.m.childCounters[c] !== CHILD_FRAMES) continue; // plain read filters; the CAS decides
+      if (Atomics.compareExchange(this.m.childCounters, c, CHILD_FRAMES, 0) !== CHILD_FRAMES) continue;
+      if (this.local >= CHILD_FRAMES) this.local -= CHILD_FRAMES;
+      else Atomics.sub(this.m.treeCounters, this.tree, CHILD_FRAMES);
+      crashPoint('alloc:after-counter');
+      for (let w = c * BITFIELD_WORDS, end = w + BITFIELD_WORDS; w < end; w++) {
+        if (Atomics.exchange(this.m.bits, w, -1) !== 0) corruptMeta(`child ${c} counted 512 free frames but word ${w - c * BITFIELD_WORDS} of its bitfield has bits set`);
+      }
+      this.childHint = c + 1 < hi ? c + 1 : lo;
+      return c;
+    }
+    return -1;
+  }
+
   /** alloc without the fast path: write access and order checks, then a reservation or a steal (order 0) or an order-9 frame. */
   private allocSlow(order: Order): Frame {
     if (!this.writable) this.region.denyWrite(); // before any store: the mapping is PROT_READ

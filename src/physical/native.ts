@@ -28,6 +28,9 @@ interface Addon {
   hostMapCost(bytes: number, mode: number, reps: number): Float64Array;
   sumInt32(view: ArrayBufferView): number;
   zeroBytes(view: ArrayBufferView, byteOffset: number, byteLength: number): void;
+  /** present only where the CPU has SSE4.2 */
+  crc32c?(view: ArrayBufferView, crc: number): number;
+  readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number) => void): void;
 }
 
 /** OFD lock kinds (values shared with mmap.cc). */
@@ -214,4 +217,49 @@ export function zeroBytes(view: Uint8Array, byteOffset: number, byteLength: numb
   }
   call((a) => a.zeroBytes(view, byteOffset, byteLength));
   return true;
+}
+
+/**
+ * The addon's crc32c(bytes, crc) (SSE4.2, three chains), or null where the
+ * addon is not built or the CPU lacks SSE4.2 (src/serial/crc.ts then uses
+ * @node-rs/crc32). Errors (none for a Uint8Array and a uint32) stay raw:
+ * the call is on the load and save hot path.
+ */
+export function nativeCrc32c(): ((bytes: Uint8Array, crc?: number) => number) | null {
+  let a: Addon;
+  try {
+    a = load();
+  } catch {
+    return null;
+  }
+  const fn = a.crc32c;
+  return fn === undefined ? null : (bytes, crc = 0) => fn(bytes, crc >>> 0);
+}
+
+/** What nativeReadvCrc read: the byte count (short only at the end of the file) and the crc32c of those bytes. */
+export interface ReadCrc {
+  bytes: number;
+  crc: number;
+}
+
+/**
+ * The addon's readvCrc: a preadv of `views` at `position` (to full or the
+ * end of the file) on a thread-pool thread, then the crc32c of the bytes
+ * read on that thread. Null where the addon or SSE4.2 is missing. A failure
+ * rejects with an Error carrying the errno name as `code` and
+ * `syscall: 'preadv'` (what hostError maps).
+ */
+export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: number) => Promise<ReadCrc>) | null {
+  let a: Addon;
+  try {
+    a = load();
+  } catch {
+    return null;
+  }
+  const fn = a.readvCrc;
+  if (fn === undefined) return null;
+  return (fd, views, position) =>
+    new Promise<ReadCrc>((resolve, reject) =>
+      fn(fd, views, position, (err, bytes, crc) => (err === null ? resolve({ bytes, crc }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' })))),
+    );
 }

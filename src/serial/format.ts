@@ -25,7 +25,7 @@
  * Version 2 added the huge policy flag and the leaf list; version 1 images
  * (no leaves, no policy) are still read, as are version 2 ones.
  */
-import { crc32c } from '@node-rs/crc32';
+import { crc32c } from './crc.js';
 import { MorselError, check } from '../errors.js';
 import { MAX_ORDER, orderBytes, type Order } from '../morsel/order.js';
 import { MIN_HUGE_ORDER } from '../morsel/id.js';

@@ -6,7 +6,7 @@
  * the morsel while it is saved, and the image is the morsel as it was when
  * the save began.
  */
-import { crc32c } from '@node-rs/crc32';
+import { crc32c } from './crc.js';
 import type { Memory } from '../memory.js';
 import type { MorselHandle, MorselRef } from '../manage/handle.js';
 import type { Region } from '../physical/region.js';

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MorselError, assert, isMorselError, type ErrorCode } from '../errors.js';
+import { nativeReadvCrc } from '../physical/native.js';
 
 /** Host errno codes that keep their name; anything else is EIO. */
 const KEPT: ReadonlySet<string> = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOSPC', 'EISDIR', 'ENOTDIR', 'EEXIST', 'EBUSY']);
@@ -56,11 +57,19 @@ export interface ImageSource {
   read(n: number): Promise<Uint8Array>;
   /**
    * Optional scatter read (files): fills `parts` in order straight from the
-   * input, returns the bytes read (fewer only at its end). The loader reads
-   * chunks into the frames it allocated with it, with no copy.
+   * input (fewer bytes only at its end). The loader reads chunks into the
+   * frames it allocated with it, with no copy. Each call claims the next
+   * bytes of the input when it is made, so several may be in flight at once
+   * (the loader keeps two ahead); read() must not be called while one is.
    */
-  readInto?(parts: readonly Uint8Array[]): Promise<number>;
+  readInto?(parts: readonly Uint8Array[]): Promise<ReadInto>;
   close(): void;
+}
+
+/** What a scatter read filled: the byte count, and their crc32c when the source computed it on the way (a native read), else null. */
+export interface ReadInto {
+  bytes: number;
+  crc32c: number | null;
 }
 
 /** Direct I/O's alignment of file offsets, lengths and memory: one page (what the image format aligns its data to). */
@@ -221,6 +230,7 @@ const READ_BUFFERS = 3;
  * fault in per chunk): valid until READ_BUFFERS more reads.
  */
 export function fileSource(file: string): ImageSource {
+  const readvCrc = nativeReadvCrc();
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -250,17 +260,22 @@ export function fileSource(file: string): ImageSource {
     },
     readInto: async (parts) => {
       const total = parts.reduce((n, p) => n + p.length, 0);
+      const start = position;
+      position += total; // claimed now: the next call reads on from here while this one is in flight
+      if (total > SYNC_IO_BYTES && readvCrc !== null) {
+        const r = await readvCrc(fd, parts as Uint8Array[], start).catch((e: unknown) => Promise.reject(hostError(e, `cannot read ${file}`)));
+        return { bytes: r.bytes, crc32c: r.crc };
+      }
       let got = 0;
       for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
-        const at = position + got;
+        const at = start + got;
         const r = total <= SYNC_IO_BYTES ? hostSync(() => fs.readvSync(fd, rest, at), `cannot read ${file}`) : await new Promise<number>((res, rej) => fs.readv(fd, rest, at, (e, n) => (e ? rej(hostError(e, `cannot read ${file}`)) : res(n))));
         if (r === 0) break;
         got += r;
         rest = skipBytes(rest, r);
       }
-      position += got;
       assert(got <= total, 'readv reads at most what it was given');
-      return got;
+      return { bytes: got, crc32c: null };
     },
     close: () => fs.closeSync(fd),
   };
