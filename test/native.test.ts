@@ -298,8 +298,16 @@ test('readvCrc reads into views from a position (short at the end of the file), 
     const want = data.subarray(12345, 12345 + r.bytes);
     assert.deepEqual(Buffer.concat(parts.map((p) => Buffer.from(p))), Buffer.from(want));
     assert.equal(r.crc, portableCrc32c(Buffer.from(want)));
+    assert.equal(r.fromDisk, false, 'just written: the page cache holds it');
     const tail = await readv(fd, [new Uint8Array(sab, 0, MiB)], 3 * MiB - 10);
     assert.deepEqual([tail.bytes, tail.crc], [10, portableCrc32c(Buffer.from(data.subarray(3 * MiB - 10)))], 'short read at the end of the file');
+    const TMPFS_MAGIC = 0x01021994; // its pages never leave the page cache
+    if (process.getuid?.() === 0 && fs.statfsSync(path).type !== TMPFS_MAGIC) {
+      fs.fsyncSync(fd);
+      fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+      const cold = await readv(fd, [new Uint8Array(sab, 0, MiB)], 0);
+      assert.deepEqual([cold.bytes, cold.crc, cold.fromDisk], [MiB, portableCrc32c(Buffer.from(data.subarray(0, MiB))), true], 'after a cache drop the read waits for the device');
+    }
   } finally {
     fs.closeSync(fd);
   }

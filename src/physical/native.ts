@@ -30,7 +30,7 @@ interface Addon {
   zeroBytes(view: ArrayBufferView, byteOffset: number, byteLength: number): void;
   /** present only where the CPU has SSE4.2 */
   crc32c?(view: ArrayBufferView, crc: number): number;
-  readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number) => void): void;
+  readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number, fromDisk: boolean) => void): void;
 }
 
 /** OFD lock kinds (values shared with mmap.cc). */
@@ -236,16 +236,18 @@ export function nativeCrc32c(): ((bytes: Uint8Array, crc?: number) => number) | 
   return fn === undefined ? null : (bytes, crc = 0) => fn(bytes, crc >>> 0);
 }
 
-/** What nativeReadvCrc read: the byte count (short only at the end of the file) and the crc32c of those bytes. */
+/** What nativeReadvCrc read: the byte count (short only at the end of the file), the crc32c of those bytes, and whether some were not in the page cache. */
 export interface ReadCrc {
   bytes: number;
   crc: number;
+  fromDisk: boolean;
 }
 
 /**
  * The addon's readvCrc: a preadv of `views` at `position` (to full or the
  * end of the file) on a thread-pool thread, then the crc32c of the bytes
- * read on that thread. Null where the addon or SSE4.2 is missing. A failure
+ * read on that thread; a first RWF_NOWAIT attempt tells whether the read
+ * had to wait for the device (fromDisk). Null where the addon or SSE4.2 is missing. A failure
  * rejects with an Error carrying the errno name as `code` and
  * `syscall: 'preadv'` (what hostError maps).
  */
@@ -260,6 +262,6 @@ export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: n
   if (fn === undefined) return null;
   return (fd, views, position) =>
     new Promise<ReadCrc>((resolve, reject) =>
-      fn(fd, views, position, (err, bytes, crc) => (err === null ? resolve({ bytes, crc }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' })))),
+      fn(fd, views, position, (err, bytes, crc, fromDisk) => (err === null ? resolve({ bytes, crc, fromDisk }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' })))),
     );
 }

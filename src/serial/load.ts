@@ -329,7 +329,7 @@ interface Incoming {
   frames: Frame[];
   crcBytes: Uint8Array;
   /** resolves when the chunk's bytes are in `frames` (readInto; with their crc32c when the source computed it) or in `copy` */
-  done: Promise<{ copy: Uint8Array | null; crc: number | null }>;
+  done: Promise<{ copy: Uint8Array | null; crc: number | null; fromDisk: boolean }>;
 }
 
 /**
@@ -345,28 +345,33 @@ function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: num
     if (tailBytes > 0) parts.push(crcBytes);
     done = source.readInto(parts).then((got) => {
       check(got.bytes === n * PAGE_SIZE + tailBytes, 'ECORRUPT', () => `truncated image: chunk ${c} ends after ${got.bytes} bytes`);
-      return { copy: null, crc: tailBytes === 0 ? got.crc32c : null }; // with a trailing checksum the read's crc covers it too
+      return { copy: null, crc: tailBytes === 0 ? got.crc32c : null, fromDisk: got.fromDisk }; // with a trailing checksum the read's crc covers it too
     });
   } else {
-    done = readExact(source, n * PAGE_SIZE + tailBytes, `chunk ${c}`).then((copy) => ({ copy, crc: null }));
+    done = readExact(source, n * PAGE_SIZE + tailBytes, `chunk ${c}`).then((copy) => ({ copy, crc: null, fromDisk: false }));
   }
   done.catch(() => {}); // awaited later; never an unhandled rejection meanwhile
   return { frames, crcBytes, done };
 }
 
 /**
- * Chunks being read while the oldest is linked. A file source reads and
- * checksums each on a thread-pool thread (readInto: the addon's readvCrc),
- * so the reads run in parallel: 64 MiB cached, 4 MiB chunks, here: load /
- * the one-thread read limit 0.48-0.63 with 1 ahead, 0.62-0.66 with 2,
- * 0.73-0.78 with 4 (the pool has 4 threads).
+ * Chunks read ahead of the one being linked while the image comes from the
+ * page cache. A file source reads and checksums each on a thread-pool thread
+ * (readInto: the addon's readvCrc), and a cached read is a memcpy, so reads
+ * in flight together use both cores: 64 MiB cached, 4 MiB chunks, here:
+ * load / the one-thread read limit 0.48-0.63 with 1 ahead, 0.62-0.66 with 2,
+ * 0.73-0.78 with 4 (the pool has 4 threads). Once a read had to wait for
+ * the device, one at a time: concurrent reads of one file defeat the
+ * kernel's sequential readahead (uncached: 0.50-0.59 of plain reads with
+ * 2 or 4 in flight, 0.91-1.09 with 1).
  */
 const READ_AHEAD_CHUNKS = 4;
 
 /**
- * Reads the chunks (up to READ_AHEAD_CHUNKS ahead of the one being linked),
- * checks each checksum before linking, then the trailer and the end of the
- * input. Returns the bytes read. On failure no read is left filling a frame.
+ * Reads the chunks (up to READ_AHEAD_CHUNKS ahead of the one being linked,
+ * one while the reads come from the device), checks each checksum before
+ * linking, then the trailer and the end of the input. Returns the bytes
+ * read. On failure no read is left filling a frame.
  */
 async function readData(source: ImageSource, head: Head, builder: TreeBuilder, onProgress?: (done: number, total: number) => void): Promise<number> {
   const h = head.header;
@@ -376,7 +381,7 @@ async function readData(source: ImageSource, head: Head, builder: TreeBuilder, o
   const pagesIn = (c: number): number => Math.min(h.chunkPages, h.populatedPages - c * h.chunkPages);
   const total = h.populatedPages * PAGE_SIZE;
   const ahead: Incoming[] = []; // chunks c+1.. in order
-  const depth = source.readInto !== undefined ? READ_AHEAD_CHUNKS : 1; // read() calls must not overlap
+  let depth = 1; // read() calls must not overlap; readInto ones may while the page cache serves them
   let started = 0;
   const readAhead = (): void => {
     for (; started < chunkCount && ahead.length < depth; started++) ahead.push(startChunk(source, builder, pagesIn(started), started, tailBytes));
@@ -386,8 +391,9 @@ async function readData(source: ImageSource, head: Head, builder: TreeBuilder, o
     readAhead();
     for (let c = 0; c < chunkCount; c++) {
       const cur = ahead[0];
-      const { copy, crc: readCrc } = await cur.done;
+      const { copy, crc: readCrc, fromDisk } = await cur.done;
       ahead.shift();
+      depth = source.readInto === undefined || fromDisk ? 1 : READ_AHEAD_CHUNKS;
       readAhead();
       const n = pagesIn(c);
       if (copy !== null) {

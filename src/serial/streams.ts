@@ -66,10 +66,15 @@ export interface ImageSource {
   close(): void;
 }
 
-/** What a scatter read filled: the byte count, and their crc32c when the source computed it on the way (a native read), else null. */
+/**
+ * What a scatter read filled: the byte count, their crc32c when the source
+ * computed it on the way (a native read), else null, and whether the read
+ * waited for the device (some bytes were not in the page cache).
+ */
 export interface ReadInto {
   bytes: number;
   crc32c: number | null;
+  fromDisk: boolean;
 }
 
 /** Direct I/O's alignment of file offsets, lengths and memory: one page (what the image format aligns its data to). */
@@ -264,7 +269,7 @@ export function fileSource(file: string): ImageSource {
       position += total; // claimed now: the next call reads on from here while this one is in flight
       if (total > SYNC_IO_BYTES && readvCrc !== null) {
         const r = await readvCrc(fd, parts as Uint8Array[], start).catch((e: unknown) => Promise.reject(hostError(e, `cannot read ${file}`)));
-        return { bytes: r.bytes, crc32c: r.crc };
+        return { bytes: r.bytes, crc32c: r.crc, fromDisk: r.fromDisk };
       }
       let got = 0;
       for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
@@ -275,7 +280,7 @@ export function fileSource(file: string): ImageSource {
         rest = skipBytes(rest, r);
       }
       assert(got <= total, 'readv reads at most what it was given');
-      return { bytes: got, crc32c: null };
+      return { bytes: got, crc32c: null, fromDisk: false };
     },
     close: () => fs.closeSync(fd),
   };

@@ -639,7 +639,9 @@ void Crc32c(const FunctionCallbackInfo<Value>& args) {
 // into the views in order, on a libuv thread-pool thread, until they are
 // full or the file ends, then computes the CRC-32C of the bytes read on the
 // same thread while they are still in its cache; callback(errnoName | null,
-// bytesRead, crc) on the loop thread. The loader reads an image's chunks
+// bytesRead, crc, fromDisk) on the loop thread. fromDisk: some of the bytes
+// were not in the page cache (a first RWF_NOWAIT attempt came back short),
+// so the read waited for the device. The loader reads an image's chunks
 // into fresh frames with it: the checksum no longer runs on the JavaScript
 // thread. The memory stays alive until the callback: the views array is
 // held, and an ArrayBuffer's backing store too (it could be detached; a
@@ -659,15 +661,28 @@ struct ReadCrcWork {
   size_t got = 0;
   uint32_t crc = 0;
   int err = 0;
+  bool fromDisk = false;
 };
 
 void ReadCrcRun(uv_work_t* req) {
   ReadCrcWork* w = static_cast<ReadCrcWork*>(req->data);
   std::vector<struct iovec> rest = w->iov;
   size_t first = 0;  // rest[first..] still to fill; bounded: every round reads > 0 bytes or ends
+  bool tryCache = true;  // the first round only takes what the page cache holds (RWF_NOWAIT)
   while (first < rest.size()) {
     int n = static_cast<int>(std::min<size_t>(rest.size() - first, IOV_MAX));
-    ssize_t r = preadv(w->fd, &rest[first], n, w->position + static_cast<off_t>(w->got));
+    size_t want = 0;
+    for (int i = 0; i < n; i++) want += rest[first + i].iov_len;
+    ssize_t r = preadv2(w->fd, &rest[first], n, w->position + static_cast<off_t>(w->got), tryCache ? RWF_NOWAIT : 0);
+    if (tryCache) {
+      tryCache = false;
+      // EAGAIN or short: the rest waits for the device. EOPNOTSUPP/EINVAL: no
+      // RWF_NOWAIT here (the read is retried plainly; fromDisk stays false).
+      if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) continue;
+      if ((r < 0 && errno == EAGAIN) || (r > 0 && static_cast<size_t>(r) < want)) w->fromDisk = true;
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r == 0) continue;  // nothing cached, or the end of the file: the plain read tells which
+    }
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       w->err = errno;
@@ -698,13 +713,14 @@ void ReadCrcDone(uv_work_t* req, int /*status*/) {
   Local<v8::Object> resource = w->resource.Get(iso);
   Local<Context> ctx = resource->GetCreationContextChecked();
   v8::Context::Scope in(ctx);
-  Local<Value> argv[3] = {
+  Local<Value> argv[4] = {
       w->err == 0 ? static_cast<Local<Value>>(v8::Null(iso)) : static_cast<Local<Value>>(String::NewFromUtf8(iso, uv_err_name(-w->err)).ToLocalChecked()),
       Number::New(iso, static_cast<double>(w->got)),
       v8::Integer::NewFromUnsigned(iso, w->crc),
+      v8::Boolean::New(iso, w->fromDisk),
   };
   w->keep.clear();  // the bytes are the caller's again
-  node::MakeCallback(iso, resource, w->callback.Get(iso), 3, argv, w->async);
+  node::MakeCallback(iso, resource, w->callback.Get(iso), 4, argv, w->async);
   node::EmitAsyncDestroy(iso, w->async);
 }
 
