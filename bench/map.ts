@@ -1,7 +1,9 @@
 /**
  * Experiment 2 — map + access (thesis Fig 5.4/5.5): a prepared, fully
  * populated object of 2^0..2^k pages is mapped a second time and one byte of
- * every page is read; map, access and unmap are timed separately. Morsel
+ * every page is read (through each side's run-level translation, touchRuns:
+ * a walk or a walk-cache entry load per page, as a hardware touch loop pays
+ * TLB misses); map, access and unmap are timed separately. Morsel
  * (one entry, the order that fits) against conventional lazy (faults with
  * fault-around) and conventional MAP_POPULATE. Plus map+unmap of an
  * unpopulated morsel of every order 0..4 (4 KiB .. 256 TiB).
@@ -14,7 +16,8 @@ import { ConventionalSpace, ShmObject } from '../src/conventional/index.js';
 import { hostMapCosts } from '../src/physical/native.js';
 import type { Memory } from '../src/memory.js';
 import { orderBytes, type Order } from '../src/morsel/order.js';
-import { Mmu } from '../src/space/mmu.js';
+import { Access, Mmu } from '../src/space/mmu.js';
+import { touchRuns } from './access.js';
 import { GiB, MiB, formatBytes } from '../src/units.js';
 import { balance, checkNoLeak, volatileMemory } from './env.js';
 import { CONSTANT_MAX_EXPONENT, fitLinear, growthExponent, sweepSlopes } from './fit.js';
@@ -163,7 +166,7 @@ async function measureSize(memory: Memory, pages: number, reps: number, inner: n
     const morselRun = (lap: (phase: string) => void): void => {
       const a = space.map(id);
       lap('map');
-      for (let va = a, end = a + bytes; va < end; va += 4096) sink += mmu.read8(va);
+      sink += touchRuns(memory.region, { mmu, access: Access.Read }, a, bytes);
       lap('access');
       space.unmap(a);
       lap('unmap');
@@ -171,7 +174,7 @@ async function measureSize(memory: Memory, pages: number, reps: number, inner: n
     const conventionalRun = (populate: boolean) => (lap: (phase: string) => void): void => {
       const a = conv.mmap(obj, { populate });
       lap('map');
-      for (let va = a, end = a + bytes; va < end; va += 4096) sink += cmmu.read8(va);
+      sink += touchRuns(memory.region, { mmu: cmmu, access: Access.Read }, a, bytes);
       lap('access');
       conv.munmap(a);
       lap('unmap');
