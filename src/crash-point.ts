@@ -39,7 +39,7 @@ const PRIMITIVE_CRASH_POINTS = [
   'space:teardown-after-unlink', // space table unlinked, not yet freed
   // allocator (src/alloc/llfree.ts)
   'alloc:after-reserve', // tree reserved ({n, 0} -> {0, reserved}), frames held locally
-  'alloc:after-counter', // child counter decremented, bit not yet set
+  'alloc:after-counter', // child counter decremented (allocSmallBatch: a whole child's, {512} -> {0}), bit(s) not yet set
   'free:after-bit-clear', // bit cleared, counters not yet incremented
   'open:rebuild-counters', // part of the counters rebuilt at open
   // recovery itself (src/memory.ts, FrameAllocator.rebuildFrom)

@@ -68,6 +68,7 @@ test('a load killed at any moment leaks nothing after recovery: the morsel is wh
 
   const runs: { killAfterMs: number | null; env?: Record<string, string> }[] = [
     { killAfterMs: null, env: { [CRASH_ENV]: 'populate:before-link:3' } }, // deterministic: mid-load, a table allocated and unlinked
+    { killAfterMs: null, env: { [CRASH_ENV]: 'alloc:after-counter:5' } }, // deterministic: the 5th hit (after registry and usage tables, the root and the first batch) is the loader's second allocSmallBatch: a whole child's counter taken, its bits not set, a chunk in flight
     ...[0, 2, 5, 10, 20, 40, 80, 160, 400].map((ms) => ({ killAfterMs: ms + Math.floor(Math.random() * 5) })),
   ];
   let absent = 0;
