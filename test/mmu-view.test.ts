@@ -77,3 +77,36 @@ test('view: a write view of a shared (cloned) page copies it first; the clone ke
   m.morsels.read(src, 0, out);
   assert.equal(out[0], 9);
 });
+
+test('runs: a range starting mid-page continues its first run past the partial first page (natively scanned or not): runs are the maximal spans of consecutive frames', () => {
+  const m = Memory.volatile(64 * MiB);
+  const space = m.createSpace({ levels: 4 });
+  const mmu = new Mmu(space);
+  const id = m.morsels.create(1);
+  m.morsels.populate(id, 0, 2 * MiB); // one batch: mostly consecutive frames
+  const base = space.map(id);
+  const frames = framesOf(mmu, base, 512);
+  let joined = 0; // ranges whose first (partial) page and the next lie on consecutive frames
+  for (const [start, pages] of [[100, 3], [4095, 40], [1, 511], [4096 * 7 + 9, 300]] as const) {
+    const firstPage = Math.floor(start / PAGE_SIZE);
+    const length = pages * PAGE_SIZE;
+    // The expected runs: split where the next page's frame is not the previous one + 1.
+    const want: [number, number, number, number][] = [];
+    for (let done = 0; done < length; ) {
+      const page = firstPage + Math.floor((start % PAGE_SIZE + done) / PAGE_SIZE);
+      const off = (start + done) % PAGE_SIZE;
+      let n = Math.min(PAGE_SIZE - off, length - done);
+      for (let p = page + 1; done + n < length && frames[p] === frames[p - 1] + 1; p++) n += Math.min(PAGE_SIZE, length - done - n);
+      want.push([frames[page], off, done, n]);
+      done += n;
+    }
+    if (frames[firstPage + 1] === frames[firstPage] + 1) joined++;
+    const got: [number, number, number, number][] = [];
+    mmu.runs(base + start, length, Access.Read, (frame, off, done, n) => got.push([frame, off, done, n]));
+    assert.deepEqual(got, want, `start ${start}, ${pages} pages`);
+  }
+  assert.ok(joined > 0, 'some range starts on consecutive frames (else this test checks nothing new)');
+  space.unmap(base);
+  m.morsels.destroy(id);
+  space.destroy();
+});

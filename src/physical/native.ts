@@ -28,6 +28,7 @@ interface Addon {
   hostMapCost(bytes: number, mode: number, reps: number): Float64Array;
   sumInt32(view: ArrayBufferView): number;
   zeroBytes(view: ArrayBufferView, byteOffset: number, byteLength: number): void;
+  scanRun(words: Int32Array, base: number, first: number, end: number, need: number, checkNx: boolean, next: number): number;
   /** present only where the CPU has SSE4.2 */
   crc32c?(view: ArrayBufferView, crc: number): number;
   readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number, fromDisk: boolean) => void): void;
@@ -264,4 +265,18 @@ export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: n
     new Promise<ReadCrc>((resolve, reject) =>
       fn(fd, views, position, (err, bytes, crc, fromDisk) => (err === null ? resolve({ bytes, crc, fromDisk }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' })))),
     );
+}
+
+/**
+ * The addon's scanRun (see mmap.cc): the run-level translation's entry loop
+ * with one 64-bit acquire load per entry, or null where the addon is not
+ * built (src/space/mmu.ts then scans in JavaScript).
+ */
+export function nativeScanRun(): Addon['scanRun'] | null {
+  try {
+    const a = load();
+    return typeof a.scanRun === 'function' ? a.scanRun : null;
+  } catch {
+    return null;
+  }
 }

@@ -43,6 +43,7 @@ import { PAGE_SIZE, type Frame } from '../units.js';
 import { ZERO_FRAME } from '../physical/layout.js';
 import { WINDOW_FRAME_SHIFT as WINDOW_SHIFT } from '../physical/region.js';
 import type { Region } from '../physical/region.js';
+import { nativeScanRun } from '../physical/native.js';
 import { READER_TABLE_BYTES, enterSection, exitSection, isLive, joinReaders, leaveReaders, readerTable, sectionDepth, type ReaderSlot } from './quiesce.js';
 
 /**
@@ -94,6 +95,13 @@ const PERM_EXEC = 2;
 const PERM_USER = 4;
 /** A fault is retried at most this often (another thread may unmap between fault and walk). */
 const FAULT_RETRIES = 4;
+/**
+ * runFromCache scans at least this many entries natively (the addon's
+ * scanRun: one 64-bit acquire load per entry, ~1 ns, against ~15 ns for two
+ * Atomics.load calls); fewer cost less than the native call (~50 ns).
+ */
+const NATIVE_SCAN_MIN_PAGES = 16;
+const scanRun = nativeScanRun();
 
 export interface MmuCounters {
   hits: number;
@@ -441,7 +449,7 @@ export class Mmu {
         let n = Math.min(PAGE_SIZE - off, length - done);
         const windowEnd = Math.min(((frame >>> WINDOW_SHIFT) + 1) * 2 ** WINDOW_SHIFT, this.endFrame); // a run stays in one window, inside the region
         for (let next = frame + 1; done + n < length && next < windowEnd; ) {
-          const at = va - off + n; // page-aligned
+          const at = va + n; // page-aligned: n ended va's (possibly partial) first page
           const left = length - done - n;
           let pages = this.runFromCache(at, access, next, Math.min(Math.ceil(left / PAGE_SIZE), windowEnd - next));
           if (pages === 0) {
@@ -479,6 +487,10 @@ export class Mmu {
     const need = P | (access === Access.Write ? RW : 0) | (this.user ? US : 0);
     const words = this.wcWords!;
     const base = this.wcBase;
+    if (scanRun !== null && end - first >= NATIVE_SCAN_MIN_PAGES) {
+      const n = scanRun(words, base, first, end, need, access === Access.Execute, next);
+      if (n >= 0) return n;
+    }
     let idx = first;
     for (; idx < end; idx++, next++) {
       const lo = Atomics.load(words, base + 2 * idx);

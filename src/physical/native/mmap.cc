@@ -761,6 +761,42 @@ void ReadvCrc(const FunctionCallbackInfo<Value>& args) {
   w.release();  // ReadCrcDone owns it
 }
 
+// scanRun(words, base, first, end, need, checkNx, next): how many entries
+// idx = first, first + 1, ... (< end) of the page table whose first Int32
+// word is words[base] carry every flag bit of `need` (low bits 0..11), no
+// NX when checkNx, and frames next, next + 1, ... (PFN: bits 12..51). The
+// loop of the software MMU's run-level translation (Mmu.runFromCache) with
+// one 64-bit acquire load per entry (a plain mov on x86) instead of two
+// Atomics.load calls (~6 ns each in V8). -1: the table is not 8-byte
+// aligned or not inside the view (the caller scans in JavaScript).
+void ScanRun(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  if (args.Length() < 7 || !args[0]->IsInt32Array() || !args[1]->IsUint32() || !args[2]->IsUint32() || !args[3]->IsUint32() || !args[4]->IsInt32() || !args[6]->IsNumber())
+    return Throw(iso, EINVAL, "scanRun", "expects (Int32Array, base, first, end, need, checkNx, next)");
+  Local<v8::Int32Array> view = args[0].As<v8::Int32Array>();
+  uint64_t base = args[1].As<v8::Uint32>()->Value();
+  uint64_t first = args[2].As<v8::Uint32>()->Value();
+  uint64_t end = args[3].As<v8::Uint32>()->Value();
+  uint32_t need = static_cast<uint32_t>(args[4].As<v8::Int32>()->Value());
+  bool checkNx = args[5]->BooleanValue(iso);
+  double next = args[6].As<Number>()->Value();
+  const char* at = static_cast<const char*>(view->Buffer()->Data()) + view->ByteOffset() + base * 4;
+  if ((reinterpret_cast<uintptr_t>(at) & 7) != 0 || first > end || base + 2 * end > view->Length() || !(next >= 0 && next <= kMaxSafe)) {
+    args.GetReturnValue().Set(-1);
+    return;
+  }
+  const uint64_t* entries = reinterpret_cast<const uint64_t*>(at);
+  uint64_t want = static_cast<uint64_t>(next);
+  uint64_t i = first;
+  for (; i < end; i++, want++) {
+    uint64_t e = __atomic_load_n(&entries[i], __ATOMIC_ACQUIRE);
+    if ((static_cast<uint32_t>(e) & need) != need) break;
+    if (checkNx && (e >> 63) != 0) break;
+    if (((e >> 12) & 0xFFFFFFFFFFull) != want) break;
+  }
+  args.GetReturnValue().Set(static_cast<double>(i - first));
+}
+
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(g_live.load()));
 }
@@ -793,6 +829,7 @@ NODE_MODULE_INIT() {
   Export(context, exports, "hostMapCost", HostMapCost);
   Export(context, exports, "sumInt32", SumInt32);
   Export(context, exports, "zeroBytes", ZeroBytes);
+  Export(context, exports, "scanRun", ScanRun);
   if (__builtin_cpu_supports("sse4.2")) {
     Export(context, exports, "crc32c", Crc32c);
     Export(context, exports, "readvCrc", ReadvCrc);
