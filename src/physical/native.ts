@@ -210,14 +210,21 @@ let noNativeZero = false;
  */
 export function zeroBytes(view: Uint8Array, byteOffset: number, byteLength: number): boolean {
   if (noNativeZero) return false;
-  try {
-    load();
-  } catch {
+  if (addonOrNull() === null) {
     noNativeZero = true;
     return false;
   }
   call((a) => a.zeroBytes(view, byteOffset, byteLength));
   return true;
+}
+
+/** The addon, or null where it is not built (callers of the optional fast paths below fall back to JavaScript). */
+function addonOrNull(): Addon | null {
+  try {
+    return load();
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -227,13 +234,7 @@ export function zeroBytes(view: Uint8Array, byteOffset: number, byteLength: numb
  * the call is on the load and save hot path.
  */
 export function nativeCrc32c(): ((bytes: Uint8Array, crc?: number) => number) | null {
-  let a: Addon;
-  try {
-    a = load();
-  } catch {
-    return null;
-  }
-  const fn = a.crc32c;
+  const fn = addonOrNull()?.crc32c;
   return fn === undefined ? null : (bytes, crc = 0) => fn(bytes, crc >>> 0);
 }
 
@@ -248,18 +249,12 @@ export interface ReadCrc {
  * The addon's readvCrc: a preadv of `views` at `position` (to full or the
  * end of the file) on a thread-pool thread, then the crc32c of the bytes
  * read on that thread; a first RWF_NOWAIT attempt tells whether the read
- * had to wait for the device (fromDisk). Null where the addon or SSE4.2 is missing. A failure
- * rejects with an Error carrying the errno name as `code` and
- * `syscall: 'preadv'` (what hostError maps).
+ * had to wait for the device (fromDisk). Null where the addon or SSE4.2 is
+ * missing. A failure rejects with an Error carrying the errno name as
+ * `code` and `syscall: 'preadv'` (what hostError maps).
  */
 export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: number) => Promise<ReadCrc>) | null {
-  let a: Addon;
-  try {
-    a = load();
-  } catch {
-    return null;
-  }
-  const fn = a.readvCrc;
+  const fn = addonOrNull()?.readvCrc;
   if (fn === undefined) return null;
   return (fd, views, position) =>
     new Promise<ReadCrc>((resolve, reject) =>
@@ -273,10 +268,5 @@ export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: n
  * built (src/space/mmu.ts then scans in JavaScript).
  */
 export function nativeScanRun(): Addon['scanRun'] | null {
-  try {
-    const a = load();
-    return typeof a.scanRun === 'function' ? a.scanRun : null;
-  } catch {
-    return null;
-  }
+  return addonOrNull()?.scanRun ?? null;
 }
