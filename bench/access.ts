@@ -93,6 +93,11 @@ export function touchRuns(region: Region, t: Translator, addr: number, length: n
   return sink;
 }
 
+/** Translates every page of [addr, addr + length) for `t.access` (a write populates missing pages, faults included), touching no data. */
+export function faultRuns(t: Translator, addr: number, length: number): void {
+  forEachRun(t, addr, length, () => {});
+}
+
 /** Touches one byte of every page (read): the cost of making a mapping usable. */
 export function touchPages(read8: (va: number) => number, addr: number, length: number): number {
   let sink = 0;

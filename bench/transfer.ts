@@ -150,7 +150,7 @@ export async function runTransfer(opts: RunOptions & { params?: TransferParams }
     id: 'transfer',
     title: 'Transfer between address spaces (thesis Fig 5.7)',
     anchor: 'morsel 10.5 GiB/s = 94% of memset (11.2 GiB/s); SHM 5.5 GiB/s',
-    params: { ...p, circulating: PACKETS, morselOrder: 2, touch: 'one byte per page' },
+    params: { ...p, circulating: PACKETS, morselOrder: 2, touch: 'one byte per page, through the run-level translation' },
     results,
     claims: [
       claim('transfer: morsel throughput / fill limit', m('morsel') / m('limit'), { anchor: 0.94 }),

@@ -3,7 +3,8 @@
  * its own address spaces on the shared region, connected by a MessagePort
  * (the pipe). The sender takes a free packet, copies its payload into it
  * (TypedArray.set of a prepared source, per physically contiguous run) and
- * passes a reference; the receiver maps it, touches one byte per page, unmaps it and
+ * passes a reference; the receiver maps it, touches one byte per page (through
+ * the run-level translation, touchRuns), unmaps it and
  * passes the reference back for reuse. Both record a timestamp per packet.
  *
  * References per variant: a morsel ID (bigint); a shm object (its index
@@ -23,7 +24,7 @@ import { Mmu } from '../../src/space/mmu.js';
 import { READ_ONLY } from '../../src/space/rights.js';
 import type { Frame } from '../../src/units.js';
 import { nowNs } from '../stats.js';
-import { copyInPages } from '../access.js';
+import { copyInPages, touchRuns } from '../access.js';
 import { Access } from '../../src/space/mmu.js';
 import { assert } from '../../src/errors.js';
 import { PAGE_SIZE } from '../../src/units.js';
@@ -157,7 +158,7 @@ async function receive(req: TransferRun): Promise<number[]> {
       case 'morsel-huge':
       case 'morsel-durable': {
         const a = space.map(ref as bigint, { rights: READ_ONLY });
-        for (let va = a; va < a + n; va += 4096) sink += mmu.read8(va);
+        sink += touchRuns(memory.region, { mmu, access: Access.Read }, a, n);
         space.unmap(a);
         port.postMessage(ref);
         break;
@@ -165,7 +166,7 @@ async function receive(req: TransferRun): Promise<number[]> {
       case 'conventional': {
         const obj = ShmObject.open(memory, ref as ShmShare);
         const a = conv.mmap(obj, { rights: READ_ONLY });
-        for (let va = a; va < a + n; va += 4096) sink += cmmu.read8(va);
+        sink += touchRuns(memory.region, { mmu: cmmu, access: Access.Read }, a, n);
         conv.munmap(a);
         port.postMessage(ref);
         break;
