@@ -114,7 +114,8 @@ export async function runPipeline(opts: RunOptions & { params?: PipelineParams }
       }),
     ],
     notes: [
-      'alloc = create the buffer (datasource) or free it (sender); faults = one byte per page touched after mapping (write in the datasource: population; read downstream: PTE setup for conventional, walks only for morsels); work = fill (Int32Array.fill) / checksum (native sum of each contiguous run, bench/access.ts) / copy out in 64 KiB chunks; unmap.',
+      'alloc = create the buffer (datasource) or free it (sender); faults = every page translated once after mapping through the side\'s run-level translation (write in the datasource: population; read downstream: PTE setup for conventional, walks only for morsels); work = fill (Int32Array.fill) / checksum (native sum of each contiguous run, bench/access.ts) / copy out in 64 KiB chunks; unmap.',
+      'datasource population: a write fault in a morsel during a bulk write populates the rest of the write\'s extent in that page table at once (Mmu fault-ahead: frames taken by whole allocator children, zeroed natively, one CAS per page); the conventional side faults page by page, as Linux shmem does (no fault-around for writes).',
       'conventional buffers are shm objects (memfd_create + ftruncate) handed on as a reference; downstream stages map them lazily with read faults (16-page fault-around).',
       'transferable buffers are plain ArrayBuffers (host memory, outside the region) moved by postMessage transfer: alloc = new ArrayBuffer, faults = the host kernel zero-filling each page at first touch, no map/unmap.',
       `${p.count} buffers of ${p.bufBytes / MiB} MiB per repetition, one in flight; morsel buffers are order-${orderFor(p.bufBytes)} morsels.`,

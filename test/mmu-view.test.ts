@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Memory } from '../src/memory.js';
 import { Access, Mmu } from '../src/space/mmu.js';
-import { MiB, PAGE_SIZE } from '../src/units.js';
+import { MiB, PAGE_SIZE, type Frame } from '../src/units.js';
+import { freeFrames, takeAll } from './helpers.js';
 
 const code = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
 
@@ -109,4 +110,32 @@ test('runs: a range starting mid-page continues its first run past the partial f
   space.unmap(base);
   m.morsels.destroy(id);
   space.destroy();
+});
+
+test('a bulk write that faults populates its extent in the page table at once (fault-ahead); with too few frames it still writes page by page up to ENOSPC', () => {
+  const m = Memory.volatile(64 * MiB);
+  const free0 = freeFrames(m);
+  const space = m.createSpace({ levels: 4 });
+  const mmu = new Mmu(space);
+  const id = m.morsels.create(1);
+  const base = space.map(id);
+  const data = new Uint8Array(300 * PAGE_SIZE).map((_, i) => (i * 13) >>> 4);
+  const faultsBefore = mmu.counters.faults;
+  mmu.write(base + 100, data);
+  assert.equal(mmu.counters.faults - faultsBefore, 1, 'one fault for 301 pages of one level-1 table');
+  assert.equal(m.morsels.stats(id).dataPages, 301, 'exactly the pages the write reached');
+  const back = new Uint8Array(data.length);
+  mmu.read(base + 100, back);
+  assert.deepEqual(back, data);
+  // Few frames left: the batch cannot be had, the write goes page by page and stops at ENOSPC.
+  const held = takeAll(m.alloc, 0);
+  for (let i = 0; i < 5; i++) m.alloc.free(held.pop()! as Frame);
+  assert.throws(() => mmu.fill(base + 400 * PAGE_SIZE, 20 * PAGE_SIZE, 7), (e: unknown) => (e as { code?: string }).code === 'ENOSPC');
+  assert.equal(m.morsels.stats(id).dataPages, 306, 'the five free frames were used, page by page');
+  assert.equal(mmu.read8(base + 400 * PAGE_SIZE), 7, 'what was populated was written');
+  for (const f of held) m.alloc.free(f as Frame);
+  space.unmap(base);
+  m.morsels.destroy(id);
+  space.destroy();
+  assert.equal(freeFrames(m), free0, 'every frame back: pages, tables, the space');
 });

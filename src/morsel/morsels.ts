@@ -14,8 +14,8 @@ import { MorselError, assert, check } from '../errors.js';
 import { FrameAllocator } from '../alloc/llfree.js';
 import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
-import type { Region } from '../physical/region.js';
-import { HI_HUGE, LAZY_REF, RW, entryToBigInt, pfnOf } from '../paging/entry.js';
+import { WINDOW_FRAME_SHIFT, type Region } from '../physical/region.js';
+import { HI_HUGE, LAZY_REF, RW, entryToBigInt, isPresent, pfnOf } from '../paging/entry.js';
 import { HUGE_ALLOC_ORDER, HUGE_FRAMES, Walker, isLeafEntry } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
@@ -29,6 +29,8 @@ import { Cow } from './cow.js';
 
 /** Attempts of one destroy decision / one counted use before giving up (each retry means another party moved). */
 const DECISION_RETRIES = 64;
+/** populateRange fills a level-1 range of at least this many pages in one batch (populateLeaves); shorter ones page by page. */
+const BATCH_LEAVES_MIN_PAGES = 16;
 /** How long a user backs off while a destroyer holds DYING (it holds it for one scan of the user slots). */
 const DYING_BACKOFF_MS = 1;
 const backoffCell = new Int32Array(new SharedArrayBuffer(4));
@@ -616,8 +618,22 @@ export class Morsels {
     return this.walker.linkedFrames - before;
   }
 
+  /**
+   * Populates `pages` pages from the page of `vaddr` below the morsel's
+   * level-`level` table `table`, at most to that table's end (the MMU's
+   * fault-ahead for a bulk write that will write every one of them). As
+   * populateFrom, the indices of `vaddr` below the morsel's top are its
+   * offset's.
+   */
+  populateAhead(table: Frame, level: number, vaddr: number, pages: number, huge: boolean): void {
+    const spanPages = entrySpan(level + 1) / PAGE_SIZE; // pages under the table
+    const first = Math.floor(vaddr / PAGE_SIZE) % spanPages;
+    this.populateRange(table, level, first, Math.min(spanPages, first + pages) - 1, huge);
+  }
+
   /** Populates pages [first, last] (page numbers inside the table at `level`); `huge`: 2 MiB leaves where they fit. */
   private populateRange(table: Frame, level: number, first: number, last: number, huge: boolean): void {
+    if (level === 1 && last - first + 1 >= BATCH_LEAVES_MIN_PAGES) return this.populateLeaves(table, first, last);
     const span = entrySpan(level) / PAGE_SIZE; // pages per entry of this table
     for (let idx = Math.floor(first / span); idx <= Math.floor(last / span); idx++) {
       const child = this.writableChild(table, idx, level, huge);
@@ -629,6 +645,45 @@ export class Morsels {
     }
   }
 
+
+  /**
+   * Level-1 entries first..last of `table`: the missing ones get fresh
+   * frames taken in one batch (allocSmallBatch: a whole allocator child per
+   * counter CAS), zeroed per run of consecutive frames (natively from 16
+   * frames: ~2x a TypedArray.set per page here), and linked by one CAS each
+   * (a lost race frees its frame); present ones go through writableChild (a
+   * shared page is copied). ENOSPC before anything is linked: the frames
+   * taken are freed. A crash between the batch and a link leaves unreachable
+   * frames, which recovery's rebuild reclaims (as for populateFrom).
+   */
+  private populateLeaves(table: Frame, first: number, last: number): void {
+    const missing: number[] = [];
+    for (let idx = first; idx <= last; idx++) {
+      if (isPresent(this.region.loadLo(table, idx))) this.writableChild(table, idx, 1, false);
+      else missing.push(idx);
+    }
+    if (missing.length === 0) return;
+    const frames: Frame[] = [];
+    try {
+      this.alloc.allocSmallBatch(missing.length, frames);
+    } catch (e) {
+      for (const f of frames) this.alloc.free(f);
+      throw e;
+    }
+    for (let i = 0; i < frames.length; ) {
+      let run = 1;
+      const window = frames[i] >>> WINDOW_FRAME_SHIFT; // zeroFrames takes a run inside one window
+      while (i + run < frames.length && frames[i + run] === frames[i] + run && (frames[i] + run) >>> WINDOW_FRAME_SHIFT === window) run++;
+      this.region.zeroFrames(frames[i], run);
+      i += run;
+    }
+    for (let i = 0; i < missing.length; i++) {
+      crashPoint('populate:before-link');
+      if (this.walker.link(table, missing[i], frames[i])) continue;
+      crashPoint('populate:lost-race');
+      this.alloc.free(frames[i]);
+    }
+  }
 
   // --- access without a mapping ------------------------------------------------------
 

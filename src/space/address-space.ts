@@ -129,6 +129,10 @@ export class AddressSpace {
   }
 
   /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel) to the page of `vaddr`; `huge`: the morsel's policy (2 MiB leaves). */
+  populateAhead(table: Frame, level: number, vaddr: number, pages: number, huge: boolean): void {
+    this.morsels.populateAhead(table, level, vaddr, pages, huge);
+  }
+
   populateFrom(table: Frame, level: number, vaddr: number, huge: boolean): Frame {
     return this.morsels.populateFrom(table, level, vaddr, huge);
   }

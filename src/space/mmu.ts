@@ -77,6 +77,12 @@ export interface PagedSpace {
    * the morsel's 2 MiB-leaf policy.
    */
   populateFrom?(table: Frame, level: number, vaddr: number, huge: boolean): Frame;
+  /**
+   * Optional fault-ahead for a bulk write: populate `pages` pages from the
+   * page of `vaddr` below the morsel's level-`level` table `table` (at most
+   * to its end), every one of which the write will reach.
+   */
+  populateAhead?(table: Frame, level: number, vaddr: number, pages: number, huge: boolean): void;
   /** a fault outside any morsel: map the page or throw EFAULT/EACCES */
   handleFault?(vaddr: number, access: Access): void;
 }
@@ -146,6 +152,8 @@ export class Mmu {
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
   readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0, zeroReads: 0, cowFaults: 0 };
+  /** set by runs() around a write's lookup: pages the write reaches from that page on (0: a single access) */
+  private writeAheadPages = 0;
 
   /** EBADF if the space is already destroyed; EBUSY if READER_SLOTS other threads use it. */
   constructor(
@@ -246,6 +254,22 @@ export class Mmu {
     this.counters.flushes++;
   }
 
+  /**
+   * A bulk write's fault in a morsel: populate the pages it reaches from
+   * here in one batch (populateAhead), so the write does not fault page by
+   * page. Best effort: without enough free frames (ENOSPC) the fault
+   * populates the one page as before, and the write stops where frames run
+   * out, as it would have.
+   */
+  private faultAhead(table: Frame, level: number, vaddr: number, huge: boolean): void {
+    if (this.space.populateAhead === undefined) return;
+    try {
+      this.space.populateAhead(table, level, vaddr, this.writeAheadPages, huge);
+    } catch (e) {
+      if (!(e instanceof MorselError && e.code === 'ENOSPC')) throw e;
+    }
+  }
+
   /** translate() without the epoch check: for use inside a section, which checked it. */
   private lookup(vaddr: number, access: Access): Frame {
     const vpn = Math.floor(vaddr / PAGE_SIZE);
@@ -314,6 +338,7 @@ export class Mmu {
           return ZERO_FRAME as Frame;
         }
         this.counters.faults++;
+        if (this.writeAheadPages > 1) this.faultAhead(table as Frame, level, vaddr, huge);
         // Populate from this table down and take the data frame it returns:
         // entries inside a morsel are permissive, so `perm` is already final.
         table = this.space.populateFrom!(table as Frame, level, vaddr, huge);
@@ -445,7 +470,10 @@ export class Mmu {
       while (done < length) {
         const va = vaddr + done;
         const off = va & 4095;
+        // A write fault here may populate the pages this write reaches next in one batch (faultAhead).
+        if (access === Access.Write) this.writeAheadPages = Math.ceil((off + length - done) / PAGE_SIZE);
         const frame = this.lookup(va, access);
+        this.writeAheadPages = 0;
         let n = Math.min(PAGE_SIZE - off, length - done);
         const windowEnd = Math.min(((frame >>> WINDOW_SHIFT) + 1) * 2 ** WINDOW_SHIFT, this.endFrame); // a run stays in one window, inside the region
         for (let next = frame + 1; done + n < length && next < windowEnd; ) {
@@ -453,7 +481,16 @@ export class Mmu {
           const left = length - done - n;
           let pages = this.runFromCache(at, access, next, Math.min(Math.ceil(left / PAGE_SIZE), windowEnd - next));
           if (pages === 0) {
-            if (this.lookup(at, access) !== next) break;
+            if (access === Access.Write) this.writeAheadPages = Math.ceil(left / PAGE_SIZE);
+            let hit: number;
+            try {
+              hit = this.lookup(at, access);
+            } catch {
+              break; // the run ends here and is handled; the outer lookup of this page throws for real
+            } finally {
+              this.writeAheadPages = 0;
+            }
+            if (hit !== next) break;
             pages = 1;
           }
           n += Math.min(pages * PAGE_SIZE, left);
