@@ -60,7 +60,7 @@ export interface ImageSource {
    * input (fewer bytes only at its end). The loader reads chunks into the
    * frames it allocated with it, with no copy. Each call claims the next
    * bytes of the input when it is made, so several may be in flight at once
-   * (the loader keeps two ahead); read() must not be called while one is.
+   * (the loader keeps up to four ahead); read() must not be called while one is.
    */
   readInto?(parts: readonly Uint8Array[]): Promise<ReadInto>;
   close(): void;

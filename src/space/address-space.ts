@@ -128,11 +128,12 @@ export class AddressSpace {
     return this.morsels.region;
   }
 
-  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel) to the page of `vaddr`; `huge`: the morsel's policy (2 MiB leaves). */
+  /** The MMU's fault-ahead for a bulk write: populate `pages` pages from the page of `vaddr` below `table` (Morsels.populateAhead). */
   populateAhead(table: Frame, level: number, vaddr: number, pages: number, huge: boolean): void {
     this.morsels.populateAhead(table, level, vaddr, pages, huge);
   }
 
+  /** The morsel fault handler, for the MMU: populate below `table` (a level-`level` table of a morsel) to the page of `vaddr`; `huge`: the morsel's policy (2 MiB leaves). */
   populateFrom(table: Frame, level: number, vaddr: number, huge: boolean): Frame {
     return this.morsels.populateFrom(table, level, vaddr, huge);
   }

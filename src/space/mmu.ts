@@ -35,7 +35,7 @@
  *
  * Not modelled: accessed/dirty bits (a morsel never needs them), PCID.
  */
-import { MorselError, check } from '../errors.js';
+import { MorselError, check, isMorselError } from '../errors.js';
 import { HI_HUGE, HI_MORSEL_TOP, HI_NX, P, RW, US, isPresent, pfnOf } from '../paging/entry.js';
 import { tableIndex } from '../morsel/order.js';
 import { HUGE_FRAMES, allocatableRange, isLeafEntry, validTableFrame } from '../paging/walk.js';
@@ -152,7 +152,7 @@ export class Mmu {
   /** user-mode accesses (the default) need U/S on every level */
   readonly user: boolean;
   readonly counters: MmuCounters = { hits: 0, misses: 0, faults: 0, flushes: 0, zeroReads: 0, cowFaults: 0 };
-  /** set by runs() around a write's lookup: pages the write reaches from that page on (0: a single access) */
+  /** set by lookupAhead around a bulk write's lookup: pages the write reaches from that page on (0: a single access) */
   private writeAheadPages = 0;
 
   /** EBADF if the space is already destroyed; EBUSY if READER_SLOTS other threads use it. */
@@ -266,7 +266,22 @@ export class Mmu {
     try {
       this.space.populateAhead(table, level, vaddr, this.writeAheadPages, huge);
     } catch (e) {
-      if (!(e instanceof MorselError && e.code === 'ENOSPC')) throw e;
+      if (!isMorselError(e, 'ENOSPC')) throw e;
+    }
+  }
+
+  /**
+   * lookup() for runs(): a write fault on the way may populate the `pages`
+   * pages this write reaches from `vaddr` in one batch (faultAhead). The
+   * hint never outlives the call, so single accesses fault page by page.
+   */
+  private lookupAhead(vaddr: number, access: Access, pages: number): Frame {
+    if (access !== Access.Write) return this.lookup(vaddr, access);
+    this.writeAheadPages = pages;
+    try {
+      return this.lookup(vaddr, access);
+    } finally {
+      this.writeAheadPages = 0;
     }
   }
 
@@ -470,10 +485,7 @@ export class Mmu {
       while (done < length) {
         const va = vaddr + done;
         const off = va & 4095;
-        // A write fault here may populate the pages this write reaches next in one batch (faultAhead).
-        if (access === Access.Write) this.writeAheadPages = Math.ceil((off + length - done) / PAGE_SIZE);
-        const frame = this.lookup(va, access);
-        this.writeAheadPages = 0;
+        const frame = this.lookupAhead(va, access, Math.ceil((off + length - done) / PAGE_SIZE));
         let n = Math.min(PAGE_SIZE - off, length - done);
         const windowEnd = Math.min(((frame >>> WINDOW_SHIFT) + 1) * 2 ** WINDOW_SHIFT, this.endFrame); // a run stays in one window, inside the region
         for (let next = frame + 1; done + n < length && next < windowEnd; ) {
@@ -481,14 +493,11 @@ export class Mmu {
           const left = length - done - n;
           let pages = this.runFromCache(at, access, next, Math.min(Math.ceil(left / PAGE_SIZE), windowEnd - next));
           if (pages === 0) {
-            if (access === Access.Write) this.writeAheadPages = Math.ceil(left / PAGE_SIZE);
             let hit: number;
             try {
-              hit = this.lookup(at, access);
+              hit = this.lookupAhead(at, access, Math.ceil(left / PAGE_SIZE));
             } catch {
               break; // the run ends here and is handled; the outer lookup of this page throws for real
-            } finally {
-              this.writeAheadPages = 0;
             }
             if (hit !== next) break;
             pages = 1;
