@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { FrameAllocator, CHILD_HUGE, childIsHuge, treeFree, treeWord, type Order } from '../src/alloc/llfree.js';
+import { AllocatorView, FrameAllocator, CHILD_HUGE, childIsHuge, treeFree, treeWord, type Order } from '../src/alloc/llfree.js';
 import { LockedAllocator } from '../src/alloc/locked.js';
 import { isMorselError } from '../src/errors.js';
 import { CHILD_FRAMES, firstAllocatableFrame, metaLayout } from '../src/physical/layout.js';
@@ -88,13 +88,15 @@ test('order-0 alloc and free', () => {
   assert.deepEqual(FrameAllocator.verify(region), []);
 });
 
-test('a damaged child counter on the order-0 fast path is ECORRUPT and is not decremented', () => {
+test('a damaged child counter is ECORRUPT when order-0 units are taken from it, and is not changed', () => {
   const { region, a } = fresh(8 * MiB);
   const c = a.alloc(0) >>> 9; // the hinted child: the next order-0 allocation tries it first
   const child = counters(region).child;
+  a.release(); // gives the held units back: the next allocation takes units by reading the counter
   const good = child[c];
   // Stray bits, a free count above CHILD_FRAMES, and a huge flag with a free count: none may pass as a count.
   for (const bad of [good | 0x1000, CHILD_FRAMES + 1, CHILD_HUGE | 1]) {
+    a.release();
     child[c] = bad;
     throwsCode(() => a.alloc(0), 'ECORRUPT');
     assert.equal(child[c], bad, `word 0x${bad.toString(16)} left as it was`);
@@ -544,4 +546,68 @@ test('allocSmallBatch: whole free children by one counter CAS, the rest one by o
   assert.equal(a.freeFrames(), before);
   a.release();
   assert.deepEqual(FrameAllocator.verify(region), []);
+});
+
+test('freeSmallBatch frees what free() would and refuses, without changing anything for them, what free() would reject', () => {
+  const { region, a } = fresh(8 * MiB);
+  const first = firstAllocatableFrame(region.frameCount);
+  const total = a.freeFrames();
+  const held: Frame[] = [];
+  a.allocSmallBatch(CHILD_FRAMES + 300, held);
+  const huge = a.alloc(9);
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.constantFrom(...held), fc.integer({ min: 0, max: region.frameCount + 10 }), fc.integer({ min: huge, max: huge + CHILD_FRAMES - 1 })), { maxLength: 700 }), (picked) => {
+      // Model: one free() per frame in order; the batch in a neighbouring sort (frames grouped by child, as a table's pages are).
+      const allocated = new Set<number>(held.filter((f) => a.isAllocated(f)));
+      let refused = 0;
+      const freedByModel = new Set<number>();
+      for (const f of picked) {
+        if (f >= first && f < region.frameCount && allocated.has(f) && !freedByModel.has(f)) freedByModel.add(f);
+        else refused++;
+      }
+      const before = a.freeFrames();
+      assert.equal(a.freeSmallBatch(Int32Array.from(picked), picked.length), refused);
+      assert.equal(a.freeFrames(), before + freedByModel.size);
+      for (const f of freedByModel) assert.equal(a.isAllocated(F(f)), false);
+      assert.ok(a.isAllocated(huge), 'the order-9 frame is untouched');
+      a.release();
+      assert.deepEqual(FrameAllocator.verify(region), [], 'counters agree with the bitfields');
+      // Take the freed frames back for the next case.
+      for (let i = 0; i < freedByModel.size; i++) {
+        const f = a.alloc(0);
+        if (!held.includes(f)) held.push(f);
+      }
+    }),
+    { numRuns: 60, seed: 12 },
+  );
+  a.free(huge, 9);
+  const rest = held.filter((f) => a.isAllocated(f));
+  assert.equal(a.freeSmallBatch(Int32Array.from(rest), rest.length), 0);
+  a.release();
+  assert.equal(a.freeFrames(), total);
+  assert.deepEqual(FrameAllocator.verify(region), []);
+});
+
+test('held units: order-0 allocations take a child\'s counter units in batches, frees into that child are held again, release gives them back', () => {
+  const { region, a } = fresh(8 * MiB);
+  const child = counters(region).child;
+  const before = child.slice();
+  const f0 = a.alloc(0);
+  const c = f0 >>> 9;
+  const atFirst = child[c];
+  const frames = [f0];
+  for (let i = 0; i < 20; i++) frames.push(a.alloc(0));
+  assert.ok(frames.every((f) => f >>> 9 === c), 'the allocations come from the held child');
+  assert.equal(child[c], atFirst, 'no counter atomic while units are held');
+  const b = new FrameAllocator(region); // another instance does not see the held frames as free in that child
+  assert.ok(child[c] < before[c] - frames.length, 'the counter reads below the clear bits while units are held');
+  const view = new AllocatorView(region);
+  assert.deepEqual(view.problems().map((p) => p.code), ['TREE_RESERVED'], 'a held child is the reserved tree\'s owner\'s, not a counter problem');
+  for (const f of frames) a.free(f);
+  assert.equal(child[c], atFirst, 'frees into the held child are held, not counted');
+  a.release();
+  b.release();
+  assert.equal(child[c], before[c], 'release gives every held unit back');
+  assert.deepEqual(FrameAllocator.verify(region), []);
+  assert.equal(a.freeFrames(), a.totalAllocatable());
 });

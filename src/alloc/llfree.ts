@@ -27,10 +27,18 @@
  * (as in LLFree): the tree counters are packed 16 to a cache line, so
  * shared-counter frees would make every thread's frees contend.
  *
+ * Held units, one level down (LLFree's local free counter, as Linux's
+ * per-CPU page lists): the owner takes up to HOLD_UNITS free-frame units of
+ * one child of its tree by one counter CAS (`held`, part of `local`). An
+ * order-0 allocation then costs one atomic, the bit, and the owner's free
+ * of a frame of that child one, the bit, with `held` and `local` raised
+ * instead of the child counter. A thread's alloc/free pair thus pays two
+ * atomics where a locked list pays four (lock and unlock, twice).
+ *
  * The accounting invariant, exact whenever no operation is in flight:
  *
- *   for every tree t:  F(t) + local(owner of t) = sum of t's child free counts
- *   for every child c: free(c) = clear bits of c (0 and no bits if huge)
+ *   for every tree t:  F(t) + local(owner of t) = sum of t's child free counts + held(owner)
+ *   for every child c: free(c) + held(owner, if c is its held child) = clear bits of c (0 and no bits if huge)
  *
  * Any thread may also take frames from a tree it has not reserved ("steal":
  * needed for order-9 allocations, and for order 0 when every tree with free
@@ -71,7 +79,7 @@ import { MorselError, assert } from '../errors.js';
 import { GiB, PAGE_SIZE, type Frame } from '../units.js';
 import { BITFIELD_WORDS, CHILD_FRAMES, CHILD_SHIFT, TREE_CHILDREN, TREE_FRAMES, firstAllocatableFrame, metaLayout } from '../physical/layout.js';
 import type { Region } from '../physical/region.js';
-import { claimClearBit, countSet, testBit, tryClearBit, writeBitfield } from './bitfield.js';
+import { claimClearBit, countSet, popcount32, testBit, tryClearBit, writeBitfield } from './bitfield.js';
 import { crashPoint } from '../crash-point.js';
 
 export type Order = 0 | 9;
@@ -133,6 +141,8 @@ function checkTreeWord(word: number): void {
 const CAS_RETRIES = 10_000;
 /** Rounds over a child's 16 words when claiming a bit we hold a counter unit for. */
 const BIT_ROUNDS = 1_000;
+/** Free-frame units of one child an instance takes at once (holdUnits): frames others cannot see meanwhile, per instance. */
+const HOLD_UNITS = 32;
 /** Minimum shared free count for a partially filled tree to be preferred for reservation. */
 const PARTIAL_MIN = CHILD_FRAMES / 8;
 
@@ -231,6 +241,11 @@ export class FrameAllocator {
   private treeHint: number;
   private childHint = 0;
   private wordHint = 0;
+  /** The child of the reserved tree whose counter units this instance holds (-1: none), and how many: held <= local. */
+  private heldChild = -1;
+  private held = 0;
+  /** freeSmallBatch's per-child bit masks (scratch, one word per bitfield word). */
+  private readonly batchMasks = new Int32Array(BITFIELD_WORDS);
 
   constructor(readonly region: Region) {
     this.writable = region.writable;
@@ -270,6 +285,7 @@ export class FrameAllocator {
     markFixedFrames(m); // repair: these frames must never be handed out
     for (let t = 0; t < m.trees; t++) {
       let sum = 0;
+      const reserved = treeIsReserved(Atomics.load(m.treeCounters, t));
       for (let c = childLo(t); c < childHi(m, t); c++) {
         if (childIsHuge(Atomics.load(m.childCounters, c))) {
           Atomics.store(m.childCounters, c, CHILD_HUGE);
@@ -328,16 +344,13 @@ export class FrameAllocator {
 
   /** Allocates one frame of `order` (0: 4 KiB, 9: a 2 MiB-aligned 512-frame block). Throws ENOSPC when nothing fits. */
   alloc(order: Order = 0): Frame {
-    if (order === 0 && this.local > 0 && this.writable) {
-      // Fast path: a frame of the reserved tree, paid from `local`. Everything
-      // else is in allocSlow, so that this stays small enough for V8 to inline.
-      this.local--;
-      const frame = this.takeSmallInTree(this.tree);
-      if (frame >= 0) {
-        if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
-        return frame as Frame;
-      }
-      this.local++; // phantom quota; allocSmall sorts it out
+    if (order === 0 && this.held > 0 && this.writable) {
+      // Fast path: a unit of the held child, paid from `local`: one atomic
+      // (the bit). Everything else is in allocSlow, so that this stays small
+      // enough for V8 to inline.
+      const frame = this.takeHeld();
+      if (!(frame >= this.m.first && frame < this.m.frameCount)) notAllocatable(frame);
+      return frame as Frame;
     }
     return this.allocSlow(order);
   }
@@ -376,13 +389,13 @@ export class FrameAllocator {
    */
   private takeWholeChildSmall(): number {
     if (this.tree < 0 && !this.reserveTree()) return -1;
-    if (this.local + treeFree(Atomics.load(this.m.treeCounters, this.tree)) < CHILD_FRAMES) return -1;
+    if (this.local - this.held + treeFree(Atomics.load(this.m.treeCounters, this.tree)) < CHILD_FRAMES) return -1;
     const lo = childLo(this.tree);
     const hi = childHi(this.m, this.tree);
     for (let c = lo; c < hi; c++) {
       if (this.m.childCounters[c] !== CHILD_FRAMES) continue; // plain read filters; the CAS decides
       if (Atomics.compareExchange(this.m.childCounters, c, CHILD_FRAMES, 0) !== CHILD_FRAMES) continue;
-      if (this.local >= CHILD_FRAMES) this.local -= CHILD_FRAMES;
+      if (this.local - this.held >= CHILD_FRAMES) this.local -= CHILD_FRAMES;
       else Atomics.sub(this.m.treeCounters, this.tree, CHILD_FRAMES);
       crashPoint('alloc:after-counter');
       for (let w = c * BITFIELD_WORDS, end = w + BITFIELD_WORDS; w < end; w++) {
@@ -421,10 +434,72 @@ export class FrameAllocator {
   private allocFromReserved(): number {
     if (this.local === 0 && !this.refill()) return -1;
     assert(this.local > 0, 'local reservation positive before use');
+    // No child with a free frame despite local > 0: phantom quota (a thief
+    // took the frames it counted); allocSmall unreserves.
+    if (this.held === 0 && !this.holdUnits()) return -1;
+    return this.takeHeld();
+  }
+
+  /** A frame for one of the held units, paid from `local`: the bit is the only atomic. */
+  private takeHeld(): number {
+    this.held--;
     this.local--;
-    const frame = this.takeSmallInTree(this.tree);
-    if (frame < 0) this.local++; // phantom quota: a thief took the frames it counted
-    return frame;
+    return this.claimInChild(this.heldChild);
+  }
+
+  /**
+   * Takes up to HOLD_UNITS free-frame units of one child of the reserved
+   * tree (never more than `local` covers) by one counter CAS, so that the
+   * next allocations set bits only, and frees of those frames by this
+   * instance add to `held` (freeSmall). False when no child has a free
+   * frame.
+   * # Warning
+   * While units are held, the child's counter is below its clear bits by
+   * `held`: thieves and order-9 allocations do not see those frames (at
+   * most HOLD_UNITS per instance), and `check` reads it as the owner's
+   * share of a reserved tree. A crash drops them with the reservation:
+   * rebuildCounters recounts from the bits.
+   */
+  private holdUnits(): boolean {
+    assert(this.held === 0 && this.local > 0, 'hold units only when none are held and local covers one');
+    const lo = childLo(this.tree);
+    const hi = childHi(this.m, this.tree);
+    const want = Math.min(HOLD_UNITS, this.local);
+    let c = this.childHint >= lo && this.childHint < hi ? this.childHint : lo;
+    for (let i = lo; i < hi; i++, c = c + 1 === hi ? lo : c + 1) {
+      const got = this.takeChildUnits(c, want);
+      if (got > 0) {
+        this.heldChild = c;
+        this.held = got;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** CAS-takes up to `want` units of child `c`'s free count; how many (0: none free, or contention persists). */
+  private takeChildUnits(c: number, want: number): number {
+    const counters = this.m.childCounters;
+    let word = counters[c]; // a guess; the CAS decides
+    for (let i = 0; i < CAS_RETRIES; i++) {
+      if (childFree(word) === 0) {
+        word = Atomics.load(counters, c);
+        if (childFree(word) === 0) return 0;
+      }
+      checkChildWord(word);
+      const got = Math.min(want, childFree(word));
+      const prev = Atomics.compareExchange(counters, c, word, word - got);
+      if (prev === word) return got;
+      word = prev;
+    }
+    return 0;
+  }
+
+  /** Returns the held units to their child's counter (before the reservation goes back). */
+  private returnHeld(): void {
+    if (this.held > 0) Atomics.add(this.m.childCounters, this.heldChild, this.held);
+    this.heldChild = -1;
+    this.held = 0;
   }
 
   /**
@@ -515,10 +590,10 @@ export class FrameAllocator {
   private allocHuge(): number {
     // Own tree first (keeps a thread's memory together), paid from `local`
     // when it covers 512, else from the shared field (F + local stays exact).
-    if (this.tree >= 0 && this.local + treeFree(Atomics.load(this.m.treeCounters, this.tree)) >= CHILD_FRAMES) {
+    if (this.tree >= 0 && this.local - this.held + treeFree(Atomics.load(this.m.treeCounters, this.tree)) >= CHILD_FRAMES) {
       const c = this.takeHugeInTree(this.tree);
       if (c >= 0) {
-        if (this.local >= CHILD_FRAMES) this.local -= CHILD_FRAMES;
+        if (this.local - this.held >= CHILD_FRAMES) this.local -= CHILD_FRAMES;
         else Atomics.sub(this.m.treeCounters, this.tree, CHILD_FRAMES);
         return c * CHILD_FRAMES;
       }
@@ -621,10 +696,14 @@ export class FrameAllocator {
     return false;
   }
 
-  /** Gives the reservation back: F += local and clear the reserved bit, in one CAS. */
+  /** Gives the reservation back: the held units to their child, then F += local and clear the reserved bit, in one CAS. */
   private unreserve(): void {
     if (this.tree < 0) return;
     const counters = this.m.treeCounters;
+    // After a rebuild (see below) the held units are stale too: drop them.
+    if (treeIsReserved(Atomics.load(counters, this.tree))) this.returnHeld();
+    this.heldChild = -1;
+    this.held = 0;
     // Only frees and thieves change the word meanwhile (each a finished
     // operation of someone else), so this terminates; the bound catches bugs.
     for (let i = 0; ; i++) {
@@ -668,9 +747,15 @@ export class FrameAllocator {
     // clear, so a frame inside an order-9 frame is rejected here too.)
     if (!tryClearBit(this.m.bits, c * BITFIELD_WORDS, frame & (CHILD_FRAMES - 1))) this.rejectSmallFree(frame);
     crashPoint('free:after-bit-clear');
+    const t = treeOfChild(c);
+    if (c === this.heldChild && treeFree(this.m.treeCounters[t]) >= 0) {
+      // A frame of the child whose units we hold: held, and paid into `local`, as the alloc took it (no counter atomic).
+      this.held++;
+      this.local++;
+      return;
+    }
     const old = Atomics.add(this.m.childCounters, c, 1);
     if (childIsHuge(old) || childFree(old) >= CHILD_FRAMES) badWord('child counter before a free', old);
-    const t = treeOfChild(c);
     // A free into our own reserved tree is counted locally (as in LLFree):
     // F + local = sum of child counts holds either way, and it keeps the
     // packed tree-counter cache line, shared by all threads, out of the path.
@@ -680,6 +765,56 @@ export class FrameAllocator {
     // populating and a third thread destroying).
     if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local++;
     else Atomics.add(this.m.treeCounters, t, 1);
+  }
+
+  /**
+   * Frees the order-0 frames `frames[0..count)` that are allocated as such,
+   * and returns how many were not (out of range, bit already clear, inside
+   * an order-9 frame): those are skipped, nothing else changes for them.
+   * One Atomics.and per bitfield word and one counter add per child for
+   * each stretch of frames within one child, instead of two atomics per
+   * frame (destroy frees a table's pages this way: frames taken in batches
+   * lie in few children). A crash between a word's clear and the counter
+   * add is free()'s 'free:after-bit-clear' window: the bits are the truth.
+   */
+  freeSmallBatch(frames: Int32Array, count: number): number {
+    if (!this.writable) this.region.denyWrite();
+    assert(Number.isSafeInteger(count) && count >= 0 && count <= frames.length, 'freeSmallBatch count within the array');
+    const masks = this.batchMasks;
+    let rejected = 0;
+    for (let i = 0; i < count; ) {
+      const c = frames[i] >>> CHILD_SHIFT;
+      masks.fill(0);
+      for (; i < count && frames[i] >>> CHILD_SHIFT === c; i++) {
+        const frame = frames[i];
+        const w = (frame >>> 5) & (BITFIELD_WORDS - 1);
+        const bit = 1 << (frame & 31);
+        if (!(frame >= this.m.first && frame < this.m.frameCount) || (masks[w] & bit) !== 0) rejected++; // out of range, or twice in the batch
+        else masks[w] |= bit;
+      }
+      rejected += this.freeMasked(c, masks);
+    }
+    return rejected;
+  }
+
+  /** Clears child `c`'s bits set in `masks` (one word each) and credits the frames freed; returns how many masked bits were already clear. */
+  private freeMasked(c: number, masks: Int32Array): number {
+    let freed = 0;
+    let asked = 0;
+    for (let w = 0; w < BITFIELD_WORDS; w++) {
+      const mask = masks[w];
+      if (mask === 0) continue;
+      asked += popcount32(mask);
+      freed += popcount32(Atomics.and(this.m.bits, c * BITFIELD_WORDS + w, ~mask) & mask);
+    }
+    if (freed === 0) return asked;
+    crashPoint('free:after-bit-clear');
+    const old = Atomics.add(this.m.childCounters, c, freed);
+    if (childIsHuge(old) || childFree(old) + freed > CHILD_FRAMES) badWord('child counter before a free', old);
+    const t = treeOfChild(c);
+    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local += freed; // as freeSmall
+    else Atomics.add(this.m.treeCounters, t, freed);
+    return asked - freed;
   }
 
   private rejectRange(frame: number): never {
@@ -861,6 +996,7 @@ export class AllocatorView {
     }
     for (let t = 0; t < m.trees; t++) {
       let sum = 0;
+      const reserved = treeIsReserved(Atomics.load(m.treeCounters, t));
       for (let c = childLo(t); c < childHi(m, t); c++) {
         const word = Atomics.load(m.childCounters, c);
         const set = countSet(m.bits, c * BITFIELD_WORDS);
@@ -870,7 +1006,9 @@ export class AllocatorView {
           if (childFree(word) !== 0 || set !== 0) out.push({ code: 'HUGE', what: `huge child with free count ${childFree(word)} and ${set} bit(s) set`, where });
           continue;
         }
-        if (childFree(word) !== CHILD_FRAMES - set) out.push({ code: 'CHILD_COUNTER', what: `counter says ${childFree(word)} free, bitfield says ${CHILD_FRAMES - set}`, where });
+        // In a reserved tree the owner may hold units of one child (holdUnits): its counter reads low, never high.
+        const held = reserved && childFree(word) < CHILD_FRAMES - set;
+        if (childFree(word) !== CHILD_FRAMES - set && !held) out.push({ code: 'CHILD_COUNTER', what: `counter says ${childFree(word)} free, bitfield says ${CHILD_FRAMES - set}`, where });
         sum += CHILD_FRAMES - set;
       }
       const word = Atomics.load(m.treeCounters, t);

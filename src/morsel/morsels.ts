@@ -16,7 +16,7 @@ import { firstAllocatableFrame } from '../physical/layout.js';
 import { ROOT_SLOT_LIVE_TABLE } from '../physical/superblock.js';
 import { WINDOW_FRAME_SHIFT, type Region } from '../physical/region.js';
 import { HI_HUGE, LAZY_REF, RW, entryToBigInt, isPresent, pfnOf } from '../paging/entry.js';
-import { HUGE_ALLOC_ORDER, HUGE_FRAMES, Walker, isLeafEntry } from '../paging/walk.js';
+import { ENTRIES_PER_TABLE, HUGE_ALLOC_ORDER, HUGE_FRAMES, Walker, isLeafEntry } from '../paging/walk.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { MIN_HUGE_ORDER, decodeIdBits, encodeId, hex, type DecodedId, type MorselId } from './id.js';
 import { entrySpan, orderBytes, tableIndex, type Order } from './order.js';
@@ -75,6 +75,8 @@ export class Morsels {
   /** copy-on-write: shared subtrees and their reference counts (cow.ts) */
   readonly cow: Cow;
   private readonly firstFrame: number;
+  /** destroy's scratch: the pages of one leaf table, freed in one batch */
+  private readonly pageBatch = new Int32Array(ENTRIES_PER_TABLE);
 
   constructor(
     readonly region: Region,
@@ -788,8 +790,9 @@ export class Morsels {
   // --- destroy --------------------------------------------------------------------
 
   /**
-   * Destroys a morsel (thesis 3.3.3): post-order, every element unlinked from
-   * its parent before its frame is freed. For a meta morsel (thesis 3.5): the
+   * Destroys a morsel (thesis 3.3.3): post-order, every table unlinked from
+   * its parent before its frame is freed, a leaf table's own pages freed in
+   * one batch (their entries die with the table). For a meta morsel (thesis 3.5): the
    * data morsel except its root, then the root unlinked from the meta page and
    * freed, then the meta morsel. `generation`: the ID is a handle (ESTALE when
    * that incarnation is gone).
@@ -927,29 +930,44 @@ export class Morsels {
   private destroyChildren(table: Frame, level: number): void {
     if (level === 0) return;
     this.cow.lazy.release(table, level); // lazy.ts: its lazy copies' references counted, or it (a lazy copy) detached
-    this.walker.forEachPresent(table, (idx, lo, hi) => {
-      const leaf = isLeafEntry(level, lo);
-      if (!this.walker.trustedChild(level, lo, hi)) {
-        // Damage (the walker refuses the frame): cleared, never followed or freed. Whatever the
-        // entry once named stays allocated and unreachable: `morsel check --repair` reclaims it.
-        assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
-        return;
-      }
-      const child = pfnOf(lo, hi) as Frame;
-      if ((lo & RW) === 0) {
-        // Shared (copy-on-write): one reference fewer; the last one frees it. A detached clone's LAZY_REF reference was never counted.
-        assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
-        crashPoint('destroy:after-unlink');
-        if ((lo & LAZY_REF) === 0) this.cow.drop(child, level - 1, leaf);
-        return;
-      }
-      if (!leaf) this.destroyChildren(child, level - 1);
-      // Unlink before free: a crash in between loses at most this one frame
-      // to the allocator, and recovery finds it unreachable and reclaims it.
+    if (level === 1) {
+      // A leaf table's own pages go back in one batch (a few atomics per
+      // allocator child instead of an unlink and a free per page); a frame
+      // the allocator refuses (damage) stays allocated and unreachable, for
+      // `morsel check --repair`. Shared pages drop a reference each.
+      const pages = this.pageBatch;
+      const count = this.walker.ownedPages(table, pages, (idx, lo, hi) => this.destroyEntry(table, level, idx, lo, hi));
+      this.alloc.freeSmallBatch(pages, count);
+      return;
+    }
+    this.walker.forEachPresent(table, (idx, lo, hi) => this.destroyEntry(table, level, idx, lo, hi));
+  }
+
+  /** destroyChildren's step for one present entry of a level-`level` table: its child freed (after its own children), or its reference dropped. */
+  private destroyEntry(table: Frame, level: number, idx: number, lo: number, hi: number): void {
+    const leaf = isLeafEntry(level, lo);
+    if (!this.walker.trustedChild(level, lo, hi)) {
+      // Damage (the walker refuses the frame): cleared, never followed or freed. Whatever the
+      // entry once named stays allocated and unreachable: `morsel check --repair` reclaims it.
+      assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+      return;
+    }
+    const child = pfnOf(lo, hi) as Frame;
+    if ((lo & RW) === 0) {
+      // Shared (copy-on-write): one reference fewer; the last one frees it. A detached clone's LAZY_REF reference was never counted.
       assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
       crashPoint('destroy:after-unlink');
-      this.alloc.free(child, leaf ? HUGE_ALLOC_ORDER : 0);
-    });
+      if ((lo & LAZY_REF) === 0) this.cow.drop(child, level - 1, leaf);
+      return;
+    }
+    if (!leaf) this.destroyChildren(child, level - 1);
+    // Unlink before free, so that no table of the dying subtree names a
+    // freed table (leaf tables keep their page entries: see above). For
+    // crashes either order is safe: the whole subtree is unreachable since
+    // unregistering, and recovery reclaims whatever was not freed yet.
+    assert(this.region.casEntry(table, idx, lo, hi, 0, 0), 'subtree entry unchanged during destroy');
+    crashPoint('destroy:after-unlink');
+    this.alloc.free(child, leaf ? HUGE_ALLOC_ORDER : 0);
   }
 
   /** All live morsel IDs (walks the live table). */

@@ -8,6 +8,7 @@
  *   ensureChild(table, index, point)       the child, created if missing:
  *                                          allocate, zero, CAS, free on loss
  *   forEachPresent(table, visit)           every present entry, once
+ *   ownedPages(table, out, other)          a dying level-1 table's own pages
  *   followHuge(table, index, lo, hi)       a 2 MiB leaf's order-9 frame
  *
  * Trust rule: a frame number read from the region is validated before it is
@@ -32,7 +33,7 @@ import { OWNED_ROOT_SLOTS, sealRoots } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
-import { HUGE_LEAF_FLAGS, INNER_FLAGS, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
+import { HUGE_LEAF_FLAGS, INNER_FLAGS, RW, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
 
 /** The address bits one level indexes, and so the entries of one 4 KiB table. */
 export const INDEX_BITS = 9;
@@ -261,6 +262,30 @@ export class Walker {
       const lo = Atomics.load(words, base + 2 * index);
       if (isPresent(lo)) visit(index, lo, Atomics.load(words, base + 2 * index + 1));
     }
+  }
+
+  /**
+   * For a level-1 table whose caller alone reads and writes it (a destroy
+   * after its decision): puts the frames of its present writable entries
+   * (pages it references alone) into `out` and returns their count; `other`
+   * gets every other present entry (shared copy-on-write pages). Frames are
+   * not validated (freeSmallBatch refuses what is not an allocated order-0
+   * frame). Plain reads: every write to the table happened before the
+   * caller's decision (a seq-cst atomic), and none can follow it.
+   */
+  ownedPages(table: Frame, out: Int32Array, other: EntryVisitor): number {
+    assert(out.length >= ENTRIES_PER_TABLE, 'ownedPages has room for a whole table');
+    const words = this.region.words(table);
+    const base = this.region.wordIndex(table, 0);
+    let count = 0;
+    for (let index = 0; index < ENTRIES_PER_TABLE; index++) {
+      const lo = words[base + 2 * index];
+      if (!isPresent(lo)) continue;
+      const hi = words[base + 2 * index + 1];
+      if ((lo & RW) === 0) other(index, lo, hi);
+      else out[count++] = pfnOf(lo, hi);
+    }
+    return count;
   }
 
   private why(frame: number): string {
