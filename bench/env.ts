@@ -83,9 +83,9 @@ export function persistentMemory(bytes: number, parent: string = os.tmpdir()): {
   };
 }
 
-/** A scratch directory in os.tmpdir(), removed by the returned function. */
-export function tempDir(prefix: string): { dir: string; dispose: () => void } {
-  const dir = fs.mkdtempSync(join(os.tmpdir(), prefix));
+/** A scratch directory in `parent` (default os.tmpdir()), removed by the returned function. */
+export function tempDir(prefix: string, parent: string = os.tmpdir()): { dir: string; dispose: () => void } {
+  const dir = fs.mkdtempSync(join(parent, prefix));
   return { dir, dispose: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 

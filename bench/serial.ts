@@ -16,7 +16,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as v8 from 'node:v8';
 import type { Memory } from '../src/memory.js';
 import { MiB, GiB, PAGE_SIZE, type Frame } from '../src/units.js';
@@ -24,7 +24,7 @@ import { HUGE_ALLOC_ORDER, HUGE_FRAMES } from '../src/paging/walk.js';
 import { save } from '../src/serial/save.js';
 import { load } from '../src/serial/load.js';
 import { PMap } from '../src/serial/pmap.js';
-import { fileSink, fileSource, type ImageSink } from '../src/serial/streams.js';
+import { fileSink, fileSource } from '../src/serial/streams.js';
 import { balance, checkNoLeak, collectGarbage, persistentMemory, tempDir } from './env.js';
 import { MIN_REPS, REPS, claim, gibPerS, medianOf, ticker, variant, type RunOptions } from './measure.js';
 import { nowNs, type ExperimentResult, type VariantResult } from './stats.js';
@@ -124,20 +124,6 @@ function diskWriteDirect(file: string, bytes: number, parts: Uint8Array[]): bool
   }
   commitFile(fd, tmp, file);
   return true;
-}
-
-/** A sink into the page cache only (no fsync, no rename): the serializer's own cost, without the disk's. */
-function pageCacheSink(file: string): ImageSink {
-  const fd = fs.openSync(file, 'w');
-  return {
-    write: (parts) =>
-      new Promise<void>((res, rej) => {
-        const bytes = parts.reduce((n, x) => n + x.length, 0);
-        fs.writev(fd, parts as Uint8Array[], (e, n) => (e ? rej(e) : n !== bytes ? rej(new Error('short write')) : res()));
-      }),
-    commit: async () => fs.closeSync(fd),
-    abort: () => fs.closeSync(fd),
-  };
 }
 
 /** Plain large reads of `file` into `dest` (as big as the file: the bytes land in memory, as a load's do). */
@@ -246,7 +232,7 @@ async function timed(reps: number, fn: () => unknown, before?: () => unknown): P
 }
 
 /** Save/load of one morsel (dense or sparse) against the disk and the naive serializer. */
-async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: number, suffix: string, tick: () => void): Promise<{ results: VariantResult[]; uncached: boolean; directIo: boolean }> {
+async function saveLoad(m: Memory, dir: string, memDir: string, p: SerialParams, fraction: number, suffix: string, tick: () => void): Promise<{ results: VariantResult[]; uncached: boolean; directIo: boolean }> {
   const name = `/serial-src${suffix}`;
   m.names.close(m.names.create(name, { sizeBytes: p.sizeBytes }));
   const pages = fill(m, name, p.sizeBytes, fraction);
@@ -254,6 +240,7 @@ async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: numbe
   const image = join(dir, `image${suffix}.img`);
   const plain = join(dir, `plain${suffix}.bin`);
   const naive = join(dir, `naive${suffix}.bin`);
+  const inMem = (f: string): string => join(memDir, `${basename(f)}.pc`); // the page-cache variants' files
   const buf = new Uint8Array(IO_BYTES).fill(7);
   const results: VariantResult[] = [];
   const rate = (v: string, t: Timed): void => void results.push(variant(v + suffix, 'GiB_per_s', t.ns.map((ns) => gibPerS(data, ns))));
@@ -285,10 +272,17 @@ async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: numbe
       ...(direct ? { 'disk write (limit, direct)': { fn: () => void diskWriteDirect(plain, imageBytes, aligned) } } : {}),
       'naive save': { fn: () => naiveSave(m, name, naive, true) },
     });
+    // The page-cache writers write to memDir (tmpfs where there is one:
+    // memory only, no write-back), each starting without its file, untimed.
+    // On this VM's ext4, write-back of the other variants' files throttled
+    // whichever writer ran next (one variant 16-110 ms a round, alone 16-20),
+    // and replacing a file (rename over it, or O_TRUNC and close) starts
+    // write-back of the new data at once (auto_da_alloc).
+    const absent = (f: string) => () => fs.rmSync(f, { force: true });
     const cached = await timedRounds(p.reps, {
-      'save (page cache)': { fn: () => save(m, name, pageCacheSink(`${image}.pc`)) },
-      'disk write (limit, page cache)': { fn: () => diskWrite(`${plain}.pc`, imageBytes, buf, false) },
-      'naive save (page cache)': { fn: () => naiveSave(m, name, `${naive}.pc`, false) },
+      'save (page cache)': { fn: () => save(m, name, fileSink(inMem(image), { durable: false })), before: absent(inMem(image)) },
+      'disk write (limit, page cache)': { fn: () => diskWrite(inMem(plain), imageBytes, buf, false), before: absent(`${inMem(plain)}.tmp`) },
+      'naive save (page cache)': { fn: () => naiveSave(m, name, inMem(naive), false), before: absent(`${inMem(naive)}.tmp`) },
     });
     for (const [v, t] of [...Object.entries(durable), ...Object.entries(cached)]) rate(v, t);
   } finally {
@@ -320,7 +314,7 @@ async function saveLoad(m: Memory, dir: string, p: SerialParams, fraction: numbe
   }
   tick();
   m.names.unlink(name);
-  for (const f of [image, plain, naive]) for (const g of [f, `${f}.pc`, `${f}.pc.tmp`]) fs.rmSync(g, { force: true });
+  for (const f of [image, plain, naive]) for (const g of [f, inMem(f), `${inMem(f)}.tmp`]) fs.rmSync(g, { force: true });
   return { results, uncached, directIo };
 }
 
@@ -414,15 +408,16 @@ export async function runSerial(opts: RunOptions & { params?: SerialParams }): P
   warmRegistries(m, p);
   const before = balance(m);
   const scratch = tempDir('morsel-serial-');
+  const memScratch = tempDir('morsel-serial-pc-', fs.existsSync(SHM_DIR) ? SHM_DIR : undefined);
   const results: VariantResult[] = [];
   let uncached = false;
   let directIo = false;
   try {
-    const dense = await saveLoad(m, scratch.dir, p, 1, '', tick);
+    const dense = await saveLoad(m, scratch.dir, memScratch.dir, p, 1, '', tick);
     uncached = dense.uncached;
     directIo = dense.directIo;
     results.push(...dense.results);
-    results.push(...(await saveLoad(m, scratch.dir, p, p.sparseFraction, ' (1% sparse)', tick)).results);
+    results.push(...(await saveLoad(m, scratch.dir, memScratch.dir, p, p.sparseFraction, ' (1% sparse)', tick)).results);
     const ms = (ns: number[]): number[] => ns.map((n) => n / 1e6);
     results.push(variant('pmap open + first lookup after load', 'ms', ms(await pmapFirstLookup(m, scratch.dir, p, p.pmapBytes, PMAP_BASE))));
     results.push(variant(`pmap open + first lookup after load (1/${PMAP_SMALL_DIVISOR} size)`, 'ms', ms(await pmapFirstLookup(m, scratch.dir, p, p.pmapBytes / PMAP_SMALL_DIVISOR, PMAP_SMALL_BASE))));
@@ -432,6 +427,7 @@ export async function runSerial(opts: RunOptions & { params?: SerialParams }): P
     tick();
   } finally {
     scratch.dispose();
+    memScratch.dispose();
   }
   try {
     checkNoLeak(m, before, 'serial');
@@ -444,6 +440,7 @@ export async function runSerial(opts: RunOptions & { params?: SerialParams }): P
   const t = (v: string): number => medianOf(results, v, 'ms');
   const cpu = medianOf(results, 'load CPU', 'cpu_s_per_GB');
   const pmapRatio = t('pmap open + first lookup after load') / t(`pmap open + first lookup after load (1/${PMAP_SMALL_DIVISOR} size)`);
+  const memScratchNote = fs.existsSync(SHM_DIR) ? `tmpfs (${SHM_DIR}: memory only, no write-back)` : 'the scratch directory (no tmpfs here)';
   return {
     id: 'serial',
     title: 'Serialization: save/load whole morsels (issue 14)',
@@ -471,7 +468,7 @@ export async function runSerial(opts: RunOptions & { params?: SerialParams }): P
       `the region is a file in ${SHM_DIR} (memory), mapped as a user's region file is; the images and plain files go to ${os.tmpdir()}.`,
       'load = header/map checks, per chunk one async fs.readv straight into freshly allocated frames (the next chunk in flight while the current is checked and linked), crc32c per chunk, one ensureChild per table and one CAS per page, then the name. The disk read limit = 4 MiB readSync into one pre-touched buffer of the image size.',
       uncached ? 'uncached: sync + echo 3 > /proc/sys/vm/drop_caches before each run (the file then comes from the disk).' : 'uncached runs skipped (off, or dropping the page cache is not permitted: not root).',
-      'page cache variants: the same writers without fsync, rename or directory fsync (the file stays in the page cache): the serializer\'s own cost without the disk\'s, which dominates small fsync\'d saves on this shared disk.',
+      `page cache variants: the same writers without fsync, into ${memScratchNote} (each round starts without its file): the serializer's own cost without the disk's, which dominates small fsync'd saves on this shared disk (on the disk's ext4, write-back of one variant's file throttled whichever writer ran next). save goes through fileSink({ durable: false }) (morsel save --no-sync): no direct I/O, no fsync, still written to a temporary file and renamed into place; the plain and naive writers write the file and close it.`,
       'naive = one 4104-byte write per populated page (8-byte page number + page) after a walk from the root per virtual page; naive load = one read and one names.write per page.',
       'load CPU = process.cpuUsage (user + system, all threads incl. the libuv read threads) per GB of populated bytes.',
       `pmap: ${p.pmapBytes / MiB} MiB in both profiles (the goal's size), ${pmapShape(p.pmapBytes, p.valueBytes).entries} entries of ${p.valueBytes} bytes (~90% of the morsel); timed = PMap.open (name, map at its fixed address, header check) + one get, right after a load (its close, i.e. unmap and space teardown, is not timed). v8/JSON: the same entries as a Map / an object of base64 strings${p.pmapBytes > JSON_MAX_BYTES ? ' (JSON skipped above 256 MiB: V8 string limit)' : ''}.`,

@@ -18,3 +18,7 @@ export { MorselHandle, formatHandle, parseHandle, type MorselRef } from './manag
 export { processCredentials, type Credentials, type AccessRights } from './manage/rights.js';
 export { Reservations, forEachReservationFrame, type Reservation } from './manage/reservations.js';
 export { forEachUsageFrame } from './morsel/usage.js';
+export { save, type SaveOptions, type SerialResult } from './serial/save.js';
+export { load, type LoadOptions, type LoadResult } from './serial/load.js';
+export { fileSink, fileSource, streamSink, streamSource, bytesSource, memorySink, type FileSinkOptions, type ImageSink, type ImageSource, type ReadInto } from './serial/streams.js';
+export { PMap, type PMapCreateOptions } from './serial/pmap.js';

@@ -320,6 +320,9 @@ test('CLI: save - | load - between processes, --json results, typed exit codes',
   const file = path.join(dir, 'a.img');
   assert.equal(cli(['save', '/a', file]).status, 0);
   assert.deepEqual(fs.readFileSync(file), saved.stdout, 'file and stream images are the same bytes');
+  const unsynced = path.join(dir, 'a-nosync.img');
+  assert.equal(cli(['save', '/a', unsynced, '--no-sync']).status, 0);
+  assert.deepEqual(fs.readFileSync(unsynced), saved.stdout, '--no-sync writes the same image');
   const again = cli(['load', file, '--json']);
   assert.equal(again.status, 3, 'EEXIST exits 3');
   assert.equal((JSON.parse(String(again.stdout)) as { error: { code: string } }).error.code, 'EEXIST');
@@ -409,5 +412,34 @@ test('a file save sends the data with direct I/O where it can (page-aligned fram
     src.close();
     assert.deepEqual(readAll(m, '/back'), readAll(m, '/d'));
     m.close();
+  }
+});
+
+test('the package entry exports save and load: a page-cache-only save (durable: false) replaces the previous image whole and loads back', async () => {
+  const api = await import('../src/index.js');
+  const m = api.Memory.volatile(64 * MiB);
+  const dir = tempDir('serial-test-');
+  try {
+    const file = path.join(dir, 'w.img');
+    const h = m.names.create('/w', { sizeBytes: 2 * MiB });
+    m.names.write(h, 0, pattern(5 * PAGE_SIZE, 7));
+    await api.save(m, '/w', api.fileSink(file)); // durable, the previous image
+    m.names.write(h, 0, pattern(9 * PAGE_SIZE, 8));
+    m.names.close(h);
+    const r = await api.save(m, '/w', api.fileSink(file, { durable: false }));
+    assert.equal(r.pages, 9);
+    assert.equal(r.directIo, false, 'no direct I/O without durability');
+    assert.deepEqual(fs.readdirSync(dir), ['w.img'], 'renamed over the previous image, no temporary file left');
+    const src = api.fileSource(file);
+    try {
+      const l = await api.load(m, src, { name: '/w2' });
+      assert.equal(l.pages, 9);
+    } finally {
+      src.close();
+    }
+    assert.deepEqual(readAll(m, '/w2').subarray(0, 9 * PAGE_SIZE), pattern(9 * PAGE_SIZE, 8));
+  } finally {
+    m.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -41,9 +41,10 @@ export function registerSerial(program: Command): void {
     .argument('<target>', TARGET_HELP)
     .argument('<file>', 'image file (written to <file>.tmp-<pid>, fsync\'d, renamed), or - for stdout')
     .description('save a morsel (only its populated pages) to an image, from a copy-on-write snapshot taken at the start (others may keep writing)')
+    .option('--no-sync', 'leave the image in the page cache: no fsync and no direct I/O (still renamed into place whole; a host crash may lose it)')
     .addOption(regionOption())
     .addOption(jsonOption())
-    .action((text: string, file: string, o: { region: string; json?: boolean }) => {
+    .action((text: string, file: string, o: { region: string; json?: boolean; sync: boolean }) => {
       // With `-` stdout carries the image: the result (JSON under --json) and errors go to stderr.
       const toStdout = file !== '-';
       return run(toStdout && o.json, async () => {
@@ -54,7 +55,7 @@ export function registerSerial(program: Command): void {
         try {
           const r = await withRegion(o.region, async (m) => {
             const t = resolveTarget(m, text);
-            const sink = toStdout ? fileSink(file) : streamSink(process.stdout);
+            const sink = toStdout ? fileSink(file, { durable: o.sync }) : streamSink(process.stdout);
             return { target: text, file, ...(await save(m, t.form === 'path' ? t.text : t.ref, sink, { onProgress: bar.onProgress })) };
           });
           if (!toStdout && o.json) process.stderr.write(JSON.stringify(r) + '\n');

@@ -80,6 +80,16 @@ export interface ReadInto {
 /** Direct I/O's alignment of file offsets, lengths and memory: one page (what the image format aligns its data to). */
 const DIRECT_ALIGN_BYTES = 4096;
 
+export interface FileSinkOptions {
+  /**
+   * false: the image stays in the page cache (no O_DIRECT, no fsync); commit
+   * still renames the temporary file over `file`, so readers see the old
+   * image or the new one, never part of one, but a host crash may lose it.
+   * Default true.
+   */
+  durable?: boolean;
+}
+
 /**
  * A sink writing `file` crash-safely through a temporary file next to it.
  * Writes whose offset and part lengths are page multiples (an image's data
@@ -92,7 +102,8 @@ const DIRECT_ALIGN_BYTES = 4096;
  * direct I/O, as tmpfs, where the open itself fails), is written buffered.
  * A refused write is redone whole, buffered, at the same offset.
  */
-export function fileSink(file: string): ImageSink {
+export function fileSink(file: string, opts: FileSinkOptions = {}): ImageSink {
+  const durable = opts.durable ?? true;
   const tmp = `${file}.tmp-${process.pid}`;
   let fd: number;
   try {
@@ -100,7 +111,7 @@ export function fileSink(file: string): ImageSink {
   } catch (e) {
     throw hostError(e, `cannot create ${tmp}`);
   }
-  let direct = openDirect(tmp);
+  let direct = durable ? openDirect(tmp) : null;
   let directBytes = 0;
   let offset = 0;
   let closed = false;
@@ -135,10 +146,10 @@ export function fileSink(file: string): ImageSink {
     writeAt,
     commit: async () => {
       try {
-        fs.fsyncSync(fd); // the inode: direct writes' device cache and metadata too
+        if (durable) fs.fsyncSync(fd); // the inode: direct writes' device cache and metadata too
         close();
         fs.renameSync(tmp, file);
-        syncDir(path.dirname(path.resolve(file)));
+        if (durable) syncDir(path.dirname(path.resolve(file)));
       } catch (e) {
         throw hostError(e, `cannot commit ${file}`);
       }
