@@ -61,6 +61,27 @@ test('walker: ensureChild allocates once, descend follows, forEachPresent visits
   assert.deepEqual(seen, [3, 9]);
 });
 
+test('walker: linkPrivate links a run of pages all or nothing; ownedPages lists the writable ones', () => {
+  const m = Memory.volatile(8 * MiB);
+  const w = new Walker(m.region, m.alloc);
+  const table = w.zeroedFrame();
+  const frames = [w.zeroedFrame(), w.zeroedFrame(), w.zeroedFrame(), w.zeroedFrame()];
+  const linked = w.linkedFrames;
+  assert.equal(w.linkPrivate(table, 10, frames, 1, 3), true);
+  assert.equal(w.linkedFrames, linked + 3);
+  for (let i = 0; i < 3; i++) assert.equal(w.child(table, 10 + i), frames[1 + i]);
+  const before = m.region.frame(table).slice();
+  assert.equal(w.linkPrivate(table, 8, frames, 0, 3), false, 'entry 10 is taken');
+  assert.deepEqual(m.region.frame(table), before, 'nothing written');
+  const out = new Int32Array(ENTRIES_PER_TABLE);
+  const others: number[] = [];
+  assert.equal(w.ownedPages(table, out, (i) => others.push(i)), 3);
+  assert.deepEqual([...out.subarray(0, 3)], frames.slice(1));
+  assert.deepEqual(others, []);
+  assert.equal(m.alloc.freeSmallBatch(out, 3), 0);
+  assert.equal(m.alloc.freeSmallBatch(out, 3), 3, 'a second free of the same frames is refused');
+});
+
 test('walker: a frame outside the allocatable range, a free frame or garbage is ECORRUPT naming table and index; nothing changes', () => {
   const m = Memory.volatile(8 * MiB);
   const w = new Walker(m.region, m.alloc);

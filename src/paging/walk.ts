@@ -246,6 +246,29 @@ export class Walker {
     return true;
   }
 
+  /**
+   * Links frames[from, from + count) as the 4 KiB pages at entries
+   * index, index + 1, ... of level-1 table `table` of a tree only the caller
+   * writes (the image loader's PENDING morsel), with plain stores: the high
+   * word, then the low word that holds the present bit. All or nothing: false,
+   * with nothing written, when one of the entries is taken. The caller
+   * publishes the tree with a seq-cst atomic afterwards (commitCreate's CAS).
+   */
+  linkPrivate(table: Frame, index: number, frames: readonly number[], from: number, count: number): boolean {
+    assert(index >= 0 && count >= 0 && index + count <= ENTRIES_PER_TABLE && from + count <= frames.length, 'linkPrivate stays inside one table and the frame list');
+    if (!this.region.writable) this.region.denyWrite();
+    const words = this.region.words(table);
+    const base = this.region.wordIndex(table, 2 * index);
+    for (let i = 0; i < count; i++) if ((words[base + 2 * i] | words[base + 2 * i + 1]) !== 0) return false;
+    for (let i = 0; i < count; i++) {
+      const frame = frames[from + i];
+      words[base + 2 * i + 1] = makeHi(frame, 0);
+      words[base + 2 * i] = makeLo(frame, INNER_FLAGS);
+    }
+    this.linkedFrames += count;
+    return true;
+  }
+
   /** A fresh zeroed frame from the allocator (ENOSPC when none is left). */
   zeroedFrame(): Frame {
     const frame = this.alloc.alloc(0);

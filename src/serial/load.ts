@@ -6,8 +6,8 @@
  * are linked, the trailer before the name is published. The morsel is
  * built PENDING and unnamed (Names.beginCreate): its tables directly, one
  * ensureChild per table, its pages allocated in batches of one chunk,
- * filled, then linked by one CAS each (no zeroing, no walk from the root
- * per page). A 2 MiB leaf of the image gets an order-9 frame, filled in
+ * filled, then linked by plain stores, a table's run at a time (no zeroing,
+ * no walk from the root and no CAS per page). A 2 MiB leaf of the image gets an order-9 frame, filled in
  * place and linked by one CAS (a PS entry) once its last page is verified;
  * with no order-9 frame free its pages become 4 KiB pages. The next chunks
  * are read while the current one is checked and linked (readData).
@@ -125,9 +125,11 @@ interface PendingChunk {
 /**
  * Builds the tables of a fresh private morsel from pages in virtual order:
  * keeps the path of tables to the current page, so each table is created by
- * one ensureChild and each page costs one alloc and one CAS (plus one copy
- * when the source cannot read into frames). A leaf of the map costs one
- * order-9 alloc and one CAS, when an order-9 frame is free.
+ * one ensureChild, pages come a whole allocator child at a time, and each
+ * run of pages in one table is linked by plain stores (linkPrivate: no CAS
+ * per page on a tree no one else sees; plus one copy when the source cannot
+ * read into frames). A leaf of the map costs one order-9 alloc and one CAS,
+ * when an order-9 frame is free.
  */
 class TreeBuilder {
   private readonly tables: Frame[] = [];
@@ -170,6 +172,16 @@ class TreeBuilder {
     }
     const chunk: PendingChunk = { frames: [], small: [] };
     this.pending.push(chunk); // before the first alloc: an ENOSPC part-way leaves them to abandon()
+    if (this.nextLeaf === this.map.leaves.length && this.hugeFrames.size === 0) {
+      // No 2 MiB leaf from here on: every page is a 4 KiB page (the cursor is needed for leaves only).
+      chunk.small = chunk.frames;
+      for (let i = 0; i < n; i++) {
+        this.handedOut++;
+        if (this.spare.length === 0) this.takeSpare();
+        chunk.frames.push(this.spare.pop()!);
+      }
+      return chunk.frames;
+    }
     for (let i = 0; i < n; i++) chunk.frames.push(this.frameFor(this.allocCursor.next(), chunk.small));
     return chunk.frames;
   }
@@ -230,23 +242,46 @@ class TreeBuilder {
     }
   }
 
-  /** Links filled `frames` as the next pages of the map; a leaf at its last page. */
+  /**
+   * Links filled `frames` as the next pages of the map: each run of pages in
+   * one level-1 table by plain stores (walker.linkPrivate: the tree is ours
+   * alone until commitCreate publishes it), a leaf by one CAS at its last page.
+   */
   link(frames: readonly Frame[]): void {
     if (this.order === 0) return; // the root is the page
     assert(this.pending[0]?.frames === frames, 'chunks are linked in the order they were allocated');
     this.linkedInOldest = 0;
-    for (const frame of frames) {
+    // The run not linked yet: entries first.. of `table`, frames[start, start + n).
+    let table = 0 as Frame;
+    let first = 0;
+    let start = 0;
+    let n = 0;
+    const flush = (): void => {
+      assert(this.walker.linkPrivate(table, first, frames, start, n), 'a page of a private morsel is linked once');
+      this.linkedInOldest += n;
+      n = 0;
+    };
+    for (let i = 0; i < frames.length; i++) {
       const page = this.linkCursor.next();
       const leafPage = page - (page % HUGE_FRAMES);
       const leaf = this.hugeFrames.size === 0 ? undefined : this.hugeFrames.get(leafPage);
       if (leaf === undefined) {
-        assert(this.walker.link(this.tableAt(page, 1), page % ENTRIES_PER_TABLE, frame), 'a page of a private morsel is linked once');
-        this.linkedInOldest++;
+        const t = this.tableAt(page, 1);
+        const idx = page % ENTRIES_PER_TABLE;
+        if (n > 0 && (t !== table || idx !== first + n)) flush();
+        if (n === 0) {
+          table = t;
+          first = idx;
+          start = i;
+        }
+        n++;
       } else if (page === leafPage + HUGE_FRAMES - 1) {
+        if (n > 0) flush();
         assert(this.walker.link(this.tableAt(page, HUGE_LEVEL), (leafPage / HUGE_FRAMES) % ENTRIES_PER_TABLE, leaf, true), 'a leaf of a private morsel is linked once');
         this.hugeFrames.delete(leafPage);
       }
     }
+    if (n > 0) flush();
     this.pending.shift();
     this.linkedInOldest = 0;
   }
