@@ -940,7 +940,7 @@ export class Morsels {
       this.alloc.freeSmallBatch(pages, count);
       return;
     }
-    this.walker.forEachPresent(table, (idx, lo, hi) => this.destroyEntry(table, level, idx, lo, hi));
+    this.walker.forEachOwned(table, (idx, lo, hi) => this.destroyEntry(table, level, idx, lo, hi));
   }
 
   /** destroyChildren's step for one present entry of a level-`level` table: its child freed (after its own children), or its reference dropped. */

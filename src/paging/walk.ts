@@ -8,6 +8,7 @@
  *   ensureChild(table, index, point)       the child, created if missing:
  *                                          allocate, zero, CAS, free on loss
  *   forEachPresent(table, visit)           every present entry, once
+ *   forEachOwned(table, visit)             the same for a table only the caller uses
  *   ownedPages(table, out, other)          a dying level-1 table's own pages
  *   followHuge(table, index, lo, hi)       a 2 MiB leaf's order-9 frame
  *
@@ -288,13 +289,27 @@ export class Walker {
   }
 
   /**
-   * For a level-1 table whose caller alone reads and writes it (a destroy
-   * after its decision): puts the frames of its present writable entries
-   * (pages it references alone) into `out` and returns their count; `other`
-   * gets every other present entry (shared copy-on-write pages). Frames are
-   * not validated (freeSmallBatch refuses what is not an allocated order-0
-   * frame). Plain reads: every write to the table happened before the
-   * caller's decision (a seq-cst atomic), and none can follow it.
+   * forEachPresent for a table whose caller alone reads and writes it (a
+   * destroy after its decision), with plain reads: every write to the table
+   * happened before the caller's decision (a seq-cst atomic), and none can
+   * follow it. (An atomic load costs ~6 ns here: 3 µs per table.)
+   */
+  forEachOwned(table: Frame, visit: EntryVisitor): void {
+    const words = this.region.words(table);
+    const base = this.region.wordIndex(table, 0);
+    for (let index = 0; index < ENTRIES_PER_TABLE; index++) {
+      const lo = words[base + 2 * index];
+      if (isPresent(lo)) visit(index, lo, words[base + 2 * index + 1]);
+    }
+  }
+
+  /**
+   * For a level-1 table whose caller alone reads and writes it (as
+   * forEachOwned): puts the frames of its present writable entries (pages
+   * it references alone) into `out` and returns their count; `other` gets
+   * every other present entry (shared copy-on-write pages). Frames are not
+   * validated (freeSmallBatch refuses what is not an allocated order-0
+   * frame).
    */
   ownedPages(table: Frame, out: Int32Array, other: EntryVisitor): number {
     assert(out.length >= ENTRIES_PER_TABLE, 'ownedPages has room for a whole table');
