@@ -285,7 +285,6 @@ export class FrameAllocator {
     markFixedFrames(m); // repair: these frames must never be handed out
     for (let t = 0; t < m.trees; t++) {
       let sum = 0;
-      const reserved = treeIsReserved(Atomics.load(m.treeCounters, t));
       for (let c = childLo(t); c < childHi(m, t); c++) {
         if (childIsHuge(Atomics.load(m.childCounters, c))) {
           Atomics.store(m.childCounters, c, CHILD_HUGE);
@@ -545,13 +544,19 @@ export class FrameAllocator {
   private claimInChild(c: number): number {
     crashPoint('alloc:after-counter');
     const bit = claimClearBit(this.m.bits, c * BITFIELD_WORDS, this.wordHint, BIT_ROUNDS);
-    if (bit < 0) {
-      Atomics.add(this.m.childCounters, c, 1); // undo before reporting the broken invariant
-      corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
-    }
+    if (bit < 0) this.noClearBit(c);
     this.childHint = c;
     this.wordHint = bit >>> 5;
     return c * CHILD_FRAMES + bit;
+  }
+
+  /** claimInChild's failure: the unit taken is given back (to `held` or the counter) before the broken invariant is reported. */
+  private noClearBit(c: number): never {
+    if (c === this.heldChild) {
+      this.held++;
+      this.local++;
+    } else Atomics.add(this.m.childCounters, c, 1);
+    corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
   }
 
   /**
