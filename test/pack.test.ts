@@ -18,7 +18,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string; dependencies: Record<string, string> };
 const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
 
-const CONSUMER_TS = `import { Memory, Mmu, MorselError, isMorselError, type MorselId } from 'morsel';
+const CONSUMER_TS = `import { Memory, Mmu, MorselError, fileSink, fileSource, isMorselError, load, save, type MorselId, type SerialResult } from 'morsel';
 
 const memory: Memory = Memory.create(process.argv[2], 8 * 2 ** 20); // a region file: needs the native addon
 const id: MorselId = memory.morsels.create(1);
@@ -38,8 +38,15 @@ try {
 space.unmap(base);
 space.destroy();
 memory.morsels.destroy(id);
+const named = memory.names.create('/img', { sizeBytes: 4096 });
+memory.names.write(named, 0, new TextEncoder().encode('saved'));
+memory.names.close(named);
+const saved: SerialResult = await save(memory, '/img', fileSink(process.argv[2] + '.img'));
+const src = fileSource(process.argv[2] + '.img');
+const loaded = await load(memory, src, { name: '/img2' });
+src.close();
 memory.close();
-console.log(JSON.stringify({ text: new TextDecoder().decode(out), code, badOrder }));
+console.log(JSON.stringify({ text: new TextDecoder().decode(out), code, badOrder, savedPages: saved.pages, loaded: loaded.name }));
 `;
 
 function sh(cmd: string, args: string[], cwd: string): string {
@@ -80,7 +87,7 @@ test('npm pack: a consumer installs the tarball, type-checks under NodeNext, run
     assert.equal(typecheck.status, 0, typecheck.stdout + typecheck.stderr);
 
     const run = JSON.parse(sh(process.execPath, ['out/main.js', path.join(dir, 'lib.region')], app)) as { text: string; code: string };
-    assert.deepEqual(run, { text: 'packed', code: 'EINVAL', badOrder: 'big' });
+    assert.deepEqual(run, { text: 'packed', code: 'EINVAL', badOrder: 'big', savedPages: 1, loaded: '/img2' });
 
     const bin = path.join(app, 'node_modules', '.bin', 'morsel');
     assert.equal(sh(bin, ['--version'], app).trim(), pkg.version);
