@@ -244,6 +244,8 @@ export class FrameAllocator {
   /** The child of the reserved tree whose counter units this instance holds (-1: none), and how many: held <= local. */
   private heldChild = -1;
   private held = 0;
+  /** takeInTree's second result: the units it took. */
+  private taken = 0;
   /** freeSmallBatch's per-child bit masks (scratch, one word per bitfield word). */
   private readonly batchMasks = new Int32Array(BITFIELD_WORDS);
 
@@ -461,22 +463,38 @@ export class FrameAllocator {
    */
   private holdUnits(): boolean {
     assert(this.held === 0 && this.local > 0, 'hold units only when none are held and local covers one');
-    const lo = childLo(this.tree);
-    const hi = childHi(this.m, this.tree);
-    const want = Math.min(HOLD_UNITS, this.local);
+    const c = this.takeInTree(this.tree, Math.min(HOLD_UNITS, this.local));
+    if (c < 0) return false;
+    this.heldChild = c;
+    this.held = this.taken;
+    return true;
+  }
+
+  /**
+   * Takes up to `want` free-frame units of the first child of tree `t`, from
+   * the hinted child on (wrapping around once), whose counter has any; the
+   * count taken is left in `taken`. -1 when no child has a free frame.
+   */
+  private takeInTree(t: number, want: number): number {
+    const lo = childLo(t);
+    const hi = childHi(this.m, t);
     let c = this.childHint >= lo && this.childHint < hi ? this.childHint : lo;
     for (let i = lo; i < hi; i++, c = c + 1 === hi ? lo : c + 1) {
       const got = this.takeChildUnits(c, want);
       if (got > 0) {
-        this.heldChild = c;
-        this.held = got;
-        return true;
+        this.taken = got;
+        return c;
       }
     }
-    return false;
+    return -1;
   }
 
-  /** CAS-takes up to `want` units of child `c`'s free count; how many (0: none free, or contention persists). */
+  /**
+   * CAS-takes up to `want` units of child `c`'s free count; how many (0: none
+   * free, huge children read 0, or contention persists). The first guess is
+   * a plain read (an Atomics.load costs a builtin call); the CAS validates
+   * it, and "none free" is confirmed with an atomic read.
+   */
   private takeChildUnits(c: number, want: number): number {
     const counters = this.m.childCounters;
     let word = counters[c]; // a guess; the CAS decides
@@ -521,23 +539,10 @@ export class FrameAllocator {
     return -1;
   }
 
-  /** Claims one frame in tree `t` for a caller holding one unit of tree quota: child counter, then bit. -1 if no child has free frames. */
+  /** Claims one frame in tree `t` without its quota (a steal): child counter, then bit. -1 if no child has free frames. */
   private takeSmallInTree(t: number): number {
-    // Fast path: the last child we allocated from usually has frames.
-    const hint = this.childHint;
-    if (treeOfChild(hint) === t && this.decrementChild(hint)) return this.claimInChild(hint);
-    return this.scanTree(t);
-  }
-
-  /** takeSmallInTree's scan over the children of tree `t`, from the hinted child, wrapping around once. */
-  private scanTree(t: number): number {
-    const lo = childLo(t);
-    const hi = childHi(this.m, t);
-    let c = this.childHint >= lo && this.childHint < hi ? this.childHint : lo;
-    for (let i = lo; i < hi; i++, c = c + 1 === hi ? lo : c + 1) {
-      if (this.decrementChild(c)) return this.claimInChild(c);
-    }
-    return -1;
+    const c = this.takeInTree(t, 1);
+    return c < 0 ? -1 : this.claimInChild(c);
   }
 
   /** Claims a clear bit of child `c` for a caller that has decremented its counter; returns the frame. */
@@ -557,39 +562,6 @@ export class FrameAllocator {
       this.local++;
     } else Atomics.add(this.m.childCounters, c, 1);
     corruptMeta(`child ${c}'s counter promised a free frame but its bitfield has none`);
-  }
-
-  /**
-   * CAS-decrements child `c`'s free count. False when it has none (huge
-   * children read 0) or contention persists. The first guess is a plain
-   * read (an Atomics.load costs a builtin call); the CAS validates it and
-   * returns the true value on failure, and "no free frames" is confirmed
-   * with an atomic read before giving up on the child.
-   */
-  private decrementChild(c: number): boolean {
-    const counters = this.m.childCounters;
-    const word = counters[c];
-    // Fast path: a count of 1..CHILD_FRAMES with no other bits passes
-    // checkChildWord and has a frame to take, so one CAS decides.
-    if (word > 0 && word <= CHILD_FRAMES && Atomics.compareExchange(counters, c, word, word - 1) === word) return true;
-    return this.decrementChildRetry(c);
-  }
-
-  /** decrementChild's bounded CAS loop (contention, an empty or huge child, a damaged word). */
-  private decrementChildRetry(c: number): boolean {
-    const counters = this.m.childCounters;
-    let word = counters[c];
-    for (let i = 0; i < CAS_RETRIES; i++) {
-      if (childFree(word) === 0) {
-        word = Atomics.load(counters, c);
-        if (childFree(word) === 0) return false;
-      }
-      checkChildWord(word);
-      const prev = Atomics.compareExchange(counters, c, word, word - 1);
-      if (prev === word) return true;
-      word = prev;
-    }
-    return false;
   }
 
   private allocHuge(): number {
@@ -761,15 +733,21 @@ export class FrameAllocator {
     }
     const old = Atomics.add(this.m.childCounters, c, 1);
     if (childIsHuge(old) || childFree(old) >= CHILD_FRAMES) badWord('child counter before a free', old);
-    // A free into our own reserved tree is counted locally (as in LLFree):
-    // F + local = sum of child counts holds either way, and it keeps the
-    // packed tree-counter cache line, shared by all threads, out of the path.
-    // Except while thieves have driven F negative: then the free pays that
-    // debt, or an owner that frees what thieves took would let F drift down
-    // without bound while its `local` grows (seen with two workers
-    // populating and a third thread destroying).
-    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local++;
-    else Atomics.add(this.m.treeCounters, t, 1);
+    this.creditTree(t, 1);
+  }
+
+  /**
+   * Credits `n` freed frames to tree `t`. A free into our own reserved tree
+   * is counted locally (as in LLFree): F + local = sum of child counts holds
+   * either way, and it keeps the packed tree-counter cache line, shared by
+   * all threads, out of the path. Except while thieves have driven F
+   * negative: then the free pays that debt, or an owner that frees what
+   * thieves took would let F drift down without bound while its `local`
+   * grows (seen with two workers populating and a third thread destroying).
+   */
+  private creditTree(t: number, n: number): void {
+    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local += n;
+    else Atomics.add(this.m.treeCounters, t, n);
   }
 
   /**
@@ -816,9 +794,7 @@ export class FrameAllocator {
     crashPoint('free:after-bit-clear');
     const old = Atomics.add(this.m.childCounters, c, freed);
     if (childIsHuge(old) || childFree(old) + freed > CHILD_FRAMES) badWord('child counter before a free', old);
-    const t = treeOfChild(c);
-    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local += freed; // as freeSmall
-    else Atomics.add(this.m.treeCounters, t, freed);
+    this.creditTree(treeOfChild(c), freed);
     return asked - freed;
   }
 
@@ -840,9 +816,7 @@ export class FrameAllocator {
     if (!childFullyAllocatable(this.m, c)) throw new MorselError('EINVAL', `frame ${frame} cannot be an order-9 frame`);
     const old = Atomics.compareExchange(this.m.childCounters, c, CHILD_HUGE, CHILD_FRAMES);
     if (old !== CHILD_HUGE) throw new MorselError('EINVAL', `frame ${frame} is not an allocated order-9 frame (double free?)`);
-    const t = treeOfChild(c);
-    if (t === this.tree && treeFree(this.m.treeCounters[t]) >= 0) this.local += CHILD_FRAMES; // own reserved tree: counted locally, as order 0 (debts first)
-    else Atomics.add(this.m.treeCounters, t, CHILD_FRAMES);
+    this.creditTree(treeOfChild(c), CHILD_FRAMES); // as order 0
   }
 
   // --- queries ------------------------------------------------------------------------

@@ -313,6 +313,8 @@ export class Walker {
    */
   ownedPages(table: Frame, out: Int32Array, other: EntryVisitor): number {
     assert(out.length >= ENTRIES_PER_TABLE, 'ownedPages has room for a whole table');
+    // forEachOwned's loop, not a call through it: with a second callback shape
+    // there, destroying the pipeline's 4 KiB buffers took 4.6-5.6 ms, not 2.2.
     const words = this.region.words(table);
     const base = this.region.wordIndex(table, 0);
     let count = 0;
