@@ -304,9 +304,15 @@ test('readvCrc reads into views from a position (short at the end of the file), 
     const TMPFS_MAGIC = 0x01021994; // its pages never leave the page cache
     if (process.getuid?.() === 0 && fs.statfsSync(path).type !== TMPFS_MAGIC) {
       fs.fsyncSync(fd);
-      fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
-      const cold = await readv(fd, [new Uint8Array(sab, 0, MiB)], 0);
-      assert.deepEqual([cold.bytes, cold.crc, cold.fromDisk], [MiB, portableCrc32c(Buffer.from(data.subarray(0, MiB))), true], 'after a cache drop the read waits for the device');
+      // drop_caches is best effort (a page busy at that instant stays, as a CI run once showed): a few tries.
+      let fromDisk = false;
+      for (let attempt = 0; attempt < 5 && !fromDisk; attempt++) {
+        fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+        const cold: { bytes: number; crc: number; fromDisk: boolean } = await readv(fd, [new Uint8Array(sab, 0, MiB)], 0);
+        assert.deepEqual([cold.bytes, cold.crc], [MiB, portableCrc32c(Buffer.from(data.subarray(0, MiB)))]);
+        fromDisk = cold.fromDisk;
+      }
+      assert.equal(fromDisk, true, 'after a cache drop the read waits for the device');
     }
   } finally {
     fs.closeSync(fd);
