@@ -291,3 +291,18 @@ test('unlink racing renames: another morsel renamed in under the name is the one
     }
   }
 });
+
+test('exists: a morsel or directory name is taken, a free one is not, and the answer follows unlink; a missing directory is ENOENT', () => {
+  const m = Memory.volatile(16 * MiB);
+  const names = m.names;
+  assert.equal(names.exists('/a'), false, 'an empty namespace');
+  names.mkdir('/d');
+  names.close(names.create('/d/x', { sizeBytes: 4 * KiB }));
+  assert.equal(names.exists('/d'), true);
+  assert.equal(names.exists('/d/x'), true);
+  assert.equal(names.exists('/d/y'), false);
+  names.unlink('/d/x');
+  assert.equal(names.exists('/d/x'), false, 'unlinked');
+  assert.throws(() => names.exists('/none/x'), code('ENOENT'));
+  m.close();
+});

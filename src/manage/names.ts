@@ -194,6 +194,15 @@ export class Names {
   }
 
   /**
+   * Whether `path` names anything now (no permission checked; ENOENT when its
+   * directory does not exist). A hint for work that would end in a create:
+   * the create itself decides (EEXIST).
+   */
+  exists(path: string): boolean {
+    return this.ns.hasEntry(this.parentDir(path), path);
+  }
+
+  /**
    * The first half of create: checks everything create checks, then makes
    * the morsel PENDING and unnamed, counted only by the returned handle.
    * Fill it, then commitCreate names it; close(handle) instead destroys it

@@ -134,7 +134,7 @@
  * 2^24 - 1 entries per directory, 3/4 of the table capacity in used slots
  * (10^6 names need a table of 2^21 slots: a region of at least 2 GiB).
  */
-import { MorselError, assert, check } from '../errors.js';
+import { MorselError, assert, check, isMorselError } from '../errors.js';
 import type { FrameAllocator } from '../alloc/llfree.js';
 import type { Region } from '../physical/region.js';
 import { ROOT_SLOT_NAMES } from '../physical/superblock.js';
@@ -511,6 +511,25 @@ export class Namespace {
     const rec = this.component(dir.obj, dir.objSeq, this.p1, n - 1);
     this.found = { dir, rec, slot: this.hitSlot, lo: this.hitLo, recNo: this.hitRec, seq: this.hitSeq, snapDir: this.snapDir, snapDirSeq: this.snapDirSeq };
     return rec;
+  }
+
+  /**
+   * Whether `path`, an entry of the resolved directory `dir`, names anything
+   * now: lookupIn's answer without the throw of a missing name (~20 us). A
+   * hint only: the name can be taken or freed right after.
+   */
+  hasEntry(dir: DirRef, path: string): boolean {
+    const n = this.parseIn(dir, path);
+    if (dir.obj === 0) {
+      try {
+        this.walk(this.p1, n, null, 0); // as lookupIn: the directory had no object when resolved
+        return true;
+      } catch (e) {
+        if (isMorselError(e, 'ENOENT')) return false;
+        throw e;
+      }
+    }
+    return this.find(dir.obj, dir.objSeq, this.p1.bytes, this.p1.starts[n - 1], this.p1.ends[n - 1], false) >= 0;
   }
 
   /** Parses `path` into p1, asserting that it names an entry of `dir`. Returns the component count. */

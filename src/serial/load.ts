@@ -18,7 +18,7 @@
  * recovery destroys it; unlinked frames are reclaimed by the rebuild.
  */
 import { crc32c } from './crc.js';
-import { MorselError, assert, check, isMorselError } from '../errors.js';
+import { assert, check, isMorselError } from '../errors.js';
 import type { Memory } from '../memory.js';
 import type { CreateOptions } from '../manage/names.js';
 import { formatHandle } from '../manage/handle.js';
@@ -28,7 +28,7 @@ import type { Region } from '../physical/region.js';
 import type { Order } from '../morsel/order.js';
 import { PAGE_SIZE, type Frame } from '../units.js';
 import { CHILD_FRAMES } from '../physical/layout.js';
-import { FIXED_HEADER_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, chunkTailBytes, dataPadBytes, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
+import { DATA_ALIGN_BYTES, FIXED_HEADER_BYTES, TRAILER_BYTES, checkTrailer, chunkCountOf, chunkTailBytes, dataPadBytes, decodeHeader, decodeMap, foldCrc, headerLength, mapBytes, storedCrc, type ImageHeader, type ImageMap, type PageRun } from './format.js';
 import { frameViews, type SerialResult } from './save.js';
 import { hostError, type ImageSource } from './streams.js';
 
@@ -60,20 +60,66 @@ async function readExact(source: ImageSource, n: number, what: string): Promise<
   return bytes;
 }
 
-/** Reads and verifies the header and map, and the zero padding before the data (version 3). */
-async function readHead(source: ImageSource): Promise<Head> {
-  const fixed = await source.read(FIXED_HEADER_BYTES);
-  const length = headerLength(fixed);
-  const rest = await readExact(source, length - FIXED_HEADER_BYTES, 'the header');
-  const headerBytes = new Uint8Array(length);
-  headerBytes.set(fixed);
-  headerBytes.set(rest, FIXED_HEADER_BYTES);
+/**
+ * What readHead reads first: the whole head (header, map and padding) of
+ * an image whose map is small, as its data starts at the first
+ * DATA_ALIGN_BYTES boundary after them (version 3). One read instead of four.
+ */
+const HEAD_PROBE_BYTES = DATA_ALIGN_BYTES;
+/** What a whole zero padding compares with. */
+const ZERO_PAD = new Uint8Array(DATA_ALIGN_BYTES);
+
+/**
+ * Reads and verifies the header and map, and the zero padding before the
+ * data (version 3). Returns with them the probe's bytes it did not use (an
+ * image older than version 3 has no padding, so its data starts in the probe).
+ */
+async function readHead(source: ImageSource): Promise<{ head: Head; unused: Uint8Array }> {
+  const probe = (await source.read(HEAD_PROBE_BYTES)).slice(); // a copy: the source reuses its buffers
+  let at = 0;
+  const take = async (n: number, what: string): Promise<Uint8Array> => {
+    if (at + n <= probe.length) return probe.subarray(at, (at += n));
+    const have = probe.subarray(at);
+    at = probe.length;
+    const more = await source.read(n - have.length);
+    check(more.length === n - have.length, 'ECORRUPT', () => `truncated image: ${what} ends after ${have.length + more.length} of ${n} bytes`);
+    const out = new Uint8Array(n);
+    out.set(have);
+    out.set(more, have.length);
+    return out;
+  };
+  const length = headerLength(probe.subarray(0, FIXED_HEADER_BYTES));
+  const headerBytes = await take(length, 'the header');
   const header = decodeHeader(headerBytes);
-  const mapRaw = await readExact(source, mapBytes(header), 'the page map');
+  const mapRaw = await take(mapBytes(header), 'the page map');
   const map = decodeMap(mapRaw, header);
-  const pad = await readExact(source, dataPadBytes(header, length + mapRaw.length), 'the padding before the data');
-  check(pad.every((b) => b === 0), 'ECORRUPT', 'the padding before the data is not zero');
-  return { header, map, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapRaw), headBytes: length + mapRaw.length + pad.length };
+  const pad = await take(dataPadBytes(header, length + mapRaw.length), 'the padding before the data');
+  check(pad.length <= ZERO_PAD.length && Buffer.compare(pad, ZERO_PAD.subarray(0, pad.length)) === 0, 'ECORRUPT', 'the padding before the data is not zero');
+  const head = { header, map, headerCrc: storedCrc(headerBytes), mapCrc: storedCrc(mapRaw), headBytes: length + mapRaw.length + pad.length };
+  return { head, unused: probe.subarray(at) };
+}
+
+/**
+ * `source` after readHead: its unused probe bytes first. Only images older
+ * than version 3 leave any; they load through read() and a copy (no
+ * readInto, which cannot start from bytes already read).
+ */
+function afterHead(source: ImageSource, unused: Uint8Array): ImageSource {
+  if (unused.length === 0) return source;
+  let back = unused;
+  return {
+    read: async (n) => {
+      const first = back.subarray(0, n);
+      back = back.subarray(first.length);
+      if (first.length === n) return first;
+      const more = await source.read(n - first.length);
+      const out = new Uint8Array(first.length + more.length);
+      out.set(first);
+      out.set(more, first.length);
+      return out;
+    },
+    close: () => source.close(),
+  };
 }
 
 /**
@@ -319,7 +365,9 @@ class TreeBuilder {
 export async function load(memory: Memory, source: ImageSource, opts: LoadOptions = {}): Promise<LoadResult> {
   const started = performance.now();
   try {
-    const head = await readHead(source);
+    const probed = await readHead(source);
+    const head = probed.head;
+    const input = afterHead(source, probed.unused);
     const { header } = head;
     const path = opts.name ?? header.name?.path;
     check(path !== undefined, 'EINVAL', 'the image carries no name (saved from a handle): give one with --name');
@@ -333,7 +381,7 @@ export async function load(memory: Memory, source: ImageSource, opts: LoadOption
     const builder = new TreeBuilder(memory.morsels.walker, memory.alloc, memory.region, h.dataRoot as Frame, h.dataOrder, head.map);
     let bytes: number;
     try {
-      bytes = head.headBytes + (await readData(source, head, builder, opts.onProgress));
+      bytes = head.headBytes + (await readData(input, head, builder, opts.onProgress));
       builder.finish();
     } catch (e) {
       builder.abandon();
@@ -350,13 +398,7 @@ export async function load(memory: Memory, source: ImageSource, opts: LoadOption
 }
 
 function checkNameFree(memory: Memory, path: string): void {
-  try {
-    memory.names.ns.lookup(path);
-  } catch (e) {
-    if (e instanceof MorselError && e.code === 'ENOENT') return;
-    throw e;
-  }
-  throw new MorselError('EEXIST', `${path} exists`);
+  check(!memory.names.exists(path), 'EEXIST', () => `${path} exists`);
 }
 
 /** One chunk on its way in: its frames, where its trailing checksum lands (versions 1-2; empty since), and the read. */
