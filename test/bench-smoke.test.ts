@@ -123,10 +123,10 @@ test('overhead: tiny sweep, table overhead and root sizes', async () => {
 });
 
 test('serial: tiny save/load, naive serializer, pmap vs v8 and JSON', async () => {
-  const e = await runSerial({ quick: true, params: { sizeBytes: 4 * MiB, sparseFraction: 0.01, reps: 5, uncachedReps: 5, valueBytes: 100, pmapBytes: 4 * MiB, uncached: false } });
+  const e = await runSerial({ quick: true, params: { sizesBytes: [4 * MiB], sparseFraction: 0.01, reps: 5, uncachedReps: 5, valueBytes: 100, pmapBytes: 4 * MiB, uncached: false } });
   checkShape(e, 'serial');
   for (const v of ['save', 'load (cached)', 'naive save', 'naive load (cached)', 'disk write (limit)', 'disk read (limit, cached)']) {
-    assert.ok(e.results.some((r) => r.variant === v && r.summary.median > 0), `${v} measured`);
+    assert.ok(e.results.some((r) => r.variant === `${v} (4 MiB)` && r.summary.median > 0), `${v} measured`);
   }
 });
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import fc from 'fast-check';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Memory } from '../src/memory.js';
@@ -59,6 +60,36 @@ test('walker: ensureChild allocates once, descend follows, forEachPresent visits
   const seen: number[] = [];
   w.forEachPresent(root, (i) => seen.push(i));
   assert.deepEqual(seen, [3, 9]);
+});
+
+test('walker: forEachPresent reports exactly the present entries of any table, with both halves, and nests (a visitor walks another table)', () => {
+  const m = Memory.volatile(8 * MiB);
+  const w = new Walker(m.region, m.alloc);
+  const table = w.zeroedFrame();
+  const other = w.zeroedFrame();
+  const words = m.region.words(table);
+  const base = m.region.wordIndex(table, 0);
+  m.region.words(other)[m.region.wordIndex(other, 2 * 7)] = 0x1001; // one present entry, index 7
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: ENTRIES_PER_TABLE - 1 }), fc.integer(), fc.integer()), { maxLength: 2 * ENTRIES_PER_TABLE }), (entries) => {
+      words.fill(0, base, base + 2 * ENTRIES_PER_TABLE);
+      for (const [i, lo, hi] of entries) {
+        words[base + 2 * i] = lo;
+        words[base + 2 * i + 1] = hi;
+      }
+      const want: [number, number, number][] = [];
+      for (let i = 0; i < ENTRIES_PER_TABLE; i++) if ((words[base + 2 * i] & 1) !== 0) want.push([i, words[base + 2 * i], words[base + 2 * i + 1]]);
+      const seen: [number, number, number][] = [];
+      w.forEachPresent(table, (i, lo, hi) => {
+        let nested = 0;
+        w.forEachPresent(other, (j, lo) => void (nested++, assert.deepEqual([j, lo], [7, 0x1001]))); // a nested scan must not disturb this one
+        assert.equal(nested, 1);
+        seen.push([i, lo, hi]);
+      });
+      assert.deepEqual(seen, want);
+    }),
+    { numRuns: 200 },
+  );
 });
 
 test('walker: linkPrivate links a run of pages all or nothing; ownedPages lists the writable ones', () => {

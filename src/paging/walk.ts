@@ -7,7 +7,7 @@
  *                                          table at stopLevel (or -1)
  *   ensureChild(table, index, point)       the child, created if missing:
  *                                          allocate, zero, CAS, free on loss
- *   forEachPresent(table, visit)           every present entry, once
+ *   forEachPresent(table, visit)           every present entry, once (a native scan)
  *   forEachOwned(table, visit)             the same for a table only the caller uses
  *   ownedPages(table, out, other)          a dying level-1 table's own pages
  *   followHuge(table, index, lo, hi)       a 2 MiB leaf's order-9 frame
@@ -34,6 +34,7 @@ import { OWNED_ROOT_SLOTS, sealRoots } from '../physical/superblock.js';
 import type { Region } from '../physical/region.js';
 import type { Frame } from '../units.js';
 import { crashPoint, type CrashPointName } from '../crash-point.js';
+import { nativePresentEntries } from '../physical/native.js';
 import { HUGE_LEAF_FLAGS, INNER_FLAGS, RW, isHugeLeaf, isPresent, makeHi, makeLo, pfnOf } from './entry.js';
 
 /** The address bits one level indexes, and so the entries of one 4 KiB table. */
@@ -61,6 +62,11 @@ const LEVEL_SPAN = [1, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48, 2 ** 57];
 
 /** Bytes covered by one entry of a level-`level` table. */
 export const levelSpan = (level: number): number => LEVEL_SPAN[level];
+
+/** The addon's presentEntries, or null without the addon (forEachPresent then scans in JavaScript). */
+const presentEntries = nativePresentEntries();
+/** How deep forEachPresent calls nest: a walk descends at most MAX_LEVELS tables; a visitor walking a second tree (a clone's copy) doubles that. */
+const MAX_PRESENT_DEPTH = 4 * MAX_LEVELS;
 
 /** Index into the level-`level` table for byte `addr` (level 1 = PT). Division, not shifts: addresses exceed 32 bits. */
 export function indexAt(addr: number, level: number): number {
@@ -90,6 +96,9 @@ export class Walker {
   private readonly view: AllocatorView;
   /** Frames this walker linked by a winning CAS (population reports the difference). */
   linkedFrames = 0;
+  /** forEachPresent's (index, lo, hi) triples, one buffer per nesting depth (visitors descend): this thread's, never in the region. */
+  private readonly presentBuffers: Int32Array[] = [];
+  private presentDepth = 0;
 
   constructor(
     readonly region: Region,
@@ -277,11 +286,32 @@ export class Walker {
     return frame;
   }
 
-  /** Calls `visit(index, lo, hi)` for each present entry of `table`, in index order. Frames are not validated: use follow() on what you descend into. */
+  /**
+   * Calls `visit(index, lo, hi)` for each present entry of `table`, in index
+   * order, as read by one 64-bit acquire load per entry (the addon's
+   * presentEntries, all entries before the first visit; ~1 ns an entry,
+   * against ~12 ns for two Atomics.load) or, without the addon, two atomic
+   * loads per entry as it is reached. Either is a snapshot of each entry, so
+   * a visitor sees the entry as it was read and changes only its own.
+   * Frames are not validated: use follow() on what you descend into.
+   */
   forEachPresent(table: Frame, visit: EntryVisitor): void {
-    // The table's window and first word once, then one atomic load per entry (entry i = words 2i, 2i+1).
     const words = this.region.words(table);
     const base = this.region.wordIndex(table, 0);
+    if (presentEntries !== null) {
+      assert(this.presentDepth < MAX_PRESENT_DEPTH, 'forEachPresent nests no deeper than the tables do');
+      const out = (this.presentBuffers[this.presentDepth] ??= new Int32Array(3 * ENTRIES_PER_TABLE));
+      const n = presentEntries(words, base, out);
+      if (n >= 0) {
+        this.presentDepth++;
+        try {
+          for (let i = 0; i < n; i++) visit(out[3 * i], out[3 * i + 1], out[3 * i + 2]);
+        } finally {
+          this.presentDepth--;
+        }
+        return;
+      }
+    }
     for (let index = 0; index < ENTRIES_PER_TABLE; index++) {
       const lo = Atomics.load(words, base + 2 * index);
       if (isPresent(lo)) visit(index, lo, Atomics.load(words, base + 2 * index + 1));

@@ -29,6 +29,7 @@ interface Addon {
   sumInt32(view: ArrayBufferView): number;
   zeroBytes(view: ArrayBufferView, byteOffset: number, byteLength: number): void;
   scanRun(words: Int32Array, base: number, first: number, end: number, need: number, checkNx: boolean, next: number): number;
+  presentEntries(words: Int32Array, base: number, out: Int32Array): number;
   /** present only where the CPU has SSE4.2 */
   crc32c?(view: ArrayBufferView, crc: number): number;
   readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number, fromDisk: boolean) => void): void;
@@ -260,6 +261,15 @@ export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: n
     new Promise<ReadCrc>((resolve, reject) =>
       fn(fd, views, position, (err, bytes, crc, fromDisk) => (err === null ? resolve({ bytes, crc, fromDisk }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' })))),
     );
+}
+
+/**
+ * The addon's presentEntries (see mmap.cc): a table's present entries as
+ * (index, lo, hi) triples with one 64-bit acquire load per entry, or null
+ * where the addon is not built (src/paging/walk.ts then scans in JavaScript).
+ */
+export function nativePresentEntries(): Addon['presentEntries'] | null {
+  return addonOrNull()?.presentEntries ?? null;
 }
 
 /**

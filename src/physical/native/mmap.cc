@@ -797,6 +797,41 @@ void ScanRun(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(i - first));
 }
 
+// presentEntries(words, base, out): the present entries (bit 0 set) of the
+// page table whose first Int32 word is words[base], in index order, as
+// triples (index, lo word, hi word) in `out` (room for 3 x 512 Int32);
+// returns how many. The walker's forEachPresent loop with one 64-bit
+// acquire load per entry (a plain mov on x86) instead of an Atomics.load
+// call per entry (~6 ns each in V8): a sparse table costs one call. -1: the
+// table is not 8-byte aligned or not inside the view, or `out` is too short
+// (the caller scans in JavaScript).
+void PresentEntries(const FunctionCallbackInfo<Value>& args) {
+  Isolate* iso = args.GetIsolate();
+  if (args.Length() < 3 || !args[0]->IsInt32Array() || !args[1]->IsUint32() || !args[2]->IsInt32Array())
+    return Throw(iso, EINVAL, "presentEntries", "expects (Int32Array, base, Int32Array)");
+  constexpr uint64_t kEntries = 512;
+  Local<v8::Int32Array> view = args[0].As<v8::Int32Array>();
+  Local<v8::Int32Array> out = args[2].As<v8::Int32Array>();
+  uint64_t base = args[1].As<v8::Uint32>()->Value();
+  const char* at = static_cast<const char*>(view->Buffer()->Data()) + view->ByteOffset() + base * 4;
+  if ((reinterpret_cast<uintptr_t>(at) & 7) != 0 || base + 2 * kEntries > view->Length() || out->Length() < 3 * kEntries) {
+    args.GetReturnValue().Set(-1);
+    return;
+  }
+  const uint64_t* entries = reinterpret_cast<const uint64_t*>(at);
+  int32_t* triples = reinterpret_cast<int32_t*>(static_cast<char*>(out->Buffer()->Data()) + out->ByteOffset());
+  int32_t count = 0;
+  for (uint64_t i = 0; i < kEntries; i++) {
+    uint64_t e = __atomic_load_n(&entries[i], __ATOMIC_ACQUIRE);
+    if ((e & 1) == 0) continue;
+    triples[3 * count] = static_cast<int32_t>(i);
+    triples[3 * count + 1] = static_cast<int32_t>(static_cast<uint32_t>(e));
+    triples[3 * count + 2] = static_cast<int32_t>(static_cast<uint32_t>(e >> 32));
+    count++;
+  }
+  args.GetReturnValue().Set(count);
+}
+
 void LiveMappings(const FunctionCallbackInfo<Value>& args) {
   args.GetReturnValue().Set(static_cast<double>(g_live.load()));
 }
@@ -830,6 +865,7 @@ NODE_MODULE_INIT() {
   Export(context, exports, "sumInt32", SumInt32);
   Export(context, exports, "zeroBytes", ZeroBytes);
   Export(context, exports, "scanRun", ScanRun);
+  Export(context, exports, "presentEntries", PresentEntries);
   if (__builtin_cpu_supports("sse4.2")) {
     Export(context, exports, "crc32c", Crc32c);
     Export(context, exports, "readvCrc", ReadvCrc);
