@@ -23,7 +23,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <nmmintrin.h>
+#include <immintrin.h>
 
 #include <atomic>
 #include <cmath>
@@ -599,8 +599,96 @@ struct ShiftTable {
   }
 };
 
+// Where the CPU has VPCLMULQDQ and AVX-512 (this machine's Zen 5 does), long
+// inputs go through carry-less multiplication first, 2.3x the instruction
+// loop's speed here (53 against 23 GB/s from the cache, 22.5 against 17.5
+// from memory): sixteen 16-byte lanes (four 512-bit registers) each stand
+// for the message bytes at their place in a 256-byte block; each block
+// folds them forward by 256 bytes (a lane L = H x^64 + Lo, H its first 8
+// bytes, becomes H * (x^(8D+62) mod P) + Lo * (x^(8D-2) mod P), reflected
+// and shifted into a 64-bit constant; the exponents are those for which the
+// fold reproduces the crc32 instruction's register, and test/native.test.ts
+// compares both on random lengths and offsets) and adds the next block.
+// Then the lanes fold into the last one, and two crc32 instructions reduce
+// it: the register of the whole prefix. The rest goes through the loop.
+
+// x^n modulo the polynomial, reflected (bit 31 is x^0).
+uint32_t XPow(size_t n) {
+  uint32_t s = 0x80000000u;
+  for (size_t bit = 0; bit < n; bit++) s = (s >> 1) ^ (kCrc32cPoly & (0u - (s & 1u)));
+  return s;
+}
+
+constexpr size_t kFoldLaneBytes = 16;
+constexpr size_t kFoldLanes = 16;
+constexpr size_t kFoldBlockBytes = kFoldLanes * kFoldLaneBytes;  // 256: four 512-bit registers
+// Shorter inputs take the instruction loop only (the fold's set-up and final reduction cost ~40 instructions).
+constexpr size_t kFoldMinBytes = 4 * kFoldBlockBytes;
+
+// The 64-bit constant that multiplies a lane's half by x^n.
+uint64_t FoldConstant(size_t n) { return static_cast<uint64_t>(XPow(n)) << 31; }
+
+struct FoldConstants {
+  // [k]: fold a lane forward by k lanes (16k bytes), its first and second 8 bytes.
+  uint64_t first[kFoldLanes], second[kFoldLanes];
+  uint64_t blockFirst, blockSecond;  // forward by one block
+  FoldConstants() {
+    for (size_t k = 1; k < kFoldLanes; k++) {
+      first[k] = FoldConstant(8 * kFoldLaneBytes * k + 62);
+      second[k] = FoldConstant(8 * kFoldLaneBytes * k - 2);
+    }
+    first[0] = second[0] = 0;  // unused: the last lane is not moved
+    blockFirst = FoldConstant(8 * kFoldBlockBytes + 62);
+    blockSecond = FoldConstant(8 * kFoldBlockBytes - 2);
+  }
+};
+
+// Each lane of `a` moved forward by the distance of `k`'s constants, plus the 64 bytes at `at`.
+__attribute__((target("avx512f,vpclmulqdq"), always_inline)) inline __m512i FoldInto(__m512i a, __m512i k, const uint8_t* at) {
+  return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(a, k, 0x00), _mm512_clmulepi64_epi128(a, k, 0x11), _mm512_loadu_si512(at), 0x96);  // 0x96: a ^ b ^ c
+}
+
+// The raw register after `blocks` (>= 1) blocks at `p`, from raw register `raw`.
+__attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.2"))) uint32_t FoldBlocks(uint32_t raw, const uint8_t* p, size_t blocks) {
+  static const FoldConstants c;  // thread-safe static init (C++11)
+  const __m512i k = _mm512_set_epi64(c.blockSecond, c.blockFirst, c.blockSecond, c.blockFirst, c.blockSecond, c.blockFirst, c.blockSecond, c.blockFirst);
+  // The starting register is the same as its value xor-ed into the first 4 bytes.
+  __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_castsi128_si512(_mm_cvtsi32_si128(static_cast<int>(raw))));
+  __m512i a1 = _mm512_loadu_si512(p + 64);
+  __m512i a2 = _mm512_loadu_si512(p + 128);
+  __m512i a3 = _mm512_loadu_si512(p + 192);
+  for (size_t b = 1; b < blocks; b++) {
+    p += kFoldBlockBytes;
+    a0 = FoldInto(a0, k, p);
+    a1 = FoldInto(a1, k, p + 64);
+    a2 = FoldInto(a2, k, p + 128);
+    a3 = FoldInto(a3, k, p + 192);
+  }
+  alignas(64) uint64_t lanes[2 * kFoldLanes];
+  _mm512_store_si512(lanes, a0);
+  _mm512_store_si512(lanes + 8, a1);
+  _mm512_store_si512(lanes + 16, a2);
+  _mm512_store_si512(lanes + 24, a3);
+  __m128i last = _mm_load_si128(reinterpret_cast<const __m128i*>(lanes + 2 * (kFoldLanes - 1)));
+  for (size_t i = 0; i + 1 < kFoldLanes; i++) {
+    size_t k2 = kFoldLanes - 1 - i;  // lanes to move
+    __m128i lane = _mm_load_si128(reinterpret_cast<const __m128i*>(lanes + 2 * i));
+    __m128i kk = _mm_set_epi64x(static_cast<long long>(c.second[k2]), static_cast<long long>(c.first[k2]));
+    last = _mm_xor_si128(last, _mm_xor_si128(_mm_clmulepi64_si128(lane, kk, 0x00), _mm_clmulepi64_si128(lane, kk, 0x11)));
+  }
+  uint64_t s = _mm_crc32_u64(0, static_cast<uint64_t>(_mm_cvtsi128_si64(last)));
+  return static_cast<uint32_t>(_mm_crc32_u64(s, static_cast<uint64_t>(_mm_extract_epi64(last, 1))));
+}
+
 __attribute__((target("sse4.2"))) uint32_t Crc32cHw(uint32_t crc, const uint8_t* p, size_t len) {
   static const ShiftTable shift;  // thread-safe static init (C++11)
+  static const bool fold = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul");
+  if (fold && len >= kFoldMinBytes) {
+    size_t blocks = len / kFoldBlockBytes;
+    crc = ~FoldBlocks(~crc, p, blocks);
+    p += blocks * kFoldBlockBytes;
+    len -= blocks * kFoldBlockBytes;
+  }
   uint64_t s = static_cast<uint32_t>(~crc);
   for (; len > 0 && (reinterpret_cast<uintptr_t>(p) & 7) != 0; len--) s = _mm_crc32_u8(static_cast<uint32_t>(s), *p++);
   auto word = [](const uint8_t* at) {
