@@ -35,7 +35,7 @@ import { runTransfer, transferParams, transferRegionBytes } from './transfer.js'
 import { runNames } from './names.js';
 import { cowParams, cowRegionBytes, runCow } from './cow.js';
 import { refcountParams, refcountRegionBytes, runRefcount } from './refcount.js';
-import { runSerial, serialParams, serialRegionBytes } from './serial.js';
+import { runSerial } from './serial.js';
 
 type Runner = (opts: RunOptions) => Promise<ExperimentResult>;
 
@@ -60,7 +60,7 @@ export const SUITES: Record<string, Runner> = {
 /** Suites `npm start` runs (the quick profile takes about 4 minutes on 2 cores). */
 export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'kv', 'serial', 'cow', 'refcount', 'cli-start'];
 
-/** The shared volatile region the selected suites need, so it is created and pre-faulted once. */
+/** The shared volatile region the selected suites need, so it is created and pre-faulted once (serial maps region files of its own). */
 export function regionBytesFor(suites: string[], quick: boolean): number {
   const need: Record<string, () => number> = {
     population: () => populationRegionBytes(populationParams(quick)),
@@ -71,7 +71,6 @@ export function regionBytesFor(suites: string[], quick: boolean): number {
     overhead: () => overheadRegionBytes(overheadParams(quick)),
     cow: () => cowRegionBytes(cowParams(quick)),
     refcount: () => refcountRegionBytes(refcountParams(quick)),
-    serial: () => serialRegionBytes(serialParams(quick)),
   };
   return Math.max(0, ...suites.filter((s) => s in need).map((s) => need[s]()));
 }
