@@ -338,6 +338,7 @@ async function saveLoad(m: Memory, dir: string, memDir: string, p: SerialParams,
     });
     for (const [v, t] of Object.entries(cold)) rate(v, t);
     results.push(variant('load CPU (uncached)' + suffix, 'cpu_s_per_GB', cpuPerGB(cold['load (uncached)'])));
+    results.push(variant('disk read CPU (uncached)' + suffix, 'cpu_s_per_GB', cpuPerGB(cold['disk read (limit, uncached)'])));
     unlinkCopy();
   }
   tick();
@@ -443,6 +444,7 @@ function sizeClaims(results: VariantResult[], size: number, uncached: boolean, d
   const inMemory = size <= MEMORY_VARIANTS_MAX_BYTES;
   const cpuOf = inMemory ? 'load CPU' : 'load CPU (uncached)';
   const cpu = medianOf(results, cpuOf + d, 'cpu_s_per_GB');
+  const readCpu = medianOf(results, 'disk read CPU (uncached)' + d, 'cpu_s_per_GB');
   const disk = [
     claim(`serial: save / disk write limit (dense, ${at})`, g('save' + d) / writeLimit(d), { goal: 0.85, note: `limit: the faster of plain buffered and plain direct large writes + fsync; save used direct I/O: ${directIo ? 'yes' : 'no'}` }),
     ...(uncached ? [claim(`serial: load / disk read limit (dense, uncached, ${at})`, g('load (uncached)' + d) / g('disk read (limit, uncached)' + d), { goal: 0.85 })] : []),
@@ -460,7 +462,7 @@ function sizeClaims(results: VariantResult[], size: number, uncached: boolean, d
   return [
     ...disk,
     ...memory,
-    ...(Number.isFinite(cpu) ? [claim(`serial: load CPU-seconds per GB (dense, ${at}${inMemory ? '' : ', uncached'}; lower is better)`, cpu, { anchor: 1.4, goal: 0.5, met: cpu <= 0.5 })] : []),
+    ...(Number.isFinite(cpu) ? [claim(`serial: load CPU-seconds per GB (dense, ${at}${inMemory ? '' : ', uncached'}; lower is better)`, cpu, { anchor: 1.4, goal: 0.5, met: cpu <= 0.5, ...(inMemory ? {} : { note: `plain uncached reads of the same bytes alone: ${readCpu.toFixed(2)} CPU-s/GB` }) })] : []),
   ];
 }
 
