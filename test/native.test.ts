@@ -310,11 +310,36 @@ test('readvCrc reads into views from a position (short at the end of the file), 
       let fromDisk = false;
       for (let attempt = 0; attempt < 5 && !fromDisk; attempt++) {
         fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
-        const cold: { bytes: number; crc: number; fromDisk: boolean } = await readv(fd, [new Uint8Array(sab, 0, MiB)], 0);
+        const cold: { bytes: number; crc: number; fromDisk: boolean; direct: boolean } = await readv(fd, [new Uint8Array(sab, 0, MiB)], 0);
         assert.deepEqual([cold.bytes, cold.crc], [MiB, portableCrc32c(Buffer.from(data.subarray(0, MiB)))]);
         fromDisk = cold.fromDisk;
       }
       assert.equal(fromDisk, true, 'after a cache drop the read waits for the device');
+      // With an O_DIRECT descriptor, what the cache lacks comes straight into page-aligned memory (a file mapping).
+      const directFd = fs.openSync(path, fs.constants.O_RDONLY | (fs.constants.O_DIRECT ?? 0));
+      try {
+        const aligned = new Uint8Array(mapFile(region(2 * MiB), 2 * MiB));
+        let direct = false;
+        for (let attempt = 0; attempt < 5 && !direct; attempt++) {
+          fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+          const cold: { bytes: number; crc: number; direct: boolean } = await readv(fd, [aligned.subarray(0, MiB), aligned.subarray(MiB, 2 * MiB)], MiB, directFd);
+          assert.deepEqual([cold.bytes, cold.crc], [2 * MiB, portableCrc32c(Buffer.from(data.subarray(MiB, 3 * MiB)))]);
+          assert.deepEqual(Buffer.from(aligned), Buffer.from(data.subarray(MiB, 3 * MiB)));
+          direct = cold.direct;
+        }
+        assert.equal(direct, true, 'after a cache drop the read goes through the O_DIRECT descriptor');
+        aligned.fill(0);
+        const known = await readv(fd, [aligned.subarray(0, MiB), aligned.subarray(MiB, 2 * MiB)], 0, directFd, false); // no page-cache attempt
+        assert.deepEqual([known.bytes, known.fromDisk, known.direct], [2 * MiB, true, true]);
+        assert.deepEqual(Buffer.from(aligned), Buffer.from(data.subarray(0, 2 * MiB)));
+        // Unaligned memory (a plain ArrayBuffer's offset 1): the buffered descriptor serves, same bytes.
+        const odd = new Uint8Array(new ArrayBuffer(MiB + 1), 1);
+        fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+        const r2 = await readv(fd, [odd], 0, directFd);
+        assert.deepEqual([r2.bytes, r2.crc, r2.direct], [MiB, portableCrc32c(Buffer.from(data.subarray(0, MiB))), false]);
+      } finally {
+        fs.closeSync(directFd);
+      }
     }
   } finally {
     fs.closeSync(fd);

@@ -443,3 +443,45 @@ test('the package entry exports save and load: a page-cache-only save (durable: 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('load of an image not in the page cache: its chunks come with direct I/O into the region file\'s frames, byte-exact, and a failed one returns every frame', async (t) => {
+  const TMPFS_MAGIC = 0x01021994; // its pages never leave the page cache
+  const dir = tempDir('morsel-serial-direct-');
+  if (process.getuid?.() !== 0 || fs.statfsSync(dir).type === TMPFS_MAGIC) return t.skip('needs root (drop_caches) and a file system that is not tmpfs');
+  const m = Memory.create(path.join(dir, 'r.region'), 64 * MiB); // a mapped file: page-aligned frames, as direct I/O needs
+  const data = pattern(24 * MiB + 3 * PAGE_SIZE, 7);
+  const h = m.names.create('/d', { sizeBytes: data.length });
+  m.names.write(h, 0, data);
+  m.names.close(h);
+  const file = path.join(dir, 'd.img');
+  await save(m, '/d', fileSink(file));
+  const dropped = (): void => {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+  };
+  dropped();
+  const src = fileSource(file);
+  const reads: boolean[] = [];
+  const readInto = src.readInto!.bind(src);
+  src.readInto = async (parts) => {
+    const r = await readInto(parts);
+    reads.push(r.direct);
+    return r;
+  };
+  await load(m, src, { name: '/copy' }).finally(() => src.close());
+  assert.ok(reads.filter((d) => d).length >= reads.length - 1, `chunks read with direct I/O: ${reads.join(' ')}`); // a page or so may be cached again by then
+  const copy = m.names.open('/copy');
+  assert.deepEqual(m.names.read(copy, 0, data.length), data);
+  m.names.close(copy);
+  m.names.unlink('/copy');
+  // A flipped byte in the data: ECORRUPT from the direct path too, nothing kept.
+  const bytes = fs.readFileSync(file);
+  bytes[bytes.length - TRAILER_BYTES - 5] ^= 1;
+  fs.writeFileSync(file, bytes);
+  fs.fsyncSync(fs.openSync(file, 'r'));
+  const free = freeFrames(m);
+  dropped();
+  const bad = fileSource(file);
+  await assert.rejects(load(m, bad, { name: '/bad' }).finally(() => bad.close()), (e: unknown) => e instanceof MorselError && e.code === 'ECORRUPT');
+  assert.equal(freeFrames(m), free, 'every frame of the failed load returned');
+  m.close();
+});

@@ -32,7 +32,7 @@ interface Addon {
   presentEntries(words: Int32Array, base: number, out: Int32Array): number;
   /** present only where the CPU has SSE4.2 */
   crc32c?(view: ArrayBufferView, crc: number): number;
-  readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number, fromDisk: boolean) => void): void;
+  readvCrc?(fd: number, views: ArrayBufferView[], position: number, callback: (err: string | null, bytes: number, crc: number, fromDisk: boolean, direct: boolean) => void, directFd: number, probe: boolean): void;
 }
 
 /** OFD lock kinds (values shared with mmap.cc). */
@@ -244,22 +244,27 @@ export interface ReadCrc {
   bytes: number;
   crc: number;
   fromDisk: boolean;
+  /** the bytes the page cache lacked came through the O_DIRECT descriptor */
+  direct: boolean;
 }
 
 /**
  * The addon's readvCrc: a preadv of `views` at `position` (to full or the
  * end of the file) on a thread-pool thread, then the crc32c of the bytes
  * read on that thread; a first RWF_NOWAIT attempt tells whether the read
- * had to wait for the device (fromDisk). Null where the addon or SSE4.2 is
- * missing. A failure rejects with an Error carrying the errno name as
- * `code` and `syscall: 'preadv'` (what hostError maps).
+ * had to wait for the device (fromDisk); those bytes are read through
+ * `directFd` (an O_DIRECT descriptor of the same file; -1: none) where the
+ * alignment allows (direct); probe false skips the page-cache attempt (the
+ * caller knows the file is not cached). Null where the addon or SSE4.2 is missing. A
+ * failure rejects with an Error carrying the errno name as `code` and
+ * `syscall: 'preadv'` (what hostError maps).
  */
-export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: number) => Promise<ReadCrc>) | null {
+export function nativeReadvCrc(): ((fd: number, views: Uint8Array[], position: number, directFd?: number, probe?: boolean) => Promise<ReadCrc>) | null {
   const fn = addonOrNull()?.readvCrc;
   if (fn === undefined) return null;
-  return (fd, views, position) =>
+  return (fd, views, position, directFd = -1, probe = true) =>
     new Promise<ReadCrc>((resolve, reject) =>
-      fn(fd, views, position, (err, bytes, crc, fromDisk) => (err === null ? resolve({ bytes, crc, fromDisk }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' })))),
+      fn(fd, views, position, (err, bytes, crc, fromDisk, direct) => (err === null ? resolve({ bytes, crc, fromDisk, direct }) : reject(Object.assign(new Error(`${err}: preadv failed`), { code: err, syscall: 'preadv' }))), directFd, probe),
     );
 }
 

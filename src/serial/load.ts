@@ -405,8 +405,8 @@ function checkNameFree(memory: Memory, path: string): void {
 interface Incoming {
   frames: Frame[];
   crcBytes: Uint8Array;
-  /** resolves when the chunk's bytes are in `frames` (readInto; with their crc32c when the source computed it) or in `copy` */
-  done: Promise<{ copy: Uint8Array | null; crc: number | null; fromDisk: boolean }>;
+  /** resolves when the chunk's bytes are in `frames` (readInto; with their crc32c when the source computed it) or in `copy`; readahead: they came from the device through the page cache */
+  done: Promise<{ copy: Uint8Array | null; crc: number | null; readahead: boolean }>;
 }
 
 /**
@@ -422,10 +422,10 @@ function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: num
     if (tailBytes > 0) parts.push(crcBytes);
     done = source.readInto(parts).then((got) => {
       check(got.bytes === n * PAGE_SIZE + tailBytes, 'ECORRUPT', () => `truncated image: chunk ${c} ends after ${got.bytes} bytes`);
-      return { copy: null, crc: tailBytes === 0 ? got.crc32c : null, fromDisk: got.fromDisk }; // with a trailing checksum the read's crc covers it too
+      return { copy: null, crc: tailBytes === 0 ? got.crc32c : null, readahead: got.fromDisk && !got.direct }; // with a trailing checksum the read's crc covers it too
     });
   } else {
-    done = readExact(source, n * PAGE_SIZE + tailBytes, `chunk ${c}`).then((copy) => ({ copy, crc: null, fromDisk: false }));
+    done = readExact(source, n * PAGE_SIZE + tailBytes, `chunk ${c}`).then((copy) => ({ copy, crc: null, readahead: false }));
   }
   done.catch(() => {}); // awaited later; never an unhandled rejection meanwhile
   return { frames, crcBytes, done };
@@ -437,10 +437,12 @@ function startChunk(source: ImageSource, builder: TreeBuilder, n: number, c: num
  * (readInto: the addon's readvCrc), and a cached read is a memcpy, so reads
  * in flight together use both cores: 64 MiB cached, 4 MiB chunks, here:
  * load / the one-thread read limit 0.48-0.63 with 1 ahead, 0.62-0.66 with 2,
- * 0.73-0.78 with 4 (the pool has 4 threads). Once a read had to wait for
- * the device, one at a time: concurrent reads of one file defeat the
- * kernel's sequential readahead (uncached: 0.50-0.59 of plain reads with
- * 2 or 4 in flight, 0.91-1.09 with 1).
+ * 0.73-0.78 with 4 (the pool has 4 threads). Reads from the device with
+ * direct I/O (the file source's O_DIRECT descriptor: no readahead, no
+ * page-cache copy) keep 4 in flight too. Once a buffered read had to wait
+ * for the device (no direct I/O here), one at a time: concurrent reads of
+ * one file defeat the kernel's sequential readahead (uncached: 0.50-0.59 of
+ * plain reads with 2 or 4 in flight, 0.91-1.09 with 1).
  */
 const READ_AHEAD_CHUNKS = 4;
 
@@ -468,9 +470,9 @@ async function readData(source: ImageSource, head: Head, builder: TreeBuilder, o
     readAhead();
     for (let c = 0; c < chunkCount; c++) {
       const cur = ahead[0];
-      const { copy, crc: readCrc, fromDisk } = await cur.done;
+      const { copy, crc: readCrc, readahead } = await cur.done;
       ahead.shift();
-      depth = source.readInto === undefined || fromDisk ? 1 : READ_AHEAD_CHUNKS;
+      depth = source.readInto === undefined || readahead ? 1 : READ_AHEAD_CHUNKS;
       readAhead();
       const n = pagesIn(c);
       if (copy !== null) {

@@ -75,6 +75,8 @@ export interface ReadInto {
   bytes: number;
   crc32c: number | null;
   fromDisk: boolean;
+  /** the bytes the page cache lacked came with direct I/O: no readahead to defeat, so reads may overlap */
+  direct: boolean;
 }
 
 /** Direct I/O's alignment of file offsets, lengths and memory: one page (what the image format aligns its data to). */
@@ -114,7 +116,7 @@ export function fileSink(file: string, opts: FileSinkOptions = {}): ImageSink {
   } catch (e) {
     throw hostError(e, `cannot create ${tmp}`);
   }
-  let direct = durable ? openDirect(tmp) : null;
+  let direct = durable ? openDirect(tmp, fs.constants.O_WRONLY) : null;
   let directBytes = 0;
   let offset = 0;
   let closed = false;
@@ -169,12 +171,12 @@ export function fileSink(file: string, opts: FileSinkOptions = {}): ImageSink {
   };
 }
 
-/** A second, O_DIRECT descriptor on `file`, or null where the file system has no direct I/O (or the platform no O_DIRECT). */
-function openDirect(file: string): number | null {
+/** A second, O_DIRECT descriptor on `file` (`access`: O_WRONLY or O_RDONLY), or null where the file system has no direct I/O (or the platform no O_DIRECT). */
+function openDirect(file: string, access: number): number | null {
   const flag = fs.constants.O_DIRECT;
   if (flag === undefined) return null;
   try {
-    return fs.openSync(file, fs.constants.O_WRONLY | flag);
+    return fs.openSync(file, access | flag);
   } catch {
     return null;
   }
@@ -257,6 +259,10 @@ export function fileSource(file: string): ImageSource {
   } catch (e) {
     throw hostError(e, `cannot open ${file}`);
   }
+  // What the page cache lacks comes straight from the device into the frames (no copy, no page-cache pages to reclaim).
+  const directFd = readvCrc === null ? null : openDirect(file, fs.constants.O_RDONLY);
+  // Once a chunk came from the device with direct I/O, the rest is read that way without trying the page cache first.
+  let uncached = false;
   let position = 0;
   const ring: Buffer[] = [];
   let turn = 0;
@@ -283,8 +289,9 @@ export function fileSource(file: string): ImageSource {
       const start = position;
       position += total; // claimed now: the next call reads on from here while this one is in flight
       if (total > SYNC_IO_BYTES && readvCrc !== null) {
-        const r = await readvCrc(fd, parts as Uint8Array[], start).catch((e: unknown) => Promise.reject(hostError(e, `cannot read ${file}`)));
-        return { bytes: r.bytes, crc32c: r.crc, fromDisk: r.fromDisk };
+        const r = await readvCrc(fd, parts as Uint8Array[], start, directFd ?? -1, !uncached).catch((e: unknown) => Promise.reject(hostError(e, `cannot read ${file}`)));
+        uncached ||= r.fromDisk && r.direct;
+        return { bytes: r.bytes, crc32c: r.crc, fromDisk: r.fromDisk, direct: r.direct };
       }
       let got = 0;
       for (let rest = parts.filter((p) => p.length > 0); rest.length > 0; ) {
@@ -295,9 +302,12 @@ export function fileSource(file: string): ImageSource {
         rest = skipBytes(rest, r);
       }
       assert(got <= total, 'readv reads at most what it was given');
-      return { bytes: got, crc32c: null, fromDisk: false };
+      return { bytes: got, crc32c: null, fromDisk: false, direct: false };
     },
-    close: () => fs.closeSync(fd),
+    close: () => {
+      fs.closeSync(fd);
+      if (directFd !== null) fs.closeSync(directFd);
+    },
   };
 }
 
