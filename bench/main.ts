@@ -57,7 +57,7 @@ export const SUITES: Record<string, Runner> = {
   serial: runSerial,
 };
 
-/** Suites `npm start` runs (the quick profile takes about 4 minutes on 2 cores). */
+/** Suites `npm start` runs (the quick profile takes about 7.5 minutes on 2 cores). */
 export const DEFAULT_SUITES = ['alloc', 'primitive', 'population', 'map', 'transfer', 'pipeline', 'filecache', 'overhead', 'names', 'kv', 'serial', 'cow', 'refcount', 'cli-start'];
 
 /** The shared volatile region the selected suites need, so it is created and pre-faulted once (serial maps region files of its own). */

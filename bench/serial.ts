@@ -56,7 +56,7 @@ export interface SerialParams {
  */
 const MEMORY_VARIANTS_MAX_BYTES = 1 * GiB;
 /** The share of the available memory a size's region may take (the rest: page cache, buffers, this process). */
-const MEMORY_HEADROOM = 0.9;
+const MEMORY_HEADROOM = 0.95;
 
 export function serialParams(quick: boolean): SerialParams {
   return { sizesBytes: quick ? [64 * MiB, 1 * GiB] : [64 * MiB, 1 * GiB, 8 * GiB], sparseFraction: 0.01, reps: REPS, uncachedReps: MIN_REPS, valueBytes: 1000, pmapBytes: 1 * GiB, uncached: true };
@@ -534,7 +534,10 @@ export async function runSerial(opts: RunOptions & { params?: SerialParams }): P
   const skipped: number[] = [];
   try {
     for (const size of p.sizesBytes) {
-      // A region that does not fit in the memory left would end in the OOM killer: skipped, and said so.
+      // A region that does not fit in the memory left would end in the OOM killer: skipped, and said so
+      // (after the last size's buffers are collected and, as root, the page cache it filled is dropped).
+      collectGarbage();
+      if (p.uncached) dropCaches();
       if (sizeRegionBytes(size) > MEMORY_HEADROOM * os.freemem()) {
         skipped.push(size);
         continue;
