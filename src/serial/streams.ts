@@ -249,7 +249,10 @@ const READ_BUFFERS = 3;
 /**
  * A source reading `file` sequentially (short reads only at its end). The
  * returned bytes live in a small ring of reused buffers (no fresh memory to
- * fault in per chunk): valid until READ_BUFFERS more reads.
+ * fault in per chunk): valid until READ_BUFFERS more reads. readInto (the
+ * addon's readvCrc) reads what the page cache lacks through a second,
+ * O_DIRECT descriptor when the memory is page-aligned (a region file's
+ * frames): from the device into the frames, no copy, no page-cache pages.
  */
 export function fileSource(file: string): ImageSource {
   const readvCrc = nativeReadvCrc();
